@@ -1,0 +1,86 @@
+//! Command-line interface (clap).
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ticketvnc",
+    version,
+    about = "A VNC server for helpdesks: every remote session is recorded against a ticket"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve a screen to VNC viewers.
+    #[command(after_help = "\
+Examples:
+  # A test pattern on localhost:5900, no password (loopback only):
+  ticketvnc serve --source test-pattern --no-auth
+
+  # Password from a file (first line), listening on all interfaces:
+  ticketvnc serve --listen 0.0.0.0:5900 --password-file /etc/ticketvnc/password
+
+  # Several listeners:
+  ticketvnc serve --listen 127.0.0.1:5900 --listen [::1]:5900 --no-auth")]
+    Serve(ServeArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SourceKind {
+    /// A deterministic animated test pattern (no display needed).
+    TestPattern,
+    /// The X11 display in --display or $DISPLAY.
+    X11,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on (repeatable).
+    #[arg(
+        long = "listen",
+        value_name = "ADDR:PORT",
+        default_value = "127.0.0.1:5900"
+    )]
+    pub listen: Vec<SocketAddr>,
+    /// What to serve.
+    #[arg(long, value_enum, default_value = "test-pattern")]
+    pub source: SourceKind,
+    /// File whose first line is the VNC password (only 8 characters count).
+    #[arg(long, value_name = "FILE", conflicts_with = "no_auth")]
+    pub password_file: Option<PathBuf>,
+    /// Allow viewers in without a password. Refused on non-loopback addresses.
+    #[arg(long)]
+    pub no_auth: bool,
+    /// Never inject keyboard, pointer or clipboard input.
+    #[arg(long)]
+    pub view_only: bool,
+    /// Test-pattern size.
+    #[arg(long, value_name = "WxH", default_value = "1024x768", value_parser = parse_size)]
+    pub size: (u16, u16),
+    /// Test-pattern frames per second (0 holds it still).
+    #[arg(long, default_value_t = 10)]
+    pub fps: u32,
+    /// Desktop name shown by viewers.
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+pub fn parse_size(s: &str) -> Result<(u16, u16), String> {
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("expected WIDTHxHEIGHT, got {s:?}"))?;
+    let p = |v: &str| {
+        v.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|&n| (1..=ticketvnc::rfb::limits::MAX_FRAMEBUFFER_EDGE).contains(&n))
+            .ok_or_else(|| format!("size must be 1..=16384, got {v:?}"))
+    };
+    Ok((p(w)?, p(h)?))
+}

@@ -1,0 +1,59 @@
+//! Input sinks: where key, pointer and clipboard events from viewers go.
+
+use std::sync::Mutex;
+
+pub trait InputSink: Send + Sync + 'static {
+    fn key(&self, down: bool, keysym: u32);
+    fn pointer(&self, buttons: u8, x: u16, y: u16);
+    /// Clipboard text from a viewer (already converted from Latin-1).
+    fn cut_text(&self, text: &str);
+}
+
+/// Drops everything (the test pattern has nothing to type into).
+pub struct NullInput;
+
+impl InputSink for NullInput {
+    fn key(&self, _down: bool, _keysym: u32) {}
+    fn pointer(&self, _buttons: u8, _x: u16, _y: u16) {}
+    fn cut_text(&self, _text: &str) {}
+}
+
+/// One input event, as recorded by [`RecordingInput`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InputEvent {
+    Key { down: bool, keysym: u32 },
+    Pointer { buttons: u8, x: u16, y: u16 },
+    CutText(String),
+}
+
+/// Keeps the events (bounded) so tests can check what reached the desktop.
+#[derive(Default)]
+pub struct RecordingInput {
+    events: Mutex<Vec<InputEvent>>,
+}
+
+const MAX_RECORDED: usize = 10_000;
+
+impl RecordingInput {
+    pub fn events(&self) -> Vec<InputEvent> {
+        self.events.lock().unwrap().clone()
+    }
+    fn push(&self, e: InputEvent) {
+        let mut v = self.events.lock().unwrap();
+        if v.len() < MAX_RECORDED {
+            v.push(e);
+        }
+    }
+}
+
+impl InputSink for RecordingInput {
+    fn key(&self, down: bool, keysym: u32) {
+        self.push(InputEvent::Key { down, keysym })
+    }
+    fn pointer(&self, buttons: u8, x: u16, y: u16) {
+        self.push(InputEvent::Pointer { buttons, x, y })
+    }
+    fn cut_text(&self, text: &str) {
+        self.push(InputEvent::CutText(text.to_owned()))
+    }
+}

@@ -1,0 +1,18 @@
+//! ticketvnc: a remote-desktop (RFB/VNC) server for helpdesks.
+//!
+//! Layers (dependencies point down only):
+//! - [`server`] holds listeners, the capture loop, the session registry and shutdown;
+//! - [`session`] runs one task per viewer, driving the sans-IO [`rfb`] core;
+//! - [`rfb`] is the protocol state machine and messages (no I/O);
+//! - [`encoding`] and [`framebuffer`] turn pixels into bytes and find damage;
+//! - [`capture`] and [`input`] are screen sources and input sinks behind traits;
+//! - [`security`] checks authentication.
+
+pub mod capture;
+pub mod encoding;
+pub mod framebuffer;
+pub mod input;
+pub mod rfb;
+pub mod security;
+pub mod server;
+pub mod session;

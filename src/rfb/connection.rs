@@ -1,0 +1,497 @@
+//! The server side of one RFB connection as a sans-IO state machine.
+//!
+//! Bytes from the network go in with [`ServerConnection::receive`]; typed
+//! events come out of [`ServerConnection::poll_event`]; bytes to send
+//! accumulate and are taken with [`ServerConnection::take_output`]. Decisions
+//! that need the outside world (is this authentication response right? what
+//! is the framebuffer size?) are events the driver answers with
+//! [`ServerConnection::auth_verdict`] and [`ServerConnection::server_init`].
+//! Nothing here touches a socket, so the same code runs under tokio, in
+//! tests and in the fuzzers, and a transport (TCP, TLS, WebSocket) can be
+//! swapped underneath without the core noticing.
+
+use super::error::ProtocolError;
+use super::limits;
+use super::messages::{self, ClientMessage};
+use super::pixel_format::PixelFormat;
+use super::wire::{PutExt, Reader};
+
+/// Protocol versions the server speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Version {
+    V3_3,
+    V3_7,
+    V3_8,
+}
+
+impl Version {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Version::V3_3 => "3.3",
+            Version::V3_7 => "3.7",
+            Version::V3_8 => "3.8",
+        }
+    }
+}
+
+/// Security types the server can offer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecurityType {
+    None = 1,
+    VncAuth = 2,
+}
+
+impl SecurityType {
+    pub fn from_u8(v: u8) -> Option<SecurityType> {
+        match v {
+            1 => Some(SecurityType::None),
+            2 => Some(SecurityType::VncAuth),
+            _ => None,
+        }
+    }
+    pub fn name(&self) -> &'static str {
+        match self {
+            SecurityType::None => "none",
+            SecurityType::VncAuth => "vnc-auth",
+        }
+    }
+}
+
+/// What the connection wants the driver to know or decide.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The client sent its version; the rest of the handshake follows it.
+    VersionAgreed(Version),
+    /// The client chose (or, at 3.3, was given) this security type.
+    SecurityChosen(SecurityType),
+    /// A VNC-authentication response arrived. The driver checks it and calls
+    /// [`ServerConnection::auth_verdict`]; nothing else is decoded until then.
+    VncAuthResponse {
+        challenge: [u8; 16],
+        response: [u8; 16],
+    },
+    /// Authentication passed and ClientInit arrived. The driver decides about
+    /// sharing and calls [`ServerConnection::server_init`].
+    ClientInit { shared: bool },
+    /// A normal-phase client message (only after ServerInit was sent).
+    Message(ClientMessage),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Version,
+    SecurityChoice,
+    VncResponse { challenge: [u8; 16] },
+    AwaitVerdict { challenge: [u8; 16] },
+    ClientInit,
+    AwaitServerInit,
+    Normal,
+    Closed,
+}
+
+pub struct ServerConnection {
+    state: State,
+    version: Option<Version>,
+    offered: Vec<SecurityType>,
+    chosen: Option<SecurityType>,
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+    pending: Vec<Event>,
+    challenge_source: fn() -> [u8; 16],
+}
+
+fn os_challenge() -> [u8; 16] {
+    use rand::RngCore;
+    let mut c = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut c);
+    c
+}
+
+/// Largest amount of unparsed input the connection will hold.
+const MAX_INBUF: usize = limits::MAX_MESSAGE_BYTES + 64 * 1024;
+
+impl ServerConnection {
+    /// A new connection offering `offered` (in order of preference). The
+    /// server's ProtocolVersion is queued for output at once.
+    pub fn new(offered: &[SecurityType]) -> ServerConnection {
+        assert!(!offered.is_empty(), "at least one security type");
+        ServerConnection {
+            state: State::Version,
+            version: None,
+            offered: offered.to_vec(),
+            chosen: None,
+            inbuf: Vec::new(),
+            out: b"RFB 003.008\n".to_vec(),
+            pending: Vec::new(),
+            challenge_source: os_challenge,
+        }
+    }
+
+    /// Replace the challenge generator (fuzzers and tests need determinism).
+    pub fn with_challenge_source(mut self, f: fn() -> [u8; 16]) -> Self {
+        self.challenge_source = f;
+        self
+    }
+
+    pub fn version(&self) -> Option<Version> {
+        self.version
+    }
+    pub fn security_type(&self) -> Option<SecurityType> {
+        self.chosen
+    }
+    /// True once authentication has passed (ClientInit may or may not have come).
+    pub fn is_authenticated(&self) -> bool {
+        matches!(
+            self.state,
+            State::ClientInit | State::AwaitServerInit | State::Normal
+        )
+    }
+    /// True in the normal phase (ServerInit sent).
+    pub fn is_normal(&self) -> bool {
+        self.state == State::Normal
+    }
+
+    /// Bytes queued for the peer.
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty()
+    }
+    /// Queue raw server-message bytes (framebuffer updates and the like
+    /// serialised by the caller). Only valid in the normal phase.
+    pub fn send(&mut self, bytes: &[u8]) {
+        debug_assert!(self.is_normal());
+        self.out.extend_from_slice(bytes);
+    }
+
+    /// Feed received bytes.
+    pub fn receive(&mut self, data: &[u8]) -> Result<(), ProtocolError> {
+        if self.state == State::Closed {
+            return Ok(());
+        }
+        if self.inbuf.len() + data.len() > MAX_INBUF {
+            return self.fail(ProtocolError::LimitExceeded {
+                what: "unprocessed input",
+                got: (self.inbuf.len() + data.len()) as u64,
+                limit: MAX_INBUF as u64,
+            });
+        }
+        self.inbuf.extend_from_slice(data);
+        Ok(())
+    }
+
+    /// The next event, `Ok(None)` when more input (or a driver decision) is needed.
+    pub fn poll_event(&mut self) -> Result<Option<Event>, ProtocolError> {
+        if !self.pending.is_empty() {
+            return Ok(Some(self.pending.remove(0)));
+        }
+        match self.step() {
+            Ok(()) => Ok(if self.pending.is_empty() {
+                None
+            } else {
+                Some(self.pending.remove(0))
+            }),
+            Err(e) => self.fail(e),
+        }
+    }
+
+    fn fail<T>(&mut self, e: ProtocolError) -> Result<T, ProtocolError> {
+        self.state = State::Closed;
+        self.inbuf.clear();
+        Err(e)
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.inbuf.drain(..n);
+    }
+
+    /// Advance the state machine by at most one step that yields events.
+    fn step(&mut self) -> Result<(), ProtocolError> {
+        match self.state {
+            State::Version => {
+                let Some(b) = Reader::new(&self.inbuf).array::<12>() else {
+                    // Fail early on the first byte that cannot be a version string.
+                    if !b"RFB 000.000\n"
+                        .iter()
+                        .zip(&self.inbuf)
+                        .all(|(tmpl, got)| prefix_ok(*tmpl, *got))
+                    {
+                        return Err(ProtocolError::BadVersion);
+                    }
+                    return Ok(());
+                };
+                let v = parse_version(&b)?;
+                self.consume(12);
+                self.version = Some(v);
+                self.pending.push(Event::VersionAgreed(v));
+                if v == Version::V3_3 {
+                    // The server decides: the first offered type.
+                    let t = self.offered[0];
+                    self.out.put_u32(t as u32);
+                    self.enter_security(t);
+                } else {
+                    self.out.put_u8(self.offered.len() as u8);
+                    for t in &self.offered {
+                        self.out.put_u8(*t as u8);
+                    }
+                    self.state = State::SecurityChoice;
+                }
+            }
+            State::SecurityChoice => {
+                let Some(&choice) = self.inbuf.first() else {
+                    return Ok(());
+                };
+                self.consume(1);
+                match SecurityType::from_u8(choice).filter(|t| self.offered.contains(t)) {
+                    Some(t) => self.enter_security(t),
+                    None => {
+                        if self.version == Some(Version::V3_8) {
+                            self.security_result_failed("security type not offered");
+                        }
+                        return Err(ProtocolError::SecurityTypeNotOffered(choice));
+                    }
+                }
+            }
+            State::VncResponse { challenge } => {
+                let Some(response) = Reader::new(&self.inbuf).array::<16>() else {
+                    return Ok(());
+                };
+                self.consume(16);
+                self.state = State::AwaitVerdict { challenge };
+                self.pending.push(Event::VncAuthResponse {
+                    challenge,
+                    response,
+                });
+            }
+            State::AwaitVerdict { .. } | State::AwaitServerInit | State::Closed => {}
+            State::ClientInit => {
+                let Some(&shared) = self.inbuf.first() else {
+                    return Ok(());
+                };
+                self.consume(1);
+                self.state = State::AwaitServerInit;
+                self.pending.push(Event::ClientInit {
+                    shared: shared != 0,
+                });
+            }
+            State::Normal => {
+                if let Some((msg, n)) = messages::decode_client_message(&self.inbuf)? {
+                    self.consume(n);
+                    self.pending.push(Event::Message(msg));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn enter_security(&mut self, t: SecurityType) {
+        self.chosen = Some(t);
+        self.pending.push(Event::SecurityChosen(t));
+        match t {
+            SecurityType::None => {
+                if self.version == Some(Version::V3_8) {
+                    self.out.put_u32(0);
+                }
+                self.state = State::ClientInit;
+            }
+            SecurityType::VncAuth => {
+                let challenge = (self.challenge_source)();
+                self.out.extend_from_slice(&challenge);
+                self.state = State::VncResponse { challenge };
+            }
+        }
+    }
+
+    fn security_result_failed(&mut self, reason: &str) {
+        self.out.put_u32(1);
+        if self.version == Some(Version::V3_8) {
+            self.out.put_u32(reason.len() as u32);
+            self.out.extend_from_slice(reason.as_bytes());
+        }
+    }
+
+    /// Answer a [`Event::VncAuthResponse`]. On `false` the failure result is
+    /// queued and the connection is closed (the returned error says so).
+    pub fn auth_verdict(&mut self, ok: bool) -> Result<(), ProtocolError> {
+        if !matches!(self.state, State::AwaitVerdict { .. }) {
+            return self.fail(ProtocolError::UnexpectedMessage(
+                "auth verdict without a response",
+            ));
+        }
+        if ok {
+            self.out.put_u32(0);
+            self.state = State::ClientInit;
+            Ok(())
+        } else {
+            self.security_result_failed("authentication failed");
+            self.fail(ProtocolError::AuthFailed)
+        }
+    }
+
+    /// Answer [`Event::ClientInit`]: queue ServerInit and enter the normal phase.
+    pub fn server_init(
+        &mut self,
+        width: u16,
+        height: u16,
+        pf: &PixelFormat,
+        name: &str,
+    ) -> Result<(), ProtocolError> {
+        if self.state != State::AwaitServerInit {
+            return self.fail(ProtocolError::UnexpectedMessage(
+                "ServerInit before ClientInit",
+            ));
+        }
+        messages::write_server_init(width, height, pf, name, &mut self.out);
+        self.state = State::Normal;
+        Ok(())
+    }
+
+    /// Close from the server side (no more events).
+    pub fn close(&mut self) {
+        self.state = State::Closed;
+        self.inbuf.clear();
+    }
+}
+
+/// Does byte `got` fit template byte `tmpl` ('0' stands for any digit)?
+fn prefix_ok(tmpl: u8, got: u8) -> bool {
+    if tmpl == b'0' {
+        got.is_ascii_digit()
+    } else {
+        tmpl == got
+    }
+}
+
+/// "RFB xxx.yyy\n": 3.3 (and 3.5, 3.4, 3.6), 3.7, 3.8; any later 3.x (Apple's
+/// 3.889 included) and any 4.x+ is served as 3.8.
+pub fn parse_version(b: &[u8; 12]) -> Result<Version, ProtocolError> {
+    if !b"RFB 000.000\n"
+        .iter()
+        .zip(b.iter())
+        .all(|(t, g)| prefix_ok(*t, *g))
+    {
+        return Err(ProtocolError::BadVersion);
+    }
+    let num = |s: &[u8]| s.iter().fold(0u32, |a, d| a * 10 + (d - b'0') as u32);
+    let major = num(&b[4..7]);
+    let minor = num(&b[8..11]);
+    match (major, minor) {
+        (0..=2, _) => Err(ProtocolError::BadVersion),
+        (3, 0..=2) => Err(ProtocolError::BadVersion),
+        (3, 3..=6) => Ok(Version::V3_3),
+        (3, 7) => Ok(Version::V3_7),
+        _ => Ok(Version::V3_8),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixed() -> [u8; 16] {
+        [7; 16]
+    }
+
+    fn drain(c: &mut ServerConnection) -> Vec<Event> {
+        let mut v = Vec::new();
+        while let Some(e) = c.poll_event().unwrap() {
+            v.push(e);
+        }
+        v
+    }
+
+    #[test]
+    fn versions() {
+        let p = |s: &[u8; 12]| parse_version(s);
+        assert_eq!(p(b"RFB 003.003\n"), Ok(Version::V3_3));
+        assert_eq!(p(b"RFB 003.005\n"), Ok(Version::V3_3));
+        assert_eq!(p(b"RFB 003.007\n"), Ok(Version::V3_7));
+        assert_eq!(p(b"RFB 003.008\n"), Ok(Version::V3_8));
+        assert_eq!(p(b"RFB 003.889\n"), Ok(Version::V3_8));
+        assert!(p(b"GET / HTTP/1").is_err());
+        assert!(p(b"RFB 003.008 ").is_err());
+        assert!(p(b"RFB 002.000\n").is_err());
+    }
+
+    #[test]
+    fn rejects_garbage_early() {
+        let mut c = ServerConnection::new(&[SecurityType::None]);
+        c.receive(b"GE").unwrap();
+        assert_eq!(c.poll_event(), Err(ProtocolError::BadVersion));
+    }
+
+    #[test]
+    fn v38_vnc_auth_flow() {
+        let mut c = ServerConnection::new(&[SecurityType::VncAuth]).with_challenge_source(fixed);
+        assert_eq!(c.take_output(), b"RFB 003.008\n");
+        c.receive(b"RFB 003.008\n").unwrap();
+        assert_eq!(drain(&mut c), vec![Event::VersionAgreed(Version::V3_8)]);
+        assert_eq!(c.take_output(), vec![1, 2]);
+        c.receive(&[2]).unwrap();
+        assert_eq!(
+            drain(&mut c),
+            vec![Event::SecurityChosen(SecurityType::VncAuth)]
+        );
+        assert_eq!(c.take_output(), vec![7; 16]);
+        // ClientInit pipelined behind the response must wait for the verdict.
+        let mut resp = vec![9; 16];
+        resp.push(1);
+        c.receive(&resp).unwrap();
+        assert_eq!(
+            drain(&mut c),
+            vec![Event::VncAuthResponse {
+                challenge: [7; 16],
+                response: [9; 16]
+            }]
+        );
+        assert!(!c.is_authenticated());
+        c.auth_verdict(true).unwrap();
+        assert_eq!(drain(&mut c), vec![Event::ClientInit { shared: true }]);
+        c.server_init(10, 10, &PixelFormat::NATIVE, "x").unwrap();
+        assert!(c.is_normal());
+    }
+
+    #[test]
+    fn type_not_offered_is_refused_with_reason() {
+        let mut c = ServerConnection::new(&[SecurityType::VncAuth]);
+        c.receive(b"RFB 003.008\n\x01").unwrap();
+        drain_until_err(&mut c);
+        let out = c.take_output();
+        assert!(out.ends_with(b"security type not offered"));
+        assert!(!c.is_authenticated());
+    }
+
+    fn drain_until_err(c: &mut ServerConnection) -> ProtocolError {
+        loop {
+            match c.poll_event() {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("expected an error"),
+                Err(e) => return e,
+            }
+        }
+    }
+
+    #[test]
+    fn v33_gets_server_choice() {
+        let mut c = ServerConnection::new(&[SecurityType::None]);
+        c.take_output();
+        c.receive(b"RFB 003.003\n\x00").unwrap();
+        let ev = drain(&mut c);
+        assert_eq!(ev.last(), Some(&Event::ClientInit { shared: false }));
+        assert_eq!(c.take_output(), vec![0, 0, 0, 1]);
+    }
+
+    #[test]
+    fn wrong_password_fails_with_result() {
+        let mut c = ServerConnection::new(&[SecurityType::VncAuth]).with_challenge_source(fixed);
+        c.receive(b"RFB 003.007\n\x02").unwrap();
+        c.receive(&[0; 16]).unwrap();
+        drain(&mut c);
+        c.take_output();
+        assert_eq!(c.auth_verdict(false), Err(ProtocolError::AuthFailed));
+        assert_eq!(c.take_output(), vec![0, 0, 0, 1]);
+        assert!(!c.is_authenticated());
+        assert_eq!(c.poll_event(), Ok(None));
+    }
+}

@@ -1,0 +1,20 @@
+//! Every bound the server puts on what a client may send, in one place.
+
+/// Distinct encodings kept from one SetEncodings message (the rest are ignored).
+pub const MAX_ENCODINGS_KEPT: usize = 64;
+/// Largest ClientCutText accepted (bytes). Larger: the connection is closed.
+pub const MAX_CUT_TEXT: u32 = 1 << 20;
+/// Largest number of screens in a SetDesktopSize message (u8 on the wire, 255 max).
+pub const MAX_SCREENS: usize = 16;
+/// Largest framebuffer edge the server will ever serve.
+pub const MAX_FRAMEBUFFER_EDGE: u16 = 16384;
+/// Largest message the decoder may have to buffer: SetEncodings with 65535 entries.
+pub const MAX_MESSAGE_BYTES: usize = 4 + 4 * 65535;
+/// Time a client has from TCP accept to ClientInit (seconds).
+pub const HANDSHAKE_TIMEOUT_SECS: u64 = 30;
+/// Connections allowed in the handshake at once; more are closed at accept.
+pub const MAX_PREAUTH_CONNECTIONS: usize = 64;
+/// A viewer that does not take a pending write for this long is disconnected (seconds).
+pub const WRITE_STALL_TIMEOUT_SECS: u64 = 30;
+/// Desktop name length sent in ServerInit / DesktopName.
+pub const MAX_DESKTOP_NAME: usize = 255;

@@ -1,0 +1,360 @@
+//! Client-to-server messages (decoded) and server-to-client messages
+//! (serialised). Decoding never consumes a partial message: it returns
+//! `Ok(None)` until every byte of the message is there, and it checks each
+//! length against its limit *before* waiting for the bytes.
+
+use super::error::ProtocolError;
+use super::limits;
+use super::pixel_format::PixelFormat;
+use super::wire::{PutExt, Reader};
+use crate::framebuffer::Rect;
+
+/// Encoding numbers (RFB 7.7, 7.8).
+pub mod enc {
+    pub const RAW: i32 = 0;
+    pub const COPY_RECT: i32 = 1;
+    pub const RRE: i32 = 2;
+    pub const HEXTILE: i32 = 5;
+    pub const ZLIB: i32 = 6;
+    pub const TIGHT: i32 = 7;
+    pub const ZRLE: i32 = 16;
+    pub const DESKTOP_SIZE: i32 = -223;
+    pub const LAST_RECT: i32 = -224;
+    pub const CURSOR: i32 = -239;
+    pub const DESKTOP_NAME: i32 = -307;
+    pub const EXTENDED_DESKTOP_SIZE: i32 = -308;
+    /// Compression level 0..=9 is -256..=-247.
+    pub const COMPRESS_LEVEL_0: i32 = -256;
+    pub const COMPRESS_LEVEL_9: i32 = -247;
+    /// JPEG quality level 0..=9 is -32..=-23.
+    pub const QUALITY_LEVEL_0: i32 = -32;
+    pub const QUALITY_LEVEL_9: i32 = -23;
+}
+
+/// A decoded client message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientMessage {
+    SetPixelFormat(PixelFormat),
+    /// Encodings in the client's order of preference, de-duplicated, at most
+    /// [`limits::MAX_ENCODINGS_KEPT`] kept.
+    SetEncodings(Vec<i32>),
+    FramebufferUpdateRequest {
+        incremental: bool,
+        rect: Rect,
+    },
+    KeyEvent {
+        down: bool,
+        keysym: u32,
+    },
+    PointerEvent {
+        buttons: u8,
+        x: u16,
+        y: u16,
+    },
+    /// Latin-1 text as sent (at most [`limits::MAX_CUT_TEXT`] bytes).
+    ClientCutText(Vec<u8>),
+    /// SetDesktopSize (251): the server answers with ExtendedDesktopSize.
+    SetDesktopSize {
+        width: u16,
+        height: u16,
+        screens: u8,
+    },
+}
+
+/// Decode one client message from the front of `buf`.
+/// `Ok(Some((msg, n)))`: a whole message of `n` bytes; `Ok(None)`: need more bytes.
+pub fn decode_client_message(buf: &[u8]) -> Result<Option<(ClientMessage, usize)>, ProtocolError> {
+    let mut r = Reader::new(buf);
+    let msg = match decode(&mut r)? {
+        Some(m) => m,
+        None => return Ok(None),
+    };
+    Ok(Some((msg, r.used())))
+}
+
+fn decode(r: &mut Reader<'_>) -> Result<Option<ClientMessage>, ProtocolError> {
+    let Some(kind) = r.u8() else { return Ok(None) };
+    macro_rules! need {
+        ($e:expr) => {
+            match $e {
+                Some(v) => v,
+                None => return Ok(None),
+            }
+        };
+    }
+    let msg = match kind {
+        0 => {
+            need!(r.skip(3));
+            let pf = PixelFormat::from_bytes(&need!(r.array::<16>()));
+            pf.validate()?;
+            ClientMessage::SetPixelFormat(pf)
+        }
+        2 => {
+            need!(r.skip(1));
+            let count = need!(r.u16()) as usize;
+            let bytes = need!(r.take(count * 4));
+            let mut kept: Vec<i32> = Vec::with_capacity(count.min(limits::MAX_ENCODINGS_KEPT));
+            for c in bytes.chunks_exact(4) {
+                let e = i32::from_be_bytes([c[0], c[1], c[2], c[3]]);
+                if kept.len() < limits::MAX_ENCODINGS_KEPT && !kept.contains(&e) {
+                    kept.push(e);
+                }
+            }
+            ClientMessage::SetEncodings(kept)
+        }
+        3 => {
+            let incremental = need!(r.u8()) != 0;
+            let x = need!(r.u16());
+            let y = need!(r.u16());
+            let w = need!(r.u16());
+            let h = need!(r.u16());
+            ClientMessage::FramebufferUpdateRequest {
+                incremental,
+                rect: Rect::new(x, y, w, h),
+            }
+        }
+        4 => {
+            let down = need!(r.u8()) != 0;
+            need!(r.skip(2));
+            let keysym = need!(r.u32());
+            ClientMessage::KeyEvent { down, keysym }
+        }
+        5 => {
+            let buttons = need!(r.u8());
+            let x = need!(r.u16());
+            let y = need!(r.u16());
+            ClientMessage::PointerEvent { buttons, x, y }
+        }
+        6 => {
+            need!(r.skip(3));
+            let len = need!(r.u32());
+            // Checked before waiting for the text: a huge length closes at once.
+            if len > limits::MAX_CUT_TEXT {
+                return Err(ProtocolError::LimitExceeded {
+                    what: "cut text length",
+                    got: len as u64,
+                    limit: limits::MAX_CUT_TEXT as u64,
+                });
+            }
+            ClientMessage::ClientCutText(need!(r.take(len as usize)).to_vec())
+        }
+        251 => {
+            need!(r.skip(1));
+            let width = need!(r.u16());
+            let height = need!(r.u16());
+            let screens = need!(r.u8());
+            need!(r.skip(1));
+            if screens as usize > limits::MAX_SCREENS {
+                return Err(ProtocolError::LimitExceeded {
+                    what: "screen count",
+                    got: screens as u64,
+                    limit: limits::MAX_SCREENS as u64,
+                });
+            }
+            need!(r.skip(16 * screens as usize));
+            ClientMessage::SetDesktopSize {
+                width,
+                height,
+                screens,
+            }
+        }
+        other => return Err(ProtocolError::UnknownMessage(other)),
+    };
+    Ok(Some(msg))
+}
+
+/// Serialise client messages (used by tests, fuzzers and benchmarks that act as a client).
+pub fn encode_client_message(m: &ClientMessage, out: &mut Vec<u8>) {
+    match m {
+        ClientMessage::SetPixelFormat(pf) => {
+            out.extend_from_slice(&[0, 0, 0, 0]);
+            out.extend_from_slice(&pf.to_bytes());
+        }
+        ClientMessage::SetEncodings(e) => {
+            out.extend_from_slice(&[2, 0]);
+            out.put_u16(e.len() as u16);
+            for v in e {
+                out.put_i32(*v);
+            }
+        }
+        ClientMessage::FramebufferUpdateRequest { incremental, rect } => {
+            out.extend_from_slice(&[3, *incremental as u8]);
+            for v in [rect.x, rect.y, rect.w, rect.h] {
+                out.put_u16(v);
+            }
+        }
+        ClientMessage::KeyEvent { down, keysym } => {
+            out.extend_from_slice(&[4, *down as u8, 0, 0]);
+            out.put_u32(*keysym);
+        }
+        ClientMessage::PointerEvent { buttons, x, y } => {
+            out.extend_from_slice(&[5, *buttons]);
+            out.put_u16(*x);
+            out.put_u16(*y);
+        }
+        ClientMessage::ClientCutText(t) => {
+            out.extend_from_slice(&[6, 0, 0, 0]);
+            out.put_u32(t.len() as u32);
+            out.extend_from_slice(t);
+        }
+        ClientMessage::SetDesktopSize {
+            width,
+            height,
+            screens,
+        } => {
+            out.extend_from_slice(&[251, 0]);
+            out.put_u16(*width);
+            out.put_u16(*height);
+            out.extend_from_slice(&[*screens, 0]);
+            for i in 0..*screens {
+                out.put_u32(i as u32);
+                out.extend_from_slice(&[0; 4]);
+                out.put_u16(*width);
+                out.put_u16(*height);
+                out.put_u32(0);
+            }
+        }
+    }
+}
+
+// ---- server-to-client messages ----
+
+/// Header of a FramebufferUpdate with `nrects` rectangles (0xFFFF with LastRect).
+pub fn write_update_header(nrects: u16, out: &mut Vec<u8>) {
+    out.extend_from_slice(&[0, 0]);
+    out.put_u16(nrects);
+}
+
+/// A rectangle header: position, size, encoding.
+pub fn write_rect_header(r: Rect, encoding: i32, out: &mut Vec<u8>) {
+    for v in [r.x, r.y, r.w, r.h] {
+        out.put_u16(v);
+    }
+    out.put_i32(encoding);
+}
+
+/// SetColourMapEntries with native colours (each 8-bit channel widened to 16).
+pub fn write_colour_map(first: u16, colours: &[u32], out: &mut Vec<u8>) {
+    out.extend_from_slice(&[1, 0]);
+    out.put_u16(first);
+    out.put_u16(colours.len() as u16);
+    for &c in colours {
+        for ch in [(c >> 16) & 0xff, (c >> 8) & 0xff, c & 0xff] {
+            out.put_u16((ch * 257) as u16);
+        }
+    }
+}
+
+pub fn write_bell(out: &mut Vec<u8>) {
+    out.push(2);
+}
+
+/// ServerCutText with Latin-1 bytes.
+pub fn write_server_cut_text(text: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&[3, 0, 0, 0]);
+    out.put_u32(text.len() as u32);
+    out.extend_from_slice(text);
+}
+
+/// ServerInit: size, native pixel format, name.
+pub fn write_server_init(width: u16, height: u16, pf: &PixelFormat, name: &str, out: &mut Vec<u8>) {
+    out.put_u16(width);
+    out.put_u16(height);
+    out.extend_from_slice(&pf.to_bytes());
+    let name = truncate_utf8(name, limits::MAX_DESKTOP_NAME);
+    out.put_u32(name.len() as u32);
+    out.extend_from_slice(name.as_bytes());
+}
+
+pub(crate) fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_messages() -> Vec<ClientMessage> {
+        vec![
+            ClientMessage::SetPixelFormat(PixelFormat::RGB565),
+            ClientMessage::SetEncodings(vec![16, 0, -239]),
+            ClientMessage::FramebufferUpdateRequest {
+                incremental: true,
+                rect: Rect::new(1, 2, 3, 4),
+            },
+            ClientMessage::KeyEvent {
+                down: true,
+                keysym: 0x20ac,
+            },
+            ClientMessage::PointerEvent {
+                buttons: 5,
+                x: 9,
+                y: 10,
+            },
+            ClientMessage::ClientCutText(b"hello".to_vec()),
+            ClientMessage::SetDesktopSize {
+                width: 640,
+                height: 480,
+                screens: 1,
+            },
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips_and_never_decodes_partially() {
+        for m in all_messages() {
+            let mut b = Vec::new();
+            encode_client_message(&m, &mut b);
+            for cut in 0..b.len() {
+                assert_eq!(
+                    decode_client_message(&b[..cut]),
+                    Ok(None),
+                    "{m:?} cut {cut}"
+                );
+            }
+            assert_eq!(decode_client_message(&b), Ok(Some((m.clone(), b.len()))));
+        }
+    }
+
+    #[test]
+    fn huge_cut_text_is_refused_before_the_text_arrives() {
+        for len in [
+            0xFFFF_FFFFu32,
+            0x8000_0000,
+            0x7FFF_FFFF,
+            limits::MAX_CUT_TEXT + 1,
+        ] {
+            let mut b = vec![6, 0, 0, 0];
+            b.extend_from_slice(&len.to_be_bytes());
+            assert!(matches!(
+                decode_client_message(&b),
+                Err(ProtocolError::LimitExceeded { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn set_encodings_is_deduplicated_and_capped() {
+        let mut e: Vec<i32> = (0..65535).collect();
+        e.insert(1, 0);
+        e.truncate(65535);
+        let mut b = Vec::new();
+        encode_client_message(&ClientMessage::SetEncodings(e), &mut b);
+        let (m, n) = decode_client_message(&b).unwrap().unwrap();
+        assert_eq!(n, b.len());
+        match m {
+            ClientMessage::SetEncodings(k) => {
+                assert_eq!(k.len(), limits::MAX_ENCODINGS_KEPT);
+                assert_eq!(k[..3], [0, 1, 2]);
+            }
+            _ => panic!(),
+        }
+    }
+}

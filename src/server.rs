@@ -1,0 +1,349 @@
+//! Listeners, the capture loop, the registry of sessions, and shutdown.
+
+use crate::capture::{CaptureError, ScreenSource};
+use crate::framebuffer::Frame;
+use crate::input::InputSink;
+use crate::rfb::{limits, SecurityType};
+use crate::security::Authenticator;
+use crate::session::{
+    self, Control, EndReason, Published, SessionConfig, SessionContext, SessionHost, SessionInfo,
+};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tracing::{error, info, warn};
+
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("no listen address given")]
+    NoListener,
+    #[error("the screen source produced no first frame: {0}")]
+    NoFirstFrame(String),
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+}
+
+pub struct ServerConfig {
+    pub listen: Vec<SocketAddr>,
+    /// `None`: no authentication (security type None).
+    pub authenticator: Option<Arc<dyn Authenticator>>,
+    pub desktop_name: Option<String>,
+    pub view_only: bool,
+    pub handshake_timeout: Duration,
+    pub write_stall_timeout: Duration,
+    pub max_preauth: usize,
+}
+
+impl ServerConfig {
+    pub fn new(listen: Vec<SocketAddr>, authenticator: Option<Arc<dyn Authenticator>>) -> Self {
+        ServerConfig {
+            listen,
+            authenticator,
+            desktop_name: None,
+            view_only: false,
+            handshake_timeout: Duration::from_secs(limits::HANDSHAKE_TIMEOUT_SECS),
+            write_stall_timeout: Duration::from_secs(limits::WRITE_STALL_TIMEOUT_SECS),
+            max_preauth: limits::MAX_PREAUTH_CONNECTIONS,
+        }
+    }
+}
+
+/// Sessions that passed authentication, by id.
+#[derive(Default)]
+struct Registry {
+    sessions: Mutex<HashMap<u64, mpsc::Sender<Control>>>,
+    pending: Mutex<HashMap<u64, mpsc::Sender<Control>>>,
+}
+
+impl SessionHost for Registry {
+    fn session_starting(&self, info: &SessionInfo) -> bool {
+        let tx = self.pending.lock().unwrap().remove(&info.id);
+        let mut s = self.sessions.lock().unwrap();
+        if !info.shared {
+            for (id, other) in s.iter() {
+                info!(
+                    session = id,
+                    by = info.id,
+                    "disconnecting viewer: new viewer asked for exclusive access"
+                );
+                let _ = other.try_send(Control::Kick);
+            }
+            s.clear();
+        }
+        if let Some(tx) = tx {
+            s.insert(info.id, tx);
+        }
+        info!(
+            session = info.id,
+            peer = ?info.peer,
+            version = info.version,
+            security = info.security,
+            ticket = info.principal.as_ref().and_then(|p| p.ticket.as_deref()),
+            shared = info.shared,
+            "viewer connected"
+        );
+        true
+    }
+    fn auth_failed(&self, info: &SessionInfo) {
+        warn!(session = info.id, peer = ?info.peer, "authentication failed");
+    }
+    fn session_ended(&self, info: &SessionInfo, _reason: &EndReason) {
+        self.sessions.lock().unwrap().remove(&info.id);
+    }
+}
+
+/// A running server.
+pub struct ServerHandle {
+    addrs: Vec<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    registry: Arc<Registry>,
+    task: tokio::task::JoinHandle<Result<(), ServerError>>,
+}
+
+impl ServerHandle {
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+    /// Number of viewers past authentication.
+    pub fn viewer_count(&self) -> usize {
+        self.registry.sessions.lock().unwrap().len()
+    }
+    /// Send clipboard text (Latin-1 bytes) to every viewer.
+    pub fn broadcast_cut_text(&self, latin1: &[u8]) {
+        for tx in self.registry.sessions.lock().unwrap().values() {
+            let _ = tx.try_send(Control::ServerCutText(latin1.to_vec()));
+        }
+    }
+    /// Something that can stop the server from elsewhere (a signal handler).
+    pub fn stopper(&self) -> Stopper {
+        Stopper(self.shutdown.clone())
+    }
+    /// Stop accepting, close every session, and wait.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        let _ = self.shutdown.send(true);
+        self.wait().await
+    }
+    /// Wait until the server stops by itself (the screen source went away).
+    pub async fn wait(self) -> Result<(), ServerError> {
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(ServerError::Capture(CaptureError::Failed(e.to_string()))),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Stopper(watch::Sender<bool>);
+
+impl Stopper {
+    pub fn stop(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+/// Start listening and capturing. Returns once every listener is bound.
+pub async fn start(
+    cfg: ServerConfig,
+    source: Box<dyn ScreenSource>,
+    input: Arc<dyn InputSink>,
+) -> Result<ServerHandle, ServerError> {
+    if cfg.listen.is_empty() {
+        return Err(ServerError::NoListener);
+    }
+    let mut listeners = Vec::new();
+    let mut addrs = Vec::new();
+    for addr in &cfg.listen {
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: *addr,
+                source,
+            })?;
+        addrs.push(l.local_addr().map_err(|source| ServerError::Bind {
+            addr: *addr,
+            source,
+        })?);
+        listeners.push(l);
+    }
+
+    // The first frame is needed before any ServerInit can be sent.
+    let (source, first) = tokio::task::spawn_blocking(move || {
+        let mut source = source;
+        let r = source.next(Duration::from_secs(5));
+        (source, r)
+    })
+    .await
+    .map_err(|e| ServerError::NoFirstFrame(e.to_string()))?;
+    let first = first?.ok_or_else(|| ServerError::NoFirstFrame("nothing within 5 s".into()))?;
+    let desktop_name = cfg.desktop_name.clone().unwrap_or_else(|| source.name());
+    let (frame_tx, frame_rx) = watch::channel(Arc::new(Published {
+        seq: 1,
+        frame: Arc::new(first.frame),
+        moves: Vec::new(),
+    }));
+    let (cap_err_tx, cap_err_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("capture".into())
+        .spawn(move || capture_loop(source, frame_tx, cap_err_tx))
+        .expect("spawn capture thread");
+
+    let security = if cfg.authenticator.is_some() {
+        vec![SecurityType::VncAuth]
+    } else {
+        vec![SecurityType::None]
+    };
+    let scfg = Arc::new(SessionConfig {
+        security,
+        authenticator: cfg.authenticator.clone(),
+        desktop_name,
+        view_only: cfg.view_only,
+        handshake_timeout: cfg.handshake_timeout,
+        write_stall_timeout: cfg.write_stall_timeout,
+    });
+    let registry = Arc::new(Registry::default());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let preauth = Arc::new(Semaphore::new(cfg.max_preauth));
+    let input: Arc<dyn InputSink> = input;
+
+    let reg = registry.clone();
+    let task = tokio::spawn(async move {
+        let next_id = Arc::new(AtomicU64::new(1));
+        let mut accept_tasks = tokio::task::JoinSet::new();
+        let ctx = SessionContext {
+            cfg: scfg,
+            host: reg.clone(),
+            input,
+            frames: frame_rx,
+        };
+        for l in listeners {
+            accept_tasks.spawn(accept_loop(
+                l,
+                ctx.clone(),
+                reg.clone(),
+                preauth.clone(),
+                next_id.clone(),
+                shutdown_rx.clone(),
+            ));
+        }
+        drop(ctx);
+        let mut shutdown_rx = shutdown_rx;
+        let result = tokio::select! {
+            _ = wait_true(&mut shutdown_rx) => Ok(()),
+            e = cap_err_rx => match e {
+                Ok(e) => Err(ServerError::Capture(e)),
+                Err(_) => Ok(()),
+            },
+        };
+        accept_tasks.shutdown().await;
+        // Close every session (pre-auth ones too) and give them a moment.
+        let all: Vec<_> = reg
+            .sessions
+            .lock()
+            .unwrap()
+            .values()
+            .chain(reg.pending.lock().unwrap().values())
+            .cloned()
+            .collect();
+        for tx in &all {
+            let _ = tx.try_send(Control::Shutdown);
+        }
+        for tx in all {
+            let _ = tokio::time::timeout(Duration::from_secs(2), tx.closed()).await;
+        }
+        result
+    });
+    Ok(ServerHandle {
+        addrs,
+        shutdown: shutdown_tx,
+        registry,
+        task,
+    })
+}
+
+async fn accept_loop(
+    l: TcpListener,
+    ctx: SessionContext,
+    reg: Arc<Registry>,
+    preauth: Arc<Semaphore>,
+    next_id: Arc<AtomicU64>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = l.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = wait_true(&mut shutdown) => return,
+        };
+        let Ok(permit) = preauth.clone().try_acquire_owned() else {
+            warn!(%peer, "too many connections in the handshake; closing this one");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let id = next_id.fetch_add(1, Ordering::Relaxed);
+        let (ctl_tx, ctl_rx) = mpsc::channel(16);
+        reg.pending.lock().unwrap().insert(id, ctl_tx);
+        let info = SessionInfo {
+            id,
+            peer: Some(peer),
+            ..Default::default()
+        };
+        let (ctx, reg) = (ctx.clone(), reg.clone());
+        tokio::spawn(async move {
+            session::run_session(stream, info, ctx, ctl_rx, Some(permit)).await;
+            reg.pending.lock().unwrap().remove(&id);
+        });
+    }
+}
+
+/// Runs on its own thread: take frames from the source and publish them.
+fn capture_loop(
+    mut source: Box<dyn ScreenSource>,
+    tx: watch::Sender<Arc<Published>>,
+    err: tokio::sync::oneshot::Sender<CaptureError>,
+) {
+    let mut seq = tx.borrow().seq;
+    loop {
+        if tx.is_closed() {
+            return;
+        }
+        match source.next(Duration::from_millis(100)) {
+            Ok(Some(c)) => {
+                seq += 1;
+                let frame: Frame = c.frame;
+                tx.send_replace(Arc::new(Published {
+                    seq,
+                    frame: Arc::new(frame),
+                    moves: c.moves,
+                }));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                error!(error = %e, "screen source failed; stopping");
+                let _ = err.send(e);
+                return;
+            }
+        }
+    }
+}
+
+async fn wait_true(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}

@@ -1,0 +1,434 @@
+//! One tokio task per viewer: drives the sans-IO [`ServerConnection`] over a
+//! socket, keeps the viewer's state, paces updates, and never lets a slow
+//! viewer hold up anyone else (its writes go through its own writer task,
+//! and an update is only built when the previous one has left).
+
+pub mod update;
+
+use crate::input::InputSink;
+use crate::rfb::messages::write_server_cut_text;
+use crate::rfb::{
+    ClientMessage, Event, PixelFormat, ProtocolError, SecurityType, ServerConnection,
+};
+use crate::security::{Authenticator, Principal};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+pub use update::{Published, ViewerState};
+
+/// Why a session ended (journal-friendly names via `as_str`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    ViewerClosed,
+    ServerStopped,
+    AuthFailed,
+    Kicked,
+    HandshakeTimeout,
+    Stalled,
+    ProtocolError(String),
+    SourceGone(String),
+    Io(String),
+}
+
+impl EndReason {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EndReason::ViewerClosed => "viewer closed",
+            EndReason::ServerStopped => "server stopped",
+            EndReason::AuthFailed => "auth failed",
+            EndReason::Kicked => "kicked",
+            EndReason::HandshakeTimeout => "handshake timeout",
+            EndReason::Stalled => "viewer stalled",
+            EndReason::ProtocolError(_) => "protocol error",
+            EndReason::SourceGone(_) => "screen source gone",
+            EndReason::Io(_) => "network error",
+        }
+    }
+}
+
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EndReason::ProtocolError(s) | EndReason::SourceGone(s) | EndReason::Io(s) => {
+                write!(f, "{}: {}", self.as_str(), s)
+            }
+            _ => f.write_str(self.as_str()),
+        }
+    }
+}
+
+/// Per-session settings, shared by all sessions of a server.
+pub struct SessionConfig {
+    pub security: Vec<SecurityType>,
+    pub authenticator: Option<Arc<dyn Authenticator>>,
+    pub desktop_name: String,
+    pub view_only: bool,
+    pub handshake_timeout: Duration,
+    pub write_stall_timeout: Duration,
+}
+
+/// What the server learns about a session while it runs.
+#[derive(Clone, Debug, Default)]
+pub struct SessionInfo {
+    pub id: u64,
+    pub peer: Option<SocketAddr>,
+    pub version: Option<&'static str>,
+    pub security: Option<&'static str>,
+    pub principal: Option<Principal>,
+    pub shared: bool,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub updates_sent: u64,
+}
+
+/// Calls from a session to the server that owns it.
+pub trait SessionHost: Send + Sync {
+    /// Authentication passed and ClientInit arrived. The server may
+    /// disconnect other viewers (non-shared) or refuse (returns `false`).
+    /// Runs before ServerInit is sent, so a journal row can be committed first.
+    fn session_starting(&self, info: &SessionInfo) -> bool;
+    fn auth_failed(&self, info: &SessionInfo);
+    fn session_ended(&self, info: &SessionInfo, reason: &EndReason);
+}
+
+/// Messages a server sends into a running session.
+#[derive(Debug, Clone)]
+pub enum Control {
+    Kick,
+    Shutdown,
+    ServerCutText(Vec<u8>),
+}
+
+/// What every session of a server shares.
+#[derive(Clone)]
+pub struct SessionContext {
+    pub cfg: Arc<SessionConfig>,
+    pub host: Arc<dyn SessionHost>,
+    pub input: Arc<dyn InputSink>,
+    /// The capture's latest frame.
+    pub frames: watch::Receiver<Arc<Published>>,
+}
+
+/// Run one session to its end. `preauth_permit` is released once the viewer
+/// has authenticated.
+pub async fn run_session<S>(
+    stream: S,
+    info: SessionInfo,
+    ctx: SessionContext,
+    control: mpsc::Receiver<Control>,
+    preauth_permit: Option<tokio::sync::OwnedSemaphorePermit>,
+) -> EndReason
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let host = ctx.host.clone();
+    let mut s = Session {
+        info,
+        cfg: ctx.cfg,
+        host: ctx.host,
+        input: ctx.input,
+        frames: ctx.frames,
+        control,
+        preauth_permit,
+        started: false,
+    };
+    let reason = s.run(stream).await;
+    if s.started {
+        host.session_ended(&s.info, &reason);
+    }
+    match &reason {
+        EndReason::ViewerClosed | EndReason::ServerStopped | EndReason::Kicked => {
+            info!(session = s.info.id, peer = ?s.info.peer, %reason, "session ended")
+        }
+        _ => warn!(session = s.info.id, peer = ?s.info.peer, %reason, "session ended"),
+    }
+    reason
+}
+
+struct Session {
+    info: SessionInfo,
+    cfg: Arc<SessionConfig>,
+    host: Arc<dyn SessionHost>,
+    input: Arc<dyn InputSink>,
+    frames: watch::Receiver<Arc<Published>>,
+    control: mpsc::Receiver<Control>,
+    preauth_permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    started: bool,
+}
+
+/// Output buffers allowed in flight to the writer task.
+const WRITE_QUEUE: usize = 4;
+
+impl Session {
+    async fn run<S>(&mut self, stream: S) -> EndReason
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let (mut rd, wr) = tokio::io::split(stream);
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
+        let (done_tx, mut done_rx) = watch::channel(0u64);
+        let stall = self.cfg.write_stall_timeout;
+        let writer = tokio::spawn(writer_task(wr, rx, done_tx, stall));
+        let mut queued: u64 = 0;
+
+        let mut conn = ServerConnection::new(&self.cfg.security);
+        let handshake_deadline = tokio::time::Instant::now() + self.cfg.handshake_timeout;
+        let mut viewer: Option<ViewerState> = None;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut frames_dirty = true;
+
+        let reason = 'main: loop {
+            // 1. Everything the protocol core has to say goes out first.
+            if conn.has_output() {
+                let out = conn.take_output();
+                self.info.bytes_out += out.len() as u64;
+                queued += 1;
+                if tx.send(out).await.is_err() {
+                    break 'main writer_reason(writer).await;
+                }
+            }
+            // 2. An update, when one is wanted and the previous one has left.
+            if let Some(v) = viewer.as_mut() {
+                let idle = *done_rx.borrow() == queued;
+                if idle && v.has_request() && frames_dirty {
+                    let latest = self.frames.borrow_and_update().clone();
+                    let mut out = Vec::new();
+                    match v.build_update(&latest, &mut out) {
+                        Ok(true) => {
+                            self.info.updates_sent = v.updates_sent;
+                            self.info.bytes_out += out.len() as u64;
+                            queued += 1;
+                            if tx.send(out).await.is_err() {
+                                break 'main writer_reason(writer).await;
+                            }
+                        }
+                        Ok(false) => frames_dirty = false,
+                        Err(e) => {
+                            break 'main EndReason::ProtocolError(format!(
+                                "{e:?}: the desktop was resized and the viewer does not support DesktopSize"
+                            ))
+                        }
+                    }
+                    continue;
+                }
+            }
+
+            let deadline = if conn.is_normal() {
+                None
+            } else {
+                Some(handshake_deadline)
+            };
+            tokio::select! {
+                r = rd.read(&mut buf) => {
+                    let n = match r {
+                        Ok(0) => break 'main if conn.is_normal() { EndReason::ViewerClosed } else {
+                            EndReason::ProtocolError(ProtocolError::Eof("handshake").to_string())
+                        },
+                        Ok(n) => n,
+                        Err(e) => break 'main EndReason::Io(e.to_string()),
+                    };
+                    self.info.bytes_in += n as u64;
+                    if let Err(e) = conn.receive(&buf[..n]) {
+                        break 'main EndReason::ProtocolError(e.to_string());
+                    }
+                    loop {
+                        match conn.poll_event() {
+                            Ok(Some(ev)) => {
+                                if let Err(reason) = self.handle_event(ev, &mut conn, &mut viewer) {
+                                    // Let the failure reason reach the client.
+                                    if conn.has_output() {
+                                        let _ = tx.send(conn.take_output()).await;
+                                    }
+                                    break 'main reason;
+                                }
+                                if viewer.as_ref().is_some_and(|v| v.has_request()) {
+                                    frames_dirty = true;
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                if conn.has_output() {
+                                    let _ = tx.send(conn.take_output()).await;
+                                }
+                                break 'main match e {
+                                    ProtocolError::AuthFailed => EndReason::AuthFailed,
+                                    e => EndReason::ProtocolError(e.to_string()),
+                                };
+                            }
+                        }
+                    }
+                }
+                r = self.frames.changed() => {
+                    if r.is_err() {
+                        break 'main EndReason::SourceGone("capture stopped".into());
+                    }
+                    frames_dirty = true;
+                }
+                r = done_rx.changed() => {
+                    if r.is_err() {
+                        break 'main writer_reason(writer).await;
+                    }
+                }
+                c = self.control.recv() => match c {
+                    Some(Control::Kick) => break 'main EndReason::Kicked,
+                    Some(Control::Shutdown) | None => break 'main EndReason::ServerStopped,
+                    Some(Control::ServerCutText(t)) => {
+                        if conn.is_normal() {
+                            let mut out = Vec::new();
+                            write_server_cut_text(&t, &mut out);
+                            queued += 1;
+                            if tx.send(out).await.is_err() {
+                                break 'main writer_reason(writer).await;
+                            }
+                        }
+                    }
+                },
+                _ = sleep_until_opt(deadline) => break 'main EndReason::HandshakeTimeout,
+            }
+        };
+        drop(tx);
+        // Give queued bytes (e.g. a failure reason) a moment to leave.
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let _ = done_rx.wait_for(|d| *d >= queued).await;
+        })
+        .await;
+        reason
+    }
+
+    fn handle_event(
+        &mut self,
+        ev: Event,
+        conn: &mut ServerConnection,
+        viewer: &mut Option<ViewerState>,
+    ) -> Result<(), EndReason> {
+        match ev {
+            Event::VersionAgreed(v) => {
+                self.info.version = Some(v.as_str());
+                debug!(
+                    session = self.info.id,
+                    version = v.as_str(),
+                    "version agreed"
+                );
+            }
+            Event::SecurityChosen(t) => self.info.security = Some(t.name()),
+            Event::VncAuthResponse {
+                challenge,
+                response,
+            } => {
+                let principal = self
+                    .cfg
+                    .authenticator
+                    .as_ref()
+                    .and_then(|a| a.verify_vnc(&challenge, &response));
+                let ok = principal.is_some();
+                self.info.principal = principal;
+                if !ok {
+                    self.host.auth_failed(&self.info);
+                }
+                conn.auth_verdict(ok).map_err(|e| match e {
+                    ProtocolError::AuthFailed => EndReason::AuthFailed,
+                    e => EndReason::ProtocolError(e.to_string()),
+                })?;
+            }
+            Event::ClientInit { shared } => {
+                self.info.shared = shared;
+                if self.info.principal.is_none() {
+                    self.info.principal = Some(Principal {
+                        ticket: None,
+                        credential: "none".into(),
+                    });
+                }
+                if !self.host.session_starting(&self.info) {
+                    return Err(EndReason::Kicked);
+                }
+                self.started = true;
+                let f = self.frames.borrow().frame.clone();
+                conn.server_init(
+                    f.width,
+                    f.height,
+                    &PixelFormat::NATIVE,
+                    &self.cfg.desktop_name,
+                )
+                .map_err(|e| EndReason::ProtocolError(e.to_string()))?;
+                *viewer = Some(ViewerState::new(f.width, f.height));
+                // Authenticated: this connection no longer counts against the pre-auth limit.
+                self.preauth_permit = None;
+            }
+            Event::Message(m) => {
+                let v = viewer
+                    .as_mut()
+                    .ok_or_else(|| EndReason::ProtocolError("message before ServerInit".into()))?;
+                self.handle_message(m, v);
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_message(&mut self, m: ClientMessage, v: &mut ViewerState) {
+        match m {
+            ClientMessage::SetPixelFormat(pf) => v.set_pixel_format(pf),
+            ClientMessage::SetEncodings(list) => v.set_encodings(&list),
+            ClientMessage::FramebufferUpdateRequest { incremental, rect } => {
+                v.request(incremental, rect)
+            }
+            ClientMessage::KeyEvent { down, keysym } => {
+                if !self.cfg.view_only {
+                    self.input.key(down, keysym)
+                }
+            }
+            ClientMessage::PointerEvent { buttons, x, y } => {
+                if !self.cfg.view_only {
+                    self.input.pointer(buttons, x, y)
+                }
+            }
+            ClientMessage::ClientCutText(t) => {
+                if !self.cfg.view_only {
+                    // Latin-1 maps byte-for-byte onto the first 256 code points.
+                    let text: String = t.iter().map(|&b| b as char).collect();
+                    self.input.cut_text(&text)
+                }
+            }
+            ClientMessage::SetDesktopSize { .. } => {
+                // The desktop size is the customer's; viewers may not change it.
+                v.resize_reply_due = Some(update::ResizeReply { status: 1 });
+                v.request(true, crate::framebuffer::Rect::default());
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn writer_reason(writer: tokio::task::JoinHandle<EndReason>) -> EndReason {
+    writer
+        .await
+        .unwrap_or_else(|e| EndReason::Io(format!("writer task: {e}")))
+}
+
+async fn writer_task<W: AsyncWrite + Unpin>(
+    mut wr: W,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    done: watch::Sender<u64>,
+    stall: Duration,
+) -> EndReason {
+    let mut n = 0u64;
+    while let Some(buf) = rx.recv().await {
+        match tokio::time::timeout(stall, wr.write_all(&buf)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return EndReason::Io(e.to_string()),
+            Err(_) => return EndReason::Stalled,
+        }
+        n += 1;
+        done.send_replace(n);
+    }
+    let _ = wr.shutdown().await;
+    EndReason::ViewerClosed
+}
