@@ -1,7 +1,6 @@
 //! Listeners, the capture loop, the registry of sessions, and shutdown.
 
 use crate::capture::{CaptureError, ScreenSource};
-use crate::framebuffer::Frame;
 use crate::input::InputSink;
 use crate::rfb::{limits, SecurityType};
 use crate::security::Authenticator;
@@ -190,6 +189,7 @@ pub async fn start(
         seq: 1,
         frame: Arc::new(first.frame),
         moves: Vec::new(),
+        cursor: first.cursor.map(|c| (1, Arc::new(c))),
     }));
     let (cap_err_tx, cap_err_rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
@@ -320,6 +320,7 @@ fn capture_loop(
     err: tokio::sync::oneshot::Sender<CaptureError>,
 ) {
     let mut seq = tx.borrow().seq;
+    let mut cursor = tx.borrow().cursor.clone();
     loop {
         if tx.is_closed() {
             return;
@@ -327,11 +328,14 @@ fn capture_loop(
         match source.next(Duration::from_millis(100)) {
             Ok(Some(c)) => {
                 seq += 1;
-                let frame: Frame = c.frame;
+                if let Some(shape) = c.cursor {
+                    cursor = Some((seq, Arc::new(shape)));
+                }
                 tx.send_replace(Arc::new(Published {
                     seq,
-                    frame: Arc::new(frame),
+                    frame: Arc::new(c.frame),
                     moves: c.moves,
+                    cursor: cursor.clone(),
                 }));
             }
             Ok(None) => {}

@@ -24,6 +24,60 @@ pub struct MoveHint {
     pub dst: Rect,
 }
 
+/// A pointer image: `width * height` pixels `0xAARRGGBB` (alpha >= 0x80 is opaque).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CursorShape {
+    pub width: u16,
+    pub height: u16,
+    pub hot_x: u16,
+    pub hot_y: u16,
+    pub pixels: Vec<u32>,
+}
+
+impl CursorShape {
+    /// A plain left-pointing arrow (black with a white outline), 12x19.
+    pub fn arrow() -> CursorShape {
+        const ROWS: [&str; 19] = [
+            "X           ",
+            "XX          ",
+            "X.X         ",
+            "X..X        ",
+            "X...X       ",
+            "X....X      ",
+            "X.....X     ",
+            "X......X    ",
+            "X.......X   ",
+            "X........X  ",
+            "X.........X ",
+            "X......XXXXX",
+            "X...X..X    ",
+            "X..XX..X    ",
+            "X.X  X..X   ",
+            "XX   X..X   ",
+            "X     X..X  ",
+            "      X..X  ",
+            "       XX   ",
+        ];
+        let pixels = ROWS
+            .iter()
+            .flat_map(|r| {
+                r.bytes().map(|b| match b {
+                    b'X' => 0xff00_0000,
+                    b'.' => 0xffff_ffff,
+                    _ => 0,
+                })
+            })
+            .collect();
+        CursorShape {
+            width: 12,
+            height: 19,
+            hot_x: 0,
+            hot_y: 0,
+            pixels,
+        }
+    }
+}
+
 /// One capture.
 #[derive(Debug)]
 pub struct Capture {
@@ -32,6 +86,8 @@ pub struct Capture {
     /// (`None`: unknown, compare everything).
     pub damage: Option<Vec<Rect>>,
     pub moves: Vec<MoveHint>,
+    /// A new pointer image, when it changed.
+    pub cursor: Option<CursorShape>,
 }
 
 pub trait ScreenSource: Send + 'static {

@@ -3,7 +3,7 @@
 //! has the same pixels for a given size, so tests can compare exactly. A
 //! [`PatternControl`] handle holds it still, steps it, or resizes it.
 
-use super::{Capture, CaptureError, MoveHint, ScreenSource};
+use super::{Capture, CaptureError, CursorShape, MoveHint, ScreenSource};
 use crate::framebuffer::{Frame, Rect};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -100,6 +100,7 @@ impl ScreenSource for TestPattern {
                 (s.width, s.height, s.frame_no, s.generation)
             };
             if self.last_generation != Some(generation) {
+                let first = self.last_generation.is_none();
                 let moves = if self.last_size == (w, h) && n == self.last_frame_no + 1 {
                     box_move(w, h, self.last_frame_no, n).into_iter().collect()
                 } else {
@@ -112,6 +113,7 @@ impl ScreenSource for TestPattern {
                     frame: render(w, h, n),
                     damage: None,
                     moves,
+                    cursor: first.then(CursorShape::arrow),
                 }));
             }
             let now = Instant::now();

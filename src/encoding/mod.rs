@@ -2,6 +2,7 @@
 //! function of (frame, rectangle, client pixel format, levels, its own zlib
 //! state) and nothing else, so rectangles can later be encoded in parallel.
 
+pub mod cursor;
 pub mod raw;
 
 use crate::framebuffer::{Frame, Rect};

@@ -2,7 +2,7 @@
 //! given the newest published frame, [`ViewerState::build_update`] returns
 //! the bytes of one FramebufferUpdate (or nothing yet).
 
-use crate::capture::MoveHint;
+use crate::capture::{CursorShape, MoveHint};
 use crate::encoding::{write_copy_rect, ClientEncodings, ConnectionEncoders, EncodeParams};
 use crate::framebuffer::{diff, Frame, Rect};
 use crate::rfb::messages::{enc, write_colour_map, write_rect_header, write_update_header};
@@ -16,6 +16,8 @@ pub struct Published {
     pub frame: Arc<Frame>,
     /// Moves from frame `seq - 1` to this one.
     pub moves: Vec<MoveHint>,
+    /// The current pointer image and a serial that changes with it.
+    pub cursor: Option<(u64, Arc<CursorShape>)>,
 }
 
 /// More rectangles than this in one update are merged into their bounding box.
@@ -44,6 +46,10 @@ pub struct ViewerState {
     pub name_due: Option<String>,
     pub updates_sent: u64,
     pub resize_reply_due: Option<ResizeReply>,
+    /// Serial of the cursor image the viewer has (0: none).
+    cursor_serial: u64,
+    /// The viewer just enabled ExtendedDesktopSize and should learn the layout.
+    layout_due: bool,
 }
 
 /// Answer owed to a SetDesktopSize request.
@@ -66,19 +72,28 @@ impl ViewerState {
             name_due: None,
             updates_sent: 0,
             resize_reply_due: None,
+            cursor_serial: 0,
+            layout_due: false,
         }
     }
 
     pub fn set_pixel_format(&mut self, pf: PixelFormat) {
         self.pf = pf;
         self.colour_map_due = !pf.true_colour;
+        self.cursor_serial = 0;
         // Everything the viewer has is now in the wrong format for it to
         // reuse; send a full picture with the next update.
         self.shadow = None;
     }
 
     pub fn set_encodings(&mut self, list: &[i32]) {
-        self.encodings = ClientEncodings::from_list(list);
+        let old = std::mem::replace(&mut self.encodings, ClientEncodings::from_list(list));
+        if self.encodings.cursor && !old.cursor {
+            self.cursor_serial = 0;
+        }
+        if self.encodings.extended_desktop_size && !old.extended_desktop_size {
+            self.layout_due = true;
+        }
     }
 
     /// A FramebufferUpdateRequest arrived.
@@ -128,6 +143,18 @@ impl ViewerState {
             if self.encodings.extended_desktop_size {
                 self.write_size_rect(size, 1, reply.status, &mut pseudo);
                 npseudo += 1;
+                self.layout_due = false;
+            }
+        } else if self.layout_due && self.encodings.extended_desktop_size {
+            self.write_size_rect(size, 0, 0, &mut pseudo);
+            npseudo += 1;
+        }
+        self.layout_due = false;
+        if let Some((serial, shape)) = &latest.cursor {
+            if self.encodings.cursor && *serial != self.cursor_serial {
+                crate::encoding::cursor::write_cursor(shape, &self.pf, &mut pseudo);
+                npseudo += 1;
+                self.cursor_serial = *serial;
             }
         }
         if let Some(name) = self.name_due.take() {
@@ -286,6 +313,7 @@ mod tests {
             seq,
             frame: Arc::new(f),
             moves: Vec::new(),
+            cursor: None,
         }
     }
 
