@@ -3,6 +3,7 @@
 use crate::capture::{CaptureError, ScreenSource};
 use crate::input::InputSink;
 use crate::rfb::{limits, SecurityType};
+use crate::security::throttle::AuthThrottle;
 use crate::security::Authenticator;
 use crate::session::{
     self, Control, EndReason, Published, SessionConfig, SessionContext, SessionHost, SessionInfo,
@@ -15,7 +16,7 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 #[derive(Debug, Error)]
 pub enum ServerError {
@@ -41,6 +42,11 @@ pub struct ServerConfig {
     pub handshake_timeout: Duration,
     pub write_stall_timeout: Duration,
     pub max_preauth: usize,
+    /// Failed authentications in a row before an address is refused for a
+    /// while (doubling each further failure, up to 10 minutes). 0 disables.
+    pub auth_failures_before_block: u32,
+    /// First block period.
+    pub auth_block_base: Duration,
 }
 
 impl ServerConfig {
@@ -53,15 +59,17 @@ impl ServerConfig {
             handshake_timeout: Duration::from_secs(limits::HANDSHAKE_TIMEOUT_SECS),
             write_stall_timeout: Duration::from_secs(limits::WRITE_STALL_TIMEOUT_SECS),
             max_preauth: limits::MAX_PREAUTH_CONNECTIONS,
+            auth_failures_before_block: limits::AUTH_FAILURES_BEFORE_BLOCK,
+            auth_block_base: Duration::from_secs(limits::AUTH_BLOCK_BASE_SECS),
         }
     }
 }
 
 /// Sessions that passed authentication, by id.
-#[derive(Default)]
 struct Registry {
     sessions: Mutex<HashMap<u64, mpsc::Sender<Control>>>,
     pending: Mutex<HashMap<u64, mpsc::Sender<Control>>>,
+    throttle: AuthThrottle,
 }
 
 impl SessionHost for Registry {
@@ -82,6 +90,9 @@ impl SessionHost for Registry {
         if let Some(tx) = tx {
             s.insert(info.id, tx);
         }
+        if let Some(peer) = info.peer {
+            self.throttle.success(peer.ip());
+        }
         info!(
             session = info.id,
             peer = ?info.peer,
@@ -95,6 +106,9 @@ impl SessionHost for Registry {
     }
     fn auth_failed(&self, info: &SessionInfo) {
         warn!(session = info.id, peer = ?info.peer, "authentication failed");
+        if let Some(peer) = info.peer {
+            self.throttle.failure(peer.ip());
+        }
     }
     fn session_ended(&self, info: &SessionInfo, _reason: &EndReason) {
         self.sessions.lock().unwrap().remove(&info.id);
@@ -210,7 +224,15 @@ pub async fn start(
         handshake_timeout: cfg.handshake_timeout,
         write_stall_timeout: cfg.write_stall_timeout,
     });
-    let registry = Arc::new(Registry::default());
+    let registry = Arc::new(Registry {
+        sessions: Mutex::default(),
+        pending: Mutex::default(),
+        throttle: AuthThrottle::new(
+            cfg.auth_failures_before_block,
+            cfg.auth_block_base,
+            Duration::from_secs(limits::AUTH_BLOCK_MAX_SECS),
+        ),
+    });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let preauth = Arc::new(Semaphore::new(cfg.max_preauth));
     let input: Arc<dyn InputSink> = input;
@@ -291,6 +313,11 @@ async fn accept_loop(
             },
             _ = wait_true(&mut shutdown) => return,
         };
+        if let Some(left) = reg.throttle.blocked(peer.ip()) {
+            debug!(%peer, seconds_left = left.as_secs(), "refusing: too many failed authentications");
+            drop(stream);
+            continue;
+        }
         let Ok(permit) = preauth.clone().try_acquire_owned() else {
             warn!(%peer, "too many connections in the handshake; closing this one");
             drop(stream);

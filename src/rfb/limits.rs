@@ -18,3 +18,9 @@ pub const MAX_PREAUTH_CONNECTIONS: usize = 64;
 pub const WRITE_STALL_TIMEOUT_SECS: u64 = 30;
 /// Desktop name length sent in ServerInit / DesktopName.
 pub const MAX_DESKTOP_NAME: usize = 255;
+/// Failed authentications in a row from one address before it is refused for a while.
+pub const AUTH_FAILURES_BEFORE_BLOCK: u32 = 5;
+/// First refusal period after too many failures (seconds); doubles per further failure.
+pub const AUTH_BLOCK_BASE_SECS: u64 = 10;
+/// Longest refusal period (seconds).
+pub const AUTH_BLOCK_MAX_SECS: u64 = 600;

@@ -1,5 +1,6 @@
 //! Security types: checking what a client proved, and who it is.
 
+pub mod throttle;
 pub mod vnc_auth;
 
 pub use vnc_auth::{vnc_auth_response, VncPassword};
