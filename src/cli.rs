@@ -60,6 +60,9 @@ pub struct ServeArgs {
     /// Never inject keyboard, pointer or clipboard input.
     #[arg(long)]
     pub view_only: bool,
+    /// X display to serve with --source x11 (default: $DISPLAY).
+    #[arg(long, value_name = ":N")]
+    pub display: Option<String>,
     /// Test-pattern size.
     #[arg(long, value_name = "WxH", default_value = "1024x768", value_parser = parse_size)]
     pub size: (u16, u16),

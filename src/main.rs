@@ -62,7 +62,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     };
     let source: Box<dyn ScreenSource> = match args.source {
         SourceKind::TestPattern => Box::new(TestPattern::new(args.size.0, args.size.1, args.fps).0),
-        SourceKind::X11 => bail!("the X11 source is not built yet; use --source test-pattern"),
+        SourceKind::X11 => x11_source(args.display.as_deref())?,
     };
     let input: Arc<dyn InputSink> = Arc::new(NullInput);
     let mut cfg = ServerConfig::new(args.listen.clone(), authenticator);
@@ -84,6 +84,20 @@ async fn serve(args: ServeArgs) -> Result<()> {
     // Returns an error (non-zero exit) when the screen source goes away.
     handle.wait().await?;
     Ok(())
+}
+
+#[cfg(target_os = "linux")]
+fn x11_source(display: Option<&str>) -> Result<Box<dyn ScreenSource>> {
+    if display.is_none() && std::env::var_os("DISPLAY").is_none() {
+        bail!("no X display: pass --display :N (or set DISPLAY), or use --source test-pattern");
+    }
+    let src = ticketvnc::capture::x11::X11Source::connect(display)?;
+    Ok(Box::new(src))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn x11_source(_display: Option<&str>) -> Result<Box<dyn ScreenSource>> {
+    bail!("--source x11 is available on Linux only")
 }
 
 #[cfg(unix)]

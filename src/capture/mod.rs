@@ -1,7 +1,11 @@
 //! Screen sources: where frames come from. The session engine only sees
 //! [`ScreenSource`]; X11, Windows/macOS and the synthetic test pattern plug in here.
 
+#[cfg(target_os = "linux")]
+mod shm;
 pub mod test_pattern;
+#[cfg(target_os = "linux")]
+pub mod x11;
 
 use crate::framebuffer::{Frame, Rect};
 use std::time::Duration;

@@ -1,0 +1,464 @@
+//! X11 screen source (x11rb, pure Rust): MIT-SHM grabs (plain GetImage when
+//! SHM is unavailable), DAMAGE for change notification (polling when it is
+//! missing), XFixes for the cursor image, RandR for size changes. One X
+//! connection for the life of the source; never a connection per grab.
+
+use super::shm::ShmMapping;
+use super::{Capture, CaptureError, CursorShape, ScreenSource};
+use crate::framebuffer::{Frame, Rect};
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+use x11rb::connection::{Connection, RequestConnection};
+use x11rb::protocol::damage::{self, ConnectionExt as _};
+use x11rb::protocol::randr::{self, ConnectionExt as _};
+use x11rb::protocol::shm::{self, ConnectionExt as _};
+use x11rb::protocol::xfixes::{self, ConnectionExt as _};
+use x11rb::protocol::xproto::{ConnectionExt as _, ImageFormat, Window};
+use x11rb::protocol::Event;
+use x11rb::rust_connection::RustConnection;
+
+/// How often the screen is compared when DAMAGE is not available.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+fn xerr(e: impl std::fmt::Display) -> CaptureError {
+    CaptureError::Gone(format!("X server connection: {e}"))
+}
+
+struct Shm {
+    seg: shm::Seg,
+    map: ShmMapping,
+}
+
+pub struct X11Source {
+    conn: RustConnection,
+    display: String,
+    root: Window,
+    width: u16,
+    height: u16,
+    shm: Option<Shm>,
+    damage: Option<damage::Damage>,
+    region: Option<xfixes::Region>,
+    cursor_events: bool,
+    /// The screen as last captured; updated in place where it changed.
+    current: Frame,
+    have_frame: bool,
+    /// Damage seen but not yet captured.
+    dirty: Vec<Rect>,
+    resized: bool,
+    cursor_changed: bool,
+    last_poll: Instant,
+}
+
+impl X11Source {
+    /// Connect to `display` (e.g. ":0"; `None`: $DISPLAY).
+    pub fn connect(display: Option<&str>) -> Result<X11Source, CaptureError> {
+        let (conn, screen_num) = RustConnection::connect(display).map_err(|e| {
+            CaptureError::Gone(format!(
+                "cannot open X display {}: {e}",
+                display.unwrap_or("$DISPLAY")
+            ))
+        })?;
+        let screen = &conn.setup().roots[screen_num];
+        let root = screen.root;
+        let (width, height) = (screen.width_in_pixels, screen.height_in_pixels);
+        check_pixel_layout(&conn, screen)?;
+        let display = display
+            .map(str::to_owned)
+            .or_else(|| std::env::var("DISPLAY").ok())
+            .unwrap_or_default();
+
+        let mut src = X11Source {
+            conn,
+            display,
+            root,
+            width,
+            height,
+            shm: None,
+            damage: None,
+            region: None,
+            cursor_events: false,
+            current: Frame::new(width, height),
+            have_frame: false,
+            dirty: Vec::new(),
+            resized: false,
+            cursor_changed: true,
+            last_poll: Instant::now(),
+        };
+        src.setup_shm();
+        src.setup_damage();
+        src.setup_cursor();
+        src.setup_randr();
+        src.conn.flush().map_err(xerr)?;
+        info!(
+            display = %src.display,
+            width, height,
+            shm = src.shm.is_some(),
+            damage = src.damage.is_some(),
+            cursor = src.cursor_events,
+            "X11 capture ready ({} grabs, {})",
+            if src.shm.is_some() { "MIT-SHM" } else { "plain GetImage" },
+            if src.damage.is_some() { "DAMAGE notifications" } else { "polling" }
+        );
+        Ok(src)
+    }
+
+    fn has_ext(&self, name: &'static str) -> bool {
+        matches!(self.conn.extension_information(name), Ok(Some(_)))
+    }
+
+    fn setup_shm(&mut self) {
+        self.shm = None;
+        if !self.has_ext(shm::X11_EXTENSION_NAME) {
+            warn!("MIT-SHM not available (remote X?): using plain GetImage");
+            return;
+        }
+        let r = (|| -> Result<Shm, Box<dyn std::error::Error>> {
+            let v = self.conn.shm_query_version()?.reply()?;
+            if (v.major_version, v.minor_version) < (1, 2) {
+                return Err("MIT-SHM older than 1.2 (no fd passing)".into());
+            }
+            let len = self.width as usize * self.height as usize * 4;
+            let map = ShmMapping::new(len.max(4))?;
+            let seg = self.conn.generate_id()?;
+            // read_only = false: the X server must be allowed to write the image into it.
+            self.conn
+                .shm_attach_fd(seg, map.dup_fd()?, false)?
+                .check()?;
+            Ok(Shm { seg, map })
+        })();
+        match r {
+            Ok(s) => self.shm = Some(s),
+            Err(e) => warn!(error = %e, "MIT-SHM unusable: using plain GetImage"),
+        }
+    }
+
+    fn setup_damage(&mut self) {
+        if !self.has_ext(damage::X11_EXTENSION_NAME) || !self.has_ext(xfixes::X11_EXTENSION_NAME) {
+            warn!("DAMAGE or XFIXES missing: polling the screen every {POLL_INTERVAL:?}");
+            return;
+        }
+        let r = (|| -> Result<(damage::Damage, xfixes::Region), Box<dyn std::error::Error>> {
+            self.conn.xfixes_query_version(5, 0)?.reply()?;
+            self.conn.damage_query_version(1, 1)?.reply()?;
+            let d = self.conn.generate_id()?;
+            self.conn
+                .damage_create(d, self.root, damage::ReportLevel::NON_EMPTY)?
+                .check()?;
+            let region = self.conn.generate_id()?;
+            self.conn.xfixes_create_region(region, &[])?.check()?;
+            Ok((d, region))
+        })();
+        match r {
+            Ok((d, region)) => {
+                self.damage = Some(d);
+                self.region = Some(region);
+            }
+            Err(e) => warn!(error = %e, "DAMAGE unusable: polling"),
+        }
+    }
+
+    fn setup_cursor(&mut self) {
+        if !self.has_ext(xfixes::X11_EXTENSION_NAME) {
+            return;
+        }
+        let ok = self
+            .conn
+            .xfixes_query_version(5, 0)
+            .ok()
+            .and_then(|c| c.reply().ok())
+            .is_some()
+            && self
+                .conn
+                .xfixes_select_cursor_input(self.root, xfixes::CursorNotifyMask::DISPLAY_CURSOR)
+                .ok()
+                .and_then(|c| c.check().ok())
+                .is_some();
+        self.cursor_events = ok;
+    }
+
+    fn setup_randr(&mut self) {
+        if !self.has_ext(randr::X11_EXTENSION_NAME) {
+            return;
+        }
+        let _ = self
+            .conn
+            .randr_query_version(1, 5)
+            .ok()
+            .and_then(|c| c.reply().ok());
+        if let Ok(c) = self
+            .conn
+            .randr_select_input(self.root, randr::NotifyMask::SCREEN_CHANGE)
+        {
+            let _ = c.check();
+        }
+    }
+
+    /// Handle one X event.
+    fn on_event(&mut self, ev: Event) -> Result<(), CaptureError> {
+        match ev {
+            Event::DamageNotify(_) => {
+                if let (Some(d), Some(region)) = (self.damage, self.region) {
+                    self.conn
+                        .damage_subtract(d, x11rb::NONE, region)
+                        .map_err(xerr)?;
+                    let rects = self
+                        .conn
+                        .xfixes_fetch_region(region)
+                        .map_err(xerr)?
+                        .reply()
+                        .map_err(xerr)?;
+                    let bounds = Rect::new(0, 0, self.width, self.height);
+                    for r in rects.rectangles {
+                        let r = Rect::new(r.x.max(0) as u16, r.y.max(0) as u16, r.width, r.height)
+                            .intersect(&bounds);
+                        if !r.is_empty() {
+                            self.dirty.push(r);
+                        }
+                    }
+                }
+            }
+            Event::XfixesCursorNotify(_) => self.cursor_changed = true,
+            Event::RandrScreenChangeNotify(_) | Event::ConfigureNotify(_) => self.check_size()?,
+            Event::Error(e) => debug!(?e, "X error event"),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn check_size(&mut self) -> Result<(), CaptureError> {
+        let g = self
+            .conn
+            .get_geometry(self.root)
+            .map_err(xerr)?
+            .reply()
+            .map_err(xerr)?;
+        if (g.width, g.height) != (self.width, self.height) {
+            info!(width = g.width, height = g.height, "X screen resized");
+            self.width = g.width;
+            self.height = g.height;
+            if let Some(s) = self.shm.take() {
+                let _ = self.conn.shm_detach(s.seg);
+            }
+            self.setup_shm();
+            self.current = Frame::new(self.width, self.height);
+            self.resized = true;
+        }
+        Ok(())
+    }
+
+    /// Drain queued events without blocking.
+    fn drain_events(&mut self) -> Result<(), CaptureError> {
+        while let Some(ev) = self.conn.poll_for_event().map_err(xerr)? {
+            self.on_event(ev)?;
+        }
+        Ok(())
+    }
+
+    /// Wait until the X connection has something to read, at most `d`.
+    /// Returns whether it became readable.
+    fn wait_readable(&self, d: Duration) -> Result<bool, CaptureError> {
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        use std::os::fd::AsFd;
+        let fd = self.conn.stream().as_fd();
+        let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+        let ts = Timespec {
+            tv_sec: d.as_secs() as i64,
+            tv_nsec: d.subsec_nanos() as i64,
+        };
+        match poll(&mut fds, Some(&ts)) {
+            Ok(n) => Ok(n > 0),
+            Err(rustix::io::Errno::INTR) => Ok(false),
+            Err(e) => Err(xerr(e)),
+        }
+    }
+
+    /// Grab `r` of the root window into `self.current`.
+    fn grab(&mut self, r: Rect) -> Result<(), CaptureError> {
+        if r.is_empty() {
+            return Ok(());
+        }
+        let stride = self.width as usize;
+        if let Some(s) = &self.shm {
+            self.conn
+                .shm_get_image(
+                    self.root,
+                    r.x as i16,
+                    r.y as i16,
+                    r.w,
+                    r.h,
+                    !0,
+                    ImageFormat::Z_PIXMAP.into(),
+                    s.seg,
+                    0,
+                )
+                .map_err(xerr)?
+                .reply()
+                .map_err(xerr)?;
+            let bytes = &s.map.bytes()[..r.area() * 4];
+            copy_rows(&mut self.current.pixels, stride, r, bytes);
+        } else {
+            let img = self
+                .conn
+                .get_image(
+                    ImageFormat::Z_PIXMAP,
+                    self.root,
+                    r.x as i16,
+                    r.y as i16,
+                    r.w,
+                    r.h,
+                    !0,
+                )
+                .map_err(xerr)?
+                .reply()
+                .map_err(xerr)?;
+            if img.data.len() < r.area() * 4 {
+                return Err(CaptureError::Failed("short GetImage reply".into()));
+            }
+            copy_rows(&mut self.current.pixels, stride, r, &img.data);
+        }
+        Ok(())
+    }
+
+    fn cursor_image(&self) -> Option<CursorShape> {
+        let c = self.conn.xfixes_get_cursor_image().ok()?.reply().ok()?;
+        if c.width == 0 || c.height == 0 || c.width > 256 || c.height > 256 {
+            return None;
+        }
+        let pixels = c.cursor_image.iter().map(|&p| unpremultiply(p)).collect();
+        Some(CursorShape {
+            width: c.width,
+            height: c.height,
+            hot_x: c.xhot.min(c.width - 1),
+            hot_y: c.yhot.min(c.height - 1),
+            pixels,
+        })
+    }
+}
+
+/// Copy a packed 32-bit ZPixmap image of `r` into the frame at `r`.
+fn copy_rows(pixels: &mut [u32], stride: usize, r: Rect, bytes: &[u8]) {
+    let w = r.w as usize;
+    for (row, src) in bytes.chunks_exact(w * 4).take(r.h as usize).enumerate() {
+        let start = (r.y as usize + row) * stride + r.x as usize;
+        for (dst, px) in pixels[start..start + w].iter_mut().zip(src.chunks_exact(4)) {
+            *dst = u32::from_le_bytes([px[0], px[1], px[2], 0]);
+        }
+    }
+}
+
+/// XFixes gives premultiplied ARGB; viewers want straight colour.
+fn unpremultiply(p: u32) -> u32 {
+    let a = p >> 24;
+    if a == 0 || a == 255 {
+        return p;
+    }
+    let ch = |s: u32| (((p >> s) & 0xff) * 255 / a).min(255);
+    (a << 24) | (ch(16) << 16) | (ch(8) << 8) | ch(0)
+}
+
+/// The grab path assumes a 24/32-bit little-endian TrueColor root visual with
+/// red in bits 16-23, as every current X server (Xorg, Xvfb, Xwayland) has.
+fn check_pixel_layout(
+    conn: &RustConnection,
+    screen: &x11rb::protocol::xproto::Screen,
+) -> Result<(), CaptureError> {
+    let setup = conn.setup();
+    let bpp = setup
+        .pixmap_formats
+        .iter()
+        .find(|f| f.depth == screen.root_depth)
+        .map(|f| f.bits_per_pixel);
+    let visual = screen
+        .allowed_depths
+        .iter()
+        .flat_map(|d| d.visuals.iter())
+        .find(|v| v.visual_id == screen.root_visual);
+    let ok = screen.root_depth == 24
+        && bpp == Some(32)
+        && setup.image_byte_order == x11rb::protocol::xproto::ImageOrder::LSB_FIRST
+        && visual.is_some_and(|v| {
+            v.red_mask == 0xff0000 && v.green_mask == 0xff00 && v.blue_mask == 0xff
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(CaptureError::Failed(format!(
+            "unsupported X screen format (depth {}, {:?} bpp); ticketvnc needs depth 24 at 32 bpp (start Xvfb with -screen 0 WxHx24)",
+            screen.root_depth, bpp
+        )))
+    }
+}
+
+impl ScreenSource for X11Source {
+    fn name(&self) -> String {
+        let host = rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned();
+        format!("{host}{}", self.display)
+    }
+
+    fn next(&mut self, max_wait: Duration) -> Result<Option<Capture>, CaptureError> {
+        let deadline = Instant::now() + max_wait;
+        loop {
+            self.drain_events()?;
+            let full = !self.have_frame
+                || self.resized
+                || self.damage.is_none() && { self.last_poll.elapsed() >= POLL_INTERVAL };
+            if full || !self.dirty.is_empty() || self.cursor_changed {
+                let damage = if full {
+                    self.last_poll = Instant::now();
+                    let all = Rect::new(0, 0, self.width, self.height);
+                    self.grab(all)?;
+                    None
+                } else {
+                    let rects = std::mem::take(&mut self.dirty);
+                    // One grab of the bounding box is cheaper than many small round trips.
+                    let bb = rects.iter().fold(Rect::default(), |a, r| a.union(r));
+                    self.grab(bb)?;
+                    Some(rects)
+                };
+                let cursor = if self.cursor_changed && self.cursor_events {
+                    self.cursor_image()
+                } else {
+                    None
+                };
+                self.cursor_changed = false;
+                let first = !self.have_frame;
+                self.have_frame = true;
+                self.resized = false;
+                if damage.as_ref().is_some_and(|d| d.is_empty()) && cursor.is_none() && !first {
+                    continue;
+                }
+                return Ok(Some(Capture {
+                    frame: self.current.clone(),
+                    damage,
+                    moves: Vec::new(),
+                    cursor,
+                }));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            let mut wait = deadline - now;
+            if self.damage.is_none() {
+                wait = wait.min(POLL_INTERVAL);
+            }
+            if self.wait_readable(wait)? {
+                match self.conn.poll_for_event().map_err(xerr)? {
+                    Some(ev) => self.on_event(ev)?,
+                    // Readable but no event: make sure the server is still
+                    // there (a dead one makes this round trip fail).
+                    None => {
+                        self.conn
+                            .get_input_focus()
+                            .map_err(xerr)?
+                            .reply()
+                            .map_err(xerr)?;
+                    }
+                }
+            }
+        }
+    }
+}
