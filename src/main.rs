@@ -64,7 +64,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
         SourceKind::TestPattern => Box::new(TestPattern::new(args.size.0, args.size.1, args.fps).0),
         SourceKind::X11 => x11_source(args.display.as_deref())?,
     };
-    let input: Arc<dyn InputSink> = Arc::new(NullInput);
+    let input: Arc<dyn InputSink> = match args.source {
+        _ if args.view_only => Arc::new(NullInput),
+        SourceKind::TestPattern => Arc::new(NullInput),
+        SourceKind::X11 => x11_input(args.display.clone())?,
+    };
     let mut cfg = ServerConfig::new(args.listen.clone(), authenticator);
     cfg.desktop_name = args.name.clone();
     cfg.view_only = args.view_only;
@@ -93,6 +97,18 @@ fn x11_source(display: Option<&str>) -> Result<Box<dyn ScreenSource>> {
     }
     let src = ticketvnc::capture::x11::X11Source::connect(display)?;
     Ok(Box::new(src))
+}
+
+#[cfg(target_os = "linux")]
+fn x11_input(display: Option<String>) -> Result<Arc<dyn InputSink>> {
+    Ok(Arc::new(ticketvnc::input::enigo::EnigoInput::start(
+        display,
+    )?))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn x11_input(_display: Option<String>) -> Result<Arc<dyn InputSink>> {
+    bail!("--source x11 is available on Linux only")
 }
 
 #[cfg(not(target_os = "linux"))]

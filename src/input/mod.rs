@@ -1,5 +1,8 @@
 //! Input sinks: where key, pointer and clipboard events from viewers go.
 
+#[cfg(any(target_os = "linux", target_os = "windows", target_os = "macos"))]
+pub mod enigo;
+
 use std::sync::Mutex;
 
 pub trait InputSink: Send + Sync + 'static {

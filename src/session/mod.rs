@@ -134,8 +134,10 @@ where
         control,
         preauth_permit,
         started: false,
+        held: HeldInput::default(),
     };
     let reason = s.run(stream).await;
+    s.held.release_all(s.input.as_ref());
     if s.started {
         host.session_ended(&s.info, &reason);
     }
@@ -157,6 +159,44 @@ struct Session {
     control: mpsc::Receiver<Control>,
     preauth_permit: Option<tokio::sync::OwnedSemaphorePermit>,
     started: bool,
+    held: HeldInput,
+}
+
+/// Keys and buttons a viewer holds down, released when it goes away so a
+/// dropped connection never leaves Ctrl or a mouse button stuck.
+#[derive(Default)]
+struct HeldInput {
+    keys: Vec<u32>,
+    buttons: u8,
+    pos: (u16, u16),
+}
+
+/// Held keys tracked at most (more than any keyboard can hold).
+const MAX_HELD_KEYS: usize = 32;
+
+impl HeldInput {
+    fn key(&mut self, down: bool, keysym: u32) {
+        if down {
+            if !self.keys.contains(&keysym) && self.keys.len() < MAX_HELD_KEYS {
+                self.keys.push(keysym);
+            }
+        } else {
+            self.keys.retain(|&k| k != keysym);
+        }
+    }
+    fn pointer(&mut self, buttons: u8, x: u16, y: u16) {
+        self.buttons = buttons;
+        self.pos = (x, y);
+    }
+    fn release_all(&mut self, input: &dyn InputSink) {
+        for k in self.keys.drain(..).rev() {
+            input.key(false, k);
+        }
+        if self.buttons != 0 {
+            input.pointer(0, self.pos.0, self.pos.1);
+            self.buttons = 0;
+        }
+    }
 }
 
 /// Output buffers allowed in flight to the writer task.
@@ -376,11 +416,13 @@ impl Session {
             }
             ClientMessage::KeyEvent { down, keysym } => {
                 if !self.cfg.view_only {
+                    self.held.key(down, keysym);
                     self.input.key(down, keysym)
                 }
             }
             ClientMessage::PointerEvent { buttons, x, y } => {
                 if !self.cfg.view_only {
+                    self.held.pointer(buttons, x, y);
                     self.input.pointer(buttons, x, y)
                 }
             }

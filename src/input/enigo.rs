@@ -1,0 +1,146 @@
+//! Input injection with enigo on a dedicated thread (enigo connections are
+//! not shared across threads, and injection must never block a session).
+
+use super::{InputEvent, InputSink};
+use enigo::{Axis, Button, Coordinate, Direction, Enigo, Key, Keyboard, Mouse, Settings};
+use std::sync::mpsc;
+use std::sync::Mutex;
+use thiserror::Error;
+use tracing::{debug, warn};
+
+#[derive(Debug, Error)]
+#[error("cannot start input injection: {0}")]
+pub struct InputError(String);
+
+/// Events queued for the injection thread at most; more are dropped (with a warning).
+const QUEUE: usize = 4096;
+
+pub struct EnigoInput {
+    tx: Mutex<mpsc::SyncSender<InputEvent>>,
+}
+
+impl EnigoInput {
+    /// Start the injection thread. `x11_display`: the X display to inject
+    /// into on Linux (`None`: $DISPLAY).
+    pub fn start(x11_display: Option<String>) -> Result<EnigoInput, InputError> {
+        let (tx, rx) = mpsc::sync_channel::<InputEvent>(QUEUE);
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+        std::thread::Builder::new()
+            .name("input".into())
+            .spawn(move || {
+                let settings = Settings {
+                    x11_display,
+                    // No artificial delay: events are injected as they arrive.
+                    linux_delay: 0,
+                    ..Settings::default()
+                };
+                let mut enigo = match Enigo::new(&settings) {
+                    Ok(e) => {
+                        let _ = ready_tx.send(Ok(()));
+                        e
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let mut injector = Injector::default();
+                while let Ok(ev) = rx.recv() {
+                    injector.inject(&mut enigo, ev);
+                }
+            })
+            .map_err(|e| InputError(e.to_string()))?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(EnigoInput { tx: Mutex::new(tx) }),
+            Ok(Err(e)) => Err(InputError(e)),
+            Err(_) => Err(InputError("input thread ended".into())),
+        }
+    }
+
+    fn send(&self, ev: InputEvent) {
+        if let Err(mpsc::TrySendError::Full(_)) = self.tx.lock().unwrap().try_send(ev) {
+            warn!("input queue full; dropping an event");
+        }
+    }
+}
+
+impl InputSink for EnigoInput {
+    fn key(&self, down: bool, keysym: u32) {
+        self.send(InputEvent::Key { down, keysym })
+    }
+    fn pointer(&self, buttons: u8, x: u16, y: u16) {
+        self.send(InputEvent::Pointer { buttons, x, y })
+    }
+    fn cut_text(&self, _text: &str) {
+        // Clipboard ownership is the clipboard module's job, not enigo's.
+    }
+}
+
+#[derive(Default)]
+struct Injector {
+    buttons: u8,
+    pos: Option<(u16, u16)>,
+}
+
+impl Injector {
+    fn inject(&mut self, enigo: &mut Enigo, ev: InputEvent) {
+        let r = match ev {
+            InputEvent::Key { down, keysym } => {
+                let dir = if down {
+                    Direction::Press
+                } else {
+                    Direction::Release
+                };
+                enigo.key(Key::Other(keysym), dir)
+            }
+            InputEvent::Pointer { buttons, x, y } => {
+                tracing::trace!(buttons, x, y, "pointer");
+                self.pointer(enigo, buttons, x, y)
+            }
+            InputEvent::CutText(_) => Ok(()),
+        };
+        if let Err(e) = r {
+            // The keysym is not logged: it would be a keystroke.
+            debug!(error = %e, "input injection failed");
+        }
+    }
+
+    fn pointer(
+        &mut self,
+        enigo: &mut Enigo,
+        buttons: u8,
+        x: u16,
+        y: u16,
+    ) -> enigo::InputResult<()> {
+        if self.pos != Some((x, y)) {
+            enigo.move_mouse(x as i32, y as i32, Coordinate::Abs)?;
+            self.pos = Some((x, y));
+        }
+        let changed = buttons ^ self.buttons;
+        for bit in 0..8u8 {
+            let mask = 1 << bit;
+            if changed & mask == 0 {
+                continue;
+            }
+            let down = buttons & mask != 0;
+            let dir = if down {
+                Direction::Press
+            } else {
+                Direction::Release
+            };
+            match bit {
+                0 => enigo.button(Button::Left, dir)?,
+                1 => enigo.button(Button::Middle, dir)?,
+                2 => enigo.button(Button::Right, dir)?,
+                // Wheel "buttons" scroll once per press.
+                3 if down => enigo.scroll(-1, Axis::Vertical)?,
+                4 if down => enigo.scroll(1, Axis::Vertical)?,
+                5 if down => enigo.scroll(-1, Axis::Horizontal)?,
+                6 if down => enigo.scroll(1, Axis::Horizontal)?,
+                _ => {}
+            }
+        }
+        self.buttons = buttons;
+        Ok(())
+    }
+}
