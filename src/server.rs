@@ -1,6 +1,7 @@
 //! Listeners, the capture loop, the registry of sessions, and shutdown.
 
 use crate::capture::{CaptureError, ScreenSource};
+use crate::framebuffer::Rect;
 use crate::input::InputSink;
 use crate::rfb::{limits, SecurityType};
 use crate::security::throttle::AuthThrottle;
@@ -204,6 +205,7 @@ pub async fn start(
         frame: Arc::new(first.frame),
         moves: Vec::new(),
         cursor: first.cursor.map(|c| (1, Arc::new(c))),
+        damage: Arc::new(Vec::new()),
     }));
     let (cap_err_tx, cap_err_rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
@@ -340,6 +342,10 @@ async fn accept_loop(
     }
 }
 
+/// Captures whose damage is remembered, so a viewer a few frames behind can
+/// still compare only where something changed.
+const DAMAGE_LOG_LEN: usize = 32;
+
 /// Runs on its own thread: take frames from the source and publish them.
 fn capture_loop(
     mut source: Box<dyn ScreenSource>,
@@ -348,6 +354,8 @@ fn capture_loop(
 ) {
     let mut seq = tx.borrow().seq;
     let mut cursor = tx.borrow().cursor.clone();
+    let mut damage_log: std::collections::VecDeque<(u64, Option<Vec<Rect>>)> =
+        std::collections::VecDeque::with_capacity(DAMAGE_LOG_LEN);
     loop {
         if tx.is_closed() {
             return;
@@ -358,11 +366,16 @@ fn capture_loop(
                 if let Some(shape) = c.cursor {
                     cursor = Some((seq, Arc::new(shape)));
                 }
+                if damage_log.len() == DAMAGE_LOG_LEN {
+                    damage_log.pop_front();
+                }
+                damage_log.push_back((seq, c.damage));
                 tx.send_replace(Arc::new(Published {
                     seq,
                     frame: Arc::new(c.frame),
                     moves: c.moves,
                     cursor: cursor.clone(),
+                    damage: Arc::new(damage_log.iter().cloned().collect()),
                 }));
             }
             Ok(None) => {}

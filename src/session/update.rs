@@ -18,6 +18,24 @@ pub struct Published {
     pub moves: Vec<MoveHint>,
     /// The current pointer image and a serial that changes with it.
     pub cursor: Option<(u64, Arc<CursorShape>)>,
+    /// Damage of recent captures, oldest first: `(seq, rects)` is what
+    /// changed from frame `seq - 1` to `seq` (`None`: unknown).
+    pub damage: Arc<Vec<(u64, Option<Vec<Rect>>)>>,
+}
+
+impl Published {
+    /// Everything that changed after frame `since`, if the log still covers it.
+    pub fn damage_since(&self, since: u64) -> Option<Vec<Rect>> {
+        if since >= self.seq {
+            return Some(Vec::new());
+        }
+        let first = self.damage.iter().position(|(s, _)| *s == since + 1)?;
+        let mut out = Vec::new();
+        for (_, d) in &self.damage[first..] {
+            out.extend_from_slice(d.as_ref()?);
+        }
+        Some(out)
+    }
 }
 
 /// More rectangles than this in one update are merged into their bounding box.
@@ -36,6 +54,10 @@ pub struct ViewerState {
     /// What the viewer's framebuffer holds (`None` before the first update).
     shadow: Option<Frame>,
     shadow_seq: u64,
+    /// The whole shadow equals frame `shadow_seq` (the last update was not
+    /// limited to part of the screen), so capture damage since then is enough
+    /// to know where to compare.
+    shadow_whole: bool,
     /// Size the viewer believes the desktop has.
     viewer_size: (u16, u16),
     /// Region of an outstanding request, and whether all of it must be sent.
@@ -66,6 +88,7 @@ impl ViewerState {
             encoders: ConnectionEncoders::default(),
             shadow: None,
             shadow_seq: 0,
+            shadow_whole: false,
             viewer_size: (width, height),
             request: None,
             colour_map_due: false,
@@ -189,7 +212,12 @@ impl ViewerState {
                         }
                     }
                 }
-                diff::changed_rects(shadow, frame, area)
+                let hint = if self.shadow_whole {
+                    latest.damage_since(self.shadow_seq)
+                } else {
+                    None
+                };
+                diff::changed_rects(shadow, frame, area, hint.as_deref())
             }
             _ => {
                 if area.is_empty() {
@@ -232,6 +260,7 @@ impl ViewerState {
             copy_into(shadow, frame, *r);
         }
         self.shadow_seq = latest.seq;
+        self.shadow_whole = area == bounds;
 
         let total = nrects + npseudo;
         if total > u16::MAX as usize - 1 {
@@ -314,6 +343,7 @@ mod tests {
             frame: Arc::new(f),
             moves: Vec::new(),
             cursor: None,
+            damage: Arc::new(Vec::new()),
         }
     }
 
@@ -331,6 +361,29 @@ mod tests {
         let p2 = publish(2, render(320, 240, 1));
         assert!(v.build_update(&p2, &mut out).unwrap());
         assert!(!v.has_request());
+    }
+
+    #[test]
+    fn damage_log_limits_the_compare_and_gaps_fall_back() {
+        let base = render(320, 240, 0);
+        let mut changed = base.clone();
+        changed.pixels[5] ^= 0xffffff; // top-left tile
+        let mut v = ViewerState::new(320, 240);
+        let mut out = Vec::new();
+        v.request(false, Rect::new(0, 0, 320, 240));
+        assert!(v.build_update(&publish(1, base), &mut out).unwrap());
+
+        // The capture says only the bottom-right changed: the top-left change
+        // is not looked at (the source vouches for everything else).
+        let mut p = publish(2, changed.clone());
+        p.damage = Arc::new(vec![(2, Some(vec![Rect::new(300, 200, 4, 4)]))]);
+        v.request(true, Rect::new(0, 0, 320, 240));
+        assert!(!v.build_update(&p, &mut out).unwrap());
+
+        // A gap in the log (frame 3 missing) means compare everything.
+        let mut p = publish(4, changed);
+        p.damage = Arc::new(vec![(4, Some(vec![]))]);
+        assert!(v.build_update(&p, &mut out).unwrap());
     }
 
     #[test]
