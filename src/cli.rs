@@ -26,6 +26,12 @@ Examples:
   # Password from a file (first line), listening on all interfaces:
   ticketvnc serve --listen 0.0.0.0:5900 --password-file /etc/ticketvnc/password
 
+  # A private virtual desktop with an xterm in it:
+  ticketvnc serve --virtual 1280x800 --session xterm --no-auth
+
+  # The X display :0 (DISPLAY is used when --display is not given):
+  ticketvnc serve --source x11 --display :0 --password-file ~/.config/ticketvnc/password
+
   # Several listeners:
   ticketvnc serve --listen 127.0.0.1:5900 --listen [::1]:5900 --no-auth")]
     Serve(ServeArgs),
@@ -63,6 +69,13 @@ pub struct ServeArgs {
     /// X display to serve with --source x11 (default: $DISPLAY).
     #[arg(long, value_name = ":N")]
     pub display: Option<String>,
+    /// Start a private virtual X display (Xvfb) of this size and serve it;
+    /// implies --source x11. Stopped when ticketvnc exits.
+    #[arg(long = "virtual", value_name = "WxH", value_parser = parse_size, conflicts_with = "display")]
+    pub virtual_size: Option<(u16, u16)>,
+    /// With --virtual: a command line to run in the virtual display (e.g. xterm).
+    #[arg(long, value_name = "CMD", requires = "virtual_size")]
+    pub session: Option<String>,
     /// Test-pattern size.
     #[arg(long, value_name = "WxH", default_value = "1024x768", value_parser = parse_size)]
     pub size: (u16, u16),

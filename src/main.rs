@@ -60,6 +60,23 @@ async fn serve(args: ServeArgs) -> Result<()> {
             bail!("choose --password-file FILE, or --no-auth (loopback addresses only)")
         }
     };
+    #[cfg(target_os = "linux")]
+    let mut args = args;
+    #[cfg(target_os = "linux")]
+    let _virtual = match args.virtual_size {
+        Some((w, h)) => {
+            let v = ticketvnc::capture::virtual_x::VirtualDisplay::start(w, h, args.session.as_deref())?;
+            args.display = Some(v.display.clone());
+            args.source = SourceKind::X11;
+            println!("ticketvnc virtual display {}", v.display);
+            Some(v)
+        }
+        None => None,
+    };
+    #[cfg(not(target_os = "linux"))]
+    if args.virtual_size.is_some() {
+        bail!("--virtual is available on Linux only");
+    }
     let source: Box<dyn ScreenSource> = match args.source {
         SourceKind::TestPattern => Box::new(TestPattern::new(args.size.0, args.size.1, args.fps).0),
         SourceKind::X11 => x11_source(args.display.as_deref())?,

@@ -5,6 +5,8 @@
 mod shm;
 pub mod test_pattern;
 #[cfg(target_os = "linux")]
+pub mod virtual_x;
+#[cfg(target_os = "linux")]
 pub mod x11;
 
 use crate::framebuffer::{Frame, Rect};
