@@ -65,7 +65,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
     #[cfg(target_os = "linux")]
     let _virtual = match args.virtual_size {
         Some((w, h)) => {
-            let v = ticketvnc::capture::virtual_x::VirtualDisplay::start(w, h, args.session.as_deref())?;
+            let v = ticketvnc::capture::virtual_x::VirtualDisplay::start(
+                w,
+                h,
+                args.session.as_deref(),
+            )?;
             args.display = Some(v.display.clone());
             args.source = SourceKind::X11;
             println!("ticketvnc virtual display {}", v.display);
@@ -81,15 +85,24 @@ async fn serve(args: ServeArgs) -> Result<()> {
         SourceKind::TestPattern => Box::new(TestPattern::new(args.size.0, args.size.1, args.fps).0),
         SourceKind::X11 => x11_source(args.display.as_deref())?,
     };
+    let (clip_tx, clip_rx) = std::sync::mpsc::channel::<String>();
     let input: Arc<dyn InputSink> = match args.source {
         _ if args.view_only => Arc::new(NullInput),
         SourceKind::TestPattern => Arc::new(NullInput),
-        SourceKind::X11 => x11_input(args.display.clone())?,
+        SourceKind::X11 => x11_input(args.display.clone(), clip_tx)?,
     };
     let mut cfg = ServerConfig::new(args.listen.clone(), authenticator);
     cfg.desktop_name = args.name.clone();
     cfg.view_only = args.view_only;
     let handle = server::start(cfg, source, input).await?;
+    let clipboard = handle.clipboard();
+    std::thread::Builder::new()
+        .name("clipboard-out".into())
+        .spawn(move || {
+            while let Ok(text) = clip_rx.recv() {
+                clipboard.send(&to_latin1(&text));
+            }
+        })?;
     for a in handle.local_addrs() {
         tracing::info!("listening on {a}");
         println!("ticketvnc listening on {a}");
@@ -117,14 +130,33 @@ fn x11_source(display: Option<&str>) -> Result<Box<dyn ScreenSource>> {
 }
 
 #[cfg(target_os = "linux")]
-fn x11_input(display: Option<String>) -> Result<Arc<dyn InputSink>> {
-    Ok(Arc::new(ticketvnc::input::enigo::EnigoInput::start(
-        display,
-    )?))
+fn x11_input(
+    display: Option<String>,
+    clip: std::sync::mpsc::Sender<String>,
+) -> Result<Arc<dyn InputSink>> {
+    use ticketvnc::input::x11_clipboard::X11Clipboard;
+    let clipboard = X11Clipboard::start(display.as_deref(), clip)?;
+    let input = ticketvnc::input::enigo::EnigoInput::start(display)?;
+    Ok(Arc::new(input.with_clipboard(Box::new(clipboard))))
+}
+
+#[cfg(target_os = "linux")]
+fn to_latin1(text: &str) -> Vec<u8> {
+    ticketvnc::input::x11_clipboard::to_latin1(text)
 }
 
 #[cfg(not(target_os = "linux"))]
-fn x11_input(_display: Option<String>) -> Result<Arc<dyn InputSink>> {
+fn to_latin1(text: &str) -> Vec<u8> {
+    text.chars()
+        .map(|c| if (c as u32) < 256 { c as u8 } else { b'?' })
+        .collect()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn x11_input(
+    _display: Option<String>,
+    _clip: std::sync::mpsc::Sender<String>,
+) -> Result<Arc<dyn InputSink>> {
     bail!("--source x11 is available on Linux only")
 }
 

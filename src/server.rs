@@ -134,9 +134,11 @@ impl ServerHandle {
     }
     /// Send clipboard text (Latin-1 bytes) to every viewer.
     pub fn broadcast_cut_text(&self, latin1: &[u8]) {
-        for tx in self.registry.sessions.lock().unwrap().values() {
-            let _ = tx.try_send(Control::ServerCutText(latin1.to_vec()));
-        }
+        self.clipboard().send(latin1)
+    }
+    /// A handle that sends clipboard text to every viewer, for other threads.
+    pub fn clipboard(&self) -> ClipboardBroadcast {
+        ClipboardBroadcast(self.registry.clone())
     }
     /// Something that can stop the server from elsewhere (a signal handler).
     pub fn stopper(&self) -> Stopper {
@@ -152,6 +154,19 @@ impl ServerHandle {
         match self.task.await {
             Ok(r) => r,
             Err(e) => Err(ServerError::Capture(CaptureError::Failed(e.to_string()))),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct ClipboardBroadcast(Arc<Registry>);
+
+impl ClipboardBroadcast {
+    /// Send clipboard text (Latin-1 bytes, at most MAX_CUT_TEXT) to every viewer.
+    pub fn send(&self, latin1: &[u8]) {
+        let text = &latin1[..latin1.len().min(limits::MAX_CUT_TEXT as usize)];
+        for tx in self.0.sessions.lock().unwrap().values() {
+            let _ = tx.try_send(Control::ServerCutText(text.to_vec()));
         }
     }
 }

@@ -14,10 +14,7 @@ pub enum VirtualError {
     #[error("Xvfb did not report a display: {0}")]
     NoDisplay(String),
     #[error("cannot start session command {cmd:?}: {source}")]
-    Session {
-        cmd: String,
-        source: std::io::Error,
-    },
+    Session { cmd: String, source: std::io::Error },
 }
 
 pub struct VirtualDisplay {
@@ -30,7 +27,11 @@ impl VirtualDisplay {
     /// Start Xvfb at `width`x`height`x24 on a display it picks itself
     /// (-displayfd, so two servers never race for a number), then run
     /// `session` (a shell command line) in it.
-    pub fn start(width: u16, height: u16, session: Option<&str>) -> Result<VirtualDisplay, VirtualError> {
+    pub fn start(
+        width: u16,
+        height: u16,
+        session: Option<&str>,
+    ) -> Result<VirtualDisplay, VirtualError> {
         let mut xvfb = Command::new("Xvfb")
             .args([
                 "-displayfd",
@@ -88,7 +89,10 @@ impl VirtualDisplay {
 
 impl Drop for VirtualDisplay {
     fn drop(&mut self) {
-        for (what, child) in [("session", self.session.as_mut()), ("Xvfb", Some(&mut self.xvfb))] {
+        for (what, child) in [
+            ("session", self.session.as_mut()),
+            ("Xvfb", Some(&mut self.xvfb)),
+        ] {
             let Some(c) = child else { continue };
             if let Ok(Some(_)) = c.try_wait() {
                 continue;

@@ -1,7 +1,7 @@
 //! Input injection with enigo on a dedicated thread (enigo connections are
 //! not shared across threads, and injection must never block a session).
 
-use super::{InputEvent, InputSink};
+use super::{ClipboardTarget, InputEvent, InputSink};
 use enigo::{Axis, Button, Coordinate, Direction, Enigo, Key, Keyboard, Mouse, Settings};
 use std::sync::mpsc;
 use std::sync::Mutex;
@@ -17,6 +17,7 @@ const QUEUE: usize = 4096;
 
 pub struct EnigoInput {
     tx: Mutex<mpsc::SyncSender<InputEvent>>,
+    clipboard: Option<Box<dyn ClipboardTarget>>,
 }
 
 impl EnigoInput {
@@ -51,10 +52,19 @@ impl EnigoInput {
             })
             .map_err(|e| InputError(e.to_string()))?;
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok(EnigoInput { tx: Mutex::new(tx) }),
+            Ok(Ok(())) => Ok(EnigoInput {
+                tx: Mutex::new(tx),
+                clipboard: None,
+            }),
             Ok(Err(e)) => Err(InputError(e)),
             Err(_) => Err(InputError("input thread ended".into())),
         }
+    }
+
+    /// Send viewers' clipboard text to `clipboard`.
+    pub fn with_clipboard(mut self, clipboard: Box<dyn ClipboardTarget>) -> EnigoInput {
+        self.clipboard = Some(clipboard);
+        self
     }
 
     fn send(&self, ev: InputEvent) {
@@ -71,8 +81,10 @@ impl InputSink for EnigoInput {
     fn pointer(&self, buttons: u8, x: u16, y: u16) {
         self.send(InputEvent::Pointer { buttons, x, y })
     }
-    fn cut_text(&self, _text: &str) {
-        // Clipboard ownership is the clipboard module's job, not enigo's.
+    fn cut_text(&self, text: &str) {
+        if let Some(c) = &self.clipboard {
+            c.set_text(text);
+        }
     }
 }
 

@@ -2,6 +2,8 @@
 
 #[cfg(any(target_os = "linux", target_os = "windows", target_os = "macos"))]
 pub mod enigo;
+#[cfg(target_os = "linux")]
+pub mod x11_clipboard;
 
 use std::sync::Mutex;
 
@@ -10,6 +12,18 @@ pub trait InputSink: Send + Sync + 'static {
     fn pointer(&self, buttons: u8, x: u16, y: u16);
     /// Clipboard text from a viewer (already converted from Latin-1).
     fn cut_text(&self, text: &str);
+}
+
+/// Where clipboard text from viewers goes (the platform clipboard).
+pub trait ClipboardTarget: Send + Sync {
+    fn set_text(&self, text: &str);
+}
+
+#[cfg(target_os = "linux")]
+impl ClipboardTarget for x11_clipboard::X11Clipboard {
+    fn set_text(&self, text: &str) {
+        x11_clipboard::X11Clipboard::set_text(self, text)
+    }
 }
 
 /// Drops everything (the test pattern has nothing to type into).

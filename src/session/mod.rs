@@ -316,7 +316,8 @@ impl Session {
                     Some(Control::Kick) => break 'main EndReason::Kicked,
                     Some(Control::Shutdown) | None => break 'main EndReason::ServerStopped,
                     Some(Control::ServerCutText(t)) => {
-                        if conn.is_normal() {
+                        // View-only viewers get no clipboard: it may hold what the customer copied.
+                        if conn.is_normal() && !self.cfg.view_only {
                             let mut out = Vec::new();
                             write_server_cut_text(&t, &mut out);
                             queued += 1;
