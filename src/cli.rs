@@ -43,6 +43,8 @@ pub enum SourceKind {
     TestPattern,
     /// The X11 display in --display or $DISPLAY.
     X11,
+    /// This computer's screen (Windows and macOS, through xcap).
+    Screen,
 }
 
 #[derive(Args, Debug)]
@@ -82,6 +84,9 @@ pub struct ServeArgs {
     /// Test-pattern frames per second (0 holds it still).
     #[arg(long, default_value_t = 10)]
     pub fps: u32,
+    /// Screen captures per second at most (bounds CPU under constant change).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=240))]
+    pub max_fps: u32,
     /// Desktop name shown by viewers.
     #[arg(long)]
     pub name: Option<String>,

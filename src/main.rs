@@ -84,16 +84,19 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let source: Box<dyn ScreenSource> = match args.source {
         SourceKind::TestPattern => Box::new(TestPattern::new(args.size.0, args.size.1, args.fps).0),
         SourceKind::X11 => x11_source(args.display.as_deref())?,
+        SourceKind::Screen => screen_source()?,
     };
     let (clip_tx, clip_rx) = std::sync::mpsc::channel::<String>();
     let input: Arc<dyn InputSink> = match args.source {
         _ if args.view_only => Arc::new(NullInput),
         SourceKind::TestPattern => Arc::new(NullInput),
         SourceKind::X11 => x11_input(args.display.clone(), clip_tx)?,
+        SourceKind::Screen => screen_input()?,
     };
     let mut cfg = ServerConfig::new(args.listen.clone(), authenticator);
     cfg.desktop_name = args.name.clone();
     cfg.view_only = args.view_only;
+    cfg.max_fps = args.max_fps;
     let handle = server::start(cfg, source, input).await?;
     let clipboard = handle.clipboard();
     std::thread::Builder::new()
@@ -163,6 +166,28 @@ fn x11_input(
 #[cfg(not(target_os = "linux"))]
 fn x11_source(_display: Option<&str>) -> Result<Box<dyn ScreenSource>> {
     bail!("--source x11 is available on Linux only")
+}
+
+#[cfg(any(target_os = "windows", target_os = "macos"))]
+fn screen_source() -> Result<Box<dyn ScreenSource>> {
+    Ok(Box::new(ticketvnc::capture::xcap_source::XcapSource::open(
+        None,
+    )?))
+}
+
+#[cfg(any(target_os = "windows", target_os = "macos"))]
+fn screen_input() -> Result<Arc<dyn InputSink>> {
+    Ok(Arc::new(ticketvnc::input::enigo::EnigoInput::start(None)?))
+}
+
+#[cfg(not(any(target_os = "windows", target_os = "macos")))]
+fn screen_source() -> Result<Box<dyn ScreenSource>> {
+    bail!("--source screen is for Windows and macOS; on Linux use --source x11")
+}
+
+#[cfg(not(any(target_os = "windows", target_os = "macos")))]
+fn screen_input() -> Result<Arc<dyn InputSink>> {
+    bail!("--source screen is for Windows and macOS; on Linux use --source x11")
 }
 
 #[cfg(unix)]

@@ -48,6 +48,8 @@ pub struct ServerConfig {
     pub auth_failures_before_block: u32,
     /// First block period.
     pub auth_block_base: Duration,
+    /// Captures per second at most; bounds CPU under constant change.
+    pub max_fps: u32,
 }
 
 impl ServerConfig {
@@ -62,6 +64,7 @@ impl ServerConfig {
             max_preauth: limits::MAX_PREAUTH_CONNECTIONS,
             auth_failures_before_block: limits::AUTH_FAILURES_BEFORE_BLOCK,
             auth_block_base: Duration::from_secs(limits::AUTH_BLOCK_BASE_SECS),
+            max_fps: 60,
         }
     }
 }
@@ -223,9 +226,10 @@ pub async fn start(
         damage: Arc::new(Vec::new()),
     }));
     let (cap_err_tx, cap_err_rx) = tokio::sync::oneshot::channel();
+    let min_interval = Duration::from_secs(1) / cfg.max_fps.max(1);
     std::thread::Builder::new()
         .name("capture".into())
-        .spawn(move || capture_loop(source, frame_tx, cap_err_tx))
+        .spawn(move || capture_loop(source, frame_tx, cap_err_tx, min_interval))
         .expect("spawn capture thread");
 
     let security = if cfg.authenticator.is_some() {
@@ -366,7 +370,11 @@ fn capture_loop(
     mut source: Box<dyn ScreenSource>,
     tx: watch::Sender<Arc<Published>>,
     err: tokio::sync::oneshot::Sender<CaptureError>,
+    min_interval: Duration,
 ) {
+    let mut last = std::time::Instant::now()
+        .checked_sub(min_interval)
+        .unwrap_or_else(std::time::Instant::now);
     let mut seq = tx.borrow().seq;
     let mut cursor = tx.borrow().cursor.clone();
     let mut damage_log: std::collections::VecDeque<(u64, Option<Vec<Rect>>)> =
@@ -375,8 +383,15 @@ fn capture_loop(
         if tx.is_closed() {
             return;
         }
+        // Latency first: a change is captured as soon as it is seen, but
+        // never sooner than 1/max_fps after the previous capture.
+        let since = last.elapsed();
+        if since < min_interval {
+            std::thread::sleep(min_interval - since);
+        }
         match source.next(Duration::from_millis(100)) {
             Ok(Some(c)) => {
+                last = std::time::Instant::now();
                 seq += 1;
                 if let Some(shape) = c.cursor {
                     cursor = Some((seq, Arc::new(shape)));

@@ -8,6 +8,8 @@ pub mod test_pattern;
 pub mod virtual_x;
 #[cfg(target_os = "linux")]
 pub mod x11;
+#[cfg(any(target_os = "windows", target_os = "macos"))]
+pub mod xcap_source;
 
 use crate::framebuffer::{Frame, Rect};
 use std::time::Duration;
