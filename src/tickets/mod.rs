@@ -47,6 +47,7 @@
 
 mod chain;
 mod codes;
+pub mod hooks;
 mod kb;
 mod schema;
 mod store;

@@ -688,6 +688,19 @@ impl Journal {
         Ok(())
     }
 
+    /// The newest event's (seq, hash): the chain head. Record it outside
+    /// the database (hooks deliver it) to detect truncation later.
+    pub fn head(&self) -> Result<Option<(i64, String)>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
     /// Checks the hash chain and the session and note rows against it.
     pub fn verify(&self) -> Result<super::VerifyReport> {
         let mut c = self.conn();
