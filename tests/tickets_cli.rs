@@ -284,6 +284,13 @@ fn verify_detects_an_edited_session_row_and_a_deleted_event() {
     sqlite3(&db, &format!("DELETE FROM events WHERE seq = {seq}"));
     verify_fails_naming(&db, &format!("events row seq={}", seq + 1));
 
+    // Deleting a session row (the sqlite3 shell does not enforce foreign keys).
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_in(&dir);
+    record_sessions(&db);
+    sqlite3(&db, "DELETE FROM sessions WHERE id = 2");
+    verify_fails_naming(&db, "sessions row id=2: deleted");
+
     // Rewriting a note is caught too.
     let dir = tempfile::tempdir().unwrap();
     let db = db_in(&dir);
@@ -346,4 +353,16 @@ fn kb_search_ranks_the_best_matching_tickets_first() {
     assert!(out.lines().next().unwrap().contains("Ticket 100"), "{out}");
     let out = ok(&db, &["kb", "search", "zebra"]);
     assert!(out.contains("No matching tickets."), "{out}");
+}
+
+#[test]
+fn a_database_from_a_newer_ticketvnc_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_in(&dir);
+    ok(&db, &["sessions"]);
+    sqlite3(&db, "PRAGMA user_version = 99");
+    let out = run(&db, &["sessions"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("schema version 99"), "{err}");
 }

@@ -146,7 +146,13 @@ pub(crate) fn verify(conn: &Connection) -> Result<VerifyReport> {
     }
     drop(rows);
     drop(stmt);
-    let broken = check_sessions(conn)?.or(check_notes(conn)?);
+    let broken = match check_sessions(conn)? {
+        Some(b) => Some(b),
+        None => match check_notes(conn)? {
+            Some(b) => Some(b),
+            None => check_deleted(conn)?,
+        },
+    };
     Ok(VerifyReport {
         events: count,
         head: prev,
@@ -224,6 +230,33 @@ fn check_notes(conn: &Connection) -> Result<Option<Broken>> {
         }
     }
     Ok(None)
+}
+
+/// A session or note recorded in the chain whose row is gone.
+fn check_deleted(conn: &Connection) -> Result<Option<Broken>> {
+    let gone = |sql: &str, table: &'static str| -> Result<Option<Broken>> {
+        let r: Option<(i64, i64)> = conn
+            .query_row(sql, [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        Ok(r.map(|(row, seq)| Broken {
+            table,
+            row,
+            reason: format!("deleted (recorded by events row seq={seq})"),
+        }))
+    };
+    if let Some(b) = gone(
+        "SELECT e.session, e.seq FROM events e LEFT JOIN sessions s ON s.id = e.session
+         WHERE e.kind = 'session_start' AND s.id IS NULL ORDER BY e.seq LIMIT 1",
+        "sessions",
+    )? {
+        return Ok(Some(b));
+    }
+    gone(
+        "SELECT json_extract(e.details, '$.note'), e.seq FROM events e
+         LEFT JOIN notes n ON n.id = json_extract(e.details, '$.note')
+         WHERE e.kind = 'note_added' AND n.id IS NULL ORDER BY e.seq LIMIT 1",
+        "notes",
+    )
 }
 
 /// The `note_added` event's details: the note's SHA-256, not its text.
