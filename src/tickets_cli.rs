@@ -89,6 +89,7 @@ pub fn ticket(db: Option<&Path>, cmd: TicketCmd) -> Result<()> {
     let j = open_journal(db)?;
     match cmd {
         TicketCmd::Open { id, title, expires } => {
+            tickets::check_code_ttl(expires)?;
             let (t, created) = j.open_ticket(&id, title.as_deref())?;
             let code = j.issue_code(&id, expires)?;
             println!(

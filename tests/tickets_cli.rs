@@ -132,6 +132,16 @@ fn notes_need_an_existing_ticket_and_close_revokes_codes() {
     assert!(show.contains("live one-time codes: 0"), "{show}");
     assert!(show.contains("several words joined"), "{show}");
     assert!(show.contains("resolution: replaced toner"), "{show}");
+    // Lifetimes outside 1m..7d are refused, not silently changed.
+    for bad in ["30s", "8days"] {
+        let out = run(&db, &["ticket", "open", "6", "--expires", bad]);
+        assert!(!out.status.success(), "--expires {bad} accepted");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("a code is valid for"));
+    }
+    assert!(
+        !run(&db, &["ticket", "show", "6"]).status.success(),
+        "ticket created anyway"
+    );
     // Reopening a closed ticket works and issues a new code.
     let re = ok(&db, &["ticket", "open", "5"]);
     code_of(&re);

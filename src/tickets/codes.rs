@@ -146,6 +146,19 @@ fn load_or_create_secret(db: &Path) -> Result<[u8; 32]> {
     Err(JournalError::BadKeyFile(path))
 }
 
+/// Is `ttl` an allowed code lifetime ([`MIN_TTL`]..=[`MAX_TTL`])?
+pub fn check_code_ttl(ttl: Duration) -> Result<()> {
+    if (MIN_TTL..=MAX_TTL).contains(&ttl) {
+        return Ok(());
+    }
+    Err(JournalError::Invalid(format!(
+        "a code is valid for {} to {}, not {}",
+        humantime::format_duration(MIN_TTL),
+        humantime::format_duration(MAX_TTL),
+        humantime::format_duration(ttl)
+    )))
+}
+
 impl Journal {
     pub(crate) fn secret(&self) -> Result<[u8; 32]> {
         if let Some(s) = self.secret.get() {
@@ -156,11 +169,11 @@ impl Journal {
     }
 
     /// Issues a fresh one-time code for an open ticket, valid for `ttl`
-    /// (clamped to [`MIN_TTL`]..=[`MAX_TTL`]) and exactly one successful
+    /// ([`MIN_TTL`]..=[`MAX_TTL`]) and exactly one successful
     /// authentication.
     pub fn issue_code(&self, ticket: &str, ttl: Duration) -> Result<IssuedCode> {
         check_ticket_id(ticket)?;
-        let ttl = ttl.clamp(MIN_TTL, MAX_TTL);
+        check_code_ttl(ttl)?;
         let secret = self.secret()?;
         let mut nonce = [0u8; 16];
         let mut salt = [0u8; 16];

@@ -53,7 +53,9 @@ mod schema;
 mod store;
 
 pub use chain::{Broken, VerifyReport};
-pub use codes::{CodeAuthenticator, IssuedCode, CODE_ALPHABET, CODE_LEN};
+pub use codes::{
+    check_code_ttl, CodeAuthenticator, IssuedCode, CODE_ALPHABET, CODE_LEN, MAX_TTL, MIN_TTL,
+};
 pub use kb::KbHit;
 pub use store::{
     ClipboardDirection, Consent, Direction, Event, EventRow, Journal, Note, Rights, SessionId,
