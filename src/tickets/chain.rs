@@ -203,23 +203,26 @@ fn check_sessions(conn: &Connection) -> Result<Option<Broken>> {
 }
 
 fn check_notes(conn: &Connection) -> Result<Option<Broken>> {
+    // Every note_added event, by note id (one pass, not one scan per note).
+    let mut recorded = std::collections::HashMap::new();
+    {
+        let mut st = conn.prepare("SELECT details FROM events WHERE kind = 'note_added'")?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            let d: String = r.get(0)?;
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&d) {
+                if let Some(id) = v["note"].as_i64() {
+                    recorded.entry(id).or_insert(v);
+                }
+            }
+        }
+    }
     let mut stmt = conn.prepare("SELECT id, ticket, at, text FROM notes ORDER BY id")?;
-    let notes: Vec<(i64, String, i64, String)> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-        .collect::<Result<_, _>>()?;
-    for (id, ticket, at, text) in notes {
-        let d: Option<String> = conn
-            .query_row(
-                "SELECT details FROM events WHERE kind = 'note_added' AND json_extract(details, '$.note') = ?1",
-                params![id],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let want = note_details(id, &ticket, at, &text);
-        let ok = d
-            .and_then(|d| serde_json::from_str::<serde_json::Value>(&d).ok())
-            .is_some_and(|v| v == want);
-        if !ok {
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let (id, ticket, at, text): (i64, String, i64, String) =
+            (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+        if recorded.get(&id) != Some(&note_details(id, &ticket, at, &text)) {
             return Ok(Some(Broken {
                 table: "notes",
                 row: id,

@@ -81,10 +81,14 @@ fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     out
 }
 
-/// The code for `nonce` under `secret`.
-fn derive_code(secret: &[u8; 32], nonce: &[u8]) -> [u8; CODE_LEN] {
-    let k = hmac(secret, &[b"ticketvnc/code/v1"]);
-    let mac = hmac(&k, &[nonce]);
+/// The key codes are derived with.
+fn code_key(secret: &[u8; 32]) -> [u8; 32] {
+    hmac(secret, &[b"ticketvnc/code/v1"])
+}
+
+/// The code for `nonce` under `code_key(secret)`.
+fn derive_code(k: &[u8; 32], nonce: &[u8]) -> [u8; CODE_LEN] {
+    let mac = hmac(k, &[nonce]);
     let bits = u64::from_be_bytes([0, 0, 0, mac[0], mac[1], mac[2], mac[3], mac[4]]);
     core::array::from_fn(|i| CODE_ALPHABET[((bits >> (35 - 5 * i)) & 31) as usize])
 }
@@ -179,7 +183,7 @@ impl Journal {
         let mut salt = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         rand::rngs::OsRng.fill_bytes(&mut salt);
-        let code = derive_code(&secret, &nonce);
+        let code = derive_code(&code_key(&secret), &nonce);
         let hash = code_hash(&secret, &salt, &code);
         let now = now_ms();
         let expires_at = now + ttl.as_millis() as i64;
@@ -247,8 +251,9 @@ impl Journal {
         // Constant time over the candidates: no early exit, no branch on a match.
         let mut found = subtle::Choice::from(0u8);
         let mut found_idx = 0u64;
+        let k = code_key(&secret);
         for (i, (_, _, nonce, _, _)) in rows.iter().enumerate() {
-            let code = derive_code(&secret, nonce);
+            let code = derive_code(&k, nonce);
             let lower = code.map(|b| b.to_ascii_lowercase());
             let mut hit = subtle::Choice::from(0u8);
             for variant in [&code, &lower] {
@@ -262,7 +267,7 @@ impl Journal {
             return Ok(None);
         }
         let (id, ticket, nonce, salt, hash) = &rows[found_idx as usize];
-        let code = derive_code(&secret, nonce);
+        let code = derive_code(&k, nonce);
         if !bool::from(code_hash(&secret, salt, &code).ct_eq(hash.as_slice())) {
             // The key file does not belong to this database (replaced?).
             tracing::warn!(
@@ -356,9 +361,9 @@ mod tests {
 
     #[test]
     fn codes_use_the_alphabet_and_differ_per_nonce() {
-        let secret = [7u8; 32];
-        let a = derive_code(&secret, b"nonce-a");
-        let b = derive_code(&secret, b"nonce-b");
+        let k = code_key(&[7u8; 32]);
+        let a = derive_code(&k, b"nonce-a");
+        let b = derive_code(&k, b"nonce-b");
         assert_ne!(a, b);
         for c in a.iter().chain(&b) {
             assert!(CODE_ALPHABET.contains(c));
