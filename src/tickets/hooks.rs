@@ -94,6 +94,46 @@ impl Default for HookConfig {
     }
 }
 
+impl HookConfig {
+    /// The configuration for `serve --webhook URL --webhook-secret-file FILE
+    /// --hook-cmd CMD`, with the default retry policy; `None` when neither
+    /// hook is asked for. A secret without a webhook, an empty secret file
+    /// or a URL that is not http(s) is an error.
+    pub fn from_options(
+        webhook: Option<String>,
+        secret_file: Option<&Path>,
+        hook_cmd: Option<String>,
+    ) -> Result<Option<HookConfig>> {
+        if secret_file.is_some() && webhook.is_none() {
+            return Err(JournalError::Invalid(
+                "--webhook-secret-file needs --webhook".into(),
+            ));
+        }
+        if let Some(u) = &webhook {
+            check_url(u)?;
+        }
+        if webhook.is_none() && hook_cmd.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(HookConfig {
+            webhook,
+            webhook_secret: secret_file.map(read_secret_file).transpose()?,
+            hook_cmd,
+            ..Default::default()
+        }))
+    }
+}
+
+fn check_url(u: &str) -> Result<()> {
+    if u.starts_with("http://") || u.starts_with("https://") {
+        Ok(())
+    } else {
+        Err(JournalError::Invalid(format!(
+            "webhook URL must start with http:// or https://, got {u:?}"
+        )))
+    }
+}
+
 /// Reads a webhook secret: the file's first line, which must not be empty.
 pub fn read_secret_file(path: &Path) -> Result<Vec<u8>> {
     let text = std::fs::read_to_string(path).map_err(|source| JournalError::Io {
@@ -244,11 +284,7 @@ impl HookDispatcher {
     /// every outcome is recorded and payloads carry the journal head.
     pub fn start(cfg: HookConfig, journal: Option<Arc<Journal>>) -> Result<HookDispatcher> {
         if let Some(u) = &cfg.webhook {
-            if !(u.starts_with("http://") || u.starts_with("https://")) {
-                return Err(JournalError::Invalid(format!(
-                    "webhook URL must start with http:// or https://, got {u:?}"
-                )));
-            }
+            check_url(u)?;
             if cfg.webhook_secret.is_none() {
                 tracing::warn!("webhook without a secret: payloads are not signed");
             }
@@ -616,4 +652,41 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
         .expect("HMAC takes any key length");
     m.update(body);
     hex(&m.finalize().into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        assert!(HookConfig::from_options(None, None, None)
+            .unwrap()
+            .is_none());
+        assert!(HookConfig::from_options(None, Some(&secret), None).is_err());
+        assert!(HookConfig::from_options(Some("ftp://x/".into()), None, None).is_err());
+        assert!(HookConfig::from_options(Some("https://x/".into()), Some(&empty), None).is_err());
+        let c = HookConfig::from_options(Some("https://x/".into()), Some(&secret), None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.webhook_secret.as_deref(), Some(&b"s3cret"[..]));
+        assert!(
+            !format!("{c:?}").contains("s3cret"),
+            "Debug shows the secret"
+        );
+    }
+
+    #[test]
+    fn signature_is_hmac_sha256_hex() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            sign(b"Jefe", b"what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
 }
