@@ -11,6 +11,9 @@ use std::path::PathBuf;
     about = "A VNC server for helpdesks: every remote session is recorded against a ticket"
 )]
 pub struct Cli {
+    /// The journal database (default: $XDG_DATA_HOME/ticketvnc/ticketvnc.db).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub db: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -35,6 +38,14 @@ Examples:
   # Several listeners:
   ticketvnc serve --listen 127.0.0.1:5900 --listen [::1]:5900 --no-auth")]
     Serve(ServeArgs),
+    /// Tickets: open (prints a one-time code), close, show, note.
+    #[command(subcommand)]
+    Ticket(crate::tickets_cli::TicketCmd),
+    /// List recorded sessions, or `sessions verify` the tamper-evident journal.
+    Sessions(crate::tickets_cli::SessionsArgs),
+    /// Search the knowledge base (ticket titles, notes, resolutions).
+    #[command(subcommand)]
+    Kb(crate::tickets_cli::KbCmd),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

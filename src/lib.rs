@@ -6,7 +6,8 @@
 //! - [`rfb`] is the protocol state machine and messages (no I/O);
 //! - [`encoding`] and [`framebuffer`] turn pixels into bytes and find damage;
 //! - [`capture`] and [`input`] are screen sources and input sinks behind traits;
-//! - [`security`] checks authentication.
+//! - [`security`] checks authentication;
+//! - [`tickets`] is the journal: tickets, sessions, events, one-time codes, knowledge base.
 
 pub mod capture;
 pub mod encoding;
@@ -16,3 +17,4 @@ pub mod rfb;
 pub mod security;
 pub mod server;
 pub mod session;
+pub mod tickets;

@@ -1,4 +1,5 @@
 mod cli;
+mod tickets_cli;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -25,6 +26,9 @@ fn main() -> Result<()> {
         .context("starting the async runtime")?;
     match cli.command {
         Command::Serve(args) => rt.block_on(serve(args)),
+        Command::Ticket(c) => tickets_cli::ticket(cli.db.as_deref(), c),
+        Command::Sessions(a) => tickets_cli::sessions(cli.db.as_deref(), a),
+        Command::Kb(c) => tickets_cli::kb(cli.db.as_deref(), c),
     }
 }
 

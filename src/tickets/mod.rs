@@ -1,0 +1,148 @@
+//! The ticket journal: an embedded sqlite log of tickets, sessions and
+//! events, one-time codes bound to tickets, and a full-text knowledge base.
+//!
+//! Everything lives in one database file (default
+//! `$XDG_DATA_HOME/ticketvnc/ticketvnc.db`, see [`default_db_path`]) created
+//! with mode 0600, in WAL mode, with the schema version in
+//! `PRAGMA user_version`. Beside it: `ticketvnc.key` (the 32-byte server
+//! secret that one-time codes are derived from, mode 0600) and
+//! `ticketvnc.db.live/` (one lock file per running process that has open
+//! sessions, used for crash recovery).
+//!
+//! Never stored: passwords, one-time codes, DES challenges or responses,
+//! clipboard contents, keystrokes, screen images. The typed [`Event`] enum
+//! is the only way to add an event, so there is no field to put them in.
+//!
+//! # How the server calls it
+//!
+//! ```no_run
+//! use ticketvnc::tickets::*;
+//! # fn demo() -> Result<(), JournalError> {
+//! let journal = std::sync::Arc::new(Journal::open(&default_db_path()?)?);
+//! // Authentication: one-time codes of the journal, plus an optional static password.
+//! let auth = CodeAuthenticator::new(journal.clone(), None, None)?;
+//! // SessionHost::session_starting (after ClientInit, BEFORE ServerInit):
+//! let id = journal.session_started(&SessionStart {
+//!     ticket: Some("4711".into()),          // Principal::ticket
+//!     peer: Some("192.0.2.7:51234".into()),
+//!     direction: Direction::Inbound,
+//!     security: "VNC".into(),
+//!     credential: "one-time code".into(),   // Principal::credential
+//!     technician: None,
+//!     rights: Rights::FULL,
+//!     consent: Consent::NotAsked,
+//! })?; // committed when this returns; refuse the viewer on Err
+//! journal.event(id, &Event::Resize { width: 1280, height: 800 })?;
+//! journal.session_ended(id, "viewer closed", SessionStats::default())?;
+//! // SessionHost::auth_failed (no session id yet): one closed row + event.
+//! journal.auth_failed(&SessionStart { ..Default::default() }, "wrong password or code")?;
+//! # Ok(()) }
+//! ```
+//!
+//! All calls are short synchronous sqlite transactions (well under a
+//! millisecond uncontended; up to the 5 s busy timeout if another process
+//! holds the write lock). They are called from tokio tasks; that is
+//! acceptable for a handful of calls per session, but a caller on a hot path
+//! should use `tokio::task::spawn_blocking`.
+
+mod chain;
+mod codes;
+pub mod hooks;
+mod kb;
+mod schema;
+mod store;
+
+pub use chain::{Broken, VerifyReport};
+pub use codes::{
+    check_code_ttl, CodeAuthenticator, IssuedCode, CODE_ALPHABET, CODE_LEN, MAX_TTL, MIN_TTL,
+};
+pub use kb::KbHit;
+pub use store::{
+    ClipboardDirection, Consent, Direction, Event, EventRow, Journal, Note, Rights, SessionId,
+    SessionRow, SessionStart, SessionStats, Ticket, TicketStatus,
+};
+
+use std::path::PathBuf;
+
+/// Errors of the journal.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the database has schema version {found}, newer than this ticketvnc knows ({known}); upgrade ticketvnc")]
+    SchemaTooNew { found: i64, known: i64 },
+    #[error("no data directory: set XDG_DATA_HOME or HOME, or pass --db PATH")]
+    NoDataDir,
+    #[error("key file {0} is malformed (expected 64 hex digits)")]
+    BadKeyFile(PathBuf),
+    #[error("ticket {0:?} does not exist")]
+    NoSuchTicket(String),
+    #[error("ticket {0:?} is closed")]
+    TicketClosed(String),
+    #[error("session {0} does not exist")]
+    NoSuchSession(i64),
+    #[error("invalid input: {0}")]
+    Invalid(String),
+}
+
+pub type Result<T, E = JournalError> = std::result::Result<T, E>;
+
+/// `$XDG_DATA_HOME/ticketvnc/ticketvnc.db`, else
+/// `$HOME/.local/share/ticketvnc/ticketvnc.db`.
+pub fn default_db_path() -> Result<PathBuf> {
+    let xdg = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute());
+    let base = match xdg {
+        Some(p) => p,
+        None => {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute())
+                .ok_or(JournalError::NoDataDir)?;
+            home.join(".local").join("share")
+        }
+    };
+    Ok(base.join("ticketvnc").join("ticketvnc.db"))
+}
+
+/// Current time in milliseconds since the Unix epoch (UTC).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// RFC 3339 UTC rendering of a millisecond timestamp (seconds precision).
+pub fn format_time(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const D: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(D[(b >> 4) as usize] as char);
+        s.push(D[(b & 15) as usize] as char);
+    }
+    s
+}
+
+pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
+    let s = s.as_bytes();
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    let v = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    s.chunks_exact(2)
+        .map(|p| Some(v(p[0])? << 4 | v(p[1])?))
+        .collect()
+}

@@ -1,0 +1,109 @@
+//! Schema and migrations. `PRAGMA user_version` is the number of migrations
+//! applied; each migration runs in its own IMMEDIATE transaction together
+//! with the version bump, so two processes opening an old database at once
+//! cannot both apply it.
+
+use super::{JournalError, Result};
+use rusqlite::{Connection, TransactionBehavior};
+
+/// Migration `i` brings the schema from version `i` to `i + 1`.
+/// Never edit a released entry; append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: the first schema. Times are Unix milliseconds (UTC).
+    r#"
+    CREATE TABLE tickets (
+        id          TEXT PRIMARY KEY NOT NULL,      -- the helpdesk's ticket number
+        title       TEXT NOT NULL DEFAULT '',
+        status      TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'closed')),
+        resolution  TEXT,
+        created_at  INTEGER NOT NULL,
+        closed_at   INTEGER
+    );
+    CREATE TABLE sessions (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        ticket        TEXT REFERENCES tickets(id),
+        peer          TEXT,
+        direction     TEXT NOT NULL CHECK (direction IN ('inbound', 'reverse', 'repeater')),
+        security      TEXT NOT NULL,
+        credential    TEXT NOT NULL,
+        technician    TEXT,
+        can_view      INTEGER NOT NULL,
+        can_keys      INTEGER NOT NULL,
+        can_pointer   INTEGER NOT NULL,
+        can_clipboard INTEGER NOT NULL,
+        consent       TEXT NOT NULL,
+        started_at    INTEGER NOT NULL,
+        ended_at      INTEGER,
+        end_reason    TEXT,
+        bytes_in      INTEGER NOT NULL DEFAULT 0,
+        bytes_out     INTEGER NOT NULL DEFAULT 0,
+        updates_sent  INTEGER NOT NULL DEFAULT 0,
+        owner         TEXT                         -- process that holds it open (crash recovery)
+    );
+    CREATE INDEX sessions_ticket ON sessions(ticket);
+    CREATE INDEX sessions_open ON sessions(owner) WHERE ended_at IS NULL;
+    -- Hash-chained log: hash = SHA-256(previous hash || canonical row), see chain.rs.
+    CREATE TABLE events (
+        seq      INTEGER PRIMARY KEY NOT NULL,
+        at       INTEGER NOT NULL,
+        session  INTEGER REFERENCES sessions(id),
+        ticket   TEXT,
+        kind     TEXT NOT NULL,
+        details  TEXT NOT NULL,                      -- JSON object
+        hash     TEXT NOT NULL
+    );
+    CREATE INDEX events_session ON events(session);
+    CREATE TABLE notes (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        ticket  TEXT NOT NULL REFERENCES tickets(id),
+        at      INTEGER NOT NULL,
+        author  TEXT,
+        text    TEXT NOT NULL
+    );
+    CREATE INDEX notes_ticket ON notes(ticket);
+    -- One-time codes: the code itself is never stored. It is
+    -- HMAC(server secret, nonce) rendered in the code alphabet; `hash` is a
+    -- keyed, salted hash of the code (see codes.rs).
+    CREATE TABLE codes (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        ticket      TEXT NOT NULL REFERENCES tickets(id),
+        nonce       BLOB NOT NULL UNIQUE,
+        salt        BLOB NOT NULL,
+        hash        BLOB NOT NULL,
+        created_at  INTEGER NOT NULL,
+        expires_at  INTEGER NOT NULL,
+        used_at     INTEGER,
+        revoked_at  INTEGER
+    );
+    CREATE INDEX codes_live ON codes(expires_at) WHERE used_at IS NULL AND revoked_at IS NULL;
+    -- Knowledge base: one row per ticket, rebuilt when its title, notes or
+    -- resolution change. rowid = tickets.rowid.
+    CREATE VIRTUAL TABLE kb USING fts5(
+        ticket UNINDEXED, title, notes, resolution,
+        tokenize = 'porter unicode61 remove_diacritics 2'
+    );
+    "#,
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
+    loop {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let v: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if v > SCHEMA_VERSION {
+            return Err(JournalError::SchemaTooNew {
+                found: v,
+                known: SCHEMA_VERSION,
+            });
+        }
+        if v == SCHEMA_VERSION {
+            return Ok(());
+        }
+        tx.execute_batch(MIGRATIONS[v as usize])?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", v + 1))?;
+        tx.commit()?;
+        tracing::info!(version = v + 1, "journal schema migrated");
+    }
+}

@@ -1,0 +1,301 @@
+//! `ticketvnc ticket|sessions|kb`: the technician's commands around the
+//! journal (binary side; the journal itself is `ticketvnc::tickets`).
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use ticketvnc::tickets::{self, format_time, Journal, SessionRow};
+
+#[derive(Subcommand, Debug)]
+pub enum TicketCmd {
+    /// Create the ticket if needed (reopen it if closed) and print a fresh
+    /// one-time code for the customer's VNC password prompt.
+    #[command(after_help = "\
+Example:
+  ticketvnc ticket open 4711 --title \"Printer offline\" --expires 30m
+  # Read the 8-character code to the customer; it works once, until it expires.")]
+    Open {
+        /// The helpdesk's ticket number.
+        id: String,
+        /// Ticket title (kept in the knowledge base).
+        #[arg(long)]
+        title: Option<String>,
+        /// How long the code stays valid (1m to 7d), e.g. 30m, 2h.
+        #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+        expires: Duration,
+    },
+    /// Close the ticket; its unused codes stop working.
+    Close {
+        id: String,
+        /// How it was solved (kept in the knowledge base).
+        #[arg(long)]
+        resolution: Option<String>,
+    },
+    /// Show a ticket: notes, sessions and its journal history.
+    Show { id: String },
+    /// Add a note to a ticket (kept in the knowledge base).
+    Note {
+        id: String,
+        /// The note text (several words are joined with spaces).
+        #[arg(required = true, num_args = 1..)]
+        text: Vec<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct SessionsArgs {
+    #[command(subcommand)]
+    pub cmd: Option<SessionsCmd>,
+    /// Only sessions of this ticket.
+    #[arg(long)]
+    pub ticket: Option<String>,
+    /// JSON (one array) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SessionsCmd {
+    /// Check the journal's hash chain; exits non-zero naming the first broken row.
+    Verify,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KbCmd {
+    /// Best matching tickets (titles, notes, resolutions), ranked by bm25.
+    #[command(after_help = "Example:\n  ticketvnc kb search \"printer offline\"")]
+    Search {
+        /// Words to look for (any of them; more matches rank higher).
+        #[arg(required = true, num_args = 1..)]
+        query: Vec<String>,
+        /// At most this many tickets.
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+    },
+}
+
+fn open_journal(db: Option<&Path>) -> Result<Journal> {
+    let path: PathBuf = match db {
+        Some(p) => p.to_path_buf(),
+        None => tickets::default_db_path()?,
+    };
+    Journal::open(&path).with_context(|| format!("opening the journal {}", path.display()))
+}
+
+pub fn ticket(db: Option<&Path>, cmd: TicketCmd) -> Result<()> {
+    let j = open_journal(db)?;
+    match cmd {
+        TicketCmd::Open { id, title, expires } => {
+            tickets::check_code_ttl(expires)?;
+            let (t, created) = j.open_ticket(&id, title.as_deref())?;
+            let code = j.issue_code(&id, expires)?;
+            println!(
+                "Ticket {} {}{}",
+                t.id,
+                if created { "created" } else { "open" },
+                if t.title.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", t.title)
+                }
+            );
+            println!("One-time code: {}", code.code);
+            let left = Duration::from_millis((code.expires_at - tickets::now_ms()).max(0) as u64);
+            println!(
+                "Valid once, until {} (about {}).",
+                format_time(code.expires_at),
+                humantime::format_duration(Duration::from_secs(left.as_secs().div_ceil(60) * 60))
+            );
+        }
+        TicketCmd::Close { id, resolution } => {
+            let t = j.close_ticket(&id, resolution.as_deref())?;
+            println!(
+                "Ticket {} closed at {}.",
+                t.id,
+                format_time(t.closed_at.unwrap_or(0))
+            );
+        }
+        TicketCmd::Note { id, text } => {
+            let author = std::env::var("USER").ok();
+            let n = j.add_note(&id, &text.join(" "), author.as_deref())?;
+            println!("Note {n} added to ticket {id}.");
+        }
+        TicketCmd::Show { id } => {
+            let Some(t) = j.ticket(&id)? else {
+                bail!("ticket {id:?} does not exist")
+            };
+            println!("Ticket {}: {}", t.id, t.title);
+            println!("  status:   {}", t.status.as_str());
+            println!("  created:  {}", format_time(t.created_at));
+            if let Some(c) = t.closed_at {
+                println!("  closed:   {}", format_time(c));
+            }
+            if let Some(r) = &t.resolution {
+                println!("  resolution: {r}");
+            }
+            println!("  live one-time codes: {}", t.live_codes);
+            if !t.notes.is_empty() {
+                println!("\nNotes:");
+                for n in &t.notes {
+                    println!(
+                        "  #{} {} {}: {}",
+                        n.id,
+                        format_time(n.at),
+                        n.author.as_deref().unwrap_or("-"),
+                        n.text
+                    );
+                }
+            }
+            let sessions = j.sessions(Some(&id))?;
+            if !sessions.is_empty() {
+                println!("\nSessions:");
+                print_table(&sessions);
+            }
+            let events = j.ticket_events(&id)?;
+            if !events.is_empty() {
+                println!("\nHistory:");
+                for e in events {
+                    println!(
+                        "  {} {:<15} {}{}",
+                        format_time(e.at),
+                        e.kind,
+                        e.session
+                            .map(|s| format!("session {s} "))
+                            .unwrap_or_default(),
+                        e.details
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn duration_text(s: &SessionRow) -> String {
+    match s.ended_at {
+        Some(e) => {
+            let secs = ((e - s.started_at).max(0) / 1000) as u64;
+            humantime::format_duration(Duration::from_secs(secs)).to_string()
+        }
+        None => "running".into(),
+    }
+}
+
+fn print_table(rows: &[SessionRow]) {
+    let header = [
+        "ID",
+        "TICKET",
+        "STARTED",
+        "DURATION",
+        "PEER",
+        "DIR",
+        "SECURITY",
+        "CREDENTIAL",
+        "RIGHTS",
+        "IN",
+        "OUT",
+        "UPDATES",
+        "END",
+    ];
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|s| {
+            vec![
+                s.id.to_string(),
+                s.ticket.clone().unwrap_or_else(|| "-".into()),
+                format_time(s.started_at),
+                duration_text(s),
+                s.peer.clone().unwrap_or_else(|| "-".into()),
+                s.direction.clone(),
+                s.security.clone(),
+                s.credential.clone(),
+                s.rights.summary(),
+                s.stats.bytes_in.to_string(),
+                s.stats.bytes_out.to_string(),
+                s.stats.updates_sent.to_string(),
+                s.end_reason.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &cells {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let line = |r: &[String]| {
+        let mut s = String::new();
+        for (i, c) in r.iter().enumerate() {
+            if i + 1 == r.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<width$}  ", width = w[i]));
+            }
+        }
+        println!("{}", s.trim_end());
+    };
+    line(&header.map(String::from));
+    for r in &cells {
+        line(r);
+    }
+}
+
+pub fn sessions(db: Option<&Path>, args: SessionsArgs) -> Result<()> {
+    let j = open_journal(db)?;
+    match args.cmd {
+        Some(SessionsCmd::Verify) => {
+            let r = j.verify()?;
+            match r.broken {
+                None => {
+                    println!("Journal OK: {} events, chain head {}", r.events, r.head);
+                    Ok(())
+                }
+                Some(b) => bail!("journal tampered: first broken row is {b}"),
+            }
+        }
+        None => {
+            let rows = j.sessions(args.ticket.as_deref())?;
+            if args.json {
+                let v: Vec<_> = rows.iter().map(|s| s.to_json()).collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else if rows.is_empty() {
+                println!("No sessions.");
+            } else {
+                print_table(&rows);
+            }
+            Ok(())
+        }
+    }
+}
+
+pub fn kb(db: Option<&Path>, cmd: KbCmd) -> Result<()> {
+    let j = open_journal(db)?;
+    match cmd {
+        KbCmd::Search { query, limit } => {
+            let (open, close) = if std::io::stdout().is_terminal() {
+                ("\x1b[1;33m", "\x1b[0m")
+            } else {
+                ("**", "**")
+            };
+            let hits = j.kb_search(&query.join(" "), limit, open, close)?;
+            if hits.is_empty() {
+                println!("No matching tickets.");
+            }
+            for (i, h) in hits.iter().enumerate() {
+                println!(
+                    "{}. Ticket {} [{}] {}  (score {:.2})",
+                    i + 1,
+                    h.ticket,
+                    h.status,
+                    h.title,
+                    -h.rank + 0.0
+                );
+                println!("   {}", h.snippet);
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! The technician's commands, driven through the real binary: ticket
+//! open/close/show/note, sessions (table, JSON, verify), kb search, and the
+//! files' modes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use ticketvnc::tickets::{
+    ClipboardDirection, Consent, Direction, Event, Journal, Rights, SessionStart, SessionStats,
+    CODE_ALPHABET, CODE_LEN,
+};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ticketvnc"))
+}
+
+fn run(db: &Path, args: &[&str]) -> Output {
+    let out = bin()
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .env("TICKETVNC_LOG", "warn")
+        .output()
+        .expect("run ticketvnc");
+    out
+}
+
+fn ok(db: &Path, args: &[&str]) -> String {
+    let out = run(db, args);
+    assert!(
+        out.status.success(),
+        "ticketvnc {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+fn code_of(stdout: &str) -> String {
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("One-time code: "))
+        .unwrap_or_else(|| panic!("no code in {stdout:?}"));
+    line.trim().to_string()
+}
+
+fn db_in(dir: &tempfile::TempDir) -> PathBuf {
+    // A directory that does not exist yet: the journal creates it 0700.
+    dir.path().join("data").join("ticketvnc.db")
+}
+
+#[cfg(unix)]
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+#[cfg(unix)]
+fn ticket_open_prints_a_fresh_code_and_files_are_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_in(&dir);
+    let out = ok(
+        &db,
+        &["ticket", "open", "4711", "--title", "Printer offline"],
+    );
+    assert!(
+        out.contains("Ticket 4711 created: Printer offline"),
+        "{out}"
+    );
+    let code = code_of(&out);
+    assert_eq!(code.len(), CODE_LEN);
+    assert!(code.bytes().all(|b| CODE_ALPHABET.contains(&b)), "{code}");
+
+    assert_eq!(mode(&db), 0o600, "database file mode");
+    assert_eq!(
+        mode(db.parent().unwrap()),
+        0o700,
+        "created data directory mode"
+    );
+    assert_eq!(mode(&db.with_extension("key")), 0o600, "key file mode");
+
+    // Opening the same ticket again: no new ticket, a different code.
+    let again = ok(&db, &["ticket", "open", "4711", "--expires", "2h"]);
+    assert!(
+        again.contains("Ticket 4711 open: Printer offline"),
+        "{again}"
+    );
+    assert_ne!(code_of(&again), code);
+
+    // WAL mode, and the -wal file sqlite creates copies the database's mode.
+    let j = Journal::open(&db).unwrap();
+    j.add_note("4711", "checked the cable", None).unwrap();
+    let wal = PathBuf::from(format!("{}-wal", db.display()));
+    assert!(wal.exists(), "WAL mode leaves a -wal file while open");
+    assert_eq!(mode(&wal), 0o600, "-wal file mode");
+    drop(j);
+
+    let show = ok(&db, &["ticket", "show", "4711"]);
+    assert!(show.contains("live one-time codes: 2"), "{show}");
+    assert!(show.contains("checked the cable"), "{show}");
+    assert!(!show.contains(&code), "show must not print codes");
+}
+
+#[test]
+#[cfg(unix)]
+fn an_existing_world_readable_database_is_tightened() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("j.db");
+    std::fs::write(&db, b"").unwrap();
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    ok(&db, &["sessions"]);
+    assert_eq!(mode(&db), 0o600);
+}
+
+#[test]
+fn notes_need_an_existing_ticket_and_close_revokes_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_in(&dir);
+    let out = run(&db, &["ticket", "note", "999", "hello"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("999"));
+
+    ok(&db, &["ticket", "open", "5"]);
+    ok(&db, &["ticket", "note", "5", "several", "words", "joined"]);
+    let closed = ok(
+        &db,
+        &["ticket", "close", "5", "--resolution", "replaced toner"],
+    );
+    assert!(closed.contains("Ticket 5 closed"), "{closed}");
+    let show = ok(&db, &["ticket", "show", "5"]);
+    assert!(show.contains("status:   closed"), "{show}");
+    assert!(show.contains("live one-time codes: 0"), "{show}");
+    assert!(show.contains("several words joined"), "{show}");
+    assert!(show.contains("resolution: replaced toner"), "{show}");
+    // Lifetimes outside 1m..7d are refused, not silently changed.
+    for bad in ["30s", "8days"] {
+        let out = run(&db, &["ticket", "open", "6", "--expires", bad]);
+        assert!(!out.status.success(), "--expires {bad} accepted");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("a code is valid for"));
+    }
+    assert!(
+        !run(&db, &["ticket", "show", "6"]).status.success(),
+        "ticket created anyway"
+    );
+    // Reopening a closed ticket works and issues a new code.
+    let re = ok(&db, &["ticket", "open", "5"]);
+    code_of(&re);
+    assert!(ok(&db, &["ticket", "show", "5"]).contains("status:   open"));
+}
+
+/// Two sessions recorded through the library, as `serve` will.
+fn record_sessions(db: &Path) {
+    let j = Journal::open(db).unwrap();
+    j.open_ticket("4711", Some("Printer offline")).unwrap();
+    let a = j
+        .session_started(&SessionStart {
+            ticket: Some("4711".into()),
+            peer: Some("192.0.2.7:51234".into()),
+            direction: Direction::Inbound,
+            security: "VNC".into(),
+            credential: "one-time code #1".into(),
+            technician: None,
+            rights: Rights::FULL,
+            consent: Consent::Accepted,
+        })
+        .unwrap();
+    j.event(
+        a,
+        &Event::Resize {
+            width: 1280,
+            height: 800,
+        },
+    )
+    .unwrap();
+    j.event(
+        a,
+        &Event::Clipboard {
+            direction: ClipboardDirection::FromViewer,
+            bytes: 42,
+        },
+    )
+    .unwrap();
+    j.session_ended(
+        a,
+        "viewer closed",
+        SessionStats {
+            bytes_in: 1000,
+            bytes_out: 250_000,
+            updates_sent: 77,
+        },
+    )
+    .unwrap();
+    j.auth_failed(
+        &SessionStart {
+            peer: Some("198.51.100.9:40000".into()),
+            security: "VNC".into(),
+            credential: "unknown".into(),
+            rights: Rights::VIEW_ONLY,
+            ..Default::default()
+        },
+        "wrong password or code",
+    )
+    .unwrap();
+}
+
+#[test]
+fn sessions_table_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_in(&dir);
+    record_sessions(&db);
+
+    let table = ok(&db, &["sessions"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(lines[0].starts_with("ID"), "{table}");
+    // Newest first: the failed attempt, then the ticket's session.
+    assert!(lines[1].contains("198.51.100.9:40000") && lines[1].contains("auth failed"));
+    assert!(lines[2].contains("4711") && lines[2].contains("viewer closed"));
+    assert!(lines[2].contains("view,keys,pointer,clipboard"));
+
+    let json = ok(&db, &["sessions", "--ticket", "4711", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let rows = v.as_array().unwrap();
+    assert_eq!(rows.len(), 1);
+    let s = &rows[0];
+    assert_eq!(s["ticket"], "4711");
+    assert_eq!(s["peer"], "192.0.2.7:51234");
+    assert_eq!(s["security"], "VNC");
+    assert_eq!(s["direction"], "inbound");
+    assert_eq!(s["consent"], "accepted");
+    assert_eq!(s["end_reason"], "viewer closed");
+    assert_eq!(s["bytes_out"], 250_000);
+    assert_eq!(s["updates_sent"], 77);
+
+    let show = ok(&db, &["ticket", "show", "4711"]);
+    assert!(show.contains("resize"), "{show}");
+    assert!(show.contains("\"bytes\":42"), "{show}");
+}
+
+fn sqlite3(db: &Path, sql: &str) {
+    let st = Command::new("sqlite3")
+        .arg(db)
+        .arg(sql)
+        .status()
+        .expect("the sqlite3 shell is installed");
+    assert!(st.success(), "sqlite3 {sql}");
+}
+
+fn verify_fails_naming(db: &Path, row: &str) {
+    let out = run(db, &["sessions", "verify"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "verify passed a tampered journal");
+    assert!(err.contains(row), "expected {row:?} in {err}");
+}
+
+fn seq_of(db: &Path, kind: &str) -> i64 {
+    let j = Journal::open(db).unwrap();
+    j.events(None)
+        .unwrap()
+        .into_iter()
+        .find(|e| e.kind == kind)
+        .unwrap()
+        .seq
+}
+
+#[test]
+fn verify_detects_an_event_edited_with_the_sqlite3_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_in(&dir);
+    record_sessions(&db);
+    let out = ok(&db, &["sessions", "verify"]);
+    assert!(out.starts_with("Journal OK:"), "{out}");
+    let seq = seq_of(&db, "clipboard");
+    sqlite3(
+        &db,
+        "UPDATE events SET details = replace(details, '42', '4200') WHERE kind = 'clipboard'",
+    );
+    verify_fails_naming(&db, &format!("events row seq={seq}"));
+}
+
+#[test]
+fn verify_detects_an_edited_session_row_and_a_deleted_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_in(&dir);
+    record_sessions(&db);
+    // The sessions row is not chained itself, but must match its chained events.
+    sqlite3(&db, "UPDATE sessions SET peer = '10.0.0.1:1' WHERE id = 1");
+    verify_fails_naming(&db, "sessions row id=1");
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_in(&dir);
+    record_sessions(&db);
+    let seq = seq_of(&db, "resize");
+    sqlite3(&db, &format!("DELETE FROM events WHERE seq = {seq}"));
+    verify_fails_naming(&db, &format!("events row seq={}", seq + 1));
+
+    // Deleting a session row (the sqlite3 shell does not enforce foreign keys).
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_in(&dir);
+    record_sessions(&db);
+    sqlite3(&db, "DELETE FROM sessions WHERE id = 2");
+    verify_fails_naming(&db, "sessions row id=2: deleted");
+
+    // Rewriting a note is caught too.
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_in(&dir);
+    record_sessions(&db);
+    ok(&db, &["ticket", "note", "4711", "restarted the spooler"]);
+    sqlite3(&db, "UPDATE notes SET text = 'nothing happened'");
+    verify_fails_naming(&db, "notes row id=1");
+}
+
+#[test]
+fn kb_search_ranks_the_best_matching_tickets_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_in(&dir);
+    let open = |id: &str, title: &str| ok(&db, &["ticket", "open", id, "--title", title]);
+    let note = |id: &str, text: &str| ok(&db, &["ticket", "note", id, text]);
+    open("100", "Printer offline after update");
+    note(
+        "100",
+        "Printer shows offline; restarted the spooler, printer back online",
+    );
+    ok(
+        &db,
+        &[
+            "ticket",
+            "close",
+            "100",
+            "--resolution",
+            "restart print spooler service",
+        ],
+    );
+    open("200", "Outlook asks for password");
+    note("200", "mentioned the printer in passing");
+    open("300", "VPN drops every hour");
+    note("300", "network adapter offline when on battery");
+    open("400", "New monitor");
+    note("400", "nothing to do with the query");
+
+    let out = ok(&db, &["kb", "search", "printer", "offline"]);
+    let order: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split_once(". Ticket "))
+        .filter_map(|(_, rest)| rest.split_whitespace().next())
+        .collect();
+    // 100 matches both words in title and notes; 200 and 300 one word in a note.
+    assert_eq!(order.first(), Some(&"100"), "{out}");
+    assert_eq!(order.len(), 3, "{out}");
+    assert!(order.contains(&"200") && order.contains(&"300"), "{out}");
+    assert!(!order.contains(&"400"), "{out}");
+    // Highlighted snippet (not a terminal: ** markers).
+    assert!(
+        out.contains("**Printer**") || out.contains("**printer**"),
+        "{out}"
+    );
+
+    // Stemming: "printers" finds "printer"; punctuation is harmless.
+    let out = ok(&db, &["kb", "search", "printers\"*"]);
+    assert!(out.contains("Ticket 100"), "{out}");
+    // The resolution is indexed.
+    let out = ok(&db, &["kb", "search", "spooler"]);
+    assert!(out.lines().next().unwrap().contains("Ticket 100"), "{out}");
+    let out = ok(&db, &["kb", "search", "zebra"]);
+    assert!(out.contains("No matching tickets."), "{out}");
+}
+
+#[test]
+fn a_database_from_a_newer_ticketvnc_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_in(&dir);
+    ok(&db, &["sessions"]);
+    sqlite3(&db, "PRAGMA user_version = 99");
+    let out = run(&db, &["sessions"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("schema version 99"), "{err}");
+}
