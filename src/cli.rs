@@ -26,6 +26,10 @@ Examples:
   # A test pattern on localhost:5900, no password (loopback only):
   ticketvnc serve --source test-pattern --no-auth
 
+  # The helpdesk way: viewers log in with one-time codes bound to tickets
+  ticketvnc serve --source x11 --listen 0.0.0.0:5900 &
+  ticketvnc ticket open 4711 --title \"Printer offline\"   # prints the code
+
   # Password from a file (first line), listening on all interfaces:
   ticketvnc serve --listen 0.0.0.0:5900 --password-file /etc/ticketvnc/password
 
@@ -76,6 +80,19 @@ pub struct ServeArgs {
     /// Allow viewers in without a password. Refused on non-loopback addresses.
     #[arg(long)]
     pub no_auth: bool,
+    /// The ticket that sessions authenticated with --password-file belong to.
+    /// (Sessions with one-time codes belong to the code's ticket.)
+    #[arg(long, value_name = "ID", requires = "password_file")]
+    pub ticket: Option<String>,
+    /// POST each session event as signed JSON to this URL (the ticket system's webhook).
+    #[arg(long, value_name = "URL")]
+    pub webhook: Option<String>,
+    /// File whose first line is the HMAC-SHA256 key for the webhook signature.
+    #[arg(long, value_name = "FILE", requires = "webhook")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Run this shell command for each session event (JSON on stdin, TICKETVNC_* variables).
+    #[arg(long, value_name = "CMD")]
+    pub hook_cmd: Option<String>,
     /// Never inject keyboard, pointer or clipboard input.
     #[arg(long)]
     pub view_only: bool,

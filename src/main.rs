@@ -8,8 +8,10 @@ use std::sync::Arc;
 use ticketvnc::capture::test_pattern::TestPattern;
 use ticketvnc::capture::ScreenSource;
 use ticketvnc::input::{InputSink, NullInput};
-use ticketvnc::security::{Authenticator, StaticPassword, VncPassword};
+use ticketvnc::security::{Authenticator, VncPassword};
 use ticketvnc::server::{self, ServerConfig};
+use ticketvnc::tickets::hooks::{HookConfig, HookDispatcher};
+use ticketvnc::tickets::{CodeAuthenticator, JournalObserver};
 
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
@@ -25,7 +27,7 @@ fn main() -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     match cli.command {
-        Command::Serve(args) => rt.block_on(serve(args)),
+        Command::Serve(args) => rt.block_on(serve(cli.db.as_deref(), args)),
         Command::Ticket(c) => tickets_cli::ticket(cli.db.as_deref(), c),
         Command::Sessions(a) => tickets_cli::sessions(cli.db.as_deref(), a),
         Command::Kb(c) => tickets_cli::kb(cli.db.as_deref(), c),
@@ -45,25 +47,46 @@ fn read_password_file(path: &std::path::Path) -> Result<VncPassword> {
     Ok(VncPassword::new(line.as_bytes()))
 }
 
-async fn serve(args: ServeArgs) -> Result<()> {
-    let authenticator: Option<Arc<dyn Authenticator>> = match (&args.password_file, args.no_auth) {
-        (Some(p), _) => Some(Arc::new(StaticPassword {
-            password: read_password_file(p)?,
-            ticket: None,
-        })),
-        (None, true) => {
-            if let Some(a) = args.listen.iter().find(|a| !a.ip().is_loopback()) {
-                bail!(
-                    "--no-auth is refused on {a}: anyone who can reach it would get the screen. \
-                     Listen on 127.0.0.1 only, or use --password-file"
-                );
-            }
-            None
+async fn serve(db: Option<&std::path::Path>, args: ServeArgs) -> Result<()> {
+    if args.no_auth {
+        if let Some(a) = args.listen.iter().find(|a| !a.ip().is_loopback()) {
+            bail!(
+                "--no-auth is refused on {a}: anyone who can reach it would get the screen. \
+                 Listen on 127.0.0.1 only, or use one-time codes (ticketvnc ticket open ID)"
+            );
         }
-        (None, false) => {
-            bail!("choose --password-file FILE, or --no-auth (loopback addresses only)")
+    }
+    let journal = Arc::new(tickets_cli::open_journal(db)?);
+    tracing::info!(db = %journal.path().display(), "session journal");
+    let authenticator: Option<Arc<dyn Authenticator>> = if args.no_auth {
+        None
+    } else {
+        let password = args
+            .password_file
+            .as_deref()
+            .map(read_password_file)
+            .transpose()?;
+        if password.is_none() {
+            println!(
+                "viewers authenticate with one-time codes: run `ticketvnc ticket open TICKET-ID`{}",
+                db.map(|p| format!(" --db {}", p.display()))
+                    .unwrap_or_default()
+            );
         }
+        Some(Arc::new(CodeAuthenticator::new(
+            journal.clone(),
+            password,
+            args.ticket.clone(),
+        )?))
     };
+    let hooks = HookConfig::from_options(
+        args.webhook.clone(),
+        args.webhook_secret_file.as_deref(),
+        args.hook_cmd.clone(),
+    )?
+    .map(|cfg| HookDispatcher::start(cfg, Some(journal.clone())))
+    .transpose()?;
+    let observer = Arc::new(JournalObserver::new(journal.clone(), hooks));
     #[cfg(target_os = "linux")]
     let mut args = args;
     #[cfg(target_os = "linux")]
@@ -101,6 +124,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     cfg.desktop_name = args.name.clone();
     cfg.view_only = args.view_only;
     cfg.max_fps = args.max_fps;
+    cfg.observer = Some(observer.clone());
     let handle = server::start(cfg, source, input).await?;
     let clipboard = handle.clipboard();
     std::thread::Builder::new()
@@ -123,7 +147,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
         stopper.stop();
     });
     // Returns an error (non-zero exit) when the screen source goes away.
-    handle.wait().await?;
+    let result = handle.wait().await;
+    // Sessions have ended and released the observer; let queued hooks finish.
+    if let Ok(o) = Arc::try_unwrap(observer) {
+        o.shutdown(std::time::Duration::from_secs(5));
+    }
+    result?;
     Ok(())
 }
 

@@ -7,7 +7,8 @@ use crate::rfb::{limits, SecurityType};
 use crate::security::throttle::AuthThrottle;
 use crate::security::Authenticator;
 use crate::session::{
-    self, Control, EndReason, Published, SessionConfig, SessionContext, SessionHost, SessionInfo,
+    self, Control, EndReason, Published, SessionConfig, SessionContext, SessionEvent, SessionHost,
+    SessionInfo, SessionObserver,
 };
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -50,6 +51,8 @@ pub struct ServerConfig {
     pub auth_block_base: Duration,
     /// Captures per second at most; bounds CPU under constant change.
     pub max_fps: u32,
+    /// Told about every session (the ticket journal).
+    pub observer: Option<Arc<dyn SessionObserver>>,
 }
 
 impl ServerConfig {
@@ -65,6 +68,7 @@ impl ServerConfig {
             auth_failures_before_block: limits::AUTH_FAILURES_BEFORE_BLOCK,
             auth_block_base: Duration::from_secs(limits::AUTH_BLOCK_BASE_SECS),
             max_fps: 60,
+            observer: None,
         }
     }
 }
@@ -74,10 +78,20 @@ struct Registry {
     sessions: Mutex<HashMap<u64, mpsc::Sender<Control>>>,
     pending: Mutex<HashMap<u64, mpsc::Sender<Control>>>,
     throttle: AuthThrottle,
+    observer: Option<Arc<dyn SessionObserver>>,
 }
 
 impl SessionHost for Registry {
-    fn session_starting(&self, info: &SessionInfo) -> bool {
+    fn session_starting(&self, info: &mut SessionInfo) -> bool {
+        if let Some(o) = &self.observer {
+            match o.session_starting(info) {
+                Ok(record) => info.record = Some(record),
+                Err(e) => {
+                    error!(session = info.id, error = %e, "cannot record the session; refusing the viewer");
+                    return false;
+                }
+            }
+        }
         let tx = self.pending.lock().unwrap().remove(&info.id);
         let mut s = self.sessions.lock().unwrap();
         if !info.shared {
@@ -113,9 +127,20 @@ impl SessionHost for Registry {
         if let Some(peer) = info.peer {
             self.throttle.failure(peer.ip());
         }
+        if let Some(o) = &self.observer {
+            o.auth_failed(info);
+        }
     }
-    fn session_ended(&self, info: &SessionInfo, _reason: &EndReason) {
+    fn session_event(&self, info: &SessionInfo, ev: &SessionEvent) {
+        if let Some(o) = &self.observer {
+            o.session_event(info, ev);
+        }
+    }
+    fn session_ended(&self, info: &SessionInfo, reason: &EndReason) {
         self.sessions.lock().unwrap().remove(&info.id);
+        if let Some(o) = &self.observer {
+            o.session_ended(info, reason);
+        }
     }
 }
 
@@ -253,6 +278,7 @@ pub async fn start(
             cfg.auth_block_base,
             Duration::from_secs(limits::AUTH_BLOCK_MAX_SECS),
         ),
+        observer: cfg.observer.clone(),
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let preauth = Arc::new(Semaphore::new(cfg.max_preauth));

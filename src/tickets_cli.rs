@@ -77,7 +77,7 @@ pub enum KbCmd {
     },
 }
 
-fn open_journal(db: Option<&Path>) -> Result<Journal> {
+pub fn open_journal(db: Option<&Path>) -> Result<Journal> {
     let path: PathBuf = match db {
         Some(p) => p.to_path_buf(),
         None => tickets::default_db_path()?,

@@ -82,6 +82,31 @@ pub struct SessionInfo {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub updates_sent: u64,
+    /// The viewer may only watch (no keys, pointer or clipboard).
+    pub view_only: bool,
+    /// The journal's record of this session, once started.
+    pub record: Option<i64>,
+}
+
+/// Things worth recording that happen during a session (metadata only).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// Clipboard text crossed; only the direction and size are reported.
+    Clipboard { to_viewer: bool, bytes: usize },
+    /// The viewer was told about a new desktop size.
+    Resize { width: u16, height: u16 },
+}
+
+/// Hears about sessions: the ticket journal implements this. Calls are
+/// short and synchronous.
+pub trait SessionObserver: Send + Sync {
+    /// After authentication and ClientInit, before ServerInit: record the
+    /// start and return the record id. An error refuses the viewer, so no
+    /// one sees the screen without a committed record.
+    fn session_starting(&self, info: &SessionInfo) -> Result<i64, String>;
+    fn auth_failed(&self, info: &SessionInfo);
+    fn session_event(&self, info: &SessionInfo, ev: &SessionEvent);
+    fn session_ended(&self, info: &SessionInfo, reason: &EndReason);
 }
 
 /// Calls from a session to the server that owns it.
@@ -89,8 +114,9 @@ pub trait SessionHost: Send + Sync {
     /// Authentication passed and ClientInit arrived. The server may
     /// disconnect other viewers (non-shared) or refuse (returns `false`).
     /// Runs before ServerInit is sent, so a journal row can be committed first.
-    fn session_starting(&self, info: &SessionInfo) -> bool;
+    fn session_starting(&self, info: &mut SessionInfo) -> bool;
     fn auth_failed(&self, info: &SessionInfo);
+    fn session_event(&self, info: &SessionInfo, ev: &SessionEvent);
     fn session_ended(&self, info: &SessionInfo, reason: &EndReason);
 }
 
@@ -236,8 +262,16 @@ impl Session {
                 if idle && v.has_request() && frames_dirty {
                     let latest = self.frames.borrow_and_update().clone();
                     let mut out = Vec::new();
+                    let size_before = v.viewer_size();
                     match v.build_update(&latest, &mut out) {
                         Ok(true) => {
+                            let size = v.viewer_size();
+                            if size != size_before {
+                                self.host.session_event(
+                                    &self.info,
+                                    &SessionEvent::Resize { width: size.0, height: size.1 },
+                                );
+                            }
                             self.info.updates_sent = v.updates_sent;
                             self.info.bytes_out += out.len() as u64;
                             queued += 1;
@@ -318,6 +352,7 @@ impl Session {
                     Some(Control::ServerCutText(t)) => {
                         // View-only viewers get no clipboard: it may hold what the customer copied.
                         if conn.is_normal() && !self.cfg.view_only {
+                            self.host.session_event(&self.info, &SessionEvent::Clipboard { to_viewer: true, bytes: t.len() });
                             let mut out = Vec::new();
                             write_server_cut_text(&t, &mut out);
                             queued += 1;
@@ -382,7 +417,8 @@ impl Session {
                         credential: "none".into(),
                     });
                 }
-                if !self.host.session_starting(&self.info) {
+                self.info.view_only = self.cfg.view_only;
+                if !self.host.session_starting(&mut self.info) {
                     return Err(EndReason::Kicked);
                 }
                 self.started = true;
@@ -429,6 +465,13 @@ impl Session {
             }
             ClientMessage::ClientCutText(t) => {
                 if !self.cfg.view_only {
+                    self.host.session_event(
+                        &self.info,
+                        &SessionEvent::Clipboard {
+                            to_viewer: false,
+                            bytes: t.len(),
+                        },
+                    );
                     // Latin-1 maps byte-for-byte onto the first 256 code points.
                     let text: String = t.iter().map(|&b| b as char).collect();
                     self.input.cut_text(&text)

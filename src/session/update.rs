@@ -128,6 +128,11 @@ impl ViewerState {
         self.request = Some((region, full));
     }
 
+    /// The desktop size the viewer was last told.
+    pub fn viewer_size(&self) -> (u16, u16) {
+        self.viewer_size
+    }
+
     pub fn has_request(&self) -> bool {
         self.request.is_some()
     }

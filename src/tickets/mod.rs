@@ -49,6 +49,7 @@ mod chain;
 mod codes;
 pub mod hooks;
 mod kb;
+mod observer;
 mod schema;
 mod store;
 
@@ -57,6 +58,7 @@ pub use codes::{
     check_code_ttl, CodeAuthenticator, IssuedCode, CODE_ALPHABET, CODE_LEN, MAX_TTL, MIN_TTL,
 };
 pub use kb::KbHit;
+pub use observer::JournalObserver;
 pub use store::{
     ClipboardDirection, Consent, Direction, Event, EventRow, Journal, Note, Rights, SessionId,
     SessionRow, SessionStart, SessionStats, Ticket, TicketStatus,
