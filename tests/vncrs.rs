@@ -10,6 +10,7 @@
 
 mod common;
 
+use common::wire::{assert_encodings, server_updates, WireRect};
 use common::{assert_same_image, compare_images, TestServer};
 use std::io;
 use std::pin::Pin;
@@ -67,221 +68,6 @@ impl AsyncWrite for Tap {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
-}
-
-// ------------------------------------------------ framing the recording
-
-/// One rectangle header seen on the wire.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct WireRect {
-    x: u16,
-    y: u16,
-    w: u16,
-    h: u16,
-    encoding: i32,
-}
-
-struct Cursor<'a> {
-    b: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let s = self.b.get(self.pos..self.pos.checked_add(n)?)?;
-        self.pos += n;
-        Some(s)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        Some(self.take(1)?[0])
-    }
-    fn u16(&mut self) -> Option<u16> {
-        let s = self.take(2)?;
-        Some(u16::from_be_bytes([s[0], s[1]]))
-    }
-    fn u32(&mut self) -> Option<u32> {
-        let s = self.take(4)?;
-        Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
-    }
-    fn compact_len(&mut self) -> Option<usize> {
-        let b0 = self.u8()? as usize;
-        let mut len = b0 & 0x7f;
-        if b0 & 0x80 != 0 {
-            let b1 = self.u8()? as usize;
-            len |= (b1 & 0x7f) << 7;
-            if b1 & 0x80 != 0 {
-                len |= (self.u8()? as usize) << 14;
-            }
-        }
-        Some(len)
-    }
-}
-
-/// Skip a Tight rectangle's payload (RFB 7.7.6 / the Tight spec).
-fn skip_tight(c: &mut Cursor, r: &WireRect, tpx: usize) -> Result<(), String> {
-    let e = || "truncated Tight rectangle".to_string();
-    let ctrl = c.u8().ok_or_else(e)?;
-    let comp = ctrl >> 4;
-    match comp {
-        8 => {
-            c.take(tpx).ok_or_else(e)?;
-        }
-        9 => {
-            let n = c.compact_len().ok_or_else(e)?;
-            c.take(n).ok_or_else(e)?;
-        }
-        x if x & 8 == 0 => {
-            let filter = if x & 4 != 0 { c.u8().ok_or_else(e)? } else { 0 };
-            let (w, h) = (r.w as usize, r.h as usize);
-            let size = match filter {
-                0 | 2 => w * h * tpx,
-                1 => {
-                    let n = c.u8().ok_or_else(e)? as usize + 1;
-                    c.take(n * tpx).ok_or_else(e)?;
-                    if n == 2 {
-                        w.div_ceil(8) * h
-                    } else {
-                        w * h
-                    }
-                }
-                f => return Err(format!("unknown Tight filter {f}")),
-            };
-            if size < 12 {
-                c.take(size).ok_or_else(e)?;
-            } else {
-                let n = c.compact_len().ok_or_else(e)?;
-                c.take(n).ok_or_else(e)?;
-            }
-        }
-        other => return Err(format!("invalid Tight compression control {other:#x}")),
-    }
-    Ok(())
-}
-
-/// Frame the server-to-client byte stream of an RFB 3.8 connection and
-/// return the rectangle headers of every complete FramebufferUpdate.
-/// `pf` is the pixel format the client asked for (or the server's).
-fn updates_on_wire(bytes: &[u8], pf: &TvPixelFormat) -> Result<Vec<Vec<WireRect>>, String> {
-    let mut c = Cursor { b: bytes, pos: 0 };
-    let short = || "recording ends inside the handshake".to_string();
-    let version = c.take(12).ok_or_else(short)?;
-    if version != b"RFB 003.008\n" {
-        return Err(format!("unexpected server version {version:?}"));
-    }
-    let n = c.u8().ok_or_else(short)? as usize;
-    let types = c.take(n).ok_or_else(short)?.to_vec();
-    if types.contains(&2) && !types.contains(&1) {
-        c.take(16).ok_or_else(short)?; // challenge
-    }
-    let result = c.u32().ok_or_else(short)?;
-    if result != 0 {
-        return Err("security result: failed".into());
-    }
-    c.take(4 + 16).ok_or_else(short)?; // size and server pixel format
-    let name_len = c.u32().ok_or_else(short)? as usize;
-    c.take(name_len).ok_or_else(short)?;
-
-    let bpp = pf.bytes_per_pixel();
-    let tpx = if pf.bits_per_pixel == 32
-        && pf.depth == 24
-        && pf.red_max == 255
-        && pf.green_max == 255
-        && pf.blue_max == 255
-    {
-        3
-    } else {
-        bpp
-    };
-    let mut updates = Vec::new();
-    while let Some(kind) = c.u8() {
-        // Parse one message; `None` means it is not complete yet.
-        let parsed: Option<Result<Option<Vec<WireRect>>, String>> = (|| {
-            match kind {
-                0 => {
-                    c.u8()?;
-                    let n = c.u16()?;
-                    let mut rects = Vec::new();
-                    for _ in 0..n {
-                        let r = WireRect {
-                            x: c.u16()?,
-                            y: c.u16()?,
-                            w: c.u16()?,
-                            h: c.u16()?,
-                            encoding: c.u32()? as i32,
-                        };
-                        let (w, h) = (r.w as usize, r.h as usize);
-                        match r.encoding {
-                            0 => {
-                                c.take(w * h * bpp)?;
-                            }
-                            1 => {
-                                c.take(4)?;
-                            }
-                            6 | 16 => {
-                                let len = c.u32()? as usize;
-                                c.take(len)?;
-                            }
-                            7 => {
-                                // Incomplete and malformed look alike here;
-                                // only a complete recording can be judged.
-                                if let Err(e) = skip_tight(&mut c, &r, tpx) {
-                                    if e.starts_with("truncated") {
-                                        return None;
-                                    }
-                                    return Some(Err(e));
-                                }
-                            }
-                            -223 => {}
-                            -224 => {
-                                rects.push(r);
-                                break;
-                            }
-                            -239 => {
-                                c.take(w * h * bpp + w.div_ceil(8) * h)?;
-                            }
-                            -307 => {
-                                let len = c.u32()? as usize;
-                                c.take(len)?;
-                            }
-                            -308 => {
-                                let screens = c.u8()? as usize;
-                                c.take(3 + 16 * screens)?;
-                            }
-                            other => {
-                                return Some(Err(format!(
-                                    "rectangle {r:?} with encoding {other} the client cannot frame"
-                                )))
-                            }
-                        }
-                        rects.push(r);
-                    }
-                    Some(Ok(Some(rects)))
-                }
-                1 => {
-                    c.u8()?;
-                    c.u16()?;
-                    let n = c.u16()? as usize;
-                    c.take(6 * n)?;
-                    Some(Ok(None))
-                }
-                2 => Some(Ok(None)),
-                3 => {
-                    c.take(3)?;
-                    let len = c.u32()? as usize;
-                    c.take(len)?;
-                    Some(Ok(None))
-                }
-                other => Some(Err(format!("unknown server message type {other}"))),
-            }
-        })();
-        match parsed {
-            None => break, // incomplete: the recording stopped mid-message
-            Some(Err(e)) => return Err(e),
-            Some(Ok(Some(rects))) => updates.push(rects),
-            Some(Ok(None)) => {}
-        }
-    }
-    Ok(updates)
 }
 
 // ------------------------------------------------------ the client side
@@ -439,25 +225,7 @@ impl Viewer {
 
     fn wire_updates(&self) -> Vec<Vec<WireRect>> {
         let log = self.tap.lock().unwrap().clone();
-        updates_on_wire(&log, &self.pf).expect("server byte stream frames cleanly")
-    }
-}
-
-/// Every framebuffer rectangle of every update must use one of `allowed`.
-fn assert_encodings(updates: &[Vec<WireRect>], allowed: &[i32], what: &str) {
-    assert!(!updates.is_empty(), "{what}: no complete update recorded");
-    for (i, u) in updates.iter().enumerate() {
-        for r in u {
-            if r.encoding < 0 {
-                continue; // pseudo-encodings
-            }
-            assert!(
-                allowed.contains(&r.encoding),
-                "{what}: update {i} has rectangle {r:?} in encoding {} but the client \
-                 asked for {allowed:?} (server fell back?)",
-                r.encoding
-            );
-        }
+        server_updates(&log, &self.pf).expect("server byte stream frames cleanly")
     }
 }
 
@@ -654,14 +422,14 @@ fn wire_framer_sees_raw_and_copyrect() {
     b.extend_from_slice(&[0, 0, 0, 0, 0, 2, 0, 1, 0, 0, 0, 0]);
     b.extend_from_slice(&[0; 8]);
     b.extend_from_slice(&[0, 0, 0, 0, 0, 2, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0]);
-    let u = updates_on_wire(&b, &TvPixelFormat::NATIVE).unwrap();
+    let u = server_updates(&b, &TvPixelFormat::NATIVE).unwrap();
     assert_eq!(u.len(), 1);
     assert_eq!(
         u[0].iter().map(|r| r.encoding).collect::<Vec<_>>(),
         vec![RAW, COPY_RECT]
     );
     // A truncated update is not counted.
-    assert!(updates_on_wire(&b[..b.len() - 1], &TvPixelFormat::NATIVE)
+    assert!(server_updates(&b[..b.len() - 1], &TvPixelFormat::NATIVE)
         .unwrap()
         .is_empty());
 }

@@ -5,6 +5,8 @@
 //! Each test binary uses only part of this module.
 #![allow(dead_code)]
 
+pub mod wire;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -221,9 +223,7 @@ impl XvfbGuard {
         // running in parallel threads try different displays.
         for _ in 0..span {
             let n = DISPLAY_RANGE.start + NEXT_DISPLAY.fetch_add(1, Ordering::SeqCst) % span;
-            if Path::new(&format!("/tmp/.X{n}-lock")).exists()
-                || Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
-            {
+            if !display_is_free(n) {
                 continue;
             }
             let mut child = match Command::new("Xvfb")
@@ -271,10 +271,47 @@ impl XvfbGuard {
     }
 }
 
+/// Whether display `n` is free. A lock file left by a dead Xvfb (killed
+/// hard, so it could not clean up) is removed; only displays of our own
+/// range are ever looked at.
+fn display_is_free(n: u32) -> bool {
+    let lock = PathBuf::from(format!("/tmp/.X{n}-lock"));
+    let socket = PathBuf::from(format!("/tmp/.X11-unix/X{n}"));
+    match std::fs::read_to_string(&lock) {
+        Ok(text) => {
+            let alive = text
+                .trim()
+                .parse::<u32>()
+                .map(|pid| Path::new(&format!("/proc/{pid}")).exists())
+                .unwrap_or(true);
+            if alive {
+                return false;
+            }
+            let _ = std::fs::remove_file(&lock);
+            let _ = std::fs::remove_file(&socket);
+            true
+        }
+        Err(_) => !socket.exists(),
+    }
+}
+
 impl Drop for XvfbGuard {
     fn drop(&mut self) {
+        // SIGTERM lets Xvfb remove its lock file and socket; SIGKILL only
+        // if it does not exit in time.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = display_is_free(self.display);
     }
 }
 
