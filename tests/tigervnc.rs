@@ -12,6 +12,8 @@ mod common;
 
 use common::wire::{assert_encodings, client_requests, server_updates, RecordingProxy};
 use common::{compare_images, require_commands, ChildGuard, TestServer, XvfbGuard};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use ticketvnc::rfb::PixelFormat;
@@ -97,10 +99,23 @@ fn screenshot(display: &str, id: &str) -> Option<Vec<u32>> {
 
 /// One vncviewer run: connect through the proxy, wait until the window
 /// shows the pattern, then check the wire.
-fn view(xvfb: &XvfbGuard, server: &TestServer, encoding: &str, number: i32, colour: Colour) {
-    let name = format!("tigervnc-{}-{}", encoding.to_lowercase(), colour.tag());
+/// `passwd`: a TigerVNC password file when the server asks for a password.
+fn view(
+    xvfb: &XvfbGuard,
+    server: SocketAddr,
+    encoding: &str,
+    number: i32,
+    colour: Colour,
+    passwd: Option<&Path>,
+) {
+    let name = format!(
+        "tigervnc-{}-{}{}",
+        encoding.to_lowercase(),
+        colour.tag(),
+        if passwd.is_some() { "-pw" } else { "" }
+    );
     let display = xvfb.display_name();
-    let proxy = RecordingProxy::start(server.addr);
+    let proxy = RecordingProxy::start(server);
     let log = std::fs::File::create(common::artefact_dir().join(format!("{name}.log"))).unwrap();
     let mut cmd = Command::new("vncviewer");
     cmd.env("DISPLAY", &display)
@@ -108,6 +123,7 @@ fn view(xvfb: &XvfbGuard, server: &TestServer, encoding: &str, number: i32, colo
         .arg(format!("-PreferredEncoding={encoding}"))
         .args(["-AutoSelect=0", "-NoJPEG", "-Shared=1"])
         .args(colour.args())
+        .args(passwd.map(|p| format!("-passwd={}", p.display())))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);
@@ -119,7 +135,10 @@ fn view(xvfb: &XvfbGuard, server: &TestServer, encoding: &str, number: i32, colo
         Some(pf) => pf.from_native(p),
         None => p & 0xffffff,
     };
-    let want_values: Vec<u32> = server.expected(0).iter().map(|&p| reduce(p)).collect();
+    let want_values: Vec<u32> = common::expected(W, H, 0)
+        .iter()
+        .map(|&p| reduce(p))
+        .collect();
     let deadline = Instant::now() + TIMEOUT;
     let mut last: Option<Vec<u32>> = None;
     let mut matched = false;
@@ -142,8 +161,7 @@ fn view(xvfb: &XvfbGuard, server: &TestServer, encoding: &str, number: i32, colo
     }
     drop(viewer);
     if !matched {
-        let want_img: Vec<u32> = server
-            .expected(0)
+        let want_img: Vec<u32> = common::expected(W, H, 0)
             .iter()
             .map(|&p| pf.as_ref().map_or(p, |pf| pf.to_native(pf.from_native(p))))
             .collect();
@@ -160,7 +178,8 @@ fn view(xvfb: &XvfbGuard, server: &TestServer, encoding: &str, number: i32, colo
     // VMware cursor (0x574d5664) first, then its preferred standard
     // encoding, then CopyRect), and what it got.
     let rec = proxy.recording(0);
-    let asked = client_requests(&rec.c2s(), false).expect("client stream frames cleanly");
+    let asked =
+        client_requests(&rec.c2s(), passwd.is_some()).expect("client stream frames cleanly");
     let first = asked
         .encodings
         .last()
@@ -201,7 +220,7 @@ fn all_levels(encoding: &str, number: i32) {
     let mut failed = Vec::new();
     for colour in [Colour::Full, Colour::Low(0), Colour::Low(1), Colour::Low(2)] {
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            view(&xvfb, &server, encoding, number, colour)
+            view(&xvfb, server.addr, encoding, number, colour, None)
         }));
         if r.is_err() {
             failed.push(colour.tag());
@@ -231,4 +250,67 @@ fn zrle() {
 #[test]
 fn tight() {
     all_levels("Tight", 7);
+}
+
+/// TigerVNC's obfuscated password file: the password (8 bytes, zero padded)
+/// DES-encrypted with the fixed key every VNC implementation uses, which
+/// is exactly a VNC-auth response with that key as "password".
+fn tigervnc_passwd_file(path: &Path, password: &str) {
+    const FIXED_KEY: [u8; 8] = [23, 82, 107, 6, 35, 78, 88, 7];
+    let mut block = [0u8; 16];
+    for (b, p) in block.iter_mut().zip(password.as_bytes().iter().take(8)) {
+        *b = *p;
+    }
+    let out = ticketvnc::security::vnc_auth_response(
+        &ticketvnc::security::VncPassword::new(&FIXED_KEY),
+        &block,
+    );
+    std::fs::write(path, &out[..8]).unwrap();
+}
+
+/// A free TCP port in 16000-16999 (this suite's range for the binary).
+fn free_port() -> u16 {
+    let start = 16000 + (std::process::id() % 1000) as u16;
+    (0..1000u16)
+        .map(|i| 16000 + (start - 16000 + i) % 1000)
+        .find(|&p| TcpListener::bind(("127.0.0.1", p)).is_ok())
+        .expect("a free port in 16000-16999")
+}
+
+/// The `ticketvnc` binary with `--password-file`, viewed by vncviewer with
+/// the matching TigerVNC password file.
+#[test]
+fn binary_with_password_file() {
+    require_commands(&["Xvfb", "vncviewer", "xdotool", "import", "xdpyinfo"]);
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("password");
+    std::fs::write(&pw, "s3cr3t-pw\n").unwrap();
+    let passwd = dir.path().join("passwd");
+    tigervnc_passwd_file(&passwd, "s3cr3t-pw");
+    let port = free_port();
+    let log = std::fs::File::create(common::artefact_dir().join("binary-server.log")).unwrap();
+    let server = ChildGuard(
+        Command::new(env!("CARGO_BIN_EXE_ticketvnc"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--password-file")
+            .arg(&pw)
+            .args(["--fps", "0", "--size", &format!("{W}x{H}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("run ticketvnc"),
+    );
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "ticketvnc did not start listening"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let xvfb = XvfbGuard::start(640, 480);
+    view(&xvfb, addr, "Raw", 0, Colour::Full, Some(&passwd));
+    drop(server);
 }
