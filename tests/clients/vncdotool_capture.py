@@ -9,11 +9,17 @@ either byte order, requests one non-incremental update and writes:
   PREFIX.rgb        the same picture as packed 8-bit R,G,B bytes, row-major
   PREFIX.rects      one line per rectangle received: "x y w h encoding"
 
+With --step it then prints "READY" on stdout, waits for a line on stdin
+(the test changes the screen meanwhile), requests one incremental update
+and writes PREFIX-2.png, PREFIX-2.rgb and PREFIX-2.rects the same way.
+
 Exit status 0 on success, 2 on authentication failure, 1 on anything else.
 """
 
 import argparse
+import struct
 import sys
+import threading
 import warnings
 
 warnings.simplefilter("ignore", FutureWarning)
@@ -45,6 +51,7 @@ def main() -> int:
     ap.add_argument("--rgb565", choices=["le", "be"], default=None)
     ap.add_argument("--password-file", default=None)
     ap.add_argument("--out", required=True, help="output path prefix")
+    ap.add_argument("--step", action="store_true", help="then one incremental update")
     ap.add_argument("--timeout", type=float, default=60.0)
     args = ap.parse_args()
 
@@ -60,8 +67,6 @@ def main() -> int:
         encoding = ENCODINGS[args.encoding]
 
         def _handleRectangle(self, block):
-            import struct
-
             x, y, w, h, enc = struct.unpack("!HHHHi", block)
             rects.append((x, y, w, h, enc))
             return super()._handleRectangle(block)
@@ -92,22 +97,43 @@ def main() -> int:
             self.pseudocursor = False
             self.qemu_extended_key = False
 
-    def save(client):
+    def save(client, prefix):
         screen = client.screen
-        screen.save(args.out + ".png")
-        with open(args.out + ".rgb", "wb") as f:
+        screen.save(prefix + ".png")
+        with open(prefix + ".rgb", "wb") as f:
             f.write(screen.convert("RGB").tobytes())
-        with open(args.out + ".rects", "w") as f:
+        with open(prefix + ".rects", "w") as f:
             for r in rects:
                 f.write("%d %d %d %d %d\n" % r)
+        del rects[:]
+
+    def done(client):
         outcome["status"] = 0
         outcome["error"] = None
         client.transport.loseConnection()
         reactor.callLater(0, reactor.stop)
 
+    def second(client):
+        d = client.refreshScreen(incremental=True)
+        d.addCallback(lambda c: (save(c, args.out + "-2"), done(c)))
+        d.addErrback(failed)
+
+    def first(client):
+        save(client, args.out)
+        if not args.step:
+            done(client)
+            return
+        print("READY", flush=True)
+
+        def wait_for_go():
+            sys.stdin.readline()
+            reactor.callFromThread(second, client)
+
+        threading.Thread(target=wait_for_go, daemon=True).start()
+
     def connected(client):
         d = client.refreshScreen(incremental=False)
-        d.addCallback(save)
+        d.addCallback(first)
         d.addErrback(failed)
 
     def failed(reason):
