@@ -16,6 +16,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use ticketvnc::capture::test_pattern::PatternControl;
 use ticketvnc::rfb::PixelFormat;
 
 const W: u16 = 320;
@@ -97,6 +98,40 @@ fn screenshot(display: &str, id: &str) -> Option<Vec<u32>> {
     (rgb.len() == W as usize * H as usize * 3).then(|| common::rgb_bytes_to_pixels(&rgb))
 }
 
+/// Poll screenshots of the viewer window until it shows test-pattern frame
+/// `n` exactly (compared in the colour values of `pf`, the 8-bit format the
+/// viewer asked for, if any); on timeout write diff images and panic.
+fn wait_for_picture(display: &str, name: &str, n: u64, pf: Option<&PixelFormat>) {
+    let reduce = |p: u32| pf.map_or(p & 0xffffff, |pf| pf.from_native(p));
+    let want_values: Vec<u32> = common::expected(W, H, n)
+        .iter()
+        .map(|&p| reduce(p))
+        .collect();
+    let deadline = Instant::now() + TIMEOUT;
+    let mut last: Option<Vec<u32>> = None;
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+        let Some(id) = find_window(display) else {
+            continue;
+        };
+        let Some(shot) = screenshot(display, &id) else {
+            continue;
+        };
+        // The "Press F8" tip is drawn over the picture for a few seconds;
+        // keep polling until the window shows exactly the expected picture.
+        let values: Vec<u32> = shot.iter().map(|&p| reduce(p)).collect();
+        if values == want_values {
+            return;
+        }
+        last = Some(shot);
+    }
+    let show = |p: u32| pf.map_or(p, |pf| pf.to_native(pf.from_native(p)));
+    let want_img: Vec<u32> = common::expected(W, H, n).iter().map(|&p| show(p)).collect();
+    let got_img: Vec<u32> = last.unwrap_or_default().iter().map(|&p| show(p)).collect();
+    let r = compare_images(name, W as usize, H as usize, &want_img, &got_img);
+    panic!("{name}: the viewer never showed the expected picture: {r:?}");
+}
+
 /// One vncviewer run: connect through the proxy, wait until the window
 /// shows the pattern, then check the wire.
 /// `passwd`: a TigerVNC password file when the server asks for a password.
@@ -107,6 +142,7 @@ fn view(
     number: i32,
     colour: Colour,
     passwd: Option<&Path>,
+    step: Option<&PatternControl>,
 ) {
     let name = format!(
         "tigervnc-{}-{}{}",
@@ -130,49 +166,17 @@ fn view(
     let viewer = ChildGuard(cmd.spawn().expect("run vncviewer (tigervnc-viewer)"));
 
     let pf = colour.requested_format();
-    // What the viewer should show, in the colour values it asked for.
-    let reduce = |p: u32| match &pf {
-        Some(pf) => pf.from_native(p),
-        None => p & 0xffffff,
-    };
-    let want_values: Vec<u32> = common::expected(W, H, 0)
-        .iter()
-        .map(|&p| reduce(p))
-        .collect();
-    let deadline = Instant::now() + TIMEOUT;
-    let mut last: Option<Vec<u32>> = None;
-    let mut matched = false;
-    while Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(250));
-        let Some(id) = find_window(&display) else {
-            continue;
-        };
-        let Some(shot) = screenshot(&display, &id) else {
-            continue;
-        };
-        // The "Press F8" tip is drawn over the picture for a few seconds;
-        // keep polling until the window shows exactly the expected picture.
-        let values: Vec<u32> = shot.iter().map(|&p| reduce(p)).collect();
-        if values == want_values {
-            matched = true;
-            break;
-        }
-        last = Some(shot);
+    if let Some(ctl) = step {
+        ctl.set_frame(0);
+    }
+    wait_for_picture(&display, &format!("{name}-frame0"), 0, pf.as_ref());
+    if let Some(ctl) = step {
+        // One frame on: the box moves (a CopyRect for a viewer that has the
+        // previous frame), the frame counter changes.
+        ctl.set_frame(1);
+        wait_for_picture(&display, &format!("{name}-frame1"), 1, pf.as_ref());
     }
     drop(viewer);
-    if !matched {
-        let want_img: Vec<u32> = common::expected(W, H, 0)
-            .iter()
-            .map(|&p| pf.as_ref().map_or(p, |pf| pf.to_native(pf.from_native(p))))
-            .collect();
-        let got = last.unwrap_or_default();
-        let got_img: Vec<u32> = got
-            .iter()
-            .map(|&p| pf.as_ref().map_or(p, |pf| pf.to_native(pf.from_native(p))))
-            .collect();
-        let r = compare_images(&name, W as usize, H as usize, &want_img, &got_img);
-        panic!("{name}: the viewer never showed the expected picture: {r:?}");
-    }
 
     // What the viewer asked for (TigerVNC lists pseudo-encodings and the
     // VMware cursor (0x574d5664) first, then its preferred standard
@@ -209,7 +213,18 @@ fn view(
         ),
     }
     let updates = server_updates(&rec.s2c(), &used_pf).expect("server stream frames cleanly");
-    assert_encodings(&updates, &[number], &name);
+    if step.is_some() {
+        assert!(updates.len() >= 2, "{name}: expected a second update");
+        assert_encodings(&updates[..1], &[number], &name);
+        assert_encodings(&updates[1..], &[number, 1], &name);
+        assert!(
+            updates[1..].iter().flatten().any(|r| r.encoding == 1),
+            "{name}: the moved box did not arrive as a CopyRect: {:?}",
+            &updates[1..]
+        );
+    } else {
+        assert_encodings(&updates, &[number], &name);
+    }
 }
 
 fn all_levels(encoding: &str, number: i32) {
@@ -220,7 +235,15 @@ fn all_levels(encoding: &str, number: i32) {
     let mut failed = Vec::new();
     for colour in [Colour::Full, Colour::Low(0), Colour::Low(1), Colour::Low(2)] {
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            view(&xvfb, server.addr, encoding, number, colour, None)
+            view(
+                &xvfb,
+                server.addr,
+                encoding,
+                number,
+                colour,
+                None,
+                Some(&server.control),
+            )
         }));
         if r.is_err() {
             failed.push(colour.tag());
@@ -311,6 +334,6 @@ fn binary_with_password_file() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let xvfb = XvfbGuard::start(640, 480);
-    view(&xvfb, addr, "Raw", 0, Colour::Full, Some(&passwd));
+    view(&xvfb, addr, "Raw", 0, Colour::Full, Some(&passwd), None);
     drop(server);
 }
