@@ -24,4 +24,4 @@ scripts/install-deps.sh --venv
 
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
-cargo test --all-targets
+cargo test --all-targets --no-fail-fast
