@@ -433,3 +433,62 @@ fn wire_framer_sees_raw_and_copyrect() {
         .unwrap()
         .is_empty());
 }
+
+/// A rectangle header: x, y, w, h, encoding.
+fn rect_header(x: u16, y: u16, w: u16, h: u16, enc: i32, out: &mut Vec<u8>) {
+    for v in [x, y, w, h] {
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+    out.extend_from_slice(&enc.to_be_bytes());
+}
+
+#[test]
+fn wire_framer_walks_rre_hextile_tight_zrle() {
+    let pf = TvPixelFormat::NATIVE;
+    let mut b = b"RFB 003.008\n".to_vec();
+    b.extend_from_slice(&[1, 2]); // VNC auth only
+    b.extend_from_slice(&[7; 16]); // challenge
+    b.extend_from_slice(&[0, 0, 0, 0, 0, 32, 0, 32]);
+    b.extend_from_slice(&pf.to_bytes());
+    b.extend_from_slice(&[0, 0, 0, 0]);
+    b.extend_from_slice(&[0, 0, 0, 5]);
+    // RRE: 1 subrect.
+    rect_header(0, 0, 8, 8, 2, &mut b);
+    b.extend_from_slice(&[0, 0, 0, 1]);
+    b.extend_from_slice(&[0; 4 + 4 + 8]);
+    // Hextile 20x16: two tiles, one raw (4x16), one bg + 2 coloured subrects.
+    rect_header(0, 0, 20, 16, 5, &mut b);
+    b.push(2 | 8 | 16);
+    b.extend_from_slice(&[0; 4]);
+    b.push(2);
+    b.extend_from_slice(&[0; 2 * (4 + 2)]);
+    b.push(1);
+    b.extend_from_slice(&[0; 4 * 16 * 4]);
+    // Tight fill (3-byte TPIXEL), then basic copy filter with a 2-byte
+    // compact length (size 4*4*3 = 48 >= 12).
+    rect_header(0, 0, 4, 4, 7, &mut b);
+    b.extend_from_slice(&[0x80, 1, 2, 3]);
+    rect_header(0, 0, 4, 4, 7, &mut b);
+    b.push(0x00);
+    b.extend_from_slice(&[0x81, 0x01]); // 129 bytes
+    b.extend_from_slice(&[0; 129]);
+    // ZRLE: 3 bytes of zlib data.
+    rect_header(0, 0, 4, 4, 16, &mut b);
+    b.extend_from_slice(&[0, 0, 0, 3, 1, 2, 3]);
+    let u = server_updates(&b, &pf).unwrap();
+    assert_eq!(
+        u[0].iter().map(|r| r.encoding).collect::<Vec<_>>(),
+        vec![2, 5, 7, 7, 16]
+    );
+    // One byte more or less in any payload breaks the framing: cut a byte
+    // from the Hextile raw tile and the update is no longer complete or
+    // the next header is garbage.
+    let hextile_end = b.len() - (4 + 12 + 1 + 2 + 129) - (12 + 4) - (12 + 7);
+    let mut broken = b.clone();
+    broken.remove(hextile_end - 1);
+    let r = server_updates(&broken, &pf);
+    assert!(
+        !matches!(&r, Ok(u) if u.len() == 1 && u[0].len() == 5),
+        "framer accepted a corrupted stream: {r:?}"
+    );
+}
