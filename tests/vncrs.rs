@@ -316,9 +316,9 @@ async fn raw_rgb565_big_endian() {
 
 // vnc-rs decodes Tight only at 32 bpp, so 16 bpp is tested with ZRLE.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn zrle_rgb565_little_endian() {
+async fn zrle_rgb565_little_endian_with_password() {
     full_picture(
-        "vncrs-zrle-565le",
+        "vncrs-zrle-565le-pw",
         VncEncoding::Zrle,
         true,
         Some(rgb565(false)),
