@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Install what the test suite needs besides Rust, on Debian/Ubuntu:
+# system packages (needs root) and vncdotool in the repository's .venv.
+#   scripts/install-deps.sh            # both
+#   scripts/install-deps.sh --system   # only the Debian packages
+#   scripts/install-deps.sh --venv     # only the Python venv
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+# Every Debian package a test uses (keep .ci/run and README in step with this list).
+PACKAGES=(
+    xvfb            # private X servers for the viewer tests
+    tigervnc-viewer # vncviewer, a real client
+    xdotool         # find the viewer window
+    x11-utils       # xdpyinfo (is Xvfb up?), xwininfo
+    x11-apps        # xwd and friends, for debugging screenshots
+    imagemagick     # import: screenshot a window as raw RGB
+    xterm           # something recognisable on an X screen
+    python3         # vncdotool, a real client
+    python3-venv
+    ca-certificates # pip over HTTPS
+    sqlite3         # inspecting the ticket journal
+    procps          # kill(1), used to stop Xvfb cleanly
+)
+# vncdotool version the tests were written against.
+VNCDOTOOL=vncdotool==1.4.2
+
+want_system=1
+want_venv=1
+case "${1:-}" in
+    --system) want_venv=0 ;;
+    --venv) want_system=0 ;;
+    "") ;;
+    *) echo "usage: $0 [--system|--venv]" >&2; exit 2 ;;
+esac
+
+if [ "$want_system" = 1 ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "Installing system packages needs root. Run:" >&2
+        echo "  sudo apt-get update && sudo apt-get install -y --no-install-recommends ${PACKAGES[*]}" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null
+fi
+
+if [ "$want_venv" = 1 ]; then
+    if [ ! -x .venv/bin/python ]; then
+        python3 -m venv .venv
+    fi
+    if ! .venv/bin/python -c 'import vncdotool.client' 2>/dev/null; then
+        .venv/bin/pip install --quiet --disable-pip-version-check "$VNCDOTOOL"
+    fi
+fi

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Run every test: formatting, lints, unit tests and the integration tests
+# with real VNC clients (vnc-rs, vncdotool, TigerVNC vncviewer under Xvfb).
+#
+# Needs Rust plus a few Debian packages and a Python venv with vncdotool.
+# The venv (.venv) is created here. Missing Debian packages are installed
+# when run as root (as in CI); otherwise the exact apt-get command is printed.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+missing=()
+for cmd in Xvfb vncviewer xdotool xdpyinfo import python3 kill; do
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
+done
+if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    missing+=("python3-venv")
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "scripts/test.sh: missing ${missing[*]}; installing system packages" >&2
+    scripts/install-deps.sh --system
+fi
+scripts/install-deps.sh --venv
+
+cargo fmt --check
+cargo clippy --all-targets -- -D warnings
+cargo test --all-targets --no-fail-fast
