@@ -51,6 +51,8 @@ fn serve(db: &Path) -> Serve {
             };
         }
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("serve exited without listening");
 }
 
@@ -102,12 +104,11 @@ async fn viewer(
         .await
         .expect("request an update");
     loop {
-        match tokio::time::timeout(Duration::from_secs(30), client.recv_event())
+        let ev = tokio::time::timeout(Duration::from_secs(30), client.recv_event())
             .await
-            .expect("no event from the server")?
-        {
-            VncEvent::RawImage(..) => break,
-            _ => {}
+            .expect("no event from the server")?;
+        if let VncEvent::RawImage(..) = ev {
+            break;
         }
     }
     if hold {
