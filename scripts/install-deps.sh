@@ -36,14 +36,19 @@ case "${1:-}" in
 esac
 
 if [ "$want_system" = 1 ]; then
+    SUDO=()
     if [ "$(id -u)" != 0 ]; then
-        echo "Installing system packages needs root. Run:" >&2
-        echo "  sudo apt-get update && sudo apt-get install -y --no-install-recommends ${PACKAGES[*]}" >&2
-        exit 1
+        if command -v sudo >/dev/null 2>&1; then
+            SUDO=(sudo)
+        else
+            echo "Installing system packages needs root. Run as root:" >&2
+            echo "  apt-get update && apt-get install -y --no-install-recommends ${PACKAGES[*]}" >&2
+            exit 1
+        fi
     fi
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null
 fi
 
 if [ "$want_venv" = 1 ]; then

@@ -4,7 +4,7 @@
 #
 # Needs Rust plus a few Debian packages and a Python venv with vncdotool.
 # The venv (.venv) is created here. Missing Debian packages are installed
-# when run as root (as in CI); otherwise the exact apt-get command is printed.
+# as root (as in CI) or with sudo; otherwise the exact apt-get command is printed.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
