@@ -99,6 +99,9 @@ pub struct ServeArgs {
     /// X display to serve with --source x11 (default: $DISPLAY).
     #[arg(long, value_name = ":N")]
     pub display: Option<String>,
+    /// Serve only this RandR monitor (0-based) of the X screen.
+    #[arg(long, value_name = "N")]
+    pub monitor: Option<usize>,
     /// Start a private virtual X display (Xvfb) of this size and serve it;
     /// implies --source x11. Stopped when ticketvnc exits.
     #[arg(long = "virtual", value_name = "WxH", value_parser = parse_size, conflicts_with = "display")]

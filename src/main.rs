@@ -7,7 +7,7 @@ use cli::{Cli, Command, ServeArgs, SourceKind};
 use std::sync::Arc;
 use ticketvnc::capture::test_pattern::TestPattern;
 use ticketvnc::capture::ScreenSource;
-use ticketvnc::input::{InputSink, NullInput};
+use ticketvnc::input::{InputSink, NullInput, OffsetInput};
 use ticketvnc::security::{Authenticator, VncPassword};
 use ticketvnc::server::{self, ServerConfig};
 use ticketvnc::tickets::hooks::{HookConfig, HookDispatcher};
@@ -108,16 +108,27 @@ async fn serve(db: Option<&std::path::Path>, args: ServeArgs) -> Result<()> {
     if args.virtual_size.is_some() {
         bail!("--virtual is available on Linux only");
     }
+    let mut origin = None;
     let source: Box<dyn ScreenSource> = match args.source {
         SourceKind::TestPattern => Box::new(TestPattern::new(args.size.0, args.size.1, args.fps).0),
-        SourceKind::X11 => x11_source(args.display.as_deref())?,
+        SourceKind::X11 => {
+            let (src, o) = x11_source(args.display.as_deref(), args.monitor)?;
+            origin = Some(o);
+            src
+        }
         SourceKind::Screen => screen_source()?,
     };
     let (clip_tx, clip_rx) = std::sync::mpsc::channel::<String>();
     let input: Arc<dyn InputSink> = match args.source {
         _ if args.view_only => Arc::new(NullInput),
         SourceKind::TestPattern => Arc::new(NullInput),
-        SourceKind::X11 => x11_input(args.display.clone(), clip_tx)?,
+        SourceKind::X11 => {
+            let inner = x11_input(args.display.clone(), clip_tx)?;
+            match origin {
+                Some(o) => Arc::new(OffsetInput::new(inner, o)),
+                None => inner,
+            }
+        }
         SourceKind::Screen => screen_input()?,
     };
     let mut cfg = ServerConfig::new(args.listen.clone(), authenticator);
@@ -157,12 +168,16 @@ async fn serve(db: Option<&std::path::Path>, args: ServeArgs) -> Result<()> {
 }
 
 #[cfg(target_os = "linux")]
-fn x11_source(display: Option<&str>) -> Result<Box<dyn ScreenSource>> {
+fn x11_source(
+    display: Option<&str>,
+    monitor: Option<usize>,
+) -> Result<(Box<dyn ScreenSource>, Arc<std::sync::atomic::AtomicU32>)> {
     if display.is_none() && std::env::var_os("DISPLAY").is_none() {
         bail!("no X display: pass --display :N (or set DISPLAY), or use --source test-pattern");
     }
-    let src = ticketvnc::capture::x11::X11Source::connect(display)?;
-    Ok(Box::new(src))
+    let src = ticketvnc::capture::x11::X11Source::connect(display, monitor)?;
+    let origin = src.input_origin();
+    Ok((Box::new(src), origin))
 }
 
 #[cfg(target_os = "linux")]
@@ -197,7 +212,10 @@ fn x11_input(
 }
 
 #[cfg(not(target_os = "linux"))]
-fn x11_source(_display: Option<&str>) -> Result<Box<dyn ScreenSource>> {
+fn x11_source(
+    _display: Option<&str>,
+    _monitor: Option<usize>,
+) -> Result<(Box<dyn ScreenSource>, Arc<std::sync::atomic::AtomicU32>)> {
     bail!("--source x11 is available on Linux only")
 }
 

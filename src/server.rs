@@ -249,6 +249,7 @@ pub async fn start(
         moves: Vec::new(),
         cursor: first.cursor.map(|c| (1, Arc::new(c))),
         damage: Arc::new(Vec::new()),
+        screens: Arc::new(first.screens.unwrap_or_default()),
     }));
     let (cap_err_tx, cap_err_rx) = tokio::sync::oneshot::channel();
     let min_interval = Duration::from_secs(1) / cfg.max_fps.max(1);
@@ -403,6 +404,7 @@ fn capture_loop(
         .unwrap_or_else(std::time::Instant::now);
     let mut seq = tx.borrow().seq;
     let mut cursor = tx.borrow().cursor.clone();
+    let mut screens = tx.borrow().screens.clone();
     let mut damage_log: std::collections::VecDeque<(u64, Option<Vec<Rect>>)> =
         std::collections::VecDeque::with_capacity(DAMAGE_LOG_LEN);
     loop {
@@ -422,6 +424,9 @@ fn capture_loop(
                 if let Some(shape) = c.cursor {
                     cursor = Some((seq, Arc::new(shape)));
                 }
+                if let Some(layout) = c.screens {
+                    screens = Arc::new(layout);
+                }
                 if damage_log.len() == DAMAGE_LOG_LEN {
                     damage_log.pop_front();
                 }
@@ -432,6 +437,7 @@ fn capture_loop(
                     moves: c.moves,
                     cursor: cursor.clone(),
                     damage: Arc::new(damage_log.iter().cloned().collect()),
+                    screens: screens.clone(),
                 }));
             }
             Ok(None) => {}

@@ -96,6 +96,9 @@ pub struct Capture {
     pub moves: Vec<MoveHint>,
     /// A new pointer image, when it changed.
     pub cursor: Option<CursorShape>,
+    /// The monitors within the frame (RandR), when they changed; an empty
+    /// list means one screen covering the frame.
+    pub screens: Option<Vec<Rect>>,
 }
 
 pub trait ScreenSource: Send + 'static {

@@ -114,6 +114,7 @@ impl ScreenSource for TestPattern {
                     damage: None,
                     moves,
                     cursor: first.then(CursorShape::arrow),
+                    screens: None,
                 }));
             }
             let now = Instant::now();

@@ -6,6 +6,8 @@
 use super::shm::ShmMapping;
 use super::{Capture, CaptureError, CursorShape, ScreenSource};
 use crate::framebuffer::{Frame, Rect};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 use x11rb::connection::{Connection, RequestConnection};
@@ -42,16 +44,29 @@ pub struct X11Source {
     /// The screen as last captured; updated in place where it changed.
     current: Frame,
     have_frame: bool,
-    /// Damage seen but not yet captured.
+    /// Damage seen but not yet captured (frame coordinates).
     dirty: Vec<Rect>,
     resized: bool,
+    /// `--monitor N`: serve only that RandR monitor.
+    monitor: Option<usize>,
+    /// The part of the root window served (the whole root, or one monitor).
+    crop: Rect,
+    /// Monitors inside the served area (frame coordinates); empty: one screen.
+    screens: Vec<Rect>,
+    layout_changed: bool,
+    /// Where the served area starts on the root window, for input: x << 16 | y.
+    origin: Arc<AtomicU32>,
     cursor_changed: bool,
     last_poll: Instant,
 }
 
 impl X11Source {
-    /// Connect to `display` (e.g. ":0"; `None`: $DISPLAY).
-    pub fn connect(display: Option<&str>) -> Result<X11Source, CaptureError> {
+    /// Connect to `display` (e.g. ":0"; `None`: $DISPLAY) and serve the
+    /// whole screen, or only RandR monitor `monitor` (0-based).
+    pub fn connect(
+        display: Option<&str>,
+        monitor: Option<usize>,
+    ) -> Result<X11Source, CaptureError> {
         let (conn, screen_num) = RustConnection::connect(display).map_err(|e| {
             CaptureError::Gone(format!(
                 "cannot open X display {}: {e}",
@@ -83,15 +98,24 @@ impl X11Source {
             resized: false,
             cursor_changed: true,
             last_poll: Instant::now(),
+            monitor,
+            crop: Rect::new(0, 0, width, height),
+            screens: Vec::new(),
+            layout_changed: true,
+            origin: Arc::new(AtomicU32::new(0)),
         };
         src.setup_shm();
         src.setup_damage();
         src.setup_cursor();
         src.setup_randr();
+        src.refresh_layout()?;
+        src.current = Frame::new(src.crop.w, src.crop.h);
         src.conn.flush().map_err(xerr)?;
         info!(
             display = %src.display,
-            width, height,
+            width = src.crop.w,
+            height = src.crop.h,
+            monitors = src.screens.len().max(1),
             shm = src.shm.is_some(),
             damage = src.damage.is_some(),
             cursor = src.cursor_events,
@@ -207,12 +231,13 @@ impl X11Source {
                         .map_err(xerr)?
                         .reply()
                         .map_err(xerr)?;
-                    let bounds = Rect::new(0, 0, self.width, self.height);
+                    let crop = self.crop;
                     for r in rects.rectangles {
                         let r = Rect::new(r.x.max(0) as u16, r.y.max(0) as u16, r.width, r.height)
-                            .intersect(&bounds);
+                            .intersect(&crop);
                         if !r.is_empty() {
-                            self.dirty.push(r);
+                            self.dirty
+                                .push(Rect::new(r.x - crop.x, r.y - crop.y, r.w, r.h));
                         }
                     }
                 }
@@ -240,10 +265,69 @@ impl X11Source {
                 let _ = self.conn.shm_detach(s.seg);
             }
             self.setup_shm();
-            self.current = Frame::new(self.width, self.height);
+        }
+        let crop = self.crop;
+        self.refresh_layout()?;
+        if self.crop != crop
+            || self.current.width != self.crop.w
+            || self.current.height != self.crop.h
+        {
+            self.current = Frame::new(self.crop.w, self.crop.h);
             self.resized = true;
         }
         Ok(())
+    }
+
+    /// Re-read the RandR monitors: what is served and the screen layout.
+    fn refresh_layout(&mut self) -> Result<(), CaptureError> {
+        let root = Rect::new(0, 0, self.width, self.height);
+        let monitors: Vec<Rect> = if self.has_ext(randr::X11_EXTENSION_NAME) {
+            match self
+                .conn
+                .randr_get_monitors(self.root, true)
+                .map(|c| c.reply())
+            {
+                Ok(Ok(r)) => r
+                    .monitors
+                    .iter()
+                    .map(|m| {
+                        Rect::new(m.x.max(0) as u16, m.y.max(0) as u16, m.width, m.height)
+                            .intersect(&root)
+                    })
+                    .filter(|r| !r.is_empty())
+                    .collect(),
+                _ => Vec::new(),
+            }
+        } else {
+            Vec::new()
+        };
+        let (crop, screens) = match self.monitor {
+            Some(n) => {
+                let m = *monitors.get(n).ok_or_else(|| {
+                    CaptureError::Gone(format!(
+                        "monitor {n} does not exist (the X screen has {} RandR monitors, numbered from 0)",
+                        monitors.len()
+                    ))
+                })?;
+                (m, Vec::new())
+            }
+            None if monitors.len() > 1 => (root, monitors),
+            None => (root, Vec::new()),
+        };
+        if crop != self.crop || screens != self.screens {
+            self.layout_changed = true;
+        }
+        self.crop = crop;
+        self.screens = screens;
+        self.origin
+            .store((crop.x as u32) << 16 | crop.y as u32, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Where the served area starts on the X screen (`x << 16 | y`), kept up
+    /// to date; input coordinates from viewers are offset by it.
+    pub fn input_origin(&self) -> Arc<AtomicU32> {
+        self.origin.clone()
     }
 
     /// Drain queued events without blocking.
@@ -277,13 +361,14 @@ impl X11Source {
         if r.is_empty() {
             return Ok(());
         }
-        let stride = self.width as usize;
+        let stride = self.current.width as usize;
+        let (rx, ry) = ((r.x + self.crop.x) as i16, (r.y + self.crop.y) as i16);
         if let Some(s) = &self.shm {
             self.conn
                 .shm_get_image(
                     self.root,
-                    r.x as i16,
-                    r.y as i16,
+                    rx,
+                    ry,
                     r.w,
                     r.h,
                     !0,
@@ -408,7 +493,7 @@ impl ScreenSource for X11Source {
             if full || !self.dirty.is_empty() || self.cursor_changed {
                 let damage = if full {
                     self.last_poll = Instant::now();
-                    let all = Rect::new(0, 0, self.width, self.height);
+                    let all = self.current.bounds();
                     self.grab(all)?;
                     None
                 } else {
@@ -427,6 +512,8 @@ impl ScreenSource for X11Source {
                 let first = !self.have_frame;
                 self.have_frame = true;
                 self.resized = false;
+                let screens =
+                    std::mem::take(&mut self.layout_changed).then(|| self.screens.clone());
                 if damage.as_ref().is_some_and(|d| d.is_empty()) && cursor.is_none() && !first {
                     continue;
                 }
@@ -435,6 +522,7 @@ impl ScreenSource for X11Source {
                     damage,
                     moves: Vec::new(),
                     cursor,
+                    screens,
                 }));
             }
             let now = Instant::now();

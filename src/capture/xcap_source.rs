@@ -93,6 +93,7 @@ impl ScreenSource for XcapSource {
                     damage: None,
                     moves: Vec::new(),
                     cursor: None,
+                    screens: None,
                 }));
             }
             if Instant::now() >= deadline {

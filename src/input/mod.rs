@@ -5,7 +5,8 @@ pub mod enigo;
 #[cfg(target_os = "linux")]
 pub mod x11_clipboard;
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
 pub trait InputSink: Send + Sync + 'static {
     fn key(&self, down: bool, keysym: u32);
@@ -23,6 +24,34 @@ pub trait ClipboardTarget: Send + Sync {
 impl ClipboardTarget for x11_clipboard::X11Clipboard {
     fn set_text(&self, text: &str) {
         x11_clipboard::X11Clipboard::set_text(self, text)
+    }
+}
+
+/// Moves pointer coordinates by a changing origin (`x << 16 | y`): a viewer
+/// of one monitor points in that monitor's coordinates.
+pub struct OffsetInput {
+    inner: Arc<dyn InputSink>,
+    origin: Arc<AtomicU32>,
+}
+
+impl OffsetInput {
+    pub fn new(inner: Arc<dyn InputSink>, origin: Arc<AtomicU32>) -> OffsetInput {
+        OffsetInput { inner, origin }
+    }
+}
+
+impl InputSink for OffsetInput {
+    fn key(&self, down: bool, keysym: u32) {
+        self.inner.key(down, keysym)
+    }
+    fn pointer(&self, buttons: u8, x: u16, y: u16) {
+        let o = self.origin.load(Ordering::Relaxed);
+        let (ox, oy) = ((o >> 16) as u16, o as u16);
+        self.inner
+            .pointer(buttons, x.saturating_add(ox), y.saturating_add(oy))
+    }
+    fn cut_text(&self, text: &str) {
+        self.inner.cut_text(text)
     }
 }
 

@@ -21,6 +21,8 @@ pub struct Published {
     /// Damage of recent captures, oldest first: `(seq, rects)` is what
     /// changed from frame `seq - 1` to `seq` (`None`: unknown).
     pub damage: Arc<Vec<(u64, Option<Vec<Rect>>)>>,
+    /// Monitor layout inside the frame; empty: one screen covering it.
+    pub screens: Arc<Vec<Rect>>,
 }
 
 impl Published {
@@ -72,6 +74,8 @@ pub struct ViewerState {
     cursor_serial: u64,
     /// The viewer just enabled ExtendedDesktopSize and should learn the layout.
     layout_due: bool,
+    /// The monitor layout the viewer was last told.
+    screens_sent: Arc<Vec<Rect>>,
 }
 
 /// Answer owed to a SetDesktopSize request.
@@ -97,6 +101,7 @@ impl ViewerState {
             resize_reply_due: None,
             cursor_serial: 0,
             layout_due: false,
+            screens_sent: Arc::new(Vec::new()),
         }
     }
 
@@ -156,6 +161,10 @@ impl ViewerState {
 
         let size = (frame.width, frame.height);
         let resized = size != self.viewer_size;
+        if self.encodings.extended_desktop_size && *latest.screens != *self.screens_sent {
+            self.layout_due = true;
+        }
+        self.screens_sent = latest.screens.clone();
         if resized && !self.encodings.extended_desktop_size && !self.encodings.desktop_size {
             return Err(UpdateError::ResizeUnsupported);
         }
@@ -163,18 +172,18 @@ impl ViewerState {
         let mut pseudo: Vec<u8> = Vec::new();
         let mut npseudo = 0usize;
         if resized {
-            self.write_size_rect(size, 0, 0, &mut pseudo);
+            self.write_size_rect(size, 0, 0, &latest.screens, &mut pseudo);
             npseudo += 1;
             self.viewer_size = size;
             self.shadow = None;
         } else if let Some(reply) = self.resize_reply_due.take() {
             if self.encodings.extended_desktop_size {
-                self.write_size_rect(size, 1, reply.status, &mut pseudo);
+                self.write_size_rect(size, 1, reply.status, &latest.screens, &mut pseudo);
                 npseudo += 1;
                 self.layout_due = false;
             }
         } else if self.layout_due && self.encodings.extended_desktop_size {
-            self.write_size_rect(size, 0, 0, &mut pseudo);
+            self.write_size_rect(size, 0, 0, &latest.screens, &mut pseudo);
             npseudo += 1;
         }
         self.layout_due = false;
@@ -285,20 +294,37 @@ impl ViewerState {
         Ok(true)
     }
 
-    fn write_size_rect(&self, (w, h): (u16, u16), reason: u16, status: u16, out: &mut Vec<u8>) {
+    fn write_size_rect(
+        &self,
+        (w, h): (u16, u16),
+        reason: u16,
+        status: u16,
+        screens: &[Rect],
+        out: &mut Vec<u8>,
+    ) {
         if self.encodings.extended_desktop_size {
-            // x = reason, y = status; one screen covering the framebuffer.
+            // x = reason, y = status; then the screens (one covering the
+            // framebuffer when the source reports no layout).
             write_rect_header(
                 Rect::new(reason, status, w, h),
                 enc::EXTENDED_DESKTOP_SIZE,
                 out,
             );
-            out.extend_from_slice(&[1, 0, 0, 0]);
-            out.extend_from_slice(&0u32.to_be_bytes()); // screen id
-            out.extend_from_slice(&[0, 0, 0, 0]); // x, y
-            out.extend_from_slice(&w.to_be_bytes());
-            out.extend_from_slice(&h.to_be_bytes());
-            out.extend_from_slice(&0u32.to_be_bytes()); // flags
+            let whole = [Rect::new(0, 0, w, h)];
+            let list = if screens.is_empty() {
+                &whole[..]
+            } else {
+                screens
+            };
+            let list = &list[..list.len().min(crate::rfb::limits::MAX_SCREENS)];
+            out.extend_from_slice(&[list.len() as u8, 0, 0, 0]);
+            for (id, r) in list.iter().enumerate() {
+                out.extend_from_slice(&(id as u32).to_be_bytes());
+                for v in [r.x, r.y, r.w, r.h] {
+                    out.extend_from_slice(&v.to_be_bytes());
+                }
+                out.extend_from_slice(&0u32.to_be_bytes()); // flags
+            }
         } else {
             write_rect_header(Rect::new(0, 0, w, h), enc::DESKTOP_SIZE, out);
         }
@@ -349,6 +375,7 @@ mod tests {
             moves: Vec::new(),
             cursor: None,
             damage: Arc::new(Vec::new()),
+            screens: Arc::new(Vec::new()),
         }
     }
 
