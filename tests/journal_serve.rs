@@ -2,121 +2,12 @@
 //! codes from `ticketvnc ticket open`, a real viewer (vnc-rs), session rows
 //! read back with `ticketvnc sessions --json`, and a kill -9 of the server.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+mod binary;
+
+use binary::{cli, open_code, serve, viewer};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
-use vnc::{PixelFormat, VncConnector, VncEncoding, VncEvent};
-
-const BIN: &str = env!("CARGO_BIN_EXE_ticketvnc");
-
-struct Serve {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(db: &Path) -> Serve {
-    let mut child = Command::new(BIN)
-        .args(["--db"])
-        .arg(db)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--fps",
-            "0",
-            "--size",
-            "64x48",
-        ])
-        .env("TICKETVNC_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start ticketvnc serve");
-    let out = BufReader::new(child.stdout.take().unwrap());
-    for line in out.lines() {
-        let line = line.expect("serve output");
-        if let Some(a) = line.strip_prefix("ticketvnc listening on ") {
-            return Serve {
-                child,
-                addr: a.trim().parse().unwrap(),
-            };
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("serve exited without listening");
-}
-
-fn cli(db: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(BIN)
-        .arg("--db")
-        .arg(db)
-        .args(args)
-        .env("TICKETVNC_LOG", "warn")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
-
-fn open_code(db: &Path, ticket: &str, extra: &[&str]) -> String {
-    let mut args = vec!["ticket", "open", ticket];
-    args.extend_from_slice(extra);
-    let (ok, out) = cli(db, &args);
-    assert!(ok, "ticket open failed: {out}");
-    out.lines()
-        .find_map(|l| l.strip_prefix("One-time code: "))
-        .expect("a code in the output")
-        .trim()
-        .to_owned()
-}
-
-/// Connect, authenticate with `password`, wait for the first picture. With
-/// `hold`, keep the connection open (returned) instead of closing it.
-async fn viewer(
-    addr: SocketAddr,
-    password: String,
-    hold: bool,
-) -> Result<Option<vnc::VncClient>, vnc::VncError> {
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let client = VncConnector::new(tcp)
-        .set_auth_method(async move { Ok(password) })
-        .add_encoding(VncEncoding::Raw)
-        .allow_shared(true)
-        .set_pixel_format(PixelFormat::bgra())
-        .build()?
-        .try_start()
-        .await?
-        .finish()?;
-    client
-        .input(vnc::X11Event::Refresh)
-        .await
-        .expect("request an update");
-    loop {
-        let ev = tokio::time::timeout(Duration::from_secs(30), client.recv_event())
-            .await
-            .expect("no event from the server")?;
-        if let VncEvent::RawImage(..) = ev {
-            break;
-        }
-    }
-    if hold {
-        return Ok(Some(client));
-    }
-    let _ = client.close().await;
-    Ok(None)
-}
 
 fn sessions_json(db: &Path, ticket: &str) -> Vec<serde_json::Value> {
     let (ok, out) = cli(db, &["sessions", "--ticket", ticket, "--json"]);
@@ -156,7 +47,7 @@ async fn wait_for<F: Fn() -> bool>(what: &str, f: F) {
 async fn one_time_code_sessions_are_journaled_and_survive_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("ticketvnc.db");
-    let s = serve(&db);
+    let s = serve(&db, 0, &[]);
     let code = open_code(&db, "4711", &["--title", "Printer offline"]);
     assert_eq!(code.len(), 8);
 

@@ -178,6 +178,11 @@ pub fn render(width: u16, height: u16, n: u64) -> Frame {
     for (i, c) in COLOURS.iter().enumerate() {
         fill(&mut f, i * bw, 0, bw, bh, *c);
     }
+    // A frame-counter block in the top-left corner: its colour changes with
+    // every frame, so even a tiny pattern animates.
+    let c = n as u32;
+    let tick = ((c * 37) & 0xff) << 16 | ((c * 101) & 0xff) << 8 | ((c * 211) & 0xff);
+    fill(&mut f, 0, 0, 8.min(w), 8.min(h), tick);
     // Fine stripes and a checkerboard (hard for lossy and palette encoders).
     let sy = bh + 4;
     for y in sy..(sy + 16).min(h) {
