@@ -26,6 +26,8 @@ pub enum EndReason {
     ServerStopped,
     AuthFailed,
     Kicked,
+    /// The server would not start the session (e.g. it could not be journaled).
+    Refused,
     HandshakeTimeout,
     Stalled,
     ProtocolError(String),
@@ -40,6 +42,7 @@ impl EndReason {
             EndReason::ServerStopped => "server stopped",
             EndReason::AuthFailed => "auth failed",
             EndReason::Kicked => "kicked",
+            EndReason::Refused => "refused",
             EndReason::HandshakeTimeout => "handshake timeout",
             EndReason::Stalled => "viewer stalled",
             EndReason::ProtocolError(_) => "protocol error",
@@ -165,7 +168,8 @@ where
     let reason = s.run(stream).await;
     s.held.release_all(s.input.as_ref());
     if s.started {
-        host.session_ended(&s.info, &reason);
+        let (info, r) = (s.info.clone(), reason.clone());
+        let _ = tokio::task::spawn_blocking(move || host.session_ended(&info, &r)).await;
     }
     match &reason {
         EndReason::ViewerClosed | EndReason::ServerStopped | EndReason::Kicked => {
@@ -311,7 +315,7 @@ impl Session {
                     loop {
                         match conn.poll_event() {
                             Ok(Some(ev)) => {
-                                if let Err(reason) = self.handle_event(ev, &mut conn, &mut viewer) {
+                                if let Err(reason) = self.handle_event(ev, &mut conn, &mut viewer).await {
                                     // Let the failure reason reach the client.
                                     if conn.has_output() {
                                         let _ = tx.send(conn.take_output()).await;
@@ -374,7 +378,13 @@ impl Session {
         reason
     }
 
-    fn handle_event(
+    /// Runs the host's (journal's) and the authenticator's synchronous work
+    /// on the blocking pool, so a busy database never stalls other sessions.
+    async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        tokio::task::spawn_blocking(f).await.ok()
+    }
+
+    async fn handle_event(
         &mut self,
         ev: Event,
         conn: &mut ServerConnection,
@@ -394,15 +404,17 @@ impl Session {
                 challenge,
                 response,
             } => {
-                let principal = self
-                    .cfg
-                    .authenticator
-                    .as_ref()
-                    .and_then(|a| a.verify_vnc(&challenge, &response));
+                let principal = match self.cfg.authenticator.clone() {
+                    Some(a) => Self::blocking(move || a.verify_vnc(&challenge, &response))
+                        .await
+                        .flatten(),
+                    None => None,
+                };
                 let ok = principal.is_some();
                 self.info.principal = principal;
                 if !ok {
-                    self.host.auth_failed(&self.info);
+                    let (host, info) = (self.host.clone(), self.info.clone());
+                    Self::blocking(move || host.auth_failed(&info)).await;
                 }
                 conn.auth_verdict(ok).map_err(|e| match e {
                     ProtocolError::AuthFailed => EndReason::AuthFailed,
@@ -418,8 +430,14 @@ impl Session {
                     });
                 }
                 self.info.view_only = self.cfg.view_only;
-                if !self.host.session_starting(&mut self.info) {
-                    return Err(EndReason::Kicked);
+                let (host, mut info) = (self.host.clone(), self.info.clone());
+                let (accepted, info) =
+                    Self::blocking(move || (host.session_starting(&mut info), info))
+                        .await
+                        .ok_or_else(|| EndReason::ProtocolError("session start failed".into()))?;
+                self.info = info;
+                if !accepted {
+                    return Err(EndReason::Refused);
                 }
                 self.started = true;
                 let f = self.frames.borrow().frame.clone();
