@@ -30,3 +30,23 @@ impl Encoder for RawEncoder {
         1
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil;
+    use crate::rfb::messages::enc;
+    use crate::rfb::PixelFormat;
+
+    #[test]
+    fn lossless_round_trips() {
+        testutil::lossless_suite(enc::RAW);
+    }
+
+    #[test]
+    fn streams_persist_across_updates() {
+        for (_, pf) in testutil::formats() {
+            testutil::multi_update(enc::RAW, &testutil::params(pf));
+        }
+        let _ = PixelFormat::NATIVE;
+    }
+}
