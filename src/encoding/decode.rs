@@ -188,6 +188,19 @@ fn inflate(
     }
 }
 
+/// What the decoder has seen, for tests that check which paths an encoder took.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DecodeStats {
+    /// Rectangles per encoding number (pseudo-encodings included).
+    pub rects: std::collections::BTreeMap<i32, u32>,
+    /// ZRLE tiles per subencoding byte.
+    pub zrle_tiles: std::collections::BTreeMap<u8, u32>,
+    /// Hextile tiles per subencoding mask.
+    pub hextile_tiles: std::collections::BTreeMap<u8, u32>,
+    /// Tight rectangles per kind: "fill", "jpeg", "mono", "indexed", "full", "gradient".
+    pub tight_kinds: std::collections::BTreeMap<&'static str, u32>,
+}
+
 /// Decodes FramebufferUpdate bodies, keeping the zlib streams of one
 /// connection (Zlib, ZRLE and Tight's four) between rectangles and updates.
 pub struct Decoder {
@@ -198,6 +211,7 @@ pub struct Decoder {
     scratch: Vec<u32>,
     /// DesktopSize rectangles larger than this many pixels are rejected.
     pub max_fb_pixels: usize,
+    pub stats: DecodeStats,
 }
 
 impl Default for Decoder {
@@ -215,6 +229,7 @@ impl Decoder {
             buf: Vec::new(),
             scratch: Vec::new(),
             max_fb_pixels: DEFAULT_MAX_FB_PIXELS,
+            stats: DecodeStats::default(),
         }
     }
 
@@ -248,6 +263,7 @@ impl Decoder {
         for _ in 0..nrects {
             let rect = Rect::new(r.u16()?, r.u16()?, r.u16()?, r.u16()?);
             let encoding = r.u32()? as i32;
+            *self.stats.rects.entry(encoding).or_default() += 1;
             match encoding {
                 enc::LAST_RECT => break,
                 enc::DESKTOP_SIZE => self.resize(fb, rect.w, rect.h)?,
@@ -339,7 +355,7 @@ impl Decoder {
                     fb.fill(x + sx, y + sy, sw, sh, c);
                 }
             }
-            enc::HEXTILE => decode_hextile(r, x, y, w, h, fb)?,
+            enc::HEXTILE => decode_hextile(r, x, y, w, h, fb, &mut self.stats)?,
             enc::ZLIB => {
                 let len = r.u32()? as usize;
                 let data = r.take(len)?;
@@ -358,7 +374,7 @@ impl Decoder {
                 let cap = tiles * (1 + 127 * cpix) + w * h * (cpix + 1);
                 inflate(&mut self.zrle, data, &mut self.buf, cap)?;
                 let buf = std::mem::take(&mut self.buf);
-                let res = decode_zrle(&buf, x, y, w, h, fb);
+                let res = decode_zrle(&buf, x, y, w, h, fb, &mut self.stats);
                 self.buf = buf;
                 res?;
             }
@@ -388,12 +404,15 @@ impl Decoder {
             }
         }
         let kind = ctl >> 4;
+        let kinds = &mut self.stats.tight_kinds;
         if kind == tight::FILL >> 4 {
+            *kinds.entry("fill").or_default() += 1;
             let v = r.tpixel(&pf)?;
             fb.fill(x, y, w, h, v);
             return Ok(());
         }
         if kind == tight::JPEG >> 4 {
+            *kinds.entry("jpeg").or_default() += 1;
             let len = r.compact_len()?;
             let data = r.take(len)?;
             return decode_jpeg(data, x, y, w, h, fb);
@@ -407,6 +426,12 @@ impl Decoder {
         } else {
             tight::FILTER_COPY
         };
+        let name = match filter {
+            tight::FILTER_COPY => "full",
+            tight::FILTER_PALETTE => "palette",
+            _ => "gradient",
+        };
+        *kinds.entry(name).or_default() += 1;
         let tpix = tpixel_size(&pf);
         let mut palette = [0u32; 256];
         let mut ncol = 0;
@@ -414,6 +439,8 @@ impl Decoder {
             tight::FILTER_COPY | tight::FILTER_GRADIENT => w * h * tpix,
             tight::FILTER_PALETTE => {
                 ncol = r.u8()? as usize + 1;
+                let k = if ncol <= 2 { "mono" } else { "indexed" };
+                *self.stats.tight_kinds.entry(k).or_default() += 1;
                 for c in palette.iter_mut().take(ncol) {
                     *c = r.tpixel(&pf)?;
                 }
@@ -496,6 +523,7 @@ fn decode_hextile(
     w: usize,
     h: usize,
     fb: &mut ClientFramebuffer,
+    stats: &mut DecodeStats,
 ) -> Result<(), DecodeError> {
     let pf = fb.pf;
     let bpp = pf.bytes_per_pixel();
@@ -506,6 +534,7 @@ fn decode_hextile(
         for tx in (0..w).step_by(16) {
             let tw = (w - tx).min(16);
             let flags = r.u8()?;
+            *stats.hextile_tiles.entry(flags).or_default() += 1;
             if flags & hextile::RAW != 0 {
                 let data = r.take(tw * th * bpp)?;
                 put_raw(fb, x + tx, y + ty, tw, th, data);
@@ -572,6 +601,7 @@ fn decode_zrle(
     w: usize,
     h: usize,
     fb: &mut ClientFramebuffer,
+    stats: &mut DecodeStats,
 ) -> Result<(), DecodeError> {
     let pf = fb.pf;
     let stride = fb.width as usize;
@@ -584,6 +614,7 @@ fn decode_zrle(
             let tw = (w - tx).min(64);
             let n = tw * th;
             let sub = r.u8()?;
+            *stats.zrle_tiles.entry(sub).or_default() += 1;
             match sub {
                 0 => {
                     for p in tile.iter_mut().take(n) {

@@ -156,4 +156,107 @@ mod tests {
         }
         let _ = PixelFormat::NATIVE;
     }
+
+    use super::super::decode::Decoder;
+    use super::super::new_encoder;
+    use super::{ANY_SUBRECTS, BACKGROUND_SPECIFIED, FOREGROUND_SPECIFIED, RAW, SUBRECTS_COLOURED};
+    use crate::framebuffer::{Frame, Rect};
+
+    #[test]
+    fn tile_kinds_and_state_rules() {
+        // Tiles: solid A, solid A (bg reused), noise (raw), solid A (bg
+        // must be re-sent), A with a B line (fg), A with a B line (fg
+        // reused), three colours (coloured), A with B line (fg re-sent).
+        let mut f = Frame::new(16 * 8, 16);
+        let (a, b) = (0x102030, 0xa0b0c0);
+        for y in 0..16usize {
+            for x in 0..128usize {
+                let lx = x % 16;
+                f.pixels[y * 128 + x] = match x / 16 {
+                    2 => ((x * 31 + y * 17) as u32).wrapping_mul(2654435761) >> 8,
+                    4 | 5 | 7 if y == 3 => b,
+                    6 if y == 3 => b,
+                    6 if y == 9 && lx > 4 => 0x777777,
+                    _ => a,
+                };
+            }
+        }
+        let p = testutil::params(PixelFormat::NATIVE);
+        let mut e = new_encoder(enc::HEXTILE);
+        let mut d = Decoder::new();
+        let size = testutil::roundtrip_with(e.as_mut(), &mut d, &f, f.bounds(), &p, 0, "tiles");
+        let mut out = Vec::new();
+        e.encode(&f, f.bounds(), &p, &mut out);
+        assert_eq!(out.len(), size);
+        // Walk the tiles by hand.
+        let mut i = 12;
+        let mut flags = Vec::new();
+        for _ in 0..8 {
+            let fl = out[i];
+            flags.push(fl);
+            i += 1;
+            if fl & RAW != 0 {
+                i += 16 * 16 * 4;
+                continue;
+            }
+            if fl & BACKGROUND_SPECIFIED != 0 {
+                i += 4;
+            }
+            if fl & FOREGROUND_SPECIFIED != 0 {
+                i += 4;
+            }
+            if fl & ANY_SUBRECTS != 0 {
+                let n = out[i] as usize;
+                i += 1 + n * if fl & SUBRECTS_COLOURED != 0 { 6 } else { 2 };
+            }
+        }
+        assert_eq!(i, out.len());
+        assert_eq!(
+            flags,
+            vec![
+                BACKGROUND_SPECIFIED,
+                0,
+                RAW,
+                BACKGROUND_SPECIFIED,
+                ANY_SUBRECTS | FOREGROUND_SPECIFIED,
+                ANY_SUBRECTS,
+                ANY_SUBRECTS | SUBRECTS_COLOURED,
+                ANY_SUBRECTS | FOREGROUND_SPECIFIED,
+            ]
+        );
+        let _ = Rect::default();
+    }
+
+    #[test]
+    fn solid_wire_bytes() {
+        let mut f = Frame::new(3, 2);
+        f.pixels.fill(0x00ff00);
+        let mut out = Vec::new();
+        new_encoder(enc::HEXTILE).encode(
+            &f,
+            f.bounds(),
+            &testutil::params(PixelFormat::RGB565),
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            vec![
+                0,
+                0,
+                0,
+                0,
+                0,
+                3,
+                0,
+                2,
+                0,
+                0,
+                0,
+                5,
+                BACKGROUND_SPECIFIED,
+                0xe0,
+                0x07
+            ]
+        );
+    }
 }

@@ -531,6 +531,7 @@ pub(crate) mod testutil {
             .decode_update(&body, n as u16, &mut fb)
             .unwrap_or_else(|e| panic!("{what}: decode failed: {e}"));
         assert_eq!(used, body.len(), "{what}: trailing bytes");
+        let (mut err_sum, mut err_n) = (0u64, 0u64);
         for y in 0..frame.height {
             for x in 0..frame.width {
                 let got = fb.get(x, y);
@@ -553,9 +554,19 @@ pub(crate) mod testutil {
                     for s in [0, 8, 16] {
                         let d = ((a >> s) & 0xff).abs_diff((b >> s) & 0xff);
                         assert!(d <= tolerance, "{what}: pixel ({x},{y}) {a:#x} vs {b:#x}");
+                        err_sum += d as u64;
+                        err_n += 1;
                     }
                 }
             }
+        }
+        if tolerance > 0 {
+            // Lossy: besides the per-pixel bound, the average error of a
+            // channel must stay small (a broken decoder or colour order
+            // would be far off).
+            let mean = err_sum as f64 / err_n.max(1) as f64;
+            eprintln!("{what}: mean channel error {mean:.2}");
+            assert!(mean <= 16.0, "{what}: mean channel error {mean}");
         }
         body.len()
     }
@@ -671,6 +682,56 @@ pub(crate) mod testutil {
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_preference_picks_first_supported() {
+        let e = ClientEncodings::from_list(&[99, enc::ZRLE, enc::TIGHT]);
+        assert_eq!(e.preferred, enc::ZRLE);
+        for &x in SUPPORTED {
+            assert_eq!(new_encoder(x).encoding(), x);
+            assert_eq!(ClientEncodings::from_list(&[x]).preferred, x);
+        }
+    }
+
+    #[test]
+    fn deflater_output_is_one_zlib_stream_with_sync_points() {
+        let mut d = Deflater::new(6);
+        let mut inflate = flate2::Decompress::new(true);
+        for (i, level) in [6u32, 1, 9, 0, 6].into_iter().enumerate() {
+            let input: Vec<u8> = (0..5000u32)
+                .map(|k| (k * (i as u32 + 1) / 7) as u8)
+                .collect();
+            let mut packed = Vec::new();
+            d.deflate_sync(level, &input, &mut packed);
+            // A sync flush ends with an empty stored block.
+            assert!(packed.ends_with(&[0, 0, 0xff, 0xff]), "chunk {i}");
+            let mut out = Vec::with_capacity(input.len() + 10);
+            inflate
+                .decompress_vec(&packed, &mut out, flate2::FlushDecompress::Sync)
+                .unwrap();
+            assert_eq!(out, input, "chunk {i} at level {level}");
+        }
+    }
+
+    #[test]
+    fn palette_counts_and_limits() {
+        let mut p = Palette::default();
+        for round in 0..3 {
+            p.clear();
+            assert!(p.add_all(&[5, 5, 7, 5, 9, 9, 9, 9], 3));
+            assert_eq!(p.len(), 3, "round {round}");
+            assert!(!p.add(11, 1, 3));
+            p.sort_by_count();
+            assert_eq!(p.colours, vec![9, 5, 7]);
+            assert_eq!(p.counts, vec![4, 3, 1]);
+            assert_eq!((p.index(9), p.index(5), p.index(7)), (0, 1, 2));
         }
     }
 }

@@ -69,4 +69,57 @@ mod tests {
         }
         let _ = PixelFormat::NATIVE;
     }
+
+    use super::super::decode::Decoder;
+    use super::super::new_encoder;
+    use crate::framebuffer::{Frame, Rect};
+
+    #[test]
+    fn wire_bytes_and_raw_fallback() {
+        let mut f = Frame::new(8, 4);
+        f.pixels.fill(0x0000ff);
+        f.pixels[2 * 8 + 1] = 0xff0000;
+        f.pixels[2 * 8 + 2] = 0xff0000;
+        let mut out = Vec::new();
+        new_encoder(enc::RRE).encode(
+            &f,
+            f.bounds(),
+            &testutil::params(PixelFormat::BGR233),
+            &mut out,
+        );
+        // bg = blue (0xc0 in BGR233), one red (0x07) subrect at (1,2) 2x1.
+        assert_eq!(
+            out,
+            vec![
+                0, 0, 0, 0, 0, 8, 0, 4, 0, 0, 0, 2, 0, 0, 0, 1, 0xc0, 0x07, 0, 1, 0, 2, 0, 2, 0, 1
+            ]
+        );
+        // Three pixels: RRE (14 bytes) would be larger than raw (3), so Raw.
+        out.clear();
+        new_encoder(enc::RRE).encode(
+            &f,
+            Rect::new(0, 2, 3, 1),
+            &testutil::params(PixelFormat::BGR233),
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            vec![0, 0, 0, 2, 0, 3, 0, 1, 0, 0, 0, 0, 0xc0, 0x07, 0x07]
+        );
+        // Noise: RRE would be larger than raw, so Raw is sent.
+        let noise = testutil::palette_frame(40, 40, 1600, &PixelFormat::NATIVE);
+        let p = testutil::params(PixelFormat::NATIVE);
+        let mut d = Decoder::new();
+        let size = testutil::roundtrip_with(
+            new_encoder(enc::RRE).as_mut(),
+            &mut d,
+            &noise,
+            noise.bounds(),
+            &p,
+            0,
+            "noise",
+        );
+        assert_eq!(size, 12 + 40 * 40 * 4);
+        assert_eq!(d.stats.rects.get(&enc::RAW), Some(&1));
+    }
 }

@@ -293,4 +293,194 @@ mod tests {
         }
         let _ = PixelFormat::NATIVE;
     }
+
+    use super::super::decode::Decoder;
+    use super::super::{new_encoder, EncodeParams};
+    use super::{write_compact_len, MAX_COMPACT_LEN};
+    use crate::capture::test_pattern::render;
+    use crate::framebuffer::{Frame, Rect};
+
+    #[test]
+    fn compact_length_boundaries() {
+        for (len, want) in [
+            (0usize, vec![0u8]),
+            (127, vec![0x7f]),
+            (128, vec![0x80, 0x01]),
+            (16383, vec![0xff, 0x7f]),
+            (16384, vec![0x80, 0x80, 0x01]),
+            (MAX_COMPACT_LEN, vec![0xff, 0xff, 0xff]),
+        ] {
+            let mut out = Vec::new();
+            write_compact_len(len, &mut out);
+            assert_eq!(out, want, "{len}");
+        }
+    }
+
+    #[test]
+    fn wire_bytes_fill_and_mono() {
+        let mut f = Frame::new(4, 1);
+        f.pixels.fill(0x123456);
+        let mut out = Vec::new();
+        let be = PixelFormat {
+            big_endian: true,
+            red_shift: 24,
+            green_shift: 16,
+            blue_shift: 8,
+            ..PixelFormat::NATIVE
+        };
+        new_encoder(enc::TIGHT).encode(&f, Rect::new(0, 0, 1, 1), &testutil::params(be), &mut out);
+        // TPIXEL is R, G, B whatever the byte order and shifts.
+        assert_eq!(
+            out,
+            vec![0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 7, 0x80, 0x12, 0x34, 0x56]
+        );
+        f.pixels[2] = 0xffffff;
+        out.clear();
+        new_encoder(enc::TIGHT).encode(
+            &f,
+            f.bounds(),
+            &testutil::params(PixelFormat::NATIVE),
+            &mut out,
+        );
+        // Mono, stream 1, palette filter, 2 colours (most common first), 1 data byte raw.
+        assert_eq!(
+            out,
+            vec![
+                0,
+                0,
+                0,
+                0,
+                0,
+                4,
+                0,
+                1,
+                0,
+                0,
+                0,
+                7,
+                0x50,
+                1,
+                1,
+                0x12,
+                0x34,
+                0x56,
+                0xff,
+                0xff,
+                0xff,
+                0b0010_0000
+            ]
+        );
+    }
+
+    #[test]
+    fn kinds_and_split() {
+        let p = testutil::params(PixelFormat::NATIVE);
+        let mut e = new_encoder(enc::TIGHT);
+        let mut d = Decoder::new();
+        let f = testutil::palette_frame(300, 300, 2, &PixelFormat::NATIVE);
+        testutil::roundtrip_with(e.as_mut(), &mut d, &f, f.bounds(), &p, 0, "mono");
+        // 300x300 is cut into pieces of at most 65536 pixels.
+        assert_eq!(d.stats.rects.get(&enc::TIGHT), Some(&2));
+        let f = testutil::palette_frame(50, 50, 40, &PixelFormat::NATIVE);
+        testutil::roundtrip_with(e.as_mut(), &mut d, &f, f.bounds(), &p, 0, "indexed");
+        let f = render(100, 100, 1);
+        testutil::roundtrip_with(e.as_mut(), &mut d, &f, Rect::new(0, 0, 8, 8), &p, 0, "fill");
+        testutil::roundtrip_with(
+            e.as_mut(),
+            &mut d,
+            &f,
+            Rect::new(0, 40, 100, 60),
+            &p,
+            0,
+            "full",
+        );
+        let k = &d.stats.tight_kinds;
+        for kind in ["fill", "mono", "indexed", "full"] {
+            assert!(k.contains_key(kind), "{kind} missing: {k:?}");
+        }
+        assert!(!k.contains_key("jpeg"));
+        let f = testutil::palette_frame(4100, 2, 3, &PixelFormat::NATIVE);
+        let mut d = Decoder::new();
+        let mut e = new_encoder(enc::TIGHT);
+        testutil::roundtrip_with(e.as_mut(), &mut d, &f, f.bounds(), &p, 0, "wide");
+        assert_eq!(d.stats.rects.get(&enc::TIGHT), Some(&3));
+    }
+
+    #[test]
+    fn jpeg_only_for_many_colours_and_true_colour() {
+        let f = render(320, 240, 2);
+        for (q, tol) in [(9u8, 48u32), (5, 255), (0, 255)] {
+            for pf in [PixelFormat::NATIVE, PixelFormat::RGB565] {
+                let p = EncodeParams {
+                    pf,
+                    compress_level: Some(6),
+                    quality_level: Some(q),
+                };
+                let mut e = new_encoder(enc::TIGHT);
+                let mut d = Decoder::new();
+                let size = testutil::roundtrip_with(
+                    e.as_mut(),
+                    &mut d,
+                    &f,
+                    f.bounds(),
+                    &p,
+                    tol,
+                    &format!("jpeg q{q} {pf:?}"),
+                );
+                assert!(
+                    d.stats.tight_kinds.get("jpeg").is_some_and(|&n| n > 0),
+                    "q{q}"
+                );
+                assert!(size < 320 * 240 * 3, "q{q}: {size}");
+                // Few colours stay lossless even with a quality level.
+                let pal = testutil::palette_frame(64, 64, 20, &pf);
+                testutil::roundtrip_with(
+                    e.as_mut(),
+                    &mut d,
+                    &pal,
+                    pal.bounds(),
+                    &p,
+                    0,
+                    "palette with quality",
+                );
+            }
+        }
+        // Not for 8-bit or colour-map formats: those stay exact.
+        for (name, pf) in testutil::formats() {
+            if pf.bits_per_pixel == 8 {
+                let p = EncodeParams {
+                    pf,
+                    compress_level: None,
+                    quality_level: Some(3),
+                };
+                let mut d = Decoder::new();
+                testutil::roundtrip_with(
+                    new_encoder(enc::TIGHT).as_mut(),
+                    &mut d,
+                    &f,
+                    f.bounds(),
+                    &p,
+                    0,
+                    name,
+                );
+                assert!(!d.stats.tight_kinds.contains_key("jpeg"), "{name}");
+            }
+        }
+        let _ = Frame::new(1, 1);
+    }
+
+    #[test]
+    fn every_compression_level_round_trips() {
+        let f = render(160, 120, 4);
+        let mut e = new_encoder(enc::TIGHT);
+        let mut d = Decoder::new();
+        for level in (0..=9).chain([3, 0, 9]) {
+            let p = EncodeParams {
+                pf: PixelFormat::NATIVE,
+                compress_level: Some(level),
+                quality_level: None,
+            };
+            testutil::roundtrip_with(e.as_mut(), &mut d, &f, f.bounds(), &p, 0, "level");
+        }
+    }
 }

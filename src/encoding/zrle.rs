@@ -220,4 +220,82 @@ mod tests {
         }
         let _ = PixelFormat::NATIVE;
     }
+
+    use super::super::decode::{ClientFramebuffer, Decoder};
+    use super::super::{new_encoder, EncodeParams};
+    use crate::framebuffer::Frame;
+
+    /// A frame whose 64x64 tiles need each ZRLE subencoding in turn.
+    fn tiles_frame() -> Frame {
+        let mut f = Frame::new(64 * 6, 64);
+        for y in 0..64usize {
+            for x in 0..64 * 6usize {
+                let (t, lx) = (x / 64, x % 64);
+                let i = y * 64 + lx;
+                let noise = (i as u32).wrapping_mul(2654435761) >> 8;
+                f.pixels[y * 64 * 6 + x] = match t {
+                    0 => 0x123456,                                                       // solid
+                    1 => [0x000000, 0xffffff][(lx ^ y) & 1], // 2 colours, packed
+                    2 => [0x10, 0x2000, 0x300000, 0x404040, 0x555555][(lx / 3 + y) % 5], // packed, 4 bits
+                    3 => noise & 0xffffff,                                               // raw
+                    4 => ((i / 40) as u32).wrapping_mul(0x010305), // many colours, long runs: plain RLE
+                    _ => [0xff0000, 0x00ff00, 0x0000ff][(i / 40) % 3], // few colours, runs: palette RLE
+                };
+            }
+        }
+        f
+    }
+
+    #[test]
+    fn every_subencoding_is_used_and_exact() {
+        let f = tiles_frame();
+        let p = testutil::params(PixelFormat::NATIVE);
+        let mut e = new_encoder(enc::ZRLE);
+        let mut d = Decoder::new();
+        testutil::roundtrip_with(e.as_mut(), &mut d, &f, f.bounds(), &p, 0, "tiles");
+        let t = &d.stats.zrle_tiles;
+        assert_eq!(t.get(&1), Some(&1), "{t:?}");
+        assert_eq!(t.get(&2), Some(&1), "{t:?}");
+        assert_eq!(t.get(&5), Some(&1), "{t:?}");
+        assert_eq!(t.get(&0), Some(&1), "{t:?}");
+        assert_eq!(t.get(&128), Some(&1), "{t:?}");
+        assert_eq!(t.get(&131), Some(&1), "{t:?}");
+    }
+
+    #[test]
+    fn solid_tile_wire_bytes() {
+        // One 1x1 tile of 0x123456 in the BE 24/16/8 format: subencoding 1,
+        // then the CPIXEL = the three most significant bytes.
+        let pf = PixelFormat {
+            big_endian: true,
+            red_shift: 24,
+            green_shift: 16,
+            blue_shift: 8,
+            ..PixelFormat::NATIVE
+        };
+        let mut f = Frame::new(1, 1);
+        f.pixels[0] = 0x123456;
+        let mut out = Vec::new();
+        new_encoder(enc::ZRLE).encode(
+            &f,
+            f.bounds(),
+            &EncodeParams {
+                pf,
+                compress_level: Some(1),
+                quality_level: None,
+            },
+            &mut out,
+        );
+        assert_eq!(&out[..12], &[0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 16]);
+        let len = u32::from_be_bytes(out[12..16].try_into().unwrap()) as usize;
+        assert_eq!(out.len(), 16 + len);
+        let mut z = flate2::Decompress::new(true);
+        let mut raw = Vec::with_capacity(64);
+        z.decompress_vec(&out[16..], &mut raw, flate2::FlushDecompress::Sync)
+            .unwrap();
+        assert_eq!(raw, vec![1, 0x12, 0x34, 0x56]);
+        let mut fb = ClientFramebuffer::new(1, 1, pf);
+        Decoder::new().decode_update(&out, 1, &mut fb).unwrap();
+        assert_eq!(fb.pixels[0], 0x1234_5600);
+    }
 }
