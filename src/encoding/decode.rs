@@ -781,3 +781,261 @@ fn decode_jpeg(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::test_pattern::render;
+    use crate::encoding::{new_encoder, testutil, EncodeParams};
+
+    fn encoded(encoding: i32, pf: PixelFormat) -> (Vec<u8>, u16) {
+        let f = render(40, 30, 1);
+        let p = EncodeParams {
+            pf,
+            compress_level: Some(1),
+            quality_level: if encoding == enc::TIGHT {
+                Some(5)
+            } else {
+                None
+            },
+        };
+        let mut e = new_encoder(encoding);
+        let mut body = Vec::new();
+        let mut n = e.encode(&f, f.bounds(), &p, &mut body);
+        let pal = testutil::palette_frame(40, 30, 3, &pf);
+        n += e.encode(&pal, Rect::new(3, 4, 20, 17), &p, &mut body);
+        (body, n as u16)
+    }
+
+    const ALL: [i32; 6] = [
+        enc::RAW,
+        enc::RRE,
+        enc::HEXTILE,
+        enc::ZLIB,
+        enc::TIGHT,
+        enc::ZRLE,
+    ];
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        for e in ALL {
+            for pf in [PixelFormat::NATIVE, PixelFormat::BGR233] {
+                let (body, n) = encoded(e, pf);
+                let mut fb = ClientFramebuffer::new(40, 30, pf);
+                assert_eq!(
+                    Decoder::new().decode_update(&body, n, &mut fb),
+                    Ok(body.len())
+                );
+                for cut in 0..body.len() {
+                    let r = Decoder::new().decode_update(&body[..cut], n, &mut fb);
+                    assert!(
+                        r.is_err(),
+                        "encoding {e}: cut at {cut} of {} decoded",
+                        body.len()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn corrupted_input_never_panics() {
+        // Deterministic xorshift so a failure is reproducible.
+        let mut s = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        for e in ALL {
+            let (body, n) = encoded(e, PixelFormat::RGB565);
+            for _ in 0..300 {
+                let mut b = body.clone();
+                for _ in 0..1 + rnd() % 4 {
+                    let i = (rnd() as usize) % b.len();
+                    b[i] = rnd() as u8;
+                }
+                let mut fb = ClientFramebuffer::new(40, 30, PixelFormat::RGB565);
+                let _ = Decoder::new().decode_update(&b, n, &mut fb);
+                assert_eq!(fb.pixels.len(), fb.width as usize * fb.height as usize);
+            }
+        }
+    }
+
+    fn header(x: u16, y: u16, w: u16, h: u16, e: i32) -> Vec<u8> {
+        let mut v = Vec::new();
+        for n in [x, y, w, h] {
+            v.extend_from_slice(&n.to_be_bytes());
+        }
+        v.extend_from_slice(&e.to_be_bytes());
+        v
+    }
+
+    #[test]
+    fn hostile_lengths_and_counts_are_rejected() {
+        let pf = PixelFormat::NATIVE;
+        let mut fb = ClientFramebuffer::new(64, 64, pf);
+        let mut dec = Decoder::new();
+        // Rectangle outside the framebuffer, including u16 overflow.
+        for (x, w) in [(60u16, 5u16), (65535, 65535), (0, 65)] {
+            let b = header(x, 0, w, 1, enc::RAW);
+            assert!(matches!(
+                dec.decode_update(&b, 1, &mut fb),
+                Err(DecodeError::OutOfBounds(_))
+            ));
+        }
+        // CopyRect from outside.
+        let mut b = header(0, 0, 10, 10, enc::COPY_RECT);
+        b.extend_from_slice(&[0, 60, 0, 0]);
+        assert!(dec.decode_update(&b, 1, &mut fb).is_err());
+        // RRE with 2^32-1 subrectangles and no data.
+        let mut b = header(0, 0, 8, 8, enc::RRE);
+        b.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4]);
+        assert_eq!(
+            dec.decode_update(&b, 1, &mut fb),
+            Err(DecodeError::Truncated)
+        );
+        // RRE subrectangle outside its rectangle.
+        let mut b = header(0, 0, 8, 8, enc::RRE);
+        b.extend_from_slice(&[0, 0, 0, 1, 1, 2, 3, 4, 1, 2, 3, 4, 0, 7, 0, 0, 0, 2, 0, 1]);
+        assert!(matches!(
+            dec.decode_update(&b, 1, &mut fb),
+            Err(DecodeError::Invalid(_))
+        ));
+        // Zlib/ZRLE lengths beyond the input.
+        for e in [enc::ZLIB, enc::ZRLE] {
+            let mut b = header(0, 0, 8, 8, e);
+            b.extend_from_slice(&[0x80, 0, 0, 0, 0x78]);
+            assert_eq!(
+                dec.decode_update(&b, 1, &mut fb),
+                Err(DecodeError::Truncated)
+            );
+        }
+        // A zlib bomb: a few KB inflating to far more than the rectangle.
+        let zeros = vec![0u8; 1 << 20];
+        let mut bomb = Vec::new();
+        crate::encoding::Deflater::new(9).deflate_sync(9, &zeros, &mut bomb);
+        for e in [enc::ZLIB, enc::ZRLE] {
+            let mut b = header(0, 0, 8, 8, e);
+            b.extend_from_slice(&(bomb.len() as u32).to_be_bytes());
+            b.extend_from_slice(&bomb);
+            let r = Decoder::new().decode_update(&b, 1, &mut fb);
+            assert!(r.is_err(), "{e}: {r:?}");
+        }
+        // ZRLE run longer than its tile.
+        let mut raw = vec![128u8, 1, 2, 3];
+        raw.extend_from_slice(&[255; 40]);
+        let mut packed = Vec::new();
+        crate::encoding::Deflater::new(1).deflate_sync(1, &raw, &mut packed);
+        let mut b = header(0, 0, 8, 8, enc::ZRLE);
+        b.extend_from_slice(&(packed.len() as u32).to_be_bytes());
+        b.extend_from_slice(&packed);
+        assert!(matches!(
+            Decoder::new().decode_update(&b, 1, &mut fb),
+            Err(DecodeError::Invalid(_))
+        ));
+        // Tight: too wide, compact length beyond input, bad palette index.
+        let mut big = ClientFramebuffer::new(4096, 1, pf);
+        let mut b = header(0, 0, 2049, 1, enc::TIGHT);
+        b.extend_from_slice(&[0x80, 1, 2, 3]);
+        assert!(matches!(
+            dec.decode_update(&b, 1, &mut big),
+            Err(DecodeError::Invalid(_))
+        ));
+        let mut b = header(0, 0, 8, 8, enc::TIGHT);
+        b.extend_from_slice(&[0x00, 0xff, 0xff, 0xff]);
+        assert_eq!(
+            dec.decode_update(&b, 1, &mut fb),
+            Err(DecodeError::Truncated)
+        );
+        let mut b = header(0, 0, 2, 1, enc::TIGHT);
+        b.extend_from_slice(&[0x60, 1, 2, 0, 0, 0, 1, 1, 1, 2, 2, 2, 0, 7]);
+        assert!(matches!(
+            dec.decode_update(&b, 1, &mut fb),
+            Err(DecodeError::Invalid(_))
+        ));
+        let mut b = header(0, 0, 8, 8, enc::TIGHT);
+        b.extend_from_slice(&[0xa0]);
+        assert!(matches!(
+            dec.decode_update(&b, 1, &mut fb),
+            Err(DecodeError::Invalid(_))
+        ));
+        // JPEG whose header claims another size.
+        let mut jpeg = Vec::new();
+        jpeg_encoder::Encoder::new(&mut jpeg, 50)
+            .encode(&[0u8; 3 * 4 * 4], 4, 4, jpeg_encoder::ColorType::Rgb)
+            .unwrap();
+        let mut b = header(0, 0, 8, 8, enc::TIGHT);
+        b.push(0x90);
+        crate::encoding::tight::write_compact_len(jpeg.len(), &mut b);
+        b.extend_from_slice(&jpeg);
+        assert!(matches!(
+            dec.decode_update(&b, 1, &mut fb),
+            Err(DecodeError::Invalid(_))
+        ));
+        // DesktopSize beyond the cap; DesktopName longer than the input.
+        let b = header(0, 0, 65535, 65535, enc::DESKTOP_SIZE);
+        assert_eq!(
+            dec.decode_update(&b, 1, &mut fb),
+            Err(DecodeError::TooLarge)
+        );
+        let mut b = header(0, 0, 0, 0, enc::DESKTOP_NAME);
+        b.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, b'x']);
+        assert_eq!(
+            dec.decode_update(&b, 1, &mut fb),
+            Err(DecodeError::Truncated)
+        );
+        // Hextile tile without a background, and a subrect leaving its tile.
+        let mut b = header(0, 0, 16, 16, enc::HEXTILE);
+        b.push(0);
+        assert!(matches!(
+            dec.decode_update(&b, 1, &mut fb),
+            Err(DecodeError::Invalid(_))
+        ));
+        let mut b = header(0, 0, 4, 4, enc::HEXTILE);
+        b.extend_from_slice(&[2 | 4 | 8, 0, 0, 0, 0, 1, 1, 1, 0, 1, 0x33, 0x11]);
+        assert!(matches!(
+            dec.decode_update(&b, 1, &mut fb),
+            Err(DecodeError::Invalid(_))
+        ));
+        // Unknown encoding.
+        let b = header(0, 0, 1, 1, 12345);
+        assert_eq!(
+            dec.decode_update(&b, 1, &mut fb),
+            Err(DecodeError::Unsupported(12345))
+        );
+    }
+
+    #[test]
+    fn pseudo_rects_and_last_rect() {
+        let pf = PixelFormat::NATIVE;
+        let mut fb = ClientFramebuffer::new(8, 8, pf);
+        let mut b = header(0, 0, 20, 10, enc::DESKTOP_SIZE);
+        b.extend(header(0, 0, 0, 0, enc::DESKTOP_NAME));
+        b.extend_from_slice(&[0, 0, 0, 2, b'h', b'i']);
+        b.extend(header(1, 1, 1, 1, enc::RAW));
+        b.extend_from_slice(&[1, 2, 3, 0]);
+        b.extend(header(0, 0, 0, 0, enc::LAST_RECT));
+        let used = Decoder::new().decode_update(&b, 0xffff, &mut fb).unwrap();
+        assert_eq!(used, b.len());
+        assert_eq!((fb.width, fb.height), (20, 10));
+        assert_eq!(fb.get(1, 1), 0x030201);
+        // Tight stream reset bits reset the decoder's streams.
+        let mut msg = vec![0, 0, 0, 1];
+        let f = testutil::palette_frame(20, 10, 2, &pf);
+        let mut e = new_encoder(enc::TIGHT);
+        let p = testutil::params(pf);
+        e.encode(&f, f.bounds(), &p, &mut msg);
+        let mut d = Decoder::new();
+        assert_eq!(d.decode_message(&msg, &mut fb), Ok(msg.len()));
+        // The same bytes again continue stream 1 and fail unless it is reset.
+        let mut again = vec![0, 0, 0, 1];
+        new_encoder(enc::TIGHT).encode(&f, f.bounds(), &p, &mut again);
+        assert!(d.decode_message(&again, &mut fb).is_err());
+        let mut d = Decoder::new();
+        d.decode_message(&msg, &mut fb).unwrap();
+        again[4 + 12] |= 0x02; // reset stream 1
+        assert_eq!(d.decode_message(&again, &mut fb), Ok(again.len()));
+    }
+}
