@@ -98,18 +98,26 @@ impl Encoder for HextileEncoder {
                     }
                     Some(f)
                 };
+                // Every colour but the background needs a subrectangle of
+                // its own: when that alone reaches the raw size, go raw.
+                let min_subrect = if many { bpp + 2 } else { 2 };
+                let too_many = many && {
+                    let k = self.pal.len().max(3);
+                    size + (k - 1) * min_subrect >= raw_size
+                };
                 self.subrects.clear();
                 let subrects = &mut self.subrects;
                 let mut count = 0usize;
-                let fits = find_subrects(&mut self.tile, tw, th, tile_bg, |x, y, sw, sh, c| {
-                    if many {
-                        pf.write_pixel(c, subrects);
-                    }
-                    subrects.push(((x as u8) << 4) | y as u8);
-                    subrects.push((((sw - 1) as u8) << 4) | (sh - 1) as u8);
-                    count += 1;
-                    count <= 255 && size + subrects.len() < raw_size
-                });
+                let fits = !too_many
+                    && find_subrects(&mut self.tile, tw, th, tile_bg, |x, y, sw, sh, c| {
+                        if many {
+                            pf.write_pixel(c, subrects);
+                        }
+                        subrects.push(((x as u8) << 4) | y as u8);
+                        subrects.push((((sw - 1) as u8) << 4) | (sh - 1) as u8);
+                        count += 1;
+                        count <= 255 && size + subrects.len() < raw_size
+                    });
                 if !fits {
                     out.push(RAW);
                     for y in ty..ty + th {

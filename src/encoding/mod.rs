@@ -173,6 +173,32 @@ pub(crate) fn write_pixels(pf: &PixelFormat, px: &[u32], out: &mut Vec<u8>) {
     }
 }
 
+/// Append every pixel value as a CPIXEL (see [`PixelFormat::write_cpixel`]),
+/// choosing the byte layout once for the whole slice.
+pub(crate) fn write_cpixels(pf: &PixelFormat, px: &[u32], out: &mut Vec<u8>) {
+    match pf.cpixel_low_bytes() {
+        None => write_pixels(pf, px, out),
+        Some(low) => {
+            out.reserve(px.len() * 3);
+            // Which three bytes of the full pixel (in wire order) to keep.
+            let bytes: fn(u32) -> [u8; 4] = if pf.big_endian {
+                u32::to_be_bytes
+            } else {
+                u32::to_le_bytes
+            };
+            let skip_first = low == pf.big_endian;
+            for &v in px {
+                let b = bytes(v);
+                if skip_first {
+                    out.extend_from_slice(&b[1..]);
+                } else {
+                    out.extend_from_slice(&b[..3]);
+                }
+            }
+        }
+    }
+}
+
 /// A zlib stream that lives as long as the connection. Every chunk is ended
 /// with a sync flush so the client can decode it without later data.
 pub(crate) struct Deflater {
@@ -717,6 +743,37 @@ mod tests {
                 .decompress_vec(&packed, &mut out, flate2::FlushDecompress::Sync)
                 .unwrap();
             assert_eq!(out, input, "chunk {i} at level {level}");
+        }
+    }
+
+    #[test]
+    fn bulk_cpixels_match_single_cpixels() {
+        let mut pfs: Vec<PixelFormat> = testutil::formats().into_iter().map(|f| f.1).collect();
+        for big_endian in [false, true] {
+            pfs.push(PixelFormat {
+                big_endian,
+                red_shift: 16,
+                green_shift: 12,
+                blue_shift: 8,
+                red_max: 15,
+                green_max: 15,
+                blue_max: 15,
+                ..PixelFormat::NATIVE
+            });
+        }
+        let px: Vec<u32> = (0..50u32).map(|i| i.wrapping_mul(0x9E37_79B1)).collect();
+        for pf in pfs {
+            let vals: Vec<u32> = px.iter().map(|&p| pf.from_native(p)).collect();
+            let mut bulk = Vec::new();
+            write_cpixels(&pf, &vals, &mut bulk);
+            let mut single = Vec::new();
+            vals.iter().for_each(|&v| pf.write_cpixel(v, &mut single));
+            assert_eq!(bulk, single, "{pf:?}");
+            let mut bulk = Vec::new();
+            write_pixels(&pf, &vals, &mut bulk);
+            let mut single = Vec::new();
+            vals.iter().for_each(|&v| pf.write_pixel(v, &mut single));
+            assert_eq!(bulk, single, "{pf:?}");
         }
     }
 

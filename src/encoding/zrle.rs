@@ -2,7 +2,7 @@
 //! is sent in the smallest of: raw CPIXELs, solid, packed palette (2..16
 //! colours), plain RLE, palette RLE (2..127 colours).
 
-use super::{translate_rect, zlib_level, Deflater, EncodeParams, Encoder, Palette};
+use super::{translate_rect, write_cpixels, zlib_level, Deflater, EncodeParams, Encoder, Palette};
 use crate::framebuffer::{Frame, Rect};
 use crate::rfb::messages::{enc, write_rect_header};
 use crate::rfb::PixelFormat;
@@ -136,14 +136,10 @@ fn encode_tile(
     let best = raw.min(plain_rle).min(packed).min(pal_rle);
     if best == raw {
         out.push(0);
-        for &v in t {
-            pf.write_cpixel(v, out);
-        }
+        write_cpixels(pf, t, out);
     } else if best == packed {
         out.push(k as u8);
-        for &c in &pal.colours {
-            pf.write_cpixel(c, out);
-        }
+        write_cpixels(pf, &pal.colours, out);
         let bits = match k {
             2 => 1,
             3..=4 => 2,
@@ -167,9 +163,7 @@ fn encode_tile(
         }
     } else if best == pal_rle {
         out.push(128 + k as u8);
-        for &c in &pal.colours {
-            pf.write_cpixel(c, out);
-        }
+        write_cpixels(pf, &pal.colours, out);
         for_each_run(t, |v, len| {
             let idx = pal.index(v) as u8;
             if len == 1 {
