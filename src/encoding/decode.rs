@@ -279,7 +279,11 @@ impl Decoder {
                 }
                 enc::CURSOR => {
                     let (w, h) = (rect.w as usize, rect.h as usize);
-                    r.take(w * h * fb.pf.bytes_per_pixel() + w.div_ceil(8) * h)?;
+                    // u64: no overflow even where usize is 32 bits.
+                    let len = (w as u64 * h as u64) * fb.pf.bytes_per_pixel() as u64
+                        + w.div_ceil(8) as u64 * h as u64;
+                    let len = usize::try_from(len).map_err(|_| DecodeError::Truncated)?;
+                    r.take(len)?;
                 }
                 _ => {
                     fb.check(rect)?;
@@ -1005,6 +1009,30 @@ mod tests {
             dec.decode_update(&b, 1, &mut fb),
             Err(DecodeError::Unsupported(12345))
         );
+    }
+
+    #[test]
+    fn copy_rect_handles_overlap() {
+        let pf = PixelFormat::RGB565;
+        let mut fb = ClientFramebuffer::new(6, 3, pf);
+        for (i, p) in fb.pixels.iter_mut().enumerate() {
+            *p = i as u32;
+        }
+        let before = fb.clone();
+        // Move the 4x2 block at (0,0) one pixel right and down: overlapping.
+        let mut b = header(1, 1, 4, 2, enc::COPY_RECT);
+        b.extend_from_slice(&[0, 0, 0, 0]);
+        assert_eq!(Decoder::new().decode_update(&b, 1, &mut fb), Ok(b.len()));
+        for y in 0..3u16 {
+            for x in 0..6u16 {
+                let want = if (1..5).contains(&x) && (1..3).contains(&y) {
+                    before.get(x - 1, y - 1)
+                } else {
+                    before.get(x, y)
+                };
+                assert_eq!(fb.get(x, y), want, "({x},{y})");
+            }
+        }
     }
 
     #[test]

@@ -455,6 +455,7 @@ pub(crate) mod testutil {
     use super::{new_encoder, EncodeParams, Encoder};
     use crate::capture::test_pattern::render;
     use crate::framebuffer::{Frame, Rect};
+    use crate::rfb::messages::enc;
     use crate::rfb::PixelFormat;
 
     /// Value the decoder's framebuffer starts with; no decoded pixel has it.
@@ -694,6 +695,17 @@ pub(crate) mod testutil {
             let mut count = 0;
             for r in rects.iter().take(1 + n as usize % 3) {
                 count += enc.encode(&frame, *r, p, &mut body);
+            }
+            if n > 0 && [enc::ZLIB, enc::ZRLE, enc::TIGHT].contains(&encoding) {
+                // The data continues the streams: a decoder that has not
+                // seen the earlier updates cannot read it.
+                let mut fresh_fb = fb.clone();
+                assert!(
+                    Decoder::new()
+                        .decode_update(&body, count as u16, &mut fresh_fb)
+                        .is_err(),
+                    "update {n} decoded without the earlier stream state"
+                );
             }
             let used = dec.decode_update(&body, count as u16, &mut fb).unwrap();
             assert_eq!(used, body.len());
