@@ -1,8 +1,9 @@
 //! Tight (7), as TigerVNC speaks it: each rectangle is cut to at most 2048
 //! pixels wide and 65536 pixels in area, then sent as a solid fill, a
 //! two-colour bitmap, an indexed palette, JPEG (only when the client asked
-//! for a quality level, the format is 16/32-bit true colour and the area has
-//! too many colours for a palette), or full colour. Zlib streams: 0 for full
+//! for a quality level, the format is 16/32-bit true colour, the area is at
+//! least [`JPEG_MIN_AREA`] pixels and has too many colours for a palette), or
+//! full colour (lossless). Zlib streams: 0 for full
 //! colour, 1 for bitmaps, 2 for indexed; they persist for the connection and
 //! are never reset after the start. Data shorter than 12 bytes is sent
 //! without compression, as the protocol requires.
@@ -31,6 +32,10 @@ const STREAM_MONO: usize = 1;
 const STREAM_INDEXED: usize = 2;
 /// TigerVNC's default compression level.
 const DEFAULT_LEVEL: u32 = 2;
+
+/// Smaller areas are never sent as JPEG: its headers and tables (some 600
+/// bytes) would outweigh what lossy coding saves.
+pub const JPEG_MIN_AREA: usize = 1024;
 
 /// JPEG quality for quality levels 0..=9 (TigerVNC's table).
 const JPEG_QUALITY: [u8; 10] = [15, 29, 41, 42, 62, 77, 79, 86, 92, 100];
@@ -189,9 +194,9 @@ impl TightEncoder {
         let pf = &p.pf;
         let rgb = tpixel_is_rgb(pf);
         let level = zlib_level(p, DEFAULT_LEVEL);
-        let jpeg = p
-            .quality_level
-            .filter(|_| pf.true_colour && matches!(pf.bits_per_pixel, 16 | 32));
+        let jpeg = p.quality_level.filter(|_| {
+            pf.true_colour && matches!(pf.bits_per_pixel, 16 | 32) && r.area() >= JPEG_MIN_AREA
+        });
         translate_rect(frame, r, pf, &mut self.px);
         self.pal.clear();
         let max = Self::max_colours(r.area(), p, jpeg.is_some());
@@ -445,7 +450,28 @@ mod tests {
                 );
             }
         }
-        // Not for 8-bit or colour-map formats: those stay exact.
+        // Not for small areas, nor for 8-bit or colour-map formats: those stay exact.
+        let p = EncodeParams {
+            pf: PixelFormat::NATIVE,
+            compress_level: None,
+            quality_level: Some(0),
+        };
+        let mut d = Decoder::new();
+        testutil::roundtrip_with(
+            new_encoder(enc::TIGHT).as_mut(),
+            &mut d,
+            &f,
+            Rect::new(100, 100, 31, 33),
+            &p,
+            0,
+            "small",
+        );
+        assert!(!d.stats.tight_kinds.contains_key("jpeg"));
+        assert!(
+            d.stats.tight_kinds.contains_key("full"),
+            "{:?}",
+            d.stats.tight_kinds
+        );
         for (name, pf) in testutil::formats() {
             if pf.bits_per_pixel == 8 {
                 let p = EncodeParams {
