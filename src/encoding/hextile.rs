@@ -109,7 +109,7 @@ impl Encoder for HextileEncoder {
                 let subrects = &mut self.subrects;
                 let mut count = 0usize;
                 let fits = !too_many
-                    && find_subrects(&mut self.tile, tw, th, tile_bg, |x, y, sw, sh, c| {
+                    && find_subrects(&mut self.tile, tw, th, tile_bg, false, |x, y, sw, sh, c| {
                         if many {
                             pf.write_pixel(c, subrects);
                         }

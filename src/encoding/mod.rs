@@ -377,12 +377,15 @@ impl Palette {
 /// Cover every pixel of `work` (a `w`x`h` block, row-major) that differs
 /// from `bg` with single-colour rectangles, calling `emit(x, y, w, h, colour)`
 /// for each; covered pixels are overwritten with `bg`. Stops and returns
-/// false as soon as `emit` returns false.
+/// false as soon as `emit` returns false. With `both_ways`, each rectangle
+/// is grown row-first and column-first and the larger kept (fewer, bigger
+/// rectangles for twice the search); otherwise row-first only.
 pub(crate) fn find_subrects(
     work: &mut [u32],
     w: usize,
     h: usize,
     bg: u32,
+    both_ways: bool,
     mut emit: impl FnMut(usize, usize, usize, usize, u32) -> bool,
 ) -> bool {
     for y in 0..h {
@@ -407,20 +410,21 @@ pub(crate) fn find_subrects(
             {
                 h1 += 1;
             }
-            // Vertical first: run down the column, then grow rightwards.
-            let mut h2 = 1;
-            while y + h2 < h && work[(y + h2) * w + x] == c {
-                h2 += 1;
+            let (mut rw, mut rh) = (w1, h1);
+            if both_ways {
+                // Vertical first: run down the column, then grow rightwards.
+                let mut h2 = 1;
+                while y + h2 < h && work[(y + h2) * w + x] == c {
+                    h2 += 1;
+                }
+                let mut w2 = 1;
+                while x + w2 < w && (0..h2).all(|dy| work[(y + dy) * w + x + w2] == c) {
+                    w2 += 1;
+                }
+                if w2 * h2 > w1 * h1 {
+                    (rw, rh) = (w2, h2);
+                }
             }
-            let mut w2 = 1;
-            while x + w2 < w && (0..h2).all(|dy| work[(y + dy) * w + x + w2] == c) {
-                w2 += 1;
-            }
-            let (rw, rh) = if w2 * h2 > w1 * h1 {
-                (w2, h2)
-            } else {
-                (w1, h1)
-            };
             if !emit(x, y, rw, rh, c) {
                 return false;
             }

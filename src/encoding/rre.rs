@@ -32,7 +32,7 @@ impl Encoder for RreEncoder {
         self.subrects.clear();
         let subrects = &mut self.subrects;
         let mut n: u32 = 0;
-        let fits = find_subrects(&mut self.px, w, h, bg, |x, y, sw, sh, c| {
+        let fits = find_subrects(&mut self.px, w, h, bg, true, |x, y, sw, sh, c| {
             pf.write_pixel(c, subrects);
             for v in [x, y, sw, sh] {
                 subrects.extend_from_slice(&(v as u16).to_be_bytes());
