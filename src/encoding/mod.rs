@@ -30,7 +30,9 @@ pub trait Encoder: Send {
     fn encoding(&self) -> i32;
     /// Append rectangles (header and data) that together cover `rect` of
     /// `frame` exactly; return how many were written. `rect` lies inside
-    /// the frame and is not empty.
+    /// the frame and is not empty. Some encoders cut `rect` into several
+    /// rectangles (Tight's size limits, Zlib's bands), and RRE may send a
+    /// rectangle as Raw (which every client accepts) when that is smaller.
     fn encode(
         &mut self,
         frame: &Frame,
