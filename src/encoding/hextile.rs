@@ -162,13 +162,12 @@ mod tests {
         for (_, pf) in testutil::formats() {
             testutil::multi_update(enc::HEXTILE, &testutil::params(pf));
         }
-        let _ = PixelFormat::NATIVE;
     }
 
     use super::super::decode::Decoder;
     use super::super::new_encoder;
     use super::{ANY_SUBRECTS, BACKGROUND_SPECIFIED, FOREGROUND_SPECIFIED, RAW, SUBRECTS_COLOURED};
-    use crate::framebuffer::{Frame, Rect};
+    use crate::framebuffer::Frame;
 
     #[test]
     fn tile_kinds_and_state_rules() {
@@ -232,7 +231,6 @@ mod tests {
                 ANY_SUBRECTS | FOREGROUND_SPECIFIED,
             ]
         );
-        let _ = Rect::default();
     }
 
     #[test]

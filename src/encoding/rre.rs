@@ -67,7 +67,6 @@ mod tests {
         for (_, pf) in testutil::formats() {
             testutil::multi_update(enc::RRE, &testutil::params(pf));
         }
-        let _ = PixelFormat::NATIVE;
     }
 
     use super::super::decode::Decoder;

@@ -296,7 +296,6 @@ mod tests {
         for (_, pf) in testutil::formats() {
             testutil::multi_update(enc::TIGHT, &testutil::params(pf));
         }
-        let _ = PixelFormat::NATIVE;
     }
 
     use super::super::decode::Decoder;
@@ -492,7 +491,6 @@ mod tests {
                 assert!(!d.stats.tight_kinds.contains_key("jpeg"), "{name}");
             }
         }
-        let _ = Frame::new(1, 1);
     }
 
     #[test]

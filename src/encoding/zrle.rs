@@ -212,7 +212,6 @@ mod tests {
         for (_, pf) in testutil::formats() {
             testutil::multi_update(enc::ZRLE, &testutil::params(pf));
         }
-        let _ = PixelFormat::NATIVE;
     }
 
     use super::super::decode::{ClientFramebuffer, Decoder};
