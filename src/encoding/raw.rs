@@ -30,3 +30,21 @@ impl Encoder for RawEncoder {
         1
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil;
+    use crate::rfb::messages::enc;
+
+    #[test]
+    fn lossless_round_trips() {
+        testutil::lossless_suite(enc::RAW);
+    }
+
+    #[test]
+    fn streams_persist_across_updates() {
+        for (_, pf) in testutil::formats() {
+            testutil::multi_update(enc::RAW, &testutil::params(pf));
+        }
+    }
+}

@@ -171,12 +171,15 @@ impl PixelFormat {
         let mask = ((self.red_max as u32) << self.red_shift)
             | ((self.green_max as u32) << self.green_shift)
             | ((self.blue_max as u32) << self.blue_shift);
-        if mask & 0xff00_0000 == 0 {
-            Some(true)
-        } else if mask & 0x0000_00ff == 0 {
-            Some(false)
-        } else {
-            None
+        let fits_low = mask & 0xff00_0000 == 0;
+        let fits_high = mask & 0x0000_00ff == 0;
+        match (fits_low, fits_high) {
+            // Both fit (channels in the middle two bytes): like TigerVNC
+            // and libvncserver, take the first three bytes on the wire.
+            (true, true) => Some(!self.big_endian),
+            (true, false) => Some(true),
+            (false, true) => Some(false),
+            (false, false) => None,
         }
     }
 
@@ -382,6 +385,32 @@ mod tests {
                 assert_eq!(out.len(), 3);
                 assert_eq!(pf.read_cpixel(&out), v);
             }
+        }
+    }
+
+    #[test]
+    fn cpixel_takes_the_first_three_wire_bytes_when_both_ends_fit() {
+        // Channels in bits 8..23 fit both the low and the high three bytes;
+        // TigerVNC's ZRLE then sends the first three bytes on the wire.
+        for big in [false, true] {
+            let pf = PixelFormat {
+                big_endian: big,
+                red_max: 31,
+                green_max: 63,
+                blue_max: 31,
+                red_shift: 19,
+                green_shift: 13,
+                blue_shift: 8,
+                ..PixelFormat::NATIVE
+            };
+            pf.validate().unwrap();
+            let v = pf.from_native(0xffffff);
+            let mut full = Vec::new();
+            pf.write_pixel(v, &mut full);
+            let mut c = Vec::new();
+            pf.write_cpixel(v, &mut c);
+            assert_eq!(c, full[..3], "big endian: {big}");
+            assert_eq!(pf.read_cpixel(&c), v);
         }
     }
 

@@ -419,6 +419,45 @@ mod tests {
     }
 
     #[test]
+    fn every_encoding_keeps_a_viewer_exact_over_many_updates() {
+        use crate::encoding::decode::{ClientFramebuffer, Decoder};
+        use crate::encoding::SUPPORTED;
+        let be32 = PixelFormat {
+            big_endian: true,
+            red_shift: 24,
+            green_shift: 16,
+            blue_shift: 8,
+            ..PixelFormat::NATIVE
+        };
+        for &e in SUPPORTED {
+            for pf in [PixelFormat::NATIVE, PixelFormat::RGB565, be32] {
+                let mut v = ViewerState::new(160, 120);
+                v.set_pixel_format(pf);
+                v.set_encodings(&[e, enc::COMPRESS_LEVEL_0 + 3]);
+                let mut fb = ClientFramebuffer::new(160, 120, pf);
+                let mut dec = Decoder::new();
+                for n in 0..5u64 {
+                    v.request(n > 0, Rect::new(0, 0, 160, 120));
+                    let p = publish(n + 1, render(160, 120, n * 7));
+                    let mut out = Vec::new();
+                    assert!(v.build_update(&p, &mut out).unwrap());
+                    assert_eq!(dec.decode_message(&out, &mut fb), Ok(out.len()));
+                    let want: Vec<u32> =
+                        p.frame.pixels.iter().map(|&x| pf.from_native(x)).collect();
+                    assert!(fb.pixels == want, "encoding {e}, {pf:?}, update {n}");
+                }
+                // The chosen encoding was used (RRE may send Raw where smaller).
+                let used: Vec<i32> = dec.stats.rects.keys().copied().collect();
+                assert!(used.contains(&e), "{e}: {used:?}");
+                assert!(
+                    used.iter().all(|&u| u == e || u == enc::RAW),
+                    "{e}: {used:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn resize_without_support_is_an_error() {
         let mut v = ViewerState::new(100, 80);
         v.request(true, Rect::new(0, 0, 100, 80));

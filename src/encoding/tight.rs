@@ -1,0 +1,510 @@
+//! Tight (7), as TigerVNC speaks it: each rectangle is cut to at most 2048
+//! pixels wide and 65536 pixels in area, then sent as a solid fill, a
+//! two-colour bitmap, an indexed palette, JPEG (only when the client asked
+//! for a quality level, the format is 16/32-bit true colour, the area is at
+//! least [`JPEG_MIN_AREA`] pixels and has too many colours for a palette), or
+//! full colour (lossless). Zlib streams: 0 for full
+//! colour, 1 for bitmaps, 2 for indexed; they persist for the connection and
+//! are never reset after the start. Data shorter than 12 bytes is sent
+//! without compression, as the protocol requires.
+
+use super::{translate_rect, zlib_level, Deflater, EncodeParams, Encoder, Palette};
+use crate::framebuffer::{Frame, Rect};
+use crate::rfb::messages::{enc, write_rect_header};
+use crate::rfb::PixelFormat;
+
+pub const MAX_WIDTH: usize = 2048;
+pub const MAX_AREA: usize = 65536;
+/// Data shorter than this is sent as is (no zlib, no length).
+pub const MIN_TO_COMPRESS: usize = 12;
+/// Largest value of the compact length encoding (22 bits).
+pub const MAX_COMPACT_LEN: usize = (1 << 22) - 1;
+
+pub const FILL: u8 = 0x80;
+pub const JPEG: u8 = 0x90;
+pub const EXPLICIT_FILTER: u8 = 0x40;
+pub const FILTER_COPY: u8 = 0;
+pub const FILTER_PALETTE: u8 = 1;
+pub const FILTER_GRADIENT: u8 = 2;
+
+const STREAM_FULL: usize = 0;
+const STREAM_MONO: usize = 1;
+const STREAM_INDEXED: usize = 2;
+/// TigerVNC's default compression level.
+const DEFAULT_LEVEL: u32 = 2;
+
+/// Smaller areas are never sent as JPEG: its headers and tables (some 600
+/// bytes) would outweigh what lossy coding saves.
+pub const JPEG_MIN_AREA: usize = 1024;
+
+/// JPEG quality for quality levels 0..=9 (TigerVNC's table).
+const JPEG_QUALITY: [u8; 10] = [15, 29, 41, 42, 62, 77, 79, 86, 92, 100];
+
+pub struct TightEncoder {
+    z: [Deflater; 4],
+    px: Vec<u32>,
+    data: Vec<u8>,
+    packed: Vec<u8>,
+    native: Vec<u32>,
+    jpeg_in: Vec<u8>,
+    pal: Palette,
+}
+
+impl Default for TightEncoder {
+    fn default() -> Self {
+        TightEncoder {
+            z: std::array::from_fn(|_| Deflater::new(DEFAULT_LEVEL)),
+            px: Vec::new(),
+            data: Vec::new(),
+            packed: Vec::new(),
+            native: Vec::new(),
+            jpeg_in: Vec::new(),
+            pal: Palette::default(),
+        }
+    }
+}
+
+/// Whether TPIXELs are 3 bytes (R, G, B in that order, whatever the shifts
+/// and byte order), as in the spec and TigerVNC: true colour, 32 bpp, depth
+/// 24, 8 bits per channel.
+pub fn tpixel_is_rgb(pf: &PixelFormat) -> bool {
+    pf.true_colour
+        && pf.bits_per_pixel == 32
+        && pf.depth == 24
+        && pf.red_max == 255
+        && pf.green_max == 255
+        && pf.blue_max == 255
+}
+
+/// Bytes of one TPIXEL in `pf`.
+pub fn tpixel_size(pf: &PixelFormat) -> usize {
+    if tpixel_is_rgb(pf) {
+        3
+    } else {
+        pf.bytes_per_pixel()
+    }
+}
+
+#[inline]
+fn write_tpixel(pf: &PixelFormat, rgb: bool, v: u32, out: &mut Vec<u8>) {
+    if rgb {
+        out.extend_from_slice(&[
+            (v >> pf.red_shift) as u8,
+            (v >> pf.green_shift) as u8,
+            (v >> pf.blue_shift) as u8,
+        ]);
+    } else {
+        pf.write_pixel(v, out);
+    }
+}
+
+/// The compact length: 7 bits per byte, low first, high bit = more follows.
+pub fn write_compact_len(len: usize, out: &mut Vec<u8>) {
+    debug_assert!(len <= MAX_COMPACT_LEN);
+    if len < 0x80 {
+        out.push(len as u8);
+    } else if len < 0x4000 {
+        out.extend_from_slice(&[(len as u8) | 0x80, (len >> 7) as u8]);
+    } else {
+        out.extend_from_slice(&[
+            (len as u8) | 0x80,
+            ((len >> 7) as u8) | 0x80,
+            (len >> 14) as u8,
+        ]);
+    }
+}
+
+/// Sub-rectangles of `rect` within the Tight limits, row-major.
+fn split(rect: Rect) -> impl Iterator<Item = Rect> {
+    let cw = (rect.w as usize).min(MAX_WIDTH);
+    let rows = (MAX_AREA / cw).max(1);
+    let (x0, y0, x1, y1) = (
+        rect.x as usize,
+        rect.y as usize,
+        rect.right() as usize,
+        rect.bottom() as usize,
+    );
+    (y0..y1).step_by(rows).flat_map(move |y| {
+        (x0..x1).step_by(cw).map(move |x| {
+            Rect::new(
+                x as u16,
+                y as u16,
+                cw.min(x1 - x) as u16,
+                rows.min(y1 - y) as u16,
+            )
+        })
+    })
+}
+
+impl TightEncoder {
+    fn write_data(&mut self, stream: usize, level: u32, out: &mut Vec<u8>) {
+        if self.data.len() < MIN_TO_COMPRESS {
+            out.extend_from_slice(&self.data);
+            return;
+        }
+        self.packed.clear();
+        self.z[stream].deflate_sync(level, &self.data, &mut self.packed);
+        write_compact_len(self.packed.len(), out);
+        out.extend_from_slice(&self.packed);
+    }
+
+    fn max_colours(area: usize, p: &EncodeParams, jpeg: bool) -> usize {
+        let mut max = (area / 4).clamp(2, 256);
+        if jpeg {
+            let cap = if p.compress_level.is_some_and(|l| l < 2) {
+                24
+            } else {
+                96
+            };
+            max = max.min(cap);
+        }
+        max
+    }
+
+    fn encode_jpeg(&mut self, frame: &Frame, r: Rect, quality: u8, out: &mut Vec<u8>) -> bool {
+        use jpeg_encoder::{ColorType, Encoder as Jpeg, SamplingFactor};
+        frame.copy_rect(r, &mut self.native);
+        self.jpeg_in.clear();
+        self.jpeg_in.reserve(self.native.len() * 3);
+        for &v in &self.native {
+            self.jpeg_in
+                .extend_from_slice(&[(v >> 16) as u8, (v >> 8) as u8, v as u8]);
+        }
+        let q = quality.min(9) as usize;
+        self.packed.clear();
+        let mut enc = Jpeg::new(&mut self.packed, JPEG_QUALITY[q]);
+        enc.set_sampling_factor(match q {
+            0..=2 => SamplingFactor::R_4_2_0,
+            3..=5 => SamplingFactor::R_4_2_2,
+            _ => SamplingFactor::R_4_4_4,
+        });
+        if enc.encode(&self.jpeg_in, r.w, r.h, ColorType::Rgb).is_err()
+            || self.packed.len() > MAX_COMPACT_LEN
+        {
+            return false;
+        }
+        write_rect_header(r, enc::TIGHT, out);
+        out.push(JPEG);
+        write_compact_len(self.packed.len(), out);
+        out.extend_from_slice(&self.packed);
+        true
+    }
+
+    fn encode_one(&mut self, frame: &Frame, r: Rect, p: &EncodeParams, out: &mut Vec<u8>) {
+        let pf = &p.pf;
+        let rgb = tpixel_is_rgb(pf);
+        let level = zlib_level(p, DEFAULT_LEVEL);
+        let jpeg = p.quality_level.filter(|_| {
+            pf.true_colour && matches!(pf.bits_per_pixel, 16 | 32) && r.area() >= JPEG_MIN_AREA
+        });
+        translate_rect(frame, r, pf, &mut self.px);
+        self.pal.clear();
+        let max = Self::max_colours(r.area(), p, jpeg.is_some());
+        let fits = self.pal.add_all(&self.px, max);
+        let (w, ncol) = (r.w as usize, self.pal.len());
+        if fits && ncol == 1 {
+            write_rect_header(r, enc::TIGHT, out);
+            out.push(FILL);
+            write_tpixel(pf, rgb, self.px[0], out);
+            return;
+        }
+        if !fits {
+            if let Some(q) = jpeg {
+                if self.encode_jpeg(frame, r, q, out) {
+                    return;
+                }
+            }
+            // Full colour, copy filter (implicit), stream 0.
+            write_rect_header(r, enc::TIGHT, out);
+            out.push((STREAM_FULL as u8) << 4);
+            self.data.clear();
+            if rgb {
+                self.data.reserve(self.px.len() * 3);
+                for &v in &self.px {
+                    write_tpixel(pf, true, v, &mut self.data);
+                }
+            } else {
+                super::write_pixels(pf, &self.px, &mut self.data);
+            }
+            self.write_data(STREAM_FULL, level, out);
+            return;
+        }
+        self.pal.sort_by_count();
+        let stream = if ncol == 2 {
+            STREAM_MONO
+        } else {
+            STREAM_INDEXED
+        };
+        write_rect_header(r, enc::TIGHT, out);
+        out.push(EXPLICIT_FILTER | ((stream as u8) << 4));
+        out.push(FILTER_PALETTE);
+        out.push((ncol - 1) as u8);
+        for &c in &self.pal.colours {
+            write_tpixel(pf, rgb, c, out);
+        }
+        self.data.clear();
+        if ncol == 2 {
+            let c1 = self.pal.colours[1];
+            for row in self.px.chunks_exact(w) {
+                for bits in row.chunks(8) {
+                    let mut b = 0u8;
+                    for (i, &v) in bits.iter().enumerate() {
+                        if v == c1 {
+                            b |= 0x80 >> i;
+                        }
+                    }
+                    self.data.push(b);
+                }
+            }
+        } else {
+            let pal = &self.pal;
+            self.data
+                .extend(self.px.iter().map(|&v| pal.index(v) as u8));
+        }
+        self.write_data(stream, level, out);
+    }
+}
+
+impl Encoder for TightEncoder {
+    fn encoding(&self) -> i32 {
+        enc::TIGHT
+    }
+
+    fn encode(&mut self, frame: &Frame, rect: Rect, p: &EncodeParams, out: &mut Vec<u8>) -> usize {
+        let mut n = 0;
+        for r in split(rect) {
+            self.encode_one(frame, r, p, out);
+            n += 1;
+        }
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil;
+    use crate::rfb::messages::enc;
+    use crate::rfb::PixelFormat;
+
+    #[test]
+    fn lossless_round_trips() {
+        testutil::lossless_suite(enc::TIGHT);
+    }
+
+    #[test]
+    fn streams_persist_across_updates() {
+        for (_, pf) in testutil::formats() {
+            testutil::multi_update(enc::TIGHT, &testutil::params(pf));
+        }
+    }
+
+    use super::super::decode::Decoder;
+    use super::super::{new_encoder, EncodeParams};
+    use super::{write_compact_len, MAX_COMPACT_LEN};
+    use crate::capture::test_pattern::render;
+    use crate::framebuffer::{Frame, Rect};
+
+    #[test]
+    fn compact_length_boundaries() {
+        for (len, want) in [
+            (0usize, vec![0u8]),
+            (127, vec![0x7f]),
+            (128, vec![0x80, 0x01]),
+            (16383, vec![0xff, 0x7f]),
+            (16384, vec![0x80, 0x80, 0x01]),
+            (MAX_COMPACT_LEN, vec![0xff, 0xff, 0xff]),
+        ] {
+            let mut out = Vec::new();
+            write_compact_len(len, &mut out);
+            assert_eq!(out, want, "{len}");
+        }
+    }
+
+    #[test]
+    fn wire_bytes_fill_and_mono() {
+        let mut f = Frame::new(4, 1);
+        f.pixels.fill(0x123456);
+        let mut out = Vec::new();
+        let be = PixelFormat {
+            big_endian: true,
+            red_shift: 24,
+            green_shift: 16,
+            blue_shift: 8,
+            ..PixelFormat::NATIVE
+        };
+        new_encoder(enc::TIGHT).encode(&f, Rect::new(0, 0, 1, 1), &testutil::params(be), &mut out);
+        // TPIXEL is R, G, B whatever the byte order and shifts.
+        assert_eq!(
+            out,
+            vec![0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 7, 0x80, 0x12, 0x34, 0x56]
+        );
+        f.pixels[2] = 0xffffff;
+        out.clear();
+        new_encoder(enc::TIGHT).encode(
+            &f,
+            f.bounds(),
+            &testutil::params(PixelFormat::NATIVE),
+            &mut out,
+        );
+        // Mono, stream 1, palette filter, 2 colours (most common first), 1 data byte raw.
+        assert_eq!(
+            out,
+            vec![
+                0,
+                0,
+                0,
+                0,
+                0,
+                4,
+                0,
+                1,
+                0,
+                0,
+                0,
+                7,
+                0x50,
+                1,
+                1,
+                0x12,
+                0x34,
+                0x56,
+                0xff,
+                0xff,
+                0xff,
+                0b0010_0000
+            ]
+        );
+    }
+
+    #[test]
+    fn kinds_and_split() {
+        let p = testutil::params(PixelFormat::NATIVE);
+        let mut e = new_encoder(enc::TIGHT);
+        let mut d = Decoder::new();
+        let f = testutil::palette_frame(300, 300, 2, &PixelFormat::NATIVE);
+        testutil::roundtrip_with(e.as_mut(), &mut d, &f, f.bounds(), &p, 0, "mono");
+        // 300x300 is cut into pieces of at most 65536 pixels.
+        assert_eq!(d.stats.rects.get(&enc::TIGHT), Some(&2));
+        let f = testutil::palette_frame(50, 50, 40, &PixelFormat::NATIVE);
+        testutil::roundtrip_with(e.as_mut(), &mut d, &f, f.bounds(), &p, 0, "indexed");
+        let f = render(100, 100, 1);
+        testutil::roundtrip_with(e.as_mut(), &mut d, &f, Rect::new(0, 0, 8, 8), &p, 0, "fill");
+        testutil::roundtrip_with(
+            e.as_mut(),
+            &mut d,
+            &f,
+            Rect::new(0, 40, 100, 60),
+            &p,
+            0,
+            "full",
+        );
+        let k = &d.stats.tight_kinds;
+        for kind in ["fill", "mono", "indexed", "full"] {
+            assert!(k.contains_key(kind), "{kind} missing: {k:?}");
+        }
+        assert!(!k.contains_key("jpeg"));
+        let f = testutil::palette_frame(4100, 2, 3, &PixelFormat::NATIVE);
+        let mut d = Decoder::new();
+        let mut e = new_encoder(enc::TIGHT);
+        testutil::roundtrip_with(e.as_mut(), &mut d, &f, f.bounds(), &p, 0, "wide");
+        assert_eq!(d.stats.rects.get(&enc::TIGHT), Some(&3));
+    }
+
+    #[test]
+    fn jpeg_only_for_many_colours_and_true_colour() {
+        let f = render(320, 240, 2);
+        for (q, tol) in [(9u8, 48u32), (5, 255), (0, 255)] {
+            for pf in [PixelFormat::NATIVE, PixelFormat::RGB565] {
+                let p = EncodeParams {
+                    pf,
+                    compress_level: Some(6),
+                    quality_level: Some(q),
+                };
+                let mut e = new_encoder(enc::TIGHT);
+                let mut d = Decoder::new();
+                let size = testutil::roundtrip_with(
+                    e.as_mut(),
+                    &mut d,
+                    &f,
+                    f.bounds(),
+                    &p,
+                    tol,
+                    &format!("jpeg q{q} {pf:?}"),
+                );
+                assert!(
+                    d.stats.tight_kinds.get("jpeg").is_some_and(|&n| n > 0),
+                    "q{q}"
+                );
+                assert!(size < 320 * 240 * 3, "q{q}: {size}");
+                // Few colours stay lossless even with a quality level.
+                let pal = testutil::palette_frame(64, 64, 20, &pf);
+                testutil::roundtrip_with(
+                    e.as_mut(),
+                    &mut d,
+                    &pal,
+                    pal.bounds(),
+                    &p,
+                    0,
+                    "palette with quality",
+                );
+            }
+        }
+        // Not for small areas, nor for 8-bit or colour-map formats: those stay exact.
+        let p = EncodeParams {
+            pf: PixelFormat::NATIVE,
+            compress_level: None,
+            quality_level: Some(0),
+        };
+        let mut d = Decoder::new();
+        testutil::roundtrip_with(
+            new_encoder(enc::TIGHT).as_mut(),
+            &mut d,
+            &f,
+            Rect::new(100, 100, 31, 33),
+            &p,
+            0,
+            "small",
+        );
+        assert!(!d.stats.tight_kinds.contains_key("jpeg"));
+        assert!(
+            d.stats.tight_kinds.contains_key("full"),
+            "{:?}",
+            d.stats.tight_kinds
+        );
+        for (name, pf) in testutil::formats() {
+            if pf.bits_per_pixel == 8 {
+                let p = EncodeParams {
+                    pf,
+                    compress_level: None,
+                    quality_level: Some(3),
+                };
+                let mut d = Decoder::new();
+                testutil::roundtrip_with(
+                    new_encoder(enc::TIGHT).as_mut(),
+                    &mut d,
+                    &f,
+                    f.bounds(),
+                    &p,
+                    0,
+                    name,
+                );
+                assert!(!d.stats.tight_kinds.contains_key("jpeg"), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_compression_level_round_trips() {
+        let f = render(160, 120, 4);
+        let mut e = new_encoder(enc::TIGHT);
+        let mut d = Decoder::new();
+        for level in (0..=9).chain([3, 0, 9]) {
+            let p = EncodeParams {
+                pf: PixelFormat::NATIVE,
+                compress_level: Some(level),
+                quality_level: None,
+            };
+            testutil::roundtrip_with(e.as_mut(), &mut d, &f, f.bounds(), &p, 0, "level");
+        }
+    }
+}
