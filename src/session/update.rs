@@ -42,6 +42,8 @@ impl Published {
 
 /// More rectangles than this in one update are merged into their bounding box.
 const MAX_RECTS_PER_UPDATE: usize = 2048;
+/// Most rectangles a FramebufferUpdate header can count (0xFFFF means LastRect).
+const MAX_COUNTED_RECTS: usize = u16::MAX as usize - 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpdateError {
@@ -261,6 +263,16 @@ impl ViewerState {
         for r in &rects {
             nrects += encoder.encode(frame, *r, &params, &mut body);
         }
+        let mut rects = rects;
+        if nrects + npseudo > MAX_COUNTED_RECTS && !self.encodings.last_rect {
+            // Too many rectangles to count in the header and the viewer has
+            // no LastRect: send the whole area as one Raw rectangle instead
+            // (CopyRects included, since they were already applied above).
+            body.clear();
+            let raw = self.encoders.get(enc::RAW);
+            nrects = raw.encode(frame, area, &params, &mut body);
+            rects = vec![area];
+        }
 
         let shadow = match &mut self.shadow {
             Some(s) if s.width == frame.width && s.height == frame.height => s,
@@ -277,9 +289,8 @@ impl ViewerState {
         self.shadow_whole = area == bounds;
 
         let total = nrects + npseudo;
-        if total > u16::MAX as usize - 1 {
-            // Cannot happen with MAX_RECTS_PER_UPDATE and sane encoders; a
-            // LastRect-terminated update keeps it correct regardless.
+        if total > MAX_COUNTED_RECTS {
+            // Only for viewers that announced LastRect (see above).
             write_update_header(0xFFFF, out);
             out.extend_from_slice(&pseudo);
             out.extend_from_slice(&body);
