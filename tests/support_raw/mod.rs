@@ -577,7 +577,7 @@ pub fn expected_values(w: u16, h: u16, n: u64, pf: &PixelFormat) -> Arc<Vec<u32>
             .collect(),
     );
     let mut c = cache.lock().unwrap();
-    if c.len() >= 256 {
+    if c.len() >= 12 {
         // Keep the newest frames: tests only move forward in time.
         let mut ns: Vec<u64> = c.keys().map(|k| k.2).collect();
         ns.sort_unstable();
