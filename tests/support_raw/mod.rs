@@ -80,8 +80,12 @@ impl Default for ServerOpts {
             height: 240,
             fps: 30,
             password: None,
-            handshake_timeout: Duration::from_secs(5),
-            write_stall_timeout: Duration::from_secs(5),
+            // The production default: tests that exercise the deadline set
+            // their own; the others must not trip it on a loaded machine.
+            handshake_timeout: Duration::from_secs(ticketvnc::rfb::limits::HANDSHAKE_TIMEOUT_SECS),
+            write_stall_timeout: Duration::from_secs(
+                ticketvnc::rfb::limits::WRITE_STALL_TIMEOUT_SECS,
+            ),
             // The split tests run many handshakes at once; the pre-auth
             // limit itself is exercised by the exhaustion test.
             max_preauth: Some(512),
@@ -542,6 +546,13 @@ impl RawClient {
         self.matches(&expected_values(self.width, self.height, n, &self.pf))
     }
 
+    /// The newest frame in `lo..=hi` (at most 64 tried) the framebuffer
+    /// shows exactly. Runs off the async workers (rendering is CPU-heavy in
+    /// debug builds and would starve other tasks).
+    pub fn find_frame(&self, lo: u64, hi: u64) -> Option<u64> {
+        tokio::task::block_in_place(|| (lo..=hi).rev().take(64).find(|&n| self.shows_frame(n)))
+    }
+
     fn matches(&self, expected: &[u32]) -> bool {
         self.fb == expected
     }
@@ -714,10 +725,7 @@ async fn watch_loop(
         // The update was built from a published frame no newer than the
         // pattern's current frame number and no older than the last match.
         let hi = control.frame();
-        let found = (last_n..=hi)
-            .rev()
-            .take(64)
-            .find(|&n| c.matches(&expected_values(c.width, c.height, n, &c.pf)));
+        let found = c.find_frame(last_n, hi);
         let Some(n) = found else {
             bail!(
                 "after update {} the viewer's {}x{} framebuffer is no frame in {last_n}..={hi}",
