@@ -32,7 +32,7 @@ async fn class7_viewer_that_never_reads_is_dropped_and_memory_stays_bounded() ->
     const W: u16 = 800;
     const H: u16 = 600;
     let frame_bytes = W as u64 * H as u64 * 4;
-    let stall = Duration::from_secs(3);
+    let stall = Duration::from_secs(5);
     let srv = TestServer::start(ServerOpts {
         width: W,
         height: H,
@@ -42,11 +42,12 @@ async fn class7_viewer_that_never_reads_is_dropped_and_memory_stays_bounded() ->
     .await?;
     let w = srv.watcher().await?;
     // Let the watcher's frame cache and the allocator reach a steady state:
-    // the peak of a half-second window stops rising.
+    // three one-second windows in a row that do not raise the peak.
     let mut baseline = 0;
-    for i in 0..20 {
+    let mut stable = 0;
+    for i in 0..30 {
         let mut window_peak = 0;
-        for _ in 0..25 {
+        for _ in 0..50 {
             window_peak = window_peak.max(rss_bytes()?);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -54,8 +55,13 @@ async fn class7_viewer_that_never_reads_is_dropped_and_memory_stays_bounded() ->
             "warm-up window {i}: peak RSS {} KiB",
             window_peak / 1024
         ));
-        if window_peak <= baseline + (1 << 20) && baseline > 0 {
-            break;
+        if baseline > 0 && window_peak <= baseline + (1 << 20) {
+            stable += 1;
+            if stable == 3 {
+                break;
+            }
+        } else {
+            stable = 0;
         }
         baseline = baseline.max(window_peak);
     }
@@ -125,10 +131,11 @@ async fn class7_viewer_that_never_reads_is_dropped_and_memory_stays_bounded() ->
         frame_bytes / 1024
     ));
     // A server that queued a frame per capture for the stalled viewer would
-    // grow by ~30 frames a second for the 3 s it waits; the bounded one
-    // holds at most a couple of updates.
+    // grow by up to 30 frames a second for the 5 s it waits; the bounded one
+    // holds a shadow frame and one update (the rest is this process's own
+    // noise: the verifying viewer's frame cache and the allocator).
     ensure!(
-        grew < 16 * frame_bytes,
+        grew < 24 * frame_bytes,
         "memory grew by {} KiB while a viewer stalled",
         grew / 1024
     );
