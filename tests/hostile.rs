@@ -9,7 +9,12 @@
 //! server's log), that the watcher got updates while the attack ran and
 //! after it, and that a new viewer can still connect. Each offending
 //! message is also sent split at every byte boundary (one connection per
-//! split point, run in parallel), with the same outcome.
+//! split point, run in parallel), with the same outcome; messages longer
+//! than 128 bytes (the 65535-entry SetEncodings) are split at every
+//! boundary in their first and last 40 bytes and at 32 points in between.
+//!
+//! The third class-7 case (a viewer that never reads) is in
+//! `hostile_stall.rs`, which measures process memory and so runs alone.
 
 mod support_raw;
 
@@ -20,6 +25,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use support_raw::*;
+use ticketvnc::capture::test_pattern::PatternControl;
 use ticketvnc::framebuffer::Rect;
 use ticketvnc::input::InputEvent;
 use ticketvnc::rfb::limits::MAX_CUT_TEXT;
@@ -206,36 +212,35 @@ async fn class1_cut_text_at_the_limit_is_delivered() -> Result<()> {
 /// rectangles showing exactly one frame of the pattern.
 async fn expect_correct_update(
     srv_addr: SocketAddr,
-    srv: &Probe,
+    control: &PatternControl,
     setup: &[u8],
     at: usize,
 ) -> Result<()> {
     let mut c = RawClient::connect(srv_addr, &Auth::None).await?;
     let peer = c.stream.local_addr()?;
-    explain(peer, correct_update(&mut c, srv, setup, at).await)
+    explain(peer, correct_update(&mut c, control, setup, at).await)
 }
 
-async fn correct_update(c: &mut RawClient, srv: &Probe, setup: &[u8], at: usize) -> Result<()> {
+async fn correct_update(
+    c: &mut RawClient,
+    control: &PatternControl,
+    setup: &[u8],
+    at: usize,
+) -> Result<()> {
     send_split(&mut c.stream, setup, at).await?;
-    let lo = srv.control.frame().saturating_sub(2);
+    let lo = control.frame().saturating_sub(2);
     c.request_full(false).await?;
     let rects = c.next_update().await?;
     ensure!(
         rects.iter().all(|r| r.encoding == enc::RAW),
         "non-Raw rectangle: {rects:?}"
     );
-    let hi = srv.control.frame();
+    let hi = control.frame();
     ensure!(
         c.find_frame(lo, hi).is_some(),
         "the update is not a frame of the pattern in {lo}..={hi}"
     );
     Ok(())
-}
-
-/// What the per-connection checks need from the server.
-#[derive(Clone)]
-struct Probe {
-    control: ticketvnc::capture::test_pattern::PatternControl,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,13 +273,10 @@ async fn class3_set_encodings_empty_duplicate_unknown_are_accepted() -> Result<(
             cases.push((m.clone(), at));
         }
     }
-    let probe = Probe {
-        control: srv.control.clone(),
-    };
-    let addr = srv.addr;
+    let (addr, control) = (srv.addr, srv.control.clone());
     attack_parallel(&w, cases, PARALLEL, move |(m, at)| {
-        let probe = probe.clone();
-        async move { expect_correct_update(addr, &probe, &m, at).await }
+        let control = control.clone();
+        async move { expect_correct_update(addr, &control, &m, at).await }
     })
     .await?;
     check_survived(&srv, w).await?;
@@ -306,6 +308,8 @@ async fn class3_set_encodings_65535_entries_one_byte_at_a_time() -> Result<()> {
         let (m, control) = (&m, control.clone());
         async move {
             let mut c = RawClient::connect(addr, &Auth::None).await?;
+            // 262144 one-byte writes with Nagle off: the server sees the
+            // message in many small reads of whatever has arrived.
             for b in m {
                 c.stream.write_all(std::slice::from_ref(b)).await?;
             }
@@ -328,18 +332,15 @@ async fn class3_set_encodings_65535_entries_split() -> Result<()> {
     let srv = TestServer::start(ServerOpts::default()).await?;
     let w = srv.watcher().await?;
     let m = Arc::new(set_encodings_65535());
-    let probe = Probe {
-        control: srv.control.clone(),
-    };
-    let addr = srv.addr;
+    let (addr, control) = (srv.addr, srv.control.clone());
     let points = all_splits(m.len());
     note(&format!(
         "65535-entry SetEncodings: {} split points",
         points.len()
     ));
     attack_parallel(&w, points, 8, move |at| {
-        let (probe, m) = (probe.clone(), m.clone());
-        async move { expect_correct_update(addr, &probe, &m, at).await }
+        let (control, m) = (control.clone(), m.clone());
+        async move { expect_correct_update(addr, &control, &m, at).await }
     })
     .await?;
     check_survived(&srv, w).await?;
