@@ -482,6 +482,30 @@ mod tests {
         assert_eq!(c.take_output(), vec![0, 0, 0, 1]);
     }
 
+    /// Regression: the input buffer limit was smaller than the largest
+    /// ClientCutText the decoder accepts, so a cut text of up to
+    /// MAX_CUT_TEXT bytes closed the connection as "unprocessed input".
+    #[test]
+    fn cut_text_at_the_limit_fits_the_input_buffer() {
+        let mut c = ServerConnection::new(&[SecurityType::None]);
+        c.receive(b"RFB 003.008\n\x01\x01").unwrap();
+        drain(&mut c);
+        c.server_init(10, 10, &PixelFormat::NATIVE, "x").unwrap();
+        let text = vec![b'a'; limits::MAX_CUT_TEXT as usize];
+        let mut msg = Vec::new();
+        messages::encode_client_message(&ClientMessage::ClientCutText(text.clone()), &mut msg);
+        // As the session feeds it: 64 KiB reads, events drained after each.
+        let mut events = Vec::new();
+        for chunk in msg.chunks(64 * 1024) {
+            c.receive(chunk).unwrap();
+            events.extend(drain(&mut c));
+        }
+        assert_eq!(
+            events,
+            vec![Event::Message(ClientMessage::ClientCutText(text))]
+        );
+    }
+
     #[test]
     fn wrong_password_fails_with_result() {
         let mut c = ServerConnection::new(&[SecurityType::VncAuth]).with_challenge_source(fixed);

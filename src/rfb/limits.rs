@@ -8,8 +8,18 @@ pub const MAX_CUT_TEXT: u32 = 1 << 20;
 pub const MAX_SCREENS: usize = 16;
 /// Largest framebuffer edge the server will ever serve.
 pub const MAX_FRAMEBUFFER_EDGE: u16 = 16384;
-/// Largest message the decoder may have to buffer: SetEncodings with 65535 entries.
-pub const MAX_MESSAGE_BYTES: usize = 4 + 4 * 65535;
+/// Largest message the decoder may have to buffer: a ClientCutText of
+/// [`MAX_CUT_TEXT`] bytes (8-byte header), or SetEncodings with 65535
+/// entries, whichever is larger.
+pub const MAX_MESSAGE_BYTES: usize = {
+    let cut_text = 8 + MAX_CUT_TEXT as usize;
+    let set_encodings = 4 + 4 * 65535;
+    if cut_text > set_encodings {
+        cut_text
+    } else {
+        set_encodings
+    }
+};
 /// Time a client has from TCP accept to ClientInit (seconds).
 pub const HANDSHAKE_TIMEOUT_SECS: u64 = 30;
 /// Connections allowed in the handshake at once; more are closed at accept.

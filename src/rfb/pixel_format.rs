@@ -105,7 +105,8 @@ impl PixelFormat {
 
     /// Check a client-requested format. Accepted: 8, 16 or 32 bpp; depth 1..=bpp;
     /// for true colour, each maximum is 2^n-1 (1 <= n <= 16) and each channel's
-    /// `shift + n` fits in bpp without overlapping another channel. Colour-map
+    /// `shift + n` fits in bpp without overlapping another channel, and the
+    /// channels use at most `depth` bits together. Colour-map
     /// formats are accepted only at 8 bpp (served with a fixed BGR233 palette).
     pub fn validate(&self) -> Result<(), ProtocolError> {
         let bad = |why: &'static str| Err(ProtocolError::BadPixelFormat(why));
@@ -139,6 +140,9 @@ impl PixelFormat {
                 return bad("colour channels overlap");
             }
             used |= mask;
+        }
+        if used.count_ones() > self.depth as u32 {
+            return bad("colour bits exceed depth");
         }
         Ok(())
     }
@@ -355,6 +359,9 @@ mod tests {
         pf = PixelFormat::RGB565;
         pf.red_shift = 12;
         assert!(pf.validate().is_err());
+        pf = PixelFormat::NATIVE;
+        pf.red_max = 65535;
+        assert!(pf.validate().is_err(), "32 colour bits at depth 24");
         pf = PixelFormat::NATIVE;
         pf.true_colour = false;
         assert!(pf.validate().is_err(), "32-bit colour map");

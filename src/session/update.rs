@@ -128,6 +128,10 @@ impl ViewerState {
 
     /// A FramebufferUpdateRequest arrived.
     pub fn request(&mut self, incremental: bool, rect: Rect) {
+        // Clip to the 16-bit plane first: a request such as x=100, w=65535
+        // reaches past 65535, and merging it with another request would
+        // wrap the merged width around u16 and silently drop area.
+        let rect = rect.intersect(&Rect::new(0, 0, u16::MAX, u16::MAX));
         let (full, region) = match self.request {
             Some((r, f)) => (f || !incremental, r.union(&rect)),
             None => (!incremental, rect),
@@ -404,6 +408,22 @@ mod tests {
         let p2 = publish(2, render(320, 240, 1));
         assert!(v.build_update(&p2, &mut out).unwrap());
         assert!(!v.has_request());
+    }
+
+    /// Regression: two requests whose bounding box reaches past 65535 were
+    /// merged with a wrapped width, so most of the requested area was
+    /// never sent.
+    #[test]
+    fn merged_requests_reaching_past_65535_lose_no_area() {
+        let mut v = ViewerState::new(320, 240);
+        v.request(false, Rect::new(100, 0, 65535, 240));
+        v.request(false, Rect::new(0, 0, 1, 1));
+        let p = publish(1, render(320, 240, 0));
+        let mut out = Vec::new();
+        assert!(v.build_update(&p, &mut out).unwrap());
+        // One Raw rectangle of the whole screen: header 4, rect header 12.
+        assert_eq!(&out[4..12], &[0, 0, 0, 0, 1, 64, 0, 240]);
+        assert_eq!(out.len(), 4 + 12 + 320 * 240 * 4);
     }
 
     #[test]
