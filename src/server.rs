@@ -11,7 +11,7 @@ use crate::session::{
     SessionInfo, SessionObserver,
 };
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -79,6 +79,48 @@ struct Registry {
     pending: Mutex<HashMap<u64, mpsc::Sender<Control>>>,
     throttle: AuthThrottle,
     observer: Option<Arc<dyn SessionObserver>>,
+    /// Connections in the handshake, per address.
+    preauth_by_addr: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// A connection's place in the handshake: the global permit plus its
+/// address's count, both given back on drop (when it authenticates or ends).
+struct PerAddress {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    ip: IpAddr,
+    map: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl PerAddress {
+    fn take(
+        map: &Arc<Mutex<HashMap<IpAddr, usize>>>,
+        ip: IpAddr,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Option<PerAddress> {
+        let mut m = map.lock().unwrap();
+        let n = m.entry(ip).or_insert(0);
+        if *n >= limits::MAX_PREAUTH_PER_ADDRESS {
+            return None;
+        }
+        *n += 1;
+        Some(PerAddress {
+            _permit: permit,
+            ip,
+            map: map.clone(),
+        })
+    }
+}
+
+impl Drop for PerAddress {
+    fn drop(&mut self) {
+        let mut m = self.map.lock().unwrap();
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
 }
 
 impl SessionHost for Registry {
@@ -280,6 +322,7 @@ pub async fn start(
             Duration::from_secs(limits::AUTH_BLOCK_MAX_SECS),
         ),
         observer: cfg.observer.clone(),
+        preauth_by_addr: Arc::default(),
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let preauth = Arc::new(Semaphore::new(cfg.max_preauth));
@@ -371,6 +414,11 @@ async fn accept_loop(
             drop(stream);
             continue;
         };
+        let Some(slot) = PerAddress::take(&reg.preauth_by_addr, peer.ip(), permit) else {
+            warn!(%peer, "too many connections in the handshake from this address; closing this one");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let id = next_id.fetch_add(1, Ordering::Relaxed);
         let (ctl_tx, ctl_rx) = mpsc::channel(16);
@@ -382,7 +430,7 @@ async fn accept_loop(
         };
         let (ctx, reg) = (ctx.clone(), reg.clone());
         tokio::spawn(async move {
-            session::run_session(stream, info, ctx, ctl_rx, Some(permit)).await;
+            session::run_session(stream, info, ctx, ctl_rx, Some(Box::new(slot))).await;
             reg.pending.lock().unwrap().remove(&id);
         });
     }

@@ -1091,6 +1091,58 @@ async fn class7_a_thousand_silent_sockets() -> Result<()> {
     srv.stop().await
 }
 
+/// Silent sockets from one address get at most MAX_PREAUTH_PER_ADDRESS
+/// handshake slots; the rest are closed at accept, and a viewer from another
+/// address still gets in while they sit there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn class7_one_address_cannot_take_every_handshake_slot() -> Result<()> {
+    use ticketvnc::rfb::limits::MAX_PREAUTH_PER_ADDRESS;
+    let srv = TestServer::start(ServerOpts {
+        handshake_timeout: Duration::from_secs(30),
+        max_preauth: None, // the default global limit
+        ..ServerOpts::default()
+    })
+    .await?;
+    let w = srv.watcher().await?;
+    let attacker: SocketAddr = "127.77.77.77:0".parse()?;
+    let mut socks = Vec::new();
+    for _ in 0..30 {
+        let sock = tokio::net::TcpSocket::new_v4()?;
+        sock.bind(attacker)?;
+        socks.push(sock.connect(srv.addr).await?);
+    }
+    let mut set = tokio::task::JoinSet::new();
+    for mut s in socks {
+        set.spawn(async move {
+            let r = read_to_close(&mut s, Duration::from_secs(2)).await;
+            (r, s)
+        });
+    }
+    let (mut refused, mut waiting) = (0, 0);
+    let mut still_open = Vec::new(); // kept open until the end of the test
+    while let Some(r) = set.join_next().await {
+        match r? {
+            ((got, End::Eof), _) if got.is_empty() => refused += 1,
+            ((got, End::Open), s) if got == V38 => {
+                waiting += 1;
+                still_open.push(s);
+            }
+            (other, _) => bail!("a silent socket from one address ended with {other:?}"),
+        }
+    }
+    ensure!(
+        waiting == MAX_PREAUTH_PER_ADDRESS && refused == 30 - MAX_PREAUTH_PER_ADDRESS,
+        "{waiting} waiting in the handshake, {refused} refused"
+    );
+    // Another address is not locked out while they wait.
+    let mut c = srv.client().await?;
+    c.request_full(false).await?;
+    c.next_update().await?;
+    check_survived(&srv, w).await?;
+    drop(still_open);
+    srv.stop().await
+}
+
 /// One byte of a valid handshake at a time, each well inside the timeout:
 /// the deadline counts from accept, it is not extended per byte.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

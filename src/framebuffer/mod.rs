@@ -41,7 +41,8 @@ impl Rect {
         }
         Rect::new(x0 as u16, y0 as u16, (x1 - x0) as u16, (y1 - y0) as u16)
     }
-    /// Smallest rectangle containing both (an empty one is ignored).
+    /// Smallest rectangle containing both (an empty one is ignored). Edges
+    /// past 65535 are cut there rather than wrapping.
     pub fn union(&self, o: &Rect) -> Rect {
         if self.is_empty() {
             return *o;
@@ -53,7 +54,8 @@ impl Rect {
         let y0 = self.y.min(o.y);
         let x1 = self.right().max(o.right());
         let y1 = self.bottom().max(o.bottom());
-        Rect::new(x0, y0, (x1 - x0 as u32) as u16, (y1 - y0 as u32) as u16)
+        let span = |lo: u16, hi: u32| (hi - lo as u32).min(u16::MAX as u32) as u16;
+        Rect::new(x0, y0, span(x0, x1), span(y0, y1))
     }
     pub fn contains(&self, o: &Rect) -> bool {
         o.x >= self.x && o.y >= self.y && o.right() <= self.right() && o.bottom() <= self.bottom()
@@ -104,6 +106,13 @@ pub type SharedFrame = Arc<Frame>;
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[test]
+    fn union_saturates_instead_of_wrapping() {
+        let a = Rect::new(0, 0, 10, 10);
+        let b = Rect::new(100, 0, 65535, 10);
+        assert_eq!(a.union(&b), Rect::new(0, 0, 65535, 10));
+    }
+
     #[test]
     fn intersect_handles_extremes() {
         let fb = Rect::new(0, 0, 800, 600);

@@ -24,6 +24,9 @@ pub const MAX_MESSAGE_BYTES: usize = {
 pub const HANDSHAKE_TIMEOUT_SECS: u64 = 30;
 /// Connections allowed in the handshake at once; more are closed at accept.
 pub const MAX_PREAUTH_CONNECTIONS: usize = 64;
+/// Connections from one address allowed in the handshake at once, so one
+/// host cannot take every handshake slot.
+pub const MAX_PREAUTH_PER_ADDRESS: usize = 8;
 /// A viewer that does not take a pending write for this long is disconnected (seconds).
 pub const WRITE_STALL_TIMEOUT_SECS: u64 = 30;
 /// Desktop name length sent in ServerInit / DesktopName.

@@ -141,6 +141,10 @@ pub struct SessionContext {
     pub frames: watch::Receiver<Arc<Published>>,
 }
 
+/// Something held while a connection is in the handshake (the server's
+/// pre-auth slot); dropped once the viewer has authenticated.
+pub type PreauthSlot = Box<dyn Send + Sync>;
+
 /// Run one session to its end. `preauth_permit` is released once the viewer
 /// has authenticated.
 pub async fn run_session<S>(
@@ -148,7 +152,7 @@ pub async fn run_session<S>(
     info: SessionInfo,
     ctx: SessionContext,
     control: mpsc::Receiver<Control>,
-    preauth_permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    preauth_permit: Option<PreauthSlot>,
 ) -> EndReason
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -187,7 +191,7 @@ struct Session {
     input: Arc<dyn InputSink>,
     frames: watch::Receiver<Arc<Published>>,
     control: mpsc::Receiver<Control>,
-    preauth_permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    preauth_permit: Option<PreauthSlot>,
     started: bool,
     held: HeldInput,
 }
@@ -318,7 +322,9 @@ impl Session {
                                 if let Err(reason) = self.handle_event(ev, &mut conn, &mut viewer).await {
                                     // Let the failure reason reach the client.
                                     if conn.has_output() {
-                                        let _ = tx.send(conn.take_output()).await;
+                                        queued += 1;
+                                        queued += 1;
+                                    let _ = tx.send(conn.take_output()).await;
                                     }
                                     break 'main reason;
                                 }
@@ -329,6 +335,7 @@ impl Session {
                             Ok(None) => break,
                             Err(e) => {
                                 if conn.has_output() {
+                                    queued += 1;
                                     let _ = tx.send(conn.take_output()).await;
                                 }
                                 break 'main match e {
