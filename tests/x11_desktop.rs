@@ -1256,8 +1256,9 @@ fn alive(pid: u32) -> bool {
     }
 }
 
-/// `--virtual 640x480 --session 'xterm ...'`: a viewer sees the xterm,
-/// and SIGTERM stops ticketvnc, its Xvfb and the session.
+/// `--virtual 640x480 --session CMD`: a viewer sees the session's xterm,
+/// and SIGTERM stops ticketvnc, its Xvfb and everything the session
+/// started, including a background process that does not use X.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn virtual_display_with_session() {
     x_tools();
@@ -1267,7 +1268,7 @@ async fn virtual_display_with_session() {
             "--virtual",
             "640x480",
             "--session",
-            "xterm -T tvsession -geometry 40x8+20+20 -e sh -c 'echo virtual session; exec sleep 600'",
+            "sleep 611 & xterm -T tvsession -geometry 40x8+20+20 -e sh -c 'echo virtual session; exec sleep 600'",
         ],
     );
     let d = server
@@ -1280,8 +1281,10 @@ async fn virtual_display_with_session() {
         .unwrap();
     let kids = descendants(server.pid);
     assert!(
-        kids.iter().any(|(_, c)| c == "Xvfb") && kids.iter().any(|(_, c)| c == "xterm"),
-        "expected an Xvfb and the xterm under ticketvnc: {kids:?}"
+        ["Xvfb", "xterm", "sleep"]
+            .iter()
+            .all(|name| kids.iter().any(|(_, c)| c == name)),
+        "expected Xvfb, the xterm and the background sleep under ticketvnc: {kids:?}"
     );
     assert_eq!(screen_size(&d), Some((640, 480)));
 
@@ -1310,9 +1313,25 @@ async fn virtual_display_with_session() {
     let dd = d.clone();
     let kids2 = kids.clone();
     tokio::task::spawn_blocking(move || {
-        poll("the Xvfb and the session to be gone", || {
-            kids2.iter().all(|(p, _)| !alive(*p)).then_some(())
-        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut left: Vec<(u32, String)> = kids2.clone();
+        while Instant::now() < deadline {
+            left.retain(|(p, _)| alive(*p));
+            if left.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Clean up after a failure (by PID: these were our descendants).
+        for (p, _) in &left {
+            let _ = Command::new("kill")
+                .args(["-KILL", &p.to_string()])
+                .status();
+        }
+        assert!(
+            left.is_empty(),
+            "still running after ticketvnc stopped: {left:?}"
+        );
         assert!(
             screen_size(&dd).is_none(),
             "the virtual display still answers"
