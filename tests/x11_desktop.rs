@@ -4,11 +4,13 @@
 //! - vnc-rs and TigerVNC vncviewer show the X screen pixel-exact (compared
 //!   with an independent `import -window root` grab) after other X clients
 //!   draw on it (an image on the root window, xterm text, xsetroot);
-//! - vncdotool's keys (including "ä" and "€"), clicks, wheel and drags
-//!   reach X (seen by xev, xdotool and an xterm), `--view-only` injects
-//!   nothing, keys and buttons held by a viewer are released when it leaves;
+//! - vncdotool's keys (including "ä" and "€", function, navigation, keypad
+//!   and modifier keys), clicks, both wheels and drags reach X (seen by
+//!   xev, xdotool and an xterm), `--view-only` injects nothing, keys and
+//!   buttons held by a viewer are released when it leaves;
 //! - the clipboard works both ways (xclip on the X side);
-//! - an xrandr resize reaches viewers (ExtendedDesktopSize and DesktopSize);
+//! - an xrandr resize reaches viewers (vnc-rs with ExtendedDesktopSize and
+//!   with DesktopSize, TigerVNC) with the right pixels;
 //! - killing the X server stops ticketvnc with a clear error;
 //! - `--virtual WxH --session CMD` is served and cleaned up on SIGTERM.
 //!
@@ -1017,11 +1019,31 @@ fn vncdotool_input_reaches_x() {
             && key_press(ev, "a")
     });
 
-    // Clicks and the wheel (buttons 4 and 5).
+    // Function, navigation, keypad and modifier keys.
     let m = xev.mark();
-    dr.run(&["click 1", "click 3", "click 4", "click 5"]);
-    let ev = xev.wait_for(m, "ButtonPress of buttons 1, 3, 4 and 5", |ev| {
-        [1, 3, 4, 5].iter().all(|&b| button_press(ev, b))
+    dr.run(&[
+        "key f5",
+        "key home",
+        "key pgdn",
+        "key kpenter",
+        "key ctrl-c",
+    ]);
+    xev.wait_for(m, "F5, Home, Next, KP_Enter and Control+c", |ev| {
+        ["F5", "Home", "Next", "KP_Enter", "Control_L"]
+            .iter()
+            .all(|k| key_press(ev, k))
+            && has(ev, "KeyPress", |e| {
+                e.keysym.as_deref() == Some("c") && e.state & 0x4 != 0
+            })
+    });
+
+    // Clicks and the wheel (buttons 4 and 5; 6 and 7 scroll sideways).
+    let m = xev.mark();
+    dr.run(&[
+        "click 1", "click 3", "click 4", "click 5", "click 6", "click 7",
+    ]);
+    let ev = xev.wait_for(m, "ButtonPress of buttons 1, 3, 4, 5, 6 and 7", |ev| {
+        [1, 3, 4, 5, 6, 7].iter().all(|&b| button_press(ev, b))
     });
     assert!(
         ev.iter()
@@ -1138,6 +1160,16 @@ async fn xrandr_resize_reaches_viewers() {
     plain
         .wait_same_as_screen(&d, "x11-resize-plain-1024", xterm_shown)
         .await;
+    // TigerVNC (ExtendedDesktopSize) on a screen big enough for its window.
+    let viewer_x = XvfbGuard::start_in(X_RANGE, 1280, 1024);
+    let vd = viewer_x.display_name();
+    let _tiger = start_vncviewer(&vd, server.addr, "resize-vncviewer");
+    let (vd2, d2) = (vd.clone(), d.clone());
+    tokio::task::spawn_blocking(move || {
+        tiger_same_as_screen(&vd2, &d2, "x11-resize-tigervnc-1024", xterm_shown)
+    })
+    .await
+    .unwrap();
 
     for (w, h) in [(800usize, 600usize), (1024, 768)] {
         // xrandr complains (BadValue) about the CRTC, but the screen size
@@ -1159,6 +1191,12 @@ async fn xrandr_resize_reaches_viewers() {
             .await;
         assert!(ext.sizes.contains(&(w, h, "ExtendedDesktopSize")));
         assert!(plain.sizes.contains(&(w, h, "DesktopSize")));
+        let (vd2, d2) = (vd.clone(), d.clone());
+        tokio::task::spawn_blocking(move || {
+            tiger_same_as_screen(&vd2, &d2, &format!("x11-resize-tigervnc-{w}"), sized)
+        })
+        .await
+        .unwrap();
     }
     let _ = ext.client.close().await;
     let _ = plain.client.close().await;
