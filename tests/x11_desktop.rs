@@ -364,6 +364,9 @@ struct RsViewer {
     h: usize,
     /// Every size the server announced: (width, height, how).
     sizes: Vec<(usize, usize, &'static str)>,
+    /// Every cursor image received: (hot x, hot y, width, height, pixels
+    /// as 0xAARRGGBB with alpha 0 or 255 from the mask).
+    cursors: Vec<(u16, u16, u16, u16, Vec<u32>)>,
 }
 
 impl RsViewer {
@@ -383,6 +386,7 @@ impl RsViewer {
             w: 0,
             h: 0,
             sizes: Vec::new(),
+            cursors: Vec::new(),
         })
     }
 
@@ -436,6 +440,21 @@ impl RsViewer {
                     let d = (dst.y as usize + y) * self.w + dst.x as usize;
                     self.fb[d..d + row.len()].copy_from_slice(row);
                 }
+            }
+            VncEvent::SetCursor(r, data) => {
+                // vnc-rs puts the mask into the spare byte as alpha; this
+                // suite uses the server's format, 32 bpp little-endian with
+                // the colour in the low three bytes.
+                assert_eq!(
+                    self.pf,
+                    TvPixelFormat::NATIVE,
+                    "cursor test expects native format"
+                );
+                let px = data
+                    .chunks_exact(4)
+                    .map(|p| u32::from_le_bytes([p[0], p[1], p[2], p[3]]))
+                    .collect();
+                self.cursors.push((r.x, r.y, r.width, r.height, px));
             }
             VncEvent::JpegImage(r, _) => panic!("lossy JPEG rectangle {r:?}"),
             VncEvent::Error(e) => panic!("vnc-rs reported an error: {e}"),
@@ -1200,6 +1219,130 @@ async fn xrandr_resize_reaches_viewers() {
     }
     let _ = ext.client.close().await;
     let _ = plain.client.close().await;
+}
+
+/// A 16x16 X bitmap cursor with hot spot (3, 5): (source bit, mask bit)
+/// of each pixel.
+fn cursor_bits(x: usize, y: usize) -> (bool, bool) {
+    ((x + 2 * y) % 5 < 2, x < 14 && y < 15 && !(x < 2 && y < 2))
+}
+
+fn write_xbm(path: &Path, name: &str, bit: impl Fn(usize, usize) -> bool) {
+    let mut bytes = Vec::new();
+    for y in 0..16 {
+        for half in 0..2 {
+            let mut b = 0u8;
+            for i in 0..8 {
+                if bit(half * 8 + i, y) {
+                    b |= 1 << i; // XBM: least significant bit first
+                }
+            }
+            bytes.push(format!("0x{b:02x}"));
+        }
+    }
+    let text = format!(
+        "#define {name}_width 16\n#define {name}_height 16\n#define {name}_x_hot 3\n\
+         #define {name}_y_hot 5\nstatic unsigned char {name}_bits[] = {{\n{}}};\n",
+        // libX11 reads the declaration line into a short buffer: data
+        // goes on lines of its own.
+        bytes
+            .chunks(8)
+            .map(|c| c.join(", ") + ",\n")
+            .collect::<String>()
+    );
+    std::fs::write(path, text).unwrap();
+}
+
+/// The pointer image on the X screen reaches a viewer with the Cursor
+/// pseudo-encoding exactly (shape, colours, mask, hot spot), and a change
+/// of the X cursor is followed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_cursor_shape_reaches_viewer() {
+    x_tools();
+    let xvfb = XvfbGuard::start_in(X_RANGE, 320, 240);
+    let d = xvfb.display_name();
+    let dir = tempfile::tempdir().unwrap();
+    let (cur, mask) = (dir.path().join("cur.xbm"), dir.path().join("mask.xbm"));
+    write_xbm(&cur, "cur", |x, y| cursor_bits(x, y).0);
+    write_xbm(&mask, "mask", |x, y| cursor_bits(x, y).1);
+    // The pointer is over the root window (there are no others): the root
+    // window's cursor is the one shown. Black on white by default.
+    assert!(x_run(
+        &d,
+        &[
+            "xsetroot",
+            "-cursor",
+            cur.to_str().unwrap(),
+            mask.to_str().unwrap()
+        ]
+    )
+    .is_some());
+    let image = |fg: u32, bg: u32| -> Vec<u32> {
+        (0..16)
+            .flat_map(|y| (0..16).map(move |x| cursor_bits(x, y)))
+            .map(|(src, m)| match (src, m) {
+                (_, false) => 0,
+                (true, true) => 0xff00_0000 | fg,
+                (false, true) => 0xff00_0000 | bg,
+            })
+            .collect()
+    };
+    let want = image(0x000000, 0xffffff);
+
+    let server = Tvnc::start("cursor", &["--source", "x11", "--display", &d]);
+    let mut rs = RsViewer::connect(server.addr, &[VncEncoding::Raw, VncEncoding::CursorPseudo])
+        .await
+        .expect("vnc-rs connects");
+    let deadline = Instant::now() + TIMEOUT;
+    while !rs
+        .cursors
+        .iter()
+        .any(|c| *c == (3, 5, 16, 16, want.clone()))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the X cursor never arrived; got {:?}",
+            rs.cursors
+                .iter()
+                .map(|c| (c.0, c.1, c.2, c.3))
+                .collect::<Vec<_>>()
+        );
+        rs.pump(Duration::from_millis(300)).await;
+    }
+
+    // The same shape in red on blue replaces it.
+    let seen = rs.cursors.len();
+    assert!(x_run(
+        &d,
+        &[
+            "xsetroot",
+            "-fg",
+            "#ff0000",
+            "-bg",
+            "#0000ff",
+            "-cursor",
+            cur.to_str().unwrap(),
+            mask.to_str().unwrap()
+        ]
+    )
+    .is_some());
+    let want = image(0xff0000, 0x0000ff);
+    let deadline = Instant::now() + TIMEOUT;
+    while !rs.cursors[seen..]
+        .iter()
+        .any(|c| *c == (3, 5, 16, 16, want.clone()))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the cursor change never arrived; after the first: {:?}",
+            rs.cursors[seen..]
+                .iter()
+                .map(|c| (c.0, c.1, c.2, c.3))
+                .collect::<Vec<_>>()
+        );
+        rs.pump(Duration::from_millis(300)).await;
+    }
+    let _ = rs.client.close().await;
 }
 
 /// Killing the X server ends ticketvnc with a clear error and a
