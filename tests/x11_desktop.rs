@@ -959,6 +959,60 @@ async fn viewers_show_the_x_screen_pixel_exact() {
     let _ = rs.client.close().await;
 }
 
+/// Without MIT-SHM (remote X) and without DAMAGE the picture is still
+/// exact and still follows changes: plain GetImage grabs and polling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_shm_and_damage_still_exact() {
+    x_tools();
+    let xvfb = XvfbGuard::start_with(
+        X_RANGE,
+        480,
+        360,
+        &["-extension", "MIT-SHM", "-extension", "DAMAGE"],
+    );
+    let d = xvfb.display_name();
+    let dir = tempfile::tempdir().unwrap();
+    let tile = dir.path().join("tile.ppm");
+    write_tile(&tile);
+    let _ = x_run(&d, &["display", "-window", "root", tile.to_str().unwrap()]);
+    let text = dir.path().join("text.txt");
+    std::fs::write(&text, "no SHM, no DAMAGE\n").unwrap();
+    let tail = ["tail", "-n", "+1", "-f", text.to_str().unwrap()];
+    let mut xterm_args = vec!["xterm", "-T", "fallback", "-geometry", "30x5+200+200", "-e"];
+    xterm_args.extend(tail);
+    let _xterm = x_spawn(&d, &xterm_args);
+    wait_window(&d, "fallback");
+
+    let server = Tvnc::start("fallback", &["--source", "x11", "--display", &d]);
+    let log = server.stderr();
+    assert!(
+        log.contains("plain GetImage") && log.contains("polling"),
+        "the server should say it uses plain GetImage and polling:\n{log}"
+    );
+    let mut rs = RsViewer::connect(server.addr, &[VncEncoding::Raw])
+        .await
+        .expect("vnc-rs connects");
+    let before = rs
+        .wait_same_as_screen(&d, "x11-fallback-first", |g| {
+            (0..150).all(|y| (0..150).all(|x| g.at(x, y) == tile_pixel(x, y)))
+                && g.count(205, 205, 380, 260, 0x000000) > 20
+        })
+        .await;
+    assert!(x_run(&d, &["xsetroot", "-solid", "#405060"]).is_some());
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&text)
+        .unwrap();
+    writeln!(f, "changed by polling").unwrap();
+    let after = rs
+        .wait_same_as_screen(&d, "x11-fallback-second", move |g| {
+            g.at(0, 0) == 0x405060 && g.px[g.w * 205..g.w * 260] != before.px[g.w * 205..g.w * 260]
+        })
+        .await;
+    assert_eq!(after.at(479, 359), 0x405060);
+    let _ = rs.client.close().await;
+}
+
 /// vncdotool's keys, clicks, wheel and drags reach X; `--view-only`
 /// injects nothing; what a viewer holds down is released when it leaves.
 #[test]
@@ -1173,7 +1227,14 @@ async fn xrandr_resize_reaches_viewers() {
     )
     .await
     .expect("vnc-rs connects");
+    // A viewer that cannot be told about a new size.
+    let mut fixed = RsViewer::connect(server.addr, &[VncEncoding::Raw])
+        .await
+        .expect("vnc-rs connects");
     let xterm_shown = |g: &Grab| g.count(600, 450, 800, 600, 0xffffff) > 1000;
+    fixed
+        .wait_same_as_screen(&d, "x11-resize-fixed-1024", xterm_shown)
+        .await;
     ext.wait_same_as_screen(&d, "x11-resize-ext-1024", xterm_shown)
         .await;
     plain
@@ -1210,6 +1271,29 @@ async fn xrandr_resize_reaches_viewers() {
             .await;
         assert!(ext.sizes.contains(&(w, h, "ExtendedDesktopSize")));
         assert!(plain.sizes.contains(&(w, h, "DesktopSize")));
+        if w == 800 {
+            // The viewer without DesktopSize is disconnected, not sent
+            // rectangles for a framebuffer it does not have.
+            // (It asks for an update, so the server has to answer somehow.)
+            let _ = fixed.client.input(X11Event::Refresh).await;
+            let ended = tokio::time::timeout(TIMEOUT, async {
+                loop {
+                    match fixed.client.recv_event().await {
+                        Err(_) | Ok(VncEvent::Error(_)) => return,
+                        Ok(VncEvent::RawImage(r, _)) => assert!(
+                            r.x as usize + r.width as usize <= 1024
+                                && r.y as usize + r.height as usize <= 768
+                        ),
+                        Ok(_) => {}
+                    }
+                }
+            })
+            .await;
+            assert!(
+                ended.is_ok(),
+                "the viewer without DesktopSize stayed connected"
+            );
+        }
         let (vd2, d2) = (vd.clone(), d.clone());
         tokio::task::spawn_blocking(move || {
             tiger_same_as_screen(&vd2, &d2, &format!("x11-resize-tigervnc-{w}"), sized)
@@ -1253,30 +1337,83 @@ fn write_xbm(path: &Path, name: &str, bit: impl Fn(usize, usize) -> bool) {
     std::fs::write(path, text).unwrap();
 }
 
+/// An X client that puts a bitmap cursor (`cursor_bits`, hot spot 3,5) on
+/// the root window and stays connected: with the SECURITY extension the X
+/// server lets others read a cursor image only while its creator is alive.
+struct RootCursor {
+    _conn: x11rb::rust_connection::RustConnection,
+}
+
+impl RootCursor {
+    fn set(display: &str, fg: u32, bg: u32) -> RootCursor {
+        use x11rb::connection::Connection;
+        use x11rb::protocol::xproto::{
+            ChangeGCAux, ChangeWindowAttributesAux, ConnectionExt as _, CoordMode, CreateGCAux,
+            Point, Rectangle,
+        };
+        let (conn, screen) = x11rb::connect(Some(display)).expect("connect to X");
+        let root = conn.setup().roots[screen].root;
+        let bitmap = |bit: &dyn Fn(usize, usize) -> bool| {
+            let pix = conn.generate_id().unwrap();
+            conn.create_pixmap(1, pix, root, 16, 16).unwrap();
+            let gc = conn.generate_id().unwrap();
+            conn.create_gc(gc, pix, &CreateGCAux::new().foreground(0))
+                .unwrap();
+            let all = Rectangle {
+                x: 0,
+                y: 0,
+                width: 16,
+                height: 16,
+            };
+            conn.poly_fill_rectangle(pix, gc, &[all]).unwrap();
+            conn.change_gc(gc, &ChangeGCAux::new().foreground(1))
+                .unwrap();
+            let points: Vec<Point> = (0..16)
+                .flat_map(|y| (0..16).map(move |x| (x, y)))
+                .filter(|&(x, y)| bit(x, y))
+                .map(|(x, y)| Point {
+                    x: x as i16,
+                    y: y as i16,
+                })
+                .collect();
+            conn.poly_point(CoordMode::ORIGIN, pix, gc, &points)
+                .unwrap();
+            conn.free_gc(gc).unwrap();
+            pix
+        };
+        let source = bitmap(&|x, y| cursor_bits(x, y).0);
+        let mask = bitmap(&|x, y| cursor_bits(x, y).1);
+        let cursor = conn.generate_id().unwrap();
+        let [fr, fg_, fb] = rgb16(fg);
+        let [br, bg_, bb] = rgb16(bg);
+        conn.create_cursor(cursor, source, mask, fr, fg_, fb, br, bg_, bb, 3, 5)
+            .unwrap();
+        conn.change_window_attributes(root, &ChangeWindowAttributesAux::new().cursor(cursor))
+            .unwrap();
+        conn.free_pixmap(source).unwrap();
+        conn.free_pixmap(mask).unwrap();
+        conn.get_input_focus()
+            .unwrap()
+            .reply()
+            .expect("X round trip");
+        RootCursor { _conn: conn }
+    }
+}
+
+/// 0xRRGGBB as X's 16-bit colour channels.
+fn rgb16(c: u32) -> [u16; 3] {
+    [c >> 16, c >> 8, c].map(|v| (v & 0xff) as u16 * 257)
+}
+
 /// The pointer image on the X screen reaches a viewer with the Cursor
-/// pseudo-encoding exactly (shape, colours, mask, hot spot), and a change
-/// of the X cursor is followed.
+/// pseudo-encoding exactly (shape, colours, mask, hot spot), and changes
+/// are followed. A cursor the X server will not let us read (its creator
+/// is gone) shows as the plain arrow, never as the stale previous one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn x_cursor_shape_reaches_viewer() {
     x_tools();
     let xvfb = XvfbGuard::start_in(X_RANGE, 320, 240);
     let d = xvfb.display_name();
-    let dir = tempfile::tempdir().unwrap();
-    let (cur, mask) = (dir.path().join("cur.xbm"), dir.path().join("mask.xbm"));
-    write_xbm(&cur, "cur", |x, y| cursor_bits(x, y).0);
-    write_xbm(&mask, "mask", |x, y| cursor_bits(x, y).1);
-    // The pointer is over the root window (there are no others): the root
-    // window's cursor is the one shown. Black on white by default.
-    assert!(x_run(
-        &d,
-        &[
-            "xsetroot",
-            "-cursor",
-            cur.to_str().unwrap(),
-            mask.to_str().unwrap()
-        ]
-    )
-    .is_some());
     let image = |fg: u32, bg: u32| -> Vec<u32> {
         (0..16)
             .flat_map(|y| (0..16).map(move |x| cursor_bits(x, y)))
@@ -1287,54 +1424,69 @@ async fn x_cursor_shape_reaches_viewer() {
             })
             .collect()
     };
-    let want = image(0x000000, 0xffffff);
+    // The pointer is over the root window (there are no others), so the
+    // root window's cursor is the one shown.
+    let mut owners = vec![RootCursor::set(&d, 0x000000, 0xffffff)];
 
     let server = Tvnc::start("cursor", &["--source", "x11", "--display", &d]);
     let mut rs = RsViewer::connect(server.addr, &[VncEncoding::Raw, VncEncoding::CursorPseudo])
         .await
         .expect("vnc-rs connects");
-    let deadline = Instant::now() + TIMEOUT;
-    while !rs
-        .cursors
-        .iter()
-        .any(|c| *c == (3, 5, 16, 16, want.clone()))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the X cursor never arrived; got {:?}",
-            rs.cursors
-                .iter()
-                .map(|c| (c.0, c.1, c.2, c.3))
-                .collect::<Vec<_>>()
-        );
-        rs.pump(Duration::from_millis(300)).await;
+    let mut seen = 0;
+    for (fg, bg) in [(0x000000, 0xffffff), (0xff0000, 0x0000ff)] {
+        if (fg, bg) != (0x000000, 0xffffff) {
+            // (RecolorCursor would not do: X sends no cursor notification for it.)
+            owners.push(RootCursor::set(&d, fg, bg));
+        }
+        let want = (3, 5, 16, 16, image(fg, bg));
+        let deadline = Instant::now() + TIMEOUT;
+        while !rs.cursors[seen..].contains(&want) {
+            assert!(
+                Instant::now() < deadline,
+                "the X cursor {fg:06x} on {bg:06x} never arrived; got {:?}",
+                rs.cursors[seen..]
+                    .iter()
+                    .map(|c| (c.0, c.1, c.2, c.3))
+                    .collect::<Vec<_>>()
+            );
+            rs.pump(Duration::from_millis(300)).await;
+        }
+        seen = rs.cursors.len();
     }
 
-    // The same shape in red on blue replaces it.
-    let seen = rs.cursors.len();
-    assert!(x_run(
-        &d,
-        &[
-            "xsetroot",
-            "-fg",
-            "#ff0000",
-            "-bg",
-            "#0000ff",
-            "-cursor",
-            cur.to_str().unwrap(),
-            mask.to_str().unwrap()
-        ]
-    )
-    .is_some());
-    let want = image(0xff0000, 0x0000ff);
+    // xsetroot sets a cursor and exits at once.
+    let dir = tempfile::tempdir().unwrap();
+    let (cur, mask) = (dir.path().join("cur.xbm"), dir.path().join("mask.xbm"));
+    write_xbm(&cur, "cur", |x, y| cursor_bits(x, y).0);
+    write_xbm(&mask, "mask", |x, y| cursor_bits(x, y).1);
+    let args = [
+        "xsetroot",
+        "-fg",
+        "#00ff00",
+        "-bg",
+        "#ffff00",
+        "-cursor",
+        cur.to_str().unwrap(),
+        mask.to_str().unwrap(),
+    ];
+    assert!(x_run(&d, &args).is_some());
+    let arrow = ticketvnc::capture::CursorShape::arrow();
+    let arrow = (
+        arrow.hot_x,
+        arrow.hot_y,
+        arrow.width,
+        arrow.height,
+        arrow.pixels,
+    );
+    let green = (3, 5, 16, 16, image(0x00ff00, 0xffff00));
     let deadline = Instant::now() + TIMEOUT;
     while !rs.cursors[seen..]
         .iter()
-        .any(|c| *c == (3, 5, 16, 16, want.clone()))
+        .any(|c| *c == green || *c == arrow)
     {
         assert!(
             Instant::now() < deadline,
-            "the cursor change never arrived; after the first: {:?}",
+            "after xsetroot neither its cursor nor the arrow arrived; got {:?}",
             rs.cursors[seen..]
                 .iter()
                 .map(|c| (c.0, c.1, c.2, c.3))
@@ -1342,6 +1494,7 @@ async fn x_cursor_shape_reaches_viewer() {
         );
         rs.pump(Duration::from_millis(300)).await;
     }
+    drop(owners);
     let _ = rs.client.close().await;
 }
 

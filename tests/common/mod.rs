@@ -226,6 +226,12 @@ impl XvfbGuard {
     /// Like [`XvfbGuard::start`], on a free display in `range` (suites that
     /// run at the same time as others use their own range).
     pub fn start_in(range: std::ops::Range<u32>, w: u32, h: u32) -> XvfbGuard {
+        XvfbGuard::start_with(range, w, h, &[])
+    }
+
+    /// Like [`XvfbGuard::start_in`], with extra Xvfb arguments (e.g.
+    /// `-extension MIT-SHM` to run without an extension).
+    pub fn start_with(range: std::ops::Range<u32>, w: u32, h: u32, extra: &[&str]) -> XvfbGuard {
         let span = range.end - range.start;
         // Start where the previous test in this process left off, so tests
         // running in parallel threads try different displays.
@@ -238,6 +244,7 @@ impl XvfbGuard {
                 .arg(format!(":{n}"))
                 .args(["-screen", "0", &format!("{w}x{h}x24")])
                 .args(["-noreset", "-nolisten", "tcp"])
+                .args(extra)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
