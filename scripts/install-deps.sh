@@ -13,10 +13,13 @@ PACKAGES=(
     xvfb            # private X servers for the viewer tests
     tigervnc-viewer # vncviewer, a real client
     xdotool         # find the viewer window
-    x11-utils       # xdpyinfo (is Xvfb up?), xwininfo
+    x11-utils       # xdpyinfo (is Xvfb up?), xwininfo, xev (input reaches X)
+    x11-xserver-utils # xsetroot, xrandr (the X desktop tests)
+    xclip           # the X clipboard, both ways
     x11-apps        # xwd and friends, for debugging screenshots
     imagemagick     # import: screenshot a window as raw RGB
     xterm           # something recognisable on an X screen
+    xfonts-base     # the "fixed" font Xvfb and xterm need (only recommended by xserver-common)
     python3         # vncdotool, a real client
     python3-venv
     ca-certificates # pip over HTTPS

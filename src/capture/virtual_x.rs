@@ -2,6 +2,7 @@
 //! optionally running a session command in it; both are stopped on drop.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -71,10 +72,14 @@ impl VirtualDisplay {
             session: None,
         };
         if let Some(cmd) = session {
+            // Its own process group, so that everything the command starts
+            // (also in the background, also what does not use X) can be
+            // stopped with it.
             let child = Command::new("sh")
                 .args(["-c", cmd])
                 .env("DISPLAY", &v.display)
                 .stdin(Stdio::null())
+                .process_group(0)
                 .spawn()
                 .map_err(|source| VirtualError::Session {
                     cmd: cmd.to_owned(),
@@ -87,25 +92,45 @@ impl VirtualDisplay {
     }
 }
 
+/// Wait up to `d` for `c` to exit; whether it did.
+fn wait_exit(c: &mut Child, d: Duration) -> bool {
+    let deadline = Instant::now() + d;
+    loop {
+        if let Ok(Some(_)) = c.try_wait() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 impl Drop for VirtualDisplay {
     fn drop(&mut self) {
-        for (what, child) in [
-            ("session", self.session.as_mut()),
-            ("Xvfb", Some(&mut self.xvfb)),
-        ] {
-            let Some(c) = child else { continue };
-            if let Ok(Some(_)) = c.try_wait() {
-                continue;
+        use rustix::process::{kill_process, kill_process_group, test_kill_process_group};
+        use rustix::process::{Pid, Signal};
+        // The session's whole process group: SIGTERM so programs can exit
+        // cleanly, then SIGKILL for whatever is left of the group.
+        if let Some(c) = self.session.as_mut() {
+            let group = Pid::from_child(c);
+            let _ = kill_process_group(group, Signal::TERM);
+            wait_exit(c, Duration::from_secs(2));
+            if test_kill_process_group(group).is_ok() {
+                let _ = kill_process_group(group, Signal::KILL);
             }
-            if let Err(e) = c.kill() {
-                warn!(what, error = %e, "cannot stop child");
-            }
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    break;
+            let _ = c.kill();
+            wait_exit(c, Duration::from_secs(1));
+        }
+        // Xvfb: SIGTERM lets it remove its lock file and socket.
+        let x = &mut self.xvfb;
+        if let Ok(None) = x.try_wait() {
+            let _ = kill_process(Pid::from_child(x), Signal::TERM);
+            if !wait_exit(x, Duration::from_secs(2)) {
+                if let Err(e) = x.kill() {
+                    warn!(error = %e, "cannot stop Xvfb");
                 }
-                std::thread::sleep(Duration::from_millis(20));
+                wait_exit(x, Duration::from_secs(1));
             }
         }
     }

@@ -21,6 +21,13 @@ use x11rb::rust_connection::RustConnection;
 
 /// How often the screen is compared when DAMAGE is not available.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// Reading a new cursor image can fail: with the SECURITY extension (on in
+/// Xorg and Xvfb) XFIXES GetCursorImage answers BadAccess for a cursor
+/// whose creator has disconnected, e.g. the root cursor set by
+/// `xsetroot -cursor` in a session script. Try again this often, this many
+/// times, then show the plain arrow rather than a stale pointer.
+const CURSOR_RETRY: Duration = Duration::from_millis(50);
+const CURSOR_ATTEMPTS: u32 = 5;
 
 fn xerr(e: impl std::fmt::Display) -> CaptureError {
     CaptureError::Gone(format!("X server connection: {e}"))
@@ -57,6 +64,9 @@ pub struct X11Source {
     /// Where the served area starts on the root window, for input: x << 16 | y.
     origin: Arc<AtomicU32>,
     cursor_changed: bool,
+    /// After a failed cursor read: when to try again, and how often it failed.
+    cursor_retry_at: Option<Instant>,
+    cursor_failures: u32,
     last_poll: Instant,
 }
 
@@ -97,6 +107,8 @@ impl X11Source {
             dirty: Vec::new(),
             resized: false,
             cursor_changed: true,
+            cursor_retry_at: None,
+            cursor_failures: 0,
             last_poll: Instant::now(),
             monitor,
             crop: Rect::new(0, 0, width, height),
@@ -242,7 +254,11 @@ impl X11Source {
                     }
                 }
             }
-            Event::XfixesCursorNotify(_) => self.cursor_changed = true,
+            Event::XfixesCursorNotify(_) => {
+                self.cursor_changed = true;
+                self.cursor_retry_at = None;
+                self.cursor_failures = 0;
+            }
             Event::RandrScreenChangeNotify(_) | Event::ConfigureNotify(_) => self.check_size()?,
             Event::Error(e) => debug!(?e, "X error event"),
             _ => {}
@@ -404,19 +420,61 @@ impl X11Source {
         Ok(())
     }
 
-    fn cursor_image(&self) -> Option<CursorShape> {
-        let c = self.conn.xfixes_get_cursor_image().ok()?.reply().ok()?;
+    /// The current pointer image; `Ok(None)` when it is unusable (empty or
+    /// larger than 256x256), `Err` when the X server refused to tell.
+    fn cursor_image(&self) -> Result<Option<CursorShape>, String> {
+        let c = self
+            .conn
+            .xfixes_get_cursor_image()
+            .map_err(|e| e.to_string())?
+            .reply()
+            .map_err(|e| e.to_string())?;
         if c.width == 0 || c.height == 0 || c.width > 256 || c.height > 256 {
-            return None;
+            return Ok(None);
         }
         let pixels = c.cursor_image.iter().map(|&p| unpremultiply(p)).collect();
-        Some(CursorShape {
+        Ok(Some(CursorShape {
             width: c.width,
             height: c.height,
             hot_x: c.xhot.min(c.width - 1),
             hot_y: c.yhot.min(c.height - 1),
             pixels,
-        })
+        }))
+    }
+
+    /// Read the new cursor image if one is due. A failed read is retried
+    /// (a dropped change would leave viewers with a stale pointer).
+    fn take_cursor(&mut self) -> Option<CursorShape> {
+        if !self.cursor_events {
+            self.cursor_changed = false;
+            return None;
+        }
+        match self.cursor_image() {
+            Ok(c) => {
+                self.cursor_changed = false;
+                self.cursor_retry_at = None;
+                self.cursor_failures = 0;
+                c
+            }
+            Err(e) => {
+                self.cursor_failures += 1;
+                if self.cursor_failures >= CURSOR_ATTEMPTS {
+                    debug!(error = %e, "cannot read the cursor image; showing an arrow");
+                    self.cursor_changed = false;
+                    self.cursor_retry_at = None;
+                    self.cursor_failures = 0;
+                    Some(CursorShape::arrow())
+                } else {
+                    debug!(error = %e, "cursor image not readable yet; retrying");
+                    self.cursor_retry_at = Some(Instant::now() + CURSOR_RETRY);
+                    None
+                }
+            }
+        }
+    }
+
+    fn cursor_due(&self) -> bool {
+        self.cursor_changed && self.cursor_retry_at.is_none_or(|t| Instant::now() >= t)
     }
 }
 
@@ -490,7 +548,8 @@ impl ScreenSource for X11Source {
             let full = !self.have_frame
                 || self.resized
                 || self.damage.is_none() && { self.last_poll.elapsed() >= POLL_INTERVAL };
-            if full || !self.dirty.is_empty() || self.cursor_changed {
+            let cursor_due = self.cursor_due();
+            if full || !self.dirty.is_empty() || cursor_due {
                 let damage = if full {
                     self.last_poll = Instant::now();
                     let all = self.current.bounds();
@@ -503,12 +562,7 @@ impl ScreenSource for X11Source {
                     self.grab(bb)?;
                     Some(rects)
                 };
-                let cursor = if self.cursor_changed && self.cursor_events {
-                    self.cursor_image()
-                } else {
-                    None
-                };
-                self.cursor_changed = false;
+                let cursor = if cursor_due { self.take_cursor() } else { None };
                 let first = !self.have_frame;
                 self.have_frame = true;
                 self.resized = false;
@@ -532,6 +586,9 @@ impl ScreenSource for X11Source {
             let mut wait = deadline - now;
             if self.damage.is_none() {
                 wait = wait.min(POLL_INTERVAL);
+            }
+            if let (true, Some(t)) = (self.cursor_changed, self.cursor_retry_at) {
+                wait = wait.min(t.saturating_duration_since(now));
             }
             if self.wait_readable(wait)? {
                 match self.conn.poll_for_event().map_err(xerr)? {

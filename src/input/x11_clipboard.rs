@@ -6,8 +6,9 @@
 //!
 //! Clipboard contents are never logged.
 
+use std::os::fd::OwnedFd;
 use std::sync::mpsc;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thiserror::Error;
 use tracing::{debug, info, warn};
@@ -34,7 +35,17 @@ fn cerr(e: impl std::fmt::Display) -> ClipboardError {
 pub const MAX_X_CLIPBOARD: u32 = crate::rfb::limits::MAX_CUT_TEXT;
 
 pub struct X11Clipboard {
-    tx: Mutex<mpsc::Sender<String>>,
+    tx: Mutex<Option<mpsc::Sender<String>>>,
+    /// Wakes the clipboard thread (an eventfd it polls next to the X
+    /// connection), so it sleeps until there is work instead of polling.
+    wake: Arc<OwnedFd>,
+}
+
+/// How long the clipboard thread sleeps at most with nothing to do.
+const IDLE_WAIT: Duration = Duration::from_secs(1);
+
+fn wake_up(fd: &OwnedFd) {
+    let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
 }
 
 impl X11Clipboard {
@@ -47,21 +58,43 @@ impl X11Clipboard {
         let (conn, screen) = RustConnection::connect(display).map_err(cerr)?;
         let mut state = State::new(conn, screen).map_err(cerr)?;
         let (tx, rx) = mpsc::channel::<String>();
+        let wake = Arc::new(
+            rustix::event::eventfd(
+                0,
+                rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+            )
+            .map_err(cerr)?,
+        );
+        let thread_wake = wake.clone();
         std::thread::Builder::new()
             .name("clipboard".into())
             .spawn(move || {
-                if let Err(e) = state.run(rx, changes) {
+                if let Err(e) = state.run(rx, changes, &thread_wake) {
                     warn!(error = %e, "clipboard thread stopped");
                 }
             })
             .map_err(cerr)?;
         info!("X clipboard connected");
-        Ok(X11Clipboard { tx: Mutex::new(tx) })
+        Ok(X11Clipboard {
+            tx: Mutex::new(Some(tx)),
+            wake,
+        })
     }
 
     /// Make `text` the X clipboard (CLIPBOARD and PRIMARY).
     pub fn set_text(&self, text: &str) {
-        let _ = self.tx.lock().unwrap().send(text.to_owned());
+        if let Some(tx) = self.tx.lock().unwrap().as_ref() {
+            let _ = tx.send(text.to_owned());
+        }
+        wake_up(&self.wake);
+    }
+}
+
+impl Drop for X11Clipboard {
+    fn drop(&mut self) {
+        // Disconnect the channel, then wake the thread so it sees that and ends.
+        self.tx.lock().unwrap().take();
+        wake_up(&self.wake);
     }
 }
 
@@ -132,34 +165,45 @@ impl State {
         &mut self,
         rx: mpsc::Receiver<String>,
         changes: mpsc::Sender<String>,
+        wake: &OwnedFd,
     ) -> Result<(), ClipboardError> {
         loop {
-            match rx.try_recv() {
-                Ok(text) => self.own(text)?,
-                Err(mpsc::TryRecvError::Disconnected) => return Ok(()),
-                Err(mpsc::TryRecvError::Empty) => {}
+            loop {
+                match rx.try_recv() {
+                    Ok(text) => self.own(text)?,
+                    Err(mpsc::TryRecvError::Disconnected) => return Ok(()),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                }
             }
             while let Some(ev) = self.conn.poll_for_event().map_err(cerr)? {
                 self.on_event(ev, &changes)?;
             }
             self.conn.flush().map_err(cerr)?;
-            self.wait(Duration::from_millis(20))?;
+            self.wait(wake, IDLE_WAIT)?;
         }
     }
 
-    fn wait(&self, d: Duration) -> Result<(), ClipboardError> {
+    /// Sleep until X sends something, a viewer's text arrives (`wake`), or
+    /// `d` has passed.
+    fn wait(&self, wake: &OwnedFd, d: Duration) -> Result<(), ClipboardError> {
         use rustix::event::{poll, PollFd, PollFlags, Timespec};
         use std::os::fd::AsFd;
         let fd = self.conn.stream().as_fd();
-        let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+        let mut fds = [
+            PollFd::new(&fd, PollFlags::IN),
+            PollFd::new(wake, PollFlags::IN),
+        ];
         let ts = Timespec {
-            tv_sec: 0,
-            tv_nsec: d.as_nanos() as i64,
+            tv_sec: d.as_secs() as i64,
+            tv_nsec: d.subsec_nanos() as i64,
         };
         match poll(&mut fds, Some(&ts)) {
-            Ok(_) | Err(rustix::io::Errno::INTR) => Ok(()),
-            Err(e) => Err(cerr(e)),
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(cerr(e)),
         }
+        // Reset the eventfd (non-blocking; nothing to read is fine).
+        let _ = rustix::io::read(wake, &mut [0u8; 8]);
+        Ok(())
     }
 
     fn own(&mut self, text: String) -> Result<(), ClipboardError> {

@@ -177,19 +177,24 @@ impl ViewerState {
 
         let mut pseudo: Vec<u8> = Vec::new();
         let mut npseudo = 0usize;
+        // A DesktopSize/ExtendedDesktopSize rectangle goes last in an update
+        // of its own, without framebuffer data (rfbproto "Server Semantics";
+        // vnc-rs rejects pixels after it, as early clients did); the pixels
+        // follow in a second update, as TigerVNC's server does.
+        let mut size_rect: Vec<u8> = Vec::new();
         if resized {
-            self.write_size_rect(size, 0, 0, &latest.screens, &mut pseudo);
+            self.write_size_rect(size, 0, 0, &latest.screens, &mut size_rect);
             npseudo += 1;
             self.viewer_size = size;
             self.shadow = None;
         } else if let Some(reply) = self.resize_reply_due.take() {
             if self.encodings.extended_desktop_size {
-                self.write_size_rect(size, 1, reply.status, &latest.screens, &mut pseudo);
+                self.write_size_rect(size, 1, reply.status, &latest.screens, &mut size_rect);
                 npseudo += 1;
                 self.layout_due = false;
             }
         } else if self.layout_due && self.encodings.extended_desktop_size {
-            self.write_size_rect(size, 0, 0, &latest.screens, &mut pseudo);
+            self.write_size_rect(size, 0, 0, &latest.screens, &mut size_rect);
             npseudo += 1;
         }
         self.layout_due = false;
@@ -292,8 +297,18 @@ impl ViewerState {
         self.shadow_seq = latest.seq;
         self.shadow_whole = area == bounds;
 
+        let size_sent = !size_rect.is_empty();
+        if size_sent {
+            write_update_header(npseudo as u16, out);
+            out.extend_from_slice(&pseudo);
+            out.extend_from_slice(&size_rect);
+            pseudo.clear();
+            npseudo = 0;
+        }
         let total = nrects + npseudo;
-        if total > MAX_COUNTED_RECTS {
+        if total == 0 && size_sent {
+            // Only the size update was due.
+        } else if total > MAX_COUNTED_RECTS {
             // Only for viewers that announced LastRect (see above).
             write_update_header(0xFFFF, out);
             out.extend_from_slice(&pseudo);
@@ -447,6 +462,69 @@ mod tests {
         let mut p = publish(4, changed);
         p.damage = Arc::new(vec![(4, Some(vec![]))]);
         assert!(v.build_update(&p, &mut out).unwrap());
+    }
+
+    /// Rectangle encodings of each FramebufferUpdate in `out` (Raw payloads
+    /// at 32 bpp; ExtendedDesktopSize with its screens; DesktopSize empty).
+    fn update_encodings(out: &[u8]) -> Vec<Vec<i32>> {
+        let mut i = 0;
+        let mut updates = Vec::new();
+        while i < out.len() {
+            assert_eq!(out[i], 0, "FramebufferUpdate message type");
+            let n = u16::from_be_bytes([out[i + 2], out[i + 3]]);
+            i += 4;
+            let mut encs = Vec::new();
+            for _ in 0..n {
+                let w = u16::from_be_bytes([out[i + 4], out[i + 5]]) as usize;
+                let h = u16::from_be_bytes([out[i + 6], out[i + 7]]) as usize;
+                let e = i32::from_be_bytes([out[i + 8], out[i + 9], out[i + 10], out[i + 11]]);
+                i += 12;
+                i += match e {
+                    enc::RAW => w * h * 4,
+                    enc::EXTENDED_DESKTOP_SIZE => 4 + 16 * out[i] as usize,
+                    enc::DESKTOP_SIZE => 0,
+                    other => panic!("unexpected encoding {other}"),
+                };
+                encs.push(e);
+            }
+            updates.push(encs);
+        }
+        assert_eq!(i, out.len());
+        updates
+    }
+
+    #[test]
+    fn size_rectangles_come_alone_and_last() {
+        for (size_enc, list) in [
+            (
+                enc::EXTENDED_DESKTOP_SIZE,
+                vec![enc::RAW, enc::EXTENDED_DESKTOP_SIZE],
+            ),
+            (enc::DESKTOP_SIZE, vec![enc::RAW, enc::DESKTOP_SIZE]),
+        ] {
+            let mut v = ViewerState::new(100, 80);
+            v.set_encodings(&list);
+            let mut out = Vec::new();
+            v.request(false, Rect::new(0, 0, 100, 80));
+            assert!(v
+                .build_update(&publish(1, render(100, 80, 0)), &mut out)
+                .unwrap());
+            let first = update_encodings(&out);
+            if size_enc == enc::EXTENDED_DESKTOP_SIZE {
+                // The layout announcement, then the picture.
+                assert_eq!(first, vec![vec![size_enc], vec![enc::RAW]]);
+            } else {
+                assert_eq!(first, vec![vec![enc::RAW]]);
+            }
+            // A resize: the size on its own, then the whole new picture.
+            out.clear();
+            v.request(true, Rect::new(0, 0, 100, 80));
+            assert!(v
+                .build_update(&publish(2, render(60, 50, 0)), &mut out)
+                .unwrap());
+            assert_eq!(update_encodings(&out), vec![vec![size_enc], vec![enc::RAW]]);
+            assert!(!v.has_request());
+        }
     }
 
     #[test]

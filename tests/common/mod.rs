@@ -204,25 +204,39 @@ pub fn rgb_bytes_to_pixels(b: &[u8]) -> Vec<u32> {
 
 // ---------------------------------------------------------------- Xvfb
 
-/// Displays this worktree may use.
-const DISPLAY_RANGE: std::ops::Range<u32> = 60..80;
+/// Displays the viewer tests may use by default.
+pub const DISPLAY_RANGE: std::ops::Range<u32> = 60..80;
 static NEXT_DISPLAY: AtomicU32 = AtomicU32::new(0);
 
 /// A private Xvfb server, killed (by PID) when dropped.
 pub struct XvfbGuard {
     child: Child,
     pub display: u32,
+    /// Already killed and reaped: its PID may belong to someone else now.
+    reaped: bool,
 }
 
 impl XvfbGuard {
-    /// Start `Xvfb :N -screen 0 WxHx24 -noreset` on a free display in our
-    /// range and wait until it accepts connections.
+    /// Start `Xvfb :N -screen 0 WxHx24 -noreset` on a free display in the
+    /// default range and wait until it accepts connections.
     pub fn start(w: u32, h: u32) -> XvfbGuard {
-        let span = DISPLAY_RANGE.end - DISPLAY_RANGE.start;
+        XvfbGuard::start_in(DISPLAY_RANGE, w, h)
+    }
+
+    /// Like [`XvfbGuard::start`], on a free display in `range` (suites that
+    /// run at the same time as others use their own range).
+    pub fn start_in(range: std::ops::Range<u32>, w: u32, h: u32) -> XvfbGuard {
+        XvfbGuard::start_with(range, w, h, &[])
+    }
+
+    /// Like [`XvfbGuard::start_in`], with extra Xvfb arguments (e.g.
+    /// `-extension MIT-SHM` to run without an extension).
+    pub fn start_with(range: std::ops::Range<u32>, w: u32, h: u32, extra: &[&str]) -> XvfbGuard {
+        let span = range.end - range.start;
         // Start where the previous test in this process left off, so tests
         // running in parallel threads try different displays.
         for _ in 0..span {
-            let n = DISPLAY_RANGE.start + NEXT_DISPLAY.fetch_add(1, Ordering::SeqCst) % span;
+            let n = range.start + NEXT_DISPLAY.fetch_add(1, Ordering::SeqCst) % span;
             if !display_is_free(n) {
                 continue;
             }
@@ -230,6 +244,7 @@ impl XvfbGuard {
                 .arg(format!(":{n}"))
                 .args(["-screen", "0", &format!("{w}x{h}x24")])
                 .args(["-noreset", "-nolisten", "tcp"])
+                .args(extra)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -258,16 +273,34 @@ impl XvfbGuard {
                 std::thread::sleep(Duration::from_millis(50));
             }
             if up {
-                return XvfbGuard { child, display: n };
+                return XvfbGuard {
+                    child,
+                    display: n,
+                    reaped: false,
+                };
             }
             let _ = child.kill();
             let _ = child.wait();
         }
-        panic!("no free X display in :{DISPLAY_RANGE:?} could be started");
+        panic!("no free X display in :{range:?} could be started");
     }
 
     pub fn display_name(&self) -> String {
         format!(":{}", self.display)
+    }
+
+    /// The Xvfb process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kill the X server at once (SIGKILL, as in a crash) and reap it; its
+    /// stale lock file is cleaned up.
+    pub fn kill_hard(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.reaped = true;
+        let _ = display_is_free(self.display);
     }
 }
 
@@ -297,6 +330,9 @@ fn display_is_free(n: u32) -> bool {
 
 impl Drop for XvfbGuard {
     fn drop(&mut self) {
+        if self.reaped {
+            return;
+        }
         // SIGTERM lets Xvfb remove its lock file and socket; SIGKILL only
         // if it does not exit in time.
         let _ = Command::new("kill")
