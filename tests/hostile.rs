@@ -565,8 +565,15 @@ async fn class4_resize_and_requests_for_the_old_size() -> Result<()> {
                 rects.iter().any(|r| r.encoding == pseudo),
                 "{what}: no {pseudo} rectangle in {rects:?}"
             );
-            // The update that announces the size carries the whole new picture.
-            check_region(c, &rects, Rect::new(0, 0, size.0, size.1), lo, hi)?;
+            // The size comes in an update without pixel data (rfbproto's
+            // server semantics); the next update carries the whole new picture.
+            ensure!(
+                rects.iter().all(|r| r.encoding < 0),
+                "{what}: pixels in the size update: {rects:?}"
+            );
+            let pixels = c.next_update().await?;
+            let hi = hi.max(srv.control.frame());
+            check_region(c, &pixels, Rect::new(0, 0, size.0, size.1), lo, hi)?;
             // A request sized for the old framebuffer, split at every byte.
             let m = encode(&[ClientMessage::FramebufferUpdateRequest {
                 incremental: false,

@@ -722,7 +722,18 @@ async fn watch_loop(
     let mut incremental = false;
     while !*stop.borrow() {
         c.request_full(incremental).await?;
-        c.next_update().await?;
+        // A size change comes in an update of its own (no pixel data); the
+        // pixels follow in the next update without another request.
+        loop {
+            let rects = c.next_update().await?;
+            let size_only = !rects.is_empty()
+                && rects.iter().all(|r| {
+                    r.encoding == enc::DESKTOP_SIZE || r.encoding == enc::EXTENDED_DESKTOP_SIZE
+                });
+            if !size_only {
+                break;
+            }
+        }
         incremental = true;
         // The update was built from a published frame no newer than the
         // pattern's current frame number and no older than the last match.
