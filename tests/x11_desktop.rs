@@ -1674,3 +1674,86 @@ async fn virtual_display_with_session() {
     .await
     .unwrap();
 }
+
+/// `--monitor N` serves one RandR monitor: the viewer's framebuffer is that
+/// monitor's part of the screen, and pointer positions land inside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitor_option_serves_one_monitor() {
+    x_tools();
+    let xvfb = XvfbGuard::start_in(X_RANGE, 640, 480);
+    let d = xvfb.display_name();
+    let dir = tempfile::tempdir().unwrap();
+    let tile = dir.path().join("tile.ppm");
+    write_tile(&tile);
+    assert!(x_run(&d, &["xsetroot", "-solid", "#203040"]).is_some());
+    let _ = x_run(&d, &["display", "-window", "root", tile.to_str().unwrap()]);
+    // Two monitors side by side: left 0..320, right 320..640.
+    for (name, geom) in [
+        ("left", "320/80x480/120+0+0"),
+        ("right", "320/80x480/120+320+0"),
+    ] {
+        assert!(
+            x_run(&d, &["xrandr", "--setmonitor", name, geom, "none"]).is_some(),
+            "xrandr --setmonitor {name}"
+        );
+    }
+    // Its index in RandR's list (the screen's own output stays listed too).
+    let list = String::from_utf8(x_run(&d, &["xrandr", "--listmonitors"]).unwrap()).unwrap();
+    let index = list
+        .lines()
+        .find(|l| l.contains(" right "))
+        .and_then(|l| l.trim().split(':').next()?.trim().parse::<usize>().ok())
+        .unwrap_or_else(|| panic!("no monitor 'right' in {list}"));
+
+    let server = Tvnc::start(
+        "monitor",
+        &[
+            "--source",
+            "x11",
+            "--display",
+            &d,
+            "--monitor",
+            &index.to_string(),
+        ],
+    );
+    let mut rs = RsViewer::connect(
+        server.addr,
+        &[VncEncoding::Raw, VncEncoding::ExtendedDesktopSizePseudo],
+    )
+    .await
+    .expect("vnc-rs connects");
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        rs.pump(Duration::from_millis(300)).await;
+        let d2 = d.clone();
+        let g = tokio::task::spawn_blocking(move || grab_root(&d2))
+            .await
+            .unwrap()
+            .expect("grab");
+        let right: Vec<u32> = (0..480)
+            .flat_map(|y| (320..640).map(move |x| (x, y)))
+            .map(|(x, y)| g.at(x, y))
+            .collect();
+        if (rs.w, rs.h) == (320, 480) && rs.fb == right {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let r = if (rs.w, rs.h) == (320, 480) {
+                compare_images("x11-monitor", 320, 480, &right, &rs.fb)
+            } else {
+                Err(format!("viewer has {}x{}, want 320x480", rs.w, rs.h))
+            };
+            panic!("the viewer never showed the right monitor: {r:?}");
+        }
+    }
+    // A click at (10, 20) in the viewer is at (330, 20) on the X screen.
+    rs.client
+        .input(X11Event::PointerEvent((10, 20, 0).into()))
+        .await
+        .unwrap();
+    let at = poll("pointer on the right monitor", || {
+        mouse_location(&d).filter(|&p| p == (330, 20))
+    });
+    assert_eq!(at, (330, 20));
+    let _ = rs.client.close().await;
+}
