@@ -2,6 +2,8 @@
 //! journal's `CodeAuthenticator`: the code gets in once, then never again.
 //! (Session rows come when the lead wires the journal into the session host.)
 
+mod binary;
+
 use std::sync::Arc;
 use std::time::Duration;
 use ticketvnc::capture::test_pattern::TestPattern;
@@ -9,31 +11,9 @@ use ticketvnc::input::NullInput;
 use ticketvnc::security::VncPassword;
 use ticketvnc::server::{self, ServerConfig};
 use ticketvnc::tickets::{CodeAuthenticator, Journal};
-use vnc::{PixelFormat, VncConnector, VncEncoding, VncEvent};
 
 async fn viewer(addr: std::net::SocketAddr, password: String) -> Result<(), vnc::VncError> {
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let client = VncConnector::new(tcp)
-        .set_auth_method(async move { Ok(password) })
-        .add_encoding(VncEncoding::Raw)
-        .allow_shared(true)
-        .set_pixel_format(PixelFormat::bgra())
-        .build()?
-        .try_start()
-        .await?
-        .finish()?;
-    // Authenticated: the screen arrives.
-    loop {
-        match tokio::time::timeout(Duration::from_secs(30), client.recv_event())
-            .await
-            .expect("no event from the server")?
-        {
-            VncEvent::SetResolution(_) | VncEvent::RawImage(..) => break,
-            _ => {}
-        }
-    }
-    let _ = client.close().await;
-    Ok(())
+    binary::viewer(addr, password, false).await.map(|_| ())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
