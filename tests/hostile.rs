@@ -600,6 +600,76 @@ async fn class4_resize_and_requests_for_the_old_size() -> Result<()> {
     srv.stop().await
 }
 
+/// SetDesktopSize: more screens than the limit closes the connection before
+/// the screen list is read; a valid request is answered with
+/// ExtendedDesktopSize "prohibited" and the desktop keeps its size. Both
+/// split at every byte boundary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn class4_set_desktop_size_is_bounded_and_prohibited() -> Result<()> {
+    let srv = TestServer::start(ServerOpts::default()).await?;
+    let w = srv.watcher().await?;
+    let too_many = encode(&[ClientMessage::SetDesktopSize {
+        width: 200,
+        height: 100,
+        screens: ticketvnc::rfb::limits::MAX_SCREENS as u8 + 1,
+    }]);
+    let valid = encode(&[ClientMessage::SetDesktopSize {
+        width: 200,
+        height: 100,
+        screens: 1,
+    }]);
+    let mut cases = Vec::new();
+    for at in all_splits(too_many.len()) {
+        cases.push((false, too_many.clone(), at));
+    }
+    for at in all_splits(valid.len()) {
+        cases.push((true, valid.clone(), at));
+    }
+    let (addr, auth) = (srv.addr, srv.auth());
+    attack_parallel(&w, cases, PARALLEL, move |(ok, m, at)| {
+        let auth = auth.clone();
+        async move {
+            if !ok {
+                let c = offend(addr, auth, &m, at).await?;
+                return expect_silent_close(c, "screen count").await;
+            }
+            let mut c = RawClient::connect(addr, &auth).await?;
+            c.set_encodings(&[enc::RAW, enc::EXTENDED_DESKTOP_SIZE])
+                .await?;
+            c.request_full(false).await?;
+            // The layout comes first, then the picture.
+            while !c
+                .next_update()
+                .await?
+                .iter()
+                .any(|r| r.encoding == enc::RAW)
+            {}
+            let size = (c.width, c.height);
+            send_split(&mut c.stream, &m, at).await?;
+            let rects = c.next_update().await?;
+            let reply = rects
+                .iter()
+                .find(|r| r.encoding == enc::EXTENDED_DESKTOP_SIZE)
+                .with_context(|| format!("no ExtendedDesktopSize reply in {rects:?}"))?;
+            // x = reason (1: this client asked), y = status (1: prohibited).
+            ensure!(
+                (reply.rect.x, reply.rect.y) == (1, 1),
+                "reply {:?} is not 'prohibited' for this client",
+                reply.rect
+            );
+            ensure!(
+                (c.width, c.height) == size && (reply.rect.w, reply.rect.h) == size,
+                "the desktop size changed to {:?}",
+                reply.rect
+            );
+            Ok(())
+        }
+    })
+    .await?;
+    check_survived(&srv, w).await?;
+    srv.stop().await
+}
+
 // ------------------------------------------------------------- class 5
 
 fn bad_pixel_formats() -> Vec<(&'static str, PixelFormat)> {
