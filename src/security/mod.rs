@@ -13,6 +13,102 @@ pub struct Principal {
     /// A short description of the credential (never the secret itself),
     /// e.g. "static password" or "one-time code".
     pub credential: String,
+    /// The technician account that authenticated (VeNCrypt Plain).
+    pub technician: Option<String>,
+    /// The most this credential allows (a view-only password allows only
+    /// viewing); `None` means no limit of its own.
+    pub max_rights: Option<Rights>,
+}
+
+/// What the viewer may do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rights {
+    pub view: bool,
+    pub keys: bool,
+    pub pointer: bool,
+    pub clipboard: bool,
+}
+
+impl Rights {
+    pub const NONE: Rights = Rights {
+        view: false,
+        keys: false,
+        pointer: false,
+        clipboard: false,
+    };
+    /// Both at once: what `self` and `other` allow.
+    pub fn intersect(self, other: Rights) -> Rights {
+        Rights {
+            view: self.view && other.view,
+            keys: self.keys && other.keys,
+            pointer: self.pointer && other.pointer,
+            clipboard: self.clipboard && other.clipboard,
+        }
+    }
+    /// Any input at all (keys, pointer or clipboard).
+    pub fn any_input(self) -> bool {
+        self.keys || self.pointer || self.clipboard
+    }
+    pub const FULL: Rights = Rights {
+        view: true,
+        keys: true,
+        pointer: true,
+        clipboard: true,
+    };
+    pub const VIEW_ONLY: Rights = Rights {
+        view: true,
+        keys: false,
+        pointer: false,
+        clipboard: false,
+    };
+    pub fn json(self) -> serde_json::Value {
+        serde_json::json!({"view": self.view, "keys": self.keys, "pointer": self.pointer, "clipboard": self.clipboard})
+    }
+    /// "view,keys,pointer,clipboard" style summary.
+    pub fn summary(self) -> String {
+        let mut v = Vec::new();
+        for (on, name) in [
+            (self.view, "view"),
+            (self.keys, "keys"),
+            (self.pointer, "pointer"),
+            (self.clipboard, "clipboard"),
+        ] {
+            if on {
+                v.push(name);
+            }
+        }
+        if v.is_empty() {
+            "none".into()
+        } else {
+            v.join(",")
+        }
+    }
+}
+
+/// The local user's answer to "let this technician in?".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Consent {
+    /// No consent step configured.
+    #[default]
+    NotAsked,
+    /// `--consent auto`: let in without asking.
+    Auto,
+    Accepted,
+    Rejected,
+    /// Nobody answered in time (counts as rejected).
+    Timeout,
+}
+
+impl Consent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Consent::NotAsked => "not asked",
+            Consent::Auto => "auto",
+            Consent::Accepted => "accepted",
+            Consent::Rejected => "rejected",
+            Consent::Timeout => "timeout",
+        }
+    }
 }
 
 /// Checks VNC-authentication responses. Implementations must compare in
@@ -20,6 +116,12 @@ pub struct Principal {
 pub trait Authenticator: Send + Sync {
     /// `Some(principal)` when `response` is right for `challenge`.
     fn verify_vnc(&self, challenge: &[u8; 16], response: &[u8; 16]) -> Option<Principal>;
+    /// VeNCrypt Plain: a technician account's name and password. The name
+    /// has been length-limited and stripped of control characters. The
+    /// default refuses everyone.
+    fn verify_plain(&self, _username: &str, _password: &[u8]) -> Option<Principal> {
+        None
+    }
 }
 
 /// A single static password (from `--password-file`), optionally bound to a ticket.
@@ -35,6 +137,7 @@ impl Authenticator for StaticPassword {
             .then(|| Principal {
                 ticket: self.ticket.clone(),
                 credential: "static password".into(),
+                ..Default::default()
             })
     }
 }

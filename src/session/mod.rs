@@ -10,7 +10,7 @@ use crate::rfb::messages::write_server_cut_text;
 use crate::rfb::{
     ClientMessage, Event, PixelFormat, ProtocolError, SecurityType, ServerConnection,
 };
-use crate::security::{Authenticator, Principal};
+use crate::security::{Authenticator, Consent, Principal, Rights};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,8 +85,10 @@ pub struct SessionInfo {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub updates_sent: u64,
-    /// The viewer may only watch (no keys, pointer or clipboard).
-    pub view_only: bool,
+    /// What the viewer may do right now.
+    pub rights: Rights,
+    /// The local user's answer, once asked.
+    pub consent: Consent,
     /// The journal's record of this session, once started.
     pub record: Option<i64>,
 }
@@ -434,9 +436,14 @@ impl Session {
                     self.info.principal = Some(Principal {
                         ticket: None,
                         credential: "none".into(),
+                        ..Default::default()
                     });
                 }
-                self.info.view_only = self.cfg.view_only;
+                self.info.rights = if self.cfg.view_only {
+                    Rights::VIEW_ONLY
+                } else {
+                    Rights::FULL
+                };
                 let (host, mut info) = (self.host.clone(), self.info.clone());
                 let (accepted, info) =
                     Self::blocking(move || (host.session_starting(&mut info), info))

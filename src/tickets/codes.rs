@@ -338,6 +338,7 @@ impl Authenticator for CodeAuthenticator {
                 return Some(Principal {
                     ticket: self.password_ticket.clone(),
                     credential: "static password".into(),
+                    ..Default::default()
                 });
             }
         }
@@ -345,6 +346,7 @@ impl Authenticator for CodeAuthenticator {
             Ok(Some((id, ticket))) => Some(Principal {
                 ticket: Some(ticket),
                 credential: format!("one-time code #{id}"),
+                ..Default::default()
             }),
             Ok(None) => None,
             Err(e) => {

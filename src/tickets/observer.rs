@@ -3,10 +3,7 @@
 //! or resize event is recorded, and the ticket system's hooks are told.
 
 use super::hooks::{HookDispatcher, HookEvent};
-use super::{
-    ClipboardDirection, Consent, Direction, Event, Journal, Rights, SessionId, SessionStart,
-    SessionStats,
-};
+use super::{ClipboardDirection, Direction, Event, Journal, SessionId, SessionStart, SessionStats};
 use crate::session::{EndReason, SessionEvent, SessionInfo, SessionObserver};
 use std::sync::Arc;
 use tracing::error;
@@ -48,13 +45,9 @@ fn start_record(info: &SessionInfo) -> SessionStart {
             None => "unknown".into(),
         },
         credential: p.credential,
-        technician: None,
-        rights: if info.view_only {
-            Rights::VIEW_ONLY
-        } else {
-            Rights::FULL
-        },
-        consent: Consent::NotAsked,
+        technician: p.technician,
+        rights: info.rights,
+        consent: info.consent,
     }
 }
 

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
+pub use crate::security::{Consent, Rights};
+
 /// How long a writer waits for another process's transaction.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest accepted ticket id (helpdesk numbers are short).
@@ -45,75 +47,6 @@ impl Direction {
             Direction::Inbound => "inbound",
             Direction::Reverse => "reverse",
             Direction::Repeater => "repeater",
-        }
-    }
-}
-
-/// What the viewer may do.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Rights {
-    pub view: bool,
-    pub keys: bool,
-    pub pointer: bool,
-    pub clipboard: bool,
-}
-
-impl Rights {
-    pub const FULL: Rights = Rights {
-        view: true,
-        keys: true,
-        pointer: true,
-        clipboard: true,
-    };
-    pub const VIEW_ONLY: Rights = Rights {
-        view: true,
-        keys: false,
-        pointer: false,
-        clipboard: false,
-    };
-    fn json(self) -> Value {
-        json!({"view": self.view, "keys": self.keys, "pointer": self.pointer, "clipboard": self.clipboard})
-    }
-    /// "view,keys,pointer,clipboard" style summary.
-    pub fn summary(self) -> String {
-        let mut v = Vec::new();
-        for (on, name) in [
-            (self.view, "view"),
-            (self.keys, "keys"),
-            (self.pointer, "pointer"),
-            (self.clipboard, "clipboard"),
-        ] {
-            if on {
-                v.push(name);
-            }
-        }
-        if v.is_empty() {
-            "none".into()
-        } else {
-            v.join(",")
-        }
-    }
-}
-
-/// The local user's answer to "let this technician in?".
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Consent {
-    /// No consent step configured.
-    #[default]
-    NotAsked,
-    Accepted,
-    Declined,
-    /// Nobody answered in time.
-    TimedOut,
-}
-
-impl Consent {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Consent::NotAsked => "not asked",
-            Consent::Accepted => "accepted",
-            Consent::Declined => "declined",
-            Consent::TimedOut => "timed out",
         }
     }
 }
