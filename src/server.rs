@@ -164,14 +164,14 @@ impl SessionHost for Registry {
         );
         true
     }
-    fn auth_failed(&self, info: &SessionInfo) {
-        warn!(session = info.id, peer = ?info.peer, "authentication failed");
+    fn auth_failed(&self, info: &SessionInfo, reason: &str) {
         if let Some(peer) = info.peer {
             self.throttle.failure(peer.ip());
         }
         if let Some(o) = &self.observer {
-            o.auth_failed(info);
+            o.auth_failed(info, reason);
         }
+        warn!(session = info.id, peer = ?info.peer, reason, "authentication failed");
     }
     fn session_event(&self, info: &SessionInfo, ev: &SessionEvent) {
         if let Some(o) = &self.observer {

@@ -100,6 +100,21 @@ pub enum SessionEvent {
     Clipboard { to_viewer: bool, bytes: usize },
     /// The viewer was told about a new desktop size.
     Resize { width: u16, height: u16 },
+    /// The local user answered (or did not); `rights` is what was granted.
+    Consent { consent: Consent, rights: Rights },
+    /// Rights changed during the session; `by` says who changed them.
+    RightsChange { rights: Rights, by: String },
+}
+
+/// Things worth recording about the server itself rather than one session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerNotice {
+    /// The TLS certificate viewers will see (SHA-256 of its DER form, hex),
+    /// and whether it was generated on this start.
+    TlsCertificate { sha256: String, generated: bool },
+    /// `--insecure`: bare None/VNC authentication offered on these
+    /// non-loopback addresses.
+    Insecure { addresses: Vec<String> },
 }
 
 /// Hears about sessions: the ticket journal implements this. Calls are
@@ -109,9 +124,14 @@ pub trait SessionObserver: Send + Sync {
     /// start and return the record id. An error refuses the viewer, so no
     /// one sees the screen without a committed record.
     fn session_starting(&self, info: &SessionInfo) -> Result<i64, String>;
-    fn auth_failed(&self, info: &SessionInfo);
+    /// Authentication failed or was refused before it could succeed
+    /// (wrong password, a type that was not offered, a locked-out address,
+    /// a rejected consent). `reason` is the text the viewer was sent.
+    fn auth_failed(&self, info: &SessionInfo, reason: &str);
     fn session_event(&self, info: &SessionInfo, ev: &SessionEvent);
     fn session_ended(&self, info: &SessionInfo, reason: &EndReason);
+    /// Something about the server (its certificate, its policy).
+    fn server_notice(&self, _notice: &ServerNotice) {}
 }
 
 /// Calls from a session to the server that owns it.
@@ -120,7 +140,7 @@ pub trait SessionHost: Send + Sync {
     /// disconnect other viewers (non-shared) or refuse (returns `false`).
     /// Runs before ServerInit is sent, so a journal row can be committed first.
     fn session_starting(&self, info: &mut SessionInfo) -> bool;
-    fn auth_failed(&self, info: &SessionInfo);
+    fn auth_failed(&self, info: &SessionInfo, reason: &str);
     fn session_event(&self, info: &SessionInfo, ev: &SessionEvent);
     fn session_ended(&self, info: &SessionInfo, reason: &EndReason);
 }
@@ -423,7 +443,7 @@ impl Session {
                 self.info.principal = principal;
                 if !ok {
                     let (host, info) = (self.host.clone(), self.info.clone());
-                    Self::blocking(move || host.auth_failed(&info)).await;
+                    Self::blocking(move || host.auth_failed(&info, "authentication failed")).await;
                 }
                 conn.auth_verdict(ok).map_err(|e| match e {
                     ProtocolError::AuthFailed => EndReason::AuthFailed,

@@ -62,9 +62,8 @@ impl SessionObserver for JournalObserver {
         Ok(id.0)
     }
 
-    fn auth_failed(&self, info: &SessionInfo) {
+    fn auth_failed(&self, info: &SessionInfo, reason: &str) {
         let start = start_record(info);
-        let reason = "wrong password or code";
         match self.journal.auth_failed(&start, reason) {
             Ok(id) => self.hook(HookEvent::auth_failure(
                 Some(id),
@@ -92,6 +91,11 @@ impl SessionObserver for JournalObserver {
                 bytes: bytes as u64,
             },
             SessionEvent::Resize { width, height } => Event::Resize { width, height },
+            SessionEvent::Consent { consent, .. } => Event::Consent { decision: consent },
+            SessionEvent::RightsChange { rights, ref by } => Event::RightsChange {
+                rights,
+                by: Some(by.clone()),
+            },
         };
         if let Err(e) = self.journal.event(id, &ev) {
             error!(error = %e, "cannot record a session event");
