@@ -30,8 +30,13 @@ Examples:
   ticketvnc serve --source x11 --listen 0.0.0.0:5900 &
   ticketvnc ticket open 4711 --title \"Printer offline\"   # prints the code
 
-  # Password from a file (first line), listening on all interfaces:
+  # Password from a file (first line), listening on all interfaces (VeNCrypt
+  # TLS only there; pin the printed fingerprint or use your own certificate):
   ticketvnc serve --listen 0.0.0.0:5900 --password-file /etc/ticketvnc/password
+  ticketvnc serve --listen 0.0.0.0:5900 --tls-cert cert.pem --tls-key key.pem
+
+  # Ask the person at the screen first (exit 0 = yes):
+  ticketvnc serve --source x11 --consent cmd:/usr/local/bin/ask-customer
 
   # A private virtual desktop with an xterm in it:
   ticketvnc serve --virtual 1280x800 --session xterm --no-auth
@@ -41,7 +46,7 @@ Examples:
 
   # Several listeners:
   ticketvnc serve --listen 127.0.0.1:5900 --listen [::1]:5900 --no-auth")]
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Tickets: open (prints a one-time code), close, show, note.
     #[command(subcommand)]
     Ticket(crate::tickets_cli::TicketCmd),
@@ -77,12 +82,37 @@ pub struct ServeArgs {
     /// File whose first line is the VNC password (only 8 characters count).
     #[arg(long, value_name = "FILE", conflicts_with = "no_auth")]
     pub password_file: Option<PathBuf>,
-    /// Allow viewers in without a password. Refused on non-loopback addresses.
+    /// Allow viewers in without a password. Refused on non-loopback
+    /// addresses unless --insecure.
     #[arg(long)]
     pub no_auth: bool,
-    /// The ticket that sessions authenticated with --password-file belong to.
-    /// (Sessions with one-time codes belong to the code's ticket.)
-    #[arg(long, value_name = "ID", requires = "password_file")]
+    /// File whose first line is a password that lets a viewer only watch.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_auth")]
+    pub view_only_password_file: Option<PathBuf>,
+    /// The TLS certificate chain (PEM) for VeNCrypt. Without --tls-cert and
+    /// --tls-key a self-signed certificate is generated once and kept in
+    /// $XDG_CONFIG_HOME/ticketvnc (its SHA-256 fingerprint is printed).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The TLS private key (PEM) belonging to --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Also offer bare None/VNC authentication (no encryption) on
+    /// non-loopback addresses. Warned about and journaled.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Ask the person at the screen before a viewer gets in: `auto` (let
+    /// in), `deny` (let nobody in), or `cmd:PROGRAM` (exit status 0
+    /// accepts; "view-only" on its output grants only viewing).
+    #[arg(long, value_name = "POLICY", default_value = "auto", value_parser = parse_consent)]
+    pub consent: ConsentArg,
+    /// Seconds the person at the screen has to answer; no answer rejects.
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub consent_timeout: u64,
+    /// The ticket that sessions authenticated with a password file or a
+    /// technician account belong to. (Sessions with one-time codes belong
+    /// to the code's ticket.)
+    #[arg(long, value_name = "ID")]
     pub ticket: Option<String>,
     /// POST each session event as signed JSON to this URL (the ticket system's webhook).
     #[arg(long, value_name = "URL")]
@@ -121,6 +151,25 @@ pub struct ServeArgs {
     /// Desktop name shown by viewers.
     #[arg(long)]
     pub name: Option<String>,
+}
+
+/// `--consent`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConsentArg {
+    Auto,
+    Deny,
+    Command(PathBuf),
+}
+
+pub fn parse_consent(s: &str) -> Result<ConsentArg, String> {
+    match s {
+        "auto" => Ok(ConsentArg::Auto),
+        "deny" => Ok(ConsentArg::Deny),
+        _ => match s.strip_prefix("cmd:") {
+            Some(p) if !p.is_empty() => Ok(ConsentArg::Command(PathBuf::from(p))),
+            _ => Err(format!("expected auto, deny or cmd:PROGRAM, got {s:?}")),
+        },
+    }
 }
 
 pub fn parse_size(s: &str) -> Result<(u16, u16), String> {

@@ -3,22 +3,21 @@ mod tickets_cli;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use cli::{Cli, Command, ServeArgs, SourceKind};
+use cli::{Cli, Command, ConsentArg, ServeArgs, SourceKind};
 use std::sync::Arc;
 use ticketvnc::capture::test_pattern::TestPattern;
 use ticketvnc::capture::ScreenSource;
 use ticketvnc::input::{InputSink, NullInput, OffsetInput};
-use ticketvnc::security::{Authenticator, VncPassword};
+use ticketvnc::security::{Authenticator, VncPassword, WithViewOnlyPassword};
 use ticketvnc::server::{self, ServerConfig};
+use ticketvnc::session::consent::{CommandAsker, ConsentPolicy};
+use ticketvnc::session::{ServerNotice, SessionObserver};
 use ticketvnc::tickets::hooks::{HookConfig, HookDispatcher};
 use ticketvnc::tickets::{CodeAuthenticator, JournalObserver};
 
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TICKETVNC_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(log_filter())
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -27,11 +26,24 @@ fn main() -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     match cli.command {
-        Command::Serve(args) => rt.block_on(serve(cli.db.as_deref(), args)),
+        Command::Serve(args) => rt.block_on(serve(cli.db.as_deref(), *args)),
         Command::Ticket(c) => tickets_cli::ticket(cli.db.as_deref(), c),
         Command::Sessions(a) => tickets_cli::sessions(cli.db.as_deref(), a),
         Command::Kb(c) => tickets_cli::kb(cli.db.as_deref(), c),
     }
+}
+
+/// `TICKETVNC_LOG` (default info), with two caps no setting lifts: input
+/// crates never log below warn (enigo logs every keysym at debug, which
+/// would put typed passwords in the log), and rustls' per-connection
+/// warnings (TigerVNC sends an IP address as SNI) stay out of the way.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    let user = std::env::var("TICKETVNC_LOG").unwrap_or_else(|_| "info".into());
+    let capped = format!("{user},enigo=warn,rustls=error");
+    tracing_subscriber::EnvFilter::try_new(&capped).unwrap_or_else(|e| {
+        eprintln!("TICKETVNC_LOG={user:?} is not a valid filter ({e}); using info");
+        tracing_subscriber::EnvFilter::new("info,enigo=warn,rustls=error")
+    })
 }
 
 fn read_password_file(path: &std::path::Path) -> Result<VncPassword> {
@@ -48,7 +60,7 @@ fn read_password_file(path: &std::path::Path) -> Result<VncPassword> {
 }
 
 async fn serve(db: Option<&std::path::Path>, args: ServeArgs) -> Result<()> {
-    if args.no_auth {
+    if args.no_auth && !args.insecure {
         if let Some(a) = args.listen.iter().find(|a| !a.ip().is_loopback()) {
             bail!(
                 "--no-auth is refused on {a}: anyone who can reach it would get the screen. \
@@ -73,12 +85,21 @@ async fn serve(db: Option<&std::path::Path>, args: ServeArgs) -> Result<()> {
                     .unwrap_or_default()
             );
         }
-        Some(Arc::new(CodeAuthenticator::new(
+        let codes: Arc<dyn Authenticator> = Arc::new(CodeAuthenticator::new(
             journal.clone(),
             password,
             args.ticket.clone(),
-        )?))
+        )?);
+        Some(match args.view_only_password_file.as_deref() {
+            Some(p) => Arc::new(WithViewOnlyPassword {
+                inner: codes,
+                view_only: read_password_file(p)?,
+                ticket: args.ticket.clone(),
+            }),
+            None => codes,
+        })
     };
+
     let hooks = HookConfig::from_options(
         args.webhook.clone(),
         args.webhook_secret_file.as_deref(),
@@ -132,6 +153,18 @@ async fn serve(db: Option<&std::path::Path>, args: ServeArgs) -> Result<()> {
         SourceKind::Screen => screen_input()?,
     };
     let mut cfg = ServerConfig::new(args.listen.clone(), authenticator);
+    setup_tls(&args, observer.as_ref(), &mut cfg)?;
+    cfg.insecure = args.insecure;
+    cfg.consent = match &args.consent {
+        ConsentArg::Auto => ConsentPolicy::Auto,
+        ConsentArg::Deny => ConsentPolicy::Deny,
+        ConsentArg::Command(program) => ConsentPolicy::Ask {
+            asker: Arc::new(CommandAsker {
+                program: program.clone(),
+            }),
+            timeout: std::time::Duration::from_secs(args.consent_timeout),
+        },
+    };
     cfg.desktop_name = args.name.clone();
     cfg.view_only = args.view_only;
     cfg.max_fps = args.max_fps;
@@ -164,6 +197,50 @@ async fn serve(db: Option<&std::path::Path>, args: ServeArgs) -> Result<()> {
         o.shutdown(std::time::Duration::from_secs(5));
     }
     result?;
+    Ok(())
+}
+
+/// VeNCrypt's certificate: the operator's files, or the generated one
+/// (kept in the config directory). Its fingerprint is printed and journaled
+/// so a technician can pin it.
+#[cfg(not(target_os = "macos"))]
+fn setup_tls(
+    args: &ServeArgs,
+    observer: &dyn SessionObserver,
+    cfg: &mut ServerConfig,
+) -> Result<()> {
+    use ticketvnc::security::tls;
+    let id = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => tls::load(c, k)?,
+        _ => {
+            let dir = tls::default_config_dir()?;
+            tls::load_or_generate(&dir)
+                .with_context(|| format!("the TLS certificate in {}", dir.display()))?
+        }
+    };
+    println!(
+        "TLS certificate {} (SHA-256 {})",
+        id.cert_path.display(),
+        id.fingerprint
+    );
+    observer.server_notice(&ServerNotice::TlsCertificate {
+        sha256: id.fingerprint.clone(),
+        generated: id.generated,
+    });
+    cfg.tls = Some(id.acceptor);
+    Ok(())
+}
+
+/// No VeNCrypt in the macOS build yet (see Cargo.toml).
+#[cfg(target_os = "macos")]
+fn setup_tls(
+    args: &ServeArgs,
+    _observer: &dyn SessionObserver,
+    _cfg: &mut ServerConfig,
+) -> Result<()> {
+    if args.tls_cert.is_some() {
+        bail!("--tls-cert: VeNCrypt is not available in the macOS build yet");
+    }
     Ok(())
 }
 

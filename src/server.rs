@@ -4,11 +4,14 @@ use crate::capture::{CaptureError, ScreenSource};
 use crate::framebuffer::Rect;
 use crate::input::InputSink;
 use crate::rfb::{limits, SecurityType};
+use crate::rfb::{ServerConnection, VeNCryptSubtype};
 use crate::security::throttle::AuthThrottle;
 use crate::security::Authenticator;
+use crate::security::Rights;
+use crate::session::consent::ConsentPolicy;
 use crate::session::{
-    self, Control, EndReason, Published, SessionConfig, SessionContext, SessionEvent, SessionHost,
-    SessionInfo, SessionObserver,
+    self, Control, EndReason, Published, SecurityOffer, ServerNotice, SessionConfig,
+    SessionContext, SessionEvent, SessionHost, SessionInfo, SessionObserver, TlsAcceptor,
 };
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -29,6 +32,11 @@ pub enum ServerError {
     },
     #[error("no listen address given")]
     NoListener,
+    #[error(
+        "{addr} is not a loopback address and VeNCrypt (TLS) is not available; \
+             refusing to offer bare VNC security there without --insecure"
+    )]
+    NoTlsOffLoopback { addr: SocketAddr },
     #[error("the screen source produced no first frame: {0}")]
     NoFirstFrame(String),
     #[error(transparent)]
@@ -40,6 +48,13 @@ pub struct ServerConfig {
     /// `None`: no authentication (security type None).
     pub authenticator: Option<Arc<dyn Authenticator>>,
     pub desktop_name: Option<String>,
+    /// VeNCrypt's TLS identity; `None`: bare security types only.
+    pub tls: Option<TlsAcceptor>,
+    /// Offer bare None/VNC authentication on non-loopback addresses too.
+    pub insecure: bool,
+    /// Technician accounts exist: offer VeNCrypt X509Plain.
+    pub plain_accounts: bool,
+    pub consent: ConsentPolicy,
     pub view_only: bool,
     pub handshake_timeout: Duration,
     pub write_stall_timeout: Duration,
@@ -56,11 +71,49 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
+    /// What a listener on `addr` offers. Off loopback only VeNCrypt
+    /// subtypes (TLS), unless `insecure`; on loopback VeNCrypt first, then
+    /// the bare type for viewers without TLS.
+    pub fn offer_for(&self, addr: SocketAddr) -> Result<SecurityOffer, ServerError> {
+        let auth = self.authenticator.is_some();
+        let mut vencrypt = Vec::new();
+        if self.tls.is_some() {
+            if auth {
+                vencrypt.push(VeNCryptSubtype::X509Vnc);
+                if self.plain_accounts {
+                    vencrypt.push(VeNCryptSubtype::X509Plain);
+                }
+            } else {
+                vencrypt.push(VeNCryptSubtype::X509None);
+            }
+        }
+        let bare = if auth {
+            SecurityType::VncAuth
+        } else {
+            SecurityType::None
+        };
+        let mut types = Vec::new();
+        if !vencrypt.is_empty() {
+            types.push(SecurityType::VeNCrypt);
+        }
+        if addr.ip().is_loopback() || self.insecure {
+            types.push(bare);
+        }
+        if types.is_empty() {
+            return Err(ServerError::NoTlsOffLoopback { addr });
+        }
+        Ok(SecurityOffer { types, vencrypt })
+    }
+
     pub fn new(listen: Vec<SocketAddr>, authenticator: Option<Arc<dyn Authenticator>>) -> Self {
         ServerConfig {
             listen,
             authenticator,
             desktop_name: None,
+            tls: None,
+            insecure: false,
+            plain_accounts: false,
+            consent: ConsentPolicy::Auto,
             view_only: false,
             handshake_timeout: Duration::from_secs(limits::HANDSHAKE_TIMEOUT_SECS),
             write_stall_timeout: Duration::from_secs(limits::WRITE_STALL_TIMEOUT_SECS),
@@ -165,13 +218,26 @@ impl SessionHost for Registry {
         true
     }
     fn auth_failed(&self, info: &SessionInfo, reason: &str) {
-        if let Some(peer) = info.peer {
-            self.throttle.failure(peer.ip());
+        let blocked = info.peer.and_then(|peer| self.throttle.failure(peer.ip()));
+        if let Some(o) = &self.observer {
+            o.auth_failed(info, reason);
+            if let (Some(peer), Some(d)) = (info.peer, blocked) {
+                o.server_notice(&ServerNotice::Lockout {
+                    address: peer.ip().to_string(),
+                    seconds: d.as_secs(),
+                });
+            }
         }
+        warn!(session = info.id, peer = ?info.peer, reason, "authentication failed");
+        if let Some(d) = blocked {
+            warn!(peer = ?info.peer, seconds = d.as_secs(), "too many failed authentications; address locked out");
+        }
+    }
+    fn refused(&self, info: &SessionInfo, reason: &str) {
         if let Some(o) = &self.observer {
             o.auth_failed(info, reason);
         }
-        warn!(session = info.id, peer = ?info.peer, reason, "authentication failed");
+        warn!(session = info.id, peer = ?info.peer, reason, "viewer refused");
     }
     fn session_event(&self, info: &SessionInfo, ev: &SessionEvent) {
         if let Some(o) = &self.observer {
@@ -201,6 +267,33 @@ impl ServerHandle {
     /// Number of viewers past authentication.
     pub fn viewer_count(&self) -> usize {
         self.registry.sessions.lock().unwrap().len()
+    }
+    /// Ids of the running sessions (past ServerInit).
+    pub fn session_ids(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self
+            .registry
+            .sessions
+            .lock()
+            .unwrap()
+            .keys()
+            .copied()
+            .collect();
+        v.sort_unstable();
+        v
+    }
+    /// Change what session `id` may do, at once; `by` is journaled with
+    /// the change. False if there is no such session.
+    pub fn set_rights(&self, id: u64, rights: Rights, by: &str) -> bool {
+        let tx = self.registry.sessions.lock().unwrap().get(&id).cloned();
+        match tx {
+            Some(tx) => tx
+                .try_send(Control::SetRights {
+                    rights,
+                    by: by.to_string(),
+                })
+                .is_ok(),
+            None => false,
+        }
     }
     /// Send clipboard text (Latin-1 bytes) to every viewer.
     pub fn broadcast_cut_text(&self, latin1: &[u8]) {
@@ -259,6 +352,25 @@ pub async fn start(
     if cfg.listen.is_empty() {
         return Err(ServerError::NoListener);
     }
+    let offers = cfg
+        .listen
+        .iter()
+        .map(|a| cfg.offer_for(*a).map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()?;
+    let insecure: Vec<String> = cfg
+        .listen
+        .iter()
+        .filter(|a| !a.ip().is_loopback() && cfg.insecure)
+        .map(|a| a.to_string())
+        .collect();
+    if !insecure.is_empty() {
+        if let Some(o) = &cfg.observer {
+            o.server_notice(&ServerNotice::Insecure {
+                addresses: insecure.clone(),
+            });
+        }
+        warn!(addresses = ?insecure, "--insecure: bare VNC security offered off loopback; passwords and screen cross the network unencrypted");
+    }
     let mut listeners = Vec::new();
     let mut addrs = Vec::new();
     for addr in &cfg.listen {
@@ -300,16 +412,12 @@ pub async fn start(
         .spawn(move || capture_loop(source, frame_tx, cap_err_tx, min_interval))
         .expect("spawn capture thread");
 
-    let security = if cfg.authenticator.is_some() {
-        vec![SecurityType::VncAuth]
-    } else {
-        vec![SecurityType::None]
-    };
     let scfg = Arc::new(SessionConfig {
-        security,
         authenticator: cfg.authenticator.clone(),
+        tls: cfg.tls.clone(),
         desktop_name,
         view_only: cfg.view_only,
+        consent: cfg.consent.clone(),
         handshake_timeout: cfg.handshake_timeout,
         write_stall_timeout: cfg.write_stall_timeout,
     });
@@ -334,14 +442,19 @@ pub async fn start(
         let mut accept_tasks = tokio::task::JoinSet::new();
         let ctx = SessionContext {
             cfg: scfg,
+            offer: offers[0].clone(),
             host: reg.clone(),
             input,
             frames: frame_rx,
         };
-        for l in listeners {
+        for (l, offer) in listeners.into_iter().zip(offers) {
+            info!(addr = ?l.local_addr().ok(), security = %offer.describe(), "offering");
             accept_tasks.spawn(accept_loop(
                 l,
-                ctx.clone(),
+                SessionContext {
+                    offer,
+                    ..ctx.clone()
+                },
                 reg.clone(),
                 preauth.clone(),
                 next_id.clone(),
@@ -391,6 +504,7 @@ async fn accept_loop(
     next_id: Arc<AtomicU64>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let refusals = Arc::new(Semaphore::new(limits::MAX_POLITE_REFUSALS));
     loop {
         let (stream, peer) = tokio::select! {
             r = l.accept() => match r {
@@ -405,18 +519,30 @@ async fn accept_loop(
             _ = wait_true(&mut shutdown) => return,
         };
         if let Some(left) = reg.throttle.blocked(peer.ip()) {
+            let reason = format!(
+                "too many failed authentications from this address; try again in {} s",
+                left.as_secs().max(1)
+            );
             debug!(%peer, seconds_left = left.as_secs(), "refusing: too many failed authentications");
-            drop(stream);
+            refuse_politely(stream, reason, &refusals);
             continue;
         }
         let Ok(permit) = preauth.clone().try_acquire_owned() else {
             warn!(%peer, "too many connections in the handshake; closing this one");
-            drop(stream);
+            refuse_politely(
+                stream,
+                "the server is busy; try again shortly".into(),
+                &refusals,
+            );
             continue;
         };
         let Some(slot) = PerAddress::take(&reg.preauth_by_addr, peer.ip(), permit) else {
             warn!(%peer, "too many connections in the handshake from this address; closing this one");
-            drop(stream);
+            refuse_politely(
+                stream,
+                "too many connections from this address; try again shortly".into(),
+                &refusals,
+            );
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -434,6 +560,53 @@ async fn accept_loop(
             reg.pending.lock().unwrap().remove(&id);
         });
     }
+}
+
+/// Tell a refused viewer why (the RFB refusal with a reason, which
+/// viewers show), within a short deadline, on a bounded number of tasks;
+/// beyond that bound the socket is just closed.
+fn refuse_politely(stream: tokio::net::TcpStream, reason: String, slots: &Arc<Semaphore>) {
+    let Ok(permit) = slots.clone().try_acquire_owned() else {
+        drop(stream);
+        return;
+    };
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let _permit = permit;
+        let mut stream = stream;
+        let mut conn = ServerConnection::refusing(&reason);
+        let deadline = Duration::from_secs(limits::REFUSAL_TIMEOUT_SECS);
+        let _ = tokio::time::timeout(deadline, async {
+            let mut buf = [0u8; 64];
+            loop {
+                let out = conn.take_output();
+                if !out.is_empty() && stream.write_all(&out).await.is_err() {
+                    return;
+                }
+                loop {
+                    match conn.poll_event() {
+                        Ok(Some(_)) => {}
+                        Ok(None) => break,
+                        Err(_) => {
+                            let out = conn.take_output();
+                            let _ = stream.write_all(&out).await;
+                            let _ = stream.shutdown().await;
+                            return;
+                        }
+                    }
+                }
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if conn.receive(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+        .await;
+    });
 }
 
 /// Captures whose damage is remembered, so a viewer a few frames behind can

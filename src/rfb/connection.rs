@@ -39,6 +39,9 @@ impl Version {
 pub enum SecurityType {
     None = 1,
     VncAuth = 2,
+    /// VeNCrypt 0.2: a subtype is negotiated, then TLS, then the subtype's
+    /// own authentication inside TLS.
+    VeNCrypt = 19,
 }
 
 impl SecurityType {
@@ -46,6 +49,7 @@ impl SecurityType {
         match v {
             1 => Some(SecurityType::None),
             2 => Some(SecurityType::VncAuth),
+            19 => Some(SecurityType::VeNCrypt),
             _ => None,
         }
     }
@@ -53,7 +57,63 @@ impl SecurityType {
         match self {
             SecurityType::None => "none",
             SecurityType::VncAuth => "vnc-auth",
+            SecurityType::VeNCrypt => "vencrypt",
         }
+    }
+}
+
+/// VeNCrypt subtypes the server can offer: all run inside X.509 TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VeNCryptSubtype {
+    /// TLS, no further authentication.
+    X509None = 260,
+    /// TLS, then VNC authentication (password or one-time code).
+    X509Vnc = 261,
+    /// TLS, then a user name and password (technician accounts).
+    X509Plain = 262,
+}
+
+impl VeNCryptSubtype {
+    pub fn from_u32(v: u32) -> Option<VeNCryptSubtype> {
+        match v {
+            260 => Some(VeNCryptSubtype::X509None),
+            261 => Some(VeNCryptSubtype::X509Vnc),
+            262 => Some(VeNCryptSubtype::X509Plain),
+            _ => None,
+        }
+    }
+    pub fn name(&self) -> &'static str {
+        match self {
+            VeNCryptSubtype::X509None => "X509None",
+            VeNCryptSubtype::X509Vnc => "X509Vnc",
+            VeNCryptSubtype::X509Plain => "X509Plain",
+        }
+    }
+}
+
+/// A password from the network. Its `Debug` never shows the bytes and
+/// they are zeroed when it is dropped.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    pub fn new(bytes: Vec<u8>) -> Secret {
+        Secret(bytes)
+    }
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
     }
 }
 
@@ -64,13 +124,31 @@ pub enum Event {
     VersionAgreed(Version),
     /// The client chose (or, at 3.3, was given) this security type.
     SecurityChosen(SecurityType),
+    /// The client chose this VeNCrypt subtype.
+    VeNCryptChosen(VeNCryptSubtype),
+    /// Start TLS now: send what [`ServerConnection::take_output`] holds,
+    /// take [`ServerConnection::take_unprocessed`] (bytes that came after
+    /// the subtype choice belong to TLS), run the TLS handshake, feed
+    /// decrypted bytes from then on and call
+    /// [`ServerConnection::tls_established`].
+    StartTls,
     /// A VNC-authentication response arrived. The driver checks it and calls
     /// [`ServerConnection::auth_verdict`]; nothing else is decoded until then.
     VncAuthResponse {
         challenge: [u8; 16],
         response: [u8; 16],
     },
-    /// Authentication passed and ClientInit arrived. The driver decides about
+    /// VeNCrypt Plain credentials arrived. `username` is lossily decoded,
+    /// stripped of control characters and at most
+    /// [`limits::MAX_LOGGED_USERNAME`] characters. The driver checks them and
+    /// calls [`ServerConnection::auth_verdict`].
+    PlainCredentials { username: String, password: Secret },
+    /// The client proved who it is (or None needed no proof). The driver
+    /// may now ask the local user and then calls
+    /// [`ServerConnection::approve`] or [`ServerConnection::reject`];
+    /// nothing else is decoded until then.
+    Authenticated,
+    /// Approved and ClientInit arrived. The driver decides about
     /// sharing and calls [`ServerConnection::server_init`].
     ClientInit { shared: bool },
     /// A normal-phase client message (only after ServerInit was sent).
@@ -81,8 +159,14 @@ pub enum Event {
 enum State {
     Version,
     SecurityChoice,
+    VeNCryptVersion,
+    VeNCryptSubtype,
+    AwaitTls(VeNCryptSubtype),
     VncResponse { challenge: [u8; 16] },
-    AwaitVerdict { challenge: [u8; 16] },
+    PlainHeader,
+    PlainBody { user_len: usize, pass_len: usize },
+    AwaitVerdict,
+    AwaitApproval,
     ClientInit,
     AwaitServerInit,
     Normal,
@@ -93,10 +177,16 @@ pub struct ServerConnection {
     state: State,
     version: Option<Version>,
     offered: Vec<SecurityType>,
+    vencrypt: Vec<VeNCryptSubtype>,
     chosen: Option<SecurityType>,
+    subtype: Option<VeNCryptSubtype>,
+    /// Refuse every client once its version is known, with this reason.
+    refusal: Option<String>,
     inbuf: Vec<u8>,
+    /// Bytes of `inbuf` already consumed (dropped once per `receive`).
+    rpos: usize,
     out: Vec<u8>,
-    pending: Vec<Event>,
+    pending: std::collections::VecDeque<Event>,
     challenge_source: fn() -> [u8; 16],
 }
 
@@ -112,19 +202,44 @@ const MAX_INBUF: usize = limits::MAX_MESSAGE_BYTES + 64 * 1024;
 
 impl ServerConnection {
     /// A new connection offering `offered` (in order of preference). The
-    /// server's ProtocolVersion is queued for output at once.
+    /// server's ProtocolVersion is queued for output at once. When
+    /// `offered` holds [`SecurityType::VeNCrypt`], give its subtypes with
+    /// [`ServerConnection::with_vencrypt`].
     pub fn new(offered: &[SecurityType]) -> ServerConnection {
         assert!(!offered.is_empty(), "at least one security type");
         ServerConnection {
             state: State::Version,
             version: None,
             offered: offered.to_vec(),
+            vencrypt: Vec::new(),
             chosen: None,
+            subtype: None,
+            refusal: None,
             inbuf: Vec::new(),
+            rpos: 0,
             out: b"RFB 003.008\n".to_vec(),
-            pending: Vec::new(),
+            pending: Default::default(),
             challenge_source: os_challenge,
         }
+    }
+
+    /// The VeNCrypt subtypes offered (in order of preference). Without any,
+    /// VeNCrypt is not offered even if it is in the type list.
+    pub fn with_vencrypt(mut self, subtypes: &[VeNCryptSubtype]) -> Self {
+        self.vencrypt = subtypes.to_vec();
+        if self.vencrypt.is_empty() {
+            self.offered.retain(|t| *t != SecurityType::VeNCrypt);
+            assert!(!self.offered.is_empty(), "at least one security type");
+        }
+        self
+    }
+
+    /// A connection that answers the client's version with a refusal and
+    /// `reason` (a lockout, an overloaded server), then closes.
+    pub fn refusing(reason: &str) -> ServerConnection {
+        let mut c = ServerConnection::new(&[SecurityType::None]);
+        c.refusal = Some(reason.to_string());
+        c
     }
 
     /// Replace the challenge generator (fuzzers and tests need determinism).
@@ -139,8 +254,18 @@ impl ServerConnection {
     pub fn security_type(&self) -> Option<SecurityType> {
         self.chosen
     }
-    /// True once authentication has passed (ClientInit may or may not have come).
+    pub fn vencrypt_subtype(&self) -> Option<VeNCryptSubtype> {
+        self.subtype
+    }
+    /// True once authentication has passed (consent may still be pending).
     pub fn is_authenticated(&self) -> bool {
+        matches!(
+            self.state,
+            State::AwaitApproval | State::ClientInit | State::AwaitServerInit | State::Normal
+        )
+    }
+    /// True once the local user (or policy) approved: SecurityResult OK went out.
+    pub fn is_approved(&self) -> bool {
         matches!(
             self.state,
             State::ClientInit | State::AwaitServerInit | State::Normal
@@ -165,10 +290,24 @@ impl ServerConnection {
         self.out.extend_from_slice(bytes);
     }
 
+    /// Received bytes not parsed yet. After [`Event::StartTls`] these are
+    /// the first bytes of the TLS handshake and belong to the TLS layer.
+    pub fn take_unprocessed(&mut self) -> Vec<u8> {
+        let rest = self.inbuf.split_off(self.rpos);
+        self.inbuf.clear();
+        self.rpos = 0;
+        rest
+    }
+
     /// Feed received bytes.
     pub fn receive(&mut self, data: &[u8]) -> Result<(), ProtocolError> {
         if self.state == State::Closed {
             return Ok(());
+        }
+        // Drop what was consumed once per batch, not once per message.
+        if self.rpos > 0 {
+            self.inbuf.drain(..self.rpos);
+            self.rpos = 0;
         }
         if self.inbuf.len() + data.len() > MAX_INBUF {
             return self.fail(ProtocolError::LimitExceeded {
@@ -183,15 +322,11 @@ impl ServerConnection {
 
     /// The next event, `Ok(None)` when more input (or a driver decision) is needed.
     pub fn poll_event(&mut self) -> Result<Option<Event>, ProtocolError> {
-        if !self.pending.is_empty() {
-            return Ok(Some(self.pending.remove(0)));
+        if let Some(e) = self.pending.pop_front() {
+            return Ok(Some(e));
         }
         match self.step() {
-            Ok(()) => Ok(if self.pending.is_empty() {
-                None
-            } else {
-                Some(self.pending.remove(0))
-            }),
+            Ok(()) => Ok(self.pending.pop_front()),
             Err(e) => self.fail(e),
         }
     }
@@ -199,22 +334,33 @@ impl ServerConnection {
     fn fail<T>(&mut self, e: ProtocolError) -> Result<T, ProtocolError> {
         self.state = State::Closed;
         self.inbuf.clear();
+        self.rpos = 0;
         Err(e)
     }
 
+    fn input(&self) -> &[u8] {
+        &self.inbuf[self.rpos..]
+    }
+
     fn consume(&mut self, n: usize) {
-        self.inbuf.drain(..n);
+        self.rpos += n;
+    }
+
+    /// Does the result of the security phase go on the wire? Always at 3.8;
+    /// at 3.7 for every type but None; never at 3.3 with None.
+    fn sends_security_result(&self) -> bool {
+        self.version == Some(Version::V3_8) || self.chosen != Some(SecurityType::None)
     }
 
     /// Advance the state machine by at most one step that yields events.
     fn step(&mut self) -> Result<(), ProtocolError> {
         match self.state {
             State::Version => {
-                let Some(b) = Reader::new(&self.inbuf).array::<12>() else {
+                let Some(b) = Reader::new(self.input()).array::<12>() else {
                     // Fail early on the first byte that cannot be a version string.
                     if !b"RFB 000.000\n"
                         .iter()
-                        .zip(&self.inbuf)
+                        .zip(self.input())
                         .all(|(tmpl, got)| prefix_ok(*tmpl, *got))
                     {
                         return Err(ProtocolError::BadVersion);
@@ -224,12 +370,31 @@ impl ServerConnection {
                 let v = parse_version(&b)?;
                 self.consume(12);
                 self.version = Some(v);
-                self.pending.push(Event::VersionAgreed(v));
+                self.pending.push_back(Event::VersionAgreed(v));
+                if let Some(reason) = self.refusal.clone() {
+                    self.refuse_at_version(&reason);
+                    return Err(ProtocolError::Refused(reason));
+                }
                 if v == Version::V3_3 {
-                    // The server decides: the first offered type.
-                    let t = self.offered[0];
-                    self.out.put_u32(t as u32);
-                    self.enter_security(t);
+                    // The server decides: the first offered type a 3.3
+                    // client can use (VeNCrypt needs a choice, so 3.7+).
+                    match self
+                        .offered
+                        .iter()
+                        .copied()
+                        .find(|t| *t != SecurityType::VeNCrypt)
+                    {
+                        Some(t) => {
+                            self.out.put_u32(t as u32);
+                            self.enter_security(t);
+                        }
+                        None => {
+                            let reason = "this server requires VeNCrypt (TLS); \
+                                          use a viewer that speaks RFB 3.7 or later";
+                            self.refuse_at_version(reason);
+                            return Err(ProtocolError::Refused(reason.into()));
+                        }
+                    }
                 } else {
                     self.out.put_u8(self.offered.len() as u8);
                     for t in &self.offered {
@@ -239,7 +404,7 @@ impl ServerConnection {
                 }
             }
             State::SecurityChoice => {
-                let Some(&choice) = self.inbuf.first() else {
+                let Some(&choice) = self.input().first() else {
                     return Ok(());
                 };
                 self.consume(1);
@@ -253,32 +418,109 @@ impl ServerConnection {
                     }
                 }
             }
+            State::VeNCryptVersion => {
+                let Some([major, minor]) = Reader::new(self.input()).array::<2>() else {
+                    return Ok(());
+                };
+                self.consume(2);
+                if (major, minor) != (0, 2) {
+                    self.out.put_u8(0xff);
+                    return Err(ProtocolError::VeNCryptVersion(major, minor));
+                }
+                self.out.put_u8(0);
+                self.out.put_u8(self.vencrypt.len() as u8);
+                for s in &self.vencrypt {
+                    self.out.put_u32(*s as u32);
+                }
+                self.state = State::VeNCryptSubtype;
+            }
+            State::VeNCryptSubtype => {
+                let Some(choice) = Reader::new(self.input()).u32() else {
+                    return Ok(());
+                };
+                self.consume(4);
+                match VeNCryptSubtype::from_u32(choice).filter(|s| self.vencrypt.contains(s)) {
+                    Some(s) => {
+                        self.out.put_u8(1);
+                        self.subtype = Some(s);
+                        self.state = State::AwaitTls(s);
+                        self.pending.push_back(Event::VeNCryptChosen(s));
+                        self.pending.push_back(Event::StartTls);
+                    }
+                    None => {
+                        self.out.put_u8(0);
+                        return Err(ProtocolError::SubtypeNotOffered(choice));
+                    }
+                }
+            }
             State::VncResponse { challenge } => {
-                let Some(response) = Reader::new(&self.inbuf).array::<16>() else {
+                let Some(response) = Reader::new(self.input()).array::<16>() else {
                     return Ok(());
                 };
                 self.consume(16);
-                self.state = State::AwaitVerdict { challenge };
-                self.pending.push(Event::VncAuthResponse {
+                self.state = State::AwaitVerdict;
+                self.pending.push_back(Event::VncAuthResponse {
                     challenge,
                     response,
                 });
             }
-            State::AwaitVerdict { .. } | State::AwaitServerInit | State::Closed => {}
+            State::PlainHeader => {
+                let mut r = Reader::new(self.input());
+                let (Some(user_len), Some(pass_len)) = (r.u32(), r.u32()) else {
+                    return Ok(());
+                };
+                // Checked before waiting for (or allocating) a single byte.
+                if user_len as usize > limits::MAX_PLAIN_USERNAME {
+                    return Err(ProtocolError::LimitExceeded {
+                        what: "VeNCrypt Plain user name",
+                        got: user_len as u64,
+                        limit: limits::MAX_PLAIN_USERNAME as u64,
+                    });
+                }
+                if pass_len as usize > limits::MAX_PLAIN_PASSWORD {
+                    return Err(ProtocolError::LimitExceeded {
+                        what: "VeNCrypt Plain password",
+                        got: pass_len as u64,
+                        limit: limits::MAX_PLAIN_PASSWORD as u64,
+                    });
+                }
+                self.consume(8);
+                self.state = State::PlainBody {
+                    user_len: user_len as usize,
+                    pass_len: pass_len as usize,
+                };
+            }
+            State::PlainBody { user_len, pass_len } => {
+                let mut r = Reader::new(self.input());
+                let (Some(user), Some(pass)) = (r.take(user_len), r.take(pass_len)) else {
+                    return Ok(());
+                };
+                let username = clean_username(user);
+                let password = Secret::new(pass.to_vec());
+                self.consume(user_len + pass_len);
+                self.state = State::AwaitVerdict;
+                self.pending
+                    .push_back(Event::PlainCredentials { username, password });
+            }
+            State::AwaitTls(_)
+            | State::AwaitVerdict
+            | State::AwaitApproval
+            | State::AwaitServerInit
+            | State::Closed => {}
             State::ClientInit => {
-                let Some(&shared) = self.inbuf.first() else {
+                let Some(&shared) = self.input().first() else {
                     return Ok(());
                 };
                 self.consume(1);
                 self.state = State::AwaitServerInit;
-                self.pending.push(Event::ClientInit {
+                self.pending.push_back(Event::ClientInit {
                     shared: shared != 0,
                 });
             }
             State::Normal => {
-                if let Some((msg, n)) = messages::decode_client_message(&self.inbuf)? {
+                if let Some((msg, n)) = messages::decode_client_message(self.input())? {
                     self.consume(n);
-                    self.pending.push(Event::Message(msg));
+                    self.pending.push_back(Event::Message(msg));
                 }
             }
         }
@@ -287,20 +529,40 @@ impl ServerConnection {
 
     fn enter_security(&mut self, t: SecurityType) {
         self.chosen = Some(t);
-        self.pending.push(Event::SecurityChosen(t));
+        self.pending.push_back(Event::SecurityChosen(t));
         match t {
-            SecurityType::None => {
-                if self.version == Some(Version::V3_8) {
-                    self.out.put_u32(0);
-                }
-                self.state = State::ClientInit;
-            }
-            SecurityType::VncAuth => {
-                let challenge = (self.challenge_source)();
-                self.out.extend_from_slice(&challenge);
-                self.state = State::VncResponse { challenge };
+            SecurityType::None => self.authenticated(),
+            SecurityType::VncAuth => self.send_challenge(),
+            SecurityType::VeNCrypt => {
+                self.out.extend_from_slice(&[0, 2]);
+                self.state = State::VeNCryptVersion;
             }
         }
+    }
+
+    fn send_challenge(&mut self) {
+        let challenge = (self.challenge_source)();
+        self.out.extend_from_slice(&challenge);
+        self.state = State::VncResponse { challenge };
+    }
+
+    fn authenticated(&mut self) {
+        self.state = State::AwaitApproval;
+        self.pending.push_back(Event::Authenticated);
+    }
+
+    /// Answer [`Event::StartTls`] once the TLS handshake is done: the
+    /// subtype's own authentication starts inside TLS.
+    pub fn tls_established(&mut self) -> Result<(), ProtocolError> {
+        let State::AwaitTls(sub) = self.state else {
+            return self.fail(ProtocolError::UnexpectedMessage("TLS without StartTls"));
+        };
+        match sub {
+            VeNCryptSubtype::X509None => self.authenticated(),
+            VeNCryptSubtype::X509Vnc => self.send_challenge(),
+            VeNCryptSubtype::X509Plain => self.state = State::PlainHeader,
+        }
+        Ok(())
     }
 
     fn security_result_failed(&mut self, reason: &str) {
@@ -311,22 +573,59 @@ impl ServerConnection {
         }
     }
 
-    /// Answer a [`Event::VncAuthResponse`]. On `false` the failure result is
-    /// queued and the connection is closed (the returned error says so).
+    /// No security types and a reason: the refusal every version understands.
+    fn refuse_at_version(&mut self, reason: &str) {
+        if self.version == Some(Version::V3_3) {
+            self.out.put_u32(0);
+        } else {
+            self.out.put_u8(0);
+        }
+        self.out.put_u32(reason.len() as u32);
+        self.out.extend_from_slice(reason.as_bytes());
+    }
+
+    /// Answer [`Event::VncAuthResponse`] or [`Event::PlainCredentials`]. On
+    /// `true` [`Event::Authenticated`] follows; on `false` the failure result
+    /// is queued and the connection is closed (the returned error says so).
     pub fn auth_verdict(&mut self, ok: bool) -> Result<(), ProtocolError> {
-        if !matches!(self.state, State::AwaitVerdict { .. }) {
+        if self.state != State::AwaitVerdict {
             return self.fail(ProtocolError::UnexpectedMessage(
                 "auth verdict without a response",
             ));
         }
         if ok {
-            self.out.put_u32(0);
-            self.state = State::ClientInit;
+            self.authenticated();
             Ok(())
         } else {
             self.security_result_failed("authentication failed");
             self.fail(ProtocolError::AuthFailed)
         }
+    }
+
+    /// Answer [`Event::Authenticated`]: let the viewer in (SecurityResult OK).
+    pub fn approve(&mut self) -> Result<(), ProtocolError> {
+        if self.state != State::AwaitApproval {
+            return self.fail(ProtocolError::UnexpectedMessage(
+                "approval before authentication",
+            ));
+        }
+        if self.sends_security_result() {
+            self.out.put_u32(0);
+        }
+        self.state = State::ClientInit;
+        Ok(())
+    }
+
+    /// Answer [`Event::Authenticated`] with a refusal: the failure result
+    /// carries `reason` (at 3.8) and the connection closes. Where the
+    /// protocol has no result to send (None at 3.3/3.7) it just closes.
+    pub fn reject(&mut self, reason: &str) -> ProtocolError {
+        if self.state == State::AwaitApproval && self.sends_security_result() {
+            self.security_result_failed(reason);
+        }
+        let e = ProtocolError::Refused(reason.to_string());
+        let _ = self.fail::<()>(e.clone());
+        e
     }
 
     /// Answer [`Event::ClientInit`]: queue ServerInit and enter the normal phase.
@@ -351,7 +650,18 @@ impl ServerConnection {
     pub fn close(&mut self) {
         self.state = State::Closed;
         self.inbuf.clear();
+        self.rpos = 0;
     }
+}
+
+/// A user name from the network as it may reach logs and the journal:
+/// lossy UTF-8, no control characters, at most MAX_LOGGED_USERNAME chars.
+fn clean_username(raw: &[u8]) -> String {
+    String::from_utf8_lossy(raw)
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(limits::MAX_LOGGED_USERNAME)
+        .collect()
 }
 
 /// Does byte `got` fit template byte `tmpl` ('0' stands for any digit)?
@@ -447,6 +757,12 @@ mod tests {
         );
         assert!(!c.is_authenticated());
         c.auth_verdict(true).unwrap();
+        assert_eq!(drain(&mut c), vec![Event::Authenticated]);
+        assert!(c.is_authenticated());
+        // Nothing goes out until the local user (or policy) approves.
+        assert!(!c.has_output());
+        c.approve().unwrap();
+        assert_eq!(c.take_output(), vec![0, 0, 0, 0]);
         assert_eq!(drain(&mut c), vec![Event::ClientInit { shared: true }]);
         c.server_init(10, 10, &PixelFormat::NATIVE, "x").unwrap();
         assert!(c.is_normal());
@@ -478,7 +794,10 @@ mod tests {
         c.take_output();
         c.receive(b"RFB 003.003\n\x00").unwrap();
         let ev = drain(&mut c);
-        assert_eq!(ev.last(), Some(&Event::ClientInit { shared: false }));
+        assert_eq!(ev.last(), Some(&Event::Authenticated));
+        c.approve().unwrap();
+        assert_eq!(drain(&mut c), vec![Event::ClientInit { shared: false }]);
+        // 3.3 with None: the type, and no SecurityResult.
         assert_eq!(c.take_output(), vec![0, 0, 0, 1]);
     }
 
@@ -489,6 +808,8 @@ mod tests {
     fn cut_text_at_the_limit_fits_the_input_buffer() {
         let mut c = ServerConnection::new(&[SecurityType::None]);
         c.receive(b"RFB 003.008\n\x01\x01").unwrap();
+        drain(&mut c);
+        c.approve().unwrap();
         drain(&mut c);
         c.server_init(10, 10, &PixelFormat::NATIVE, "x").unwrap();
         let text = vec![b'a'; limits::MAX_CUT_TEXT as usize];

@@ -9,6 +9,12 @@ pub enum ProtocolError {
     BadVersion,
     #[error("client chose security type {0}, which was not offered")]
     SecurityTypeNotOffered(u8),
+    #[error("client chose VeNCrypt subtype {0}, which was not offered")]
+    SubtypeNotOffered(u32),
+    #[error("client asked for VeNCrypt {0}.{1}; only 0.2 is spoken")]
+    VeNCryptVersion(u8, u8),
+    #[error("refused: {0}")]
+    Refused(String),
     #[error("authentication failed")]
     AuthFailed,
     #[error("invalid pixel format: {0}")]

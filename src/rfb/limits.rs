@@ -37,3 +37,16 @@ pub const AUTH_FAILURES_BEFORE_BLOCK: u32 = 5;
 pub const AUTH_BLOCK_BASE_SECS: u64 = 10;
 /// Longest refusal period (seconds).
 pub const AUTH_BLOCK_MAX_SECS: u64 = 600;
+/// Longest VeNCrypt Plain user name accepted on the wire (bytes).
+pub const MAX_PLAIN_USERNAME: usize = 255;
+/// Longest VeNCrypt Plain password accepted on the wire (bytes).
+pub const MAX_PLAIN_PASSWORD: usize = 1024;
+/// Characters of a network-supplied user name kept for logs and the journal.
+pub const MAX_LOGGED_USERNAME: usize = 64;
+/// Refused connections (lockout, overload) told why at once, at most; more
+/// are closed without a word.
+pub const MAX_POLITE_REFUSALS: usize = 32;
+/// Time a refused connection gets to send its version and read the reason (seconds).
+pub const REFUSAL_TIMEOUT_SECS: u64 = 5;
+/// Default time the person at the screen has to answer (seconds).
+pub const CONSENT_TIMEOUT_SECS: u64 = 30;

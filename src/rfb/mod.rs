@@ -7,7 +7,7 @@ pub mod messages;
 pub mod pixel_format;
 pub mod wire;
 
-pub use connection::{Event, SecurityType, ServerConnection, Version};
+pub use connection::{Event, Secret, SecurityType, ServerConnection, VeNCryptSubtype, Version};
 pub use error::ProtocolError;
 pub use messages::ClientMessage;
 pub use pixel_format::PixelFormat;

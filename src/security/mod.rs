@@ -1,6 +1,8 @@
 //! Security types: checking what a client proved, and who it is.
 
 pub mod throttle;
+#[cfg(not(target_os = "macos"))]
+pub mod tls;
 pub mod vnc_auth;
 
 pub use vnc_auth::{vnc_auth_response, VncPassword};
@@ -139,5 +141,33 @@ impl Authenticator for StaticPassword {
                 credential: "static password".into(),
                 ..Default::default()
             })
+    }
+}
+
+/// `--view-only-password-file`: whoever uses this password may only watch.
+/// Every other credential is checked by `inner` first, so a password that
+/// is both full and view-only grants full rights.
+pub struct WithViewOnlyPassword {
+    pub inner: std::sync::Arc<dyn Authenticator>,
+    pub view_only: VncPassword,
+    pub ticket: Option<String>,
+}
+
+impl Authenticator for WithViewOnlyPassword {
+    fn verify_vnc(&self, challenge: &[u8; 16], response: &[u8; 16]) -> Option<Principal> {
+        if let Some(p) = self.inner.verify_vnc(challenge, response) {
+            return Some(p);
+        }
+        self.view_only
+            .verify(challenge, response)
+            .then(|| Principal {
+                ticket: self.ticket.clone(),
+                credential: "view-only password".into(),
+                max_rights: Some(Rights::VIEW_ONLY),
+                ..Default::default()
+            })
+    }
+    fn verify_plain(&self, username: &str, password: &[u8]) -> Option<Principal> {
+        self.inner.verify_plain(username, password)
     }
 }

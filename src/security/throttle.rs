@@ -42,9 +42,11 @@ impl AuthThrottle {
         until.checked_duration_since(Instant::now())
     }
 
-    pub fn failure(&self, ip: IpAddr) {
+    /// Count a failure; returns the block period when this failure starts
+    /// (or extends) a block.
+    pub fn failure(&self, ip: IpAddr) -> Option<Duration> {
         if self.threshold == 0 {
-            return;
+            return None;
         }
         let now = Instant::now();
         let mut map = self.map.lock().unwrap();
@@ -64,7 +66,9 @@ impl AuthThrottle {
             let doublings = (e.failures - self.threshold).min(16);
             let wait = self.base.saturating_mul(1 << doublings).min(self.cap);
             e.blocked_until = Some(now + wait);
+            return Some(wait);
         }
+        None
     }
 
     pub fn success(&self, ip: IpAddr) {

@@ -3,20 +3,25 @@
 //! viewer hold up anyone else (its writes go through its own writer task,
 //! and an update is only built when the previous one has left).
 
+pub mod consent;
+mod transport;
 pub mod update;
 
 use crate::input::InputSink;
 use crate::rfb::messages::write_server_cut_text;
 use crate::rfb::{
     ClientMessage, Event, PixelFormat, ProtocolError, SecurityType, ServerConnection,
+    VeNCryptSubtype,
 };
 use crate::security::{Authenticator, Consent, Principal, Rights};
+use consent::{ConsentAnswer, ConsentPolicy, ConsentRequest};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
+pub use transport::{Rewind, TlsAcceptor, Transport};
 pub use update::{Published, ViewerState};
 
 /// Why a session ended (journal-friendly names via `as_str`).
@@ -26,8 +31,10 @@ pub enum EndReason {
     ServerStopped,
     AuthFailed,
     Kicked,
-    /// The server would not start the session (e.g. it could not be journaled).
-    Refused,
+    /// Refused before the session started: a type that was not offered,
+    /// a failed TLS handshake, the local user said no, it could not be
+    /// journaled. The text says which.
+    Refused(String),
     HandshakeTimeout,
     Stalled,
     ProtocolError(String),
@@ -42,7 +49,7 @@ impl EndReason {
             EndReason::ServerStopped => "server stopped",
             EndReason::AuthFailed => "auth failed",
             EndReason::Kicked => "kicked",
-            EndReason::Refused => "refused",
+            EndReason::Refused(_) => "refused",
             EndReason::HandshakeTimeout => "handshake timeout",
             EndReason::Stalled => "viewer stalled",
             EndReason::ProtocolError(_) => "protocol error",
@@ -55,7 +62,10 @@ impl EndReason {
 impl std::fmt::Display for EndReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            EndReason::ProtocolError(s) | EndReason::SourceGone(s) | EndReason::Io(s) => {
+            EndReason::ProtocolError(s)
+            | EndReason::SourceGone(s)
+            | EndReason::Io(s)
+            | EndReason::Refused(s) => {
                 write!(f, "{}: {}", self.as_str(), s)
             }
             _ => f.write_str(self.as_str()),
@@ -63,12 +73,49 @@ impl std::fmt::Display for EndReason {
     }
 }
 
+/// The security types one listener offers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecurityOffer {
+    /// In order of preference; VeNCrypt only together with `vencrypt`.
+    pub types: Vec<SecurityType>,
+    /// VeNCrypt subtypes (all need TLS).
+    pub vencrypt: Vec<VeNCryptSubtype>,
+}
+
+impl SecurityOffer {
+    pub fn connection(&self) -> ServerConnection {
+        ServerConnection::new(&self.types).with_vencrypt(&self.vencrypt)
+    }
+    /// "VeNCrypt (X509Vnc, X509Plain), VNC" for logs and docs.
+    pub fn describe(&self) -> String {
+        self.types
+            .iter()
+            .map(|t| match t {
+                SecurityType::VeNCrypt => format!(
+                    "VeNCrypt ({})",
+                    self.vencrypt
+                        .iter()
+                        .map(|s| s.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                SecurityType::VncAuth => "VNC".into(),
+                SecurityType::None => "None".into(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 /// Per-session settings, shared by all sessions of a server.
 pub struct SessionConfig {
-    pub security: Vec<SecurityType>,
     pub authenticator: Option<Arc<dyn Authenticator>>,
+    /// The TLS identity VeNCrypt subtypes run over.
+    pub tls: Option<TlsAcceptor>,
     pub desktop_name: String,
+    /// Everybody may only watch (`--view-only`).
     pub view_only: bool,
+    pub consent: ConsentPolicy,
     pub handshake_timeout: Duration,
     pub write_stall_timeout: Duration,
 }
@@ -115,6 +162,8 @@ pub enum ServerNotice {
     /// `--insecure`: bare None/VNC authentication offered on these
     /// non-loopback addresses.
     Insecure { addresses: Vec<String> },
+    /// Too many failed authentications: the address is refused for a while.
+    Lockout { address: String, seconds: u64 },
 }
 
 /// Hears about sessions: the ticket journal implements this. Calls are
@@ -140,7 +189,12 @@ pub trait SessionHost: Send + Sync {
     /// disconnect other viewers (non-shared) or refuse (returns `false`).
     /// Runs before ServerInit is sent, so a journal row can be committed first.
     fn session_starting(&self, info: &mut SessionInfo) -> bool;
+    /// A wrong credential: counts against the address's guessing budget.
     fn auth_failed(&self, info: &SessionInfo, reason: &str);
+    /// Refused for another reason (a type that was not offered, a failed
+    /// TLS handshake, the local user said no): journaled, not counted as
+    /// a guess.
+    fn refused(&self, info: &SessionInfo, reason: &str);
     fn session_event(&self, info: &SessionInfo, ev: &SessionEvent);
     fn session_ended(&self, info: &SessionInfo, reason: &EndReason);
 }
@@ -151,12 +205,20 @@ pub enum Control {
     Kick,
     Shutdown,
     ServerCutText(Vec<u8>),
+    /// Change what the viewer may do; `by` says who (journaled). Capped by
+    /// the credential's and the server's limits.
+    SetRights {
+        rights: Rights,
+        by: String,
+    },
 }
 
 /// What every session of a server shares.
 #[derive(Clone)]
 pub struct SessionContext {
     pub cfg: Arc<SessionConfig>,
+    /// What the listener this session came from offers.
+    pub offer: Arc<SecurityOffer>,
     pub host: Arc<dyn SessionHost>,
     pub input: Arc<dyn InputSink>,
     /// The capture's latest frame.
@@ -183,6 +245,8 @@ where
     let mut s = Session {
         info,
         cfg: ctx.cfg,
+        offer: ctx.offer,
+        ceiling: Rights::NONE,
         host: ctx.host,
         input: ctx.input,
         frames: ctx.frames,
@@ -191,7 +255,7 @@ where
         started: false,
         held: HeldInput::default(),
     };
-    let reason = s.run(stream).await;
+    let reason = s.run(Box::new(stream)).await;
     s.held.release_all(s.input.as_ref());
     if s.started {
         let (info, r) = (s.info.clone(), reason.clone());
@@ -209,6 +273,10 @@ where
 struct Session {
     info: SessionInfo,
     cfg: Arc<SessionConfig>,
+    offer: Arc<SecurityOffer>,
+    /// The most this session may ever get: the server's policy and the
+    /// credential's own limit. Live rights changes stay inside it.
+    ceiling: Rights,
     host: Arc<dyn SessionHost>,
     input: Arc<dyn InputSink>,
     frames: watch::Receiver<Arc<Published>>,
@@ -244,25 +312,363 @@ impl HeldInput {
         self.buttons = buttons;
         self.pos = (x, y);
     }
-    fn release_all(&mut self, input: &dyn InputSink) {
+    fn release_keys(&mut self, input: &dyn InputSink) {
         for k in self.keys.drain(..).rev() {
             input.key(false, k);
         }
+    }
+    fn release_buttons(&mut self, input: &dyn InputSink) {
         if self.buttons != 0 {
             input.pointer(0, self.pos.0, self.pos.1);
             self.buttons = 0;
         }
+    }
+    fn release_all(&mut self, input: &dyn InputSink) {
+        self.release_keys(input);
+        self.release_buttons(input);
     }
 }
 
 /// Output buffers allowed in flight to the writer task.
 const WRITE_QUEUE: usize = 4;
 
+/// Extra time the handshake deadline gets while the local user is asked.
+const CONSENT_GRACE: Duration = Duration::from_secs(5);
+
+/// A pending consent question with its timeout (`None`: timed out).
+type PendingConsent =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<ConsentAnswer>> + Send>>;
+
+fn security_label(t: SecurityType, sub: Option<VeNCryptSubtype>) -> &'static str {
+    match (t, sub) {
+        (SecurityType::None, _) => "none",
+        (SecurityType::VncAuth, _) => "vnc-auth",
+        (SecurityType::VeNCrypt, Some(VeNCryptSubtype::X509None)) => "VeNCrypt/X509None",
+        (SecurityType::VeNCrypt, Some(VeNCryptSubtype::X509Vnc)) => "VeNCrypt/X509Vnc",
+        (SecurityType::VeNCrypt, Some(VeNCryptSubtype::X509Plain)) => "VeNCrypt/X509Plain",
+        (SecurityType::VeNCrypt, None) => "VeNCrypt",
+    }
+}
+
+/// How a protocol error ends a session.
+fn protocol_end(e: ProtocolError) -> EndReason {
+    match e {
+        ProtocolError::AuthFailed => EndReason::AuthFailed,
+        ProtocolError::Refused(r) => EndReason::Refused(r),
+        e => EndReason::ProtocolError(e.to_string()),
+    }
+}
+
 impl Session {
-    async fn run<S>(&mut self, stream: S) -> EndReason
-    where
-        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-    {
+    async fn run(&mut self, stream: Box<dyn Transport>) -> EndReason {
+        let mut conn = self.offer.connection();
+        let stream = match self.handshake(stream, &mut conn).await {
+            Ok(s) => s,
+            Err(reason) => return reason,
+        };
+        self.established(stream, conn).await
+    }
+
+    /// Send what the core has queued, within the handshake deadline.
+    async fn flush(
+        &mut self,
+        stream: &mut Box<dyn Transport>,
+        conn: &mut ServerConnection,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), EndReason> {
+        if !conn.has_output() {
+            return Ok(());
+        }
+        let out = conn.take_output();
+        self.info.bytes_out += out.len() as u64;
+        match tokio::time::timeout_at(deadline, async {
+            stream.write_all(&out).await?;
+            stream.flush().await
+        })
+        .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(EndReason::Io(e.to_string())),
+            Err(_) => Err(EndReason::HandshakeTimeout),
+        }
+    }
+
+    /// Refuse with `reason`: journal it, send it (where the protocol can),
+    /// and end the session.
+    async fn refuse(
+        &mut self,
+        stream: &mut Box<dyn Transport>,
+        conn: &mut ServerConnection,
+        deadline: tokio::time::Instant,
+        reason: &str,
+    ) -> EndReason {
+        let e = conn.reject(reason);
+        let (host, info, r) = (self.host.clone(), self.info.clone(), reason.to_string());
+        Self::blocking(move || host.refused(&info, &r)).await;
+        let _ = self.flush(stream, conn, deadline).await;
+        protocol_end(e)
+    }
+
+    /// The handshake, which owns the transport because VeNCrypt swaps it
+    /// for TLS halfway. Returns once ServerInit is queued.
+    async fn handshake(
+        &mut self,
+        mut stream: Box<dyn Transport>,
+        conn: &mut ServerConnection,
+    ) -> Result<Box<dyn Transport>, EndReason> {
+        let mut deadline = tokio::time::Instant::now() + self.cfg.handshake_timeout;
+        let mut buf = vec![0u8; 4096];
+        let mut consent: Option<PendingConsent> = None;
+        loop {
+            loop {
+                let ev = match conn.poll_event() {
+                    Ok(Some(ev)) => ev,
+                    Ok(None) => break,
+                    Err(e) => {
+                        let refused = !matches!(e, ProtocolError::AuthFailed);
+                        let _ = self.flush(&mut stream, conn, deadline).await;
+                        if refused && self.info.version.is_some() {
+                            // A type or subtype that was not offered and the
+                            // like: journaled like any refusal.
+                            let (host, info, r) =
+                                (self.host.clone(), self.info.clone(), e.to_string());
+                            Self::blocking(move || host.refused(&info, &r)).await;
+                        }
+                        return Err(protocol_end(e));
+                    }
+                };
+                match ev {
+                    Event::VersionAgreed(v) => {
+                        self.info.version = Some(v.as_str());
+                        debug!(
+                            session = self.info.id,
+                            version = v.as_str(),
+                            "version agreed"
+                        );
+                    }
+                    Event::SecurityChosen(t) => self.info.security = Some(security_label(t, None)),
+                    Event::VeNCryptChosen(sub) => {
+                        self.info.security = Some(security_label(SecurityType::VeNCrypt, Some(sub)))
+                    }
+                    Event::StartTls => {
+                        self.flush(&mut stream, conn, deadline).await?;
+                        let Some(tls) = self.cfg.tls.clone() else {
+                            let r = "VeNCrypt offered without a TLS identity";
+                            return Err(self.refuse(&mut stream, conn, deadline, r).await);
+                        };
+                        let leftover = conn.take_unprocessed();
+                        match transport::accept_tls(&tls, stream, leftover, deadline).await {
+                            Ok(s) => stream = s,
+                            Err(e) => {
+                                // The plain stream is gone; the viewer saw TLS fail.
+                                let reason = format!("TLS handshake failed: {e}");
+                                let (host, info, r) =
+                                    (self.host.clone(), self.info.clone(), reason.clone());
+                                Self::blocking(move || host.refused(&info, &r)).await;
+                                return Err(EndReason::Refused(reason));
+                            }
+                        }
+                        if let Err(e) = conn.tls_established() {
+                            return Err(protocol_end(e));
+                        }
+                    }
+                    Event::VncAuthResponse {
+                        challenge,
+                        response,
+                    } => {
+                        let principal = match self.cfg.authenticator.clone() {
+                            Some(a) => Self::blocking(move || a.verify_vnc(&challenge, &response))
+                                .await
+                                .flatten(),
+                            None => None,
+                        };
+                        self.verdict(&mut stream, conn, deadline, principal).await?;
+                    }
+                    Event::PlainCredentials { username, password } => {
+                        let principal = match self.cfg.authenticator.clone() {
+                            Some(a) => {
+                                let user = username.clone();
+                                Self::blocking(move || a.verify_plain(&user, password.expose()))
+                                    .await
+                                    .flatten()
+                            }
+                            None => None,
+                        };
+                        if principal.is_none() {
+                            // Name who tried (sanitised by the core), never the password.
+                            self.info.principal = Some(Principal {
+                                technician: Some(username),
+                                credential: "technician account".into(),
+                                ..Default::default()
+                            });
+                        }
+                        self.verdict(&mut stream, conn, deadline, principal).await?;
+                    }
+                    Event::Authenticated => {
+                        let principal = self.info.principal.get_or_insert_with(|| Principal {
+                            credential: "none".into(),
+                            ..Default::default()
+                        });
+                        let policy = if self.cfg.view_only {
+                            Rights::VIEW_ONLY
+                        } else {
+                            Rights::FULL
+                        };
+                        self.ceiling =
+                            policy.intersect(principal.max_rights.unwrap_or(Rights::FULL));
+                        self.info.rights = self.ceiling;
+                        match &self.cfg.consent {
+                            ConsentPolicy::Auto => {
+                                self.info.consent = Consent::Auto;
+                                if let Err(e) = conn.approve() {
+                                    return Err(protocol_end(e));
+                                }
+                            }
+                            ConsentPolicy::Deny => {
+                                self.info.consent = Consent::Rejected;
+                                let r = "the person at the screen does not accept remote sessions";
+                                return Err(self.refuse(&mut stream, conn, deadline, r).await);
+                            }
+                            ConsentPolicy::Ask { asker, timeout } => {
+                                let req = ConsentRequest {
+                                    session: self.info.id,
+                                    peer: self.info.peer.map(|p| p.to_string()),
+                                    ticket: principal.ticket.clone(),
+                                    technician: principal.technician.clone(),
+                                    rights: self.ceiling,
+                                };
+                                let q = asker.ask(req);
+                                let t = *timeout;
+                                consent =
+                                    Some(Box::pin(
+                                        async move { tokio::time::timeout(t, q).await.ok() },
+                                    ));
+                                deadline =
+                                    deadline.max(tokio::time::Instant::now() + t + CONSENT_GRACE);
+                                info!(session = self.info.id, "asking the person at the screen");
+                            }
+                        }
+                    }
+                    Event::ClientInit { shared } => {
+                        self.info.shared = shared;
+                        let (host, mut info) = (self.host.clone(), self.info.clone());
+                        let (accepted, info) =
+                            Self::blocking(move || (host.session_starting(&mut info), info))
+                                .await
+                                .ok_or_else(|| {
+                                    EndReason::ProtocolError("session start failed".into())
+                                })?;
+                        self.info = info;
+                        if !accepted {
+                            return Err(EndReason::Refused(
+                                "the session could not be journaled".into(),
+                            ));
+                        }
+                        self.started = true;
+                        if self.info.consent != Consent::NotAsked {
+                            self.host.session_event(
+                                &self.info,
+                                &SessionEvent::Consent {
+                                    consent: self.info.consent,
+                                    rights: self.info.rights,
+                                },
+                            );
+                        }
+                        let f = self.frames.borrow().frame.clone();
+                        conn.server_init(
+                            f.width,
+                            f.height,
+                            &PixelFormat::NATIVE,
+                            &self.cfg.desktop_name,
+                        )
+                        .map_err(protocol_end)?;
+                        self.flush(&mut stream, conn, deadline).await?;
+                        // In: this connection no longer counts against the pre-auth limit.
+                        self.preauth_permit = None;
+                        return Ok(stream);
+                    }
+                    Event::Message(_) => {
+                        return Err(EndReason::ProtocolError("message before ServerInit".into()))
+                    }
+                }
+            }
+            self.flush(&mut stream, conn, deadline).await?;
+            tokio::select! {
+                r = stream.read(&mut buf) => {
+                    let n = match r {
+                        Ok(0) => return Err(EndReason::ProtocolError(ProtocolError::Eof("handshake").to_string())),
+                        Ok(n) => n,
+                        Err(e) => return Err(EndReason::Io(e.to_string())),
+                    };
+                    self.info.bytes_in += n as u64;
+                    if let Err(e) = conn.receive(&buf[..n]) {
+                        return Err(protocol_end(e));
+                    }
+                }
+                answer = async { match consent.as_mut() { Some(q) => q.await, None => std::future::pending().await } } => {
+                    consent = None;
+                    match answer {
+                        Some(ConsentAnswer::Accept(rights)) => {
+                            self.info.consent = Consent::Accepted;
+                            self.info.rights = rights.intersect(self.ceiling);
+                            info!(session = self.info.id, rights = %self.info.rights.summary(), "the person at the screen accepted");
+                            if let Err(e) = conn.approve() {
+                                return Err(protocol_end(e));
+                            }
+                        }
+                        Some(ConsentAnswer::Reject) => {
+                            self.info.consent = Consent::Rejected;
+                            let r = "the person at the screen rejected the session";
+                            return Err(self.refuse(&mut stream, conn, deadline, r).await);
+                        }
+                        None => {
+                            self.info.consent = Consent::Timeout;
+                            let r = "the person at the screen did not answer in time";
+                            return Err(self.refuse(&mut stream, conn, deadline, r).await);
+                        }
+                    }
+                }
+                c = self.control.recv() => match c {
+                    Some(Control::Kick) => return Err(EndReason::Kicked),
+                    Some(Control::Shutdown) | None => return Err(EndReason::ServerStopped),
+                    // Nothing to apply before the session exists.
+                    Some(Control::ServerCutText(_)) | Some(Control::SetRights { .. }) => {}
+                },
+                _ = tokio::time::sleep_until(deadline) => return Err(EndReason::HandshakeTimeout),
+            }
+        }
+    }
+
+    /// Answer a credential check: on success the core says Authenticated
+    /// next; on failure the failure result goes out and the session ends.
+    async fn verdict(
+        &mut self,
+        stream: &mut Box<dyn Transport>,
+        conn: &mut ServerConnection,
+        deadline: tokio::time::Instant,
+        principal: Option<Principal>,
+    ) -> Result<(), EndReason> {
+        let ok = principal.is_some();
+        if ok {
+            self.info.principal = principal;
+        } else {
+            // Counted and journaled before anything is logged or sent.
+            let (host, info) = (self.host.clone(), self.info.clone());
+            Self::blocking(move || host.auth_failed(&info, "authentication failed")).await;
+        }
+        if let Err(e) = conn.auth_verdict(ok) {
+            let _ = self.flush(stream, conn, deadline).await;
+            return Err(protocol_end(e));
+        }
+        Ok(())
+    }
+
+    /// The normal phase: updates out, messages in, until the end.
+    async fn established(
+        &mut self,
+        stream: Box<dyn Transport>,
+        mut conn: ServerConnection,
+    ) -> EndReason {
         let (mut rd, wr) = tokio::io::split(stream);
         let (tx, rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
         let (done_tx, mut done_rx) = watch::channel(0u64);
@@ -270,13 +676,40 @@ impl Session {
         let writer = tokio::spawn(writer_task(wr, rx, done_tx, stall));
         let mut queued: u64 = 0;
 
-        let mut conn = ServerConnection::new(&self.cfg.security);
-        let handshake_deadline = tokio::time::Instant::now() + self.cfg.handshake_timeout;
-        let mut viewer: Option<ViewerState> = None;
+        let f = self.frames.borrow().frame.clone();
+        let mut viewer = ViewerState::new(f.width, f.height);
         let mut buf = vec![0u8; 64 * 1024];
         let mut frames_dirty = true;
+        // Messages pipelined behind ClientInit may already be buffered.
+        let mut poll_now = true;
 
         let reason = 'main: loop {
+            if poll_now {
+                poll_now = false;
+                loop {
+                    match conn.poll_event() {
+                        Ok(Some(Event::Message(m))) => {
+                            self.handle_message(m, &mut viewer);
+                            if viewer.has_request() {
+                                frames_dirty = true;
+                            }
+                        }
+                        Ok(Some(_)) => {
+                            break 'main EndReason::ProtocolError(
+                                "handshake event after ServerInit".into(),
+                            )
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            if conn.has_output() {
+                                queued += 1;
+                                let _ = tx.send(conn.take_output()).await;
+                            }
+                            break 'main protocol_end(e);
+                        }
+                    }
+                }
+            }
             // 1. Everything the protocol core has to say goes out first.
             if conn.has_output() {
                 let out = conn.take_output();
@@ -287,86 +720,51 @@ impl Session {
                 }
             }
             // 2. An update, when one is wanted and the previous one has left.
-            if let Some(v) = viewer.as_mut() {
-                let idle = *done_rx.borrow() == queued;
-                if idle && v.has_request() && frames_dirty {
-                    let latest = self.frames.borrow_and_update().clone();
-                    let mut out = Vec::new();
-                    let size_before = v.viewer_size();
-                    match v.build_update(&latest, &mut out) {
-                        Ok(true) => {
-                            let size = v.viewer_size();
-                            if size != size_before {
-                                self.host.session_event(
-                                    &self.info,
-                                    &SessionEvent::Resize { width: size.0, height: size.1 },
-                                );
-                            }
-                            self.info.updates_sent = v.updates_sent;
-                            self.info.bytes_out += out.len() as u64;
-                            queued += 1;
-                            if tx.send(out).await.is_err() {
-                                break 'main writer_reason(writer).await;
-                            }
+            let idle = *done_rx.borrow() == queued;
+            if idle && viewer.has_request() && frames_dirty && self.info.rights.view {
+                let latest = self.frames.borrow_and_update().clone();
+                let mut out = Vec::new();
+                let size_before = viewer.viewer_size();
+                match viewer.build_update(&latest, &mut out) {
+                    Ok(true) => {
+                        let size = viewer.viewer_size();
+                        if size != size_before {
+                            self.host.session_event(
+                                &self.info,
+                                &SessionEvent::Resize { width: size.0, height: size.1 },
+                            );
                         }
-                        Ok(false) => frames_dirty = false,
-                        Err(e) => {
-                            break 'main EndReason::ProtocolError(format!(
-                                "{e:?}: the desktop was resized and the viewer does not support DesktopSize"
-                            ))
+                        self.info.updates_sent = viewer.updates_sent;
+                        self.info.bytes_out += out.len() as u64;
+                        queued += 1;
+                        if tx.send(out).await.is_err() {
+                            break 'main writer_reason(writer).await;
                         }
                     }
-                    continue;
+                    Ok(false) => frames_dirty = false,
+                    Err(e) => {
+                        break 'main EndReason::ProtocolError(format!(
+                            "{e:?}: the desktop was resized and the viewer does not support DesktopSize"
+                        ))
+                    }
                 }
+                continue;
             }
 
-            let deadline = if conn.is_normal() {
-                None
-            } else {
-                Some(handshake_deadline)
-            };
             tokio::select! {
                 r = rd.read(&mut buf) => {
                     let n = match r {
-                        Ok(0) => break 'main if conn.is_normal() { EndReason::ViewerClosed } else {
-                            EndReason::ProtocolError(ProtocolError::Eof("handshake").to_string())
-                        },
+                        Ok(0) => break 'main EndReason::ViewerClosed,
                         Ok(n) => n,
+                        // TLS viewers often just drop the connection without close_notify.
+                        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break 'main EndReason::ViewerClosed,
                         Err(e) => break 'main EndReason::Io(e.to_string()),
                     };
                     self.info.bytes_in += n as u64;
                     if let Err(e) = conn.receive(&buf[..n]) {
                         break 'main EndReason::ProtocolError(e.to_string());
                     }
-                    loop {
-                        match conn.poll_event() {
-                            Ok(Some(ev)) => {
-                                if let Err(reason) = self.handle_event(ev, &mut conn, &mut viewer).await {
-                                    // Let the failure reason reach the client.
-                                    if conn.has_output() {
-                                        queued += 1;
-                                        queued += 1;
-                                    let _ = tx.send(conn.take_output()).await;
-                                    }
-                                    break 'main reason;
-                                }
-                                if viewer.as_ref().is_some_and(|v| v.has_request()) {
-                                    frames_dirty = true;
-                                }
-                            }
-                            Ok(None) => break,
-                            Err(e) => {
-                                if conn.has_output() {
-                                    queued += 1;
-                                    let _ = tx.send(conn.take_output()).await;
-                                }
-                                break 'main match e {
-                                    ProtocolError::AuthFailed => EndReason::AuthFailed,
-                                    e => EndReason::ProtocolError(e.to_string()),
-                                };
-                            }
-                        }
-                    }
+                    poll_now = true;
                 }
                 r = self.frames.changed() => {
                     if r.is_err() {
@@ -383,8 +781,8 @@ impl Session {
                     Some(Control::Kick) => break 'main EndReason::Kicked,
                     Some(Control::Shutdown) | None => break 'main EndReason::ServerStopped,
                     Some(Control::ServerCutText(t)) => {
-                        // View-only viewers get no clipboard: it may hold what the customer copied.
-                        if conn.is_normal() && !self.cfg.view_only {
+                        // Only with the clipboard right: it may hold what the customer copied.
+                        if self.info.rights.clipboard {
                             self.host.session_event(&self.info, &SessionEvent::Clipboard { to_viewer: true, bytes: t.len() });
                             let mut out = Vec::new();
                             write_server_cut_text(&t, &mut out);
@@ -394,8 +792,11 @@ impl Session {
                             }
                         }
                     }
+                    Some(Control::SetRights { rights, by }) => {
+                        self.set_rights(rights, &by);
+                        frames_dirty = true;
+                    }
                 },
-                _ = sleep_until_opt(deadline) => break 'main EndReason::HandshakeTimeout,
             }
         };
         drop(tx);
@@ -407,96 +808,40 @@ impl Session {
         reason
     }
 
+    /// A live rights change: applied at once, inside the ceiling, journaled.
+    fn set_rights(&mut self, wanted: Rights, by: &str) {
+        let rights = wanted.intersect(self.ceiling);
+        if rights == self.info.rights {
+            return;
+        }
+        // Keys and buttons held when input is taken away are let go, so
+        // "Pause input" never leaves Ctrl or a mouse button down.
+        if !rights.keys {
+            self.held.release_keys(self.input.as_ref());
+        }
+        if !rights.pointer {
+            self.held.release_buttons(self.input.as_ref());
+        }
+        self.info.rights = rights;
+        self.host.session_event(
+            &self.info,
+            &SessionEvent::RightsChange {
+                rights,
+                by: by.to_string(),
+            },
+        );
+        info!(session = self.info.id, rights = %rights.summary(), by, "rights changed");
+    }
+
     /// Runs the host's (journal's) and the authenticator's synchronous work
     /// on the blocking pool, so a busy database never stalls other sessions.
     async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
         tokio::task::spawn_blocking(f).await.ok()
     }
 
-    async fn handle_event(
-        &mut self,
-        ev: Event,
-        conn: &mut ServerConnection,
-        viewer: &mut Option<ViewerState>,
-    ) -> Result<(), EndReason> {
-        match ev {
-            Event::VersionAgreed(v) => {
-                self.info.version = Some(v.as_str());
-                debug!(
-                    session = self.info.id,
-                    version = v.as_str(),
-                    "version agreed"
-                );
-            }
-            Event::SecurityChosen(t) => self.info.security = Some(t.name()),
-            Event::VncAuthResponse {
-                challenge,
-                response,
-            } => {
-                let principal = match self.cfg.authenticator.clone() {
-                    Some(a) => Self::blocking(move || a.verify_vnc(&challenge, &response))
-                        .await
-                        .flatten(),
-                    None => None,
-                };
-                let ok = principal.is_some();
-                self.info.principal = principal;
-                if !ok {
-                    let (host, info) = (self.host.clone(), self.info.clone());
-                    Self::blocking(move || host.auth_failed(&info, "authentication failed")).await;
-                }
-                conn.auth_verdict(ok).map_err(|e| match e {
-                    ProtocolError::AuthFailed => EndReason::AuthFailed,
-                    e => EndReason::ProtocolError(e.to_string()),
-                })?;
-            }
-            Event::ClientInit { shared } => {
-                self.info.shared = shared;
-                if self.info.principal.is_none() {
-                    self.info.principal = Some(Principal {
-                        ticket: None,
-                        credential: "none".into(),
-                        ..Default::default()
-                    });
-                }
-                self.info.rights = if self.cfg.view_only {
-                    Rights::VIEW_ONLY
-                } else {
-                    Rights::FULL
-                };
-                let (host, mut info) = (self.host.clone(), self.info.clone());
-                let (accepted, info) =
-                    Self::blocking(move || (host.session_starting(&mut info), info))
-                        .await
-                        .ok_or_else(|| EndReason::ProtocolError("session start failed".into()))?;
-                self.info = info;
-                if !accepted {
-                    return Err(EndReason::Refused);
-                }
-                self.started = true;
-                let f = self.frames.borrow().frame.clone();
-                conn.server_init(
-                    f.width,
-                    f.height,
-                    &PixelFormat::NATIVE,
-                    &self.cfg.desktop_name,
-                )
-                .map_err(|e| EndReason::ProtocolError(e.to_string()))?;
-                *viewer = Some(ViewerState::new(f.width, f.height));
-                // Authenticated: this connection no longer counts against the pre-auth limit.
-                self.preauth_permit = None;
-            }
-            Event::Message(m) => {
-                let v = viewer
-                    .as_mut()
-                    .ok_or_else(|| EndReason::ProtocolError("message before ServerInit".into()))?;
-                self.handle_message(m, v);
-            }
-        }
-        Ok(())
-    }
-
     fn handle_message(&mut self, m: ClientMessage, v: &mut ViewerState) {
+        // The rights are read on every event: a change applies at once.
+        let rights = self.info.rights;
         match m {
             ClientMessage::SetPixelFormat(pf) => v.set_pixel_format(pf),
             ClientMessage::SetEncodings(list) => v.set_encodings(&list),
@@ -504,19 +849,19 @@ impl Session {
                 v.request(incremental, rect)
             }
             ClientMessage::KeyEvent { down, keysym } => {
-                if !self.cfg.view_only {
+                if rights.keys {
                     self.held.key(down, keysym);
                     self.input.key(down, keysym)
                 }
             }
             ClientMessage::PointerEvent { buttons, x, y } => {
-                if !self.cfg.view_only {
+                if rights.pointer {
                     self.held.pointer(buttons, x, y);
                     self.input.pointer(buttons, x, y)
                 }
             }
             ClientMessage::ClientCutText(t) => {
-                if !self.cfg.view_only {
+                if rights.clipboard {
                     self.host.session_event(
                         &self.info,
                         &SessionEvent::Clipboard {
@@ -535,13 +880,6 @@ impl Session {
                 v.request(true, crate::framebuffer::Rect::default());
             }
         }
-    }
-}
-
-async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
 
