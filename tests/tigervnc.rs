@@ -158,6 +158,9 @@ fn view(
         .arg(format!("127.0.0.1::{}", proxy.port()))
         .arg(format!("-PreferredEncoding={encoding}"))
         .args(["-AutoSelect=0", "-NoJPEG", "-Shared=1"])
+        // Bare VNC security, so the recording proxy can read the stream
+        // (the VeNCrypt tests are in tests/security_tls.rs).
+        .arg("-SecurityTypes=VncAuth,None")
         .args(colour.args())
         .args(passwd.map(|p| format!("-passwd={}", p.display())))
         .stdin(Stdio::null())
@@ -314,6 +317,9 @@ fn binary_with_password_file() {
     let log = std::fs::File::create(common::artefact_dir().join("binary-server.log")).unwrap();
     let server = ChildGuard(
         Command::new(env!("CARGO_BIN_EXE_ticketvnc"))
+            .arg("--db")
+            .arg(dir.path().join("journal.db"))
+            .env("XDG_CONFIG_HOME", dir.path().join("config"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--password-file")
             .arg(&pw)

@@ -221,6 +221,11 @@ struct Tvnc {
 }
 
 impl Tvnc {
+    /// The certificate the server generated for VeNCrypt.
+    fn ca(&self) -> PathBuf {
+        self._db.path().join("config/ticketvnc/tls-cert.pem")
+    }
+
     /// `ticketvnc --db TMP serve ARGS --no-auth --listen 127.0.0.1:0`; waits
     /// for "ticketvnc listening on ADDR".
     fn start(name: &str, args: &[&str]) -> Tvnc {
@@ -229,6 +234,8 @@ impl Tvnc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ticketvnc"))
             .arg("--db")
             .arg(db.path().join("journal.db"))
+            // The generated TLS certificate goes here, not in $HOME.
+            .env("XDG_CONFIG_HOME", db.path().join("config"))
             .arg("serve")
             .args(args)
             .args(["--no-auth", "--listen", "127.0.0.1:0"])
@@ -523,7 +530,10 @@ impl RsViewer {
 
 // ------------------------------------------------------- TigerVNC viewer
 
-fn start_vncviewer(viewer_display: &str, addr: SocketAddr, name: &str) -> ChildGuard {
+/// TigerVNC with its default security choice, which against ticketvnc is
+/// VeNCrypt (X509None here, as these servers run --no-auth), trusting the
+/// certificate the server generated (`ca`).
+fn start_vncviewer(viewer_display: &str, addr: SocketAddr, ca: &Path, name: &str) -> ChildGuard {
     let log =
         std::fs::File::create(common::artefact_dir().join(format!("x11-{name}.log"))).unwrap();
     ChildGuard(
@@ -537,6 +547,7 @@ fn start_vncviewer(viewer_display: &str, addr: SocketAddr, name: &str) -> ChildG
                 "-Shared=1",
                 "-FullColor=1",
             ])
+            .arg(format!("-X509CA={}", ca.display()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -917,7 +928,7 @@ async fn viewers_show_the_x_screen_pixel_exact() {
         .await;
     let vd = viewer_x.display_name();
     let addr = server.addr;
-    let _tiger = start_vncviewer(&vd, addr, "pixels-vncviewer");
+    let _tiger = start_vncviewer(&vd, addr, &server.ca(), "pixels-vncviewer");
     let vd2 = vd.clone();
     let d2 = d.clone();
     tokio::task::spawn_blocking(move || {
@@ -1243,7 +1254,7 @@ async fn xrandr_resize_reaches_viewers() {
     // TigerVNC (ExtendedDesktopSize) on a screen big enough for its window.
     let viewer_x = XvfbGuard::start_in(X_RANGE, 1280, 1024);
     let vd = viewer_x.display_name();
-    let _tiger = start_vncviewer(&vd, server.addr, "resize-vncviewer");
+    let _tiger = start_vncviewer(&vd, server.addr, &server.ca(), "resize-vncviewer");
     let (vd2, d2) = (vd.clone(), d.clone());
     tokio::task::spawn_blocking(move || {
         tiger_same_as_screen(&vd2, &d2, "x11-resize-tigervnc-1024", xterm_shown)

@@ -468,6 +468,7 @@ impl Session {
                                 return Err(EndReason::Refused(reason));
                             }
                         }
+                        debug!(session = self.info.id, "TLS established");
                         if let Err(e) = conn.tls_established() {
                             return Err(protocol_end(e));
                         }
@@ -519,6 +520,7 @@ impl Session {
                         self.info.rights = self.ceiling;
                         match &self.cfg.consent {
                             ConsentPolicy::Auto => {
+                                debug!(session = self.info.id, "authenticated; approved by policy");
                                 self.info.consent = Consent::Auto;
                                 if let Err(e) = conn.approve() {
                                     return Err(protocol_end(e));
@@ -565,7 +567,9 @@ impl Session {
                             ));
                         }
                         self.started = true;
-                        if self.info.consent != Consent::NotAsked {
+                        // Asked and answered: the hooks hear of it (refusals
+                        // are journaled as such; "auto" is in the start row).
+                        if self.info.consent == Consent::Accepted {
                             self.host.session_event(
                                 &self.info,
                                 &SessionEvent::Consent {

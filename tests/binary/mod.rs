@@ -40,6 +40,8 @@ pub fn serve(db: &Path, fps: u32, extra: &[&str]) -> Serve {
         ])
         .args(extra)
         .env("TICKETVNC_LOG", "warn")
+        // The generated TLS certificate goes beside the journal, not in $HOME.
+        .env("XDG_CONFIG_HOME", config_dir(db))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -57,6 +59,16 @@ pub fn serve(db: &Path, fps: u32, extra: &[&str]) -> Serve {
     let _ = child.kill();
     let _ = child.wait();
     panic!("serve exited without listening");
+}
+
+/// Where `serve` keeps its generated certificate in these tests.
+pub fn config_dir(db: &Path) -> std::path::PathBuf {
+    db.parent().unwrap_or(Path::new(".")).join("config")
+}
+
+/// The certificate `serve` generated for VeNCrypt.
+pub fn tls_cert(db: &Path) -> std::path::PathBuf {
+    config_dir(db).join("ticketvnc/tls-cert.pem")
 }
 
 pub fn cli(db: &Path, args: &[&str]) -> (bool, String) {

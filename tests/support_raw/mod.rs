@@ -61,6 +61,9 @@ pub struct TestServer {
     pub control: PatternControl,
     pub input: Arc<RecordingInput>,
     pub password: Option<Vec<u8>>,
+    /// SHA-256 fingerprint ("AB:CD:..") of the VeNCrypt certificate, with `tls`.
+    pub tls_fingerprint: Option<String>,
+    _tls_dir: Option<tempfile::TempDir>,
 }
 
 pub struct ServerOpts {
@@ -68,9 +71,15 @@ pub struct ServerOpts {
     pub height: u16,
     pub fps: u32,
     pub password: Option<Vec<u8>>,
+    /// A second password that lets viewers only watch.
+    pub view_only_password: Option<Vec<u8>>,
     pub handshake_timeout: Duration,
     pub write_stall_timeout: Duration,
     pub max_preauth: Option<usize>,
+    /// Offer VeNCrypt with a freshly generated certificate.
+    pub tls: bool,
+    pub consent: ticketvnc::session::consent::ConsentPolicy,
+    pub observer: Option<Arc<dyn ticketvnc::session::SessionObserver>>,
 }
 
 impl Default for ServerOpts {
@@ -89,6 +98,10 @@ impl Default for ServerOpts {
             // The split tests run many handshakes at once; the pre-auth
             // limit itself is exercised by the exhaustion test.
             max_preauth: Some(512),
+            view_only_password: None,
+            tls: false,
+            consent: ticketvnc::session::consent::ConsentPolicy::Auto,
+            observer: None,
         }
     }
 }
@@ -97,13 +110,30 @@ impl TestServer {
     pub async fn start(opts: ServerOpts) -> Result<TestServer> {
         init_log_capture();
         let (source, control) = TestPattern::new(opts.width, opts.height, opts.fps);
-        let authenticator: Option<Arc<dyn Authenticator>> = opts.password.as_ref().map(|p| {
+        let mut authenticator: Option<Arc<dyn Authenticator>> = opts.password.as_ref().map(|p| {
             Arc::new(StaticPassword {
                 password: VncPassword::new(p),
                 ticket: None,
             }) as Arc<dyn Authenticator>
         });
+        if let (Some(inner), Some(vo)) = (authenticator.clone(), &opts.view_only_password) {
+            authenticator = Some(Arc::new(ticketvnc::security::WithViewOnlyPassword {
+                inner,
+                view_only: VncPassword::new(vo),
+                ticket: None,
+            }));
+        }
         let mut cfg = ServerConfig::new(vec!["127.0.0.1:0".parse()?], authenticator);
+        let (mut tls_fingerprint, mut tls_dir) = (None, None);
+        if opts.tls {
+            let dir = tempfile::tempdir()?;
+            let id = ticketvnc::security::tls::load_or_generate(dir.path())?;
+            tls_fingerprint = Some(id.fingerprint.clone());
+            cfg.tls = Some(id.acceptor);
+            tls_dir = Some(dir);
+        }
+        cfg.consent = opts.consent.clone();
+        cfg.observer = opts.observer.clone();
         cfg.handshake_timeout = opts.handshake_timeout;
         cfg.write_stall_timeout = opts.write_stall_timeout;
         if let Some(m) = opts.max_preauth {
@@ -127,6 +157,8 @@ impl TestServer {
             control,
             input,
             password: opts.password,
+            tls_fingerprint,
+            _tls_dir: tls_dir,
         })
     }
 
