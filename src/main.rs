@@ -31,6 +31,7 @@ fn main() -> Result<()> {
         Command::Ticket(c) => tickets_cli::ticket(cli.db.as_deref(), c),
         Command::Sessions(a) => tickets_cli::sessions(cli.db.as_deref(), a),
         Command::Kb(c) => tickets_cli::kb(cli.db.as_deref(), c),
+        Command::Tech(c) => tickets_cli::tech(cli.db.as_deref(), c),
     }
 }
 

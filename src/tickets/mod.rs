@@ -52,6 +52,7 @@ mod kb;
 mod observer;
 mod schema;
 mod store;
+mod technicians;
 
 pub use chain::{Broken, VerifyReport};
 pub use codes::{
@@ -62,6 +63,9 @@ pub use observer::JournalObserver;
 pub use store::{
     ClipboardDirection, Consent, Direction, Event, EventRow, Journal, Note, Rights, SessionId,
     SessionRow, SessionStart, SessionStats, Ticket, TicketStatus,
+};
+pub use technicians::{
+    check_technician_name, Technician, MAX_TECHNICIAN_NAME, MAX_TECHNICIAN_PASSWORD,
 };
 
 use std::path::PathBuf;
@@ -91,6 +95,12 @@ pub enum JournalError {
     NoSuchSession(i64),
     #[error("invalid input: {0}")]
     Invalid(String),
+    #[error("technician {0:?} already exists")]
+    TechnicianExists(String),
+    #[error("technician {0:?} does not exist")]
+    NoSuchTechnician(String),
+    #[error("password hashing: {0}")]
+    PasswordHash(String),
 }
 
 pub type Result<T, E = JournalError> = std::result::Result<T, E>;
