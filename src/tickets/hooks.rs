@@ -619,6 +619,11 @@ impl Worker {
                 c.env(format!("TICKETVNC_{key}"), val);
             }
         }
+        // Its own process group: on a timeout everything the command
+        // started (a backgrounded `sleep 1000`, a stuck curl) is killed with
+        // it, not only the shell.
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut c, 0);
         let mut child = match c.spawn() {
             Ok(ch) => ch,
             Err(e) => return Outcome::Retry(format!("cannot run the hook command: {e}")),
@@ -634,7 +639,7 @@ impl Worker {
                 Ok(Some(st)) if st.success() => return Outcome::Delivered("exit 0".into()),
                 Ok(Some(st)) => return Outcome::Retry(format!("command {st}")),
                 Ok(None) if Instant::now() >= deadline || self.stop.is_set() => {
-                    let _ = child.kill();
+                    kill_tree(&mut child);
                     let _ = child.wait();
                     return Outcome::Retry("command timed out (killed)".into());
                 }
@@ -643,6 +648,29 @@ impl Worker {
             }
         }
     }
+}
+
+/// Kills a hook command started in its own process group: the whole group
+/// (the shell and everything it started that did not leave the group),
+/// then the shell itself in case the group could not be signalled.
+fn kill_tree(child: &mut std::process::Child) {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::process::{kill_process_group, Pid, Signal};
+        if let Err(e) = kill_process_group(Pid::from_child(child), Signal::KILL) {
+            tracing::warn!(error = %e, "cannot kill the hook command's process group");
+        }
+    }
+    #[cfg(all(unix, not(target_os = "linux")))]
+    {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", child.id())])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+    let _ = child.kill();
 }
 
 /// Hex HMAC-SHA256 of `body` under `secret` (the signature header's value
