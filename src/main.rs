@@ -160,10 +160,9 @@ async fn serve(db: Option<&std::path::Path>, args: ServeArgs) -> Result<()> {
     });
     // Returns an error (non-zero exit) when the screen source goes away.
     let result = handle.wait().await;
-    // Sessions have ended and released the observer; let queued hooks finish.
-    if let Ok(o) = Arc::try_unwrap(observer) {
-        o.shutdown(std::time::Duration::from_secs(5));
-    }
+    // Sessions have ended: write what the journal writer still holds, then
+    // let queued hooks finish.
+    observer.shutdown(std::time::Duration::from_secs(5));
     result?;
     Ok(())
 }

@@ -177,6 +177,7 @@ fn record_sessions(db: &Path) {
         &Event::Clipboard {
             direction: ClipboardDirection::FromViewer,
             bytes: 42,
+            count: 1,
         },
     )
     .unwrap();

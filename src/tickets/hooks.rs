@@ -1,5 +1,5 @@
-//! Hooks to the ticket system: on session start, session end, auth failure
-//! and consent decisions, ticketvnc POSTs a JSON payload to a webhook
+//! Hooks to the ticket system: on session start, session end, auth failure,
+//! consent decisions and rights changes, ticketvnc POSTs a JSON payload to a webhook
 //! (signed with HMAC-SHA256) and/or runs a command with the event in
 //! environment variables and the same JSON on stdin.
 //!
@@ -34,7 +34,7 @@
 //! `TICKETVNC_<FIELD>` per scalar field of `data`; exit status 0 is success.
 
 use super::{format_time, hex, now_ms, Journal, JournalError, Result};
-use super::{Consent, Event, SessionId, SessionStart, SessionStats};
+use super::{Consent, Event, Rights, SessionId, SessionStart, SessionStats};
 use hmac::{KeyInit, Mac};
 use serde_json::{json, Value};
 use std::io::Write;
@@ -153,7 +153,8 @@ pub fn read_secret_file(path: &Path) -> Result<Vec<u8>> {
 /// One event for the ticket system.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HookEvent {
-    /// "session_start", "session_end", "auth_failure", "consent".
+    /// "session_start", "session_end", "auth_failure", "consent",
+    /// "rights_change".
     pub event: &'static str,
     pub ticket: Option<String>,
     pub session: Option<SessionId>,
@@ -211,6 +212,31 @@ impl HookEvent {
             ticket,
             session: Some(id),
             data: json!({ "decision": decision.as_str() }),
+        }
+    }
+    /// The local user's answer together with the rights it granted.
+    pub fn consent_with_rights(
+        id: SessionId,
+        ticket: Option<String>,
+        decision: Consent,
+        rights: Rights,
+    ) -> HookEvent {
+        let mut ev = HookEvent::consent(id, ticket, decision);
+        ev.data["rights"] = json!(rights.summary());
+        ev
+    }
+    /// Rights changed during a session; `by` says who changed them.
+    pub fn rights_change(
+        id: SessionId,
+        ticket: Option<String>,
+        rights: Rights,
+        by: &str,
+    ) -> HookEvent {
+        HookEvent {
+            event: "rights_change",
+            ticket,
+            session: Some(id),
+            data: json!({ "rights": rights.summary(), "by": by }),
         }
     }
 }
