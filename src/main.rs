@@ -22,6 +22,16 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    // --virtual: the private display's X authority file, exported in
+    // XAUTHORITY for our own X connections now, while this is the only
+    // thread (changing the environment later would race with them).
+    #[cfg(target_os = "linux")]
+    let _xauthority = match &cli.command {
+        Command::Serve(a) if a.virtual_size.is_some() => {
+            Some(ticketvnc::capture::virtual_x::export_xauthority()?)
+        }
+        _ => None,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -101,6 +111,7 @@ async fn serve(db: Option<&std::path::Path>, args: ServeArgs) -> Result<()> {
             args.display = Some(v.display.clone());
             args.source = SourceKind::X11;
             println!("ticketvnc virtual display {}", v.display);
+            println!("ticketvnc xauthority {}", v.xauthority().display());
             Some(v)
         }
         None => None,
