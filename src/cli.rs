@@ -55,6 +55,9 @@ Examples:
     /// Search the knowledge base (ticket titles, notes, resolutions).
     #[command(subcommand)]
     Kb(crate::tickets_cli::KbCmd),
+    /// Technician accounts for VeNCrypt Plain: add, remove, list.
+    #[command(subcommand)]
+    Tech(crate::tickets_cli::TechCmd),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

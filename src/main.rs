@@ -21,6 +21,16 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    // --virtual: the private display's X authority file, exported in
+    // XAUTHORITY for our own X connections now, while this is the only
+    // thread (changing the environment later would race with them).
+    #[cfg(target_os = "linux")]
+    let _xauthority = match &cli.command {
+        Command::Serve(a) if a.virtual_size.is_some() => {
+            Some(ticketvnc::capture::virtual_x::export_xauthority()?)
+        }
+        _ => None,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -30,6 +40,7 @@ fn main() -> Result<()> {
         Command::Ticket(c) => tickets_cli::ticket(cli.db.as_deref(), c),
         Command::Sessions(a) => tickets_cli::sessions(cli.db.as_deref(), a),
         Command::Kb(c) => tickets_cli::kb(cli.db.as_deref(), c),
+        Command::Tech(c) => tickets_cli::tech(cli.db.as_deref(), c),
     }
 }
 
@@ -121,6 +132,7 @@ async fn serve(db: Option<&std::path::Path>, args: ServeArgs) -> Result<()> {
             args.display = Some(v.display.clone());
             args.source = SourceKind::X11;
             println!("ticketvnc virtual display {}", v.display);
+            println!("ticketvnc xauthority {}", v.xauthority().display());
             Some(v)
         }
         None => None,
@@ -155,6 +167,9 @@ async fn serve(db: Option<&std::path::Path>, args: ServeArgs) -> Result<()> {
     let mut cfg = ServerConfig::new(args.listen.clone(), authenticator);
     setup_tls(&args, observer.as_ref(), &mut cfg)?;
     cfg.insecure = args.insecure;
+    // X509Plain is offered only when there is an account to log in with:
+    // TigerVNC prefers it and would otherwise ask code users for a name.
+    cfg.plain_accounts = !args.no_auth && !journal.technicians()?.is_empty();
     cfg.consent = match &args.consent {
         ConsentArg::Auto => ConsentPolicy::Auto,
         ConsentArg::Deny => ConsentPolicy::Deny,
@@ -192,10 +207,9 @@ async fn serve(db: Option<&std::path::Path>, args: ServeArgs) -> Result<()> {
     });
     // Returns an error (non-zero exit) when the screen source goes away.
     let result = handle.wait().await;
-    // Sessions have ended and released the observer; let queued hooks finish.
-    if let Ok(o) = Arc::try_unwrap(observer) {
-        o.shutdown(std::time::Duration::from_secs(5));
-    }
+    // Sessions have ended: write what the journal writer still holds, then
+    // let queued hooks finish.
+    observer.shutdown(std::time::Duration::from_secs(5));
     result?;
     Ok(())
 }

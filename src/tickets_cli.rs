@@ -77,6 +77,112 @@ pub enum KbCmd {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum TechCmd {
+    /// Add a technician account. The password is read from --password-file
+    /// (first line), else typed at a prompt (not echoed), else one line of
+    /// standard input; never from the command line.
+    #[command(after_help = "\
+Examples:
+  ticketvnc tech add alice                                 # asks for the password twice
+  ticketvnc tech add alice --password-file /run/secrets/alice
+  printf '%s\\n' \"$PW\" | ticketvnc tech add alice          # one line on stdin")]
+    Add {
+        /// Account name: 1 to 64 bytes, no spaces or control characters.
+        name: String,
+        /// File whose first line is the password.
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+    },
+    /// Remove a technician account (its past sessions stay recorded).
+    Remove { name: String },
+    /// List technician accounts.
+    List {
+        /// JSON (one array) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Passwords shorter than this get a warning (not a refusal).
+const SHORT_PASSWORD: usize = 8;
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or("").trim_end_matches('\r')
+}
+
+/// The new account's password: from the file, a prompt, or stdin.
+fn read_new_password(name: &str, file: Option<&Path>) -> Result<String> {
+    let pw = if let Some(f) = file {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("reading password file {}", f.display()))?;
+        first_line(&text).to_owned()
+    } else if std::io::stdin().is_terminal() {
+        let a = rpassword::prompt_password(format!("Password for {name}: "))
+            .context("reading the password")?;
+        let b =
+            rpassword::prompt_password("Same password again: ").context("reading the password")?;
+        if a != b {
+            bail!("the two passwords differ");
+        }
+        a
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("reading the password from standard input")?;
+        first_line(&line).to_owned()
+    };
+    if pw.is_empty() {
+        bail!("the password is empty");
+    }
+    if pw.chars().count() < SHORT_PASSWORD {
+        eprintln!(
+            "warning: the password has fewer than {SHORT_PASSWORD} characters; \
+             technician accounts are for logins over the network"
+        );
+    }
+    Ok(pw)
+}
+
+pub fn tech(db: Option<&Path>, cmd: TechCmd) -> Result<()> {
+    match cmd {
+        TechCmd::Add {
+            name,
+            password_file,
+        } => {
+            tickets::check_technician_name(&name)?;
+            let pw = read_new_password(&name, password_file.as_deref())?;
+            let j = open_journal(db)?;
+            j.add_technician(&name, pw.as_bytes())?;
+            println!("Technician {name} added.");
+        }
+        TechCmd::Remove { name } => {
+            open_journal(db)?.remove_technician(&name)?;
+            println!("Technician {name} removed.");
+        }
+        TechCmd::List { json } => {
+            let list = open_journal(db)?.technicians()?;
+            if json {
+                let v: Vec<_> = list
+                    .iter()
+                    .map(|t| serde_json::json!({"name": t.name, "created_at": format_time(t.created_at)}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else if list.is_empty() {
+                println!("No technicians.");
+            } else {
+                let w = list.iter().map(|t| t.name.len()).max().unwrap_or(0).max(4);
+                println!("{:<w$}  CREATED", "NAME");
+                for t in &list {
+                    println!("{:<w$}  {}", t.name, format_time(t.created_at));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn open_journal(db: Option<&Path>) -> Result<Journal> {
     let path: PathBuf = match db {
         Some(p) => p.to_path_buf(),

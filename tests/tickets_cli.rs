@@ -177,6 +177,7 @@ fn record_sessions(db: &Path) {
         &Event::Clipboard {
             direction: ClipboardDirection::FromViewer,
             bytes: 42,
+            count: 1,
         },
     )
     .unwrap();
@@ -375,4 +376,189 @@ fn a_database_from_a_newer_ticketvnc_is_refused() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("schema version 99"), "{err}");
+}
+
+/// `ticketvnc tech ...` with `stdin` fed to it.
+fn run_stdin(db: &Path, args: &[&str], stdin: &[u8]) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = bin()
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .env("TICKETVNC_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ticketvnc");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn db_files(db: &Path) -> Vec<u8> {
+    let mut all = Vec::new();
+    for suffix in ["", "-wal", "-shm"] {
+        if let Ok(b) = std::fs::read(format!("{}{suffix}", db.display())) {
+            all.extend(b);
+        }
+    }
+    all
+}
+
+fn sqlite3_out(db: &Path, sql: &str) -> String {
+    let out = Command::new("sqlite3")
+        .arg(db)
+        .arg(sql)
+        .output()
+        .expect("the sqlite3 shell is installed");
+    assert!(out.status.success(), "sqlite3 {sql}: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn technician_accounts_add_list_remove() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_in(&dir);
+    let pw = "Zebra-Staple-4711";
+    let out = run_stdin(&db, &["tech", "add", "alice"], format!("{pw}\n").as_bytes());
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Technician alice added."));
+    // From a file (first line only), no warning for a long password.
+    let file = dir.path().join("bob.pw");
+    std::fs::write(&file, "Another-Long-Secret\nignored second line\n").unwrap();
+    let out = run(
+        &db,
+        &[
+            "tech",
+            "add",
+            "bob",
+            "--password-file",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
+
+    // A duplicate is refused, and the first password stays.
+    let out = run_stdin(&db, &["tech", "add", "alice"], b"other-password\n");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already exists"),
+        "{out:?}"
+    );
+    let j = Journal::open(&db).unwrap();
+    assert!(j.verify_technician("alice", pw.as_bytes()));
+    assert!(!j.verify_technician("alice", b"other-password"));
+    assert!(j.verify_technician("bob", b"Another-Long-Secret"));
+    drop(j);
+
+    let table = ok(&db, &["tech", "list"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(lines[1].starts_with("alice ") && lines[2].starts_with("bob "));
+    let v: serde_json::Value = serde_json::from_str(&ok(&db, &["tech", "list", "--json"])).unwrap();
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["alice", "bob"]);
+
+    assert!(ok(&db, &["tech", "remove", "alice"]).contains("Technician alice removed."));
+    assert!(!run(&db, &["tech", "remove", "alice"]).status.success());
+    let v: serde_json::Value = serde_json::from_str(&ok(&db, &["tech", "list", "--json"])).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    // Adding and removing are chained events; the chain still verifies.
+    assert!(ok(&db, &["sessions", "verify"]).starts_with("Journal OK:"));
+    let kinds = sqlite3_out(&db, "SELECT kind FROM events ORDER BY seq");
+    assert_eq!(
+        kinds.lines().collect::<Vec<_>>(),
+        ["technician_added", "technician_added", "technician_removed"]
+    );
+}
+
+#[test]
+fn technician_passwords_never_come_from_argv_and_are_stored_as_argon2id() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_in(&dir);
+    // There is no way to give the password on the command line.
+    for args in [
+        &["tech", "add", "alice", "Zebra-Staple-4711"][..],
+        &["tech", "add", "alice", "--password", "Zebra-Staple-4711"][..],
+    ] {
+        let out = run_stdin(&db, args, b"");
+        assert!(!out.status.success(), "{args:?} accepted");
+    }
+    // An empty password (empty line or nothing at all) is refused.
+    for input in [&b"\n"[..], b""] {
+        let out = run_stdin(&db, &["tech", "add", "alice"], input);
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("empty"),
+            "{out:?}"
+        );
+    }
+    // Bad names are refused before any password is read.
+    assert!(!run_stdin(&db, &["tech", "add", "two words"], b"x\n")
+        .status
+        .success());
+    // A short password is accepted with a warning.
+    let out = run_stdin(&db, &["tech", "add", "shorty"], b"abc\n");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("warning"),
+        "{out:?}"
+    );
+
+    let pw = "Zebra-Staple-4711";
+    let out = run_stdin(
+        &db,
+        &["tech", "add", "alice"],
+        format!("{pw}\r\n").as_bytes(),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let hash = sqlite3_out(&db, "SELECT hash FROM technicians WHERE name = 'alice'");
+    let hash = hash.trim();
+    // PHC string: $argon2id$v=19$m=...,t=...,p=...$salt$hash
+    let parts: Vec<&str> = hash.split('$').collect();
+    assert_eq!(parts.len(), 6, "{hash}");
+    assert_eq!((parts[1], parts[2]), ("argon2id", "v=19"), "{hash}");
+    assert!(parts[3].starts_with("m="), "{hash}");
+    assert!(parts[4].len() >= 22, "salt of at least 16 bytes: {hash}");
+    // The password (or the CR of the line end) is nowhere in the files, also
+    // while a process holds the database open (the WAL is not checkpointed).
+    let j = Journal::open(&db).unwrap();
+    assert!(j.verify_technician("alice", pw.as_bytes()));
+    let bytes = db_files(&db);
+    assert!(!bytes.is_empty());
+    assert!(
+        !bytes.windows(pw.len()).any(|w| w == pw.as_bytes()),
+        "the password is in the database files"
+    );
+    drop(j);
+    assert!(!db_files(&db).windows(pw.len()).any(|w| w == pw.as_bytes()));
+}
+
+#[test]
+fn verify_detects_a_technician_inserted_with_the_sqlite3_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_in(&dir);
+    let out = run_stdin(&db, &["tech", "add", "alice"], b"Zebra-Staple-4711\n");
+    assert!(out.status.success());
+    // Somebody with write access gives themselves a login (alice's hash,
+    // whose password they know, under another name).
+    sqlite3(
+        &db,
+        "INSERT INTO technicians (name, hash, created_at) SELECT 'mallory', hash, created_at FROM technicians",
+    );
+    verify_fails_naming(&db, "technicians row id=2");
+    sqlite3(&db, "DELETE FROM technicians WHERE name = 'mallory'");
+    assert!(ok(&db, &["sessions", "verify"]).starts_with("Journal OK:"));
+    // Swapping alice's hash is caught too, and so is deleting her row.
+    sqlite3(&db, "UPDATE technicians SET hash = hash || 'x'");
+    verify_fails_naming(&db, "technicians row id=1");
+    sqlite3(&db, "DELETE FROM technicians");
+    verify_fails_naming(&db, "account \"alice\" deleted");
 }

@@ -345,3 +345,59 @@ fn hook_command_gets_env_and_json_on_stdin_and_failures_are_retried() {
     assert!(o[0].1.contains("exit status: 3"), "{o:?}");
     assert!(o[2].1.starts_with("gave up after 3 attempts"), "{o:?}");
 }
+
+/// Whether process `pid` is gone (or a zombie waiting for its parent).
+#[cfg(target_os = "linux")]
+fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // "pid (comm) S ...": the state follows the last ')'.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+    }
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn a_timed_out_hook_command_is_killed_with_everything_it_started() {
+    let (dir, j) = journal();
+    let pidfile = dir.path().join("child.pid");
+    // The command backgrounds a long sleep, records its pid, and waits.
+    let cmd = format!("sleep 1000 & echo $! > '{}'; wait", pidfile.display());
+    let d = HookDispatcher::start(
+        HookConfig {
+            hook_cmd: Some(cmd),
+            max_attempts: 1,
+            attempt_timeout: Duration::from_millis(500),
+            ..Default::default()
+        },
+        Some(j.clone()),
+    )
+    .unwrap();
+    assert!(d.dispatch(HookEvent::auth_failure(None, None, "test")));
+    assert!(d.shutdown(Duration::from_secs(30)), "worker finished");
+    let o = outcomes(&j);
+    assert_eq!(o.len(), 1, "{o:?}");
+    assert!(o[0].1.contains("timed out"), "{o:?}");
+    let pid: u32 = std::fs::read_to_string(&pidfile)
+        .expect("the hook ran and wrote its child's pid")
+        .trim()
+        .parse()
+        .unwrap();
+    // The kill is asynchronous: allow the kernel a moment to finish it.
+    let mut ok = false;
+    for _ in 0..100 {
+        if gone(pid) {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if !ok {
+        let _ = std::process::Command::new("kill")
+            .arg(pid.to_string())
+            .status();
+    }
+    assert!(ok, "the hook's background child {pid} survived the timeout");
+}

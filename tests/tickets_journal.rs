@@ -336,3 +336,52 @@ fn static_password_belongs_to_the_serve_ticket_and_keeps_working() {
     assert!(j.ticket("99").unwrap().is_some());
     assert!(j.verify().unwrap().broken.is_none());
 }
+
+/// A technician account logs in through the authenticator (VeNCrypt Plain's
+/// check), the session is recorded through the server's observer, and the
+/// technician's name reaches `ticketvnc sessions --json` (the real binary).
+#[test]
+fn a_technician_login_is_recorded_under_the_serve_ticket() {
+    use ticketvnc::session::{EndReason, SessionInfo, SessionObserver};
+    use ticketvnc::tickets::JournalObserver;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ticketvnc.db");
+    let j = Arc::new(Journal::open(&db).unwrap());
+    j.add_technician("alice", b"Zebra-Staple-4711").unwrap();
+    let auth = CodeAuthenticator::new(j.clone(), Some(VncPassword::new(b"pw")), Some("77".into()))
+        .unwrap();
+    assert!(auth.verify_plain("alice", b"wrong").is_none());
+    assert!(auth.verify_plain("nobody", b"Zebra-Staple-4711").is_none());
+    let p = auth.verify_plain("alice", b"Zebra-Staple-4711").unwrap();
+    assert_eq!(p.ticket.as_deref(), Some("77"));
+    assert_eq!(p.credential, "technician account");
+    assert_eq!(p.technician.as_deref(), Some("alice"));
+
+    let obs = JournalObserver::new(j.clone(), None);
+    let mut info = SessionInfo {
+        peer: Some("192.0.2.7:5000".parse().unwrap()),
+        security: Some("VeNCrypt X509Plain"),
+        principal: Some(p),
+        rights: Rights::FULL,
+        ..Default::default()
+    };
+    info.record = Some(obs.session_starting(&info).unwrap());
+    obs.session_ended(&info, &EndReason::ViewerClosed);
+    obs.shutdown(Duration::from_secs(5));
+    drop(j);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_ticketvnc"))
+        .arg("--db")
+        .arg(&db)
+        .args(["sessions", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = &v[0];
+    assert_eq!(row["technician"], "alice", "{row}");
+    assert_eq!(row["credential"], "technician account", "{row}");
+    assert_eq!(row["ticket"], "77", "{row}");
+    assert_eq!(row["security"], "VeNCrypt X509Plain", "{row}");
+    assert_eq!(row["end_reason"], "viewer closed", "{row}");
+}

@@ -53,11 +53,24 @@ fn x_tools() {
 
 // ------------------------------------------------------------ X helpers
 
+/// X authority files of displays that need one (`--virtual`), by display.
+static XAUTH: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+
+/// `cmd` with DISPLAY (and XAUTHORITY, where the display needs one) set.
+fn x_command(display: &str, program: &str) -> Command {
+    let mut c = Command::new(program);
+    c.env("DISPLAY", display);
+    let xauth = XAUTH.lock().unwrap();
+    if let Some((_, p)) = xauth.iter().find(|(d, _)| d == display) {
+        c.env("XAUTHORITY", p);
+    }
+    c
+}
+
 /// Run an X client on `display` and return its stdout if it succeeded.
 fn x_run(display: &str, args: &[&str]) -> Option<Vec<u8>> {
-    let o = Command::new(args[0])
+    let o = x_command(display, args[0])
         .args(&args[1..])
-        .env("DISPLAY", display)
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .output()
@@ -68,9 +81,8 @@ fn x_run(display: &str, args: &[&str]) -> Option<Vec<u8>> {
 /// Start a long-running X client on `display`.
 fn x_spawn(display: &str, args: &[&str]) -> ChildGuard {
     ChildGuard(
-        Command::new(args[0])
+        x_command(display, args[0])
             .args(&args[1..])
-            .env("DISPLAY", display)
             .env("LC_ALL", "C.UTF-8")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -1620,6 +1632,45 @@ async fn virtual_display_with_session() {
         .stdout_value("ticketvnc virtual display ")
         .expect("ticketvnc prints its virtual display");
     assert!(d.starts_with(':'), "display name {d:?}");
+    // Only clients with the display's cookie get in.
+    let xauth = PathBuf::from(
+        server
+            .stdout_value("ticketvnc xauthority ")
+            .expect("ticketvnc prints its X authority file"),
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&xauth), 0o600, "X authority file mode");
+        assert_eq!(mode(xauth.parent().unwrap()), 0o700, "its directory's mode");
+    }
+    let refused = Command::new("xdpyinfo")
+        .args(["-display", &d])
+        .env("XAUTHORITY", "/dev/null")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        !refused.status.success(),
+        "a client without the cookie got in: {}",
+        String::from_utf8_lossy(&refused.stdout)
+    );
+    let stolen = Command::new("xdpyinfo")
+        .args(["-display", &d])
+        .env_remove("XAUTHORITY")
+        .env("HOME", xauth.parent().unwrap().parent().unwrap())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        !stolen.status.success(),
+        "a client with no XAUTHORITY got in"
+    );
+    XAUTH.lock().unwrap().push((d.clone(), xauth.clone()));
+    assert!(
+        screen_size(&d).is_some(),
+        "the cookie does not let xdpyinfo in"
+    );
     let dd = d.clone();
     tokio::task::spawn_blocking(move || wait_window(&dd, "tvsession"))
         .await
@@ -1680,6 +1731,10 @@ async fn virtual_display_with_session() {
         assert!(
             screen_size(&dd).is_none(),
             "the virtual display still answers"
+        );
+        assert!(
+            !xauth.exists() && !xauth.parent().unwrap().exists(),
+            "the X authority file was left behind"
         );
     })
     .await

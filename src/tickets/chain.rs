@@ -67,9 +67,10 @@ pub(crate) fn append(
 /// The first row found broken.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Broken {
-    /// `events`, `sessions` or `notes`.
+    /// `events`, `sessions`, `notes` or `technicians`.
     pub table: &'static str,
-    /// `events.seq`, `sessions.id` or `notes.id`.
+    /// `events.seq`, `sessions.id`, `notes.id` or `technicians.rowid`
+    /// (0 for an account whose row was deleted).
     pub row: i64,
     pub reason: String,
 }
@@ -150,7 +151,10 @@ pub(crate) fn verify(conn: &Connection) -> Result<VerifyReport> {
         Some(b) => Some(b),
         None => match check_notes(conn)? {
             Some(b) => Some(b),
-            None => check_deleted(conn)?,
+            None => match check_technicians(conn)? {
+                Some(b) => Some(b),
+                None => check_deleted(conn)?,
+            },
         },
     };
     Ok(VerifyReport {
@@ -231,6 +235,62 @@ fn check_notes(conn: &Connection) -> Result<Option<Broken>> {
                         .into(),
             }));
         }
+    }
+    Ok(None)
+}
+
+/// Every technician account must be what its latest `technician_added`
+/// event recorded (name, time, SHA-256 of the password hash), and every
+/// account the chain says exists must have its row.
+fn check_technicians(conn: &Connection) -> Result<Option<Broken>> {
+    // name -> (seq, details of the latest technician_added, or None once removed)
+    let mut state: std::collections::BTreeMap<String, (i64, Option<serde_json::Value>)> =
+        Default::default();
+    {
+        let mut st = conn.prepare(
+            "SELECT seq, kind, details FROM events
+             WHERE kind IN ('technician_added', 'technician_removed') ORDER BY seq",
+        )?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            let (seq, kind, d): (i64, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&d) else {
+                continue;
+            };
+            let Some(name) = v["name"].as_str().map(str::to_owned) else {
+                continue;
+            };
+            let added = (kind == "technician_added").then_some(v);
+            state.insert(name, (seq, added));
+        }
+    }
+    let mut stmt =
+        conn.prepare("SELECT rowid, name, created_at, hash FROM technicians ORDER BY rowid")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let (rowid, name, at, phc): (i64, String, i64, String) =
+            (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+        let expect = super::technicians::added_details(&name, at, &phc);
+        match state.remove(&name) {
+            Some((_, Some(v))) if v == expect => {}
+            _ => {
+                return Ok(Some(Broken {
+                    table: "technicians",
+                    row: rowid,
+                    reason: format!(
+                        "account {name:?} differs from its technician_added event \
+                         (row edited or inserted outside ticketvnc)"
+                    ),
+                }))
+            }
+        }
+    }
+    if let Some((name, (seq, _))) = state.into_iter().find(|(_, (_, v))| v.is_some()) {
+        return Ok(Some(Broken {
+            table: "technicians",
+            row: 0,
+            reason: format!("account {name:?} deleted (recorded by events row seq={seq})"),
+        }));
     }
     Ok(None)
 }

@@ -355,6 +355,20 @@ impl Authenticator for CodeAuthenticator {
             }
         }
     }
+
+    /// A technician account (`ticketvnc tech add`). Its sessions belong to
+    /// the same ticket as the static password's (`serve --ticket`). One
+    /// Argon2id verification, known name or not: call it off the runtime.
+    fn verify_plain(&self, username: &str, password: &[u8]) -> Option<Principal> {
+        self.journal
+            .verify_technician(username, password)
+            .then(|| Principal {
+                ticket: self.password_ticket.clone(),
+                credential: "technician account".into(),
+                technician: Some(username.to_owned()),
+                max_rights: None,
+            })
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! Hooks to the ticket system: on session start, session end, auth failure
-//! and consent decisions, ticketvnc POSTs a JSON payload to a webhook
+//! Hooks to the ticket system: on session start, session end, auth failure,
+//! consent decisions and rights changes, ticketvnc POSTs a JSON payload to a webhook
 //! (signed with HMAC-SHA256) and/or runs a command with the event in
 //! environment variables and the same JSON on stdin.
 //!
@@ -34,7 +34,7 @@
 //! `TICKETVNC_<FIELD>` per scalar field of `data`; exit status 0 is success.
 
 use super::{format_time, hex, now_ms, Journal, JournalError, Result};
-use super::{Consent, Event, SessionId, SessionStart, SessionStats};
+use super::{Consent, Event, Rights, SessionId, SessionStart, SessionStats};
 use hmac::{KeyInit, Mac};
 use serde_json::{json, Value};
 use std::io::Write;
@@ -153,7 +153,8 @@ pub fn read_secret_file(path: &Path) -> Result<Vec<u8>> {
 /// One event for the ticket system.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HookEvent {
-    /// "session_start", "session_end", "auth_failure", "consent".
+    /// "session_start", "session_end", "auth_failure", "consent",
+    /// "rights_change".
     pub event: &'static str,
     pub ticket: Option<String>,
     pub session: Option<SessionId>,
@@ -211,6 +212,31 @@ impl HookEvent {
             ticket,
             session: Some(id),
             data: json!({ "decision": decision.as_str() }),
+        }
+    }
+    /// The local user's answer together with the rights it granted.
+    pub fn consent_with_rights(
+        id: SessionId,
+        ticket: Option<String>,
+        decision: Consent,
+        rights: Rights,
+    ) -> HookEvent {
+        let mut ev = HookEvent::consent(id, ticket, decision);
+        ev.data["rights"] = json!(rights.summary());
+        ev
+    }
+    /// Rights changed during a session; `by` says who changed them.
+    pub fn rights_change(
+        id: SessionId,
+        ticket: Option<String>,
+        rights: Rights,
+        by: &str,
+    ) -> HookEvent {
+        HookEvent {
+            event: "rights_change",
+            ticket,
+            session: Some(id),
+            data: json!({ "rights": rights.summary(), "by": by }),
         }
     }
 }
@@ -619,6 +645,11 @@ impl Worker {
                 c.env(format!("TICKETVNC_{key}"), val);
             }
         }
+        // Its own process group: on a timeout everything the command
+        // started (a backgrounded `sleep 1000`, a stuck curl) is killed with
+        // it, not only the shell.
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut c, 0);
         let mut child = match c.spawn() {
             Ok(ch) => ch,
             Err(e) => return Outcome::Retry(format!("cannot run the hook command: {e}")),
@@ -634,7 +665,7 @@ impl Worker {
                 Ok(Some(st)) if st.success() => return Outcome::Delivered("exit 0".into()),
                 Ok(Some(st)) => return Outcome::Retry(format!("command {st}")),
                 Ok(None) if Instant::now() >= deadline || self.stop.is_set() => {
-                    let _ = child.kill();
+                    kill_tree(&mut child);
                     let _ = child.wait();
                     return Outcome::Retry("command timed out (killed)".into());
                 }
@@ -643,6 +674,29 @@ impl Worker {
             }
         }
     }
+}
+
+/// Kills a hook command started in its own process group: the whole group
+/// (the shell and everything it started that did not leave the group),
+/// then the shell itself in case the group could not be signalled.
+fn kill_tree(child: &mut std::process::Child) {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::process::{kill_process_group, Pid, Signal};
+        if let Err(e) = kill_process_group(Pid::from_child(child), Signal::KILL) {
+            tracing::warn!(error = %e, "cannot kill the hook command's process group");
+        }
+    }
+    #[cfg(all(unix, not(target_os = "linux")))]
+    {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", child.id())])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+    let _ = child.kill();
 }
 
 /// Hex HMAC-SHA256 of `body` under `secret` (the signature header's value

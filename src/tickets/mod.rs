@@ -39,11 +39,15 @@
 //! # Ok(()) }
 //! ```
 //!
-//! All calls are short synchronous sqlite transactions (well under a
-//! millisecond uncontended; up to the 5 s busy timeout if another process
-//! holds the write lock). They are called from tokio tasks; that is
-//! acceptable for a handful of calls per session, but a caller on a hot path
-//! should use `tokio::task::spawn_blocking`.
+//! All `Journal` calls are short synchronous sqlite transactions (well
+//! under a millisecond uncontended; up to the 5 s busy timeout if another
+//! process holds the write lock). The server does not call them from its
+//! tasks directly: [`JournalObserver`] writes a session's start in the
+//! caller (tokio's blocking pool; it must be committed before ServerInit)
+//! and hands everything else (events, ends, server notices) to one journal
+//! writer thread that batches them, merges clipboard transfers per second
+//! and never makes a session wait (see [`WRITER_QUEUE_LEN`],
+//! [`CLIPBOARD_WINDOW`]).
 
 mod chain;
 mod codes;
@@ -52,6 +56,8 @@ mod kb;
 mod observer;
 mod schema;
 mod store;
+mod technicians;
+mod writer;
 
 pub use chain::{Broken, VerifyReport};
 pub use codes::{
@@ -63,6 +69,10 @@ pub use store::{
     ClipboardDirection, Consent, Direction, Event, EventRow, Journal, Note, Rights, SessionId,
     SessionRow, SessionStart, SessionStats, Ticket, TicketStatus,
 };
+pub use technicians::{
+    check_technician_name, Technician, MAX_TECHNICIAN_NAME, MAX_TECHNICIAN_PASSWORD,
+};
+pub use writer::{CLIPBOARD_WINDOW, QUEUE_LEN as WRITER_QUEUE_LEN};
 
 use std::path::PathBuf;
 
@@ -91,6 +101,12 @@ pub enum JournalError {
     NoSuchSession(i64),
     #[error("invalid input: {0}")]
     Invalid(String),
+    #[error("technician {0:?} already exists")]
+    TechnicianExists(String),
+    #[error("technician {0:?} does not exist")]
+    NoSuchTechnician(String),
+    #[error("password hashing: {0}")]
+    PasswordHash(String),
 }
 
 pub type Result<T, E = JournalError> = std::result::Result<T, E>;

@@ -1,34 +1,76 @@
 //! The journal as the server's [`SessionObserver`]: every session start
-//! (committed before ServerInit), end, failed authentication and clipboard
-//! or resize event is recorded, and the ticket system's hooks are told.
+//! (committed before ServerInit), end, failed authentication, consent,
+//! rights change, clipboard and resize event and server notice is recorded,
+//! and the ticket system's hooks are told.
+//!
+//! Only the start of a session (and a failed authentication, which is a
+//! session that starts and ends at once) is written by the caller, because
+//! nobody may see the screen before it is committed; both are called from
+//! tokio's blocking pool. Everything else goes to the journal writer thread
+//! (see `writer.rs`) and never waits for the database.
 
 use super::hooks::{HookDispatcher, HookEvent};
-use super::{ClipboardDirection, Direction, Event, Journal, SessionId, SessionStart, SessionStats};
-use crate::session::{EndReason, SessionEvent, SessionInfo, SessionObserver};
-use std::sync::Arc;
+use super::writer::{Entry, Writer};
+use super::{now_ms, Direction, Event, Journal, SessionId, SessionStart, SessionStats};
+use crate::session::{EndReason, ServerNotice, SessionEvent, SessionInfo, SessionObserver};
+use std::sync::{Arc, Mutex};
 use tracing::error;
 
 pub struct JournalObserver {
     journal: Arc<Journal>,
-    hooks: Option<HookDispatcher>,
+    hooks: Mutex<Option<Arc<HookDispatcher>>>,
+    writer: Writer,
 }
 
 impl JournalObserver {
     pub fn new(journal: Arc<Journal>, hooks: Option<HookDispatcher>) -> JournalObserver {
-        JournalObserver { journal, hooks }
+        let hooks = hooks.map(Arc::new);
+        JournalObserver {
+            writer: Writer::start(journal.clone(), hooks.clone()),
+            journal,
+            hooks: Mutex::new(hooks),
+        }
     }
 
-    /// Stop the hook workers, giving queued deliveries `grace` to finish.
-    pub fn shutdown(self, grace: std::time::Duration) {
-        if let Some(h) = self.hooks {
-            h.shutdown(grace);
+    /// Waits until every event reported so far is in the journal (clipboard
+    /// sums included, however young).
+    pub fn flush(&self) {
+        self.writer.flush();
+    }
+
+    /// Writes everything still queued, then stops the hook workers, giving
+    /// queued deliveries `grace` to finish. Events reported after this are
+    /// written by their caller; hooks are no longer called.
+    pub fn shutdown(&self, grace: std::time::Duration) {
+        self.writer.stop();
+        let hooks = self.hooks.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = hooks {
+            // The writer thread has exited and dropped its reference.
+            match Arc::try_unwrap(h) {
+                Ok(h) => {
+                    h.shutdown(grace);
+                }
+                Err(_) => error!("hook dispatcher still in use at shutdown"),
+            }
         }
     }
 
     fn hook(&self, ev: HookEvent) {
-        if let Some(h) = &self.hooks {
+        if let Some(h) = self
+            .hooks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
             h.dispatch(ev);
         }
+    }
+
+    fn has_hooks(&self) -> bool {
+        self.hooks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
     }
 }
 
@@ -62,6 +104,10 @@ impl SessionObserver for JournalObserver {
         Ok(id.0)
     }
 
+    /// `reason` (what the viewer was told: wrong password, type not
+    /// offered, locked out, consent rejected, ...) goes into the
+    /// `auth_failure` event and the hook; the session row's consent column
+    /// says what the local user answered, if asked.
     fn auth_failed(&self, info: &SessionInfo, reason: &str) {
         let start = start_record(info);
         match self.journal.auth_failed(&start, reason) {
@@ -81,25 +127,32 @@ impl SessionObserver for JournalObserver {
         let Some(id) = info.record.map(SessionId) else {
             return;
         };
-        let ev = match *ev {
-            SessionEvent::Clipboard { to_viewer, bytes } => Event::Clipboard {
-                direction: if to_viewer {
-                    ClipboardDirection::ToViewer
-                } else {
-                    ClipboardDirection::FromViewer
+        let ticket = || info.principal.as_ref().and_then(|p| p.ticket.clone());
+        let hooks = self.has_hooks();
+        let (ev, hook) = match *ev {
+            SessionEvent::Clipboard { to_viewer, bytes } => {
+                self.writer.clipboard(id, to_viewer, bytes as u64);
+                return;
+            }
+            SessionEvent::Resize { width, height } => (Event::Resize { width, height }, None),
+            SessionEvent::Consent { consent, rights } => (
+                Event::Consent { decision: consent },
+                hooks.then(|| HookEvent::consent_with_rights(id, ticket(), consent, rights)),
+            ),
+            SessionEvent::RightsChange { rights, ref by } => (
+                Event::RightsChange {
+                    rights,
+                    by: Some(by.clone()),
                 },
-                bytes: bytes as u64,
-            },
-            SessionEvent::Resize { width, height } => Event::Resize { width, height },
-            SessionEvent::Consent { consent, .. } => Event::Consent { decision: consent },
-            SessionEvent::RightsChange { rights, ref by } => Event::RightsChange {
-                rights,
-                by: Some(by.clone()),
-            },
+                hooks.then(|| HookEvent::rights_change(id, ticket(), rights, by)),
+            ),
         };
-        if let Err(e) = self.journal.event(id, &ev) {
-            error!(error = %e, "cannot record a session event");
-        }
+        self.writer.push(Entry::Event {
+            session: id,
+            at: now_ms(),
+            ev,
+            hook,
+        });
     }
 
     fn session_ended(&self, info: &SessionInfo, reason: &EndReason) {
@@ -111,10 +164,34 @@ impl SessionObserver for JournalObserver {
             bytes_out: info.bytes_out,
             updates_sent: info.updates_sent,
         };
-        if let Err(e) = self.journal.session_ended(id, reason.as_str(), stats) {
-            error!(error = %e, "cannot record the end of a session");
-        }
         let ticket = info.principal.as_ref().and_then(|p| p.ticket.clone());
-        self.hook(HookEvent::session_end(id, ticket, reason.as_str(), stats));
+        let hook = self
+            .has_hooks()
+            .then(|| HookEvent::session_end(id, ticket, reason.as_str(), stats));
+        self.writer.push(Entry::End {
+            session: id,
+            at: now_ms(),
+            reason: reason.as_str().into(),
+            stats,
+            hook,
+        });
+    }
+
+    fn server_notice(&self, notice: &ServerNotice) {
+        let ev = match notice {
+            ServerNotice::TlsCertificate { sha256, generated } => Event::TlsCertificate {
+                sha256: sha256.clone(),
+                generated: *generated,
+            },
+            // The server itself warns about this in its log.
+            ServerNotice::Insecure { addresses } => Event::Insecure {
+                addresses: addresses.clone(),
+            },
+            ServerNotice::Lockout { address, seconds } => Event::Lockout {
+                address: address.clone(),
+                seconds: *seconds,
+            },
+        };
+        self.writer.push(Entry::Notice { at: now_ms(), ev });
     }
 }

@@ -83,6 +83,15 @@ const MIGRATIONS: &[&str] = &[
         tokenize = 'porter unicode61 remove_diacritics 2'
     );
     "#,
+    // 2: technician accounts (VeNCrypt Plain). `hash` is an Argon2id PHC
+    // string; the password itself is never stored.
+    r#"
+    CREATE TABLE technicians (
+        name        TEXT PRIMARY KEY NOT NULL,
+        hash        TEXT NOT NULL,
+        created_at  INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

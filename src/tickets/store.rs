@@ -97,11 +97,26 @@ pub enum Event {
     RightsChange { rights: Rights, by: Option<String> },
     /// The framebuffer size changed.
     Resize { width: u16, height: u16 },
-    /// A clipboard transfer: direction and size only.
+    /// Clipboard transfers: direction and size only. The server merges the
+    /// transfers of one session and direction within a second into one
+    /// event: `count` transfers of `bytes` in total.
     Clipboard {
         direction: ClipboardDirection,
         bytes: u64,
+        count: u64,
     },
+    /// The TLS certificate viewers see (SHA-256 of its DER form, hex), and
+    /// whether it was generated on this start. Not tied to a session.
+    TlsCertificate { sha256: String, generated: bool },
+    /// The server offers bare None/VNC authentication on these non-loopback
+    /// addresses (`--insecure`). Not tied to a session.
+    Insecure { addresses: Vec<String> },
+    /// Too many failed authentications: the address is refused for a while.
+    Lockout { address: String, seconds: u64 },
+    /// Session events the journal writer could not keep because its queue
+    /// was full (only resize events are ever dropped; clipboard transfers
+    /// are merged instead). Not tied to a session.
+    Dropped { resize: u64 },
     /// The outcome of one hook delivery attempt.
     HookDelivery {
         /// "webhook" or "command".
@@ -122,22 +137,41 @@ impl Event {
             Event::RightsChange { .. } => "rights_change",
             Event::Resize { .. } => "resize",
             Event::Clipboard { .. } => "clipboard",
+            Event::TlsCertificate { .. } => "tls_certificate",
+            Event::Insecure { .. } => "insecure",
+            Event::Lockout { .. } => "lockout",
+            Event::Dropped { .. } => "journal_dropped",
             Event::HookDelivery { .. } => "hook_delivery",
         }
     }
-    fn details(&self) -> Value {
+    pub(crate) fn details(&self) -> Value {
         match self {
             Event::AuthFailure { reason } => json!({ "reason": truncate(reason, 200) }),
             Event::Consent { decision } => json!({ "decision": decision.as_str() }),
             Event::RightsChange { rights, by } => json!({ "rights": rights.json(), "by": by }),
             Event::Resize { width, height } => json!({ "width": width, "height": height }),
-            Event::Clipboard { direction, bytes } => json!({
+            Event::Clipboard {
+                direction,
+                bytes,
+                count,
+            } => json!({
                 "direction": match direction {
                     ClipboardDirection::ToViewer => "to viewer",
                     ClipboardDirection::FromViewer => "from viewer",
                 },
                 "bytes": bytes,
+                "count": count,
             }),
+            Event::TlsCertificate { sha256, generated } => {
+                json!({ "sha256": truncate(sha256, 128), "generated": generated })
+            }
+            Event::Insecure { addresses } => json!({
+                "addresses": addresses.iter().take(64).map(|a| truncate(a, 100)).collect::<Vec<_>>(),
+            }),
+            Event::Lockout { address, seconds } => {
+                json!({ "address": truncate(address, 100), "seconds": seconds })
+            }
+            Event::Dropped { resize } => json!({ "resize": resize }),
             Event::HookDelivery {
                 target,
                 event,
@@ -153,7 +187,7 @@ impl Event {
     }
 }
 
-fn truncate(s: &str, max: usize) -> String {
+pub(crate) fn truncate(s: &str, max: usize) -> String {
     let mut end = s.len().min(max);
     while !s.is_char_boundary(end) {
         end -= 1;
@@ -904,7 +938,13 @@ impl Journal {
 }
 
 /// Ends a session inside a transaction: row update + `session_end` event.
-fn end_in_tx(tx: &Connection, id: i64, now: i64, reason: &str, stats: SessionStats) -> Result<()> {
+pub(crate) fn end_in_tx(
+    tx: &Connection,
+    id: i64,
+    now: i64,
+    reason: &str,
+    stats: SessionStats,
+) -> Result<()> {
     tx.execute(
         "UPDATE sessions SET ended_at = ?2, end_reason = ?3, bytes_in = ?4, bytes_out = ?5,
             updates_sent = ?6, owner = NULL WHERE id = ?1",
