@@ -343,3 +343,275 @@ fn binary_with_password_file() {
     view(&xvfb, addr, "Raw", 0, Colour::Full, Some(&passwd), None);
     drop(server);
 }
+
+// ------------------------------------------------------------ VeNCrypt
+
+/// `ticketvnc --db DIR/journal.db ARGS` (a CLI call); panics on failure.
+fn cli(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ticketvnc"))
+        .arg("--db")
+        .arg(dir.join("journal.db"))
+        .args(args)
+        .env("TICKETVNC_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ticketvnc");
+    assert!(
+        out.status.success(),
+        "ticketvnc {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `ticketvnc serve` on the still test pattern at W x H with `extra`
+/// arguments; its certificate is generated into DIR/config.
+fn serve_binary(dir: &Path, name: &str, extra: &[&str]) -> (ChildGuard, SocketAddr) {
+    use std::io::BufRead;
+    let log =
+        std::fs::File::create(common::artefact_dir().join(format!("{name}-server.log"))).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ticketvnc"))
+        .arg("--db")
+        .arg(dir.join("journal.db"))
+        .env("XDG_CONFIG_HOME", dir.join("config"))
+        // Port 0: tests running side by side never race for a port.
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["--fps", "0", "--size", &format!("{W}x{H}")])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("run ticketvnc");
+    let out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let server = ChildGuard(child);
+    for line in out.lines() {
+        let line = line.expect("serve output");
+        if let Some(a) = line.strip_prefix("ticketvnc listening on ") {
+            return (server, a.trim().parse().unwrap());
+        }
+    }
+    panic!("{name}: ticketvnc exited without listening");
+}
+
+/// vncviewer limited to one VeNCrypt subtype, trusting the certificate
+/// ticketvnc generated in DIR/config.
+fn tls_viewer(
+    xvfb: &XvfbGuard,
+    dir: &Path,
+    addr: SocketAddr,
+    name: &str,
+    security: &str,
+    extra: &[String],
+    env: &[(&str, &str)],
+) -> ChildGuard {
+    let log = std::fs::File::create(common::artefact_dir().join(format!("{name}.log"))).unwrap();
+    let mut cmd = Command::new("vncviewer");
+    cmd.env("DISPLAY", xvfb.display_name())
+        .envs(env.iter().copied())
+        .arg(format!("127.0.0.1::{}", addr.port()))
+        .arg(format!("-SecurityTypes={security}"))
+        .arg(format!(
+            "-X509CA={}",
+            dir.join("config/ticketvnc/tls-cert.pem").display()
+        ))
+        .args([
+            "-PreferredEncoding=ZRLE",
+            "-AutoSelect=0",
+            "-NoJPEG",
+            "-Shared=1",
+        ])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    ChildGuard(cmd.spawn().expect("run vncviewer (tigervnc-viewer)"))
+}
+
+/// The journal's sessions as JSON objects.
+fn sessions_json(dir: &Path) -> Vec<serde_json::Value> {
+    serde_json::from_str(&cli(dir, &["sessions", "--json"])).expect("sessions --json")
+}
+
+/// Wait until the journal holds a session started by `security`.
+fn wait_session(dir: &Path, security: &str) -> serde_json::Value {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(s) = sessions_json(dir)
+            .into_iter()
+            .find(|s| s["security"] == security && s["end_reason"].is_null())
+        {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {security} session in {:#?}",
+            sessions_json(dir)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A technician with a one-time code, over VeNCrypt X509Vnc: the screen
+/// arrives pixel-exact and the session row names ticket and security.
+#[test]
+fn tls_x509vnc_with_a_one_time_code() {
+    require_commands(&["Xvfb", "vncviewer", "xdotool", "import", "xdpyinfo"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, addr) = serve_binary(dir.path(), "tls-x509vnc", &[]);
+    let out = cli(
+        dir.path(),
+        &["ticket", "open", "4711", "--title", "TLS test"],
+    );
+    let code = out
+        .lines()
+        .find_map(|l| l.strip_prefix("One-time code: "))
+        .expect("a code")
+        .trim()
+        .to_string();
+    let passwd = dir.path().join("passwd");
+    tigervnc_passwd_file(&passwd, &code);
+    let xvfb = XvfbGuard::start(640, 480);
+    let _viewer = tls_viewer(
+        &xvfb,
+        dir.path(),
+        addr,
+        "tigervnc-tls-x509vnc",
+        "X509Vnc",
+        &[
+            format!("-passwd={}", passwd.display()),
+            "-FullColor=1".into(),
+        ],
+        &[],
+    );
+    wait_for_picture(&xvfb.display_name(), "tigervnc-tls-x509vnc", 0, None);
+    let s = wait_session(dir.path(), "VeNCrypt/X509Vnc");
+    assert_eq!(s["ticket"], "4711", "{s:#}");
+    assert_eq!(s["consent"], "auto", "{s:#}");
+}
+
+/// A technician account over VeNCrypt X509Plain, with the person at the
+/// screen asked by a consent command that grants view-only: the screen
+/// arrives pixel-exact; the row names technician, security and consent.
+#[test]
+fn tls_x509plain_technician_with_consent() {
+    require_commands(&["Xvfb", "vncviewer", "xdotool", "import", "xdpyinfo"]);
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("anna.pw");
+    std::fs::write(&pw, "correct horse battery\n").unwrap();
+    cli(
+        dir.path(),
+        &[
+            "tech",
+            "add",
+            "anna",
+            "--password-file",
+            pw.to_str().unwrap(),
+        ],
+    );
+    // The consent command records what it was told and grants view-only.
+    let seen = dir.path().join("consent.env");
+    let script = dir.path().join("consent.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nenv | grep ^TICKETVNC_ | sort > '{}'\necho view-only\n",
+            seen.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (_server, addr) = serve_binary(
+        dir.path(),
+        "tls-x509plain",
+        &[
+            "--ticket",
+            "4712",
+            "--consent",
+            &format!("cmd:{}", script.display()),
+        ],
+    );
+    let xvfb = XvfbGuard::start(640, 480);
+    let _viewer = tls_viewer(
+        &xvfb,
+        dir.path(),
+        addr,
+        "tigervnc-tls-x509plain",
+        "X509Plain",
+        &["-FullColor=1".into()],
+        &[
+            ("VNC_USERNAME", "anna"),
+            ("VNC_PASSWORD", "correct horse battery"),
+        ],
+    );
+    wait_for_picture(&xvfb.display_name(), "tigervnc-tls-x509plain", 0, None);
+    let s = wait_session(dir.path(), "VeNCrypt/X509Plain");
+    assert_eq!(s["technician"], "anna", "{s:#}");
+    assert_eq!(s["ticket"], "4712", "{s:#}");
+    assert_eq!(s["consent"], "accepted", "{s:#}");
+    assert_eq!(
+        s["rights"],
+        serde_json::json!({"view": true, "keys": false, "pointer": false, "clipboard": false}),
+        "{s:#}"
+    );
+    let env = std::fs::read_to_string(&seen).expect("the consent command ran");
+    for want in [
+        "TICKETVNC_TECHNICIAN=anna",
+        "TICKETVNC_TICKET=4712",
+        "TICKETVNC_RIGHTS=view,keys,pointer,clipboard",
+    ] {
+        assert!(env.contains(want), "{want} not in {env}");
+    }
+}
+
+/// A wrong technician password gets nothing and is journaled with the name
+/// that was tried.
+#[test]
+fn tls_x509plain_wrong_password_is_refused() {
+    require_commands(&["Xvfb", "vncviewer"]);
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("anna.pw");
+    std::fs::write(&pw, "correct horse battery\n").unwrap();
+    cli(
+        dir.path(),
+        &[
+            "tech",
+            "add",
+            "anna",
+            "--password-file",
+            pw.to_str().unwrap(),
+        ],
+    );
+    let (_server, addr) = serve_binary(dir.path(), "tls-x509plain-wrong", &[]);
+    let xvfb = XvfbGuard::start(640, 480);
+    let mut viewer = tls_viewer(
+        &xvfb,
+        dir.path(),
+        addr,
+        "tigervnc-tls-x509plain-wrong",
+        "X509Plain",
+        &[],
+        &[("VNC_USERNAME", "anna"), ("VNC_PASSWORD", "wrong horse")],
+    );
+    let deadline = Instant::now() + TIMEOUT;
+    let failed = loop {
+        if let Some(f) = sessions_json(dir.path())
+            .into_iter()
+            .find(|s| s["end_reason"] == "auth failed")
+        {
+            break f;
+        }
+        assert!(Instant::now() < deadline, "no failed login journaled");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(failed["technician"], "anna", "{failed:#}");
+    assert_eq!(failed["security"], "VeNCrypt/X509Plain", "{failed:#}");
+    assert!(
+        !sessions_json(dir.path())
+            .iter()
+            .any(|s| s["end_reason"].is_null()),
+        "a session is running after a wrong password"
+    );
+    let _ = viewer.0.kill();
+}

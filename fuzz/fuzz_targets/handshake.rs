@@ -1,11 +1,15 @@
-//! Drive `ServerConnection` with arbitrary chunks of input, answering
-//! VncAuthResponse with a real DES check against a fixed password. The
-//! connection must never be authenticated (nor send ServerInit) unless the
-//! client chose None where it was offered or sent the right response; it
-//! must only accept offered security types; it must never panic.
+//! Drive `ServerConnection` with arbitrary chunks of input through the
+//! shared driver (`common.rs`): None, VNC authentication (a real DES check
+//! against a fixed password), VeNCrypt X509None/X509Vnc/X509Plain behind a
+//! pretend TLS layer, a refusing server, approval or rejection after
+//! authentication. The connection must never be authenticated, approved
+//! or normal without the right proof; it must only accept offered types
+//! and subtypes; after an error or a rejection it sends nothing more than
+//! what that error sends; it must never panic.
 //!
-//! Input: byte 0 picks the offered security types; the rest is a sequence
-//! of (length byte, chunk) pairs.
+//! Input: byte 0 is the mode (offer and approve/reject, see `common.rs`);
+//! the rest is a sequence of (length byte, chunk) pairs. Chunks after an
+//! error still go in, and must change nothing.
 
 #![no_main]
 
@@ -15,6 +19,7 @@ mod common;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    common::plain_limit_self_test();
     let Some((&mode, mut rest)) = data.split_first() else {
         return;
     };
@@ -23,9 +28,6 @@ fuzz_target!(|data: &[u8]| {
         let len = (len as usize).min(tail.len());
         d.feed(&tail[..len]);
         rest = &tail[len..];
-        if d.closed() {
-            break;
-        }
     }
     if d.trace.normal {
         // ServerInit went out: the 64x48 size must follow the handshake bytes.

@@ -2,8 +2,12 @@
 //! byte, and two chunkings derived from the input) gives the same events,
 //! the same error, the same output and the same final state.
 //!
-//! Input: byte 0 picks the offered security types, bytes 1 and 2 seed two
-//! chunkings, the rest is the stream.
+//! The VeNCrypt paths are included: the driver hands the bytes left after
+//! the subtype choice back to the connection once its pretend TLS is up,
+//! so how much of the stream had arrived at StartTls must not matter.
+//!
+//! Input: byte 0 is the mode (offer and approve/reject, see `common.rs`),
+//! bytes 1 and 2 seed two chunkings, the rest is the stream.
 
 #![no_main]
 
@@ -29,6 +33,7 @@ fuzz_target!(|data: &[u8]| {
     if data.len() < 3 {
         return;
     }
+    common::plain_limit_self_test();
     let (mode, seed_a, seed_b, stream) = (data[0], data[1], data[2], &data[3..]);
     let whole: Vec<usize> = stream.chunks(READ).map(|c| c.len()).collect();
     let reference = run(mode, stream, &whole);

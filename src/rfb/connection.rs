@@ -322,12 +322,20 @@ impl ServerConnection {
 
     /// The next event, `Ok(None)` when more input (or a driver decision) is needed.
     pub fn poll_event(&mut self) -> Result<Option<Event>, ProtocolError> {
-        if let Some(e) = self.pending.pop_front() {
-            return Ok(Some(e));
-        }
-        match self.step() {
-            Ok(()) => Ok(self.pending.pop_front()),
-            Err(e) => self.fail(e),
+        loop {
+            if let Some(e) = self.pending.pop_front() {
+                return Ok(Some(e));
+            }
+            // A step may make progress without an event (a Plain header
+            // read, its body still to come): keep stepping until an event
+            // comes out or nothing moves.
+            let before = (self.state, self.rpos);
+            if let Err(e) = self.step() {
+                return self.fail(e);
+            }
+            if self.pending.is_empty() && (self.state, self.rpos) == before {
+                return Ok(None);
+            }
         }
     }
 
@@ -825,6 +833,93 @@ mod tests {
             events,
             vec![Event::Message(ClientMessage::ClientCutText(text))]
         );
+    }
+
+    /// A whole VeNCrypt Plain login in one read: the header is consumed
+    /// without an event, and the credentials must still come out.
+    #[test]
+    fn vencrypt_plain_in_one_chunk() {
+        let mut c = ServerConnection::new(&[SecurityType::VeNCrypt])
+            .with_vencrypt(&[VeNCryptSubtype::X509Plain]);
+        c.receive(b"RFB 003.008\n\x13\x00\x02").unwrap();
+        let mut sub = 262u32.to_be_bytes().to_vec();
+        sub.extend_from_slice(b"early");
+        c.receive(&sub).unwrap();
+        assert_eq!(
+            drain(&mut c),
+            vec![
+                Event::VersionAgreed(Version::V3_8),
+                Event::SecurityChosen(SecurityType::VeNCrypt),
+                Event::VeNCryptChosen(VeNCryptSubtype::X509Plain),
+                Event::StartTls
+            ]
+        );
+        // Bytes after the subtype belong to TLS.
+        assert_eq!(c.take_unprocessed(), b"early");
+        let out = c.take_output();
+        assert_eq!(&out[12..], &[1, 19, 0, 2, 0, 1, 0, 0, 1, 6, 1]);
+        c.tls_established().unwrap();
+        let mut creds = Vec::new();
+        creds.extend_from_slice(&5u32.to_be_bytes());
+        creds.extend_from_slice(&3u32.to_be_bytes());
+        creds.extend_from_slice(b"an\x07na");
+        creds.extend_from_slice(b"pw!");
+        c.receive(&creds).unwrap();
+        let ev = drain(&mut c);
+        assert_eq!(
+            ev,
+            vec![Event::PlainCredentials {
+                username: "anna".into(),
+                password: Secret::new(b"pw!".to_vec())
+            }]
+        );
+        assert!(!format!("{ev:?}").contains("pw!"), "the password in Debug");
+        c.auth_verdict(true).unwrap();
+        assert_eq!(drain(&mut c), vec![Event::Authenticated]);
+        c.approve().unwrap();
+        assert_eq!(c.take_output(), vec![0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn plain_lengths_are_checked_before_waiting() {
+        let mut c = ServerConnection::new(&[SecurityType::VeNCrypt])
+            .with_vencrypt(&[VeNCryptSubtype::X509Plain]);
+        c.receive(b"RFB 003.008\n\x13\x00\x02\x00\x00\x01\x06")
+            .unwrap();
+        drain(&mut c);
+        c.tls_established().unwrap();
+        c.receive(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1]).unwrap();
+        assert!(matches!(
+            c.poll_event(),
+            Err(ProtocolError::LimitExceeded { .. })
+        ));
+    }
+
+    #[test]
+    fn refusing_tells_every_version_why() {
+        for (v, head) in [
+            (&b"RFB 003.003\n"[..], vec![0, 0, 0, 0]),
+            (b"RFB 003.008\n", vec![0]),
+        ] {
+            let mut c = ServerConnection::refusing("locked out");
+            c.take_output();
+            c.receive(v).unwrap();
+            assert!(matches!(drain_until_err(&mut c), ProtocolError::Refused(_)));
+            let mut want = head;
+            want.extend_from_slice(&10u32.to_be_bytes());
+            want.extend_from_slice(b"locked out");
+            assert_eq!(c.take_output(), want);
+        }
+    }
+
+    #[test]
+    fn v33_never_gets_vencrypt() {
+        let mut c = ServerConnection::new(&[SecurityType::VeNCrypt])
+            .with_vencrypt(&[VeNCryptSubtype::X509Vnc]);
+        c.take_output();
+        c.receive(b"RFB 003.003\n").unwrap();
+        assert!(matches!(drain_until_err(&mut c), ProtocolError::Refused(_)));
+        assert_eq!(&c.take_output()[..4], &[0, 0, 0, 0]);
     }
 
     #[test]

@@ -152,10 +152,16 @@ fn identity(
 ) -> Result<TlsIdentity, TlsError> {
     let fingerprint = fingerprint(&certs[0]);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
+    // No session resumption: a VNC session is one long connection, and the
+    // TLS 1.3 tickets rustls would send after the handshake can arrive
+    // while TigerVNC's non-blocking GnuTLS handshake is still deciding it
+    // is done, which stalls it (seen under load).
+    config.send_tls13_tickets = 0;
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     Ok(TlsIdentity {
         acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
         fingerprint,

@@ -605,6 +605,7 @@ impl Session {
                         Err(e) => return Err(EndReason::Io(e.to_string())),
                     };
                     self.info.bytes_in += n as u64;
+                    tracing::trace!(session = self.info.id, bytes = n, "handshake read");
                     if let Err(e) = conn.receive(&buf[..n]) {
                         return Err(protocol_end(e));
                     }
