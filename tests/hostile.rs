@@ -1140,12 +1140,20 @@ async fn class7_a_thousand_silent_sockets() -> Result<()> {
     })
     .await?;
     let w = srv.watcher().await?;
+    let rss_before = rss_kib();
     let mut socks = Vec::new();
     for _ in 0..1000 {
         socks.push(connect(srv.addr).await?);
     }
     // While all of them sit there, the watcher is served.
     w.wait_for_more(3).await?;
+    // Server and sockets share this process: the growth bounds both.
+    let grown = rss_kib().saturating_sub(rss_before);
+    note(&format!("1000 silent sockets: RSS grew by {grown} KiB"));
+    ensure!(
+        grown < 32 * 1024,
+        "1000 silent sockets grew memory by {grown} KiB"
+    );
     let mut set = tokio::task::JoinSet::new();
     for mut s in socks {
         set.spawn(async move { read_to_close(&mut s, WAIT).await });
@@ -1166,6 +1174,18 @@ async fn class7_a_thousand_silent_sockets() -> Result<()> {
     ensure!(timed_out > 0 && refused > 0);
     check_survived(&srv, w).await?;
     srv.stop().await
+}
+
+/// Resident memory of this process (server and clients), KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// Silent sockets from one address get at most MAX_PREAUTH_PER_ADDRESS
