@@ -11,7 +11,9 @@ use ticketvnc::input::{InputSink, NullInput, OffsetInput};
 use ticketvnc::security::{Authenticator, VncPassword, WithViewOnlyPassword};
 use ticketvnc::server::{self, ServerConfig};
 use ticketvnc::session::consent::{CommandAsker, ConsentPolicy};
-use ticketvnc::session::{ServerNotice, SessionObserver};
+#[cfg(not(target_os = "macos"))]
+use ticketvnc::session::ServerNotice;
+use ticketvnc::session::SessionObserver;
 use ticketvnc::tickets::hooks::{HookConfig, HookDispatcher};
 use ticketvnc::tickets::{CodeAuthenticator, JournalObserver};
 

@@ -216,6 +216,8 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
 
 /// A private key others can read is tightened to 0600, with a warning.
 fn check_key_mode(key: &Path) -> Result<(), TlsError> {
+    #[cfg(not(unix))]
+    let _ = key; // Windows: ACLs, not mode bits
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

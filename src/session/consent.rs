@@ -91,6 +91,8 @@ impl ConsentAsker for CommandAsker {
 }
 
 /// Kills a process group when dropped (a cancelled or timed-out question).
+/// Elsewhere `kill_on_drop` ends the direct child only.
+#[cfg_attr(not(unix), allow(dead_code))]
 struct GroupGuard(Option<u32>);
 
 impl Drop for GroupGuard {
