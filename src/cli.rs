@@ -109,6 +109,11 @@ pub struct ServeArgs {
     /// accepts; "view-only" on its output grants only viewing).
     #[arg(long, value_name = "POLICY", default_value = "auto", value_parser = parse_consent)]
     pub consent: ConsentArg,
+    /// Failed logins a minute the whole server answers at most (every
+    /// address together); beyond that a login waits for its turn, cleanest
+    /// network first. 0 turns this budget off.
+    #[arg(long, value_name = "N", default_value_t = ticketvnc::rfb::limits::AUTH_FAILURES_PER_MINUTE)]
+    pub auth_failures_per_minute: u32,
     /// Seconds the person at the screen has to answer; no answer rejects.
     #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub consent_timeout: u64,

@@ -17,10 +17,22 @@ use ticketvnc::session::SessionObserver;
 use ticketvnc::tickets::hooks::{HookConfig, HookDispatcher};
 use ticketvnc::tickets::{CodeAuthenticator, JournalObserver};
 
+/// println! that cannot panic: a closed stdout must not stop the server.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 fn main() -> Result<()> {
+    // A log line can never fail a task: write errors (stderr closed, as in
+    // `serve 2>&1 | head` or a dropped SSH session) are ignored instead of
+    // being reported with eprintln!, which would panic.
     tracing_subscriber::fmt()
         .with_env_filter(log_filter())
         .with_writer(std::io::stderr)
+        .log_internal_errors(false)
         .init();
     let cli = Cli::parse();
     // --virtual: the private display's X authority file, exported in
@@ -92,7 +104,7 @@ async fn serve(db: Option<&std::path::Path>, args: ServeArgs) -> Result<()> {
             .map(read_password_file)
             .transpose()?;
         if password.is_none() {
-            println!(
+            say!(
                 "viewers authenticate with one-time codes: run `ticketvnc ticket open TICKET-ID`{}",
                 db.map(|p| format!(" --db {}", p.display()))
                     .unwrap_or_default()
@@ -133,8 +145,8 @@ async fn serve(db: Option<&std::path::Path>, args: ServeArgs) -> Result<()> {
             )?;
             args.display = Some(v.display.clone());
             args.source = SourceKind::X11;
-            println!("ticketvnc virtual display {}", v.display);
-            println!("ticketvnc xauthority {}", v.xauthority().display());
+            say!("ticketvnc virtual display {}", v.display);
+            say!("ticketvnc xauthority {}", v.xauthority().display());
             Some(v)
         }
         None => None,
@@ -169,6 +181,7 @@ async fn serve(db: Option<&std::path::Path>, args: ServeArgs) -> Result<()> {
     let mut cfg = ServerConfig::new(args.listen.clone(), authenticator);
     setup_tls(&args, observer.as_ref(), &mut cfg)?;
     cfg.insecure = args.insecure;
+    cfg.auth_failures_per_minute = args.auth_failures_per_minute;
     // X509Plain is offered only when there is an account to log in with:
     // TigerVNC prefers it and would otherwise ask code users for a name.
     cfg.plain_accounts = !args.no_auth && !journal.technicians()?.is_empty();
@@ -197,15 +210,17 @@ async fn serve(db: Option<&std::path::Path>, args: ServeArgs) -> Result<()> {
         })?;
     for a in handle.local_addrs() {
         tracing::info!("listening on {a}");
-        println!("ticketvnc listening on {a}");
+        say!("ticketvnc listening on {a}");
     }
     let stopper = handle.stopper();
     tokio::spawn(async move {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("stopping (Ctrl-C)"),
-            _ = wait_terminate() => tracing::info!("stopping (SIGTERM)"),
-        }
+        let why = tokio::select! {
+            _ = tokio::signal::ctrl_c() => "Ctrl-C",
+            _ = wait_terminate() => "SIGTERM",
+        };
+        // Stop first, then say so.
         stopper.stop();
+        tracing::info!("stopping ({why})");
     });
     // Returns an error (non-zero exit) when the screen source goes away.
     let result = handle.wait().await;
@@ -234,7 +249,7 @@ fn setup_tls(
                 .with_context(|| format!("the TLS certificate in {}", dir.display()))?
         }
     };
-    println!(
+    say!(
         "TLS certificate {} (SHA-256 {})",
         id.cert_path.display(),
         id.fingerprint

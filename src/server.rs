@@ -5,7 +5,7 @@ use crate::framebuffer::Rect;
 use crate::input::InputSink;
 use crate::rfb::{limits, SecurityType};
 use crate::rfb::{ServerConnection, VeNCryptSubtype};
-use crate::security::throttle::AuthThrottle;
+use crate::security::throttle::{AuthThrottle, GuessBudget};
 use crate::security::Authenticator;
 use crate::security::Rights;
 use crate::session::consent::ConsentPolicy;
@@ -64,6 +64,11 @@ pub struct ServerConfig {
     pub auth_failures_before_block: u32,
     /// First block period.
     pub auth_block_base: Duration,
+    /// Failed verifications a minute across all addresses at most (the
+    /// global guessing budget); 0 disables it.
+    pub auth_failures_per_minute: u32,
+    /// Pause before a failure result is sent.
+    pub auth_failure_delay: Duration,
     /// Captures per second at most; bounds CPU under constant change.
     pub max_fps: u32,
     /// Told about every session (the ticket journal).
@@ -120,6 +125,8 @@ impl ServerConfig {
             max_preauth: limits::MAX_PREAUTH_CONNECTIONS,
             auth_failures_before_block: limits::AUTH_FAILURES_BEFORE_BLOCK,
             auth_block_base: Duration::from_secs(limits::AUTH_BLOCK_BASE_SECS),
+            auth_failures_per_minute: limits::AUTH_FAILURES_PER_MINUTE,
+            auth_failure_delay: Duration::from_millis(limits::AUTH_FAILURE_DELAY_MS),
             max_fps: 60,
             observer: None,
         }
@@ -130,7 +137,7 @@ impl ServerConfig {
 struct Registry {
     sessions: Mutex<HashMap<u64, mpsc::Sender<Control>>>,
     pending: Mutex<HashMap<u64, mpsc::Sender<Control>>>,
-    throttle: AuthThrottle,
+    throttle: Arc<AuthThrottle>,
     observer: Option<Arc<dyn SessionObserver>>,
     /// Connections in the handshake, per address.
     preauth_by_addr: Arc<Mutex<HashMap<IpAddr, usize>>>,
@@ -203,9 +210,6 @@ impl SessionHost for Registry {
         if let Some(tx) = tx {
             s.insert(info.id, tx);
         }
-        if let Some(peer) = info.peer {
-            self.throttle.success(peer.ip());
-        }
         info!(
             session = info.id,
             peer = ?info.peer,
@@ -218,19 +222,17 @@ impl SessionHost for Registry {
         true
     }
     fn auth_failed(&self, info: &SessionInfo, reason: &str) {
-        let blocked = info.peer.and_then(|peer| self.throttle.failure(peer.ip()));
         if let Some(o) = &self.observer {
             o.auth_failed(info, reason);
-            if let (Some(peer), Some(d)) = (info.peer, blocked) {
-                o.server_notice(&ServerNotice::Lockout {
-                    address: peer.ip().to_string(),
-                    seconds: d.as_secs(),
-                });
-            }
         }
         warn!(session = info.id, peer = ?info.peer, reason, "authentication failed");
-        if let Some(d) = blocked {
-            warn!(peer = ?info.peer, seconds = d.as_secs(), "too many failed authentications; address locked out");
+    }
+    fn notice(&self, notice: &ServerNotice) {
+        if let Some(o) = &self.observer {
+            o.server_notice(notice);
+        }
+        if let ServerNotice::Lockout { address, seconds } = notice {
+            warn!(%address, seconds, "too many failed authentications; address locked out");
         }
     }
     fn refused(&self, info: &SessionInfo, reason: &str) {
@@ -412,7 +414,16 @@ pub async fn start(
         .spawn(move || capture_loop(source, frame_tx, cap_err_tx, min_interval))
         .expect("spawn capture thread");
 
+    let throttle = Arc::new(AuthThrottle::new(
+        cfg.auth_failures_before_block,
+        cfg.auth_block_base,
+        Duration::from_secs(limits::AUTH_BLOCK_MAX_SECS),
+    ));
+    let budget = GuessBudget::new(cfg.auth_failures_per_minute);
     let scfg = Arc::new(SessionConfig {
+        throttle: throttle.clone(),
+        budget,
+        failure_delay: cfg.auth_failure_delay,
         authenticator: cfg.authenticator.clone(),
         tls: cfg.tls.clone(),
         desktop_name,
@@ -424,11 +435,7 @@ pub async fn start(
     let registry = Arc::new(Registry {
         sessions: Mutex::default(),
         pending: Mutex::default(),
-        throttle: AuthThrottle::new(
-            cfg.auth_failures_before_block,
-            cfg.auth_block_base,
-            Duration::from_secs(limits::AUTH_BLOCK_MAX_SECS),
-        ),
+        throttle: throttle.clone(),
         observer: cfg.observer.clone(),
         preauth_by_addr: Arc::default(),
     });

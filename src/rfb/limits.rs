@@ -50,3 +50,9 @@ pub const MAX_POLITE_REFUSALS: usize = 32;
 pub const REFUSAL_TIMEOUT_SECS: u64 = 5;
 /// Default time the person at the screen has to answer (seconds).
 pub const CONSENT_TIMEOUT_SECS: u64 = 30;
+/// Failed credential checks a minute across all addresses at most (the
+/// global guessing budget, also the burst); a handshake without a token
+/// waits for one.
+pub const AUTH_FAILURES_PER_MINUTE: u32 = 60;
+/// Pause before every failure result (TigerVNC waits 100 ms too).
+pub const AUTH_FAILURE_DELAY_MS: u64 = 100;

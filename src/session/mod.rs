@@ -13,6 +13,7 @@ use crate::rfb::{
     ClientMessage, Event, PixelFormat, ProtocolError, SecurityType, ServerConnection,
     VeNCryptSubtype,
 };
+use crate::security::throttle::{Attempt, AuthThrottle, GuessBudget, Refusal, Token};
 use crate::security::{Authenticator, Consent, Principal, Rights};
 use consent::{ConsentAnswer, ConsentPolicy, ConsentRequest};
 use std::net::SocketAddr;
@@ -110,6 +111,12 @@ impl SecurityOffer {
 /// Per-session settings, shared by all sessions of a server.
 pub struct SessionConfig {
     pub authenticator: Option<Arc<dyn Authenticator>>,
+    /// Per-source failures (counted when an attempt starts).
+    pub throttle: Arc<AuthThrottle>,
+    /// Failures a minute server-wide.
+    pub budget: Arc<GuessBudget>,
+    /// Pause before a failure result.
+    pub failure_delay: Duration,
     /// The TLS identity VeNCrypt subtypes run over.
     pub tls: Option<TlsAcceptor>,
     pub desktop_name: String,
@@ -189,8 +196,10 @@ pub trait SessionHost: Send + Sync {
     /// disconnect other viewers (non-shared) or refuse (returns `false`).
     /// Runs before ServerInit is sent, so a journal row can be committed first.
     fn session_starting(&self, info: &mut SessionInfo) -> bool;
-    /// A wrong credential: counts against the address's guessing budget.
+    /// A wrong credential (already counted against the guessing budgets).
     fn auth_failed(&self, info: &SessionInfo, reason: &str);
+    /// Something about the server (a lockout).
+    fn notice(&self, notice: &ServerNotice);
     /// Refused for another reason (a type that was not offered, a failed
     /// TLS handshake, the local user said no): journaled, not counted as
     /// a guess.
@@ -477,15 +486,24 @@ impl Session {
                         challenge,
                         response,
                     } => {
+                        let budget = self.budget_for_check(&mut stream, conn, deadline).await?;
                         let principal = match self.cfg.authenticator.clone() {
                             Some(a) => Self::blocking(move || a.verify_vnc(&challenge, &response))
                                 .await
                                 .flatten(),
                             None => None,
                         };
-                        self.verdict(&mut stream, conn, deadline, principal).await?;
+                        self.verdict(&mut stream, conn, deadline, principal, budget)
+                            .await?;
                     }
                     Event::PlainCredentials { username, password } => {
+                        // Name who tried (sanitised by the core), never the password.
+                        self.info.principal = Some(Principal {
+                            technician: Some(username.clone()),
+                            credential: "technician account".into(),
+                            ..Default::default()
+                        });
+                        let budget = self.budget_for_check(&mut stream, conn, deadline).await?;
                         let principal = match self.cfg.authenticator.clone() {
                             Some(a) => {
                                 let user = username.clone();
@@ -495,15 +513,8 @@ impl Session {
                             }
                             None => None,
                         };
-                        if principal.is_none() {
-                            // Name who tried (sanitised by the core), never the password.
-                            self.info.principal = Some(Principal {
-                                technician: Some(username),
-                                credential: "technician account".into(),
-                                ..Default::default()
-                            });
-                        }
-                        self.verdict(&mut stream, conn, deadline, principal).await?;
+                        self.verdict(&mut stream, conn, deadline, principal, budget)
+                            .await?;
                     }
                     Event::Authenticated => {
                         let principal = self.info.principal.get_or_insert_with(|| Principal {
@@ -644,6 +655,46 @@ impl Session {
         }
     }
 
+    /// Before a credential is checked: this source may not have more
+    /// attempts running than failures left, and the server-wide budget must
+    /// have a token (waiting for one, at most until the deadline). Without
+    /// both the credential is never checked, so no guess is answered.
+    async fn budget_for_check(
+        &mut self,
+        stream: &mut Box<dyn Transport>,
+        conn: &mut ServerConnection,
+        deadline: tokio::time::Instant,
+    ) -> Result<(Attempt, Token), EndReason> {
+        let ip = self
+            .info
+            .peer
+            .map(|p| p.ip())
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let attempt = match self.cfg.throttle.begin(ip) {
+            Ok(a) => a,
+            Err(Refusal::Blocked(left)) => {
+                let r = format!(
+                    "too many failed authentications from this address; try again in {} s",
+                    left.as_secs().max(1)
+                );
+                return Err(self.refuse(stream, conn, deadline, &r).await);
+            }
+            Err(Refusal::Busy) => {
+                let r = "too many authentication attempts from this address at once";
+                return Err(self.refuse(stream, conn, deadline, r).await);
+            }
+        };
+        match self.cfg.budget.acquire(ip, deadline).await {
+            Some(token) => Ok((attempt, token)),
+            None => {
+                drop(attempt);
+                let r = "the server is refusing logins for a while after many failed attempts; \
+                         try again in a minute";
+                Err(self.refuse(stream, conn, deadline, r).await)
+            }
+        }
+    }
+
     /// Answer a credential check: on success the core says Authenticated
     /// next; on failure the failure result goes out and the session ends.
     async fn verdict(
@@ -652,14 +703,30 @@ impl Session {
         conn: &mut ServerConnection,
         deadline: tokio::time::Instant,
         principal: Option<Principal>,
+        (attempt, token): (Attempt, Token),
     ) -> Result<(), EndReason> {
         let ok = principal.is_some();
         if ok {
+            attempt.succeeded();
+            token.succeeded();
             self.info.principal = principal;
         } else {
             // Counted and journaled before anything is logged or sent.
+            let blocked = attempt.failed();
+            token.failed();
             let (host, info) = (self.host.clone(), self.info.clone());
-            Self::blocking(move || host.auth_failed(&info, "authentication failed")).await;
+            Self::blocking(move || {
+                host.auth_failed(&info, "authentication failed");
+                if let (Some(peer), Some(d)) = (info.peer, blocked) {
+                    host.notice(&ServerNotice::Lockout {
+                        address: crate::security::throttle::source_key(peer.ip()).to_string(),
+                        seconds: d.as_secs(),
+                    });
+                }
+            })
+            .await;
+            // A fixed pause before every failure result.
+            tokio::time::sleep(self.cfg.failure_delay).await;
         }
         if let Err(e) = conn.auth_verdict(ok) {
             let _ = self.flush(stream, conn, deadline).await;

@@ -80,6 +80,10 @@ pub struct ServerOpts {
     pub tls: bool,
     pub consent: ticketvnc::session::consent::ConsentPolicy,
     pub observer: Option<Arc<dyn ticketvnc::session::SessionObserver>>,
+    /// The server-wide guessing budget. Off by default here: the hostile
+    /// suites fail hundreds of logins on purpose; the budget's own tests
+    /// set it.
+    pub auth_failures_per_minute: u32,
 }
 
 impl Default for ServerOpts {
@@ -102,6 +106,7 @@ impl Default for ServerOpts {
             tls: false,
             consent: ticketvnc::session::consent::ConsentPolicy::Auto,
             observer: None,
+            auth_failures_per_minute: 0,
         }
     }
 }
@@ -133,6 +138,7 @@ impl TestServer {
             tls_dir = Some(dir);
         }
         cfg.consent = opts.consent.clone();
+        cfg.auth_failures_per_minute = opts.auth_failures_per_minute;
         cfg.observer = opts.observer.clone();
         cfg.handshake_timeout = opts.handshake_timeout;
         cfg.write_stall_timeout = opts.write_stall_timeout;
