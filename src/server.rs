@@ -5,6 +5,7 @@ use crate::framebuffer::Rect;
 use crate::input::InputSink;
 use crate::rfb::{limits, SecurityType};
 use crate::rfb::{ServerConnection, VeNCryptSubtype};
+use crate::security::preauth::{Admission, PreauthLimits, PreauthTable};
 use crate::security::throttle::{AuthThrottle, GuessBudget};
 use crate::security::Authenticator;
 use crate::security::Rights;
@@ -14,7 +15,7 @@ use crate::session::{
     SessionContext, SessionEvent, SessionHost, SessionInfo, SessionObserver, TlsAcceptor,
 };
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -139,48 +140,8 @@ struct Registry {
     pending: Mutex<HashMap<u64, mpsc::Sender<Control>>>,
     throttle: Arc<AuthThrottle>,
     observer: Option<Arc<dyn SessionObserver>>,
-    /// Connections in the handshake, per address.
-    preauth_by_addr: Arc<Mutex<HashMap<IpAddr, usize>>>,
-}
-
-/// A connection's place in the handshake: the global permit plus its
-/// address's count, both given back on drop (when it authenticates or ends).
-struct PerAddress {
-    _permit: tokio::sync::OwnedSemaphorePermit,
-    ip: IpAddr,
-    map: Arc<Mutex<HashMap<IpAddr, usize>>>,
-}
-
-impl PerAddress {
-    fn take(
-        map: &Arc<Mutex<HashMap<IpAddr, usize>>>,
-        ip: IpAddr,
-        permit: tokio::sync::OwnedSemaphorePermit,
-    ) -> Option<PerAddress> {
-        let mut m = map.lock().unwrap();
-        let n = m.entry(ip).or_insert(0);
-        if *n >= limits::MAX_PREAUTH_PER_ADDRESS {
-            return None;
-        }
-        *n += 1;
-        Some(PerAddress {
-            _permit: permit,
-            ip,
-            map: map.clone(),
-        })
-    }
-}
-
-impl Drop for PerAddress {
-    fn drop(&mut self) {
-        let mut m = self.map.lock().unwrap();
-        if let Some(n) = m.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.ip);
-            }
-        }
-    }
+    /// Connections in the handshake.
+    preauth: Arc<PreauthTable>,
 }
 
 impl SessionHost for Registry {
@@ -437,10 +398,14 @@ pub async fn start(
         pending: Mutex::default(),
         throttle: throttle.clone(),
         observer: cfg.observer.clone(),
-        preauth_by_addr: Arc::default(),
+        preauth: PreauthTable::new(PreauthLimits {
+            hard: cfg.max_preauth.max(1),
+            soft: cfg.max_preauth.max(1) / 2,
+            per_network: limits::MAX_PREAUTH_PER_NETWORK.min(cfg.max_preauth.max(1)),
+            fair_share: limits::PREAUTH_FAIR_SHARE,
+        }),
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let preauth = Arc::new(Semaphore::new(cfg.max_preauth));
     let input: Arc<dyn InputSink> = input;
 
     let reg = registry.clone();
@@ -463,7 +428,6 @@ pub async fn start(
                     ..ctx.clone()
                 },
                 reg.clone(),
-                preauth.clone(),
                 next_id.clone(),
                 shutdown_rx.clone(),
             ));
@@ -507,7 +471,6 @@ async fn accept_loop(
     l: TcpListener,
     ctx: SessionContext,
     reg: Arc<Registry>,
-    preauth: Arc<Semaphore>,
     next_id: Arc<AtomicU64>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -534,26 +497,29 @@ async fn accept_loop(
             refuse_politely(stream, reason, &refusals);
             continue;
         }
-        let Ok(permit) = preauth.clone().try_acquire_owned() else {
-            warn!(%peer, "too many connections in the handshake; closing this one");
-            refuse_politely(
-                stream,
-                "the server is busy; try again shortly".into(),
-                &refusals,
-            );
-            continue;
-        };
-        let Some(slot) = PerAddress::take(&reg.preauth_by_addr, peer.ip(), permit) else {
-            warn!(%peer, "too many connections in the handshake from this address; closing this one");
-            refuse_politely(
-                stream,
-                "too many connections from this address; try again shortly".into(),
-                &refusals,
-            );
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
         let id = next_id.fetch_add(1, Ordering::Relaxed);
+        let (admission, slot) = reg.preauth.admit(id, peer.ip(), rand::random::<f64>());
+        match admission {
+            Admission::Drop => {
+                debug!(%peer, "too many connections in the handshake from this network; dropping this one");
+                refuse_politely(
+                    stream,
+                    "the server is busy; try again shortly".into(),
+                    &refusals,
+                );
+                continue;
+            }
+            Admission::Admit { evict: Some(old) } => {
+                // Make room at the expense of the oldest silent connection
+                // of the network holding the most.
+                if let Some(tx) = reg.pending.lock().unwrap().get(&old) {
+                    let _ = tx.try_send(Control::Kick);
+                }
+                debug!(%peer, evicted = old, "handshake slots full; closed the oldest of the busiest network");
+            }
+            Admission::Admit { evict: None } => {}
+        }
+        let _ = stream.set_nodelay(true);
         let (ctl_tx, ctl_rx) = mpsc::channel(16);
         reg.pending.lock().unwrap().insert(id, ctl_tx);
         let info = SessionInfo {
@@ -563,7 +529,7 @@ async fn accept_loop(
         };
         let (ctx, reg) = (ctx.clone(), reg.clone());
         tokio::spawn(async move {
-            session::run_session(stream, info, ctx, ctl_rx, Some(Box::new(slot))).await;
+            session::run_session(stream, info, ctx, ctl_rx, slot.map(|s| Box::new(s) as _)).await;
             reg.pending.lock().unwrap().remove(&id);
         });
     }

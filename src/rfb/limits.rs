@@ -22,11 +22,16 @@ pub const MAX_MESSAGE_BYTES: usize = {
 };
 /// Time a client has from TCP accept to ClientInit (seconds).
 pub const HANDSHAKE_TIMEOUT_SECS: u64 = 30;
-/// Connections allowed in the handshake at once; more are closed at accept.
-pub const MAX_PREAUTH_CONNECTIONS: usize = 64;
-/// Connections from one address allowed in the handshake at once, so one
-/// host cannot take every handshake slot.
-pub const MAX_PREAUTH_PER_ADDRESS: usize = 8;
+/// Connections in the handshake at once at most (MaxStartups' hard limit;
+/// random early drop starts at half of it). At the limit the oldest
+/// connection of the network holding the most is closed to make room.
+pub const MAX_PREAUTH_CONNECTIONS: usize = 256;
+/// Connections from one network (IPv4 /24, IPv6 /48) in the handshake at
+/// once; beyond it that network's own oldest connection is closed.
+pub const MAX_PREAUTH_PER_NETWORK: usize = 64;
+/// Above the soft limit, networks holding this many are subject to random
+/// early drop.
+pub const PREAUTH_FAIR_SHARE: usize = 8;
 /// A viewer that does not take a pending write for this long is disconnected (seconds).
 pub const WRITE_STALL_TIMEOUT_SECS: u64 = 30;
 /// Desktop name length sent in ServerInit / DesktopName.

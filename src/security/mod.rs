@@ -1,5 +1,6 @@
 //! Security types: checking what a client proved, and who it is.
 
+pub mod preauth;
 pub mod throttle;
 #[cfg(not(target_os = "macos"))]
 pub mod tls;
