@@ -624,11 +624,17 @@ impl ServerConnection {
         Ok(())
     }
 
-    /// Answer [`Event::Authenticated`] with a refusal: the failure result
+    /// Refuse: after [`Event::Authenticated`] (consent said no) or instead
+    /// of a verdict (the credential was not checked), the failure result
     /// carries `reason` (at 3.8) and the connection closes. Where the
-    /// protocol has no result to send (None at 3.3/3.7) it just closes.
+    /// protocol has no result to send (None at 3.3/3.7, or before a
+    /// credential) it just closes.
     pub fn reject(&mut self, reason: &str) -> ProtocolError {
-        if self.state == State::AwaitApproval && self.sends_security_result() {
+        // Wherever the client waits for a SecurityResult (a credential
+        // not checked, or a consent refused), the reason goes in it.
+        if matches!(self.state, State::AwaitApproval | State::AwaitVerdict)
+            && self.sends_security_result()
+        {
             self.security_result_failed(reason);
         }
         let e = ProtocolError::Refused(reason.to_string());

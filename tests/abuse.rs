@@ -1,0 +1,282 @@
+//! Abuse of a running server (issue 8), through the real binary where the
+//! defect lives in the binary: a closed stderr must not switch the defences
+//! off; keystrokes never reach the log whatever the log level; concurrent
+//! handshakes from one address get no more guesses than the threshold.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use ticketvnc::security::{vnc_auth_response, VncPassword};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ticketvnc");
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `serve` with a password file on the test pattern, its stdout and
+/// stderr piped to us; returns once it listens.
+fn serve(dir: &Path, log: &str, extra: &[&str]) -> (Server, BufReader<std::process::ChildStdout>) {
+    std::fs::write(dir.join("pw"), "rightpw\n").unwrap();
+    let mut child = Command::new(BIN)
+        .arg("--db")
+        .arg(dir.join("j.db"))
+        .env("XDG_CONFIG_HOME", dir.join("config"))
+        .env("TICKETVNC_LOG", log)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--fps",
+            "0",
+            "--size",
+            "64x48",
+        ])
+        .arg("--password-file")
+        .arg(dir.join("pw"))
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ticketvnc");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "serve exited");
+        if let Some(a) = line.strip_prefix("ticketvnc listening on ") {
+            let addr = a.trim().parse().unwrap();
+            return (Server { child, addr }, out);
+        }
+    }
+}
+
+fn read_exact(s: &mut TcpStream, n: usize) -> std::io::Result<Vec<u8>> {
+    let mut b = vec![0u8; n];
+    s.read_exact(&mut b)?;
+    Ok(b)
+}
+
+/// One bare VNC-auth login with `password`; returns everything after the
+/// challenge up to the close (the SecurityResult and its reason), or the
+/// refusal the server sent instead of a type list.
+fn login(addr: SocketAddr, password: &str) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    read_exact(&mut s, 12).unwrap();
+    s.write_all(b"RFB 003.008\n").unwrap();
+    let n = read_exact(&mut s, 1).unwrap()[0] as usize;
+    if n == 0 {
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        return rest;
+    }
+    let types = read_exact(&mut s, n).unwrap();
+    assert!(types.contains(&2), "VNC auth offered: {types:?}");
+    s.write_all(&[2]).unwrap();
+    let c = read_exact(&mut s, 16).unwrap();
+    let mut challenge = [0u8; 16];
+    challenge.copy_from_slice(&c);
+    s.write_all(&vnc_auth_response(
+        &VncPassword::new(password.as_bytes()),
+        &challenge,
+    ))
+    .unwrap();
+    let mut rest = Vec::new();
+    if password == "rightpw" {
+        rest = read_exact(&mut s, 4).unwrap();
+    } else {
+        let _ = s.read_to_end(&mut rest);
+    }
+    rest
+}
+
+fn sessions_json(dir: &Path) -> Vec<serde_json::Value> {
+    let out = Command::new(BIN)
+        .arg("--db")
+        .arg(dir.join("j.db"))
+        .args(["sessions", "--json"])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+#[cfg(unix)]
+fn sigterm(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+}
+
+/// `serve 2>&1 | head`, an SSH session whose terminal closed: stdout and
+/// stderr are gone. Failed logins must still be counted (the sixth is
+/// locked out) and journaled, and SIGTERM must still stop the server.
+#[cfg(unix)]
+#[test]
+fn a_closed_stderr_leaves_the_defences_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut srv, out) = serve(dir.path(), "debug", &[]);
+    drop(out);
+    drop(srv.child.stderr.take());
+    for i in 0..ticketvnc::rfb::limits::AUTH_FAILURES_BEFORE_BLOCK {
+        let r = login(srv.addr, "wrong");
+        assert!(
+            r.ends_with(b"authentication failed"),
+            "failure {i}: {:?}",
+            String::from_utf8_lossy(&r)
+        );
+    }
+    let r = login(srv.addr, "rightpw");
+    assert!(
+        String::from_utf8_lossy(&r).contains("too many failed authentications"),
+        "the sixth login was not locked out: {:?}",
+        String::from_utf8_lossy(&r)
+    );
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let failed = sessions_json(dir.path())
+            .iter()
+            .filter(|s| s["end_reason"] == "auth failed")
+            .count();
+        if failed == ticketvnc::rfb::limits::AUTH_FAILURES_BEFORE_BLOCK as usize {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{failed} failures journaled");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    sigterm(srv.child.id());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(status) = srv.child.try_wait().unwrap() {
+            assert!(status.code().is_some(), "killed by a signal: {status:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "SIGTERM did not stop the server");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Twelve handshakes from one address at once, all answering with a wrong
+/// password: only as many are checked as failures are left before the
+/// block (5), the others are refused unchecked.
+#[test]
+fn concurrent_handshakes_get_no_extra_guesses() {
+    let dir = tempfile::tempdir().unwrap();
+    let (srv, _out) = serve(dir.path(), "warn", &[]);
+    let addr = srv.addr;
+    let answers: Vec<Vec<u8>> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..12)
+            .map(|_| sc.spawn(move || login(addr, "wrong")))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let checked = answers
+        .iter()
+        .filter(|a| a.ends_with(b"authentication failed"))
+        .count();
+    let refused = answers
+        .iter()
+        .filter(|a| {
+            let t = String::from_utf8_lossy(a);
+            t.contains("too many authentication attempts") || t.contains("too many failed")
+        })
+        .count();
+    assert_eq!(
+        (checked, refused),
+        (
+            ticketvnc::rfb::limits::AUTH_FAILURES_BEFORE_BLOCK as usize,
+            12 - 5
+        ),
+        "{:?}",
+        answers
+            .iter()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect::<Vec<_>>()
+    );
+}
+
+/// A secret typed by a viewer never reaches the log, even at the most
+/// verbose level (enigo logs every keysym at debug).
+#[cfg(target_os = "linux")]
+#[test]
+fn keystrokes_never_reach_the_log() {
+    common::require_commands(&["Xvfb", "xdpyinfo"]);
+    let xvfb = common::XvfbGuard::start(320, 240);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut srv, _out) = serve(
+        dir.path(),
+        "trace",
+        &["--source", "x11", "--display", &xvfb.display_name()],
+    );
+    let stderr = srv.child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = BufReader::new(stderr).read_to_string(&mut s);
+        s
+    });
+    // Log in and type the secret as key events.
+    let mut s = TcpStream::connect(srv.addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    read_exact(&mut s, 12).unwrap();
+    s.write_all(b"RFB 003.008\n").unwrap();
+    let n = read_exact(&mut s, 1).unwrap()[0] as usize;
+    read_exact(&mut s, n).unwrap();
+    s.write_all(&[2]).unwrap();
+    let c = read_exact(&mut s, 16).unwrap();
+    let mut challenge = [0u8; 16];
+    challenge.copy_from_slice(&c);
+    s.write_all(&vnc_auth_response(
+        &VncPassword::new(b"rightpw"),
+        &challenge,
+    ))
+    .unwrap();
+    assert_eq!(read_exact(&mut s, 4).unwrap(), [0, 0, 0, 0]);
+    s.write_all(&[1]).unwrap();
+    let head = read_exact(&mut s, 24).unwrap();
+    let name_len = u32::from_be_bytes([head[20], head[21], head[22], head[23]]) as usize;
+    read_exact(&mut s, name_len).unwrap();
+    let secret = "Qz7#kLm9";
+    for ch in secret.chars() {
+        for down in [1u8, 0] {
+            let mut m = vec![4, down, 0, 0];
+            m.extend_from_slice(&(ch as u32).to_be_bytes());
+            s.write_all(&m).unwrap();
+        }
+    }
+    // A request and its answer: the keys were handled before it.
+    s.write_all(&[3, 0, 0, 0, 0, 0, 0, 10, 0, 10]).unwrap();
+    let _ = read_exact(&mut s, 4);
+    std::thread::sleep(Duration::from_millis(500));
+    drop(s);
+    drop(srv);
+    let log = log.join().unwrap();
+    assert!(log.contains("TRACE"), "the log level was not trace");
+    for line in log.lines() {
+        assert!(
+            !line.contains("enigo") || line.contains("WARN") || line.contains("ERROR"),
+            "enigo logged below warn: {line}"
+        );
+    }
+    assert!(!log.contains(secret), "the secret is in the log");
+    for ch in secret.chars() {
+        let hex = format!("{:#x}", ch as u32);
+        assert!(
+            !log.lines().any(|l| l.contains("key") && l.contains(&hex)),
+            "a keysym ({hex}) is in the log"
+        );
+    }
+}
