@@ -136,12 +136,30 @@ impl ServerConfig {
 
 /// Sessions that passed authentication, by id.
 struct Registry {
-    sessions: Mutex<HashMap<u64, mpsc::Sender<Control>>>,
+    sessions: Mutex<HashMap<u64, Running>>,
     pending: Mutex<HashMap<u64, mpsc::Sender<Control>>>,
     throttle: Arc<AuthThrottle>,
     observer: Option<Arc<dyn SessionObserver>>,
     /// Connections in the handshake.
     preauth: Arc<PreauthTable>,
+}
+
+/// A session past ServerInit: its control channel and whose it is.
+struct Running {
+    tx: mpsc::Sender<Control>,
+    /// (ticket, technician): an exclusive viewer only displaces viewers
+    /// with the same pair, never another ticket's or technician's.
+    owner: (Option<String>, Option<String>),
+    /// The ticket, for ending sessions when it is closed.
+    ticket: Option<String>,
+}
+
+fn owner_of(info: &SessionInfo) -> (Option<String>, Option<String>) {
+    let p = info.principal.as_ref();
+    (
+        p.and_then(|p| p.ticket.clone()),
+        p.and_then(|p| p.technician.clone()),
+    )
 }
 
 impl SessionHost for Registry {
@@ -157,19 +175,32 @@ impl SessionHost for Registry {
         }
         let tx = self.pending.lock().unwrap().remove(&info.id);
         let mut s = self.sessions.lock().unwrap();
+        let owner = owner_of(info);
         if !info.shared {
-            for (id, other) in s.iter() {
+            // Exclusive access displaces only viewers of the same ticket and
+            // technician: a code holder cannot kick another ticket's session.
+            s.retain(|id, other| {
+                if other.owner != owner {
+                    return true;
+                }
+                let _ = other.tx.try_send(Control::Kick);
                 info!(
                     session = id,
                     by = info.id,
-                    "disconnecting viewer: new viewer asked for exclusive access"
+                    "disconnecting viewer: new viewer of the same ticket asked for exclusive access"
                 );
-                let _ = other.try_send(Control::Kick);
-            }
-            s.clear();
+                false
+            });
         }
         if let Some(tx) = tx {
-            s.insert(info.id, tx);
+            s.insert(
+                info.id,
+                Running {
+                    tx,
+                    ticket: owner.0.clone(),
+                    owner,
+                },
+            );
         }
         info!(
             session = info.id,
@@ -244,10 +275,42 @@ impl ServerHandle {
         v.sort_unstable();
         v
     }
+    /// End every running session of `ticket` (it was closed). Returns how
+    /// many were told to stop; each ends with reason "ticket closed".
+    pub fn end_ticket_sessions(&self, ticket: &str) -> usize {
+        let s = self.registry.sessions.lock().unwrap();
+        let mut n = 0;
+        for r in s.values().filter(|r| r.ticket.as_deref() == Some(ticket)) {
+            if r.tx.try_send(Control::TicketClosed).is_ok() {
+                n += 1;
+            }
+        }
+        n
+    }
+    /// Tickets of the running sessions.
+    pub fn running_tickets(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .registry
+            .sessions
+            .lock()
+            .unwrap()
+            .values()
+            .filter_map(|r| r.ticket.clone())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
     /// Change what session `id` may do, at once; `by` is journaled with
     /// the change. False if there is no such session.
     pub fn set_rights(&self, id: u64, rights: Rights, by: &str) -> bool {
-        let tx = self.registry.sessions.lock().unwrap().get(&id).cloned();
+        let tx = self
+            .registry
+            .sessions
+            .lock()
+            .unwrap()
+            .get(&id)
+            .map(|r| r.tx.clone());
         match tx {
             Some(tx) => tx
                 .try_send(Control::SetRights {
@@ -291,7 +354,7 @@ impl ClipboardBroadcast {
     /// Send clipboard text (Latin-1 bytes, at most MAX_CUT_TEXT) to every viewer.
     pub fn send(&self, latin1: &[u8]) {
         let text = &latin1[..latin1.len().min(limits::MAX_CUT_TEXT as usize)];
-        for tx in self.0.sessions.lock().unwrap().values() {
+        for tx in self.0.sessions.lock().unwrap().values().map(|r| &r.tx) {
             let _ = tx.try_send(Control::ServerCutText(text.to_vec()));
         }
     }
@@ -448,8 +511,8 @@ pub async fn start(
             .lock()
             .unwrap()
             .values()
-            .chain(reg.pending.lock().unwrap().values())
-            .cloned()
+            .map(|r| r.tx.clone())
+            .chain(reg.pending.lock().unwrap().values().cloned())
             .collect();
         for tx in &all {
             let _ = tx.try_send(Control::Shutdown);

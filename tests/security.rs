@@ -877,3 +877,75 @@ async fn view_only_password_only_watches() -> Result<()> {
     let _ = Consent::NotAsked;
     srv.stop().await
 }
+
+// ------------------------------------------------------------ owners
+
+/// Two passwords, two tickets.
+struct TwoTickets;
+
+impl ticketvnc::security::Authenticator for TwoTickets {
+    fn verify_vnc(
+        &self,
+        challenge: &[u8; 16],
+        response: &[u8; 16],
+    ) -> Option<ticketvnc::security::Principal> {
+        for (pw, ticket) in [(&b"code-one"[..], "4711"), (b"code-two", "4712")] {
+            if VncPassword::new(pw).verify(challenge, response) {
+                return Some(ticketvnc::security::Principal {
+                    ticket: Some(ticket.into()),
+                    credential: "test code".into(),
+                    ..Default::default()
+                });
+            }
+        }
+        None
+    }
+}
+
+async fn viewer_of(addr: SocketAddr, pw: &[u8], shared: bool) -> Result<RawClient> {
+    let mut s = connect(addr).await?;
+    handshake(&mut s, &Auth::Password(pw.to_vec()), shared).await?;
+    let mut c = RawClient::after_server_init(s).await?;
+    c.set_encodings(&[enc::RAW]).await?;
+    c.request_full(false).await?;
+    c.next_update().await?;
+    Ok(c)
+}
+
+/// Still connected: a request is answered.
+async fn alive(c: &mut RawClient) -> bool {
+    c.request_full(false).await.is_ok() && c.next_update().await.is_ok()
+}
+
+/// An exclusive viewer displaces only viewers of its own ticket; closing
+/// a ticket ends its running sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exclusive_access_and_closed_tickets_stay_within_a_ticket() -> Result<()> {
+    let (srv, rec) = server_with(ServerOpts {
+        authenticator: Some(Arc::new(TwoTickets)),
+        ..ServerOpts::default()
+    })
+    .await?;
+    let mut a = viewer_of(srv.addr, b"code-one", true).await?;
+    // Ticket 4712 asks for exclusive access: 4711's viewer stays.
+    let mut b = viewer_of(srv.addr, b"code-two", false).await?;
+    ensure!(
+        alive(&mut a).await,
+        "another ticket's exclusive viewer kicked A"
+    );
+    // 4711 asks for exclusive access: A (same ticket) goes, B stays.
+    let mut c = viewer_of(srv.addr, b"code-one", false).await?;
+    rec.wait_for("ended kicked").await?;
+    ensure!(
+        !alive(&mut a).await,
+        "A of the same ticket was not displaced"
+    );
+    ensure!(alive(&mut b).await, "B of another ticket was displaced");
+    // Ticket 4712 is closed: B ends, C (4711) goes on.
+    let handle = srv.handle.as_ref().unwrap();
+    ensure!(handle.end_ticket_sessions("4712") == 1);
+    rec.wait_for("ended ticket closed").await?;
+    ensure!(!alive(&mut b).await, "B outlived its ticket");
+    ensure!(alive(&mut c).await);
+    srv.stop().await
+}

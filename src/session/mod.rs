@@ -32,6 +32,8 @@ pub enum EndReason {
     ServerStopped,
     AuthFailed,
     Kicked,
+    /// Its ticket was closed while it ran.
+    TicketClosed,
     /// Refused before the session started: a type that was not offered,
     /// a failed TLS handshake, the local user said no, it could not be
     /// journaled. The text says which.
@@ -50,6 +52,7 @@ impl EndReason {
             EndReason::ServerStopped => "server stopped",
             EndReason::AuthFailed => "auth failed",
             EndReason::Kicked => "kicked",
+            EndReason::TicketClosed => "ticket closed",
             EndReason::Refused(_) => "refused",
             EndReason::HandshakeTimeout => "handshake timeout",
             EndReason::Stalled => "viewer stalled",
@@ -212,6 +215,8 @@ pub trait SessionHost: Send + Sync {
 #[derive(Debug, Clone)]
 pub enum Control {
     Kick,
+    /// The session's ticket was closed: end it.
+    TicketClosed,
     Shutdown,
     ServerCutText(Vec<u8>),
     /// Change what the viewer may do; `by` says who (journaled). Capped by
@@ -271,7 +276,10 @@ where
         let _ = tokio::task::spawn_blocking(move || host.session_ended(&info, &r)).await;
     }
     match &reason {
-        EndReason::ViewerClosed | EndReason::ServerStopped | EndReason::Kicked => {
+        EndReason::ViewerClosed
+        | EndReason::ServerStopped
+        | EndReason::Kicked
+        | EndReason::TicketClosed => {
             info!(session = s.info.id, peer = ?s.info.peer, %reason, "session ended")
         }
         _ => warn!(session = s.info.id, peer = ?s.info.peer, %reason, "session ended"),
@@ -646,6 +654,7 @@ impl Session {
                 }
                 c = self.control.recv() => match c {
                     Some(Control::Kick) => return Err(EndReason::Kicked),
+                    Some(Control::TicketClosed) => return Err(EndReason::TicketClosed),
                     Some(Control::Shutdown) | None => return Err(EndReason::ServerStopped),
                     // Nothing to apply before the session exists.
                     Some(Control::ServerCutText(_)) | Some(Control::SetRights { .. }) => {}
@@ -851,6 +860,7 @@ impl Session {
                 }
                 c = self.control.recv() => match c {
                     Some(Control::Kick) => break 'main EndReason::Kicked,
+                    Some(Control::TicketClosed) => break 'main EndReason::TicketClosed,
                     Some(Control::Shutdown) | None => break 'main EndReason::ServerStopped,
                     Some(Control::ServerCutText(t)) => {
                         // Only with the clipboard right: it may hold what the customer copied.

@@ -84,6 +84,8 @@ pub struct ServerOpts {
     /// suites fail hundreds of logins on purpose; the budget's own tests
     /// set it.
     pub auth_failures_per_minute: u32,
+    /// Replaces the password-based authenticator.
+    pub authenticator: Option<Arc<dyn Authenticator>>,
 }
 
 impl Default for ServerOpts {
@@ -107,6 +109,7 @@ impl Default for ServerOpts {
             consent: ticketvnc::session::consent::ConsentPolicy::Auto,
             observer: None,
             auth_failures_per_minute: 0,
+            authenticator: None,
         }
     }
 }
@@ -127,6 +130,9 @@ impl TestServer {
                 view_only: VncPassword::new(vo),
                 ticket: None,
             }));
+        }
+        if opts.authenticator.is_some() {
+            authenticator = opts.authenticator.clone();
         }
         let mut cfg = ServerConfig::new(vec!["127.0.0.1:0".parse()?], authenticator);
         let (mut tls_fingerprint, mut tls_dir) = (None, None);
