@@ -54,13 +54,18 @@ fn serve(dir: &Path, log: &str, extra: &[&str]) -> (Server, BufReader<std::proce
         .spawn()
         .expect("run ticketvnc");
     let mut out = BufReader::new(child.stdout.take().unwrap());
+    // Owned from here on, so it is killed and waited for on any panic.
+    let mut srv = Server {
+        child,
+        addr: "127.0.0.1:1".parse().unwrap(),
+    };
     let mut line = String::new();
     loop {
         line.clear();
         assert!(out.read_line(&mut line).unwrap() > 0, "serve exited");
         if let Some(a) = line.strip_prefix("ticketvnc listening on ") {
-            let addr = a.trim().parse().unwrap();
-            return (Server { child, addr }, out);
+            srv.addr = a.trim().parse().unwrap();
+            return (srv, out);
         }
     }
 }
