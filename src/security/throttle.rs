@@ -224,6 +224,11 @@ impl Drop for Attempt {
 const NETWORK_DECAY: Duration = Duration::from_secs(60);
 /// Networks whose failures are remembered at most (others count as clean).
 const MAX_NETWORKS: usize = 4096;
+/// Handshakes that may wait for a token at once. When full, a newcomer from
+/// a cleaner network takes the place of the dirtiest waiter (which is
+/// refused); otherwise the newcomer is refused at once. A flood thus costs
+/// the server nothing but refusals, and cannot crowd out a technician.
+pub const MAX_WAITERS: usize = 32;
 
 struct Waiter {
     network: IpAddr,
@@ -364,6 +369,30 @@ impl GuessBudget {
                     budget: Some(self.clone()),
                     network,
                 });
+            }
+            st.waiters.retain(|w| !w.tx.is_closed());
+            if st.waiters.len() >= MAX_WAITERS {
+                let now = Instant::now();
+                let score = |n: &IpAddr| {
+                    st.network_failures
+                        .get(n)
+                        .map_or(0.0, |(v, at)| decayed(*v, *at, now))
+                };
+                let mine = score(&network);
+                // The dirtiest waiter (the newest among equals).
+                let worst = (0..st.waiters.len())
+                    .max_by(|&a, &b| {
+                        let (wa, wb) = (&st.waiters[a], &st.waiters[b]);
+                        score(&wa.network)
+                            .total_cmp(&score(&wb.network))
+                            .then(wa.since.cmp(&wb.since))
+                    })
+                    .expect("not empty");
+                if score(&st.waiters[worst].network) <= mine {
+                    return None;
+                }
+                // Dropping its sender refuses it.
+                st.waiters.swap_remove(worst);
             }
             let (tx, rx) = oneshot::channel();
             st.waiters.push(Waiter {
@@ -536,6 +565,47 @@ mod tests {
         for f in flood {
             f.abort();
         }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_the_flood_not_the_technician() {
+        let b = GuessBudget::new(60);
+        let far = tokio::time::Instant::now() + Duration::from_secs(30);
+        let dirty: IpAddr = "203.0.113.5".parse().unwrap();
+        for _ in 0..60 {
+            b.acquire(dirty, far).await.unwrap().failed();
+        }
+        let mut flood = Vec::new();
+        for _ in 0..MAX_WAITERS {
+            let b = b.clone();
+            flood.push(tokio::spawn(async move {
+                b.acquire(dirty, far).await.is_some()
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(b.waiting(), MAX_WAITERS);
+        // One more from the flood's network is refused at once...
+        assert!(b.acquire(dirty, far).await.is_none());
+        // ... a technician from elsewhere takes a flooder's place and is served.
+        let tech = b.acquire("192.0.2.77".parse().unwrap(), far).await;
+        assert!(tech.is_some());
+        let refused = futures_count(flood).await;
+        assert!(refused >= 1, "a flooder should have lost its place");
+    }
+
+    /// Aborts the waiters and counts those that had already been refused.
+    async fn futures_count(v: Vec<tokio::task::JoinHandle<bool>>) -> usize {
+        let mut refused = 0;
+        for h in v {
+            if h.is_finished() {
+                if !h.await.unwrap() {
+                    refused += 1;
+                }
+            } else {
+                h.abort();
+            }
+        }
+        refused
     }
 
     #[tokio::test]
