@@ -142,6 +142,38 @@ struct Registry {
     observer: Option<Arc<dyn SessionObserver>>,
     /// Connections in the handshake.
     preauth: Arc<PreauthTable>,
+    /// Keeps a flood of refusals from flooding the log.
+    noisy: NoisyLog,
+}
+
+/// At most `LIMIT` refusal lines a minute; the rest are counted and told
+/// as one line when the next minute's first refusal comes.
+#[derive(Default)]
+struct NoisyLog(Mutex<(Option<std::time::Instant>, u32, u64)>);
+
+impl NoisyLog {
+    const LIMIT: u32 = 20;
+    /// Should this refusal get its own line? Logs a summary of the
+    /// suppressed ones of the previous minute when a new minute starts.
+    fn allow(&self) -> bool {
+        let mut g = self.0.lock().unwrap();
+        let now = std::time::Instant::now();
+        let fresh =
+            g.0.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60));
+        if fresh {
+            if g.2 > 0 {
+                warn!(suppressed = g.2, "more logins failed or were refused in the last minute than are logged one by one");
+            }
+            *g = (Some(now), 0, 0);
+        }
+        if g.1 < Self::LIMIT {
+            g.1 += 1;
+            true
+        } else {
+            g.2 += 1;
+            false
+        }
+    }
 }
 
 /// A session past ServerInit: its control channel and whose it is.
@@ -217,7 +249,9 @@ impl SessionHost for Registry {
         if let Some(o) = &self.observer {
             o.auth_failed(info, reason);
         }
-        warn!(session = info.id, peer = ?info.peer, reason, "authentication failed");
+        if self.noisy.allow() {
+            warn!(session = info.id, peer = ?info.peer, reason, "authentication failed");
+        }
     }
     fn notice(&self, notice: &ServerNotice) {
         if let Some(o) = &self.observer {
@@ -231,7 +265,9 @@ impl SessionHost for Registry {
         if let Some(o) = &self.observer {
             o.auth_failed(info, reason);
         }
-        warn!(session = info.id, peer = ?info.peer, reason, "viewer refused");
+        if self.noisy.allow() {
+            warn!(session = info.id, peer = ?info.peer, reason, "viewer refused");
+        }
     }
     fn session_event(&self, info: &SessionInfo, ev: &SessionEvent) {
         if let Some(o) = &self.observer {
@@ -461,6 +497,7 @@ pub async fn start(
         pending: Mutex::default(),
         throttle: throttle.clone(),
         observer: cfg.observer.clone(),
+        noisy: NoisyLog::default(),
         preauth: PreauthTable::new(PreauthLimits {
             hard: cfg.max_preauth.max(1),
             soft: cfg.max_preauth.max(1) / 2,

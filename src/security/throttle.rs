@@ -219,7 +219,8 @@ impl Drop for Attempt {
 
 // ------------------------------------------------------------ global budget
 
-/// Failures remembered per network for the "cleanest first" order, decayed
+/// Attempts and failures remembered per network for the "cleanest first"
+/// order, decayed
 /// by half every this long.
 const NETWORK_DECAY: Duration = Duration::from_secs(60);
 /// Networks whose failures are remembered at most (others count as clean).
@@ -276,14 +277,23 @@ impl Token {
                 .or_insert((0.0, now));
             e.0 = decayed(e.0, e.1, now) + 1.0;
             e.1 = now;
-            if st.network_failures.len() > MAX_NETWORKS {
-                // Forget the cleanest half (keeps the dirtiest, bounded).
-                let mut v: Vec<_> = st.network_failures.iter().map(|(k, v)| (*k, v.0)).collect();
-                v.sort_by(|a, b| a.1.total_cmp(&b.1));
-                for (k, _) in v.iter().take(v.len() / 2) {
-                    st.network_failures.remove(k);
-                }
-            }
+            forget_cleanest(&mut st.network_failures);
+        }
+    }
+}
+
+/// Keeps the pressure table bounded: beyond MAX_NETWORKS the cleanest half
+/// is forgotten (the dirtiest are kept).
+fn forget_cleanest(m: &mut HashMap<IpAddr, (f64, Instant)>) {
+    if m.len() > MAX_NETWORKS {
+        let now = Instant::now();
+        let mut v: Vec<_> = m
+            .iter()
+            .map(|(k, (s, at))| (*k, decayed(*s, *at, now)))
+            .collect();
+        v.sort_by(|a, b| a.1.total_cmp(&b.1));
+        for (k, _) in v.iter().take(v.len() / 2) {
+            m.remove(k);
         }
     }
 }
@@ -363,6 +373,16 @@ impl GuessBudget {
         let rx = {
             let mut st = self.state.lock().unwrap();
             self.refill(&mut st);
+            // Every attempt adds to its network's pressure (failures add
+            // more): a network that tries a lot waits behind one that tries
+            // little, whether or not its attempts were ever checked.
+            let now = Instant::now();
+            let before = st
+                .network_failures
+                .get(&network)
+                .map_or(0.0, |(v, at)| decayed(*v, *at, now));
+            st.network_failures.insert(network, (before + 1.0, now));
+            forget_cleanest(&mut st.network_failures);
             if st.tokens >= 1.0 && st.waiters.is_empty() {
                 st.tokens -= 1.0;
                 return Some(Token {
@@ -378,7 +398,7 @@ impl GuessBudget {
                         .get(n)
                         .map_or(0.0, |(v, at)| decayed(*v, *at, now))
                 };
-                let mine = score(&network);
+                let mine = before;
                 // The dirtiest waiter (the newest among equals).
                 let worst = (0..st.waiters.len())
                     .max_by(|&a, &b| {
@@ -388,7 +408,8 @@ impl GuessBudget {
                             .then(wa.since.cmp(&wb.since))
                     })
                     .expect("not empty");
-                if score(&st.waiters[worst].network) <= mine {
+                // Only a network under less pressure takes a place.
+                if score(&st.waiters[worst].network) <= mine + 1.0 {
                     return None;
                 }
                 // Dropping its sender refuses it.

@@ -282,6 +282,10 @@ where
         | EndReason::TicketClosed => {
             info!(session = s.info.id, peer = ?s.info.peer, %reason, "session ended")
         }
+        // Refusals and failures were logged (rate-limited) by the server.
+        EndReason::Refused(_) | EndReason::AuthFailed => {
+            debug!(session = s.info.id, peer = ?s.info.peer, %reason, "session ended")
+        }
         _ => warn!(session = s.info.id, peer = ?s.info.peer, %reason, "session ended"),
     }
     reason
