@@ -212,6 +212,26 @@ async fn serve(db: Option<&std::path::Path>, args: ServeArgs) -> Result<()> {
         tracing::info!("listening on {a}");
         say!("ticketvnc listening on {a}");
     }
+    // A ticket closed elsewhere (`ticketvnc ticket close` in another
+    // terminal, the ticket system) ends its running sessions.
+    {
+        let (control, journal) = (handle.control(), journal.clone());
+        std::thread::Builder::new()
+            .name("ticket-watch".into())
+            .spawn(move || loop {
+                std::thread::sleep(std::time::Duration::from_secs(2));
+                for t in control.running_tickets() {
+                    let closed = matches!(
+                        journal.ticket(&t),
+                        Ok(Some(x)) if x.status == ticketvnc::tickets::TicketStatus::Closed
+                    );
+                    if closed {
+                        let n = control.end_ticket_sessions(&t);
+                        tracing::info!(ticket = %t, sessions = n, "ticket closed; ending its sessions");
+                    }
+                }
+            })?;
+    }
     let stopper = handle.stopper();
     tokio::spawn(async move {
         let why = tokio::select! {

@@ -300,62 +300,19 @@ impl ServerHandle {
     }
     /// Ids of the running sessions (past ServerInit).
     pub fn session_ids(&self) -> Vec<u64> {
-        let mut v: Vec<u64> = self
-            .registry
-            .sessions
-            .lock()
-            .unwrap()
-            .keys()
-            .copied()
-            .collect();
-        v.sort_unstable();
-        v
+        self.control().session_ids()
     }
-    /// End every running session of `ticket` (it was closed). Returns how
-    /// many were told to stop; each ends with reason "ticket closed".
+    /// See [`SessionControl::end_ticket_sessions`].
     pub fn end_ticket_sessions(&self, ticket: &str) -> usize {
-        let s = self.registry.sessions.lock().unwrap();
-        let mut n = 0;
-        for r in s.values().filter(|r| r.ticket.as_deref() == Some(ticket)) {
-            if r.tx.try_send(Control::TicketClosed).is_ok() {
-                n += 1;
-            }
-        }
-        n
+        self.control().end_ticket_sessions(ticket)
     }
-    /// Tickets of the running sessions.
-    pub fn running_tickets(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .registry
-            .sessions
-            .lock()
-            .unwrap()
-            .values()
-            .filter_map(|r| r.ticket.clone())
-            .collect();
-        v.sort();
-        v.dedup();
-        v
-    }
-    /// Change what session `id` may do, at once; `by` is journaled with
-    /// the change. False if there is no such session.
+    /// See [`SessionControl::set_rights`].
     pub fn set_rights(&self, id: u64, rights: Rights, by: &str) -> bool {
-        let tx = self
-            .registry
-            .sessions
-            .lock()
-            .unwrap()
-            .get(&id)
-            .map(|r| r.tx.clone());
-        match tx {
-            Some(tx) => tx
-                .try_send(Control::SetRights {
-                    rights,
-                    by: by.to_string(),
-                })
-                .is_ok(),
-            None => false,
-        }
+        self.control().set_rights(id, rights, by)
+    }
+    /// A handle on the running sessions for other threads and tasks.
+    pub fn control(&self) -> SessionControl {
+        SessionControl(self.registry.clone())
     }
     /// Send clipboard text (Latin-1 bytes) to every viewer.
     pub fn broadcast_cut_text(&self, latin1: &[u8]) {
@@ -379,6 +336,65 @@ impl ServerHandle {
         match self.task.await {
             Ok(r) => r,
             Err(e) => Err(ServerError::Capture(CaptureError::Failed(e.to_string()))),
+        }
+    }
+}
+
+/// The running sessions, from anywhere: rights, tickets, ids.
+#[derive(Clone)]
+pub struct SessionControl(Arc<Registry>);
+
+impl SessionControl {
+    /// Ids of the running sessions (past ServerInit).
+    pub fn session_ids(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self.0.sessions.lock().unwrap().keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+    /// End every running session of `ticket` (it was closed). Returns how
+    /// many were told to stop; each ends with reason "ticket closed".
+    pub fn end_ticket_sessions(&self, ticket: &str) -> usize {
+        let s = self.0.sessions.lock().unwrap();
+        let mut n = 0;
+        for r in s.values().filter(|r| r.ticket.as_deref() == Some(ticket)) {
+            if r.tx.try_send(Control::TicketClosed).is_ok() {
+                n += 1;
+            }
+        }
+        n
+    }
+    /// Tickets of the running sessions.
+    pub fn running_tickets(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .0
+            .sessions
+            .lock()
+            .unwrap()
+            .values()
+            .filter_map(|r| r.ticket.clone())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+    /// Change what session `id` may do, at once; `by` is journaled with
+    /// the change. False if there is no such session.
+    pub fn set_rights(&self, id: u64, rights: Rights, by: &str) -> bool {
+        let tx = self
+            .0
+            .sessions
+            .lock()
+            .unwrap()
+            .get(&id)
+            .map(|r| r.tx.clone());
+        match tx {
+            Some(tx) => tx
+                .try_send(Control::SetRights {
+                    rights,
+                    by: by.to_string(),
+                })
+                .is_ok(),
+            None => false,
         }
     }
 }

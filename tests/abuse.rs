@@ -285,3 +285,65 @@ fn keystrokes_never_reach_the_log() {
         );
     }
 }
+
+/// `ticketvnc ticket close` in another terminal ends the ticket's running
+/// session, journaled as "ticket closed".
+#[test]
+fn closing_a_ticket_ends_its_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (srv, _out) = serve(dir.path(), "warn", &[]);
+    let cli = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("--db")
+            .arg(dir.path().join("j.db"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let code = cli(&["ticket", "open", "4711"])
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("One-time code: ")
+                .map(|c| c.trim().to_string())
+        })
+        .unwrap();
+    let mut s = TcpStream::connect(srv.addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    read_exact(&mut s, 12).unwrap();
+    s.write_all(b"RFB 003.008\n").unwrap();
+    let n = read_exact(&mut s, 1).unwrap()[0] as usize;
+    read_exact(&mut s, n).unwrap();
+    s.write_all(&[2]).unwrap();
+    let c = read_exact(&mut s, 16).unwrap();
+    let mut challenge = [0u8; 16];
+    challenge.copy_from_slice(&c);
+    s.write_all(&vnc_auth_response(
+        &VncPassword::new(code.as_bytes()),
+        &challenge,
+    ))
+    .unwrap();
+    assert_eq!(read_exact(&mut s, 4).unwrap(), [0, 0, 0, 0]);
+    s.write_all(&[1]).unwrap();
+    let head = read_exact(&mut s, 24).unwrap();
+    let name_len = u32::from_be_bytes([head[20], head[21], head[22], head[23]]) as usize;
+    read_exact(&mut s, name_len).unwrap();
+    cli(&["ticket", "close", "4711"]);
+    // The server closes the connection (reading returns EOF, not a timeout).
+    let mut rest = Vec::new();
+    let r = s.read_to_end(&mut rest);
+    assert!(r.is_ok(), "the session outlived its ticket: {r:?}");
+    let deadline = Instant::now() + WAIT;
+    while !sessions_json(dir.path())
+        .iter()
+        .any(|x| x["ticket"] == "4711" && x["end_reason"] == "ticket closed")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{:#?}",
+            sessions_json(dir.path())
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
