@@ -163,8 +163,6 @@ pub struct Driver {
     approved: bool,
     rejected: bool,
     client_init_seen: bool,
-    /// The error's stale VersionAgreed (finding F1) was already drained.
-    stale_version_drained: bool,
     pub trace: Trace,
 }
 
@@ -192,7 +190,6 @@ impl Driver {
             approved: false,
             rejected: false,
             client_init_seen: false,
-            stale_version_drained: false,
             trace: Trace {
                 output,
                 ..Trace::default()
@@ -359,7 +356,11 @@ impl Driver {
                 self.right_response_seen |= ok;
                 self.verdict(ok);
             }
-            Event::PlainCredentials { username, password } => {
+            Event::PlainCredentials {
+                username,
+                exact,
+                password,
+            } => {
                 assert!(
                     self.chosen == Some(SecurityType::VeNCrypt)
                         && self.subtype == Some(VeNCryptSubtype::X509Plain)
@@ -379,9 +380,11 @@ impl Driver {
                 let (user_len, pass_len) = plain_header(&self.after_tls).expect("header");
                 let body = &self.after_tls[8..];
                 assert_eq!(username, clean_username(&body[..user_len]));
+                // Only a name that needed no cleaning may match an account.
+                assert_eq!(exact, username.as_bytes() == &body[..user_len]);
                 assert_eq!(password.expose(), &body[user_len..user_len + pass_len]);
                 assert_eq!(format!("{password:?}"), "Secret(<redacted>)");
-                let ok = username == PLAIN_USER && password.expose() == PLAIN_PASSWORD;
+                let ok = exact && username == PLAIN_USER && password.expose() == PLAIN_PASSWORD;
                 self.right_plain_seen |= ok;
                 self.verdict(ok);
             }
@@ -551,16 +554,8 @@ impl Driver {
         loop {
             match self.conn.poll_event() {
                 Ok(None) => break,
-                // Finding F1 (docs/fuzzing.md): an error in the step that
-                // queued VersionAgreed leaves that event behind, to come
-                // out after the error. Tolerated once, nothing else.
-                Ok(Some(Event::VersionAgreed(_)))
-                    if self.version.is_none()
-                        && !self.stale_version_drained
-                        && matches!(self.trace.error, Some(ProtocolError::Refused(_))) =>
-                {
-                    self.stale_version_drained = true;
-                }
+                // (Finding F1, fixed: events queued in the failing step no
+                // longer come out after the error.)
                 other => panic!(
                     "after {:?}: poll_event gave {other:?}",
                     self.trace.error

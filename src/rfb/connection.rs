@@ -142,7 +142,14 @@ pub enum Event {
     /// stripped of control characters and at most
     /// [`limits::MAX_LOGGED_USERNAME`] characters. The driver checks them and
     /// calls [`ServerConnection::auth_verdict`].
-    PlainCredentials { username: String, password: Secret },
+    PlainCredentials {
+        username: String,
+        /// The name on the wire is exactly `username` (valid UTF-8, no
+        /// control characters, not cut). When false, no account can match:
+        /// account names are checked against the cleaned form only for logs.
+        exact: bool,
+        password: Secret,
+    },
     /// The client proved who it is (or None needed no proof). The driver
     /// may now ask the local user and then calls
     /// [`ServerConnection::approve`] or [`ServerConnection::reject`];
@@ -340,6 +347,9 @@ impl ServerConnection {
     }
 
     fn fail<T>(&mut self, e: ProtocolError) -> Result<T, ProtocolError> {
+        // A closed connection produces nothing more, not even events queued
+        // in the step that failed (the driver reads `version()` instead).
+        self.pending.clear();
         self.state = State::Closed;
         self.inbuf.clear();
         self.rpos = 0;
@@ -504,11 +514,15 @@ impl ServerConnection {
                     return Ok(());
                 };
                 let username = clean_username(user);
+                let exact = username.as_bytes() == user;
                 let password = Secret::new(pass.to_vec());
                 self.consume(user_len + pass_len);
                 self.state = State::AwaitVerdict;
-                self.pending
-                    .push_back(Event::PlainCredentials { username, password });
+                self.pending.push_back(Event::PlainCredentials {
+                    username,
+                    exact,
+                    password,
+                });
             }
             State::AwaitTls(_)
             | State::AwaitVerdict
@@ -876,6 +890,7 @@ mod tests {
             ev,
             vec![Event::PlainCredentials {
                 username: "anna".into(),
+                exact: false,
                 password: Secret::new(b"pw!".to_vec())
             }]
         );

@@ -10,7 +10,7 @@ pub mod update;
 use crate::input::InputSink;
 use crate::rfb::messages::write_server_cut_text;
 use crate::rfb::{
-    ClientMessage, Event, PixelFormat, ProtocolError, SecurityType, ServerConnection,
+    limits, ClientMessage, Event, PixelFormat, ProtocolError, SecurityType, ServerConnection,
     VeNCryptSubtype,
 };
 use crate::security::throttle::{Attempt, AuthThrottle, GuessBudget, Refusal, Token};
@@ -126,8 +126,22 @@ pub struct SessionConfig {
     /// Everybody may only watch (`--view-only`).
     pub view_only: bool,
     pub consent: ConsentPolicy,
+    /// The ticket for sessions whose credential names none (`--ticket`).
+    pub ticket: Option<String>,
     pub handshake_timeout: Duration,
     pub write_stall_timeout: Duration,
+}
+
+/// How the viewer and the server found each other.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Direction {
+    /// The viewer connected to our listener.
+    #[default]
+    Inbound,
+    /// We connected to a listening viewer.
+    Reverse,
+    /// We connected to a repeater that paired us with a viewer.
+    Repeater,
 }
 
 /// What the server learns about a session while it runs.
@@ -135,6 +149,7 @@ pub struct SessionConfig {
 pub struct SessionInfo {
     pub id: u64,
     pub peer: Option<SocketAddr>,
+    pub direction: Direction,
     pub version: Option<&'static str>,
     pub security: Option<&'static str>,
     pub principal: Option<Principal>,
@@ -243,6 +258,14 @@ pub struct SessionContext {
 /// pre-auth slot); dropped once the viewer has authenticated.
 pub type PreauthSlot = Box<dyn Send + Sync>;
 
+/// How a session ended.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub reason: EndReason,
+    /// The viewer got ServerInit (the session was journaled as started).
+    pub started: bool,
+}
+
 /// Run one session to its end. `preauth_permit` is released once the viewer
 /// has authenticated.
 pub async fn run_session<S>(
@@ -251,7 +274,7 @@ pub async fn run_session<S>(
     ctx: SessionContext,
     control: mpsc::Receiver<Control>,
     preauth_permit: Option<PreauthSlot>,
-) -> EndReason
+) -> Outcome
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -288,7 +311,10 @@ where
         }
         _ => warn!(session = s.info.id, peer = ?s.info.peer, %reason, "session ended"),
     }
-    reason
+    Outcome {
+        reason,
+        started: s.started,
+    }
 }
 
 struct Session {
@@ -437,7 +463,17 @@ impl Session {
         mut stream: Box<dyn Transport>,
         conn: &mut ServerConnection,
     ) -> Result<Box<dyn Transport>, EndReason> {
-        let mut deadline = tokio::time::Instant::now() + self.cfg.handshake_timeout;
+        // Through a repeater the viewer may come minutes later: the
+        // deadline starts when it first speaks (TCP keepalive watches the
+        // line meanwhile).
+        let waiting_for_viewer = self.info.direction == Direction::Repeater;
+        let mut deadline = tokio::time::Instant::now()
+            + if waiting_for_viewer {
+                limits::REPEATER_WAIT
+            } else {
+                self.cfg.handshake_timeout
+            };
+        let mut spoke = false;
         let mut buf = vec![0u8; 4096];
         let mut consent: Option<PendingConsent> = None;
         loop {
@@ -447,6 +483,9 @@ impl Session {
                     Ok(None) => break,
                     Err(e) => {
                         let refused = !matches!(e, ProtocolError::AuthFailed);
+                        if let Some(v) = conn.version() {
+                            self.info.version = Some(v.as_str());
+                        }
                         let _ = self.flush(&mut stream, conn, deadline).await;
                         if refused && self.info.version.is_some() {
                             // A type or subtype that was not offered and the
@@ -508,7 +547,11 @@ impl Session {
                         self.verdict(&mut stream, conn, deadline, principal, budget)
                             .await?;
                     }
-                    Event::PlainCredentials { username, password } => {
+                    Event::PlainCredentials {
+                        username,
+                        exact,
+                        password,
+                    } => {
                         // Name who tried (sanitised by the core), never the password.
                         self.info.principal = Some(Principal {
                             technician: Some(username.clone()),
@@ -517,13 +560,14 @@ impl Session {
                         });
                         let budget = self.budget_for_check(&mut stream, conn, deadline).await?;
                         let principal = match self.cfg.authenticator.clone() {
-                            Some(a) => {
+                            // A name that had to be cleaned matches no account.
+                            Some(a) if exact => {
                                 let user = username.clone();
                                 Self::blocking(move || a.verify_plain(&user, password.expose()))
                                     .await
                                     .flatten()
                             }
-                            None => None,
+                            _ => None,
                         };
                         self.verdict(&mut stream, conn, deadline, principal, budget)
                             .await?;
@@ -533,6 +577,9 @@ impl Session {
                             credential: "none".into(),
                             ..Default::default()
                         });
+                        if principal.ticket.is_none() {
+                            principal.ticket = self.cfg.ticket.clone();
+                        }
                         let policy = if self.cfg.view_only {
                             Rights::VIEW_ONLY
                         } else {
@@ -629,6 +676,10 @@ impl Session {
                     };
                     self.info.bytes_in += n as u64;
                     tracing::trace!(session = self.info.id, bytes = n, "handshake read");
+                    if waiting_for_viewer && !spoke {
+                        deadline = tokio::time::Instant::now() + self.cfg.handshake_timeout;
+                    }
+                    spoke = true;
                     if let Err(e) = conn.receive(&buf[..n]) {
                         return Err(protocol_end(e));
                     }
