@@ -47,6 +47,18 @@ Examples:
   # Several listeners:
   ticketvnc serve --listen 127.0.0.1:5900 --listen [::1]:5900 --no-auth")]
     Serve(Box<ServeArgs>),
+    /// The customer starts the session: connect out to a technician's
+    /// listening viewer, or register with an UltraVNC repeater.
+    #[command(after_help = "\
+Examples:
+  # The technician runs `vncviewer -listen`; the customer:
+  ticketvnc connect helpdesk.example.com --source x11 --ticket 4711
+
+  # Through an UltraVNC repeater, the ticket number as ID; the technician
+  # connects to the repeater with ID:4711 and types the ticket's code:
+  ticketvnc ticket open 4711
+  ticketvnc connect --repeater repeater.example.com:5500 --ticket 4711 --source x11")]
+    Connect(Box<ConnectArgs>),
     /// Tickets: open (prints a one-time code), close, show, note.
     #[command(subcommand)]
     Ticket(crate::tickets_cli::TicketCmd),
@@ -58,6 +70,34 @@ Examples:
     /// Technician accounts for VeNCrypt Plain: add, remove, list.
     #[command(subcommand)]
     Tech(crate::tickets_cli::TechCmd),
+}
+
+#[derive(Args, Debug)]
+pub struct ConnectArgs {
+    /// The technician's viewer in listen mode: HOST[:PORT] (port 5500 when
+    /// not given).
+    #[arg(value_name = "HOST[:PORT]", required_unless_present = "repeater")]
+    pub viewer: Option<String>,
+    /// Register with an UltraVNC repeater (mode II) at HOST:PORT instead.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "viewer")]
+    pub repeater: Option<String>,
+    /// The repeater ID (default: the --ticket number).
+    #[arg(long, value_name = "ID", requires = "repeater")]
+    pub id: Option<String>,
+    /// Reverse connections offer no authentication by default (the customer
+    /// chose where to connect); require the ticket's one-time code instead.
+    #[arg(long)]
+    pub require_code: bool,
+    /// Seconds to keep trying while the viewer or repeater is not reachable.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub retry_for: u64,
+    /// Offer VeNCrypt (TLS) to the listening viewer too. Off by default:
+    /// TigerVNC 1.12 in listen mode crashes on any TLS security type.
+    /// (Through a repeater VeNCrypt is always offered first.)
+    #[arg(long)]
+    pub tls: bool,
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -13,6 +13,7 @@ pub mod capture;
 pub mod encoding;
 pub mod framebuffer;
 pub mod input;
+pub mod outbound;
 pub mod rfb;
 pub mod security;
 pub mod server;

@@ -43,6 +43,9 @@ fn main() -> Result<()> {
         Command::Serve(a) if a.virtual_size.is_some() => {
             Some(ticketvnc::capture::virtual_x::export_xauthority()?)
         }
+        Command::Connect(c) if c.serve.virtual_size.is_some() => {
+            Some(ticketvnc::capture::virtual_x::export_xauthority()?)
+        }
         _ => None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -50,7 +53,33 @@ fn main() -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     match cli.command {
-        Command::Serve(args) => rt.block_on(serve(cli.db.as_deref(), *args)),
+        Command::Serve(args) => rt.block_on(serve(cli.db.as_deref(), *args, Mode::Listen)),
+        Command::Connect(c) => {
+            let c = *c;
+            let retry = std::time::Duration::from_secs(c.retry_for);
+            let mode = match (c.viewer, c.repeater) {
+                (Some(v), _) => Mode::Reverse {
+                    target: ticketvnc::outbound::parse_target(
+                        &v,
+                        ticketvnc::outbound::LISTENING_VIEWER_PORT,
+                    )?,
+                    require_code: c.require_code,
+                    tls: c.tls,
+                    retry,
+                },
+                (None, Some(r)) => Mode::Repeater {
+                    target: ticketvnc::outbound::parse_target(&r, 5500)?,
+                    id: c.id.or_else(|| c.serve.ticket.clone()).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "--repeater needs --id or --ticket (the ticket number is the ID)"
+                        )
+                    })?,
+                    retry,
+                },
+                (None, None) => bail!("give the viewer's HOST[:PORT] or --repeater HOST:PORT"),
+            };
+            rt.block_on(serve(cli.db.as_deref(), c.serve, mode))
+        }
         Command::Ticket(c) => tickets_cli::ticket(cli.db.as_deref(), c),
         Command::Sessions(a) => tickets_cli::sessions(cli.db.as_deref(), a),
         Command::Kb(c) => tickets_cli::kb(cli.db.as_deref(), c),
@@ -84,7 +113,39 @@ fn read_password_file(path: &std::path::Path) -> Result<VncPassword> {
     Ok(VncPassword::new(line.as_bytes()))
 }
 
-async fn serve(db: Option<&std::path::Path>, args: ServeArgs) -> Result<()> {
+/// How `serve` meets its viewers.
+enum Mode {
+    Listen,
+    /// Connect to a listening viewer.
+    Reverse {
+        target: String,
+        require_code: bool,
+        /// Offer VeNCrypt to the listening viewer.
+        tls: bool,
+        retry: std::time::Duration,
+    },
+    /// Register with an UltraVNC repeater under `id`.
+    Repeater {
+        target: String,
+        id: String,
+        retry: std::time::Duration,
+    },
+}
+
+async fn serve(db: Option<&std::path::Path>, mut args: ServeArgs, mode: Mode) -> Result<()> {
+    match &mode {
+        Mode::Listen => {}
+        // The customer chose where to connect: no authentication unless asked
+        // for (like x11vnc and UltraVNC SC). A repeater ID can be guessed, so
+        // there the ticket's code is required unless --no-auth.
+        Mode::Reverse { require_code, .. } => {
+            if args.password_file.is_none() && !require_code {
+                args.no_auth = true;
+            }
+            args.listen.clear();
+        }
+        Mode::Repeater { .. } => args.listen.clear(),
+    }
     if args.no_auth && !args.insecure {
         if let Some(a) = args.listen.iter().find(|a| !a.ip().is_loopback()) {
             bail!(
@@ -181,6 +242,8 @@ async fn serve(db: Option<&std::path::Path>, args: ServeArgs) -> Result<()> {
     let mut cfg = ServerConfig::new(args.listen.clone(), authenticator);
     setup_tls(&args, observer.as_ref(), &mut cfg)?;
     cfg.insecure = args.insecure;
+    cfg.ticket = args.ticket.clone();
+    cfg.reverse_vencrypt = matches!(mode, Mode::Reverse { tls: true, .. });
     cfg.auth_failures_per_minute = args.auth_failures_per_minute;
     // X509Plain is offered only when there is an account to log in with:
     // TigerVNC prefers it and would otherwise ask code users for a name.
@@ -232,6 +295,20 @@ async fn serve(db: Option<&std::path::Path>, args: ServeArgs) -> Result<()> {
                 }
             })?;
     }
+    // Connect out, and stop when that session is over.
+    match mode {
+        Mode::Listen => {}
+        Mode::Reverse { target, retry, .. } => {
+            say!("ticketvnc connecting to {target}");
+            let out = ticketvnc::outbound::reverse(&handle, &target, retry).await;
+            return finish_outbound(handle, observer, out).await;
+        }
+        Mode::Repeater { target, id, retry } => {
+            say!("ticketvnc registering with repeater {target} as ID:{id}");
+            let out = ticketvnc::outbound::repeater(&handle, &target, &id, retry).await;
+            return finish_outbound(handle, observer, out).await;
+        }
+    }
     let stopper = handle.stopper();
     tokio::spawn(async move {
         let why = tokio::select! {
@@ -249,6 +326,25 @@ async fn serve(db: Option<&std::path::Path>, args: ServeArgs) -> Result<()> {
     observer.shutdown(std::time::Duration::from_secs(5));
     result?;
     Ok(())
+}
+
+/// After a reverse or repeater session: stop the server, flush the
+/// journal, and say how it ended.
+async fn finish_outbound(
+    handle: server::ServerHandle,
+    observer: Arc<JournalObserver>,
+    out: Result<ticketvnc::session::Outcome, ticketvnc::outbound::OutboundError>,
+) -> Result<()> {
+    let stopped = handle.shutdown().await;
+    observer.shutdown(std::time::Duration::from_secs(5));
+    stopped?;
+    let out = out?;
+    say!("ticketvnc session ended: {}", out.reason);
+    if out.started {
+        Ok(())
+    } else {
+        bail!("no session: {}", out.reason)
+    }
 }
 
 /// VeNCrypt's certificate: the operator's files, or the generated one

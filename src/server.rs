@@ -11,7 +11,7 @@ use crate::security::Authenticator;
 use crate::security::Rights;
 use crate::session::consent::ConsentPolicy;
 use crate::session::{
-    self, Control, EndReason, Published, SecurityOffer, ServerNotice, SessionConfig,
+    self, Control, Direction, EndReason, Published, SecurityOffer, ServerNotice, SessionConfig,
     SessionContext, SessionEvent, SessionHost, SessionInfo, SessionObserver, TlsAcceptor,
 };
 use std::collections::HashMap;
@@ -55,6 +55,11 @@ pub struct ServerConfig {
     pub insecure: bool,
     /// Technician accounts exist: offer VeNCrypt X509Plain.
     pub plain_accounts: bool,
+    /// The ticket sessions belong to when their credential names none
+    /// (no authentication, a static password): `--ticket`.
+    pub ticket: Option<String>,
+    /// Offer VeNCrypt on reverse connections too (see `outbound_offer`).
+    pub reverse_vencrypt: bool,
     pub consent: ConsentPolicy,
     pub view_only: bool,
     pub handshake_timeout: Duration,
@@ -77,6 +82,36 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
+    /// What a connection we make offers (reverse, repeater): the customer
+    /// chose where to connect, so the bare type is offered too (None
+    /// without an authenticator, like x11vnc and UltraVNC SC), after
+    /// VeNCrypt.
+    ///
+    /// To a viewer in listen mode VeNCrypt is offered only with
+    /// `reverse_vencrypt`: TigerVNC 1.12 in listen mode crashes
+    /// (segfault) as soon as it starts any TLS security type.
+    pub fn outbound_offer(&self, direction: Direction) -> SecurityOffer {
+        let mut vencrypt = Vec::new();
+        let tls_ok = direction != Direction::Reverse || self.reverse_vencrypt;
+        if self.tls.is_some() && tls_ok {
+            vencrypt.push(if self.authenticator.is_some() {
+                VeNCryptSubtype::X509Vnc
+            } else {
+                VeNCryptSubtype::X509None
+            });
+        }
+        let mut types = Vec::new();
+        if !vencrypt.is_empty() {
+            types.push(SecurityType::VeNCrypt);
+        }
+        types.push(if self.authenticator.is_some() {
+            SecurityType::VncAuth
+        } else {
+            SecurityType::None
+        });
+        SecurityOffer { types, vencrypt }
+    }
+
     /// What a listener on `addr` offers. Off loopback only VeNCrypt
     /// subtypes (TLS), unless `insecure`; on loopback VeNCrypt first, then
     /// the bare type for viewers without TLS.
@@ -119,6 +154,8 @@ impl ServerConfig {
             tls: None,
             insecure: false,
             plain_accounts: false,
+            reverse_vencrypt: false,
+            ticket: None,
             consent: ConsentPolicy::Auto,
             view_only: false,
             handshake_timeout: Duration::from_secs(limits::HANDSHAKE_TIMEOUT_SECS),
@@ -288,6 +325,11 @@ pub struct ServerHandle {
     shutdown: watch::Sender<bool>,
     registry: Arc<Registry>,
     task: tokio::task::JoinHandle<Result<(), ServerError>>,
+    /// For sessions over connections we make (repeater; reverse with
+    /// `reverse_offer`).
+    template: SessionContext,
+    reverse_offer: Arc<SecurityOffer>,
+    next_id: Arc<AtomicU64>,
 }
 
 impl ServerHandle {
@@ -309,6 +351,35 @@ impl ServerHandle {
     /// See [`SessionControl::set_rights`].
     pub fn set_rights(&self, id: u64, rights: Rights, by: &str) -> bool {
         self.control().set_rights(id, rights, by)
+    }
+    /// Run one session over a connection this side made (to a listening
+    /// viewer, or through a repeater): the server still speaks first.
+    /// Resolves when the session ends.
+    pub async fn run_outbound<S>(
+        &self,
+        stream: S,
+        peer: SocketAddr,
+        direction: Direction,
+    ) -> session::Outcome
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (ctl_tx, ctl_rx) = mpsc::channel(16);
+        self.registry.pending.lock().unwrap().insert(id, ctl_tx);
+        let info = SessionInfo {
+            id,
+            peer: Some(peer),
+            direction,
+            ..Default::default()
+        };
+        let mut ctx = self.template.clone();
+        if direction == Direction::Reverse {
+            ctx.offer = self.reverse_offer.clone();
+        }
+        let r = session::run_session(stream, info, ctx, ctl_rx, None).await;
+        self.registry.pending.lock().unwrap().remove(&id);
+        r
     }
     /// A handle on the running sessions for other threads and tasks.
     pub fn control(&self) -> SessionControl {
@@ -427,9 +498,7 @@ pub async fn start(
     source: Box<dyn ScreenSource>,
     input: Arc<dyn InputSink>,
 ) -> Result<ServerHandle, ServerError> {
-    if cfg.listen.is_empty() {
-        return Err(ServerError::NoListener);
-    }
+    // No listener is fine: `connect` only dials out.
     let offers = cfg
         .listen
         .iter()
@@ -505,6 +574,7 @@ pub async fn start(
         desktop_name,
         view_only: cfg.view_only,
         consent: cfg.consent.clone(),
+        ticket: cfg.ticket.clone(),
         handshake_timeout: cfg.handshake_timeout,
         write_stall_timeout: cfg.write_stall_timeout,
     });
@@ -525,16 +595,20 @@ pub async fn start(
     let input: Arc<dyn InputSink> = input;
 
     let reg = registry.clone();
+    let next_id = Arc::new(AtomicU64::new(1));
+    let reverse_offer = Arc::new(cfg.outbound_offer(Direction::Reverse));
+    let template = SessionContext {
+        cfg: scfg,
+        offer: Arc::new(cfg.outbound_offer(Direction::Repeater)),
+        host: registry.clone(),
+        input,
+        frames: frame_rx,
+    };
+    let ctx = template.clone();
+    let ids = next_id.clone();
     let task = tokio::spawn(async move {
-        let next_id = Arc::new(AtomicU64::new(1));
+        let next_id = ids;
         let mut accept_tasks = tokio::task::JoinSet::new();
-        let ctx = SessionContext {
-            cfg: scfg,
-            offer: offers[0].clone(),
-            host: reg.clone(),
-            input,
-            frames: frame_rx,
-        };
         for (l, offer) in listeners.into_iter().zip(offers) {
             info!(addr = ?l.local_addr().ok(), security = %offer.describe(), "offering");
             accept_tasks.spawn(accept_loop(
@@ -580,6 +654,9 @@ pub async fn start(
         shutdown: shutdown_tx,
         registry,
         task,
+        template,
+        reverse_offer,
+        next_id,
     })
 }
 

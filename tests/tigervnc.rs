@@ -615,3 +615,91 @@ fn tls_x509plain_wrong_password_is_refused() {
     );
     let _ = viewer.0.kill();
 }
+
+// ------------------------------------------------------------ reverse
+
+/// The customer clicks first: `ticketvnc connect` starts before the
+/// technician's `vncviewer -listen`, retries, gets through, and the viewer
+/// shows the screen pixel-exact; the journal says "reverse". (No VeNCrypt
+/// by default here: TigerVNC 1.12 in listen mode segfaults on any TLS
+/// security type, see docs/helpdesk.md.)
+#[test]
+fn reverse_connection_to_a_listening_viewer() {
+    use std::io::BufRead;
+    require_commands(&["Xvfb", "vncviewer", "xdotool", "import", "xdpyinfo"]);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log = std::fs::File::create(common::artefact_dir().join("reverse-server.log")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ticketvnc"))
+        .arg("--db")
+        .arg(dir.path().join("journal.db"))
+        .env("XDG_CONFIG_HOME", dir.path().join("config"))
+        .args(["connect", &format!("127.0.0.1:{port}"), "--retry-for", "60"])
+        .args([
+            "--fps",
+            "0",
+            "--size",
+            &format!("{W}x{H}"),
+            "--ticket",
+            "4713",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("run ticketvnc connect");
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let server = ChildGuard(child);
+    let mut line = String::new();
+    while !line.starts_with("ticketvnc connecting to") {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "connect exited early"
+        );
+    }
+    // The viewer starts listening only now, after the first attempts failed.
+    std::thread::sleep(Duration::from_secs(2));
+    let xvfb = XvfbGuard::start(640, 480);
+    let vlog = std::fs::File::create(common::artefact_dir().join("tigervnc-reverse.log")).unwrap();
+    let _viewer = ChildGuard(
+        Command::new("vncviewer")
+            .env("DISPLAY", xvfb.display_name())
+            .arg("-listen")
+            .arg(port.to_string())
+            .arg(format!(
+                "-X509CA={}",
+                dir.path().join("config/ticketvnc/tls-cert.pem").display()
+            ))
+            .args([
+                "-PreferredEncoding=ZRLE",
+                "-AutoSelect=0",
+                "-NoJPEG",
+                "-FullColor=1",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(vlog)
+            .spawn()
+            .expect("run vncviewer -listen"),
+    );
+    wait_for_picture(&xvfb.display_name(), "tigervnc-reverse", 0, None);
+    let deadline = Instant::now() + TIMEOUT;
+    let s = loop {
+        if let Some(s) = sessions_json(dir.path())
+            .into_iter()
+            .find(|s| s["direction"] == "reverse")
+        {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{:#?}",
+            sessions_json(dir.path())
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(s["security"], "None", "{s:#}");
+    assert_eq!(s["ticket"], "4713", "{s:#}");
+    drop(server);
+}

@@ -61,3 +61,6 @@ pub const CONSENT_TIMEOUT_SECS: u64 = 30;
 pub const AUTH_FAILURES_PER_MINUTE: u32 = 60;
 /// Pause before every failure result (TigerVNC waits 100 ms too).
 pub const AUTH_FAILURE_DELAY_MS: u64 = 100;
+/// Longest wait for a viewer to be paired through a repeater before the
+/// registration is renewed.
+pub const REPEATER_WAIT: std::time::Duration = std::time::Duration::from_secs(600);

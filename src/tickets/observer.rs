@@ -79,7 +79,11 @@ fn start_record(info: &SessionInfo) -> SessionStart {
     SessionStart {
         ticket: p.ticket,
         peer: info.peer.map(|a| a.to_string()),
-        direction: Direction::Inbound,
+        direction: match info.direction {
+            crate::session::Direction::Inbound => Direction::Inbound,
+            crate::session::Direction::Reverse => Direction::Reverse,
+            crate::session::Direction::Repeater => Direction::Repeater,
+        },
         security: match info.security {
             Some("vnc-auth") => "VNC".into(),
             Some("none") => "None".into(),
