@@ -51,6 +51,7 @@
 
 mod chain;
 mod codes;
+pub mod flood;
 pub mod hooks;
 mod kb;
 mod observer;

@@ -91,6 +91,9 @@ pub enum ClipboardDirection {
 pub enum Event {
     /// A failed authentication attempt. `reason` must not contain the secret.
     AuthFailure { reason: String },
+    /// Failed authentications of one minute beyond the first few per
+    /// address (see [`flood`](super::flood)), added up. Not tied to a session.
+    AuthFailures(super::flood::AuthSummary),
     /// The local user's consent decision (also recorded at session start).
     Consent { decision: Consent },
     /// Rights changed during the session; `by` names who changed them.
@@ -133,6 +136,7 @@ impl Event {
     pub fn kind(&self) -> &'static str {
         match self {
             Event::AuthFailure { .. } => "auth_failure",
+            Event::AuthFailures(_) => "auth_failures",
             Event::Consent { .. } => "consent",
             Event::RightsChange { .. } => "rights_change",
             Event::Resize { .. } => "resize",
@@ -147,6 +151,7 @@ impl Event {
     pub(crate) fn details(&self) -> Value {
         match self {
             Event::AuthFailure { reason } => json!({ "reason": truncate(reason, 200) }),
+            Event::AuthFailures(s) => s.to_json(),
             Event::Consent { decision } => json!({ "decision": decision.as_str() }),
             Event::RightsChange { rights, by } => json!({ "rights": rights.json(), "by": by }),
             Event::Resize { width, height } => json!({ "width": width, "height": height }),
