@@ -67,10 +67,11 @@ pub(crate) fn append(
 /// The first row found broken.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Broken {
-    /// `events`, `sessions`, `notes` or `technicians`.
+    /// `events`, `sessions`, `notes`, `technicians`, `tickets` or `codes`.
     pub table: &'static str,
-    /// `events.seq`, `sessions.id`, `notes.id` or `technicians.rowid`
-    /// (0 for an account whose row was deleted).
+    /// `events.seq`, `sessions.id`, `notes.id`, `technicians.rowid`,
+    /// `tickets.rowid` or `codes.id` (0 for an account or ticket whose row
+    /// was deleted).
     pub row: i64,
     pub reason: String,
 }
@@ -153,7 +154,13 @@ pub(crate) fn verify(conn: &Connection) -> Result<VerifyReport> {
             Some(b) => Some(b),
             None => match check_technicians(conn)? {
                 Some(b) => Some(b),
-                None => check_deleted(conn)?,
+                None => match check_tickets(conn)? {
+                    Some(b) => Some(b),
+                    None => match check_codes(conn)? {
+                        Some(b) => Some(b),
+                        None => check_deleted(conn)?,
+                    },
+                },
             },
         },
     };
@@ -290,6 +297,204 @@ fn check_technicians(conn: &Connection) -> Result<Option<Broken>> {
             table: "technicians",
             row: 0,
             reason: format!("account {name:?} deleted (recorded by events row seq={seq})"),
+        }));
+    }
+    Ok(None)
+}
+
+/// What the chain says a ticket row must hold.
+#[derive(Debug, Default, PartialEq)]
+struct TicketState {
+    title: String,
+    closed: bool,
+    created_at: i64,
+    closed_at: Option<i64>,
+    resolution_sha256: Option<String>,
+    seq: i64,
+}
+
+/// Every ticket row must be what its events (opened, reopened, retitled,
+/// closed) leave it at: title, status, creation and closing time, and the
+/// SHA-256 of the resolution; every ticket the chain opened must have its
+/// row.
+fn check_tickets(conn: &Connection) -> Result<Option<Broken>> {
+    let mut state: std::collections::BTreeMap<String, TicketState> = Default::default();
+    {
+        let mut st = conn.prepare(
+            "SELECT seq, at, ticket, kind, details FROM events
+             WHERE kind IN ('ticket_opened', 'ticket_reopened', 'ticket_retitled', 'ticket_closed')
+               AND ticket IS NOT NULL ORDER BY seq",
+        )?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            let (seq, at, ticket, kind, d): (i64, i64, String, String, String) =
+                (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
+            let v: serde_json::Value = serde_json::from_str(&d).unwrap_or_default();
+            let t = state.entry(ticket).or_default();
+            match kind.as_str() {
+                "ticket_opened" => {
+                    *t = TicketState {
+                        title: v["title"].as_str().unwrap_or("").into(),
+                        created_at: at,
+                        seq,
+                        ..Default::default()
+                    }
+                }
+                "ticket_reopened" => {
+                    t.closed = false;
+                    t.closed_at = None;
+                }
+                "ticket_retitled" => t.title = v["title"].as_str().unwrap_or("").into(),
+                _ => {
+                    t.closed = true;
+                    t.closed_at = Some(at);
+                    if let Some(h) = v["resolution_sha256"].as_str() {
+                        t.resolution_sha256 = Some(h.into());
+                    }
+                }
+            }
+        }
+    }
+    let mut stmt = conn.prepare(
+        "SELECT rowid, id, title, status, resolution, created_at, closed_at FROM tickets ORDER BY rowid",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let rowid: i64 = r.get(0)?;
+        let id: String = r.get(1)?;
+        let resolution: Option<String> = r.get(4)?;
+        let row = TicketState {
+            title: r.get(2)?,
+            closed: r.get::<_, String>(3)? == "closed",
+            created_at: r.get(5)?,
+            closed_at: r.get(6)?,
+            resolution_sha256: resolution.map(|t| hex(&Sha256::digest(t.as_bytes()))),
+            seq: 0,
+        };
+        let bad = |why: &str| {
+            Ok(Some(Broken {
+                table: "tickets",
+                row: rowid,
+                reason: format!("ticket {id:?} {why}"),
+            }))
+        };
+        let Some(t) = state.remove(&id) else {
+            return bad("has no ticket_opened event (row inserted outside ticketvnc)");
+        };
+        if t != (TicketState { seq: t.seq, ..row }) {
+            return bad("differs from its events (title, status, times or resolution edited)");
+        }
+    }
+    if let Some((id, t)) = state.into_iter().next() {
+        return Ok(Some(Broken {
+            table: "tickets",
+            row: 0,
+            reason: format!("ticket {id:?} deleted (opened by events row seq={})", t.seq),
+        }));
+    }
+    Ok(None)
+}
+
+/// Every one-time code row must match its `code_issued` event, be marked
+/// used exactly when a `code_used` event says so, and revoked exactly when
+/// its ticket was closed after it was issued while it was unused; every
+/// code the chain issued must have its row. A used code set back to unused
+/// with the sqlite3 shell is reported here (and refused at login).
+fn check_codes(conn: &Connection) -> Result<Option<Broken>> {
+    use std::collections::HashMap;
+    let mut issued: HashMap<i64, (i64, Option<String>, serde_json::Value)> = HashMap::new();
+    let mut used: HashMap<i64, serde_json::Value> = HashMap::new();
+    let mut closes: HashMap<String, Vec<i64>> = HashMap::new();
+    {
+        let mut st = conn.prepare(
+            "SELECT seq, ticket, kind, details FROM events
+             WHERE kind IN ('code_issued', 'code_used', 'ticket_closed') ORDER BY seq",
+        )?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            let (seq, ticket, kind, d): (i64, Option<String>, String, String) =
+                (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+            let v: serde_json::Value = serde_json::from_str(&d).unwrap_or_default();
+            match kind.as_str() {
+                "ticket_closed" => closes
+                    .entry(ticket.unwrap_or_default())
+                    .or_default()
+                    .push(seq),
+                k => {
+                    let Some(id) = v["code_id"].as_i64() else {
+                        continue;
+                    };
+                    if k == "code_issued" {
+                        issued.entry(id).or_insert((seq, ticket, v));
+                    } else {
+                        used.entry(id).or_insert(v);
+                    }
+                }
+            }
+        }
+    }
+    let mut stmt = conn.prepare(
+        "SELECT id, ticket, nonce, salt, hash, created_at, expires_at, used_at, revoked_at
+         FROM codes ORDER BY id",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let row = super::codes::CodeRow {
+            id: r.get(0)?,
+            ticket: r.get(1)?,
+            nonce: r.get(2)?,
+            salt: r.get(3)?,
+            hash: r.get(4)?,
+            created_at: r.get(5)?,
+            expires_at: r.get(6)?,
+        };
+        let (used_at, revoked_at): (Option<i64>, Option<i64>) = (r.get(7)?, r.get(8)?);
+        let bad = |why: &str| {
+            Ok(Some(Broken {
+                table: "codes",
+                row: row.id,
+                reason: format!("code of ticket {:?} {why}", row.ticket),
+            }))
+        };
+        let Some((seq, ticket, v)) = issued.remove(&row.id) else {
+            return bad("has no code_issued event (row inserted outside ticketvnc)");
+        };
+        let same = ticket.as_deref() == Some(&row.ticket)
+            && match v["row_sha256"].as_str() {
+                Some(h) => h == row.digest(),
+                None => v["expires_at"].as_i64() == Some(row.expires_at),
+            };
+        if !same {
+            return bad("differs from its code_issued event (row edited)");
+        }
+        let use_event = used.get(&row.id);
+        match (used_at, use_event) {
+            (None, Some(_)) => {
+                return bad("is marked unused but a code_used event says it was used (row edited)")
+            }
+            (Some(_), None) => return bad("is marked used but has no code_used event"),
+            (Some(t), Some(e)) if e["used_at"].as_i64().is_some_and(|u| u != t) => {
+                return bad("differs from its code_used event (row edited)")
+            }
+            _ => {}
+        }
+        let closed_after = closes
+            .get(&row.ticket)
+            .is_some_and(|v| v.iter().any(|&c| c > seq));
+        let should_be_revoked = use_event.is_none() && closed_after;
+        if revoked_at.is_some() != should_be_revoked {
+            return bad(if should_be_revoked {
+                "was revoked when its ticket was closed but is not marked revoked (row edited)"
+            } else {
+                "is marked revoked but no ticket_closed event revoked it (row edited)"
+            });
+        }
+    }
+    if let Some((id, (seq, _, _))) = issued.into_iter().min_by_key(|(_, (s, _, _))| *s) {
+        return Ok(Some(Broken {
+            table: "codes",
+            row: id,
+            reason: format!("deleted (recorded by events row seq={seq})"),
         }));
     }
     Ok(None)

@@ -62,7 +62,8 @@ mod writer;
 
 pub use chain::{Broken, VerifyReport};
 pub use codes::{
-    check_code_ttl, CodeAuthenticator, IssuedCode, CODE_ALPHABET, CODE_LEN, MAX_TTL, MIN_TTL,
+    check_code_ttl, CodeAuthenticator, IssuedCode, CODE_ALPHABET, CODE_LEN, MAX_LIVE_CODES,
+    MAX_TTL, MIN_TTL,
 };
 pub use kb::KbHit;
 pub use observer::JournalObserver;

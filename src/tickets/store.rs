@@ -304,6 +304,11 @@ pub struct Journal {
     path: PathBuf,
     owner: Mutex<Option<OwnerLock>>,
     pub(crate) secret: OnceLock<[u8; 32]>,
+    /// The live one-time codes, ready to check (see codes.rs).
+    pub(crate) live_codes: Mutex<Option<super::codes::LiveCodes>>,
+    /// DES block operations done checking codes (a test hook: the work per
+    /// check must not depend on how many codes are live).
+    pub(crate) des_ops: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Journal {
@@ -394,6 +399,8 @@ impl Journal {
             path: path.to_path_buf(),
             owner: Mutex::new(None),
             secret: OnceLock::new(),
+            live_codes: Mutex::new(None),
+            des_ops: Default::default(),
         };
         j.recover_crashed()?;
         Ok(j)
@@ -401,6 +408,19 @@ impl Journal {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Appends one chained event inside the caller's IMMEDIATE transaction.
+    pub(crate) fn append(
+        &self,
+        tx: &Connection,
+        at: i64,
+        session: Option<i64>,
+        ticket: Option<&str>,
+        kind: &str,
+        details: &Value,
+    ) -> Result<i64> {
+        chain::append(tx, at, session, ticket, kind, details)
     }
 
     pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -510,7 +530,7 @@ impl Journal {
         };
         let now = now_ms();
         for &id in &ids {
-            end_in_tx(&tx, id, now, "crash", SessionStats::default())?;
+            end_in_tx(self, &tx, id, now, "crash", SessionStats::default())?;
         }
         tx.commit()?;
         Ok(ids.len() as u64)
@@ -549,7 +569,7 @@ impl Journal {
                 params![t, now],
             )? == 1
             {
-                chain::append(
+                self.append(
                     &tx,
                     now,
                     None,
@@ -582,7 +602,7 @@ impl Journal {
         )?;
         let id = tx.last_insert_rowid();
         let (start, _) = session_snapshot(&tx, id)?;
-        chain::append(
+        self.append(
             &tx,
             now,
             Some(id),
@@ -594,7 +614,7 @@ impl Journal {
             let ev = Event::AuthFailure {
                 reason: reason.into(),
             };
-            chain::append(
+            self.append(
                 &tx,
                 now,
                 Some(id),
@@ -602,7 +622,7 @@ impl Journal {
                 ev.kind(),
                 &ev.details(),
             )?;
-            end_in_tx(&tx, id, now, "auth failed", SessionStats::default())?;
+            end_in_tx(self, &tx, id, now, "auth failed", SessionStats::default())?;
         }
         tx.commit()?;
         Ok(SessionId(id))
@@ -623,7 +643,7 @@ impl Journal {
             Some(Some(_)) => return Ok(()),
             Some(None) => {}
         }
-        end_in_tx(&tx, id.0, now_ms(), &truncate(reason, 200), stats)?;
+        end_in_tx(self, &tx, id.0, now_ms(), &truncate(reason, 200), stats)?;
         tx.commit()?;
         Ok(())
     }
@@ -638,7 +658,7 @@ impl Journal {
             })
             .optional()?;
         let ticket = ticket.ok_or(JournalError::NoSuchSession(id.0))?;
-        chain::append(
+        self.append(
             &tx,
             now_ms(),
             Some(id.0),
@@ -655,7 +675,7 @@ impl Journal {
     pub fn ticket_event(&self, ticket: Option<&str>, ev: &Event) -> Result<()> {
         let mut c = self.conn();
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        chain::append(&tx, now_ms(), None, ticket, ev.kind(), &ev.details())?;
+        self.append(&tx, now_ms(), None, ticket, ev.kind(), &ev.details())?;
         tx.commit()?;
         Ok(())
     }
@@ -709,7 +729,7 @@ impl Journal {
                         "INSERT INTO tickets (id, title, created_at) VALUES (?1, ?2, ?3)",
                         params![id, title.unwrap_or(""), now],
                     )?;
-                    chain::append(
+                    self.append(
                         &tx,
                         now,
                         None,
@@ -724,11 +744,11 @@ impl Journal {
                             "UPDATE tickets SET status = 'open', closed_at = NULL WHERE id = ?1",
                             [id],
                         )?;
-                        chain::append(&tx, now, None, Some(id), "ticket_reopened", &json!({}))?;
+                        self.append(&tx, now, None, Some(id), "ticket_reopened", &json!({}))?;
                     }
                     if let Some(t) = title.filter(|t| *t != old_title) {
                         tx.execute("UPDATE tickets SET title = ?2 WHERE id = ?1", [id, t])?;
-                        chain::append(
+                        self.append(
                             &tx,
                             now,
                             None,
@@ -771,7 +791,7 @@ impl Journal {
                 params![id, now],
             )?;
             use sha2::Digest;
-            chain::append(
+            self.append(
                 &tx,
                 now,
                 None,
@@ -811,7 +831,7 @@ impl Journal {
             params![ticket, now, author, text],
         )?;
         let id = tx.last_insert_rowid();
-        chain::append(
+        self.append(
             &tx,
             now,
             None,
@@ -944,6 +964,7 @@ impl Journal {
 
 /// Ends a session inside a transaction: row update + `session_end` event.
 pub(crate) fn end_in_tx(
+    j: &Journal,
     tx: &Connection,
     id: i64,
     now: i64,
@@ -967,7 +988,7 @@ pub(crate) fn end_in_tx(
             r.get(0)
         })?;
     let (_, end) = session_snapshot(tx, id)?;
-    chain::append(tx, now, Some(id), ticket.as_deref(), "session_end", &end)?;
+    j.append(tx, now, Some(id), ticket.as_deref(), "session_end", &end)?;
     Ok(())
 }
 

@@ -21,7 +21,7 @@
 use super::flood::{AuthSummary, RowBudget, AUTH_WINDOW_MS};
 use super::hooks::{HookDispatcher, HookEvent};
 use super::store::{end_in_tx, truncate};
-use super::{chain, now_ms, ClipboardDirection, Event, Journal, JournalError, Result};
+use super::{now_ms, ClipboardDirection, Event, Journal, JournalError, Result};
 use super::{SessionId, SessionStats};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use std::collections::{HashMap, VecDeque};
@@ -586,7 +586,7 @@ fn write_all(journal: &Journal, b: &Batch) -> Result<()> {
     for ((session, to_viewer), clip) in &b.clips {
         let ticket = session_ticket(&tx, *session)?;
         let ev = clip_event(*to_viewer, *clip);
-        chain::append(
+        journal.append(
             &tx,
             clip.first_at,
             Some(*session),
@@ -601,7 +601,7 @@ fn write_all(journal: &Journal, b: &Batch) -> Result<()> {
                 session, at, ev, ..
             } => {
                 let ticket = session_ticket(&tx, session.0)?;
-                chain::append(
+                journal.append(
                     &tx,
                     *at,
                     Some(session.0),
@@ -626,21 +626,21 @@ fn write_all(journal: &Journal, b: &Batch) -> Result<()> {
                     .optional()?
                     .ok_or(JournalError::NoSuchSession(session.0))?;
                 if ended.is_none() {
-                    end_in_tx(&tx, session.0, *at, &truncate(reason, 200), *stats)?;
+                    end_in_tx(journal, &tx, session.0, *at, &truncate(reason, 200), *stats)?;
                 }
             }
             Entry::Notice { at, ev } => {
-                chain::append(&tx, *at, None, None, ev.kind(), &ev.details())?;
+                journal.append(&tx, *at, None, None, ev.kind(), &ev.details())?;
             }
         }
     }
     for s in &b.auth {
         let ev = Event::AuthFailures(s.clone());
-        chain::append(&tx, s.last, None, None, ev.kind(), &ev.details())?;
+        journal.append(&tx, s.last, None, None, ev.kind(), &ev.details())?;
     }
     if b.dropped > 0 {
         let ev = Event::Dropped { resize: b.dropped };
-        chain::append(&tx, now_ms(), None, None, ev.kind(), &ev.details())?;
+        journal.append(&tx, now_ms(), None, None, ev.kind(), &ev.details())?;
     }
     tx.commit()?;
     Ok(())
