@@ -349,11 +349,20 @@ fn print_table(rows: &[SessionRow]) {
     }
 }
 
+fn db_path(db: Option<&Path>) -> Result<PathBuf> {
+    Ok(match db {
+        Some(p) => p.to_path_buf(),
+        None => tickets::default_db_path()?,
+    })
+}
+
 pub fn sessions(db: Option<&Path>, args: SessionsArgs) -> Result<()> {
-    let j = open_journal(db)?;
     match args.cmd {
         Some(SessionsCmd::Verify) => {
-            let r = j.verify()?;
+            // Read-only: verify never creates, migrates or repairs a journal.
+            let path = db_path(db)?;
+            let r = Journal::verify_file(&path)
+                .with_context(|| format!("verifying the journal {}", path.display()))?;
             match r.broken {
                 None => {
                     println!("Journal OK: {} events, chain head {}", r.events, r.head);
@@ -363,6 +372,7 @@ pub fn sessions(db: Option<&Path>, args: SessionsArgs) -> Result<()> {
             }
         }
         None => {
+            let j = open_journal(db)?;
             let rows = j.sessions(args.ticket.as_deref())?;
             if args.json {
                 let v: Vec<_> = rows.iter().map(|s| s.to_json()).collect();

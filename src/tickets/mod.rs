@@ -107,6 +107,10 @@ pub enum JournalError {
     TechnicianExists(String),
     #[error("technician {0:?} does not exist")]
     NoSuchTechnician(String),
+    #[error("no journal here: {0} is missing or empty")]
+    NoJournal(PathBuf),
+    #[error("{0} is not a ticketvnc journal")]
+    NotAJournal(PathBuf),
     #[error("password hashing: {0}")]
     PasswordHash(String),
 }

@@ -693,6 +693,89 @@ impl Journal {
             .optional()?)
     }
 
+    /// Checks a journal file without changing anything: nothing is created,
+    /// migrated or recovered, and a read-only copy (an archive, a 0400 file
+    /// in a 0500 directory) works. A missing or empty file is
+    /// [`JournalError::NoJournal`], never a fresh journal that verifies.
+    ///
+    /// A journal without a `-wal` file has everything in the main file and
+    /// is read as immutable (sqlite creates no `-wal`/`-shm` beside it); if
+    /// a writer started meanwhile (a `-wal` appeared), it is checked again
+    /// through sqlite's normal locking.
+    pub fn verify_file(path: &Path) -> Result<super::VerifyReport> {
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_file() && m.len() > 0 => {}
+            Ok(_) => return Err(JournalError::NoJournal(path.to_path_buf())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(JournalError::NoJournal(path.to_path_buf()))
+            }
+            Err(e) => return Err(io_err(path)(e)),
+        }
+        let wal = sibling(path, "-wal");
+        if !wal.exists() {
+            let r = Journal::open_read_only(path, true)?.verify()?;
+            if !wal.exists() {
+                return Ok(r);
+            }
+        }
+        Journal::open_read_only(path, false)?.verify()
+    }
+
+    /// Opens without writing anything (see [`Journal::verify_file`]).
+    fn open_read_only(path: &Path, immutable: bool) -> Result<Journal> {
+        use rusqlite::OpenFlags;
+        let mut uri = String::from("file:");
+        for b in path.to_string_lossy().bytes() {
+            if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+                uri.push(b as char);
+            } else {
+                uri.push_str(&format!("%{b:02X}"));
+            }
+        }
+        uri.push_str(if immutable {
+            "?mode=ro&immutable=1"
+        } else {
+            "?mode=ro"
+        });
+        let conn = Connection::open_with_flags(
+            &uri,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
+        )?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| match e {
+                rusqlite::Error::SqliteFailure(f, _)
+                    if f.code == rusqlite::ErrorCode::NotADatabase =>
+                {
+                    JournalError::NotAJournal(path.to_path_buf())
+                }
+                e => e.into(),
+            })?;
+        if v > schema::SCHEMA_VERSION {
+            return Err(JournalError::SchemaTooNew {
+                found: v,
+                known: schema::SCHEMA_VERSION,
+            });
+        }
+        let has_events: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events')",
+            [],
+            |r| r.get(0),
+        )?;
+        if v < 1 || !has_events {
+            return Err(JournalError::NotAJournal(path.to_path_buf()));
+        }
+        Ok(Journal {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+            owner: Mutex::new(None),
+            secret: OnceLock::new(),
+            live_codes: Mutex::new(None),
+            des_ops: Default::default(),
+        })
+    }
+
     /// Checks the hash chain and the session and note rows against it.
     pub fn verify(&self) -> Result<super::VerifyReport> {
         let mut c = self.conn();
