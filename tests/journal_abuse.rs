@@ -299,3 +299,37 @@ fn a_summary_waiting_to_be_retried_steps_aside_for_a_session_event() {
     );
     hooks.shutdown(Duration::from_secs(5));
 }
+
+#[test]
+fn a_ticket_closed_by_another_process_is_seen_by_polling() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ticketvnc.db");
+    let j = Journal::open(&db).unwrap();
+    j.open_ticket("4711", Some("Printer offline")).unwrap();
+    j.open_ticket("4712", None).unwrap();
+    j.close_ticket("4712", None).unwrap();
+    // The server starts polling: earlier closings are not reported.
+    let (none, cursor) = j.tickets_closed_since(None).unwrap();
+    assert!(none.is_empty());
+    let (none, same) = j.tickets_closed_since(Some(cursor)).unwrap();
+    assert!(none.is_empty());
+    assert_eq!(same, cursor);
+    // `ticketvnc ticket close` in another terminal.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ticketvnc"))
+        .arg("--db")
+        .arg(&db)
+        .args(["ticket", "close", "4711"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (closed, next) = j.tickets_closed_since(Some(cursor)).unwrap();
+    assert_eq!(closed, ["4711"]);
+    assert!(next > cursor);
+    assert_eq!(
+        j.ticket_status("4711").unwrap(),
+        Some(ticketvnc::tickets::TicketStatus::Closed)
+    );
+    assert_eq!(j.ticket_status("nope").unwrap(), None);
+    let (none, _) = j.tickets_closed_since(Some(next)).unwrap();
+    assert!(none.is_empty());
+}

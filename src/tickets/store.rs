@@ -786,6 +786,51 @@ impl Journal {
         Ok(r)
     }
 
+    /// A ticket's status now (`None`: no such ticket). One indexed read.
+    pub fn ticket_status(&self, id: &str) -> Result<Option<TicketStatus>> {
+        let s: Option<String> = self
+            .conn()
+            .query_row("SELECT status FROM tickets WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        Ok(s.map(|s| {
+            if s == "closed" {
+                TicketStatus::Closed
+            } else {
+                TicketStatus::Open
+            }
+        }))
+    }
+
+    /// Tickets closed (by any process: `ticketvnc ticket close` in another
+    /// terminal, the ticket system) since `cursor`, and the cursor to pass
+    /// next time. Start with `None`: that returns no tickets and the
+    /// current cursor, so closings from before the server started are not
+    /// reported. Cheap enough to poll every second or two: two indexed
+    /// reads, whatever the size of the journal.
+    ///
+    /// A ticket closed and reopened between two polls is still reported
+    /// (closing revoked its codes); check [`Journal::ticket_status`] if
+    /// that matters.
+    pub fn tickets_closed_since(&self, cursor: Option<i64>) -> Result<(Vec<String>, i64)> {
+        let c = self.conn();
+        let head: i64 =
+            c.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
+        let Some(after) = cursor else {
+            return Ok((Vec::new(), head));
+        };
+        let mut st = c.prepare(
+            "SELECT DISTINCT ticket FROM events
+             WHERE kind = 'ticket_closed' AND seq > ?1 AND seq <= ?2 AND ticket IS NOT NULL
+             ORDER BY seq",
+        )?;
+        let v = st
+            .query_map(params![after, head], |r| r.get(0))?
+            .collect::<Result<Vec<String>, _>>()?;
+        Ok((v, head))
+    }
+
     /// Creates the ticket if needed (reopening it if closed) and sets the
     /// title when one is given. Returns the ticket and whether it was created.
     pub fn open_ticket(&self, id: &str, title: Option<&str>) -> Result<(Ticket, bool)> {
