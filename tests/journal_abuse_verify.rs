@@ -208,3 +208,20 @@ async fn a_used_code_set_back_to_unused_is_refused_at_login_and_reported() {
         .await
         .expect("an untouched code works");
 }
+
+#[test]
+#[cfg(unix)]
+fn a_key_file_readable_by_others_is_tightened_with_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ticketvnc.db");
+    open_code(&db, "4711", &[]);
+    let key = dir.path().join("ticketvnc.key");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&key), 0o600);
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = run(&db, &["ticket", "open", "4711"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(mode(&key), 0o600);
+    assert!(stderr(&o).contains("tightening"), "{}", stderr(&o));
+}

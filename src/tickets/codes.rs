@@ -111,6 +111,7 @@ fn load_or_create_secret(db: &Path) -> Result<[u8; 32]> {
     for _ in 0..3 {
         match std::fs::File::open(&path) {
             Ok(mut f) => {
+                tighten(&f, &path)?;
                 let mut s = String::new();
                 Read::by_ref(&mut f)
                     .take(200)
@@ -150,6 +151,28 @@ fn load_or_create_secret(db: &Path) -> Result<[u8; 32]> {
         }
     }
     Err(JournalError::BadKeyFile(path))
+}
+
+/// A key file readable or writable by group or others is tightened to
+/// 0600 with a warning, as the database is.
+fn tighten(f: &std::fs::File, path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = f.metadata().map_err(io_err(path))?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format!("{:o}", mode & 0o777),
+                "key file readable by others: tightening permissions to 0600"
+            );
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(io_err(path))?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (f, path);
+    Ok(())
 }
 
 /// Is `ttl` an allowed code lifetime ([`MIN_TTL`]..=[`MAX_TTL`])?

@@ -117,7 +117,7 @@ impl HookConfig {
     ) -> Result<Option<HookConfig>> {
         if secret_file.is_some() && webhook.is_none() {
             return Err(JournalError::Invalid(
-                "--webhook-secret-file needs --webhook".into(),
+                "--webhook-secret-file needs --webhook or --webhook-url-file".into(),
             ));
         }
         if let Some(u) = &webhook {
@@ -147,6 +147,13 @@ fn check_url(u: &str) -> Result<()> {
 
 /// Reads a webhook secret: the file's first line, which must not be empty.
 pub fn read_secret_file(path: &Path) -> Result<Vec<u8>> {
+    Ok(read_line_file(path, "the webhook secret")?.into_bytes())
+}
+
+/// The first line of `path` (trimmed), which must not be empty: for
+/// `--webhook-url-file` and `--hook-cmd-file`, so that a token in the URL
+/// or the command does not show in `ps` or /proc/PID/cmdline.
+pub fn read_line_file(path: &Path, what: &str) -> Result<String> {
     let text = std::fs::read_to_string(path).map_err(|source| JournalError::Io {
         path: path.to_path_buf(),
         source,
@@ -154,11 +161,11 @@ pub fn read_secret_file(path: &Path) -> Result<Vec<u8>> {
     let line = text.lines().next().unwrap_or("").trim();
     if line.is_empty() {
         return Err(JournalError::Invalid(format!(
-            "{}: the webhook secret is empty",
+            "{}: {what} is empty",
             path.display()
         )));
     }
-    Ok(line.as_bytes().to_vec())
+    Ok(line.to_owned())
 }
 
 /// One event for the ticket system.
