@@ -14,6 +14,12 @@ pub struct Cli {
     /// The journal database (default: $XDG_DATA_HOME/ticketvnc/ticketvnc.db).
     #[arg(long, global = true, value_name = "PATH")]
     pub db: Option<PathBuf>,
+    /// Key the journal's hash chain with HMAC-SHA256 under this secret
+    /// (64 hex digits, e.g. `openssl rand -hex 32`; the file must be mode
+    /// 0600). Once used, every command that writes or verifies the journal
+    /// needs it.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub journal_key_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -37,6 +37,7 @@ fn main() -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    tickets_cli::set_journal_key_file(cli.journal_key_file.clone());
     match cli.command {
         Command::Serve(args) => rt.block_on(serve(cli.db.as_deref(), *args)),
         Command::Ticket(c) => tickets_cli::ticket(cli.db.as_deref(), c),

@@ -225,3 +225,119 @@ fn a_key_file_readable_by_others_is_tightened_with_a_warning() {
     assert_eq!(mode(&key), 0o600);
     assert!(stderr(&o).contains("tightening"), "{}", stderr(&o));
 }
+
+fn run_keyed(db: &Path, key: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("--db")
+        .arg(db)
+        .arg("--journal-key-file")
+        .arg(key)
+        .args(args)
+        .env("TICKETVNC_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+/// (seq, at, session, ticket, kind, details) of an events row.
+type Row = (i64, i64, Option<i64>, Option<String>, String, String);
+
+/// Rewrites the chain from `from` on with plain SHA-256, as someone
+/// without the key would after editing a row.
+fn rechain_plain(db: &Path, from: i64) {
+    use sha2::{Digest, Sha256};
+    let c = rusqlite::Connection::open(db).unwrap();
+    let mut prev: String = c
+        .query_row(
+            "SELECT COALESCE((SELECT hash FROM events WHERE seq = ?1 - 1), ?2)",
+            rusqlite::params![from, "0".repeat(64)],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let rows: Vec<Row> = c
+        .prepare("SELECT seq, at, session, ticket, kind, details FROM events WHERE seq >= ?1 ORDER BY seq")
+        .unwrap()
+        .query_map([from], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for (seq, at, session, ticket, kind, details) in rows {
+        let canonical = serde_json::json!([seq, at, session, ticket, kind, details]).to_string();
+        let mut h = Sha256::new();
+        h.update(prev.as_bytes());
+        h.update(b"\n");
+        h.update(canonical.as_bytes());
+        let hash: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        c.execute(
+            "UPDATE events SET hash = ?2 WHERE seq = ?1",
+            rusqlite::params![seq, hash],
+        )
+        .unwrap();
+        prev = hash;
+    }
+}
+
+#[test]
+#[cfg(unix)]
+fn a_keyed_chain_cannot_be_rewritten_without_the_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ticketvnc.db");
+    let key = dir.path().join("journal.key");
+    std::fs::write(&key, format!("{}\n", "5a".repeat(32))).unwrap();
+
+    // A key file others can read is refused, not used.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = run_keyed(&db, &key, &["ticket", "open", "4711"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("chmod 600"), "{}", stderr(&o));
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    // An existing plain journal: its rows stay SHA-256, new ones are keyed.
+    open_code(&db, "4711", &["--title", "Printer offline"]);
+    let o = run_keyed(&db, &key, &["ticket", "note", "4711", "spooler restarted"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run_keyed(&db, &key, &["sessions", "verify"]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{out} {}", stderr(&o));
+    assert!(out.contains("HMAC-keyed from seq 3"), "{out}");
+    assert!(out.contains("chain head hmac:"), "{out}");
+
+    // Without the key: no writing, and verify does not say OK.
+    let o = run(&db, &["ticket", "note", "4711", "unkeyed"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--journal-key-file"), "{}", stderr(&o));
+    verify_names(&db, "pass --journal-key-file to check it");
+    // Another key is refused.
+    let other = dir.path().join("other.key");
+    std::fs::write(&other, format!("{}\n", "a5".repeat(32))).unwrap();
+    std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let o = run_keyed(&db, &other, &["ticket", "note", "4711", "x"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("does not match"), "{}", stderr(&o));
+
+    // Someone without the key edits the note's event and rewrites the
+    // chain from there with plain SHA-256: caught with the key.
+    let note = sqlite3(&db, "SELECT seq FROM events WHERE kind = 'note_added';");
+    let note: i64 = note.lines().last().unwrap().trim().parse().unwrap();
+    sqlite3(
+        &db,
+        &format!("UPDATE events SET at = at + 1 WHERE seq = {note};"),
+    );
+    rechain_plain(&db, note);
+    let o = run_keyed(&db, &key, &["sessions", "verify"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("plain SHA-256 row after keyed rows"),
+        "{}",
+        stderr(&o)
+    );
+    // Rewriting every keyed row is caught too.
+    rechain_plain(&db, 1);
+    let o = run_keyed(&db, &key, &["sessions", "verify"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no row is keyed"), "{}", stderr(&o));
+    // Without a key the same rewrite looks whole: that is what the key adds.
+    assert!(run(&db, &["sessions", "verify"]).status.success());
+}

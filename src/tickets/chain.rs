@@ -19,7 +19,70 @@ use sha2::{Digest, Sha256};
 
 pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// Prefix of the hash of a row chained with the journal key.
+pub(crate) const KEYED: &str = "hmac:";
+
+/// A secret key for the chain (`--journal-key-file`): rows are chained
+/// with HMAC-SHA256 under it, so whoever edits the file without the key
+/// cannot write hashes that verify. Its `Debug` never shows it.
+#[derive(Clone)]
+pub struct ChainKey([u8; 32]);
+
+impl std::fmt::Debug for ChainKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChainKey(..)")
+    }
+}
+
+impl ChainKey {
+    pub fn from_bytes(k: [u8; 32]) -> ChainKey {
+        ChainKey(k)
+    }
+
+    /// Reads a key file: 64 hex digits on the first line (`openssl rand
+    /// -hex 32`). On Unix the file must be readable and writable by its
+    /// owner only (0600 or 0400); anything looser is refused, not
+    /// tightened: a key others could read is not a secret any more.
+    pub fn load(path: &std::path::Path) -> Result<ChainKey> {
+        use std::io::Read;
+        let f = std::fs::File::open(path).map_err(super::store::io_err(path))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = f
+                .metadata()
+                .map_err(super::store::io_err(path))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                return Err(super::JournalError::KeyFileMode {
+                    path: path.to_path_buf(),
+                    mode: mode & 0o777,
+                });
+            }
+        }
+        let mut s = String::new();
+        f.take(200)
+            .read_to_string(&mut s)
+            .map_err(super::store::io_err(path))?;
+        let bytes = super::unhex(s.lines().next().unwrap_or("").trim())
+            .filter(|b| b.len() == 32)
+            .ok_or_else(|| super::JournalError::BadKeyFile(path.to_path_buf()))?;
+        let mut k = [0u8; 32];
+        k.copy_from_slice(&bytes);
+        Ok(ChainKey(k))
+    }
+}
+
+impl Drop for ChainKey {
+    fn drop(&mut self) {
+        self.0 = [0; 32];
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn row_hash(
+    key: Option<&ChainKey>,
     prev: &str,
     seq: i64,
     at: i64,
@@ -29,16 +92,32 @@ pub(crate) fn row_hash(
     details: &str,
 ) -> String {
     let canonical = serde_json::json!([seq, at, session, ticket, kind, details]).to_string();
-    let mut h = Sha256::new();
-    h.update(prev.as_bytes());
-    h.update(b"\n");
-    h.update(canonical.as_bytes());
-    hex(&h.finalize())
+    match key {
+        None => {
+            let mut h = Sha256::new();
+            h.update(prev.as_bytes());
+            h.update(b"\n");
+            h.update(canonical.as_bytes());
+            hex(&h.finalize())
+        }
+        Some(k) => {
+            use hmac::{KeyInit, Mac};
+            let mut m = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(&k.0)
+                .expect("HMAC takes any key length");
+            m.update(prev.as_bytes());
+            m.update(b"\n");
+            m.update(canonical.as_bytes());
+            format!("{KEYED}{}", hex(&m.finalize().into_bytes()))
+        }
+    }
 }
 
 /// Appends one event inside the caller's (IMMEDIATE) transaction, so the
 /// read of the previous hash and the insert are atomic across processes.
+/// Once the chain is keyed, a writer without the key is refused (its
+/// plain rows would look like a downgrade).
 pub(crate) fn append(
+    key: Option<&ChainKey>,
     tx: &Connection,
     at: i64,
     session: Option<i64>,
@@ -54,14 +133,67 @@ pub(crate) fn append(
         )
         .optional()?;
     let (prev_seq, prev_hash) = last.unwrap_or((0, GENESIS.to_string()));
+    if key.is_none() && prev_hash.starts_with(KEYED) {
+        return Err(super::JournalError::KeyRequired);
+    }
     let seq = prev_seq + 1;
     let details = details.to_string();
-    let hash = row_hash(&prev_hash, seq, at, session, ticket, kind, &details);
+    let hash = row_hash(key, &prev_hash, seq, at, session, ticket, kind, &details);
     tx.execute(
         "INSERT INTO events (seq, at, session, ticket, kind, details, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![seq, at, session, ticket, kind, details, hash],
     )?;
     Ok(seq)
+}
+
+/// (seq, at, session, ticket, kind, details, hash) of an events row.
+type EventTuple = (
+    i64,
+    i64,
+    Option<i64>,
+    Option<String>,
+    String,
+    String,
+    String,
+);
+
+/// With a key: does the newest row verify under it? (None: the chain is
+/// not keyed yet.) Catches a wrong key file before anything is written.
+pub(crate) fn head_matches_key(conn: &Connection, key: &ChainKey) -> Result<Option<bool>> {
+    let mut st = conn.prepare(
+        "SELECT seq, at, session, ticket, kind, details, hash FROM events ORDER BY seq DESC LIMIT 2",
+    )?;
+    let rows: Vec<EventTuple> = st
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    let Some(head) = rows.first() else {
+        return Ok(None);
+    };
+    if !head.6.starts_with(KEYED) {
+        return Ok(None);
+    }
+    let prev = rows.get(1).map(|r| r.6.as_str()).unwrap_or(GENESIS);
+    let h = row_hash(
+        Some(key),
+        prev,
+        head.0,
+        head.1,
+        head.2,
+        head.3.as_deref(),
+        &head.4,
+        &head.5,
+    );
+    Ok(Some(h == head.6))
 }
 
 /// The first row found broken.
@@ -95,35 +227,71 @@ pub struct VerifyReport {
     /// Hash of the newest event (GENESIS when empty): record it elsewhere
     /// to detect truncation later.
     pub head: String,
+    /// The first row chained with the journal key (HMAC), if any.
+    pub keyed_from: Option<i64>,
     pub broken: Option<Broken>,
 }
 
-pub(crate) fn verify(conn: &Connection) -> Result<VerifyReport> {
+pub(crate) fn verify(conn: &Connection, key: Option<&ChainKey>) -> Result<VerifyReport> {
     let mut stmt = conn
         .prepare("SELECT seq, at, session, ticket, kind, details, hash FROM events ORDER BY seq")?;
     let mut rows = stmt.query([])?;
     let mut prev = GENESIS.to_string();
     let mut prev_seq = 0i64;
     let mut count = 0u64;
+    let mut keyed_from = None;
+    let report = |count, head: &str, keyed_from, row, reason: String| VerifyReport {
+        events: count,
+        head: head.to_owned(),
+        keyed_from,
+        broken: Some(Broken {
+            table: "events",
+            row,
+            reason,
+        }),
+    };
     while let Some(r) = rows.next()? {
         let seq: i64 = r.get(0)?;
         let hash: String = r.get(6)?;
         count += 1;
         if seq != prev_seq + 1 {
-            return Ok(VerifyReport {
-                events: count,
-                head: prev,
-                broken: Some(Broken {
-                    table: "events",
-                    row: seq,
-                    reason: format!(
-                        "sequence jumps from {prev_seq} to {seq}: row(s) deleted or renumbered"
-                    ),
-                }),
-            });
+            return Ok(report(
+                count,
+                &prev,
+                keyed_from,
+                seq,
+                format!("sequence jumps from {prev_seq} to {seq}: row(s) deleted or renumbered"),
+            ));
         }
+        let keyed = hash.starts_with(KEYED);
+        if keyed && keyed_from.is_none() {
+            keyed_from = Some(seq);
+        }
+        let row_key =
+            match (keyed, key) {
+                (false, _) if keyed_from.is_some() => {
+                    return Ok(report(
+                        count,
+                        &prev,
+                        keyed_from,
+                        seq,
+                        "plain SHA-256 row after keyed rows (rewritten without the key?)".into(),
+                    ))
+                }
+                (false, _) => None,
+                (true, Some(k)) => Some(k),
+                (true, None) => return Ok(report(
+                    count,
+                    &prev,
+                    keyed_from,
+                    seq,
+                    "the chain is keyed (HMAC) from here on: pass --journal-key-file to check it"
+                        .into(),
+                )),
+            };
         let details: String = r.get(5)?;
         let expect = row_hash(
+            row_key,
             &prev,
             seq,
             r.get(1)?,
@@ -133,18 +301,24 @@ pub(crate) fn verify(conn: &Connection) -> Result<VerifyReport> {
             &details,
         );
         if expect != hash {
-            return Ok(VerifyReport {
-                events: count,
-                head: prev,
-                broken: Some(Broken {
-                    table: "events",
-                    row: seq,
-                    reason: "hash does not match the row's content and the previous hash (row edited, or the row before it changed)".into(),
-                }),
-            });
+            let why = if keyed {
+                "hash does not match the row's content and the previous hash under this key (row edited, the row before it changed, or another key)"
+            } else {
+                "hash does not match the row's content and the previous hash (row edited, or the row before it changed)"
+            };
+            return Ok(report(count, &prev, keyed_from, seq, why.into()));
         }
         prev = hash;
         prev_seq = seq;
+    }
+    if key.is_some() && keyed_from.is_none() {
+        return Ok(report(
+            count,
+            &prev,
+            None,
+            0,
+            "no row is keyed: this journal was never written with a key, or was rewritten without it".into(),
+        ));
     }
     drop(rows);
     drop(stmt);
@@ -167,6 +341,7 @@ pub(crate) fn verify(conn: &Connection) -> Result<VerifyReport> {
     Ok(VerifyReport {
         events: count,
         head: prev,
+        keyed_from,
         broken,
     })
 }

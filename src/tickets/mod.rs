@@ -60,7 +60,7 @@ mod store;
 mod technicians;
 mod writer;
 
-pub use chain::{Broken, VerifyReport};
+pub use chain::{Broken, ChainKey, VerifyReport};
 pub use codes::{
     check_code_ttl, CodeAuthenticator, IssuedCode, CODE_ALPHABET, CODE_LEN, MAX_LIVE_CODES,
     MAX_TTL, MIN_TTL,
@@ -107,6 +107,12 @@ pub enum JournalError {
     TechnicianExists(String),
     #[error("technician {0:?} does not exist")]
     NoSuchTechnician(String),
+    #[error("journal key file {path} has mode {mode:o}: it must be readable by its owner only (chmod 600)")]
+    KeyFileMode { path: PathBuf, mode: u32 },
+    #[error("the journal chain is keyed: pass --journal-key-file to write to it")]
+    KeyRequired,
+    #[error("the journal key does not match the keyed rows of {0}")]
+    WrongKey(PathBuf),
     #[error("no journal here: {0} is missing or empty")]
     NoJournal(PathBuf),
     #[error("{0} is not a ticketvnc journal")]

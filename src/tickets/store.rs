@@ -309,6 +309,8 @@ pub struct Journal {
     /// DES block operations done checking codes (a test hook: the work per
     /// check must not depend on how many codes are live).
     pub(crate) des_ops: std::sync::atomic::AtomicU64,
+    /// `--journal-key-file`: rows are chained with HMAC under it.
+    chain_key: Option<chain::ChainKey>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -379,6 +381,17 @@ impl Journal {
     /// 0700 when created, file 0600, WAL, schema migrated, and sessions left
     /// open by a process that no longer runs are closed as "crash".
     pub fn open(path: &Path) -> Result<Journal> {
+        Journal::open_with_key(path, None)
+    }
+
+    /// Like [`Journal::open`], with the chain keyed (HMAC-SHA256) under
+    /// `key` from now on. A key that does not match the keyed rows already
+    /// there is refused ([`JournalError::WrongKey`]); without a key, a
+    /// keyed journal can be read but not written
+    /// ([`JournalError::KeyRequired`]). The first keyed row of a journal
+    /// is a `chain_keyed` event, written at once, so that the switch is
+    /// itself on record.
+    pub fn open_with_key(path: &Path, key: Option<chain::ChainKey>) -> Result<Journal> {
         if let Some(dir) = path.parent() {
             create_private_dir(dir)?;
         }
@@ -394,6 +407,28 @@ impl Journal {
         // FULL: a commit survives power loss, not only a process crash.
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
         schema::migrate(&mut conn)?;
+        if let Some(key) = &key {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            match chain::head_matches_key(&tx, key)? {
+                Some(true) => {}
+                Some(false) => return Err(JournalError::WrongKey(path.to_path_buf())),
+                None => {
+                    let seq: i64 =
+                        tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
+                    chain::append(
+                        Some(key),
+                        &tx,
+                        now_ms(),
+                        None,
+                        None,
+                        "chain_keyed",
+                        &json!({ "plain_rows": seq }),
+                    )?;
+                    tracing::info!(from = seq + 1, "journal chain keyed from now on");
+                }
+            }
+            tx.commit()?;
+        }
         let j = Journal {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
@@ -401,6 +436,7 @@ impl Journal {
             secret: OnceLock::new(),
             live_codes: Mutex::new(None),
             des_ops: Default::default(),
+            chain_key: key,
         };
         j.recover_crashed()?;
         Ok(j)
@@ -420,7 +456,15 @@ impl Journal {
         kind: &str,
         details: &Value,
     ) -> Result<i64> {
-        chain::append(tx, at, session, ticket, kind, details)
+        chain::append(
+            self.chain_key.as_ref(),
+            tx,
+            at,
+            session,
+            ticket,
+            kind,
+            details,
+        )
     }
 
     pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -702,7 +746,7 @@ impl Journal {
     /// is read as immutable (sqlite creates no `-wal`/`-shm` beside it); if
     /// a writer started meanwhile (a `-wal` appeared), it is checked again
     /// through sqlite's normal locking.
-    pub fn verify_file(path: &Path) -> Result<super::VerifyReport> {
+    pub fn verify_file(path: &Path, key: Option<&chain::ChainKey>) -> Result<super::VerifyReport> {
         match std::fs::metadata(path) {
             Ok(m) if m.is_file() && m.len() > 0 => {}
             Ok(_) => return Err(JournalError::NoJournal(path.to_path_buf())),
@@ -713,12 +757,12 @@ impl Journal {
         }
         let wal = sibling(path, "-wal");
         if !wal.exists() {
-            let r = Journal::open_read_only(path, true)?.verify()?;
+            let r = Journal::open_read_only(path, true)?.verify_with(key)?;
             if !wal.exists() {
                 return Ok(r);
             }
         }
-        Journal::open_read_only(path, false)?.verify()
+        Journal::open_read_only(path, false)?.verify_with(key)
     }
 
     /// Opens without writing anything (see [`Journal::verify_file`]).
@@ -773,15 +817,21 @@ impl Journal {
             secret: OnceLock::new(),
             live_codes: Mutex::new(None),
             des_ops: Default::default(),
+            chain_key: None,
         })
     }
 
-    /// Checks the hash chain and the session and note rows against it.
+    /// Checks the hash chain and the session, note, technician, ticket and
+    /// code rows against it, with this journal's key (if opened with one).
     pub fn verify(&self) -> Result<super::VerifyReport> {
+        self.verify_with(self.chain_key.as_ref())
+    }
+
+    fn verify_with(&self, key: Option<&chain::ChainKey>) -> Result<super::VerifyReport> {
         let mut c = self.conn();
         // A read transaction: one consistent snapshot even while serve writes.
         let tx = c.transaction_with_behavior(TransactionBehavior::Deferred)?;
-        let r = chain::verify(&tx)?;
+        let r = chain::verify(&tx, key)?;
         tx.commit()?;
         Ok(r)
     }
