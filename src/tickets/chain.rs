@@ -711,3 +711,100 @@ pub(crate) fn note_details(id: i64, ticket: &str, at: i64, text: &str) -> serde_
         "sha256": hex(&Sha256::digest(text.as_bytes())),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::Journal;
+    use rusqlite::params;
+    use serde_json::json;
+
+    /// Rows as ticketvnc wrote them before schema 3 (code_issued with the
+    /// expiry only, code_used without its time) still verify, and such an
+    /// unused code is still checked on what its event recorded.
+    #[test]
+    fn rows_written_before_schema_3_verify_as_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("old.db")).unwrap();
+        {
+            let mut c = j.conn();
+            let tx = c.transaction().unwrap();
+            tx.execute(
+                "INSERT INTO tickets (id, title, created_at) VALUES ('7', 't', 1000)",
+                [],
+            )
+            .unwrap();
+            super::append(
+                None,
+                &tx,
+                1000,
+                None,
+                Some("7"),
+                "ticket_opened",
+                &json!({"title": "t"}),
+            )
+            .unwrap();
+            for (id, used) in [(1i64, Some(2001i64)), (2, None)] {
+                tx.execute(
+                    "INSERT INTO codes (id, ticket, nonce, salt, hash, created_at, expires_at, used_at)
+                     VALUES (?1, '7', ?2, x'00', x'00', 1000, 9999999999999, ?3)",
+                    params![id, vec![id as u8; 16], used],
+                )
+                .unwrap();
+                super::append(
+                    None,
+                    &tx,
+                    1000,
+                    None,
+                    Some("7"),
+                    "code_issued",
+                    &json!({"code_id": id, "expires_at": 9999999999999i64}),
+                )
+                .unwrap();
+            }
+            super::append(
+                None,
+                &tx,
+                2000,
+                None,
+                Some("7"),
+                "code_used",
+                &json!({"code_id": 1}),
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let r = j.verify().unwrap();
+        assert!(r.broken.is_none(), "{:?}", r.broken);
+        let c = j.conn();
+        let row = |id: i64| {
+            c.query_row(
+                "SELECT id, ticket, nonce, salt, hash, created_at, expires_at FROM codes WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok(super::super::codes::CodeRow {
+                        id: r.get(0)?,
+                        ticket: r.get(1)?,
+                        nonce: r.get(2)?,
+                        salt: r.get(3)?,
+                        hash: r.get(4)?,
+                        created_at: r.get(5)?,
+                        expires_at: r.get(6)?,
+                    })
+                },
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            super::super::codes::chain_disagrees(&c, &row(2)).unwrap(),
+            None
+        );
+        let mut later = row(2);
+        later.expires_at += 1;
+        assert!(super::super::codes::chain_disagrees(&c, &later)
+            .unwrap()
+            .is_some());
+        assert!(super::super::codes::chain_disagrees(&c, &row(1))
+            .unwrap()
+            .is_some());
+    }
+}
