@@ -261,20 +261,15 @@ fn a_summary_waiting_to_be_retried_steps_aside_for_a_session_event() {
         Some(j.clone()),
     )
     .unwrap();
-    hooks.dispatch(HookEvent::auth_failure(
-        None,
-        Some("198.51.100.1:4000"),
-        "wrong password or code",
-    ));
     let lines = || std::fs::read_to_string(&log).unwrap_or_default();
-    for _ in 0..300 {
-        if lines().contains("auth_failures") {
-            break;
+    let wait_for = |n: usize| {
+        for _ in 0..150 {
+            if lines().lines().count() >= n {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(lines().lines().collect::<Vec<_>>(), ["auth_failures"]);
-    // The summary now waits 30 s to be retried; a session's start must not.
+    };
     let start = SessionStart {
         ticket: Some("4711".into()),
         security: "VNC".into(),
@@ -283,18 +278,33 @@ fn a_summary_waiting_to_be_retried_steps_aside_for_a_session_event() {
         ..Default::default()
     };
     let id = j.session_started(&start).unwrap();
+    // A first event, so that the worker is idle (asleep with nothing to
+    // wait for) when the failure comes: it must still wake for the summary.
     hooks.dispatch(HookEvent::session_start(id, &start));
-    for _ in 0..150 {
-        if lines().contains("session_start") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for(1);
+    hooks.dispatch(HookEvent::auth_failure(
+        None,
+        Some("198.51.100.1:4000"),
+        "wrong password or code",
+    ));
+    wait_for(2);
+    assert_eq!(
+        lines().lines().collect::<Vec<_>>(),
+        ["session_start", "auth_failures"]
+    );
+    // The summary now waits 30 s to be retried; a session's end must not.
+    hooks.dispatch(HookEvent::session_end(
+        id,
+        Some("4711".into()),
+        "viewer closed",
+        SessionStats::default(),
+    ));
+    wait_for(3);
     let seen = lines();
     let seen: Vec<&str> = seen.lines().collect();
     // Delivered before the summary's second attempt.
     assert!(
-        seen.len() >= 2 && seen[..2] == ["auth_failures", "session_start"],
+        seen.len() >= 3 && seen[..3] == ["session_start", "auth_failures", "session_end"],
         "{seen:?}"
     );
     hooks.shutdown(Duration::from_secs(5));

@@ -51,6 +51,8 @@ pub struct AuthSummary {
     /// More than [`TRACKED_ADDRESSES`] distinct addresses: `distinct` is a
     /// lower bound.
     pub distinct_capped: bool,
+    /// Set by [`AuthSummary::freeze`]: the distinct count, `seen` dropped.
+    frozen: Option<u64>,
     pub reasons: BTreeMap<String, u64>,
 }
 
@@ -68,7 +70,18 @@ impl AuthSummary {
 
     /// Distinct addresses counted (a lower bound if `distinct_capped`).
     pub fn distinct(&self) -> u64 {
-        self.seen.len() as u64
+        self.frozen.unwrap_or(self.seen.len() as u64)
+    }
+
+    /// Keeps the distinct count but drops the set of addresses behind it
+    /// (up to [`TRACKED_ADDRESSES`] strings), for a summary that waits in
+    /// a queue. Addresses added later are checked against the listed ones
+    /// only, so the count becomes a lower bound if they are not there.
+    pub(crate) fn freeze(&mut self) {
+        if self.frozen.is_none() {
+            self.frozen = Some(self.seen.len() as u64);
+            self.seen = HashSet::new();
+        }
     }
 
     pub fn add(&mut self, address: &str, reason: &str, at: i64) {
@@ -88,6 +101,17 @@ impl AuthSummary {
     }
 
     fn note_address(&mut self, address: &str) {
+        if let Some(n) = &mut self.frozen {
+            if !self.addresses.iter().any(|a| a == address) {
+                if self.addresses.len() < SUMMARY_ADDRESSES {
+                    self.addresses.push(address.to_owned());
+                    *n += 1;
+                } else {
+                    self.distinct_capped = true;
+                }
+            }
+            return;
+        }
         if self.seen.contains(address) {
             return;
         }
@@ -122,7 +146,7 @@ impl AuthSummary {
         for a in &other.addresses {
             self.note_address(a);
         }
-        if other.seen.len() > other.addresses.len() || other.distinct_capped {
+        if other.distinct() > other.addresses.len() as u64 || other.distinct_capped {
             self.distinct_capped = true;
         }
         for (r, n) in &other.reasons {

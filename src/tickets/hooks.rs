@@ -479,11 +479,17 @@ impl HookDispatcher {
             if q.window.as_ref().is_some_and(|s| s.window != w) {
                 let old = q.window.take().expect("checked");
                 push_summary(&mut q, old, self.max_summaries);
-                t.shared.cv.notify_all();
             }
+            let opened = q.window.is_none();
             q.window
                 .get_or_insert_with(|| AuthSummary::new(w))
                 .add(address, reason, at);
+            drop(q);
+            if opened {
+                // The worker may be asleep with no deadline: it must wake
+                // when this window closes.
+                t.shared.cv.notify_all();
+            }
         }
         all
     }
@@ -525,10 +531,12 @@ impl HookDispatcher {
 /// Queues a closed window's summary; when `max` are already waiting (a
 /// slow or failing receiver), it is merged into the newest one instead,
 /// so nothing is lost and the queue stays bounded.
-fn push_summary(q: &mut Queue, s: AuthSummary, max: usize) {
+fn push_summary(q: &mut Queue, mut s: AuthSummary, max: usize) {
     if s.is_empty() {
         return;
     }
+    // Bounded memory while it waits: 32 addresses, not 4096.
+    s.freeze();
     if q.summaries.len() >= max {
         if let Some(last) = q.summaries.back_mut() {
             if let Some(mut merged) = last.summary.take() {
