@@ -14,6 +14,12 @@ pub struct Cli {
     /// The journal database (default: $XDG_DATA_HOME/ticketvnc/ticketvnc.db).
     #[arg(long, global = true, value_name = "PATH")]
     pub db: Option<PathBuf>,
+    /// Key the journal's hash chain with HMAC-SHA256 under this secret
+    /// (64 hex digits, e.g. `openssl rand -hex 32`; the file must be mode
+    /// 0600). Once used, every command that writes or verifies the journal
+    /// needs it.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub journal_key_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -165,12 +171,21 @@ pub struct ServeArgs {
     /// POST each session event as signed JSON to this URL (the ticket system's webhook).
     #[arg(long, value_name = "URL")]
     pub webhook: Option<String>,
-    /// File whose first line is the HMAC-SHA256 key for the webhook signature.
-    #[arg(long, value_name = "FILE", requires = "webhook")]
+    /// File whose first line is the webhook URL: like --webhook, but a
+    /// token in the URL does not show in `ps`.
+    #[arg(long, value_name = "FILE", conflicts_with = "webhook")]
+    pub webhook_url_file: Option<PathBuf>,
+    /// File whose first line is the HMAC-SHA256 key for the webhook signature
+    /// (needs --webhook or --webhook-url-file).
+    #[arg(long, value_name = "FILE")]
     pub webhook_secret_file: Option<PathBuf>,
     /// Run this shell command for each session event (JSON on stdin, TICKETVNC_* variables).
     #[arg(long, value_name = "CMD")]
     pub hook_cmd: Option<String>,
+    /// File whose first line is the hook command: like --hook-cmd, but it
+    /// does not show in `ps`.
+    #[arg(long, value_name = "FILE", conflicts_with = "hook_cmd")]
+    pub hook_cmd_file: Option<PathBuf>,
     /// Never inject keyboard, pointer or clipboard input.
     #[arg(long)]
     pub view_only: bool,

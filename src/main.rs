@@ -14,7 +14,7 @@ use ticketvnc::session::consent::{CommandAsker, ConsentPolicy};
 #[cfg(not(target_os = "macos"))]
 use ticketvnc::session::ServerNotice;
 use ticketvnc::session::SessionObserver;
-use ticketvnc::tickets::hooks::{HookConfig, HookDispatcher};
+use ticketvnc::tickets::hooks::{read_line_file, HookConfig, HookDispatcher};
 use ticketvnc::tickets::{CodeAuthenticator, JournalObserver};
 
 /// println! that cannot panic: a closed stdout must not stop the server.
@@ -52,6 +52,7 @@ fn main() -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    tickets_cli::set_journal_key_file(cli.journal_key_file.clone());
     match cli.command {
         Command::Serve(args) => rt.block_on(serve(cli.db.as_deref(), *args, Mode::Listen)),
         Command::Connect(c) => {
@@ -186,13 +187,18 @@ async fn serve(db: Option<&std::path::Path>, mut args: ServeArgs, mode: Mode) ->
         })
     };
 
-    let hooks = HookConfig::from_options(
-        args.webhook.clone(),
-        args.webhook_secret_file.as_deref(),
-        args.hook_cmd.clone(),
-    )?
-    .map(|cfg| HookDispatcher::start(cfg, Some(journal.clone())))
-    .transpose()?;
+    // --webhook-url-file / --hook-cmd-file keep tokens out of `ps`.
+    let webhook = match &args.webhook_url_file {
+        Some(f) => Some(read_line_file(f, "the webhook URL")?),
+        None => args.webhook.clone(),
+    };
+    let hook_cmd = match &args.hook_cmd_file {
+        Some(f) => Some(read_line_file(f, "the hook command")?),
+        None => args.hook_cmd.clone(),
+    };
+    let hooks = HookConfig::from_options(webhook, args.webhook_secret_file.as_deref(), hook_cmd)?
+        .map(|cfg| HookDispatcher::start(cfg, Some(journal.clone())))
+        .transpose()?;
     let observer = Arc::new(JournalObserver::new(journal.clone(), hooks));
     #[cfg(target_os = "linux")]
     let mut args = args;

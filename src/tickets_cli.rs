@@ -183,12 +183,26 @@ pub fn tech(db: Option<&Path>, cmd: TechCmd) -> Result<()> {
     Ok(())
 }
 
+/// `--journal-key-file` (global), set once by main.
+static JOURNAL_KEY_FILE: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+
+pub fn set_journal_key_file(path: Option<PathBuf>) {
+    let _ = JOURNAL_KEY_FILE.set(path);
+}
+
+fn journal_key() -> Result<Option<tickets::ChainKey>> {
+    match JOURNAL_KEY_FILE.get().and_then(|p| p.as_deref()) {
+        Some(p) => Ok(Some(tickets::ChainKey::load(p).with_context(|| {
+            format!("reading the journal key {}", p.display())
+        })?)),
+        None => Ok(None),
+    }
+}
+
 pub fn open_journal(db: Option<&Path>) -> Result<Journal> {
-    let path: PathBuf = match db {
-        Some(p) => p.to_path_buf(),
-        None => tickets::default_db_path()?,
-    };
-    Journal::open(&path).with_context(|| format!("opening the journal {}", path.display()))
+    let path = db_path(db)?;
+    Journal::open_with_key(&path, journal_key()?)
+        .with_context(|| format!("opening the journal {}", path.display()))
 }
 
 pub fn ticket(db: Option<&Path>, cmd: TicketCmd) -> Result<()> {
@@ -349,20 +363,39 @@ fn print_table(rows: &[SessionRow]) {
     }
 }
 
+fn db_path(db: Option<&Path>) -> Result<PathBuf> {
+    Ok(match db {
+        Some(p) => p.to_path_buf(),
+        None => tickets::default_db_path()?,
+    })
+}
+
 pub fn sessions(db: Option<&Path>, args: SessionsArgs) -> Result<()> {
-    let j = open_journal(db)?;
     match args.cmd {
         Some(SessionsCmd::Verify) => {
-            let r = j.verify()?;
+            // Read-only: verify never creates, migrates or repairs a journal.
+            let path = db_path(db)?;
+            let key = journal_key()?;
+            let r = Journal::verify_file(&path, key.as_ref())
+                .with_context(|| format!("verifying the journal {}", path.display()))?;
             match r.broken {
                 None => {
-                    println!("Journal OK: {} events, chain head {}", r.events, r.head);
+                    let keyed = match r.keyed_from {
+                        Some(1) => ", HMAC-keyed".to_string(),
+                        Some(s) => format!(", HMAC-keyed from seq {s}"),
+                        None => String::new(),
+                    };
+                    println!(
+                        "Journal OK: {} events{keyed}, chain head {}",
+                        r.events, r.head
+                    );
                     Ok(())
                 }
                 Some(b) => bail!("journal tampered: first broken row is {b}"),
             }
         }
         None => {
+            let j = open_journal(db)?;
             let rows = j.sessions(args.ticket.as_deref())?;
             if args.json {
                 let v: Vec<_> = rows.iter().map(|s| s.to_json()).collect();

@@ -132,3 +132,62 @@ async fn signed_webhook_and_a_hanging_receiver_does_not_delay_updates() {
     }
     let _ = client.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_url_and_hook_command_can_come_from_files_kept_out_of_ps() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ticketvnc.db");
+    let (port, requests) = hanging_receiver();
+    let url_file = dir.path().join("webhook.url");
+    std::fs::write(
+        &url_file,
+        format!("http://127.0.0.1:{port}/hook?token=tok-5ecret-in-url\n"),
+    )
+    .unwrap();
+    let out = dir.path().join("cmd.out");
+    let cmd_file = dir.path().join("hook.cmd");
+    std::fs::write(
+        &cmd_file,
+        format!(
+            "echo \"cmd-5ecret $TICKETVNC_EVENT\" >> '{}'\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    let s = serve(
+        &db,
+        0,
+        &[
+            "--webhook-url-file",
+            url_file.to_str().unwrap(),
+            "--hook-cmd-file",
+            cmd_file.to_str().unwrap(),
+        ],
+    );
+    // Neither secret is on the command line other users can read.
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", s.child.id())).unwrap_or_default();
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    assert!(cmdline.contains("--webhook-url-file"), "{cmdline}");
+    assert!(!cmdline.contains("5ecret"), "{cmdline}");
+
+    let code = open_code(&db, "4711", &[]);
+    binary::viewer(s.addr, code, false).await.unwrap();
+    let (head, body) =
+        tokio::task::spawn_blocking(move || requests.recv_timeout(Duration::from_secs(30)))
+            .await
+            .unwrap()
+            .expect("the webhook from the file received nothing");
+    assert!(
+        head.starts_with("POST /hook?token=tok-5ecret-in-url "),
+        "{head}"
+    );
+    let payload: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(payload["event"], "session_start");
+    for _ in 0..300 {
+        if std::fs::read_to_string(&out).is_ok_and(|t| t.contains("cmd-5ecret session_start")) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the hook command from the file never ran");
+}

@@ -308,17 +308,25 @@ fn consent_rights_notices_and_failures_reach_the_journal_and_the_hooks() {
             .find(|p| p["event"] == event)
             .unwrap_or_else(|| panic!("no {event} hook in {payloads:?}"))
     };
-    assert_eq!(hook("consent")["data"]["decision"], "accepted");
-    assert_eq!(hook("consent")["data"]["rights"], "view");
+    let consent = |decision: &str| {
+        payloads
+            .iter()
+            .find(|p| p["event"] == "consent" && p["data"]["decision"] == decision)
+            .unwrap_or_else(|| panic!("no {decision} consent hook in {payloads:?}"))
+    };
+    assert_eq!(consent("accepted")["data"]["rights"], "view");
     assert_eq!(
         hook("rights_change")["data"]["rights"],
         "view,keys,pointer,clipboard"
     );
     assert_eq!(hook("rights_change")["ticket"], "4711");
+    // A refusal by the person at the screen is a consent decision (never
+    // merged into an auth-failure summary).
     assert_eq!(
-        hook("auth_failure")["data"]["reason"],
+        consent("rejected")["data"]["reason"],
         "the local user refused the connection"
     );
+    assert_eq!(consent("rejected")["session"], failed_row.id.0);
     // The session_end hook was sent after its row was committed: the
     // journal head it carries is at or after the session_end event.
     assert!(hook("session_end")["journal_head"]["seq"].as_i64().unwrap() >= end.seq);

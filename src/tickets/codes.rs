@@ -26,8 +26,10 @@
 //! any number of processes) gets `changes() == 1`.
 
 use super::store::{check_ticket_id, create_private_dir, io_err, private_file};
-use super::{chain, hex, now_ms, unhex, Journal, JournalError, Result};
-use crate::security::{vnc_auth_response, Authenticator, Principal, VncPassword};
+use super::{hex, now_ms, unhex, Journal, JournalError, Result};
+use crate::security::{Authenticator, Principal, VncPassword};
+use des::cipher::{generic_array::GenericArray, BlockEncrypt, KeyInit as DesKeyInit};
+use des::Des;
 use hmac::{KeyInit, Mac};
 use rand::RngCore;
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
@@ -38,8 +40,6 @@ use std::time::Duration;
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
-/// (id, ticket, nonce, salt, hash) of a live code.
-type CodeRow = (i64, String, Vec<u8>, Vec<u8>, Vec<u8>);
 
 /// 32 symbols without 0/O, 1/l/I; upper case only (read over the phone).
 pub const CODE_ALPHABET: &[u8; 32] = b"23456789ABCDEFGHJKLMNPQRSTUVWXYZ";
@@ -48,8 +48,10 @@ pub const CODE_LEN: usize = 8;
 /// Shortest and longest lifetime of a code.
 pub const MIN_TTL: Duration = Duration::from_secs(60);
 pub const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
-/// At most this many live codes are tried per authentication (newest first).
-pub const MAX_LIVE_CODES: i64 = 4096;
+/// At most this many codes may be live at once (`issue_code` refuses
+/// more). Every check costs this many slots (two DES keys, two blocks
+/// each) whatever the number of live codes: about 1 ms in a release build.
+pub const MAX_LIVE_CODES: usize = 1024;
 
 /// A freshly issued code. Its `Debug` never shows the code.
 pub struct IssuedCode {
@@ -109,6 +111,7 @@ fn load_or_create_secret(db: &Path) -> Result<[u8; 32]> {
     for _ in 0..3 {
         match std::fs::File::open(&path) {
             Ok(mut f) => {
+                tighten(&f, &path)?;
                 let mut s = String::new();
                 Read::by_ref(&mut f)
                     .take(200)
@@ -148,6 +151,28 @@ fn load_or_create_secret(db: &Path) -> Result<[u8; 32]> {
         }
     }
     Err(JournalError::BadKeyFile(path))
+}
+
+/// A key file readable or writable by group or others is tightened to
+/// 0600 with a warning, as the database is.
+fn tighten(f: &std::fs::File, path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = f.metadata().map_err(io_err(path))?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format!("{:o}", mode & 0o777),
+                "key file readable by others: tightening permissions to 0600"
+            );
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(io_err(path))?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (f, path);
+    Ok(())
 }
 
 /// Is `ttl` an allowed code lifetime ([`MIN_TTL`]..=[`MAX_TTL`])?
@@ -199,19 +224,39 @@ impl Journal {
             Some("closed") => return Err(JournalError::TicketClosed(ticket.into())),
             _ => {}
         }
+        let live: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM codes WHERE used_at IS NULL AND revoked_at IS NULL AND expires_at > ?1",
+            [now],
+            |r| r.get(0),
+        )?;
+        if live >= MAX_LIVE_CODES as i64 {
+            return Err(JournalError::Invalid(format!(
+                "{live} one-time codes are live, the most ticketvnc checks; \
+                 close tickets or let codes expire first"
+            )));
+        }
         tx.execute(
             "INSERT INTO codes (ticket, nonce, salt, hash, created_at, expires_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![ticket, &nonce[..], &salt[..], &hash[..], now, expires_at],
         )?;
         let id = tx.last_insert_rowid();
-        chain::append(
+        let row = CodeRow {
+            id,
+            ticket: ticket.into(),
+            nonce: nonce.to_vec(),
+            salt: salt.to_vec(),
+            hash: hash.to_vec(),
+            created_at: now,
+            expires_at,
+        };
+        self.append(
             &tx,
             now,
             None,
             Some(ticket),
             "code_issued",
-            &serde_json::json!({"code_id": id, "expires_at": expires_at}),
+            &serde_json::json!({"code_id": id, "expires_at": expires_at, "row_sha256": row.digest()}),
         )?;
         tx.commit()?;
         Ok(IssuedCode {
@@ -222,8 +267,65 @@ impl Journal {
         })
     }
 
+    /// The live codes, reloaded when the `codes` generation counter
+    /// (bumped by trigger on any change to `codes` or a ticket's status)
+    /// moved since the last load.
+    fn live_codes(&self) -> Result<std::sync::MutexGuard<'_, Option<LiveCodes>>> {
+        let generation: i64 =
+            self.conn()
+                .query_row("SELECT value FROM counters WHERE name = 'codes'", [], |r| {
+                    r.get(0)
+                })?;
+        let mut g = self.live_codes.lock().unwrap_or_else(|e| e.into_inner());
+        if g.as_ref().is_none_or(|l| l.generation != generation) {
+            *g = Some(self.load_live_codes(generation)?);
+        }
+        Ok(g)
+    }
+
+    fn load_live_codes(&self, generation: i64) -> Result<LiveCodes> {
+        let k = code_key(&self.secret()?);
+        let c = self.conn();
+        let mut st = c.prepare(
+            "SELECT c.id, c.ticket, c.nonce, c.salt, c.hash, c.created_at, c.expires_at FROM codes c
+             JOIN tickets t ON t.id = c.ticket
+             WHERE c.used_at IS NULL AND c.revoked_at IS NULL AND c.expires_at > ?1
+               AND t.status = 'open'
+             ORDER BY c.id DESC LIMIT ?2",
+        )?;
+        let entries = st
+            .query_map(params![now_ms(), MAX_LIVE_CODES as i64], |r| {
+                let nonce: Vec<u8> = r.get(2)?;
+                let code = derive_code(&k, &nonce);
+                let lower = code.map(|b| b.to_ascii_lowercase());
+                Ok(LiveCode {
+                    row: CodeRow {
+                        id: r.get(0)?,
+                        ticket: r.get(1)?,
+                        nonce,
+                        salt: r.get(3)?,
+                        hash: r.get(4)?,
+                        created_at: r.get(5)?,
+                        expires_at: r.get(6)?,
+                    },
+                    ciphers: [vnc_cipher(&code), vnc_cipher(&lower)],
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        tracing::debug!(live = entries.len(), generation, "one-time codes loaded");
+        Ok(LiveCodes {
+            generation,
+            entries,
+        })
+    }
+
     /// Finds the live code whose DES response matches and consumes it.
     /// Returns (code id, ticket).
+    ///
+    /// The work does not depend on how many codes are live: every check
+    /// runs [`MAX_LIVE_CODES`] slots (real codes, then a dummy key), two
+    /// DES keys each (as written and in lower case), with no early exit
+    /// and no branch on a match.
     fn consume_code(
         &self,
         challenge: &[u8; 16],
@@ -231,71 +333,216 @@ impl Journal {
     ) -> Result<Option<(i64, String)>> {
         let secret = self.secret()?;
         let now = now_ms();
-        let mut c = self.conn();
-        // Read phase (no write lock): find a matching row.
-        let rows: Vec<CodeRow> = {
-            let mut st = c.prepare(
-                "SELECT c.id, c.ticket, c.nonce, c.salt, c.hash FROM codes c
-                 JOIN tickets t ON t.id = c.ticket
-                 WHERE c.used_at IS NULL AND c.revoked_at IS NULL AND c.expires_at > ?1
-                   AND t.status = 'open'
-                 ORDER BY c.id DESC LIMIT ?2",
-            )?;
-            let v = st
-                .query_map(params![now, MAX_LIVE_CODES], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-                })?
-                .collect::<Result<_, _>>()?;
-            v
-        };
-        // Constant time over the candidates: no early exit, no branch on a match.
-        let mut found = subtle::Choice::from(0u8);
-        let mut found_idx = 0u64;
-        let k = code_key(&secret);
-        for (i, (_, _, nonce, _, _)) in rows.iter().enumerate() {
-            let code = derive_code(&k, nonce);
-            let lower = code.map(|b| b.to_ascii_lowercase());
-            let mut hit = subtle::Choice::from(0u8);
-            for variant in [&code, &lower] {
-                let expected = vnc_auth_response(&VncPassword::new(variant), challenge);
-                hit |= expected.ct_eq(response);
+        let (row, ops) = {
+            let live = self.live_codes()?;
+            let entries = live.as_ref().map(|l| &l.entries[..]).unwrap_or(&[]);
+            let dummy = dummy_ciphers();
+            let mut found = subtle::Choice::from(0u8);
+            let mut found_idx = 0u64;
+            let mut ops = 0u64;
+            for i in 0..MAX_LIVE_CODES {
+                let (ciphers, usable) = match entries.get(i) {
+                    Some(e) => (&e.ciphers, e.row.expires_at > now),
+                    None => (dummy, false),
+                };
+                let mut hit = subtle::Choice::from(0u8);
+                for cipher in ciphers {
+                    let mut out = *challenge;
+                    for block in out.chunks_exact_mut(8) {
+                        cipher.encrypt_block(GenericArray::from_mut_slice(block));
+                        ops += 1;
+                    }
+                    hit |= out.ct_eq(response);
+                }
+                hit &= subtle::Choice::from(usable as u8);
+                found_idx.conditional_assign(&(i as u64), hit);
+                found |= hit;
             }
-            found_idx.conditional_assign(&(i as u64), hit);
-            found |= hit;
-        }
-        if !bool::from(found) {
-            return Ok(None);
-        }
-        let (id, ticket, nonce, salt, hash) = &rows[found_idx as usize];
-        let code = derive_code(&k, nonce);
-        if !bool::from(code_hash(&secret, salt, &code).ct_eq(hash.as_slice())) {
+            let row = bool::from(found).then(|| entries[found_idx as usize].row.clone());
+            (row, ops)
+        };
+        self.des_ops
+            .fetch_add(ops, std::sync::atomic::Ordering::Relaxed);
+        let Some(row) = row else { return Ok(None) };
+        let code = derive_code(&code_key(&secret), &row.nonce);
+        if !bool::from(code_hash(&secret, &row.salt, &code).ct_eq(row.hash.as_slice())) {
             // The key file does not belong to this database (replaced?).
             tracing::warn!(
-                code_id = id,
+                code_id = row.id,
                 "one-time code hash mismatch: key file does not match the database"
             );
             return Ok(None);
         }
+        let mut c = self.conn();
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let n = tx.execute(
-            "UPDATE codes SET used_at = ?2 WHERE id = ?1 AND used_at IS NULL
-               AND revoked_at IS NULL AND expires_at > ?2",
-            params![id, now_ms()],
-        )?;
-        if n != 1 {
-            return Ok(None); // another viewer was faster
+        // The row must still say live, and agree with what the chain
+        // recorded about it: a code set back to unused (or revoked, or
+        // given a later expiry) behind ticketvnc's back is refused.
+        let current: Option<CodeRow> = tx
+            .query_row(
+                "SELECT c.id, c.ticket, c.nonce, c.salt, c.hash, c.created_at, c.expires_at
+                 FROM codes c JOIN tickets t ON t.id = c.ticket
+                 WHERE c.id = ?1 AND c.used_at IS NULL AND c.revoked_at IS NULL
+                   AND c.expires_at > ?2 AND t.status = 'open'",
+                params![row.id, now],
+                |r| {
+                    Ok(CodeRow {
+                        id: r.get(0)?,
+                        ticket: r.get(1)?,
+                        nonce: r.get(2)?,
+                        salt: r.get(3)?,
+                        hash: r.get(4)?,
+                        created_at: r.get(5)?,
+                        expires_at: r.get(6)?,
+                    })
+                },
+            )
+            .optional()?;
+        let Some(current) = current.filter(|c| *c == row) else {
+            return Ok(None); // another viewer was faster, or it changed
+        };
+        if let Some(why) = chain_disagrees(&tx, &current)? {
+            tracing::warn!(
+                code_id = row.id,
+                ticket = %row.ticket,
+                why,
+                "one-time code refused: its row disagrees with the journal chain (edited outside ticketvnc?)"
+            );
+            return Ok(None);
         }
-        chain::append(
+        let used_at = now_ms();
+        tx.execute(
+            "UPDATE codes SET used_at = ?2 WHERE id = ?1 AND used_at IS NULL",
+            params![row.id, used_at],
+        )?;
+        self.append(
             &tx,
-            now_ms(),
+            used_at,
             None,
-            Some(ticket),
+            Some(&row.ticket),
             "code_used",
-            &serde_json::json!({"code_id": id}),
+            &serde_json::json!({"code_id": row.id, "used_at": used_at}),
         )?;
         tx.commit()?;
-        Ok(Some((*id, ticket.clone())))
+        Ok(Some((row.id, row.ticket)))
     }
+
+    /// DES block operations done checking one-time codes so far. A test
+    /// hook: the count per check is the same whatever the number of live
+    /// codes.
+    #[doc(hidden)]
+    pub fn des_operations(&self) -> u64 {
+        self.des_ops.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// A `codes` row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct CodeRow {
+    pub id: i64,
+    pub ticket: String,
+    pub nonce: Vec<u8>,
+    pub salt: Vec<u8>,
+    pub hash: Vec<u8>,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+impl CodeRow {
+    /// SHA-256 over every column fixed at issue time, as recorded in the
+    /// `code_issued` event (schema 3 on).
+    pub(crate) fn digest(&self) -> String {
+        use sha2::Digest;
+        let v = serde_json::json!([
+            self.id,
+            self.ticket,
+            hex(&self.nonce),
+            hex(&self.salt),
+            hex(&self.hash),
+            self.created_at,
+            self.expires_at
+        ]);
+        hex(&sha2::Sha256::digest(v.to_string().as_bytes()))
+    }
+}
+
+/// Why the chain does not back this live code row, if it does not: its
+/// `code_issued` event must exist and match the row, and there must be
+/// no `code_used` event for it and no `ticket_closed` of its ticket after
+/// it was issued (closing revokes every unused code).
+pub(crate) fn chain_disagrees(
+    c: &rusqlite::Connection,
+    row: &CodeRow,
+) -> Result<Option<&'static str>> {
+    let issued: Option<(i64, String)> = c
+        .query_row(
+            "SELECT seq, details FROM events WHERE kind = 'code_issued' AND ticket = ?1
+               AND json_extract(details, '$.code_id') = ?2 ORDER BY seq LIMIT 1",
+            params![row.ticket, row.id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((seq, details)) = issued else {
+        return Ok(Some("no code_issued event"));
+    };
+    let d: serde_json::Value = serde_json::from_str(&details).unwrap_or_default();
+    let matches = match d["row_sha256"].as_str() {
+        Some(h) => h == row.digest(),
+        // Written before schema 3: only the expiry was recorded.
+        None => d["expires_at"].as_i64() == Some(row.expires_at),
+    };
+    if !matches {
+        return Ok(Some("differs from its code_issued event"));
+    }
+    let used: bool = c.query_row(
+        "SELECT EXISTS (SELECT 1 FROM events WHERE kind = 'code_used' AND ticket = ?1
+           AND json_extract(details, '$.code_id') = ?2)",
+        params![row.ticket, row.id],
+        |r| r.get(0),
+    )?;
+    if used {
+        return Ok(Some("a code_used event says it was used"));
+    }
+    let closed: bool = c.query_row(
+        "SELECT EXISTS (SELECT 1 FROM events WHERE kind = 'ticket_closed' AND ticket = ?1
+           AND seq > ?2)",
+        params![row.ticket, seq],
+        |r| r.get(0),
+    )?;
+    if closed {
+        return Ok(Some("its ticket was closed after it was issued (revoked)"));
+    }
+    Ok(None)
+}
+
+/// Live codes kept in memory, with their DES key schedules.
+pub(crate) struct LiveCodes {
+    generation: i64,
+    entries: Vec<LiveCode>,
+}
+
+struct LiveCode {
+    row: CodeRow,
+    /// The code as written and in lower case.
+    ciphers: [Des; 2],
+}
+
+/// The DES cipher VNC authentication uses for `password` (8 bytes, each
+/// byte's bits mirrored).
+fn vnc_cipher(password: &[u8; CODE_LEN]) -> Des {
+    let key = password.map(u8::reverse_bits);
+    <Des as DesKeyInit>::new(GenericArray::from_slice(&key))
+}
+
+/// Keys no code can have (outside the alphabet): the padding slots.
+fn dummy_ciphers() -> &'static [Des; 2] {
+    static DUMMY: std::sync::OnceLock<[Des; 2]> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| {
+        [
+            vnc_cipher(b"\0\0\0\0\0\0\0\0"),
+            vnc_cipher(b"\x01\0\0\0\0\0\0\0"),
+        ]
+    })
 }
 
 /// An [`Authenticator`] backed by the journal's one-time codes, plus an
@@ -392,5 +639,53 @@ mod tests {
         s.sort();
         s.dedup();
         assert_eq!(s.len(), 32);
+    }
+
+    fn respond(code: &str, challenge: &[u8; 16]) -> [u8; 16] {
+        crate::security::vnc_auth_response(&VncPassword::new(code.as_bytes()), challenge)
+    }
+
+    #[test]
+    fn the_cached_cipher_is_vnc_authentication() {
+        let ch = *b"0123456789abcdef";
+        let mut out = ch;
+        let c = vnc_cipher(b"K7MX4QPN");
+        for b in out.chunks_exact_mut(8) {
+            c.encrypt_block(GenericArray::from_mut_slice(b));
+        }
+        assert_eq!(out, respond("K7MX4QPN", &ch));
+    }
+
+    /// Work per check, counted in DES block operations: the same with one
+    /// live code and with a thousand, for a wrong and for a right answer.
+    #[test]
+    fn checking_a_response_costs_the_same_whatever_the_number_of_live_codes() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("t.db")).unwrap();
+        j.open_ticket("1", None).unwrap();
+        let ttl = Duration::from_secs(600);
+        let ch = [7u8; 16];
+        let cost = |response: [u8; 16]| {
+            let before = j.des_operations();
+            let t = std::time::Instant::now();
+            let r = j.consume_code(&ch, &response).unwrap();
+            (j.des_operations() - before, t.elapsed(), r.is_some())
+        };
+        let first = j.issue_code("1", ttl).unwrap();
+        let (one_wrong, t1, ok) = cost([0; 16]);
+        assert!(!ok);
+        for _ in 0..999 {
+            j.issue_code("1", ttl).unwrap();
+        }
+        let (many_wrong, t1000, ok) = cost([0; 16]);
+        assert!(!ok);
+        let (many_right, _, ok) = cost(respond(&first.code, &ch));
+        assert!(ok, "the oldest of 1000 live codes is accepted");
+        let (_, _, again) = cost(respond(&first.code, &ch));
+        assert!(!again, "used twice");
+        println!("one check: {t1:?} with 1 live code, {t1000:?} with 1000");
+        assert_eq!(one_wrong, (MAX_LIVE_CODES * 4) as u64);
+        assert_eq!(many_wrong, one_wrong);
+        assert_eq!(many_right, one_wrong);
     }
 }

@@ -3,13 +3,19 @@
 //! (signed with HMAC-SHA256) and/or runs a command with the event in
 //! environment variables and the same JSON on stdin.
 //!
-//! [`HookDispatcher::dispatch`] never blocks: it does a `try_send` into a
-//! bounded queue per target. Each target (webhook, command) has its own
-//! worker thread, so a hanging webhook does not hold up the command hook,
-//! and neither ever touches a viewer's task. When a queue is full the NEW
-//! event is refused (not the oldest dropped): events stay in order, and the
-//! refusal is counted and journaled by the worker as a `hook_delivery`
-//! event with outcome "dropped: queue full (N)" when it catches up.
+//! [`HookDispatcher::dispatch`] never blocks and never drops an event that
+//! matters. Each target (webhook, command) has its own worker thread and
+//! queue, so a hanging webhook does not hold up the command hook, and
+//! neither ever touches a viewer's task. Session start and end, consent
+//! and rights changes are queued without limit (their number is bounded
+//! by the sessions) and always go first. Failed authentications never
+//! queue one by one: they are added up per minute into one
+//! `auth_failures` delivery (count, first and last time, the first 32
+//! distinct addresses, the number of distinct addresses, the reasons), so
+//! 4,000 guesses cost one delivery, and a summary waiting to be retried
+//! steps aside as soon as a session event arrives. If summaries pile up
+//! behind a slow receiver (more than `queue_len`), new ones are merged
+//! into the newest waiting one.
 //!
 //! Every attempt's outcome (delivered / failed, will retry / gave up) is a
 //! `hook_delivery` journal event. Retries back off exponentially
@@ -33,15 +39,15 @@
 //! `TICKETVNC_TIME`, `TICKETVNC_TICKET`, `TICKETVNC_SESSION` and one
 //! `TICKETVNC_<FIELD>` per scalar field of `data`; exit status 0 is success.
 
+use super::flood::{address_of, AuthSummary};
 use super::{format_time, hex, now_ms, Journal, JournalError, Result};
 use super::{Consent, Event, Rights, SessionId, SessionStart, SessionStats};
 use hmac::{KeyInit, Mac};
 use serde_json::{json, Value};
+use std::collections::VecDeque;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -61,8 +67,12 @@ pub struct HookConfig {
     pub max_backoff: Duration,
     /// Longest one attempt may take (HTTP request or command run).
     pub attempt_timeout: Duration,
-    /// Events waiting per target before new ones are refused.
+    /// Auth-failure summaries waiting per target; beyond this they are
+    /// merged into the newest (nothing is dropped).
     pub queue_len: usize,
+    /// Auth failures are delivered as one `auth_failures` summary per
+    /// window of this length (aligned to the clock).
+    pub auth_summary_window: Duration,
 }
 
 impl std::fmt::Debug for HookConfig {
@@ -90,6 +100,7 @@ impl Default for HookConfig {
             max_backoff: Duration::from_secs(120),
             attempt_timeout: Duration::from_secs(10),
             queue_len: 256,
+            auth_summary_window: Duration::from_millis(super::flood::AUTH_WINDOW_MS as u64),
         }
     }
 }
@@ -106,7 +117,7 @@ impl HookConfig {
     ) -> Result<Option<HookConfig>> {
         if secret_file.is_some() && webhook.is_none() {
             return Err(JournalError::Invalid(
-                "--webhook-secret-file needs --webhook".into(),
+                "--webhook-secret-file needs --webhook or --webhook-url-file".into(),
             ));
         }
         if let Some(u) = &webhook {
@@ -136,6 +147,13 @@ fn check_url(u: &str) -> Result<()> {
 
 /// Reads a webhook secret: the file's first line, which must not be empty.
 pub fn read_secret_file(path: &Path) -> Result<Vec<u8>> {
+    Ok(read_line_file(path, "the webhook secret")?.into_bytes())
+}
+
+/// The first line of `path` (trimmed), which must not be empty: for
+/// `--webhook-url-file` and `--hook-cmd-file`, so that a token in the URL
+/// or the command does not show in `ps` or /proc/PID/cmdline.
+pub fn read_line_file(path: &Path, what: &str) -> Result<String> {
     let text = std::fs::read_to_string(path).map_err(|source| JournalError::Io {
         path: path.to_path_buf(),
         source,
@@ -143,18 +161,19 @@ pub fn read_secret_file(path: &Path) -> Result<Vec<u8>> {
     let line = text.lines().next().unwrap_or("").trim();
     if line.is_empty() {
         return Err(JournalError::Invalid(format!(
-            "{}: the webhook secret is empty",
+            "{}: {what} is empty",
             path.display()
         )));
     }
-    Ok(line.as_bytes().to_vec())
+    Ok(line.to_owned())
 }
 
 /// One event for the ticket system.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HookEvent {
     /// "session_start", "session_end", "auth_failure", "consent",
-    /// "rights_change".
+    /// "rights_change"; "auth_failure" events are delivered as
+    /// "auth_failures" summaries.
     pub event: &'static str,
     pub ticket: Option<String>,
     pub session: Option<SessionId>,
@@ -245,43 +264,108 @@ struct Delivery {
     ev: HookEvent,
     id: String,
     time: i64,
+    /// Attempts already made (a summary put back behind a session event
+    /// keeps its count).
+    attempts_done: u32,
+    /// For an `auth_failures` delivery: its counts (merged into when
+    /// summaries pile up).
+    summary: Option<AuthSummary>,
 }
 
+impl Delivery {
+    fn new(ev: HookEvent, id: String, time: i64) -> Delivery {
+        Delivery {
+            ev,
+            id,
+            time,
+            attempts_done: 0,
+            summary: None,
+        }
+    }
+}
+
+fn delivery_id() -> String {
+    let mut id = [0u8; 12];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut id);
+    hex(&id)
+}
+
+/// What waits for one target.
 #[derive(Default)]
-struct Stop {
-    flag: Mutex<bool>,
+struct Queue {
+    /// Session start and end, consent, rights changes: never dropped,
+    /// always delivered before any summary.
+    important: VecDeque<Delivery>,
+    /// Closed auth-failure summaries, oldest first.
+    summaries: VecDeque<Delivery>,
+    /// The auth failures of the current window.
+    window: Option<AuthSummary>,
+    /// No more events (shutdown): deliver what is queued, then exit.
+    closed: bool,
+    /// Give up now (shutdown grace is over, or dropped).
+    stop: bool,
+}
+
+/// One target's queue, shared between `dispatch` and the worker.
+#[derive(Default)]
+struct Shared {
+    q: Mutex<Queue>,
     cv: Condvar,
 }
 
-impl Stop {
-    /// Sleeps up to `d`; true if stopping.
-    fn sleep(&self, d: Duration) -> bool {
-        let g = self.flag.lock().unwrap_or_else(|e| e.into_inner());
-        let (g, _) = self
-            .cv
-            .wait_timeout_while(g, d, |stop| !*stop)
-            .unwrap_or_else(|e| e.into_inner());
-        *g
+enum Wake {
+    Timeout,
+    Stop,
+    /// An important event arrived while a summary was waiting to retry.
+    Preempt,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.q.lock().unwrap_or_else(|e| e.into_inner())
     }
-    fn set(&self) {
-        *self.flag.lock().unwrap_or_else(|e| e.into_inner()) = true;
+    /// Sleeps up to `d`. With `preemptible`, returns early when an
+    /// important event is waiting.
+    fn sleep(&self, d: Duration, preemptible: bool) -> Wake {
+        let deadline = Instant::now() + d;
+        let mut g = self.lock();
+        loop {
+            if g.stop {
+                return Wake::Stop;
+            }
+            if preemptible && !g.important.is_empty() {
+                return Wake::Preempt;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Wake::Timeout;
+            }
+            g = self
+                .cv
+                .wait_timeout(g, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+    fn set_stop(&self) {
+        self.lock().stop = true;
         self.cv.notify_all();
     }
-    fn is_set(&self) -> bool {
-        *self.flag.lock().unwrap_or_else(|e| e.into_inner())
+    fn is_stopping(&self) -> bool {
+        self.lock().stop
     }
 }
 
 struct Target {
-    tx: Option<SyncSender<Delivery>>,
-    refused: Arc<AtomicU64>,
+    shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
 
 /// Non-blocking hook delivery; see the module documentation.
 pub struct HookDispatcher {
     targets: Vec<Target>,
-    stop: Arc<Stop>,
+    window_ms: i64,
+    max_summaries: usize,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -315,7 +399,8 @@ impl HookDispatcher {
                 tracing::warn!("webhook without a secret: payloads are not signed");
             }
         }
-        let stop = Arc::new(Stop::default());
+        let window_ms = (cfg.auth_summary_window.as_millis() as i64).max(1);
+        let max_summaries = cfg.queue_len.max(1);
         let cfg = Arc::new(cfg);
         let mut targets = Vec::new();
         for kind in [Kind::Webhook, Kind::Command] {
@@ -326,64 +411,97 @@ impl HookDispatcher {
             if !on {
                 continue;
             }
-            let (tx, rx) = sync_channel(cfg.queue_len.max(1));
-            let refused = Arc::new(AtomicU64::new(0));
+            let shared = Arc::new(Shared::default());
             let w = Worker {
                 kind,
                 cfg: cfg.clone(),
                 journal: journal.clone(),
-                stop: stop.clone(),
-                refused: refused.clone(),
+                shared: shared.clone(),
+                window_ms,
                 agent: None,
             };
             let thread = std::thread::Builder::new()
                 .name(format!("hook-{}", kind.name()))
-                .spawn(move || w.run(rx))
+                .spawn(move || w.run())
                 .map_err(|e| JournalError::Invalid(format!("cannot start hook thread: {e}")))?;
             targets.push(Target {
-                tx: Some(tx),
-                refused,
+                shared,
                 thread: Some(thread),
             });
         }
-        Ok(HookDispatcher { targets, stop })
+        Ok(HookDispatcher {
+            targets,
+            window_ms,
+            max_summaries,
+        })
     }
 
-    /// Queues `ev` for every target. Never blocks; returns false if any
-    /// target's queue was full (that target refused it).
+    /// Queues `ev` for every target. Never blocks and never drops a
+    /// session start or end, consent or rights change: they go before any
+    /// auth-failure traffic. An `auth_failure` is added to the current
+    /// window's summary (one `auth_failures` delivery per window). Returns
+    /// false only after shutdown.
     pub fn dispatch(&self, ev: HookEvent) -> bool {
-        if self.targets.is_empty() {
-            return true;
+        if ev.event == "auth_failure" {
+            let address = address_of(ev.data["peer"].as_str());
+            let reason = ev.data["reason"].as_str().unwrap_or("");
+            return self.auth_failure(&address, reason, now_ms());
         }
-        let mut id = [0u8; 12];
-        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut id);
-        let id = hex(&id);
+        let id = delivery_id();
         let time = now_ms();
         let mut all = true;
         for t in &self.targets {
-            let Some(tx) = &t.tx else { continue };
-            let d = Delivery {
-                ev: ev.clone(),
-                id: id.clone(),
-                time,
-            };
-            match tx.try_send(d) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                    t.refused.fetch_add(1, Ordering::Relaxed);
-                    all = false;
-                }
+            let mut q = t.shared.lock();
+            if q.closed {
+                all = false;
+                continue;
+            }
+            q.important
+                .push_back(Delivery::new(ev.clone(), id.clone(), time));
+            drop(q);
+            t.shared.cv.notify_all();
+        }
+        if !all {
+            tracing::warn!(event = ev.event, "hook event after shutdown not delivered");
+        }
+        all
+    }
+
+    fn auth_failure(&self, address: &str, reason: &str, at: i64) -> bool {
+        let w = at.div_euclid(self.window_ms);
+        let mut all = true;
+        for t in &self.targets {
+            let mut q = t.shared.lock();
+            if q.closed {
+                all = false;
+                continue;
+            }
+            if q.window.as_ref().is_some_and(|s| s.window != w) {
+                let old = q.window.take().expect("checked");
+                push_summary(&mut q, old, self.max_summaries);
+            }
+            let opened = q.window.is_none();
+            q.window
+                .get_or_insert_with(|| AuthSummary::new(w))
+                .add(address, reason, at);
+            drop(q);
+            if opened {
+                // The worker may be asleep with no deadline: it must wake
+                // when this window closes.
+                t.shared.cv.notify_all();
             }
         }
         all
     }
 
-    /// Stops accepting events, lets the workers finish what is queued for
-    /// up to `grace`, then tells them to give up (no more retries). Returns
-    /// true if all queued deliveries finished in time.
+    /// Stops accepting events, lets the workers deliver what is queued
+    /// (the current auth-failure window included) for up to `grace`, then
+    /// tells them to give up (no more retries). Returns true if all queued
+    /// deliveries finished in time.
     pub fn shutdown(mut self, grace: Duration) -> bool {
-        for t in &mut self.targets {
-            t.tx = None;
+        for t in &self.targets {
+            t.shared.lock().closed = true;
+            t.shared.cv.notify_all();
         }
         let deadline = Instant::now() + grace;
         loop {
@@ -400,7 +518,9 @@ impl HookDispatcher {
                 return true;
             }
             if Instant::now() >= deadline {
-                self.stop.set();
+                for t in &self.targets {
+                    t.shared.set_stop();
+                }
                 return false;
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -408,13 +528,53 @@ impl HookDispatcher {
     }
 }
 
+/// Queues a closed window's summary; when `max` are already waiting (a
+/// slow or failing receiver), it is merged into the newest one instead,
+/// so nothing is lost and the queue stays bounded.
+fn push_summary(q: &mut Queue, mut s: AuthSummary, max: usize) {
+    if s.is_empty() {
+        return;
+    }
+    // Bounded memory while it waits: 32 addresses, not 4096.
+    s.freeze();
+    if q.summaries.len() >= max {
+        if let Some(last) = q.summaries.back_mut() {
+            if let Some(mut merged) = last.summary.take() {
+                merged.merge(&s);
+                last.ev = summary_event(&merged);
+                last.summary = Some(merged);
+                return;
+            }
+        }
+    }
+    let ev = summary_event(&s);
+    let mut d = Delivery::new(ev, delivery_id(), now_ms());
+    d.summary = Some(s);
+    q.summaries.push_back(d);
+}
+
+fn summary_event(s: &AuthSummary) -> HookEvent {
+    let mut data = s.to_json();
+    data["first"] = json!(format_time(s.first));
+    data["last"] = json!(format_time(s.last));
+    HookEvent {
+        event: "auth_failures",
+        ticket: None,
+        session: None,
+        data,
+    }
+}
+
 impl Drop for HookDispatcher {
     /// Dropping never blocks: workers are told to stop and left to exit.
     fn drop(&mut self) {
-        for t in &mut self.targets {
-            t.tx = None;
+        for t in &self.targets {
+            let mut q = t.shared.lock();
+            q.closed = true;
+            q.stop = true;
+            drop(q);
+            t.shared.cv.notify_all();
         }
-        self.stop.set();
     }
 }
 
@@ -422,19 +582,59 @@ struct Worker {
     kind: Kind,
     cfg: Arc<HookConfig>,
     journal: Option<Arc<Journal>>,
-    stop: Arc<Stop>,
-    refused: Arc<AtomicU64>,
+    shared: Arc<Shared>,
+    window_ms: i64,
     agent: Option<ureq::Agent>,
 }
 
 impl Worker {
-    fn run(mut self, rx: Receiver<Delivery>) {
-        while let Ok(d) = rx.recv() {
-            self.report_refused();
+    fn run(mut self) {
+        while let Some(mut d) = self.next() {
             let body = self.body(&d);
-            self.deliver(&d, &body);
+            if let Some(back) = self.deliver(&mut d, &body) {
+                // A summary interrupted by a session event: it goes first
+                // again once the important events are out.
+                self.shared.lock().summaries.push_front(back);
+            }
         }
-        self.report_refused();
+    }
+
+    /// The next delivery: important events first, then closed summaries;
+    /// waits for the current window to close. None when shut down and
+    /// everything is out.
+    fn next(&self) -> Option<Delivery> {
+        let mut q = self.shared.lock();
+        loop {
+            if q.stop {
+                return None;
+            }
+            if let Some(d) = q.important.pop_front() {
+                return Some(d);
+            }
+            let now = now_ms();
+            let due = q.window.as_ref().map(|s| (s.window + 1) * self.window_ms);
+            if q.closed || due.is_some_and(|t| t <= now) {
+                if let Some(s) = q.window.take() {
+                    push_summary(&mut q, s, self.cfg.queue_len.max(1));
+                }
+            }
+            if let Some(d) = q.summaries.pop_front() {
+                return Some(d);
+            }
+            if q.closed {
+                return None;
+            }
+            let wait = match due {
+                Some(t) => Duration::from_millis((t - now).clamp(1, 60_000) as u64),
+                None => Duration::from_secs(3600),
+            };
+            q = self
+                .shared
+                .cv
+                .wait_timeout(q, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
     }
 
     /// The JSON payload, built here (not in `dispatch`) so the caller never
@@ -454,57 +654,39 @@ impl Worker {
         .into_bytes()
     }
 
-    /// Journals events refused while the queue was full (not tied to a
-    /// session: they were never delivered).
-    fn report_refused(&self) {
-        let n = self.refused.swap(0, Ordering::Relaxed);
-        if n == 0 {
-            return;
-        }
-        let outcome = format!("dropped: queue full ({n} events)");
-        tracing::warn!(hook = self.kind.name(), %outcome, "hook delivery");
-        if let Some(j) = &self.journal {
-            let e = Event::HookDelivery {
-                target: self.kind.name().into(),
-                event: "(refused)".into(),
-                attempt: 0,
-                outcome,
-            };
-            if let Err(err) = j.ticket_event(None, &e) {
-                tracing::error!(error = %err, "cannot journal a hook delivery");
-            }
-        }
-    }
-
-    fn deliver(&mut self, d: &Delivery, body: &[u8]) {
+    /// Delivers with retries. Returns the delivery when it was a summary
+    /// interrupted (between attempts) by an important event.
+    fn deliver(&mut self, d: &mut Delivery, body: &[u8]) -> Option<Delivery> {
         let mut backoff = self.cfg.initial_backoff;
         let attempts = self.cfg.max_attempts.max(1);
-        for attempt in 1..=attempts {
-            if self.stop.is_set() {
+        let preemptible = d.summary.is_some();
+        for attempt in (d.attempts_done + 1)..=attempts {
+            if self.shared.is_stopping() {
                 self.record(&d.ev, attempt, "gave up: shutting down", false);
-                return;
+                return None;
             }
             let outcome = match self.kind {
                 Kind::Webhook => self.post(d, body),
                 Kind::Command => self.run_cmd(d, body),
             };
+            d.attempts_done = attempt;
             match outcome {
                 Outcome::Delivered(what) => {
                     self.record(&d.ev, attempt, &format!("delivered: {what}"), false);
-                    return;
+                    return None;
                 }
                 Outcome::Permanent(why) => {
                     self.record(&d.ev, attempt, &format!("gave up: {why}"), true);
-                    return;
+                    return None;
                 }
-                Outcome::Retry(why) if attempt == attempts => {
+                Outcome::Retry(why) if attempt >= attempts => {
                     self.record(
                         &d.ev,
                         attempt,
                         &format!("gave up after {attempt} attempts: {why}"),
                         true,
                     );
-                    return;
+                    return None;
                 }
                 Outcome::Retry(why) => {
                     self.record(
@@ -516,14 +698,27 @@ impl Worker {
                         ),
                         false,
                     );
-                    if self.stop.sleep(backoff) {
-                        self.record(&d.ev, attempt, "gave up: shutting down", false);
-                        return;
+                    match self.shared.sleep(backoff, preemptible) {
+                        Wake::Timeout => {}
+                        Wake::Stop => {
+                            self.record(&d.ev, attempt, "gave up: shutting down", false);
+                            return None;
+                        }
+                        Wake::Preempt => {
+                            return Some(Delivery {
+                                ev: d.ev.clone(),
+                                id: d.id.clone(),
+                                time: d.time,
+                                attempts_done: d.attempts_done,
+                                summary: d.summary.take(),
+                            });
+                        }
                     }
                     backoff = (backoff * 2).min(self.cfg.max_backoff);
                 }
             }
         }
+        None
     }
 
     fn record(&self, ev: &HookEvent, attempt: u32, outcome: &str, warn: bool) {
@@ -664,7 +859,7 @@ impl Worker {
             match child.try_wait() {
                 Ok(Some(st)) if st.success() => return Outcome::Delivered("exit 0".into()),
                 Ok(Some(st)) => return Outcome::Retry(format!("command {st}")),
-                Ok(None) if Instant::now() >= deadline || self.stop.is_set() => {
+                Ok(None) if Instant::now() >= deadline || self.shared.is_stopping() => {
                     kill_tree(&mut child);
                     let _ = child.wait();
                     return Outcome::Retry("command timed out (killed)".into());

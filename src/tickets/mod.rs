@@ -51,6 +51,7 @@
 
 mod chain;
 mod codes;
+pub mod flood;
 pub mod hooks;
 mod kb;
 mod observer;
@@ -59,9 +60,10 @@ mod store;
 mod technicians;
 mod writer;
 
-pub use chain::{Broken, VerifyReport};
+pub use chain::{Broken, ChainKey, VerifyReport};
 pub use codes::{
-    check_code_ttl, CodeAuthenticator, IssuedCode, CODE_ALPHABET, CODE_LEN, MAX_TTL, MIN_TTL,
+    check_code_ttl, CodeAuthenticator, IssuedCode, CODE_ALPHABET, CODE_LEN, MAX_LIVE_CODES,
+    MAX_TTL, MIN_TTL,
 };
 pub use kb::KbHit;
 pub use observer::JournalObserver;
@@ -105,6 +107,16 @@ pub enum JournalError {
     TechnicianExists(String),
     #[error("technician {0:?} does not exist")]
     NoSuchTechnician(String),
+    #[error("journal key file {path} has mode {mode:o}: it must be readable by its owner only (chmod 600)")]
+    KeyFileMode { path: PathBuf, mode: u32 },
+    #[error("the journal chain is keyed: pass --journal-key-file to write to it")]
+    KeyRequired,
+    #[error("the journal key does not match the keyed rows of {0}")]
+    WrongKey(PathBuf),
+    #[error("no journal here: {0} is missing or empty")]
+    NoJournal(PathBuf),
+    #[error("{0} is not a ticketvnc journal")]
+    NotAJournal(PathBuf),
     #[error("password hashing: {0}")]
     PasswordHash(String),
 }

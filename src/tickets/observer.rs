@@ -9,9 +9,10 @@
 //! tokio's blocking pool. Everything else goes to the journal writer thread
 //! (see `writer.rs`) and never waits for the database.
 
+use super::flood::address_of;
 use super::hooks::{HookDispatcher, HookEvent};
 use super::writer::{Entry, Writer};
-use super::{now_ms, Direction, Event, Journal, SessionId, SessionStart, SessionStats};
+use super::{now_ms, Consent, Direction, Event, Journal, SessionId, SessionStart, SessionStats};
 use crate::session::{EndReason, ServerNotice, SessionEvent, SessionInfo, SessionObserver};
 use std::sync::{Arc, Mutex};
 use tracing::error;
@@ -110,20 +111,46 @@ impl SessionObserver for JournalObserver {
 
     /// `reason` (what the viewer was told: wrong password, type not
     /// offered, locked out, consent rejected, ...) goes into the
-    /// `auth_failure` event and the hook; the session row's consent column
-    /// says what the local user answered, if asked.
+    /// `auth_failure` event; the session row's consent column says what
+    /// the local user answered, if asked.
+    ///
+    /// A flood of guesses cannot fill the disk: only the first few failures
+    /// per address and minute (and at most 64 a minute in all) get their
+    /// own row; the rest are counted into one `auth_failures` summary per
+    /// minute (see [`flood`](super::flood)). The hooks get every failure in
+    /// their per-minute summary. A refusal by the person at the screen is
+    /// a consent decision, not a guess: it always gets its row and a
+    /// `consent` hook.
     fn auth_failed(&self, info: &SessionInfo, reason: &str) {
         let start = start_record(info);
-        match self.journal.auth_failed(&start, reason) {
-            Ok(id) => self.hook(HookEvent::auth_failure(
-                Some(id),
-                start.peer.as_deref(),
-                reason,
-            )),
+        let consent = matches!(info.consent, Consent::Rejected | Consent::Timeout);
+        let address = address_of(start.peer.as_deref());
+        if !consent && !self.writer.auth_failure(&address, reason, now_ms()) {
+            self.hook(HookEvent::auth_failure(None, start.peer.as_deref(), reason));
+            return;
+        }
+        let id = match self.journal.auth_failed(&start, reason) {
+            Ok(id) => Some(id),
             Err(e) => {
                 error!(error = %e, "cannot record a failed authentication");
-                self.hook(HookEvent::auth_failure(None, start.peer.as_deref(), reason));
+                None
             }
+        };
+        if consent {
+            let mut ev = match id {
+                Some(id) => HookEvent::consent(id, start.ticket.clone(), info.consent),
+                None => HookEvent {
+                    event: "consent",
+                    ticket: start.ticket.clone(),
+                    session: None,
+                    data: serde_json::json!({ "decision": info.consent.as_str() }),
+                },
+            };
+            ev.data["reason"] = serde_json::json!(reason);
+            ev.data["peer"] = serde_json::json!(start.peer);
+            self.hook(ev);
+        } else {
+            self.hook(HookEvent::auth_failure(id, start.peer.as_deref(), reason));
         }
     }
 

@@ -92,6 +92,31 @@ const MIGRATIONS: &[&str] = &[
         created_at  INTEGER NOT NULL
     );
     "#,
+    // 3 (issue 8): a generation counter that every change to `codes` (and
+    // to a ticket's status) bumps, by trigger, so `serve` can keep the live
+    // codes in memory and notice any change, even one made with the sqlite3
+    // shell; an index for looking events up by kind (code and ticket
+    // state checks, closed-ticket polling). Event rows written from this
+    // version on carry more (code_issued: a digest of the code row;
+    // code_used: used_at; see chain.rs); older rows verify as before.
+    r#"
+    CREATE TABLE counters (
+        name   TEXT PRIMARY KEY NOT NULL,
+        value  INTEGER NOT NULL
+    );
+    INSERT INTO counters (name, value) VALUES ('codes', 0);
+    CREATE TRIGGER codes_changed_insert AFTER INSERT ON codes
+        BEGIN UPDATE counters SET value = value + 1 WHERE name = 'codes'; END;
+    CREATE TRIGGER codes_changed_update AFTER UPDATE ON codes
+        BEGIN UPDATE counters SET value = value + 1 WHERE name = 'codes'; END;
+    CREATE TRIGGER codes_changed_delete AFTER DELETE ON codes
+        BEGIN UPDATE counters SET value = value + 1 WHERE name = 'codes'; END;
+    CREATE TRIGGER tickets_changed_update AFTER UPDATE OF status ON tickets
+        BEGIN UPDATE counters SET value = value + 1 WHERE name = 'codes'; END;
+    CREATE TRIGGER tickets_changed_delete AFTER DELETE ON tickets
+        BEGIN UPDATE counters SET value = value + 1 WHERE name = 'codes'; END;
+    CREATE INDEX events_kind ON events(kind, ticket);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -91,6 +91,9 @@ pub enum ClipboardDirection {
 pub enum Event {
     /// A failed authentication attempt. `reason` must not contain the secret.
     AuthFailure { reason: String },
+    /// Failed authentications of one minute beyond the first few per
+    /// address (see [`flood`](super::flood)), added up. Not tied to a session.
+    AuthFailures(super::flood::AuthSummary),
     /// The local user's consent decision (also recorded at session start).
     Consent { decision: Consent },
     /// Rights changed during the session; `by` names who changed them.
@@ -133,6 +136,7 @@ impl Event {
     pub fn kind(&self) -> &'static str {
         match self {
             Event::AuthFailure { .. } => "auth_failure",
+            Event::AuthFailures(_) => "auth_failures",
             Event::Consent { .. } => "consent",
             Event::RightsChange { .. } => "rights_change",
             Event::Resize { .. } => "resize",
@@ -147,6 +151,7 @@ impl Event {
     pub(crate) fn details(&self) -> Value {
         match self {
             Event::AuthFailure { reason } => json!({ "reason": truncate(reason, 200) }),
+            Event::AuthFailures(s) => s.to_json(),
             Event::Consent { decision } => json!({ "decision": decision.as_str() }),
             Event::RightsChange { rights, by } => json!({ "rights": rights.json(), "by": by }),
             Event::Resize { width, height } => json!({ "width": width, "height": height }),
@@ -299,6 +304,13 @@ pub struct Journal {
     path: PathBuf,
     owner: Mutex<Option<OwnerLock>>,
     pub(crate) secret: OnceLock<[u8; 32]>,
+    /// The live one-time codes, ready to check (see codes.rs).
+    pub(crate) live_codes: Mutex<Option<super::codes::LiveCodes>>,
+    /// DES block operations done checking codes (a test hook: the work per
+    /// check must not depend on how many codes are live).
+    pub(crate) des_ops: std::sync::atomic::AtomicU64,
+    /// `--journal-key-file`: rows are chained with HMAC under it.
+    chain_key: Option<chain::ChainKey>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -369,6 +381,17 @@ impl Journal {
     /// 0700 when created, file 0600, WAL, schema migrated, and sessions left
     /// open by a process that no longer runs are closed as "crash".
     pub fn open(path: &Path) -> Result<Journal> {
+        Journal::open_with_key(path, None)
+    }
+
+    /// Like [`Journal::open`], with the chain keyed (HMAC-SHA256) under
+    /// `key` from now on. A key that does not match the keyed rows already
+    /// there is refused ([`JournalError::WrongKey`]); without a key, a
+    /// keyed journal can be read but not written
+    /// ([`JournalError::KeyRequired`]). The first keyed row of a journal
+    /// is a `chain_keyed` event, written at once, so that the switch is
+    /// itself on record.
+    pub fn open_with_key(path: &Path, key: Option<chain::ChainKey>) -> Result<Journal> {
         if let Some(dir) = path.parent() {
             create_private_dir(dir)?;
         }
@@ -384,11 +407,36 @@ impl Journal {
         // FULL: a commit survives power loss, not only a process crash.
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
         schema::migrate(&mut conn)?;
+        if let Some(key) = &key {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            match chain::head_matches_key(&tx, key)? {
+                Some(true) => {}
+                Some(false) => return Err(JournalError::WrongKey(path.to_path_buf())),
+                None => {
+                    let seq: i64 =
+                        tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
+                    chain::append(
+                        Some(key),
+                        &tx,
+                        now_ms(),
+                        None,
+                        None,
+                        "chain_keyed",
+                        &json!({ "plain_rows": seq }),
+                    )?;
+                    tracing::info!(from = seq + 1, "journal chain keyed from now on");
+                }
+            }
+            tx.commit()?;
+        }
         let j = Journal {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
             owner: Mutex::new(None),
             secret: OnceLock::new(),
+            live_codes: Mutex::new(None),
+            des_ops: Default::default(),
+            chain_key: key,
         };
         j.recover_crashed()?;
         Ok(j)
@@ -396,6 +444,27 @@ impl Journal {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Appends one chained event inside the caller's IMMEDIATE transaction.
+    pub(crate) fn append(
+        &self,
+        tx: &Connection,
+        at: i64,
+        session: Option<i64>,
+        ticket: Option<&str>,
+        kind: &str,
+        details: &Value,
+    ) -> Result<i64> {
+        chain::append(
+            self.chain_key.as_ref(),
+            tx,
+            at,
+            session,
+            ticket,
+            kind,
+            details,
+        )
     }
 
     pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -505,7 +574,7 @@ impl Journal {
         };
         let now = now_ms();
         for &id in &ids {
-            end_in_tx(&tx, id, now, "crash", SessionStats::default())?;
+            end_in_tx(self, &tx, id, now, "crash", SessionStats::default())?;
         }
         tx.commit()?;
         Ok(ids.len() as u64)
@@ -544,7 +613,7 @@ impl Journal {
                 params![t, now],
             )? == 1
             {
-                chain::append(
+                self.append(
                     &tx,
                     now,
                     None,
@@ -577,7 +646,7 @@ impl Journal {
         )?;
         let id = tx.last_insert_rowid();
         let (start, _) = session_snapshot(&tx, id)?;
-        chain::append(
+        self.append(
             &tx,
             now,
             Some(id),
@@ -589,7 +658,7 @@ impl Journal {
             let ev = Event::AuthFailure {
                 reason: reason.into(),
             };
-            chain::append(
+            self.append(
                 &tx,
                 now,
                 Some(id),
@@ -597,7 +666,7 @@ impl Journal {
                 ev.kind(),
                 &ev.details(),
             )?;
-            end_in_tx(&tx, id, now, "auth failed", SessionStats::default())?;
+            end_in_tx(self, &tx, id, now, "auth failed", SessionStats::default())?;
         }
         tx.commit()?;
         Ok(SessionId(id))
@@ -618,7 +687,7 @@ impl Journal {
             Some(Some(_)) => return Ok(()),
             Some(None) => {}
         }
-        end_in_tx(&tx, id.0, now_ms(), &truncate(reason, 200), stats)?;
+        end_in_tx(self, &tx, id.0, now_ms(), &truncate(reason, 200), stats)?;
         tx.commit()?;
         Ok(())
     }
@@ -633,7 +702,7 @@ impl Journal {
             })
             .optional()?;
         let ticket = ticket.ok_or(JournalError::NoSuchSession(id.0))?;
-        chain::append(
+        self.append(
             &tx,
             now_ms(),
             Some(id.0),
@@ -650,7 +719,7 @@ impl Journal {
     pub fn ticket_event(&self, ticket: Option<&str>, ev: &Event) -> Result<()> {
         let mut c = self.conn();
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        chain::append(&tx, now_ms(), None, ticket, ev.kind(), &ev.details())?;
+        self.append(&tx, now_ms(), None, ticket, ev.kind(), &ev.details())?;
         tx.commit()?;
         Ok(())
     }
@@ -668,14 +737,148 @@ impl Journal {
             .optional()?)
     }
 
-    /// Checks the hash chain and the session and note rows against it.
+    /// Checks a journal file without changing anything: nothing is created,
+    /// migrated or recovered, and a read-only copy (an archive, a 0400 file
+    /// in a 0500 directory) works. A missing or empty file is
+    /// [`JournalError::NoJournal`], never a fresh journal that verifies.
+    ///
+    /// A journal without a `-wal` file has everything in the main file and
+    /// is read as immutable (sqlite creates no `-wal`/`-shm` beside it); if
+    /// a writer started meanwhile (a `-wal` appeared), it is checked again
+    /// through sqlite's normal locking.
+    pub fn verify_file(path: &Path, key: Option<&chain::ChainKey>) -> Result<super::VerifyReport> {
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_file() && m.len() > 0 => {}
+            Ok(_) => return Err(JournalError::NoJournal(path.to_path_buf())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(JournalError::NoJournal(path.to_path_buf()))
+            }
+            Err(e) => return Err(io_err(path)(e)),
+        }
+        let wal = sibling(path, "-wal");
+        if !wal.exists() {
+            let r = Journal::open_read_only(path, true)?.verify_with(key)?;
+            if !wal.exists() {
+                return Ok(r);
+            }
+        }
+        Journal::open_read_only(path, false)?.verify_with(key)
+    }
+
+    /// Opens without writing anything (see [`Journal::verify_file`]).
+    fn open_read_only(path: &Path, immutable: bool) -> Result<Journal> {
+        use rusqlite::OpenFlags;
+        let mut uri = String::from("file:");
+        for b in path.to_string_lossy().bytes() {
+            if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+                uri.push(b as char);
+            } else {
+                uri.push_str(&format!("%{b:02X}"));
+            }
+        }
+        uri.push_str(if immutable {
+            "?mode=ro&immutable=1"
+        } else {
+            "?mode=ro"
+        });
+        let conn = Connection::open_with_flags(
+            &uri,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
+        )?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| match e {
+                rusqlite::Error::SqliteFailure(f, _)
+                    if f.code == rusqlite::ErrorCode::NotADatabase =>
+                {
+                    JournalError::NotAJournal(path.to_path_buf())
+                }
+                e => e.into(),
+            })?;
+        if v > schema::SCHEMA_VERSION {
+            return Err(JournalError::SchemaTooNew {
+                found: v,
+                known: schema::SCHEMA_VERSION,
+            });
+        }
+        let has_events: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events')",
+            [],
+            |r| r.get(0),
+        )?;
+        if v < 1 || !has_events {
+            return Err(JournalError::NotAJournal(path.to_path_buf()));
+        }
+        Ok(Journal {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+            owner: Mutex::new(None),
+            secret: OnceLock::new(),
+            live_codes: Mutex::new(None),
+            des_ops: Default::default(),
+            chain_key: None,
+        })
+    }
+
+    /// Checks the hash chain and the session, note, technician, ticket and
+    /// code rows against it, with this journal's key (if opened with one).
     pub fn verify(&self) -> Result<super::VerifyReport> {
+        self.verify_with(self.chain_key.as_ref())
+    }
+
+    fn verify_with(&self, key: Option<&chain::ChainKey>) -> Result<super::VerifyReport> {
         let mut c = self.conn();
         // A read transaction: one consistent snapshot even while serve writes.
         let tx = c.transaction_with_behavior(TransactionBehavior::Deferred)?;
-        let r = chain::verify(&tx)?;
+        let r = chain::verify(&tx, key)?;
         tx.commit()?;
         Ok(r)
+    }
+
+    /// A ticket's status now (`None`: no such ticket). One indexed read.
+    pub fn ticket_status(&self, id: &str) -> Result<Option<TicketStatus>> {
+        let s: Option<String> = self
+            .conn()
+            .query_row("SELECT status FROM tickets WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        Ok(s.map(|s| {
+            if s == "closed" {
+                TicketStatus::Closed
+            } else {
+                TicketStatus::Open
+            }
+        }))
+    }
+
+    /// Tickets closed (by any process: `ticketvnc ticket close` in another
+    /// terminal, the ticket system) since `cursor`, and the cursor to pass
+    /// next time. Start with `None`: that returns no tickets and the
+    /// current cursor, so closings from before the server started are not
+    /// reported. Cheap enough to poll every second or two: two indexed
+    /// reads, whatever the size of the journal.
+    ///
+    /// A ticket closed and reopened between two polls is still reported
+    /// (closing revoked its codes); check [`Journal::ticket_status`] if
+    /// that matters.
+    pub fn tickets_closed_since(&self, cursor: Option<i64>) -> Result<(Vec<String>, i64)> {
+        let c = self.conn();
+        let head: i64 =
+            c.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
+        let Some(after) = cursor else {
+            return Ok((Vec::new(), head));
+        };
+        let mut st = c.prepare(
+            "SELECT DISTINCT ticket FROM events
+             WHERE kind = 'ticket_closed' AND seq > ?1 AND seq <= ?2 AND ticket IS NOT NULL
+             ORDER BY seq",
+        )?;
+        let v = st
+            .query_map(params![after, head], |r| r.get(0))?
+            .collect::<Result<Vec<String>, _>>()?;
+        Ok((v, head))
     }
 
     /// Creates the ticket if needed (reopening it if closed) and sets the
@@ -704,7 +907,7 @@ impl Journal {
                         "INSERT INTO tickets (id, title, created_at) VALUES (?1, ?2, ?3)",
                         params![id, title.unwrap_or(""), now],
                     )?;
-                    chain::append(
+                    self.append(
                         &tx,
                         now,
                         None,
@@ -719,11 +922,11 @@ impl Journal {
                             "UPDATE tickets SET status = 'open', closed_at = NULL WHERE id = ?1",
                             [id],
                         )?;
-                        chain::append(&tx, now, None, Some(id), "ticket_reopened", &json!({}))?;
+                        self.append(&tx, now, None, Some(id), "ticket_reopened", &json!({}))?;
                     }
                     if let Some(t) = title.filter(|t| *t != old_title) {
                         tx.execute("UPDATE tickets SET title = ?2 WHERE id = ?1", [id, t])?;
-                        chain::append(
+                        self.append(
                             &tx,
                             now,
                             None,
@@ -766,7 +969,7 @@ impl Journal {
                 params![id, now],
             )?;
             use sha2::Digest;
-            chain::append(
+            self.append(
                 &tx,
                 now,
                 None,
@@ -806,7 +1009,7 @@ impl Journal {
             params![ticket, now, author, text],
         )?;
         let id = tx.last_insert_rowid();
-        chain::append(
+        self.append(
             &tx,
             now,
             None,
@@ -939,6 +1142,7 @@ impl Journal {
 
 /// Ends a session inside a transaction: row update + `session_end` event.
 pub(crate) fn end_in_tx(
+    j: &Journal,
     tx: &Connection,
     id: i64,
     now: i64,
@@ -962,7 +1166,7 @@ pub(crate) fn end_in_tx(
             r.get(0)
         })?;
     let (_, end) = session_snapshot(tx, id)?;
-    chain::append(tx, now, Some(id), ticket.as_deref(), "session_end", &end)?;
+    j.append(tx, now, Some(id), ticket.as_deref(), "session_end", &end)?;
     Ok(())
 }
 

@@ -11,7 +11,7 @@
 //! name exists: an unknown name is checked against a dummy hash made with
 //! the same parameters.
 
-use super::{chain, hex, now_ms, Journal, JournalError, Result};
+use super::{hex, now_ms, Journal, JournalError, Result};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
@@ -122,7 +122,7 @@ impl Journal {
             "INSERT INTO technicians (name, hash, created_at) VALUES (?1, ?2, ?3)",
             params![name, phc, now],
         )?;
-        chain::append(
+        self.append(
             &tx,
             now,
             None,
@@ -145,7 +145,7 @@ impl Journal {
         if tx.execute("DELETE FROM technicians WHERE name = ?1", [name])? == 0 {
             return Err(JournalError::NoSuchTechnician(name.into()));
         }
-        chain::append(
+        self.append(
             &tx,
             now,
             None,

@@ -18,9 +18,10 @@
 //!   it is free. Hook events that belong to an entry are dispatched after
 //!   it is committed, so their `journal_head` includes it.
 
+use super::flood::{AuthSummary, RowBudget, AUTH_WINDOW_MS};
 use super::hooks::{HookDispatcher, HookEvent};
 use super::store::{end_in_tx, truncate};
-use super::{chain, now_ms, ClipboardDirection, Event, Journal, JournalError, Result};
+use super::{now_ms, ClipboardDirection, Event, Journal, JournalError, Result};
 use super::{SessionId, SessionStats};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use std::collections::{HashMap, VecDeque};
@@ -94,6 +95,12 @@ struct State {
     dropped: u64,
     /// (session, to_viewer) -> transfers not yet written.
     clips: HashMap<(i64, bool), Clip>,
+    /// Which failed logins get their own row.
+    auth_budget: RowBudget,
+    /// Failed logins beyond the budget, per window, not yet written.
+    auth: Option<AuthSummary>,
+    /// Closed windows waiting to be written.
+    auth_closed: Vec<AuthSummary>,
     /// Write the clipboard sums now, whatever their age (flush, shutdown).
     force: bool,
     /// The writer holds a batch it has not finished writing.
@@ -105,7 +112,16 @@ struct State {
 
 impl State {
     fn idle(&self) -> bool {
-        self.queue.is_empty() && self.clips.is_empty() && self.dropped == 0 && !self.busy
+        self.queue.is_empty()
+            && self.clips.is_empty()
+            && self.auth.is_none()
+            && self.auth_closed.is_empty()
+            && self.dropped == 0
+            && !self.busy
+    }
+    /// When the current auth-failure window is due to be written.
+    fn auth_due(&self) -> Option<i64> {
+        self.auth.as_ref().map(|s| (s.window + 1) * AUTH_WINDOW_MS)
     }
 }
 
@@ -126,6 +142,7 @@ impl Shared {
 /// One batch taken from the queue.
 struct Batch {
     clips: Vec<((i64, bool), Clip)>,
+    auth: Vec<AuthSummary>,
     entries: Vec<Entry>,
     dropped: u64,
 }
@@ -214,6 +231,39 @@ impl Writer {
         }
     }
 
+    /// A failed login from `address`: true if it may have its own journal
+    /// row (the first [`AUTH_ROWS_PER_ADDRESS`](super::flood::AUTH_ROWS_PER_ADDRESS)
+    /// per address and minute, at most
+    /// [`AUTH_ROWS_PER_WINDOW`](super::flood::AUTH_ROWS_PER_WINDOW) per
+    /// minute); otherwise it is counted into the minute's `auth_failures`
+    /// summary, written when the minute is over.
+    pub(crate) fn auth_failure(&self, address: &str, reason: &str, at: i64) -> bool {
+        let mut g = self.shared.lock();
+        if g.auth_budget.take(address, at) {
+            return true;
+        }
+        if g.exited {
+            drop(g);
+            let mut s = AuthSummary::new(at.div_euclid(AUTH_WINDOW_MS));
+            s.add(address, reason, at);
+            self.write_in_place_summary(s);
+            return false;
+        }
+        let w = at.div_euclid(AUTH_WINDOW_MS);
+        if g.auth.as_ref().is_some_and(|s| s.window != w) {
+            let old = g.auth.take().expect("checked");
+            g.auth_closed.push(old);
+        }
+        let first = g.auth.is_none();
+        g.auth
+            .get_or_insert_with(|| AuthSummary::new(w))
+            .add(address, reason, at);
+        if first {
+            self.shared.work.notify_one();
+        }
+        false
+    }
+
     /// Waits until everything queued so far (clipboard sums included,
     /// whatever their age) is written.
     pub(crate) fn flush(&self) {
@@ -247,8 +297,19 @@ impl Writer {
         write_batch(&self.journal, batch, None, &|| true);
     }
 
+    fn write_in_place_summary(&self, s: AuthSummary) {
+        let batch = Batch {
+            clips: Vec::new(),
+            auth: vec![s],
+            entries: Vec::new(),
+            dropped: 0,
+        };
+        write_batch(&self.journal, batch, None, &|| false);
+    }
+
     fn write_in_place(&self, e: Entry) {
         let batch = Batch {
+            auth: Vec::new(),
             clips: Vec::new(),
             entries: vec![e],
             dropped: 0,
@@ -286,8 +347,13 @@ fn take_batch(g: &mut State, all_clips: bool) -> Batch {
         .filter_map(|k| g.clips.remove(&k).map(|c| (k, c)))
         .collect();
     clips.sort_by_key(|(_, c)| c.first_at);
+    let mut auth = std::mem::take(&mut g.auth_closed);
+    if all_clips || g.auth_due().is_some_and(|t| t <= now_ms()) {
+        auth.extend(g.auth.take());
+    }
     Batch {
         clips,
+        auth,
         entries,
         dropped: std::mem::take(&mut g.dropped),
     }
@@ -303,7 +369,14 @@ fn run(shared: &Shared, journal: &Journal, hooks: Option<&HookDispatcher>) {
                 let clip_due =
                     oldest.is_some_and(|t| t + CLIPBOARD_WINDOW.as_millis() as i64 <= now);
                 let force = g.force || g.stop;
-                if !g.queue.is_empty() || g.dropped > 0 || clip_due || (force && oldest.is_some()) {
+                let auth_due = g.auth_due();
+                if !g.queue.is_empty()
+                    || g.dropped > 0
+                    || clip_due
+                    || (force && (oldest.is_some() || auth_due.is_some()))
+                    || !g.auth_closed.is_empty()
+                    || auth_due.is_some_and(|t| t <= now)
+                {
                     break;
                 }
                 g.force = false;
@@ -313,10 +386,13 @@ fn run(shared: &Shared, journal: &Journal, hooks: Option<&HookDispatcher>) {
                     return;
                 }
                 shared.idle.notify_all();
-                let wait = match oldest {
-                    Some(t) => Duration::from_millis(
-                        (t + CLIPBOARD_WINDOW.as_millis() as i64 - now).clamp(1, 1000) as u64,
-                    ),
+                let clip_at = oldest.map(|t| t + CLIPBOARD_WINDOW.as_millis() as i64);
+                let wake = match (clip_at, auth_due) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                let wait = match wake {
+                    Some(t) => Duration::from_millis((t - now).clamp(1, 60_000) as u64),
                     None => Duration::from_secs(3600),
                 };
                 g = shared
@@ -357,7 +433,7 @@ fn write_batch(
     hooks: Option<&HookDispatcher>,
     stopping: &dyn Fn() -> bool,
 ) {
-    if b.clips.is_empty() && b.entries.is_empty() && b.dropped == 0 {
+    if b.clips.is_empty() && b.entries.is_empty() && b.dropped == 0 && b.auth.is_empty() {
         return;
     }
     let mut waited = false;
@@ -391,8 +467,20 @@ fn write_batch(
                         tracing::error!(error = %e, "cannot record a clipboard event");
                     }
                 }
+                for s in &b.auth {
+                    let one = Batch {
+                        clips: Vec::new(),
+                        auth: vec![s.clone()],
+                        entries: Vec::new(),
+                        dropped: 0,
+                    };
+                    if let Err(err) = write_all(journal, &one) {
+                        tracing::error!(error = %err, "cannot record an auth-failure summary");
+                    }
+                }
                 for e in &b.entries {
                     let one = Batch {
+                        auth: Vec::new(),
                         clips: Vec::new(),
                         entries: vec![clone_entry(e)],
                         dropped: 0,
@@ -403,6 +491,7 @@ fn write_batch(
                 }
                 if b.dropped > 0 {
                     let one = Batch {
+                        auth: Vec::new(),
                         clips: Vec::new(),
                         entries: Vec::new(),
                         dropped: b.dropped,
@@ -483,6 +572,7 @@ fn clip_event(to_viewer: bool, c: Clip) -> Event {
 
 fn write_clip(journal: &Journal, session: i64, to_viewer: bool, c: Clip) -> Result<()> {
     let b = Batch {
+        auth: Vec::new(),
         clips: vec![((session, to_viewer), c)],
         entries: Vec::new(),
         dropped: 0,
@@ -496,7 +586,7 @@ fn write_all(journal: &Journal, b: &Batch) -> Result<()> {
     for ((session, to_viewer), clip) in &b.clips {
         let ticket = session_ticket(&tx, *session)?;
         let ev = clip_event(*to_viewer, *clip);
-        chain::append(
+        journal.append(
             &tx,
             clip.first_at,
             Some(*session),
@@ -511,7 +601,7 @@ fn write_all(journal: &Journal, b: &Batch) -> Result<()> {
                 session, at, ev, ..
             } => {
                 let ticket = session_ticket(&tx, session.0)?;
-                chain::append(
+                journal.append(
                     &tx,
                     *at,
                     Some(session.0),
@@ -536,17 +626,21 @@ fn write_all(journal: &Journal, b: &Batch) -> Result<()> {
                     .optional()?
                     .ok_or(JournalError::NoSuchSession(session.0))?;
                 if ended.is_none() {
-                    end_in_tx(&tx, session.0, *at, &truncate(reason, 200), *stats)?;
+                    end_in_tx(journal, &tx, session.0, *at, &truncate(reason, 200), *stats)?;
                 }
             }
             Entry::Notice { at, ev } => {
-                chain::append(&tx, *at, None, None, ev.kind(), &ev.details())?;
+                journal.append(&tx, *at, None, None, ev.kind(), &ev.details())?;
             }
         }
     }
+    for s in &b.auth {
+        let ev = Event::AuthFailures(s.clone());
+        journal.append(&tx, s.last, None, None, ev.kind(), &ev.details())?;
+    }
     if b.dropped > 0 {
         let ev = Event::Dropped { resize: b.dropped };
-        chain::append(&tx, now_ms(), None, None, ev.kind(), &ev.details())?;
+        journal.append(&tx, now_ms(), None, None, ev.kind(), &ev.details())?;
     }
     tx.commit()?;
     Ok(())
