@@ -130,3 +130,44 @@ async fn fifty_viewers_for_a_minute_none_starves() -> Result<()> {
     );
     srv.stop().await
 }
+
+/// Fifty viewers behind one NAT (one address) log in at once: all get in.
+/// (Per source, only as many credential checks run at once as failures
+/// are left before a block; the rest wait their turn instead of being
+/// turned away.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_viewers_from_one_address_all_get_in() -> Result<()> {
+    rlimit::increase_nofile_limit(1024)?;
+    let srv = TestServer::start(ServerOpts {
+        width: 64,
+        height: 48,
+        fps: 0,
+        password: Some(PASSWORD.to_vec()),
+        max_preauth: None, // the default limits
+        ..ServerOpts::default()
+    })
+    .await?;
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let addr = srv.addr;
+        tasks.push(tokio::spawn(async move {
+            let sock = tokio::net::TcpSocket::new_v4()?;
+            sock.bind("127.55.0.1:0".parse()?)?;
+            let mut s = sock.connect(addr).await?;
+            handshake(&mut s, &Auth::Password(PASSWORD.to_vec()), true).await?;
+            let mut c = RawClient::after_server_init(s).await?;
+            c.request_full(false).await?;
+            c.next_update().await?;
+            anyhow::Ok(c)
+        }));
+    }
+    let mut inside = Vec::new();
+    for t in tasks {
+        inside.push(
+            t.await?
+                .context("a viewer behind the NAT was turned away")?,
+        );
+    }
+    ensure!(inside.len() == 50);
+    srv.stop().await
+}

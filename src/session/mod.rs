@@ -734,7 +734,18 @@ impl Session {
             .peer
             .map(|p| p.ip())
             .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-        let attempt = match self.cfg.throttle.begin(ip) {
+        // As many checks may run at once as failures are left before the
+        // source is blocked; more wait their turn (fifty viewers behind one
+        // NAT all get in, twelve guessers get five guesses).
+        let attempt = loop {
+            match self.cfg.throttle.begin(ip) {
+                Err(Refusal::Busy) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => break other,
+            }
+        };
+        let attempt = match attempt {
             Ok(a) => a,
             Err(Refusal::Blocked(left)) => {
                 let r = format!(
