@@ -25,6 +25,7 @@ PACKAGES=(
     ca-certificates # pip over HTTPS
     sqlite3         # inspecting the ticket journal
     procps          # kill(1), used to stop Xvfb cleanly
+    x11vnc          # the peer that proves the test repeater faithful (tests/repeater.rs)
 )
 # vncdotool version the tests were written against.
 VNCDOTOOL=vncdotool==1.4.2
