@@ -110,6 +110,29 @@ fn login(addr: SocketAddr, password: &str) -> Vec<u8> {
     rest
 }
 
+/// A whole bare VNC-auth login with the right `password`, up to and
+/// including ServerInit; the stream is ready for client messages.
+fn open_session(addr: SocketAddr, password: &[u8]) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    read_exact(&mut s, 12).unwrap();
+    s.write_all(b"RFB 003.008\n").unwrap();
+    let n = read_exact(&mut s, 1).unwrap()[0] as usize;
+    read_exact(&mut s, n).unwrap();
+    s.write_all(&[2]).unwrap();
+    let c = read_exact(&mut s, 16).unwrap();
+    let mut challenge = [0u8; 16];
+    challenge.copy_from_slice(&c);
+    s.write_all(&vnc_auth_response(&VncPassword::new(password), &challenge))
+        .unwrap();
+    assert_eq!(read_exact(&mut s, 4).unwrap(), [0, 0, 0, 0]);
+    s.write_all(&[1]).unwrap();
+    let head = read_exact(&mut s, 24).unwrap();
+    let name_len = u32::from_be_bytes([head[20], head[21], head[22], head[23]]) as usize;
+    read_exact(&mut s, name_len).unwrap();
+    s
+}
+
 fn sessions_json(dir: &Path) -> Vec<serde_json::Value> {
     let out = Command::new(BIN)
         .arg("--db")
@@ -243,26 +266,7 @@ fn keystrokes_never_reach_the_log() {
         s
     });
     // Log in and type the secret as key events.
-    let mut s = TcpStream::connect(srv.addr).unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    read_exact(&mut s, 12).unwrap();
-    s.write_all(b"RFB 003.008\n").unwrap();
-    let n = read_exact(&mut s, 1).unwrap()[0] as usize;
-    read_exact(&mut s, n).unwrap();
-    s.write_all(&[2]).unwrap();
-    let c = read_exact(&mut s, 16).unwrap();
-    let mut challenge = [0u8; 16];
-    challenge.copy_from_slice(&c);
-    s.write_all(&vnc_auth_response(
-        &VncPassword::new(b"rightpw"),
-        &challenge,
-    ))
-    .unwrap();
-    assert_eq!(read_exact(&mut s, 4).unwrap(), [0, 0, 0, 0]);
-    s.write_all(&[1]).unwrap();
-    let head = read_exact(&mut s, 24).unwrap();
-    let name_len = u32::from_be_bytes([head[20], head[21], head[22], head[23]]) as usize;
-    read_exact(&mut s, name_len).unwrap();
+    let mut s = open_session(srv.addr, b"rightpw");
     let secret = "Qz7#kLm9";
     for ch in secret.chars() {
         for down in [1u8, 0] {
@@ -318,26 +322,7 @@ fn closing_a_ticket_ends_its_sessions() {
                 .map(|c| c.trim().to_string())
         })
         .unwrap();
-    let mut s = TcpStream::connect(srv.addr).unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    read_exact(&mut s, 12).unwrap();
-    s.write_all(b"RFB 003.008\n").unwrap();
-    let n = read_exact(&mut s, 1).unwrap()[0] as usize;
-    read_exact(&mut s, n).unwrap();
-    s.write_all(&[2]).unwrap();
-    let c = read_exact(&mut s, 16).unwrap();
-    let mut challenge = [0u8; 16];
-    challenge.copy_from_slice(&c);
-    s.write_all(&vnc_auth_response(
-        &VncPassword::new(code.as_bytes()),
-        &challenge,
-    ))
-    .unwrap();
-    assert_eq!(read_exact(&mut s, 4).unwrap(), [0, 0, 0, 0]);
-    s.write_all(&[1]).unwrap();
-    let head = read_exact(&mut s, 24).unwrap();
-    let name_len = u32::from_be_bytes([head[20], head[21], head[22], head[23]]) as usize;
-    read_exact(&mut s, name_len).unwrap();
+    let mut s = open_session(srv.addr, code.as_bytes());
     cli(&["ticket", "close", "4711"]);
     // The server closes the connection (reading returns EOF, not a timeout).
     let mut rest = Vec::new();

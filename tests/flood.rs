@@ -7,7 +7,7 @@
 
 mod binary;
 
-use binary::{open_code, serve, viewer};
+use binary::{open_code, serve, viewer_on};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -171,7 +171,7 @@ async fn ten_thousand_failed_logins_while_two_technicians_work() {
             let sock = tokio::net::TcpSocket::new_v4().unwrap();
             sock.bind(from.parse().unwrap()).unwrap();
             let tcp = sock.connect(addr).await.unwrap();
-            viewer_on(tcp, code).await
+            viewer_on(tcp, code, false).await
         }
     };
     let (a, b) = tokio::join!(tech(code_a, "127.200.0.1:0"), tech(code_b, "127.201.0.1:0"));
@@ -230,32 +230,4 @@ async fn ten_thousand_failed_logins_while_two_technicians_work() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// binary::viewer over a socket bound to a chosen source address.
-async fn viewer_on(tcp: tokio::net::TcpStream, code: String) -> Result<(), vnc::VncError> {
-    let _ = viewer; // the same flow as binary::viewer, on our own socket
-    let client = vnc::VncConnector::new(tcp)
-        .set_auth_method(async move { Ok(code) })
-        .add_encoding(vnc::VncEncoding::Raw)
-        .allow_shared(true)
-        .set_pixel_format(vnc::PixelFormat::bgra())
-        .build()?
-        .try_start()
-        .await?
-        .finish()?;
-    client
-        .input(vnc::X11Event::Refresh)
-        .await
-        .expect("request an update");
-    loop {
-        let ev = tokio::time::timeout(Duration::from_secs(30), client.recv_event())
-            .await
-            .expect("no picture within 30 s")?;
-        if let vnc::VncEvent::RawImage(..) = ev {
-            break;
-        }
-    }
-    let _ = client.close().await;
-    Ok(())
 }

@@ -598,6 +598,11 @@ async fn login_until_result(addr: SocketAddr) -> Result<(tokio::net::TcpStream, 
     Ok((s, got))
 }
 
+/// A key event from viewer `c`.
+async fn key(c: &mut RawClient, down: bool, keysym: u32) -> Result<()> {
+    c.send(&ClientMessage::KeyEvent { down, keysym }).await
+}
+
 /// Wait for the next question and give `a` as its answer.
 async fn answer(q: &mut Questions, a: ConsentAnswer) -> Result<ConsentRequest> {
     let (req, reply) = tokio::time::timeout(WAIT, q.recv())
@@ -628,16 +633,8 @@ async fn consent_accept_view_only_reject_timeout() -> Result<()> {
     rec.wait_for("start security=vnc-auth consent=accepted rights=view,keys,pointer,clipboard")
         .await?;
     rec.wait_for("consent accepted").await?;
-    c.send(&ClientMessage::KeyEvent {
-        down: true,
-        keysym: 0x61,
-    })
-    .await?;
-    c.send(&ClientMessage::KeyEvent {
-        down: false,
-        keysym: 0x61,
-    })
-    .await?;
+    key(&mut c, true, 0x61).await?;
+    key(&mut c, false, 0x61).await?;
     c.request_full(false).await?;
     c.next_update().await?;
     ensure!(
@@ -660,11 +657,7 @@ async fn consent_accept_view_only_reject_timeout() -> Result<()> {
     let mut c = RawClient::after_server_init(s).await?;
     rec.wait_for("consent=accepted rights=view technician")
         .await?;
-    c.send(&ClientMessage::KeyEvent {
-        down: true,
-        keysym: 0x62,
-    })
-    .await?;
+    key(&mut c, true, 0x62).await?;
     c.send(&ClientMessage::PointerEvent {
         buttons: 1,
         x: 5,
@@ -779,11 +772,7 @@ async fn rights_change_live_and_release_held_keys() -> Result<()> {
     let handle = srv.handle.as_ref().unwrap();
     let id = *handle.session_ids().first().context("a session")?;
     // Ctrl held down, then input is paused.
-    c.send(&ClientMessage::KeyEvent {
-        down: true,
-        keysym: 0xffe3,
-    })
-    .await?;
+    key(&mut c, true, 0xffe3).await?;
     c.request_full(true).await?;
     let t = Instant::now();
     while !srv.input.events().contains(&InputEvent::Key {
@@ -806,11 +795,7 @@ async fn rights_change_live_and_release_held_keys() -> Result<()> {
         "Ctrl still held: {events:?}"
     );
     let n = events.len();
-    c.send(&ClientMessage::KeyEvent {
-        down: true,
-        keysym: 0x61,
-    })
-    .await?;
+    key(&mut c, true, 0x61).await?;
     c.send(&ClientMessage::ClientCutText(b"paste".to_vec()))
         .await?;
     c.request_full(false).await?;
@@ -824,11 +809,7 @@ async fn rights_change_live_and_release_held_keys() -> Result<()> {
     ensure!(handle.set_rights(id, Rights::FULL, "customer (tray)"));
     rec.wait_for("rights view,keys,pointer,clipboard by")
         .await?;
-    c.send(&ClientMessage::KeyEvent {
-        down: true,
-        keysym: 0x63,
-    })
-    .await?;
+    key(&mut c, true, 0x63).await?;
     c.request_full(false).await?;
     c.next_update().await?;
     let t = Instant::now();
@@ -859,11 +840,7 @@ async fn view_only_password_only_watches() -> Result<()> {
     let id = *handle.session_ids().first().context("a session")?;
     // Not even a live change lifts the credential's limit.
     handle.set_rights(id, Rights::FULL, "test");
-    c.send(&ClientMessage::KeyEvent {
-        down: true,
-        keysym: 0x61,
-    })
-    .await?;
+    key(&mut c, true, 0x61).await?;
     c.request_full(false).await?;
     c.next_update().await?;
     ensure!(srv.input.events().is_empty(), "{:?}", srv.input.events());

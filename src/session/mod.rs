@@ -144,6 +144,16 @@ pub enum Direction {
     Repeater,
 }
 
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Reverse => "reverse",
+            Direction::Repeater => "repeater",
+        }
+    }
+}
+
 /// What the server learns about a session while it runs.
 #[derive(Clone, Debug, Default)]
 pub struct SessionInfo {

@@ -12,7 +12,7 @@
 use super::flood::address_of;
 use super::hooks::{HookDispatcher, HookEvent};
 use super::writer::{Entry, Writer};
-use super::{now_ms, Consent, Direction, Event, Journal, SessionId, SessionStart, SessionStats};
+use super::{now_ms, Consent, Event, Journal, SessionId, SessionStart, SessionStats};
 use crate::session::{EndReason, ServerNotice, SessionEvent, SessionInfo, SessionObserver};
 use std::sync::{Arc, Mutex};
 use tracing::error;
@@ -80,11 +80,7 @@ fn start_record(info: &SessionInfo) -> SessionStart {
     SessionStart {
         ticket: p.ticket,
         peer: info.peer.map(|a| a.to_string()),
-        direction: match info.direction {
-            crate::session::Direction::Inbound => Direction::Inbound,
-            crate::session::Direction::Reverse => Direction::Reverse,
-            crate::session::Direction::Repeater => Direction::Repeater,
-        },
+        direction: info.direction,
         security: match info.security {
             Some("vnc-auth") => "VNC".into(),
             Some("none") => "None".into(),

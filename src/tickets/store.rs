@@ -29,27 +29,7 @@ impl std::fmt::Display for SessionId {
     }
 }
 
-/// How the viewer reached us.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Direction {
-    /// The viewer connected to our listener.
-    #[default]
-    Inbound,
-    /// We dialled out to a listening viewer.
-    Reverse,
-    /// Through an UltraVNC repeater.
-    Repeater,
-}
-
-impl Direction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Direction::Inbound => "inbound",
-            Direction::Reverse => "reverse",
-            Direction::Repeater => "repeater",
-        }
-    }
-}
+pub use crate::session::Direction;
 
 /// Everything known about a session when it starts (before ServerInit).
 #[derive(Clone, Debug, Default)]

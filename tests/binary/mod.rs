@@ -105,6 +105,15 @@ pub async fn viewer(
     hold: bool,
 ) -> Result<Option<vnc::VncClient>, vnc::VncError> {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    viewer_on(tcp, password, hold).await
+}
+
+/// [`viewer`] over a connection the caller made (a chosen source address).
+pub async fn viewer_on(
+    tcp: tokio::net::TcpStream,
+    password: String,
+    hold: bool,
+) -> Result<Option<vnc::VncClient>, vnc::VncError> {
     let client = VncConnector::new(tcp)
         .set_auth_method(async move { Ok(password) })
         .add_encoding(VncEncoding::Raw)
