@@ -584,7 +584,9 @@ async fn class4_resize_and_requests_for_the_old_size() -> Result<()> {
                 send_split(&mut c.stream, &m, at).await?;
                 let rects = c.next_update().await?;
                 let hi = srv.control.frame();
-                check_region(c, &rects, old, lo, hi)?;
+                check_region(c, &rects, old, lo, hi).with_context(|| {
+                    format!("{what}, encoding {pseudo}, split at {at}: got {rects:?}")
+                })?;
             }
         }
     }
