@@ -31,8 +31,6 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("no listen address given")]
-    NoListener,
     #[error(
         "{addr} is not a loopback address and VeNCrypt (TLS) is not available; \
              refusing to offer bare VNC security there without --insecure"

@@ -34,7 +34,6 @@ const V38: &[u8; 12] = b"RFB 003.008\n";
 #[derive(Default)]
 struct Recorder {
     lines: Mutex<Vec<String>>,
-    starts: Mutex<Vec<SessionInfo>>,
 }
 
 impl Recorder {
@@ -71,7 +70,6 @@ impl SessionObserver for Recorder {
             info.principal.as_ref().and_then(|p| p.technician.clone()),
             info.peer.map(|p| p.to_string()).unwrap_or_default()
         ));
-        self.starts.lock().unwrap().push(info.clone());
         Ok(info.id as i64)
     }
     fn auth_failed(&self, info: &SessionInfo, reason: &str) {
