@@ -7,8 +7,12 @@
 //!   gets `threshold` failures in a row, counted when an attempt *starts*
 //!   (so concurrent handshakes cannot overshoot); then it is refused for a
 //!   time that doubles with each further failure, up to a cap. The table is
-//!   bounded; when it is full, unknown sources share one overflow entry
-//!   instead of evicting anyone (blocked sources are never forgotten early).
+//!   bounded; when it is full (after forgetting idle sources), a new source
+//!   is not tracked: nobody is evicted, so a blocked source is never
+//!   forgotten early, and the newcomer is held only by the global budget.
+//!   (An earlier design let newcomers share one overflow entry; a flood from
+//!   more than 4096 addresses then blocked that entry and locked out every
+//!   technician arriving from a new address.)
 //! - **Globally** ([`GuessBudget`]): at most `per_minute` failed
 //!   verifications a minute across all sources (a token bucket; a success
 //!   gives its token back). Without a token a credential is not checked at
@@ -23,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
-/// Sources remembered at most; beyond this, new sources share one entry.
+/// Sources remembered at most; beyond this, new sources are not tracked.
 pub const MAX_TRACKED: usize = 4096;
 /// A source with no failure for this long and no block is forgotten.
 const IDLE_FORGET: Duration = Duration::from_secs(3600);
@@ -57,9 +61,6 @@ pub fn network_key(ip: IpAddr) -> IpAddr {
         }
     }
 }
-
-/// The shared entry for sources that found the table full.
-const OVERFLOW: IpAddr = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -96,30 +97,26 @@ impl AuthThrottle {
         }
     }
 
-    /// The table key for `ip`: its source key, or the shared overflow entry
-    /// when the table is full (after forgetting idle unblocked sources).
-    fn key(map: &mut HashMap<IpAddr, Entry>, ip: IpAddr, now: Instant) -> IpAddr {
+    /// The table key for `ip`: its source key, or `None` (untracked) when
+    /// the table is full even after forgetting idle and clean sources.
+    fn key(map: &mut HashMap<IpAddr, Entry>, ip: IpAddr, now: Instant) -> Option<IpAddr> {
         let k = source_key(ip);
         if map.contains_key(&k) || map.len() < MAX_TRACKED {
-            return k;
+            return Some(k);
         }
         map.retain(|_, e| {
             e.in_flight > 0
                 || e.blocked_until.is_some_and(|u| u > now)
-                || now.duration_since(e.last) < IDLE_FORGET
+                || (e.failures > 0 && now.duration_since(e.last) < IDLE_FORGET)
         });
-        if map.len() < MAX_TRACKED {
-            k
-        } else {
-            OVERFLOW
-        }
+        (map.len() < MAX_TRACKED).then_some(k)
     }
 
     /// Is `ip` refused right now? Returns the time left.
     pub fn blocked(&self, ip: IpAddr) -> Option<Duration> {
         let now = Instant::now();
         let mut map = self.map.lock().unwrap();
-        let k = Self::key(&mut map, ip, now);
+        let k = Self::key(&mut map, ip, now)?;
         let until = map.get(&k)?.blocked_until?;
         until.checked_duration_since(now)
     }
@@ -131,7 +128,13 @@ impl AuthThrottle {
     pub fn begin(self: &Arc<Self>, ip: IpAddr) -> Result<Attempt, Refusal> {
         let now = Instant::now();
         let mut map = self.map.lock().unwrap();
-        let k = Self::key(&mut map, ip, now);
+        let Some(k) = Self::key(&mut map, ip, now) else {
+            return Ok(Attempt {
+                throttle: self.clone(),
+                key: None,
+                done: false,
+            });
+        };
         let e = map.entry(k).or_insert(Entry {
             failures: 0,
             in_flight: 0,
@@ -148,22 +151,20 @@ impl AuthThrottle {
         e.last = now;
         Ok(Attempt {
             throttle: self.clone(),
-            key: k,
+            key: Some(k),
             done: false,
         })
     }
 
-    fn finish(&self, key: IpAddr, failed: bool) -> Option<Duration> {
+    fn finish(&self, key: Option<IpAddr>, failed: bool) -> Option<Duration> {
         let now = Instant::now();
         let mut map = self.map.lock().unwrap();
-        let e = map.get_mut(&key)?;
+        let e = map.get_mut(&key?)?;
         e.in_flight = e.in_flight.saturating_sub(1);
         e.last = now;
         if !failed {
-            if key != OVERFLOW {
-                e.failures = 0;
-                e.blocked_until = None;
-            }
+            e.failures = 0;
+            e.blocked_until = None;
             return None;
         }
         if self.threshold == 0 {
@@ -188,7 +189,8 @@ impl AuthThrottle {
 /// One running authentication attempt of a source.
 pub struct Attempt {
     throttle: Arc<AuthThrottle>,
-    key: IpAddr,
+    /// `None`: the source found the table full and is not tracked.
+    key: Option<IpAddr>,
     done: bool,
 }
 
@@ -210,7 +212,7 @@ impl Drop for Attempt {
     fn drop(&mut self) {
         if !self.done {
             let mut map = self.throttle.map.lock().unwrap();
-            if let Some(e) = map.get_mut(&self.key) {
+            if let Some(e) = self.key.and_then(|k| map.get_mut(&k)) {
                 e.in_flight = e.in_flight.saturating_sub(1);
             }
         }
@@ -520,35 +522,57 @@ mod tests {
         );
     }
 
-    /// A full table makes new sources share one entry: rotating addresses
-    /// cannot make it forget a blocked source, and the shared entry itself
-    /// runs out of attempts.
+    /// A full table forgets nobody: rotating addresses cannot make it
+    /// forget a blocked source. And it locks nobody out: a technician
+    /// arriving from a new address while the table is full of attackers
+    /// may still try (the global budget is what holds newcomers then).
     #[test]
-    fn a_full_table_is_no_amnesia() {
-        let t = t(5);
+    fn a_full_table_is_no_amnesia_and_no_lockout() {
+        let fresh = t;
+        let t = fresh(5);
         let victim: IpAddr = "198.51.100.1".parse().unwrap();
         for _ in 0..5 {
             t.begin(victim).unwrap().failed();
         }
         assert!(t.blocked(victim).is_some());
-        let mut overflow_refused = 0;
+        let mut refused = 0;
         for i in 0..(MAX_TRACKED as u32 + 100) {
             let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
-            match t.begin(ip) {
-                Ok(a) => {
-                    a.failed();
+            for _ in 0..2 {
+                match t.begin(ip) {
+                    Ok(a) => {
+                        a.failed();
+                    }
+                    Err(_) => refused += 1,
                 }
-                Err(_) => overflow_refused += 1,
             }
         }
-        assert!(t.tracked() <= MAX_TRACKED + 1);
+        assert!(t.tracked() <= MAX_TRACKED);
         assert!(
             t.blocked(victim).is_some(),
             "the blocked source was forgotten"
         );
+        assert_eq!(refused, 0, "two failures each are below the threshold");
+        let technician: IpAddr = "192.0.2.7".parse().unwrap();
+        for _ in 0..10 {
+            assert_eq!(t.blocked(technician), None);
+            t.begin(technician)
+                .expect("a newcomer is locked out by a full table")
+                .failed();
+        }
+        // Clean sources that succeeded make room again.
+        let clean = fresh(5);
+        for i in 0..MAX_TRACKED as u32 {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0b00_0000 + i));
+            clean.begin(ip).unwrap().succeeded();
+        }
+        let late: IpAddr = "192.0.2.8".parse().unwrap();
+        for _ in 0..5 {
+            clean.begin(late).unwrap().failed();
+        }
         assert!(
-            overflow_refused >= 90,
-            "the shared entry kept answering: {overflow_refused}"
+            clean.blocked(late).is_some(),
+            "clean entries were not reclaimed"
         );
     }
 
