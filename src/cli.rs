@@ -151,8 +151,9 @@ pub struct ServeArgs {
     #[arg(long)]
     pub insecure: bool,
     /// Ask the person at the screen before a viewer gets in: `auto` (let
-    /// in), `deny` (let nobody in), or `cmd:PROGRAM` (exit status 0
-    /// accepts; "view-only" on its output grants only viewing).
+    /// in), `deny` (let nobody in), `prompt` (a window on the served X
+    /// screen with Accept / View only / Reject), or `cmd:PROGRAM` (exit
+    /// status 0 accepts; "view-only" on its output grants only viewing).
     #[arg(long, value_name = "POLICY", default_value = "auto", value_parser = parse_consent)]
     pub consent: ConsentArg,
     /// Failed logins a minute the whole server answers at most (every
@@ -221,6 +222,7 @@ pub struct ServeArgs {
 pub enum ConsentArg {
     Auto,
     Deny,
+    Prompt,
     Command(PathBuf),
 }
 
@@ -228,9 +230,12 @@ pub fn parse_consent(s: &str) -> Result<ConsentArg, String> {
     match s {
         "auto" => Ok(ConsentArg::Auto),
         "deny" => Ok(ConsentArg::Deny),
+        "prompt" => Ok(ConsentArg::Prompt),
         _ => match s.strip_prefix("cmd:") {
             Some(p) if !p.is_empty() => Ok(ConsentArg::Command(PathBuf::from(p))),
-            _ => Err(format!("expected auto, deny or cmd:PROGRAM, got {s:?}")),
+            _ => Err(format!(
+                "expected auto, deny, prompt or cmd:PROGRAM, got {s:?}"
+            )),
         },
     }
 }

@@ -6,7 +6,7 @@
 //! - [`rfb`] is the protocol state machine and messages (no I/O);
 //! - [`encoding`] and [`framebuffer`] turn pixels into bytes and find damage;
 //! - [`capture`] and [`input`] are screen sources and input sinks behind traits;
-//! - [`security`] checks authentication;
+//! - [`security`] checks authentication; [`prompt`] asks the person at the screen;
 //! - [`tickets`] is the journal: tickets, sessions, events, one-time codes, knowledge base.
 
 pub mod capture;
@@ -14,6 +14,7 @@ pub mod encoding;
 pub mod framebuffer;
 pub mod input;
 pub mod outbound;
+pub mod prompt;
 pub mod rfb;
 pub mod security;
 pub mod server;

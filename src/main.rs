@@ -233,11 +233,16 @@ async fn serve(db: Option<&std::path::Path>, mut args: ServeArgs, mode: Mode) ->
         SourceKind::Screen => screen_source()?,
     };
     let (clip_tx, clip_rx) = std::sync::mpsc::channel::<String>();
+    // Open consent prompts, which viewers' clicks are kept off.
+    let shields = ticketvnc::prompt::Shields::new();
     let input: Arc<dyn InputSink> = match args.source {
         _ if args.view_only => Arc::new(NullInput),
         SourceKind::TestPattern => Arc::new(NullInput),
         SourceKind::X11 => {
-            let inner = x11_input(args.display.clone(), clip_tx)?;
+            let inner: Arc<dyn InputSink> = Arc::new(ticketvnc::prompt::ShieldedInput::new(
+                x11_input(args.display.clone(), clip_tx)?,
+                shields.clone(),
+            ));
             match origin {
                 Some(o) => Arc::new(OffsetInput::new(inner, o)),
                 None => inner,
@@ -257,6 +262,10 @@ async fn serve(db: Option<&std::path::Path>, mut args: ServeArgs, mode: Mode) ->
     cfg.consent = match &args.consent {
         ConsentArg::Auto => ConsentPolicy::Auto,
         ConsentArg::Deny => ConsentPolicy::Deny,
+        ConsentArg::Prompt => ConsentPolicy::Ask {
+            asker: consent_prompt(&args, shields.clone())?,
+            timeout: std::time::Duration::from_secs(args.consent_timeout),
+        },
         ConsentArg::Command(program) => ConsentPolicy::Ask {
             asker: Arc::new(CommandAsker {
                 program: program.clone(),
@@ -408,6 +417,29 @@ fn x11_source(
     let src = ticketvnc::capture::x11::X11Source::connect(display, monitor)?;
     let origin = src.input_origin();
     Ok((Box::new(src), origin))
+}
+
+/// `--consent prompt`: a window on the served X screen.
+#[cfg(target_os = "linux")]
+fn consent_prompt(
+    args: &ServeArgs,
+    shields: Arc<ticketvnc::prompt::Shields>,
+) -> Result<Arc<dyn ticketvnc::session::consent::ConsentAsker>> {
+    if args.source != SourceKind::X11 {
+        bail!("--consent prompt needs an X11 screen (--source x11, --display or --virtual)");
+    }
+    Ok(Arc::new(ticketvnc::prompt::x11::X11Prompt::new(
+        args.display.clone(),
+        shields,
+    )))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn consent_prompt(
+    _args: &ServeArgs,
+    _shields: Arc<ticketvnc::prompt::Shields>,
+) -> Result<Arc<dyn ticketvnc::session::consent::ConsentAsker>> {
+    bail!("--consent prompt is available on Linux (X11) only so far; use cmd:PROGRAM")
 }
 
 #[cfg(target_os = "linux")]

@@ -20,6 +20,8 @@ pub struct ConsentRequest {
     pub technician: Option<String>,
     /// The rights the viewer would get.
     pub rights: Rights,
+    /// How long the person has to answer (a prompt can count down).
+    pub timeout: Option<Duration>,
 }
 
 /// The answer.
@@ -168,6 +170,7 @@ mod tests {
             ticket: Some("4711".into()),
             technician: Some("anna".into()),
             rights: Rights::FULL,
+            timeout: None,
         }
     }
 

@@ -618,6 +618,7 @@ impl Session {
                                     ticket: principal.ticket.clone(),
                                     technician: principal.technician.clone(),
                                     rights: self.ceiling,
+                                    timeout: Some(*timeout),
                                 };
                                 let q = asker.ask(req);
                                 let t = *timeout;
