@@ -108,7 +108,11 @@ pub struct ConnectArgs {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum SourceKind {
-    /// A deterministic animated test pattern (no display needed).
+    /// This computer's screen: on Linux the X display in --display or
+    /// $DISPLAY, on Windows and macOS the screen.
+    Auto,
+    /// A deterministic animated test pattern (no display needed; only
+    /// served when asked for).
     TestPattern,
     /// The X11 display in --display or $DISPLAY.
     X11,
@@ -125,8 +129,8 @@ pub struct ServeArgs {
         default_value = "127.0.0.1:5900"
     )]
     pub listen: Vec<SocketAddr>,
-    /// What to serve.
-    #[arg(long, value_enum, default_value = "test-pattern")]
+    /// What to serve (default: this computer's screen).
+    #[arg(long, value_enum, default_value = "auto")]
     pub source: SourceKind,
     /// File whose first line is the VNC password (only 8 characters count).
     #[arg(long, value_name = "FILE", conflicts_with = "no_auth")]

@@ -222,8 +222,12 @@ async fn serve(db: Option<&std::path::Path>, mut args: ServeArgs, mode: Mode) ->
     if args.virtual_size.is_some() {
         bail!("--virtual is available on Linux only");
     }
+    #[cfg(not(target_os = "linux"))]
+    let mut args = args;
+    args.source = resolve_source(&args)?;
     let mut origin = None;
     let source: Box<dyn ScreenSource> = match args.source {
+        SourceKind::Auto => unreachable!("resolved above"),
         SourceKind::TestPattern => Box::new(TestPattern::new(args.size.0, args.size.1, args.fps).0),
         SourceKind::X11 => {
             let (src, o) = x11_source(args.display.as_deref(), args.monitor)?;
@@ -237,7 +241,7 @@ async fn serve(db: Option<&std::path::Path>, mut args: ServeArgs, mode: Mode) ->
     let shields = ticketvnc::prompt::Shields::new();
     let input: Arc<dyn InputSink> = match args.source {
         _ if args.view_only => Arc::new(NullInput),
-        SourceKind::TestPattern => Arc::new(NullInput),
+        SourceKind::TestPattern | SourceKind::Auto => Arc::new(NullInput),
         SourceKind::X11 => {
             let inner: Arc<dyn InputSink> = Arc::new(ticketvnc::prompt::ShieldedInput::new(
                 x11_input(args.display.clone(), clip_tx)?,
@@ -417,6 +421,32 @@ fn x11_source(
     let src = ticketvnc::capture::x11::X11Source::connect(display, monitor)?;
     let origin = src.input_origin();
     Ok((Box::new(src), origin))
+}
+
+/// `--source auto` (the default): this computer's screen. On Linux that is
+/// the X display in --display or $DISPLAY; without one there is nothing to
+/// serve, and the test pattern is never a silent stand-in for the screen.
+fn resolve_source(args: &ServeArgs) -> Result<SourceKind> {
+    if args.source != SourceKind::Auto {
+        return Ok(args.source);
+    }
+    if !cfg!(target_os = "linux") {
+        return Ok(SourceKind::Screen);
+    }
+    let display_env = std::env::var_os("DISPLAY").filter(|d| !d.is_empty());
+    if args.display.is_some() || display_env.is_some() {
+        return Ok(SourceKind::X11);
+    }
+    if std::env::var_os("WAYLAND_DISPLAY").is_some() {
+        bail!(
+            "this is a Wayland session without X11 ($DISPLAY is unset), which ticketvnc cannot \
+             capture yet; log in to an X11 session, or use --virtual WxH for a private desktop"
+        );
+    }
+    bail!(
+        "no screen to serve: $DISPLAY is unset. Use --display :0 for an X display, --virtual \
+         1280x800 for a private one, or --source test-pattern for the test pattern"
+    )
 }
 
 /// `--consent prompt`: a window on the served X screen.

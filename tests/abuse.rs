@@ -27,6 +27,16 @@ impl Drop for Server {
     }
 }
 
+/// `--source test-pattern` unless `extra` names a source (the screen is
+/// the default).
+fn test_pattern_unless(extra: &[&str]) -> &'static [&'static str] {
+    if extra.contains(&"--source") {
+        &[]
+    } else {
+        &["--source", "test-pattern"]
+    }
+}
+
 /// `serve` with a password file on the test pattern, its stdout and
 /// stderr piped to us; returns once it listens.
 fn serve(dir: &Path, log: &str, extra: &[&str]) -> (Server, BufReader<std::process::ChildStdout>) {
@@ -47,6 +57,7 @@ fn serve(dir: &Path, log: &str, extra: &[&str]) -> (Server, BufReader<std::proce
         ])
         .arg("--password-file")
         .arg(dir.join("pw"))
+        .args(test_pattern_unless(extra))
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

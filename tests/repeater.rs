@@ -244,6 +244,8 @@ fn ticketvnc_through_the_repeater_with_the_ticket_as_id() {
         .args([
             "--ticket",
             "4711",
+            "--source",
+            "test-pattern",
             "--fps",
             "0",
             "--size",

@@ -323,7 +323,14 @@ fn binary_with_password_file() {
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--password-file")
             .arg(&pw)
-            .args(["--fps", "0", "--size", &format!("{W}x{H}")])
+            .args([
+                "--source",
+                "test-pattern",
+                "--fps",
+                "0",
+                "--size",
+                &format!("{W}x{H}"),
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -376,7 +383,14 @@ fn serve_binary(dir: &Path, name: &str, extra: &[&str]) -> (ChildGuard, SocketAd
         .env("XDG_CONFIG_HOME", dir.join("config"))
         // Port 0: tests running side by side never race for a port.
         .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(["--fps", "0", "--size", &format!("{W}x{H}")])
+        .args([
+            "--source",
+            "test-pattern",
+            "--fps",
+            "0",
+            "--size",
+            &format!("{W}x{H}"),
+        ])
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -636,6 +650,8 @@ fn reverse_connection_to_a_listening_viewer() {
         .env("XDG_CONFIG_HOME", dir.path().join("config"))
         .args(["connect", &format!("127.0.0.1:{port}"), "--retry-for", "60"])
         .args([
+            "--source",
+            "test-pattern",
             "--fps",
             "0",
             "--size",

@@ -24,7 +24,7 @@ impl Drop for Serve {
 }
 
 /// `ticketvnc --db DB serve` on a 64x48 test pattern at `fps` (0: still)
-/// plus `extra` arguments.
+/// plus `extra` arguments (which may name another `--source`).
 pub fn serve(db: &Path, fps: u32, extra: &[&str]) -> Serve {
     let mut child = Command::new(BIN)
         .args(["--db"])
@@ -38,6 +38,11 @@ pub fn serve(db: &Path, fps: u32, extra: &[&str]) -> Serve {
             "--size",
             "64x48",
         ])
+        .args(if extra.contains(&"--source") {
+            &[][..]
+        } else {
+            &["--source", "test-pattern"][..]
+        })
         .args(extra)
         .env("TICKETVNC_LOG", "warn")
         // The generated TLS certificate goes beside the journal, not in $HOME.
