@@ -26,6 +26,7 @@ PACKAGES=(
     sqlite3         # inspecting the ticket journal
     procps          # kill(1), used to stop Xvfb cleanly
     x11vnc          # the peer that proves the test repeater faithful (tests/repeater.rs)
+    dbus-daemon     # a private session bus for the tray test (tests/tray.rs)
 )
 # vncdotool version the tests were written against.
 VNCDOTOOL=vncdotool==1.4.2

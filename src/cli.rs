@@ -65,6 +65,17 @@ Examples:
   ticketvnc ticket open 4711
   ticketvnc connect --repeater repeater.example.com:5500 --ticket 4711 --source x11")]
     Connect(Box<ConnectArgs>),
+    /// The customer's tray icon: "Get help" connects to the helpdesk set up
+    /// in the administrator's tray.toml; "Pause input" and "Stop sharing"
+    /// at any time.
+    #[command(after_help = "\
+The helpdesk's settings come from --config, else $XDG_CONFIG_HOME/ticketvnc/tray.toml,
+else /etc/ticketvnc/tray.toml. Example (see docs/helpdesk.md for every key):
+
+  company = \"Example IT\"
+  repeater = \"repeater.example.com:5500\"   # or: viewer = \"helpdesk.example.com:5500\"
+  consent = \"auto\"                         # or \"prompt\": ask before the technician gets in")]
+    Tray(Box<TrayArgs>),
     /// Tickets: open (prints a one-time code), close, show, note.
     #[command(subcommand)]
     Ticket(crate::tickets_cli::TicketCmd),
@@ -76,6 +87,18 @@ Examples:
     /// Technician accounts for VeNCrypt Plain: add, remove, list.
     #[command(subcommand)]
     Tech(crate::tickets_cli::TechCmd),
+}
+
+#[derive(Args, Debug)]
+pub struct TrayArgs {
+    /// The helpdesk settings (TOML) an administrator deployed.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Click "Get help" at start (for a desktop shortcut "Get help now").
+    #[arg(long)]
+    pub get_help: bool,
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 #[derive(Args, Debug)]
@@ -120,7 +143,7 @@ pub enum SourceKind {
     Screen,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
     /// Address to listen on (repeatable).
     #[arg(

@@ -25,6 +25,9 @@ macro_rules! say {
     }};
 }
 
+#[cfg(any(target_os = "linux", target_os = "windows"))]
+mod tray;
+
 fn main() -> Result<()> {
     // A log line can never fail a task: write errors (stderr closed, as in
     // `serve 2>&1 | head` or a dropped SSH session) are ignored instead of
@@ -46,6 +49,9 @@ fn main() -> Result<()> {
         Command::Connect(c) if c.serve.virtual_size.is_some() => {
             Some(ticketvnc::capture::virtual_x::export_xauthority()?)
         }
+        Command::Tray(t) if t.serve.virtual_size.is_some() => {
+            Some(ticketvnc::capture::virtual_x::export_xauthority()?)
+        }
         _ => None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -54,7 +60,7 @@ fn main() -> Result<()> {
         .context("starting the async runtime")?;
     tickets_cli::set_journal_key_file(cli.journal_key_file.clone());
     match cli.command {
-        Command::Serve(args) => rt.block_on(serve(cli.db.as_deref(), *args, Mode::Listen)),
+        Command::Serve(args) => rt.block_on(serve(cli.db.as_deref(), *args, Mode::Listen, None)),
         Command::Connect(c) => {
             let c = *c;
             let retry = std::time::Duration::from_secs(c.retry_for);
@@ -79,8 +85,12 @@ fn main() -> Result<()> {
                 },
                 (None, None) => bail!("give the viewer's HOST[:PORT] or --repeater HOST:PORT"),
             };
-            rt.block_on(serve(cli.db.as_deref(), c.serve, mode))
+            rt.block_on(serve(cli.db.as_deref(), c.serve, mode, None))
         }
+        #[cfg(any(target_os = "linux", target_os = "windows"))]
+        Command::Tray(t) => tray::run(&rt, cli.db.as_deref(), *t),
+        #[cfg(not(any(target_os = "linux", target_os = "windows")))]
+        Command::Tray(_) => bail!("the tray is not available on this system yet"),
         Command::Ticket(c) => tickets_cli::ticket(cli.db.as_deref(), c),
         Command::Sessions(a) => tickets_cli::sessions(cli.db.as_deref(), a),
         Command::Kb(c) => tickets_cli::kb(cli.db.as_deref(), c),
@@ -88,16 +98,17 @@ fn main() -> Result<()> {
     }
 }
 
-/// `TICKETVNC_LOG` (default info), with two caps no setting lifts: input
+/// `TICKETVNC_LOG` (default info), with caps no setting lifts: input
 /// crates never log below warn (enigo logs every keysym at debug, which
 /// would put typed passwords in the log), and rustls' per-connection
-/// warnings (TigerVNC sends an IP address as SNI) stay out of the way.
+/// warnings (TigerVNC sends an IP address as SNI) and zbus' (the tray's
+/// bus connection closing at exit) stay out of the way.
 fn log_filter() -> tracing_subscriber::EnvFilter {
     let user = std::env::var("TICKETVNC_LOG").unwrap_or_else(|_| "info".into());
-    let capped = format!("{user},enigo=warn,rustls=error");
+    let capped = format!("{user},enigo=warn,rustls=error,zbus=error");
     tracing_subscriber::EnvFilter::try_new(&capped).unwrap_or_else(|e| {
         eprintln!("TICKETVNC_LOG={user:?} is not a valid filter ({e}); using info");
-        tracing_subscriber::EnvFilter::new("info,enigo=warn,rustls=error")
+        tracing_subscriber::EnvFilter::new("info,enigo=warn,rustls=error,zbus=error")
     })
 }
 
@@ -133,7 +144,16 @@ enum Mode {
     },
 }
 
-async fn serve(db: Option<&std::path::Path>, mut args: ServeArgs, mode: Mode) -> Result<()> {
+/// Called with the running server before any session (the tray keeps its
+/// session control and stopper).
+type OnStart = Box<dyn FnOnce(&server::ServerHandle) + Send>;
+
+async fn serve(
+    db: Option<&std::path::Path>,
+    mut args: ServeArgs,
+    mode: Mode,
+    on_start: Option<OnStart>,
+) -> Result<()> {
     match &mode {
         Mode::Listen => {}
         // The customer chose where to connect: no authentication unless asked
@@ -314,22 +334,8 @@ async fn serve(db: Option<&std::path::Path>, mut args: ServeArgs, mode: Mode) ->
                 }
             })?;
     }
-    // Connect out, and stop when that session is over.
-    match mode {
-        Mode::Listen => {}
-        Mode::Reverse { target, retry, .. } => {
-            say!("ticketvnc connecting to {target}");
-            let out = ticketvnc::outbound::reverse(&handle, &target, retry).await;
-            return finish_outbound(handle, observer, out).await;
-        }
-        Mode::Repeater { target, id, retry } => {
-            say!("ticketvnc registering with repeater {target} as ID:{id}");
-            let out = ticketvnc::outbound::repeater(&handle, &target, &id, retry).await;
-            return finish_outbound(handle, observer, out).await;
-        }
-    }
     let stopper = handle.stopper();
-    tokio::spawn(async move {
+    let signals = tokio::spawn(async move {
         let why = tokio::select! {
             _ = tokio::signal::ctrl_c() => "Ctrl-C",
             _ = wait_terminate() => "SIGTERM",
@@ -338,6 +344,27 @@ async fn serve(db: Option<&std::path::Path>, mut args: ServeArgs, mode: Mode) ->
         stopper.stop();
         tracing::info!("stopping ({why})");
     });
+    if let Some(f) = on_start {
+        f(&handle);
+    }
+    // Connect out, and stop when that session is over (or when told to:
+    // a signal or the tray stops the server, which ends a running session
+    // in order and gives up dialling).
+    match mode {
+        Mode::Listen => {}
+        Mode::Reverse { target, retry, .. } => {
+            say!("ticketvnc connecting to {target}");
+            let out = ticketvnc::outbound::reverse(&handle, &target, retry).await;
+            signals.abort();
+            return finish_outbound(handle, observer, out).await;
+        }
+        Mode::Repeater { target, id, retry } => {
+            say!("ticketvnc registering with repeater {target} as ID:{id}");
+            let out = ticketvnc::outbound::repeater(&handle, &target, &id, retry).await;
+            signals.abort();
+            return finish_outbound(handle, observer, out).await;
+        }
+    }
     // Returns an error (non-zero exit) when the screen source goes away.
     let result = handle.wait().await;
     // Sessions have ended: write what the journal writer still holds, then
@@ -357,7 +384,13 @@ async fn finish_outbound(
     let stopped = handle.shutdown().await;
     observer.shutdown(std::time::Duration::from_secs(5));
     stopped?;
-    let out = out?;
+    let out = match out {
+        Err(ticketvnc::outbound::OutboundError::Stopped) => {
+            say!("ticketvnc stopped before a technician connected");
+            return Ok(());
+        }
+        out => out?,
+    };
     say!("ticketvnc session ended: {}", out.reason);
     if out.started {
         Ok(())

@@ -39,6 +39,15 @@ pub enum OutboundError {
         target: String,
         source: std::io::Error,
     },
+    /// The server was told to stop (a signal, "Stop sharing") before a
+    /// session ran.
+    #[error("stopped before a technician connected")]
+    Stopped,
+}
+
+/// Resolves when `stop` turns true (or its sender is gone).
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// `host`, `host:port` or `[v6]:port`, with `default_port` when none.
@@ -86,32 +95,38 @@ pub fn repeater_id_message(id: &str) -> Result<[u8; REPEATER_ID_LEN], OutboundEr
 /// Connect to `target`, retrying with a doubling pause (1 s up to 10 s)
 /// for up to `retry_for`: the customer often clicks before the technician's
 /// viewer listens. TCP keepalive notices a dead line within about a minute.
+/// Gives up with [`OutboundError::Stopped`] as soon as `stop` turns true.
 pub async fn dial(
     target: &str,
     retry_for: Duration,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<(TcpStream, SocketAddr), OutboundError> {
     let started = tokio::time::Instant::now();
     let mut pause = Duration::from_secs(1);
     let mut tries = 0;
     loop {
         tries += 1;
-        let last =
-            match tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(target)).await {
-                Ok(Ok(s)) => {
-                    let peer = s.peer_addr().map_err(|e| OutboundError::BadTarget {
-                        target: target.into(),
-                        detail: e.to_string(),
-                    })?;
-                    let _ = s.set_nodelay(true);
-                    let ka = socket2::TcpKeepalive::new()
-                        .with_time(Duration::from_secs(30))
-                        .with_interval(Duration::from_secs(10));
-                    let _ = socket2::SockRef::from(&s).set_tcp_keepalive(&ka);
-                    return Ok((s, peer));
-                }
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => "no answer within 10 s".to_string(),
-            };
+        let attempt = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(target));
+        let attempt = tokio::select! {
+            r = attempt => r,
+            _ = stopped(stop) => return Err(OutboundError::Stopped),
+        };
+        let last = match attempt {
+            Ok(Ok(s)) => {
+                let peer = s.peer_addr().map_err(|e| OutboundError::BadTarget {
+                    target: target.into(),
+                    detail: e.to_string(),
+                })?;
+                let _ = s.set_nodelay(true);
+                let ka = socket2::TcpKeepalive::new()
+                    .with_time(Duration::from_secs(30))
+                    .with_interval(Duration::from_secs(10));
+                let _ = socket2::SockRef::from(&s).set_tcp_keepalive(&ka);
+                return Ok((s, peer));
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "no answer within 10 s".to_string(),
+        };
         let waited = started.elapsed();
         if waited + pause > retry_for {
             return Err(OutboundError::GaveUp {
@@ -122,7 +137,10 @@ pub async fn dial(
             });
         }
         info!(%target, error = %last, retry_in = pause.as_secs(), "not reachable yet; trying again");
-        tokio::time::sleep(pause).await;
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stopped(stop) => return Err(OutboundError::Stopped),
+        }
         pause = (pause * 2).min(MAX_BACKOFF);
     }
 }
@@ -133,7 +151,7 @@ pub async fn reverse(
     target: &str,
     retry_for: Duration,
 ) -> Result<Outcome, OutboundError> {
-    let (s, peer) = dial(target, retry_for).await?;
+    let (s, peer) = dial(target, retry_for, &mut handle.stopping()).await?;
     info!(%peer, "connected to the technician's viewer");
     Ok(handle.run_outbound(s, peer, Direction::Reverse).await)
 }
@@ -149,8 +167,9 @@ pub async fn repeater(
     retry_for: Duration,
 ) -> Result<Outcome, OutboundError> {
     let msg = repeater_id_message(id)?;
+    let mut stop = handle.stopping();
     loop {
-        let (mut s, peer) = dial(target, retry_for).await?;
+        let (mut s, peer) = dial(target, retry_for, &mut stop).await?;
         s.write_all(&msg)
             .await
             .map_err(|source| OutboundError::Repeater {
@@ -162,8 +181,14 @@ pub async fn repeater(
         if out.started {
             return Ok(out);
         }
+        if *stop.borrow() {
+            return Err(OutboundError::Stopped);
+        }
         warn!(%peer, reason = %out.reason, "no session through the repeater; registering again");
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stopped(&mut stop) => return Err(OutboundError::Stopped),
+        }
     }
 }
 

@@ -173,6 +173,8 @@ impl ServerConfig {
 struct Registry {
     sessions: Mutex<HashMap<u64, Running>>,
     pending: Mutex<HashMap<u64, mpsc::Sender<Control>>>,
+    /// "Pause input" at the screen is on.
+    input_paused: std::sync::atomic::AtomicBool,
     throttle: Arc<AuthThrottle>,
     observer: Option<Arc<dyn SessionObserver>>,
     /// Connections in the handshake.
@@ -219,6 +221,16 @@ struct Running {
     owner: (Option<String>, Option<String>),
     /// The ticket, for ending sessions when it is closed.
     ticket: Option<String>,
+    peer: Option<SocketAddr>,
+}
+
+/// A running session as the person at the screen is told about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunningSession {
+    pub id: u64,
+    pub peer: Option<SocketAddr>,
+    pub ticket: Option<String>,
+    pub technician: Option<String>,
 }
 
 fn owner_of(info: &SessionInfo) -> (Option<String>, Option<String>) {
@@ -231,6 +243,11 @@ fn owner_of(info: &SessionInfo) -> (Option<String>, Option<String>) {
 
 impl SessionHost for Registry {
     fn session_starting(&self, info: &mut SessionInfo) -> bool {
+        // Input paused at the screen: newcomers start view-only too (and get
+        // their rights back, within their limits, when it resumes).
+        if self.input_paused.load(Ordering::SeqCst) {
+            info.rights = info.rights.intersect(Rights::VIEW_ONLY);
+        }
         if let Some(o) = &self.observer {
             match o.session_starting(info) {
                 Ok(record) => info.record = Some(record),
@@ -266,6 +283,7 @@ impl SessionHost for Registry {
                     tx,
                     ticket: owner.0.clone(),
                     owner,
+                    peer: info.peer,
                 },
             );
         }
@@ -391,6 +409,11 @@ impl ServerHandle {
     pub fn clipboard(&self) -> ClipboardBroadcast {
         ClipboardBroadcast(self.registry.clone())
     }
+    /// Becomes true when the server is told to stop (for work outside the
+    /// server that must stop with it, such as dialling out).
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
     /// Something that can stop the server from elsewhere (a signal handler).
     pub fn stopper(&self) -> Stopper {
         Stopper(self.shutdown.clone())
@@ -445,6 +468,50 @@ impl SessionControl {
         v.sort();
         v.dedup();
         v
+    }
+    /// The running sessions, oldest first.
+    pub fn running(&self) -> Vec<RunningSession> {
+        let mut v: Vec<RunningSession> = self
+            .0
+            .sessions
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, r)| RunningSession {
+                id: *id,
+                peer: r.peer,
+                ticket: r.ticket.clone(),
+                technician: r.owner.1.clone(),
+            })
+            .collect();
+        v.sort_by_key(|r| r.id);
+        v
+    }
+    /// "Pause input" at the screen: every running session becomes view-only
+    /// (held keys and buttons are let go), and so does every session that
+    /// starts while paused. Resuming gives each session back what its
+    /// credential and consent allowed. Each change is journaled with `by`.
+    pub fn pause_input(&self, paused: bool, by: &str) {
+        self.0.input_paused.store(paused, Ordering::SeqCst);
+        let rights = if paused {
+            Rights::VIEW_ONLY
+        } else {
+            Rights::FULL
+        };
+        for id in self.session_ids() {
+            self.set_rights(id, rights, by);
+        }
+    }
+    pub fn input_paused(&self) -> bool {
+        self.0.input_paused.load(Ordering::SeqCst)
+    }
+    /// "Stop sharing" at the screen: end every running session now (each
+    /// ends with reason "stopped at the screen"). Returns how many.
+    pub fn stop_sharing(&self) -> usize {
+        let s = self.0.sessions.lock().unwrap();
+        s.values()
+            .filter(|r| r.tx.try_send(Control::StopSharing).is_ok())
+            .count()
     }
     /// Change what session `id` may do, at once; `by` is journaled with
     /// the change. False if there is no such session.
@@ -579,6 +646,7 @@ pub async fn start(
     let registry = Arc::new(Registry {
         sessions: Mutex::default(),
         pending: Mutex::default(),
+        input_paused: Default::default(),
         throttle: throttle.clone(),
         observer: cfg.observer.clone(),
         noisy: NoisyLog::default(),

@@ -34,6 +34,8 @@ pub enum EndReason {
     Kicked,
     /// Its ticket was closed while it ran.
     TicketClosed,
+    /// The person at the screen stopped sharing (the tray's "Stop sharing").
+    StoppedAtScreen,
     /// Refused before the session started: a type that was not offered,
     /// a failed TLS handshake, the local user said no, it could not be
     /// journaled. The text says which.
@@ -53,6 +55,7 @@ impl EndReason {
             EndReason::AuthFailed => "auth failed",
             EndReason::Kicked => "kicked",
             EndReason::TicketClosed => "ticket closed",
+            EndReason::StoppedAtScreen => "stopped at the screen",
             EndReason::Refused(_) => "refused",
             EndReason::HandshakeTimeout => "handshake timeout",
             EndReason::Stalled => "viewer stalled",
@@ -242,6 +245,8 @@ pub enum Control {
     Kick,
     /// The session's ticket was closed: end it.
     TicketClosed,
+    /// The person at the screen stopped sharing: end it.
+    StopSharing,
     Shutdown,
     ServerCutText(Vec<u8>),
     /// Change what the viewer may do; `by` says who (journaled). Capped by
@@ -312,7 +317,8 @@ where
         EndReason::ViewerClosed
         | EndReason::ServerStopped
         | EndReason::Kicked
-        | EndReason::TicketClosed => {
+        | EndReason::TicketClosed
+        | EndReason::StoppedAtScreen => {
             info!(session = s.info.id, peer = ?s.info.peer, %reason, "session ended")
         }
         // Refusals and failures were logged (rate-limited) by the server.
@@ -720,6 +726,7 @@ impl Session {
                 }
                 c = self.control.recv() => match c {
                     Some(Control::Kick) => return Err(EndReason::Kicked),
+                    Some(Control::StopSharing) => return Err(EndReason::StoppedAtScreen),
                     Some(Control::TicketClosed) => return Err(EndReason::TicketClosed),
                     Some(Control::Shutdown) | None => return Err(EndReason::ServerStopped),
                     // Nothing to apply before the session exists.
@@ -937,6 +944,7 @@ impl Session {
                 }
                 c = self.control.recv() => match c {
                     Some(Control::Kick) => break 'main EndReason::Kicked,
+                    Some(Control::StopSharing) => break 'main EndReason::StoppedAtScreen,
                     Some(Control::TicketClosed) => break 'main EndReason::TicketClosed,
                     Some(Control::Shutdown) | None => break 'main EndReason::ServerStopped,
                     Some(Control::ServerCutText(t)) => {
