@@ -4,6 +4,7 @@
 
 mod binary;
 mod common;
+mod support_raw;
 
 use common::XvfbGuard;
 use std::io::{BufRead, BufReader};
@@ -107,4 +108,91 @@ async fn by_default_serve_shows_the_screen_in_display() {
         }
     }
     assert_eq!(size, Some((320, 200)), "not the X screen's size");
+}
+
+
+fn connect_child(dir: &std::path::Path, port: u16) -> common::ChildGuard {
+    common::ChildGuard(
+        Command::new(binary::BIN)
+            .arg("--db")
+            .arg(dir.join("j.db"))
+            .env("XDG_CONFIG_HOME", dir.join("config"))
+            .env("TICKETVNC_LOG", "warn")
+            .args(["connect", &format!("127.0.0.1:{port}"), "--retry-for", "60"])
+            .args(["--source", "test-pattern", "--fps", "0", "--size", "64x48"])
+            .args(["--ticket", "77"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn sigterm_and_wait(c: &mut common::ChildGuard) -> std::process::ExitStatus {
+    let st = Command::new("kill")
+        .args(["-TERM", &c.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(st) = c.0.try_wait().unwrap() {
+            return st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGTERM did not stop connect"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// SIGTERM while connected ends the session in order: the viewer is closed
+/// and the journal has the end (before, the process died on the spot and
+/// the session was only closed by crash recovery at the next start).
+/// SIGTERM while still dialling gives up at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_stops_in_order_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut c = connect_child(dir.path(), port);
+    let (mut tcp, _) = tokio::time::timeout(Duration::from_secs(30), listener.accept())
+        .await
+        .expect("connect never dialled")
+        .unwrap();
+    support_raw::handshake(&mut tcp, &support_raw::Auth::None, true)
+        .await
+        .unwrap();
+    let mut viewer = support_raw::RawClient::after_server_init(tcp)
+        .await
+        .unwrap();
+    // The session row is written before ServerInit; now stop.
+    let st = sigterm_and_wait(&mut c);
+    assert!(st.success(), "connect exited with {st}");
+    tokio::time::timeout(Duration::from_secs(10), viewer.expect_close())
+        .await
+        .expect("the viewer was not disconnected")
+        .ok();
+    let (ok, out) = binary::cli(&dir.path().join("j.db"), &["sessions", "--json"]);
+    assert!(ok);
+    let v: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(v.len(), 1, "{out}");
+    assert_eq!(v[0]["end_reason"], "server stopped", "{out}");
+    assert_eq!(v[0]["ticket"], "77", "{out}");
+
+    // Nobody listening: SIGTERM during the retries.
+    drop(listener);
+    let mut c = connect_child(dir.path(), port);
+    std::thread::sleep(Duration::from_millis(1500));
+    let st = sigterm_and_wait(&mut c);
+    assert!(st.success(), "connect exited with {st}");
+    let mut out = String::new();
+    use std::io::Read;
+    c.0.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert!(
+        out.contains("stopped before a technician connected"),
+        "{out}"
+    );
 }
