@@ -95,6 +95,93 @@ pub fn words(text: &str) -> impl Iterator<Item = Word> + '_ {
     })
 }
 
+/// The words of `text` plus, for words joined by hyphens (`E-Mail`,
+/// `WLAN-Profil`), the joined word (`email`, `wlanprofil`) after its
+/// parts, so `E-Mail` and `Email` meet. Its range covers the whole run.
+pub fn index_words(text: &str) -> Vec<Word> {
+    let ws: Vec<Word> = words(text).collect();
+    let mut out = Vec::with_capacity(ws.len() + 4);
+    let mut i = 0;
+    while i < ws.len() {
+        let mut j = i;
+        while j + 1 < ws.len() && &text[ws[j].end..ws[j + 1].start] == "-" {
+            j += 1;
+        }
+        out.extend(ws[i..=j].iter().cloned());
+        if j > i {
+            let base: String = ws[i..=j].iter().map(|w| w.base.as_str()).collect();
+            if base.len() <= MAX_WORD {
+                out.push(Word {
+                    start: ws[i].start,
+                    end: ws[j].end,
+                    base,
+                });
+            }
+        }
+        i = j + 1;
+    }
+    out
+}
+
+/// The words of a query: like [`index_words`], but a hyphenated run is one
+/// word (its parts are returned beside it, to be searched as weaker
+/// alternatives).
+pub fn query_words(text: &str) -> Vec<(Word, Vec<String>)> {
+    let ws: Vec<Word> = words(text).collect();
+    let mut out = Vec::with_capacity(ws.len());
+    let mut i = 0;
+    while i < ws.len() {
+        let mut j = i;
+        while j + 1 < ws.len() && &text[ws[j].end..ws[j + 1].start] == "-" {
+            j += 1;
+        }
+        if j == i {
+            out.push((ws[i].clone(), Vec::new()));
+        } else {
+            let base: String = ws[i..=j].iter().map(|w| w.base.as_str()).collect();
+            let parts = ws[i..=j].iter().map(|w| w.base.clone()).collect();
+            if base.len() <= MAX_WORD {
+                out.push((
+                    Word {
+                        start: ws[i].start,
+                        end: ws[j].end,
+                        base,
+                    },
+                    parts,
+                ));
+            }
+        }
+        i = j + 1;
+    }
+    out
+}
+
+/// Words a helpdesk writes in several ways that stemming cannot join
+/// (folded surface forms). Used at query time, as alternatives of the
+/// word itself.
+const SYNONYMS: &[&[&str]] = &[
+    &["email", "mail", "emails", "mails"],
+    &["wlan", "wifi", "wireless"],
+    &["passwort", "kennwort", "password", "pass"],
+    &["laptop", "notebook"],
+    &["handy", "smartphone", "mobiltelefon"],
+    &["mikro", "mikrofon"],
+    &["pc", "rechner", "computer"],
+    &["adminrechte", "administratorrechte"],
+    &["2fa", "mfa", "zweifaktor"],
+    &["rdp", "remotedesktop"],
+    &["screenshare", "screensharing", "bildschirmfreigabe"],
+];
+
+/// The other spellings of a folded word (empty when it has none).
+pub fn synonyms(surface: &str) -> impl Iterator<Item = &'static str> + '_ {
+    SYNONYMS
+        .iter()
+        .filter(move |g| g.contains(&surface))
+        .flat_map(|g| g.iter().copied())
+        .filter(move |w| *w != surface)
+}
+
 fn fold_char(c: char, out: &mut String) {
     for l in c.to_lowercase() {
         match l {
@@ -229,7 +316,7 @@ fn stemmer(lang: Lang) -> &'static Stemmer {
 /// nothing for a stopword.
 pub fn word_terms(base: &str, langs: &[Lang]) -> Vec<String> {
     let mut out: Vec<String> = Vec::with_capacity(2);
-    if is_stopword(base) {
+    if is_stopword(base) || base.chars().nth(1).is_none() {
         return out;
     }
     for &l in langs {
@@ -255,7 +342,7 @@ pub fn langs(lang: Option<Lang>) -> &'static [Lang] {
 pub fn index_text(text: &str, lang: Option<Lang>) -> String {
     let l = langs(lang.or_else(|| detect(text)));
     let mut out = String::with_capacity(text.len());
-    for w in words(text) {
+    for w in index_words(text) {
         for t in word_terms(&w.base, l) {
             if !out.is_empty() {
                 out.push(' ');
@@ -356,7 +443,7 @@ mod tests {
         let de = |s| index_text(s, Some(Lang::De));
         let en = |s| index_text(s, Some(Lang::En));
         assert_eq!(de("Drucker"), de("Druckers"));
-        assert_eq!(de("drucken"), de("druckt"));
+        assert_eq!(de("drucken"), de("Drucker"));
         assert_eq!(de("Warteschlangen"), de("Warteschlange"));
         assert_eq!(en("printers"), en("printer"));
         assert_eq!(en("continued"), en("continues"));
@@ -367,7 +454,8 @@ mod tests {
 
     #[test]
     fn stopwords_vanish_and_case_is_folded() {
-        assert_eq!(terms("Der Drucker und die"), terms("DRUCKER"));
+        let de = |s| index_text(s, Some(Lang::De));
+        assert_eq!(de("Der Drucker und die"), de("DRUCKER"));
         assert_eq!(terms("the"), "");
     }
 
@@ -382,6 +470,17 @@ mod tests {
             Some(Lang::En)
         );
         assert_eq!(detect("VPN Outlook"), None);
+    }
+
+    #[test]
+    fn hyphenated_words_are_also_joined() {
+        assert!(terms("E-Mail").split(' ').any(|t| t == "email"));
+        assert!(terms("WLAN-Profil").split(' ').any(|t| t == "wlan"));
+        let q = query_words("E-Mail Drucker");
+        assert_eq!(q[0].0.base, "email");
+        assert_eq!(q[0].1, ["e", "mail"]);
+        assert_eq!(q[1].0.base, "drucker");
+        assert_eq!(synonyms("wifi").collect::<Vec<_>>(), ["wlan", "wireless"]);
     }
 
     #[test]

@@ -146,15 +146,23 @@ struct WordPlan {
 }
 
 /// The words of a query, bounded: at most [`MAX_QUERY_BYTES`] bytes and
-/// [`MAX_QUERY_WORDS`] distinct non-stopwords.
-fn query_words(text: &str) -> Vec<analyzer::Word> {
+/// [`MAX_QUERY_WORDS`] distinct non-stopwords; each with the parts of a
+/// hyphenated word.
+fn query_words(text: &str) -> Vec<(analyzer::Word, Vec<String>)> {
     let mut end = text.len().min(MAX_QUERY_BYTES);
     while !text.is_char_boundary(end) {
         end -= 1;
     }
+    if end < text.len() {
+        // Do not search for the first half of a word cut at the limit.
+        end = text[..end]
+            .rfind(|c: char| !c.is_alphanumeric())
+            .unwrap_or(0);
+    }
     let mut seen = HashSet::new();
-    analyzer::words(&text[..end])
-        .filter(|w| !analyzer::is_stopword(&w.base) && seen.insert(w.base.clone()))
+    analyzer::query_words(&text[..end])
+        .into_iter()
+        .filter(|(w, _)| !analyzer::is_stopword(&w.base) && seen.insert(w.base.clone()))
         .take(MAX_QUERY_WORDS)
         .collect()
 }
@@ -194,12 +202,20 @@ const BOTH: &[Lang] = &[Lang::De, Lang::En];
 /// Exact and expansion terms of each query word.
 fn plan(c: &Connection, text: &str) -> Result<Vec<WordPlan>> {
     let mut plans = Vec::new();
-    for w in query_words(text) {
-        let exact = analyzer::word_terms(&w.base, BOTH);
+    let words = query_words(text);
+    for (k, (w, parts)) in words.iter().enumerate() {
+        let surface = analyzer::surface(w);
+        let mut exact = analyzer::word_terms(&w.base, BOTH);
+        for syn in analyzer::synonyms(&surface) {
+            for t in analyzer::word_terms(syn, BOTH) {
+                if !exact.contains(&t) {
+                    exact.push(t);
+                }
+            }
+        }
         if exact.is_empty() {
             continue;
         }
-        let surface = analyzer::surface(&w);
         let mut expand: Vec<String> = Vec::new();
         let add = |word: &str, expand: &mut Vec<String>| {
             for t in analyzer::word_terms(word, BOTH) {
@@ -208,6 +224,17 @@ fn plan(c: &Connection, text: &str) -> Result<Vec<WordPlan>> {
                 }
             }
         };
+        for p in parts {
+            add(p, &mut expand);
+        }
+        // Two query words written apart that the index knows as one
+        // (`out box` -> `outbox`).
+        if let Some((next, _)) = words.get(k + 1) {
+            let joined = format!("{surface}{}", analyzer::surface(next));
+            if vocab_has(c, &joined)? {
+                add(&joined, &mut expand);
+            }
+        }
         // Compounds that contain the word.
         if let Some(key) = analyzer::substring_key(&surface, &exact, MIN_PART) {
             let mut st = c.prepare_cached(
@@ -245,15 +272,15 @@ fn plan(c: &Connection, text: &str) -> Result<Vec<WordPlan>> {
         if n >= 4 && !vocab_has(c, &surface)? && !index_has_any(c, &exact)? {
             let max = if n >= 8 { 2 } else { 1 };
             let first = surface.chars().next().unwrap_or('a');
-            let mut next = first.to_string();
-            next.push(char::MAX);
+            let mut upper = first.to_string();
+            upper.push(char::MAX);
             let mut st = c.prepare_cached(
                 "SELECT term FROM kb_vocab WHERE term >= ?1 AND term < ?2
                    AND length(term) BETWEEN ?3 AND ?4",
             )?;
             let mut best: Vec<(usize, String)> = Vec::new();
             let rows = st.query_map(
-                params![first.to_string(), next, (n - max) as i64, (n + max) as i64],
+                params![first.to_string(), upper, (n - max) as i64, (n + max) as i64],
                 |r| r.get::<_, String>(0),
             )?;
             for t in rows {
@@ -315,7 +342,7 @@ pub(crate) fn rebuild_kb(tx: &Connection, ticket: &str) -> Result<()> {
             .chain(notes.iter())
             .chain(std::iter::once(&resolution))
         {
-            for w in analyzer::words(text) {
+            for w in analyzer::index_words(text) {
                 let s = analyzer::surface(&w);
                 if s.chars().count() < 3
                     || s.bytes().all(|b| b.is_ascii_digit())
@@ -368,11 +395,15 @@ fn mark(
     excerpt: bool,
 ) -> (String, Vec<String>) {
     let mut spans = Vec::new();
-    for w in analyzer::words(text) {
+    for w in analyzer::index_words(text) {
         if analyzer::word_terms(&w.base, BOTH)
             .iter()
             .any(|t| terms.contains(t.as_str()))
         {
+            // A joined hyphenated word replaces its marked parts.
+            while spans.last().is_some_and(|&(s, _)| s >= w.start) {
+                spans.pop();
+            }
             spans.push((w.start, w.end));
         }
     }
@@ -598,7 +629,8 @@ fn hit(
             let best = notes
                 .into_iter()
                 .map(|n| {
-                    let k = analyzer::words(&n.3)
+                    let k = analyzer::index_words(&n.3)
+                        .into_iter()
                         .filter(|w| {
                             analyzer::word_terms(&w.base, BOTH)
                                 .iter()
@@ -643,9 +675,9 @@ mod tests {
     fn hostile_query_text_becomes_quoted_terms() {
         let w: Vec<String> = query_words("printer \"offline* NOT x: AND (NEAR) - ")
             .into_iter()
-            .map(|w| w.base)
+            .map(|w| w.0.base)
             .collect();
-        // "not" is an English stopword; the rest are plain words.
+        // "not" and "and" are English stopwords; the rest are plain words.
         assert_eq!(w, ["printer", "offline", "x", "near"]);
         let t = vec!["near".to_string(), "x".to_string()];
         assert_eq!(quote_or(&t.iter().collect::<Vec<_>>()), "\"near\" OR \"x\"");
@@ -666,7 +698,7 @@ mod tests {
 
     #[test]
     fn marks_and_excerpts() {
-        let terms: HashSet<&str> = ["druck", "drucker"].into_iter().collect();
+        let terms: HashSet<&str> = ["druck", "druckt"].into_iter().collect();
         let (m, w) = mark("Der Drucker druckt nicht.", &terms, ("[", "]"), true);
         assert_eq!(m, "Der [Drucker] [druckt] nicht.");
         assert_eq!(w, ["Drucker", "druckt"]);
@@ -676,6 +708,7 @@ mod tests {
             m.starts_with('…') && m.ends_with('…') && m.contains("[Drucker]"),
             "{m}"
         );
-        assert!(m.chars().count() <= EXCERPT_CHARS + 2);
+        // Two ellipses and one pair of marks beyond the cut.
+        assert!(m.chars().count() <= EXCERPT_CHARS + 4);
     }
 }
