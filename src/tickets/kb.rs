@@ -110,6 +110,9 @@ pub struct KbHit {
     pub excerpt: String,
     /// The words of the ticket that matched, as written there.
     pub matched: Vec<String>,
+    /// The language set for the ticket (`ticket open --lang`); `None`:
+    /// detected per text.
+    pub lang: Option<Lang>,
 }
 
 impl KbHit {
@@ -134,6 +137,7 @@ impl KbHit {
             "text": self.text,
             "excerpt": self.excerpt,
             "matched": self.matched,
+            "lang": self.lang.map(Lang::as_str),
         })
     }
 }
@@ -276,18 +280,31 @@ fn plan(c: &Connection, text: &str) -> Result<Vec<WordPlan>> {
             upper.push(char::MAX);
             let mut st = c.prepare_cached(
                 "SELECT term FROM kb_vocab WHERE term >= ?1 AND term < ?2
-                   AND length(term) BETWEEN ?3 AND ?4",
+                   AND length(term) >= ?3",
             )?;
+            // Whole words first; else the head of a compound
+            // (`Drucekr` -> `Druckerwarteschlange`).
             let mut best: Vec<(usize, String)> = Vec::new();
-            let rows = st.query_map(
-                params![first.to_string(), upper, (n - max) as i64, (n + max) as i64],
-                |r| r.get::<_, String>(0),
-            )?;
+            let mut heads: Vec<(usize, String)> = Vec::new();
+            let rows = st.query_map(params![first.to_string(), upper, (n - max) as i64], |r| {
+                r.get::<_, String>(0)
+            })?;
             for t in rows {
                 let t = t?;
-                if let Some(d) = analyzer::edit_distance(&surface, &t, max) {
-                    best.push((d, t));
+                let len = t.chars().count();
+                if len <= n + max {
+                    if let Some(d) = analyzer::edit_distance(&surface, &t, max) {
+                        best.push((d, t));
+                    }
+                } else if best.is_empty() && len >= n + MIN_PART {
+                    let head: String = t.chars().take(n).collect();
+                    if let Some(d) = analyzer::edit_distance(&surface, &head, max) {
+                        heads.push((d, t));
+                    }
                 }
+            }
+            if best.is_empty() {
+                best = heads;
             }
             best.sort();
             if let Some(&(d0, _)) = best.first() {
@@ -652,7 +669,9 @@ fn hit(
             matched.push(m);
         }
     }
+    let lang = ticket_lang(c, &ticket)?;
     Ok(KbHit {
+        lang,
         ticket,
         title,
         status,
