@@ -30,7 +30,7 @@ fn main() -> anyhow::Result<()> {
         None => dir.path().join("kb.db"),
     };
     let labelled = kbset::tickets();
-    let filler = kbset::synthetic(total.saturating_sub(labelled.len()), 0x5eed_17);
+    let filler = kbset::synthetic(total.saturating_sub(labelled.len()), 0x005e_ed17);
     let j = Journal::open(&path)?;
     let t0 = Instant::now();
     // The labelled tickets spread among the filler, not all at the start.

@@ -488,14 +488,22 @@ pub fn sessions(db: Option<&Path>, args: SessionsArgs) -> Result<()> {
 
 /// Asks for the resolution on a terminal; elsewhere says it is missing.
 fn ask_resolution(id: &str) -> Result<Option<String>> {
+    use std::io::Write;
+    let mut err = std::io::stderr();
     if !std::io::stdin().is_terminal() {
-        eprintln!(
+        // A closed stderr must not stop the ticket from closing.
+        let _ = writeln!(
+            err,
             "note: ticket {id} closed without --resolution; the knowledge base shows a \
              resolution first, add one with --resolution next time"
         );
         return Ok(None);
     }
-    eprint!("How was ticket {id} solved? (one line for the knowledge base, empty to skip): ");
+    let _ = write!(
+        err,
+        "How was ticket {id} solved? (one line for the knowledge base, empty to skip): "
+    );
+    let _ = err.flush();
     let mut line = String::new();
     std::io::stdin()
         .read_line(&mut line)

@@ -384,8 +384,8 @@ pub fn edit_distance(a: &str, b: &str, max: usize) -> Option<usize> {
     }
     let w = b.len() + 1;
     let mut d = vec![0usize; (a.len() + 1) * w];
-    for j in 0..w {
-        d[j] = j;
+    for (j, v) in d.iter_mut().take(w).enumerate() {
+        *v = j;
     }
     for i in 1..=a.len() {
         d[i * w] = i;

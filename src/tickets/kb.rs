@@ -256,7 +256,7 @@ fn plan(c: &Connection, text: &str) -> Result<Vec<WordPlan>> {
         // The word is itself a compound of known words (`Druckerwarteschlange`
         // -> `drucker` + `warteschlange`, with or without a linking `s`).
         let chars: Vec<(usize, char)> = surface.char_indices().collect();
-        if chars.len() >= 2 * 4 + 1 {
+        if chars.len() > 2 * 4 {
             for &(i, _) in &chars[4..chars.len() - 3] {
                 let (left, right) = surface.split_at(i);
                 let left_ok = vocab_has(c, left)?
@@ -698,7 +698,7 @@ mod tests {
             .collect();
         // "not" and "and" are English stopwords; the rest are plain words.
         assert_eq!(w, ["printer", "offline", "x", "near"]);
-        let t = vec!["near".to_string(), "x".to_string()];
+        let t = ["near".to_string(), "x".to_string()];
         assert_eq!(quote_or(&t.iter().collect::<Vec<_>>()), "\"near\" OR \"x\"");
         assert!(query_words("  ** -- ()\"").is_empty());
         assert!(query_words("").is_empty());

@@ -123,8 +123,9 @@ const MIGRATIONS: &[&str] = &[
     // trigram index for compound parts and typo candidates; `ticket_lang`
     // is the language a technician set for a ticket. All of it is derived
     // or a search hint, not evidence: none of it is hash-chained. The rows
-    // are filled by the reindex that `migrate` runs after this step
-    // (kb_analyzer = 0 forces it).
+    // are filled by the reindex that `migrate` runs in the same
+    // transaction; `kb_analyzer` is the analyzer version they were built
+    // with (a newer analyzer reindexes on open).
     r#"
     DROP TABLE kb;
     CREATE VIRTUAL TABLE kb USING fts5(
@@ -160,6 +161,11 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
             break;
         }
         tx.execute_batch(MIGRATIONS[v as usize])?;
+        if v + 1 == 4 {
+            // Fill the new index in the same transaction: no other process
+            // ever sees a version-4 journal with an empty knowledge base.
+            reindex(&tx)?;
+        }
         tx.execute_batch(&format!("PRAGMA user_version = {}", v + 1))?;
         tx.commit()?;
         tracing::info!(version = v + 1, "journal schema migrated");
@@ -185,13 +191,18 @@ fn reindex_if_stale(conn: &mut Connection) -> Result<()> {
     }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     if stale(&tx)? {
-        let n = super::kb::reindex_all(&tx)?;
-        tx.execute(
-            "INSERT OR REPLACE INTO counters (name, value) VALUES ('kb_analyzer', ?1)",
-            [super::analyzer::ANALYZER_VERSION],
-        )?;
+        reindex(&tx)?;
         tx.commit()?;
-        tracing::info!(tickets = n, "knowledge base reindexed");
     }
+    Ok(())
+}
+
+fn reindex(tx: &Connection) -> Result<()> {
+    let n = super::kb::reindex_all(tx)?;
+    tx.execute(
+        "INSERT OR REPLACE INTO counters (name, value) VALUES ('kb_analyzer', ?1)",
+        [super::analyzer::ANALYZER_VERSION],
+    )?;
+    tracing::info!(tickets = n, "knowledge base reindexed");
     Ok(())
 }
