@@ -75,6 +75,19 @@ fn main() -> anyhow::Result<()> {
         r.recall3(),
         r.queries
     );
+    let h = kbset::evaluate(&j, &kbset::heldout());
+    for (q, got) in &h.misses {
+        println!(
+            "held-out miss {:?} -> want {}, got {got:?}",
+            q.text, q.ticket
+        );
+    }
+    println!(
+        "held-out: recall@1 {:.3}  recall@3 {:.3}  ({} queries)",
+        h.recall1(),
+        h.recall3(),
+        h.queries
+    );
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
     println!(
         "latency per query: p50 {:.2} ms  p95 {:.2} ms  max {:.2} ms",

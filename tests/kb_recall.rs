@@ -54,5 +54,18 @@ fn recall_at_3_on_the_labelled_set_is_at_least_0_9() {
         r.queries,
         kbset::tickets().len()
     );
+    let h = kbset::evaluate(&j, &kbset::heldout());
+    for (q, got) in &h.misses {
+        eprintln!(
+            "held-out miss {:?} -> want {}, got {got:?}",
+            q.text, q.ticket
+        );
+    }
+    eprintln!(
+        "held-out: recall@1 {:.3}  recall@3 {:.3}  ({} queries)",
+        h.recall1(),
+        h.recall3(),
+        h.queries
+    );
     assert!(r.recall3() >= 0.9, "recall@3 {:.3}", r.recall3());
 }

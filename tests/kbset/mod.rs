@@ -8,6 +8,7 @@ use ticketvnc::tickets::{Journal, KbQuery};
 
 pub const TICKETS: &str = include_str!("../data/kb/tickets.txt");
 pub const QUERIES: &str = include_str!("../data/kb/queries.tsv");
+pub const HELDOUT: &str = include_str!("../data/kb/queries_heldout.tsv");
 
 #[derive(Debug, Default, Clone)]
 pub struct Ticket {
@@ -57,8 +58,16 @@ pub fn tickets() -> Vec<Ticket> {
 }
 
 pub fn queries() -> Vec<Query> {
-    QUERIES
-        .lines()
+    parse_queries(QUERIES)
+}
+
+/// Queries written after the analyzer was frozen, never used to tune it.
+pub fn heldout() -> Vec<Query> {
+    parse_queries(HELDOUT)
+}
+
+fn parse_queries(text: &str) -> Vec<Query> {
+    text.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|l| {
             let mut f = l.splitn(3, '\t');
