@@ -257,13 +257,16 @@ fn plan(c: &Connection, text: &str) -> Result<Vec<WordPlan>> {
         // -> `drucker` + `warteschlange`, with or without a linking `s`).
         let chars: Vec<(usize, char)> = surface.char_indices().collect();
         if chars.len() > 2 * 4 {
+            // A part is known as a word of the vocabulary, or by its stems
+            // (`drucker` in a ticket that only says `Druckers`).
+            let known = |p: &str| -> Result<bool> {
+                Ok(vocab_has(c, p)? || index_has_any(c, &analyzer::word_terms(p, BOTH))?)
+            };
             for &(i, _) in &chars[4..chars.len() - 3] {
                 let (left, right) = surface.split_at(i);
-                let left_ok = vocab_has(c, left)?
-                    || (left.ends_with('s')
-                        && left.len() > 5
-                        && vocab_has(c, &left[..left.len() - 1])?);
-                if left_ok && vocab_has(c, right)? {
+                let left_ok = known(left)?
+                    || (left.ends_with('s') && left.len() > 5 && known(&left[..left.len() - 1])?);
+                if left_ok && known(right)? {
                     add(left.trim_end_matches('s'), &mut expand);
                     add(left, &mut expand);
                     add(right, &mut expand);
