@@ -25,11 +25,21 @@ Example:
         /// How long the code stays valid (1m to 7d), e.g. 30m, 2h.
         #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
         expires: Duration,
+        /// Language of the ticket's texts for the knowledge base: de, en,
+        /// or auto (detected per note; both stemmers when unclear).
+        #[arg(long, value_parser = ["de", "en", "auto"])]
+        lang: Option<String>,
     },
-    /// Close the ticket; its unused codes stop working.
+    /// Close the ticket; its unused codes stop working. Without
+    /// --resolution, asks for one on a terminal.
+    #[command(after_help = "\
+Example:
+  ticketvnc ticket close 4711 --resolution \"Spooler neu gestartet, Treiber aktualisiert\"
+  # The resolution is what the knowledge base shows first for this ticket.")]
     Close {
         id: String,
-        /// How it was solved (kept in the knowledge base).
+        /// How it was solved: the knowledge base ranks it above notes and
+        /// shows it with every hit of this ticket.
         #[arg(long)]
         resolution: Option<String>,
     },
@@ -65,16 +75,70 @@ pub enum SessionsCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum KbCmd {
-    /// Best matching tickets (titles, notes, resolutions), ranked by bm25.
-    #[command(after_help = "Example:\n  ticketvnc kb search \"printer offline\"")]
+    /// Best matching tickets (titles, notes, resolutions): German and
+    /// English stems, umlaut spellings, compound parts and small typos.
+    /// Each hit shows the resolution, else the most relevant note.
+    #[command(after_help = "\
+Examples:
+  ticketvnc kb search \"printer offline\"
+  ticketvnc kb search Druckerwarteschlange --status closed --since 90d
+  ticketvnc kb search vpn --technician alice --json
+  journalctl -n 20 | ticketvnc kb search -     # the query from standard input
+
+Score: 0.01 to 1. 60% is the share of the query's words the ticket has (a word
+found only as part of a compound or through a typo correction counts 0.6),
+40% its bm25 relative to the best hit.")]
     Search {
         /// Words to look for (any of them; more matches rank higher).
-        #[arg(required = true, num_args = 1..)]
+        /// A single `-` reads the query from standard input.
+        #[arg(num_args = 0..)]
         query: Vec<String>,
         /// At most this many tickets.
         #[arg(long, default_value_t = 10)]
         limit: usize,
+        /// JSON (one array) instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Only open or only closed tickets.
+        #[arg(long, value_parser = ["open", "closed"])]
+        status: Option<String>,
+        /// Only tickets opened at or after this date (2026-01-31, an
+        /// RFC 3339 time, or a duration ago such as 90d).
+        #[arg(long, value_parser = parse_when)]
+        since: Option<i64>,
+        /// Only tickets opened before this date (same forms as --since).
+        #[arg(long, value_parser = parse_when)]
+        until: Option<i64>,
+        /// Only tickets this technician worked on (a session or a note).
+        #[arg(long)]
+        technician: Option<String>,
     },
+    /// Rebuild the knowledge base from the tickets (done by itself when a
+    /// new ticketvnc changes how texts are analysed).
+    Reindex,
+}
+
+/// A date, an RFC 3339 time, or a duration before now, as Unix ms.
+fn parse_when(s: &str) -> std::result::Result<i64, String> {
+    let s = s.trim();
+    let t = if s.len() == 10 && s.as_bytes()[4] == b'-' {
+        humantime::parse_rfc3339(&format!("{s}T00:00:00Z")).map_err(|e| e.to_string())
+    } else {
+        humantime::parse_rfc3339_weak(s).map_err(|e| e.to_string())
+    };
+    if let Ok(t) = t {
+        let ms = t
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|e| e.to_string())?
+            .as_millis();
+        return Ok(ms as i64);
+    }
+    match humantime::parse_duration(s) {
+        Ok(d) => Ok(tickets::now_ms() - d.as_millis().min(i64::MAX as u128) as i64),
+        Err(_) => Err(format!(
+            "{s:?}: expected a date (2026-01-31), an RFC 3339 time or a duration (90d)"
+        )),
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -208,9 +272,17 @@ pub fn open_journal(db: Option<&Path>) -> Result<Journal> {
 pub fn ticket(db: Option<&Path>, cmd: TicketCmd) -> Result<()> {
     let j = open_journal(db)?;
     match cmd {
-        TicketCmd::Open { id, title, expires } => {
+        TicketCmd::Open {
+            id,
+            title,
+            expires,
+            lang,
+        } => {
             tickets::check_code_ttl(expires)?;
             let (t, created) = j.open_ticket(&id, title.as_deref())?;
+            if let Some(l) = lang {
+                j.set_ticket_lang(&id, tickets::analyzer::Lang::parse(&l))?;
+            }
             let code = j.issue_code(&id, expires)?;
             println!(
                 "Ticket {} {}{}",
@@ -231,6 +303,10 @@ pub fn ticket(db: Option<&Path>, cmd: TicketCmd) -> Result<()> {
             );
         }
         TicketCmd::Close { id, resolution } => {
+            let resolution = match resolution {
+                Some(r) => Some(r),
+                None => ask_resolution(&id)?,
+            };
             let t = j.close_ticket(&id, resolution.as_deref())?;
             println!(
                 "Ticket {} closed at {}.",
@@ -410,16 +486,93 @@ pub fn sessions(db: Option<&Path>, args: SessionsArgs) -> Result<()> {
     }
 }
 
+/// Asks for the resolution on a terminal; elsewhere says it is missing.
+fn ask_resolution(id: &str) -> Result<Option<String>> {
+    use std::io::Write;
+    let mut err = std::io::stderr();
+    if !std::io::stdin().is_terminal() {
+        // A closed stderr must not stop the ticket from closing.
+        let _ = writeln!(
+            err,
+            "note: ticket {id} closed without --resolution; the knowledge base shows a \
+             resolution first, add one with --resolution next time"
+        );
+        return Ok(None);
+    }
+    let _ = write!(
+        err,
+        "How was ticket {id} solved? (one line for the knowledge base, empty to skip): "
+    );
+    let _ = err.flush();
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the resolution")?;
+    let line = line.trim();
+    Ok((!line.is_empty()).then(|| line.to_string()))
+}
+
+/// The query: the words given, or with a single `-` standard input
+/// (at most [`tickets::MAX_QUERY_BYTES`] of it is used).
+fn query_text(words: &[String]) -> Result<String> {
+    if words.len() == 1 && words[0] == "-" {
+        use std::io::Read;
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .take(tickets::MAX_QUERY_BYTES as u64 + 4)
+            .read_to_end(&mut buf)
+            .context("reading the query from standard input")?;
+        return Ok(String::from_utf8_lossy(&buf).into_owned());
+    }
+    Ok(words.join(" "))
+}
+
 pub fn kb(db: Option<&Path>, cmd: KbCmd) -> Result<()> {
     let j = open_journal(db)?;
     match cmd {
-        KbCmd::Search { query, limit } => {
-            let (open, close) = if std::io::stdout().is_terminal() {
+        KbCmd::Reindex => {
+            let n = j.kb_reindex()?;
+            println!("Knowledge base rebuilt: {n} tickets.");
+            Ok(())
+        }
+        KbCmd::Search {
+            query,
+            limit,
+            json,
+            status,
+            since,
+            until,
+            technician,
+        } => {
+            let text = query_text(&query)?;
+            let mark = if json {
+                ("**", "**")
+            } else if std::io::stdout().is_terminal() {
                 ("\x1b[1;33m", "\x1b[0m")
             } else {
                 ("**", "**")
             };
-            let hits = j.kb_search(&query.join(" "), limit, open, close)?;
+            let q = tickets::KbQuery {
+                text: &text,
+                limit,
+                status: status.as_deref().map(|s| {
+                    if s == "closed" {
+                        tickets::TicketStatus::Closed
+                    } else {
+                        tickets::TicketStatus::Open
+                    }
+                }),
+                since,
+                until,
+                technician: technician.as_deref(),
+                mark,
+            };
+            let hits = j.kb_search(&q)?;
+            if json {
+                let v: Vec<_> = hits.iter().map(|h| h.to_json()).collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
             if hits.is_empty() {
                 println!("No matching tickets.");
             }
@@ -429,10 +582,19 @@ pub fn kb(db: Option<&Path>, cmd: KbCmd) -> Result<()> {
                     i + 1,
                     h.ticket,
                     h.status,
-                    h.title,
-                    -h.rank + 0.0
+                    h.title_marked,
+                    h.score
                 );
-                println!("   {}", h.snippet);
+                let label = match &h.source {
+                    tickets::KbSource::Resolution => "Resolution".to_string(),
+                    tickets::KbSource::Note { at, author, .. } => format!(
+                        "Note {} {}",
+                        format_time(*at),
+                        author.as_deref().unwrap_or("-")
+                    ),
+                    tickets::KbSource::Title => continue,
+                };
+                println!("   {label}: {}", h.excerpt);
             }
             Ok(())
         }

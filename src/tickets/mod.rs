@@ -49,6 +49,7 @@
 //! and never makes a session wait (see [`WRITER_QUEUE_LEN`],
 //! [`CLIPBOARD_WINDOW`]).
 
+pub mod analyzer;
 mod chain;
 mod codes;
 pub mod flood;
@@ -65,7 +66,7 @@ pub use codes::{
     check_code_ttl, CodeAuthenticator, IssuedCode, CODE_ALPHABET, CODE_LEN, MAX_LIVE_CODES,
     MAX_TTL, MIN_TTL,
 };
-pub use kb::KbHit;
+pub use kb::{KbHit, KbQuery, KbSource, EXPANSION_WEIGHT, MAX_QUERY_BYTES, MAX_QUERY_WORDS};
 pub use observer::JournalObserver;
 pub use store::{
     ClipboardDirection, Consent, Direction, Event, EventRow, Journal, Note, Rights, SessionId,

@@ -4,7 +4,7 @@
 //! cannot both apply it.
 
 use super::{JournalError, Result};
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 /// Migration `i` brings the schema from version `i` to `i + 1`.
 /// Never edit a released entry; append a new one.
@@ -117,6 +117,31 @@ const MIGRATIONS: &[&str] = &[
         BEGIN UPDATE counters SET value = value + 1 WHERE name = 'codes'; END;
     CREATE INDEX events_kind ON events(kind, ticket);
     "#,
+    // 4 (issue 17): the knowledge base indexes the terms of the analyzer
+    // (analyzer.rs: folding, German and English stems) instead of FTS5's
+    // porter tokenizer; `kb_vocab` holds every folded word seen, with a
+    // trigram index for compound parts and typo candidates; `ticket_lang`
+    // is the language a technician set for a ticket. All of it is derived
+    // or a search hint, not evidence: none of it is hash-chained. The rows
+    // are filled by the reindex that `migrate` runs in the same
+    // transaction; `kb_analyzer` is the analyzer version they were built
+    // with (a newer analyzer reindexes on open).
+    r#"
+    DROP TABLE kb;
+    CREATE VIRTUAL TABLE kb USING fts5(
+        ticket UNINDEXED, title, notes, resolution,
+        tokenize = 'unicode61 remove_diacritics 0'
+    );
+    CREATE TABLE kb_vocab (
+        term  TEXT PRIMARY KEY NOT NULL
+    ) WITHOUT ROWID;
+    CREATE VIRTUAL TABLE kb_vocab_tri USING fts5(term, tokenize = 'trigram');
+    CREATE TABLE ticket_lang (
+        ticket  TEXT PRIMARY KEY NOT NULL REFERENCES tickets(id),
+        lang    TEXT NOT NULL CHECK (lang IN ('de', 'en'))
+    );
+    INSERT INTO counters (name, value) VALUES ('kb_analyzer', 0);
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -133,11 +158,51 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
             });
         }
         if v == SCHEMA_VERSION {
-            return Ok(());
+            break;
         }
         tx.execute_batch(MIGRATIONS[v as usize])?;
+        if v + 1 == 4 {
+            // Fill the new index in the same transaction: no other process
+            // ever sees a version-4 journal with an empty knowledge base.
+            reindex(&tx)?;
+        }
         tx.execute_batch(&format!("PRAGMA user_version = {}", v + 1))?;
         tx.commit()?;
         tracing::info!(version = v + 1, "journal schema migrated");
     }
+    reindex_if_stale(conn)
+}
+
+/// Rebuilds the knowledge base when it was built by another analyzer
+/// version (or not at all, right after migration 4).
+fn reindex_if_stale(conn: &mut Connection) -> Result<()> {
+    let stale = |c: &Connection| -> Result<bool> {
+        let v: Option<i64> = c
+            .query_row(
+                "SELECT value FROM counters WHERE name = 'kb_analyzer'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(v != Some(super::analyzer::ANALYZER_VERSION))
+    };
+    if !stale(conn)? {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if stale(&tx)? {
+        reindex(&tx)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn reindex(tx: &Connection) -> Result<()> {
+    let n = super::kb::reindex_all(tx)?;
+    tx.execute(
+        "INSERT OR REPLACE INTO counters (name, value) VALUES ('kb_analyzer', ?1)",
+        [super::analyzer::ANALYZER_VERSION],
+    )?;
+    tracing::info!(tickets = n, "knowledge base reindexed");
+    Ok(())
 }

@@ -1189,30 +1189,7 @@ pub(crate) fn session_snapshot(c: &Connection, id: i64) -> Result<(Value, Value)
     )?)
 }
 
-/// Rewrites a ticket's knowledge-base row from its title, notes and resolution.
-pub(crate) fn rebuild_kb(tx: &Connection, ticket: &str) -> Result<()> {
-    let row: Option<(i64, String, Option<String>)> = tx
-        .query_row(
-            "SELECT rowid, title, resolution FROM tickets WHERE id = ?1",
-            [ticket],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()?;
-    let Some((rowid, title, resolution)) = row else {
-        return Ok(());
-    };
-    let notes: String = tx.query_row(
-        "SELECT COALESCE(group_concat(text, char(10)), '') FROM (SELECT text FROM notes WHERE ticket = ?1 ORDER BY id)",
-        [ticket],
-        |r| r.get(0),
-    )?;
-    tx.execute("DELETE FROM kb WHERE rowid = ?1", [rowid])?;
-    tx.execute(
-        "INSERT INTO kb (rowid, ticket, title, notes, resolution) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![rowid, ticket, title, notes, resolution.unwrap_or_default()],
-    )?;
-    Ok(())
-}
+pub(crate) use super::kb::rebuild_kb;
 
 pub(crate) fn check_ticket_id(id: &str) -> Result<()> {
     if id.is_empty() || id.len() > MAX_TICKET_ID {
