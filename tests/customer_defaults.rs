@@ -110,7 +110,6 @@ async fn by_default_serve_shows_the_screen_in_display() {
     assert_eq!(size, Some((320, 200)), "not the X screen's size");
 }
 
-
 fn connect_child(dir: &std::path::Path, port: u16) -> common::ChildGuard {
     common::ChildGuard(
         Command::new(binary::BIN)
