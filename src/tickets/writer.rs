@@ -727,10 +727,15 @@ mod tests {
     #[test]
     fn resize_beyond_the_queue_is_counted_never_the_end() {
         let (_d, j, id) = setup();
-        // A writer whose thread is held up: its queue fills.
-        let w = Writer::start(j.clone(), None);
+        // A writer whose thread is held up: its queue fills. The thread can
+        // take one batch off the queue before it blocks on the held
+        // connection, so push more than a queue and a batch (with only
+        // QUEUE_LEN + 100 the test failed about one run in three under
+        // load: a first batch of 100 or more left room for the rest).
         let hold = j.conn();
-        for _ in 0..QUEUE_LEN + 100 {
+        let w = Writer::start(j.clone(), None);
+        let pushed = QUEUE_LEN + BATCH + 100;
+        for _ in 0..pushed {
             w.push(Entry::Event {
                 session: id,
                 at: now_ms(),
@@ -758,7 +763,7 @@ mod tests {
             .map(|e| e.details["resize"].as_u64().unwrap())
             .sum();
         // The thread may have taken a first batch before the lock was held.
-        assert_eq!(resizes as u64 + dropped, (QUEUE_LEN + 100) as u64);
+        assert_eq!(resizes as u64 + dropped, pushed as u64);
         // At most one batch can have left before the lock was held, so
         // the queue bound must have dropped some.
         assert!(dropped > 0, "nothing was dropped: the queue is unbounded");
