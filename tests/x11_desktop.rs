@@ -1823,3 +1823,209 @@ async fn monitor_option_serves_one_monitor() {
     assert_eq!(at, (330, 20));
     let _ = rs.client.close().await;
 }
+
+// ------------------------------------------- issue 10: X reconfiguration
+
+/// Monitor `index` of `xrandr --listmonitors`, clipped to the screen:
+/// (x, y, w, h).
+fn monitor_rect(display: &str, index: usize) -> Option<(usize, usize, usize, usize)> {
+    let (sw, sh) = screen_size(display)?;
+    let list = String::from_utf8(x_run(display, &["xrandr", "--listmonitors"])?).ok()?;
+    let line = list.lines().find(|l| {
+        l.trim()
+            .split(':')
+            .next()
+            .and_then(|n| n.trim().parse().ok())
+            == Some(index)
+    })?;
+    // " 1: right 320/80x480/120+320+0  ..." -> "320/80x480/120+320+0"
+    let geom = line.split_whitespace().nth(2)?;
+    let (wh, rest) = geom.split_once('+')?;
+    let (x, y) = rest.split_once('+')?;
+    let (w, h) = wh.split_once('x')?;
+    let num = |s: &str| s.split('/').next()?.parse::<usize>().ok();
+    let (x, y, w, h): (usize, usize, usize, usize) =
+        (x.parse().ok()?, y.parse().ok()?, num(w)?, num(h)?);
+    let (x1, y1) = ((x + w).min(sw), (y + h).min(sh));
+    (x < x1 && y < y1).then_some((x, y, x1 - x, y1 - y))
+}
+
+/// The part (x, y, w, h) of a grab.
+fn crop(g: &Grab, (x, y, w, h): (usize, usize, usize, usize)) -> Vec<u32> {
+    (y..y + h)
+        .flat_map(|yy| (x..x + w).map(move |xx| (xx, yy)))
+        .map(|(xx, yy)| g.at(xx, yy))
+        .collect()
+}
+
+/// Issue 10, fault 1: the screen keeps changing size (and, with
+/// `monitor`, the served RandR monitor keeps moving) while an xterm
+/// scrolls without pause and two vnc-rs viewers (ExtendedDesktopSize and
+/// DesktopSize) keep asking for updates. ticketvnc must keep running and
+/// end up showing the screen exactly.
+///
+/// Before the fix this failed: damage from the old size survived a resize,
+/// so a later grab asked X for an area outside the new screen; X answered
+/// BadMatch, the capture called that "screen source is gone" and the server
+/// exited (or, when X accepted the grab, `copy_rows` indexed past the new
+/// frame and the capture thread panicked, which ended the process with
+/// status 0). Without MIT-SHM the `--monitor` crop was ignored, so the
+/// viewer showed the top left of the screen instead of the monitor.
+async fn reconfigure_under_load(name: &str, shm: bool, monitor: bool) {
+    x_tools();
+    let extra: &[&str] = if shm { &[] } else { &["-extension", "MIT-SHM"] };
+    let xvfb = XvfbGuard::start_with(X_RANGE, 1024, 768, extra);
+    let d = xvfb.display_name();
+    assert!(x_run(&d, &["xsetroot", "-solid", "#305070"]).is_some());
+    // Busy: an xterm over most of the screen, scrolling all the time.
+    let mut busy = x_spawn(
+        &d,
+        &[
+            "xterm",
+            "-T",
+            "busy",
+            "-geometry",
+            "150x52+0+0",
+            "-e",
+            "sh",
+            "-c",
+            "i=0; while :; do i=$((i+1)); echo \"line $i $i $i $i $i $i $i $i $i $i $i $i\"; done",
+        ],
+    );
+    wait_window(&d, "busy");
+    let mut args = vec!["--source", "x11", "--display", &d];
+    let index;
+    if monitor {
+        for (n, geom) in [
+            ("left", "512/80x768/120+0+0"),
+            ("right", "512/80x768/120+512+0"),
+        ] {
+            assert!(x_run(&d, &["xrandr", "--setmonitor", n, geom, "none"]).is_some());
+        }
+        index = "1".to_string();
+        args.extend(["--monitor", &index]);
+    }
+    let mut server = Tvnc::start(name, &args);
+    let mut ext = RsViewer::connect(
+        server.addr,
+        &[VncEncoding::Raw, VncEncoding::ExtendedDesktopSizePseudo],
+    )
+    .await
+    .expect("vnc-rs connects");
+    let mut plain = RsViewer::connect(
+        server.addr,
+        &[VncEncoding::Raw, VncEncoding::DesktopSizePseudo],
+    )
+    .await
+    .expect("vnc-rs connects");
+
+    // Reconfigure from a blocking thread while the viewers keep pumping.
+    let dd = d.clone();
+    let changes = tokio::task::spawn_blocking(move || {
+        let sizes = [(800, 600), (1024, 768), (640, 480), (1000, 700), (720, 400)];
+        let monitors = [
+            "400/80x500/120+300+20",
+            "512/80x768/120+512+0",
+            "256/80x256/120+100+100",
+            "600/80x300/120+0+300",
+        ];
+        for round in 0..10 {
+            let (w, h) = sizes[round % sizes.len()];
+            let _ = x_run(&dd, &["xrandr", "--fb", &format!("{w}x{h}")]);
+            poll(&format!("the X screen at {w}x{h}"), || {
+                (screen_size(&dd)? == (w, h)).then_some(())
+            });
+            if monitor {
+                let _ = x_run(&dd, &["xrandr", "--delmonitor", "right"]);
+                let g = monitors[round % monitors.len()];
+                assert!(
+                    x_run(&dd, &["xrandr", "--setmonitor", "right", g, "none"]).is_some(),
+                    "xrandr --setmonitor right {g}"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
+    let pump = async {
+        loop {
+            ext.pump(Duration::from_millis(100)).await;
+            plain.pump(Duration::from_millis(100)).await;
+            if changes.is_finished() {
+                return;
+            }
+        }
+    };
+    pump.await;
+    let alive = server.child.as_mut().unwrap().try_wait().unwrap();
+    assert!(
+        alive.is_none(),
+        "ticketvnc stopped during the reconfiguration ({alive:?}):\n{}",
+        server.stderr()
+    );
+    // Quiet again: both viewers must show exactly what is served.
+    let _ = busy.0.kill();
+    let _ = busy.0.wait();
+    let dd = d.clone();
+    let served = move || -> Option<(Grab, (usize, usize, usize, usize))> {
+        let g = grab_root(&dd)?;
+        let r = if monitor {
+            monitor_rect(&dd, 1)?
+        } else {
+            (0, 0, g.w, g.h)
+        };
+        Some((g, r))
+    };
+    for (v, which) in [(&mut ext, "ext"), (&mut plain, "plain")] {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            v.pump(Duration::from_millis(300)).await;
+            let s = served.clone();
+            let (g, r) = tokio::task::spawn_blocking(s)
+                .await
+                .unwrap()
+                .expect("grab the screen");
+            let want = crop(&g, r);
+            if (v.w, v.h) == (r.2, r.3) && v.fb == want {
+                break;
+            }
+            if Instant::now() >= deadline {
+                let res = if (v.w, v.h) == (r.2, r.3) {
+                    compare_images(&format!("x11-{name}-{which}"), r.2, r.3, &want, &v.fb)
+                } else {
+                    Err(format!("viewer has {}x{}, served area is {r:?}", v.w, v.h))
+                };
+                panic!(
+                    "{name}/{which}: the viewer never showed the served area: {res:?}\n{}",
+                    server.stderr()
+                );
+            }
+        }
+    }
+    let log = server.stderr();
+    assert!(
+        !log.contains("panicked") && !log.contains("ERROR"),
+        "errors in the log:\n{log}"
+    );
+    let _ = ext.client.close().await;
+    let _ = plain.client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconfigure_under_load_shm() {
+    reconfigure_under_load("reconf-shm", true, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconfigure_under_load_no_shm() {
+    reconfigure_under_load("reconf-noshm", false, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconfigure_monitor_under_load_shm() {
+    reconfigure_under_load("reconf-mon-shm", true, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconfigure_monitor_under_load_no_shm() {
+    reconfigure_under_load("reconf-mon-noshm", false, true).await;
+}
