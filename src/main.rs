@@ -1,4 +1,5 @@
 mod cli;
+mod panics;
 mod tickets_cli;
 
 use anyhow::{bail, Context, Result};
@@ -34,6 +35,7 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .log_internal_errors(false)
         .init();
+    panics::install();
     let cli = Cli::parse();
     // --virtual: the private display's X authority file, exported in
     // XAUTHORITY for our own X connections now, while this is the only
@@ -232,6 +234,7 @@ async fn serve(db: Option<&std::path::Path>, mut args: ServeArgs, mode: Mode) ->
         }
         SourceKind::Screen => screen_source()?,
     };
+    let source = panics::inject(source);
     let (clip_tx, clip_rx) = std::sync::mpsc::channel::<String>();
     let input: Arc<dyn InputSink> = match args.source {
         _ if args.view_only => Arc::new(NullInput),
@@ -320,6 +323,7 @@ async fn serve(db: Option<&std::path::Path>, mut args: ServeArgs, mode: Mode) ->
         let why = tokio::select! {
             _ = tokio::signal::ctrl_c() => "Ctrl-C",
             _ = wait_terminate() => "SIGTERM",
+            _ = panics::wait() => "a thread panicked",
         };
         // Stop first, then say so.
         stopper.stop();
@@ -331,6 +335,9 @@ async fn serve(db: Option<&std::path::Path>, mut args: ServeArgs, mode: Mode) ->
     // let queued hooks finish.
     observer.shutdown(std::time::Duration::from_secs(5));
     result?;
+    if let Some(what) = panics::first() {
+        bail!("stopped because {what}");
+    }
     Ok(())
 }
 

@@ -2029,3 +2029,39 @@ async fn reconfigure_monitor_under_load_shm() {
 async fn reconfigure_monitor_under_load_no_shm() {
     reconfigure_under_load("reconf-mon-noshm", false, true).await;
 }
+
+/// Issue 10, fault 2: a panic on the capture thread (injected with
+/// `TICKETVNC_TEST_PANIC=capture`, debug builds only) ends ticketvnc with a
+/// non-zero status and a log line naming the thread. Before the fix the
+/// process stopped with status 0 and only Rust's default panic message.
+#[test]
+fn capture_thread_panic_ends_with_failure() {
+    let db = tempfile::tempdir().unwrap();
+    let log = common::artefact_dir().join("x11-panic-server.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ticketvnc"))
+        .arg("--db")
+        .arg(db.path().join("journal.db"))
+        .env("XDG_CONFIG_HOME", db.path().join("config"))
+        .env("TICKETVNC_TEST_PANIC", "capture")
+        .args(["serve", "--source", "test-pattern", "--no-auth"])
+        .args(["--listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("run ticketvnc");
+    let guard_pid = child.id();
+    let status = poll("ticketvnc to stop after the panic", || {
+        child.try_wait().unwrap()
+    });
+    let text = strip_ansi(&std::fs::read_to_string(&log).unwrap_or_default());
+    assert!(
+        !status.success(),
+        "ticketvnc {guard_pid} exited with {status} after its capture thread panicked:\n{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("ERROR") && l.contains("capture") && l.contains("panicked")),
+        "no error line naming the capture thread:\n{text}"
+    );
+}
