@@ -22,6 +22,7 @@ mod common;
 use common::{compare_images, require_commands, ChildGuard, XvfbGuard};
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -251,6 +252,9 @@ impl Tvnc {
             .arg("serve")
             .args(args)
             .args(["--no-auth", "--listen", "127.0.0.1:0"])
+            // Its own process group, as a job in a terminal: a "Ctrl-C" is
+            // sent to the group (see `ctrl_c`).
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -318,6 +322,16 @@ impl Tvnc {
                 return None;
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// What a terminal does on Ctrl-C: SIGINT to the whole foreground
+    /// process group (ticketvnc was started as its leader).
+    fn ctrl_c(&self) {
+        if self.child.is_some() {
+            let _ = Command::new("kill")
+                .args(["-INT", "--", &format!("-{}", self.pid)])
+                .status();
         }
     }
 
@@ -2064,4 +2078,171 @@ fn capture_thread_panic_ends_with_failure() {
             .any(|l| l.contains("ERROR") && l.contains("capture") && l.contains("panicked")),
         "no error line naming the capture thread:\n{text}"
     );
+}
+
+/// Type `exit` and Return into the session's xterm through a viewer.
+async fn type_exit(rs: &mut RsViewer) {
+    // Keyboard focus follows the pointer (no window manager).
+    rs.client
+        .input(X11Event::PointerEvent((40, 40, 0).into()))
+        .await
+        .unwrap();
+    for k in [b'e' as u32, b'x' as u32, b'i' as u32, b't' as u32, 0xff0d] {
+        for down in [true, false] {
+            rs.client
+                .input(X11Event::KeyEvent((k, down).into()))
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// Starts `--virtual 320x240 --session 'xterm ... -e sh'` (with `extra`
+/// arguments) and waits for the xterm; returns the server, the display and
+/// the xterm's window id.
+async fn session_server(name: &str, extra: &[&str]) -> (Tvnc, String, String) {
+    x_tools();
+    let mut args = vec![
+        "--virtual",
+        "320x240",
+        "--session",
+        "xterm -T tvexit -geometry 30x8+0+0 -e sh",
+    ];
+    args.extend(extra);
+    let server = Tvnc::start(name, &args);
+    let d = server
+        .stdout_value("ticketvnc virtual display ")
+        .expect("virtual display");
+    let xauth = PathBuf::from(server.stdout_value("ticketvnc xauthority ").unwrap());
+    XAUTH.lock().unwrap().push((d.clone(), xauth));
+    let dd = d.clone();
+    let w = tokio::task::spawn_blocking(move || wait_window(&dd, "tvexit"))
+        .await
+        .unwrap();
+    (server, d, w)
+}
+
+/// Issue 10, fault 3: typing `exit` in the session's xterm ends ticketvnc
+/// with a clear message and status 0. Before the fix ticketvnc went on
+/// serving a black desktop with an unreaped `sh` and said nothing, so this
+/// test timed out waiting for it to stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_command_exit_stops_ticketvnc() {
+    let (mut server, _d, _w) = session_server("session-exit", &[]).await;
+    let mut rs = RsViewer::connect(server.addr, &[VncEncoding::Raw])
+        .await
+        .expect("vnc-rs connects");
+    type_exit(&mut rs).await;
+    let (status, server) = tokio::task::spawn_blocking(move || {
+        let st = server.wait_exit(TIMEOUT);
+        (st, server)
+    })
+    .await
+    .unwrap();
+    let log = server.stderr();
+    let status = status.unwrap_or_else(|| {
+        panic!("ticketvnc kept running after its session command exited:\n{log}")
+    });
+    assert!(status.success(), "exit status {status}:\n{log}");
+    assert!(
+        log.contains("the session command exited"),
+        "no log line about the session command:\n{log}"
+    );
+    let said = server.stdout.lock().unwrap().join("\n");
+    assert!(
+        said.contains("ticketvnc stopped: the session command ended (exit status: 0)"),
+        "no clear message on stdout:\n{said}"
+    );
+}
+
+/// Issue 10, fault 3: with `--session-restart` the exited command is
+/// reaped (no zombie) and started again; Ctrl-C in the terminal (SIGINT to
+/// the whole process group) then stops everything quietly: status 0, no
+/// warning or error after "stopping (Ctrl-C)", no process left. Before the
+/// fix there was no `--session-restart`, and Xvfb, in ticketvnc's process
+/// group, died of the SIGINT first, so the capture failed with ERROR lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_command_restarts_and_ctrl_c_is_quiet() {
+    let (mut server, d, first) = session_server("session-restart", &["--session-restart"]).await;
+    let mut rs = RsViewer::connect(server.addr, &[VncEncoding::Raw])
+        .await
+        .expect("vnc-rs connects");
+    // Window ids are reused by the next client: tell xterms by their pid.
+    let window_pid = |d: &str, w: &str| -> Option<String> {
+        let out = x_run(d, &["xdotool", "getwindowpid", w])?;
+        Some(String::from_utf8(out).ok()?.trim().to_string())
+    };
+    let first_pid = window_pid(&d, &first).expect("the xterm's pid");
+    type_exit(&mut rs).await;
+    let dd = d.clone();
+    tokio::task::spawn_blocking(move || {
+        poll("a new session xterm", || {
+            let out = x_run(
+                &dd,
+                &["xdotool", "search", "--onlyvisible", "--name", "tvexit"],
+            )?;
+            let id = String::from_utf8(out)
+                .ok()?
+                .lines()
+                .next()?
+                .trim()
+                .to_string();
+            (window_pid(&dd, &id)? != first_pid).then_some(())
+        })
+    })
+    .await
+    .unwrap();
+    let log = server.stderr();
+    assert!(log.contains("the session command exited"), "{log}");
+    assert!(log.contains("restarted the session command"), "{log}");
+    assert!(server.child.as_mut().unwrap().try_wait().unwrap().is_none());
+    // The old `sh` and xterm were reaped: no zombie under ticketvnc.
+    let zombies: Vec<_> = descendants(server.pid)
+        .into_iter()
+        .filter(|(p, _)| !alive(*p) && Path::new(&format!("/proc/{p}")).exists())
+        .collect();
+    assert!(zombies.is_empty(), "unreaped children: {zombies:?}");
+    rs.pump(Duration::from_millis(300)).await;
+
+    let kids = descendants(server.pid);
+    server.ctrl_c();
+    let (status, server) = tokio::task::spawn_blocking(move || {
+        let st = server.wait_exit(TIMEOUT);
+        (st, server)
+    })
+    .await
+    .unwrap();
+    let log = server.stderr();
+    let status = status.unwrap_or_else(|| panic!("ticketvnc did not stop on Ctrl-C:\n{log}"));
+    assert!(
+        status.success(),
+        "Ctrl-C is a normal stop, got {status}:\n{log}"
+    );
+    let after = log
+        .split("stopping (Ctrl-C)")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no 'stopping (Ctrl-C)' line:\n{log}"));
+    assert!(
+        !after.contains("ERROR") && !after.contains("WARN"),
+        "a stop by Ctrl-C should be quiet:\n{log}"
+    );
+    tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut left = kids;
+        while Instant::now() < deadline {
+            left.retain(|(p, _)| alive(*p));
+            if left.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for (p, _) in &left {
+            let _ = Command::new("kill")
+                .args(["-KILL", &p.to_string()])
+                .status();
+        }
+        assert!(left.is_empty(), "still running after Ctrl-C: {left:?}");
+    })
+    .await
+    .unwrap();
 }
