@@ -356,6 +356,10 @@ struct HeldInput {
 const MAX_HELD_KEYS: usize = 32;
 
 impl HeldInput {
+    /// Whether a press of `keysym` can be recorded.
+    fn can_hold(&self, keysym: u32) -> bool {
+        self.keys.len() < MAX_HELD_KEYS || self.keys.contains(&keysym)
+    }
     fn key(&mut self, down: bool, keysym: u32) {
         if down {
             if !self.keys.contains(&keysym) && self.keys.len() < MAX_HELD_KEYS {
@@ -376,8 +380,7 @@ impl HeldInput {
     }
     fn release_buttons(&mut self, input: &dyn InputSink) {
         if self.buttons != 0 {
-            input.pointer(0, self.pos.0, self.pos.1);
-            self.buttons = 0;
+            self.buttons = input.pointer(0, self.pos.0, self.pos.1);
         }
     }
     fn release_all(&mut self, input: &dyn InputSink) {
@@ -1007,15 +1010,21 @@ impl Session {
                 v.request(incremental, rect)
             }
             ClientMessage::KeyEvent { down, keysym } => {
-                if rights.keys {
-                    self.held.key(down, keysym);
-                    self.input.key(down, keysym)
+                // The record of held keys follows what is really injected:
+                // a press it could not record is not injected either (it
+                // would stay down after the viewer leaves), a press the
+                // sink dropped is not recorded.
+                if rights.keys && (!down || self.held.can_hold(keysym)) {
+                    let injected = self.input.key(down, keysym);
+                    if injected || !down {
+                        self.held.key(down, keysym);
+                    }
                 }
             }
             ClientMessage::PointerEvent { buttons, x, y } => {
                 if rights.pointer {
-                    self.held.pointer(buttons, x, y);
-                    self.input.pointer(buttons, x, y)
+                    let held = self.input.pointer(buttons, x, y);
+                    self.held.pointer(held, x, y);
                 }
             }
             ClientMessage::ClientCutText(t) => {
