@@ -171,7 +171,8 @@ impl ServerConfig {
     }
 }
 
-/// Sessions that passed authentication, by id.
+/// Sessions that passed authentication, by session id (the journal's, see
+/// [`SessionInfo::session_id`]).
 struct Registry {
     sessions: Mutex<HashMap<u64, Running>>,
     pending: Mutex<HashMap<u64, mpsc::Sender<Control>>>,
@@ -237,7 +238,7 @@ impl SessionHost for Registry {
             match o.session_starting(info) {
                 Ok(record) => info.record = Some(record),
                 Err(e) => {
-                    error!(session = info.id, error = %e, "cannot record the session; refusing the viewer");
+                    error!(conn = info.id, error = %e, "cannot record the session; refusing the viewer");
                     return false;
                 }
             }
@@ -255,7 +256,7 @@ impl SessionHost for Registry {
                 let _ = other.tx.try_send(Control::Kick);
                 info!(
                     session = id,
-                    by = info.id,
+                    by = info.session_id(),
                     "disconnecting viewer: new viewer of the same ticket asked for exclusive access"
                 );
                 false
@@ -263,7 +264,7 @@ impl SessionHost for Registry {
         }
         if let Some(tx) = tx {
             s.insert(
-                info.id,
+                info.session_id(),
                 Running {
                     tx,
                     ticket: owner.0.clone(),
@@ -272,7 +273,8 @@ impl SessionHost for Registry {
             );
         }
         info!(
-            session = info.id,
+            session = info.session_id(),
+            conn = info.id,
             peer = ?info.peer,
             version = info.version,
             security = info.security,
@@ -287,7 +289,7 @@ impl SessionHost for Registry {
             o.auth_failed(info, reason);
         }
         if self.noisy.allow() {
-            warn!(session = info.id, peer = ?info.peer, reason, "authentication failed");
+            warn!(conn = info.id, peer = ?info.peer, reason, "authentication failed");
         }
     }
     fn notice(&self, notice: &ServerNotice) {
@@ -303,7 +305,7 @@ impl SessionHost for Registry {
             o.auth_failed(info, reason);
         }
         if self.noisy.allow() {
-            warn!(session = info.id, peer = ?info.peer, reason, "viewer refused");
+            warn!(conn = info.id, peer = ?info.peer, reason, "viewer refused");
         }
     }
     fn session_event(&self, info: &SessionInfo, ev: &SessionEvent) {
@@ -312,7 +314,7 @@ impl SessionHost for Registry {
         }
     }
     fn session_ended(&self, info: &SessionInfo, reason: &EndReason) {
-        self.sessions.lock().unwrap().remove(&info.id);
+        self.sessions.lock().unwrap().remove(&info.session_id());
         if let Some(o) = &self.observer {
             o.session_ended(info, reason);
         }
@@ -344,7 +346,7 @@ impl ServerHandle {
     pub fn viewer_count(&self) -> usize {
         self.registry.sessions.lock().unwrap().len()
     }
-    /// Ids of the running sessions (past ServerInit).
+    /// Ids of the running sessions (past ServerInit): the journal's session ids.
     pub fn session_ids(&self) -> Vec<u64> {
         self.control().session_ids()
     }
@@ -433,7 +435,7 @@ impl ServerHandle {
 pub struct SessionControl(Arc<Registry>);
 
 impl SessionControl {
-    /// Ids of the running sessions (past ServerInit).
+    /// Ids of the running sessions (past ServerInit): the journal's session ids.
     pub fn session_ids(&self) -> Vec<u64> {
         let mut v: Vec<u64> = self.0.sessions.lock().unwrap().keys().copied().collect();
         v.sort_unstable();

@@ -175,6 +175,16 @@ pub struct SessionInfo {
     pub record: Option<i64>,
 }
 
+impl SessionInfo {
+    /// The session's id as the journal has it (`ticketvnc sessions`
+    /// lists it): the record id once started; without a journal, the
+    /// connection number. Logs name started sessions by it (`session=`),
+    /// connections before that by their number (`conn=`).
+    pub fn session_id(&self) -> u64 {
+        self.record.map_or(self.id, |r| r as u64)
+    }
+}
+
 /// Things worth recording that happen during a session (metadata only).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SessionEvent {
@@ -308,18 +318,21 @@ where
         let (info, r) = (s.info.clone(), reason.clone());
         let _ = tokio::task::spawn_blocking(move || host.session_ended(&info, &r)).await;
     }
-    match &reason {
-        EndReason::ViewerClosed
-        | EndReason::ServerStopped
-        | EndReason::Kicked
-        | EndReason::TicketClosed => {
-            info!(session = s.info.id, peer = ?s.info.peer, %reason, "session ended")
-        }
+    let (conn, peer) = (s.info.id, s.info.peer);
+    match (&reason, s.started) {
+        (
+            EndReason::ViewerClosed
+            | EndReason::ServerStopped
+            | EndReason::Kicked
+            | EndReason::TicketClosed,
+            true,
+        ) => info!(session = s.info.session_id(), conn, ?peer, %reason, "session ended"),
+        (_, true) => warn!(session = s.info.session_id(), conn, ?peer, %reason, "session ended"),
         // Refusals and failures were logged (rate-limited) by the server.
-        EndReason::Refused(_) | EndReason::AuthFailed => {
-            debug!(session = s.info.id, peer = ?s.info.peer, %reason, "session ended")
+        (EndReason::Refused(_) | EndReason::AuthFailed, false) => {
+            debug!(conn, ?peer, %reason, "connection ended")
         }
-        _ => warn!(session = s.info.id, peer = ?s.info.peer, %reason, "session ended"),
+        (_, false) => info!(conn, ?peer, %reason, "connection ended before the session started"),
     }
     Outcome {
         reason,
@@ -513,11 +526,7 @@ impl Session {
                 match ev {
                     Event::VersionAgreed(v) => {
                         self.info.version = Some(v.as_str());
-                        debug!(
-                            session = self.info.id,
-                            version = v.as_str(),
-                            "version agreed"
-                        );
+                        debug!(conn = self.info.id, version = v.as_str(), "version agreed");
                     }
                     Event::SecurityChosen(t) => self.info.security = Some(security_label(t, None)),
                     Event::VeNCryptChosen(sub) => {
@@ -541,7 +550,7 @@ impl Session {
                                 return Err(EndReason::Refused(reason));
                             }
                         }
-                        debug!(session = self.info.id, "TLS established");
+                        debug!(conn = self.info.id, "TLS established");
                         if let Err(e) = conn.tls_established() {
                             return Err(protocol_end(e));
                         }
@@ -603,7 +612,7 @@ impl Session {
                         self.info.rights = self.ceiling;
                         match &self.cfg.consent {
                             ConsentPolicy::Auto => {
-                                debug!(session = self.info.id, "authenticated; approved by policy");
+                                debug!(conn = self.info.id, "authenticated; approved by policy");
                                 self.info.consent = Consent::Auto;
                                 if let Err(e) = conn.approve() {
                                     return Err(protocol_end(e));
@@ -630,7 +639,7 @@ impl Session {
                                     ));
                                 deadline =
                                     deadline.max(tokio::time::Instant::now() + t + CONSENT_GRACE);
-                                info!(session = self.info.id, "asking the person at the screen");
+                                info!(conn = self.info.id, "asking the person at the screen");
                             }
                         }
                     }
@@ -688,7 +697,7 @@ impl Session {
                         Err(e) => return Err(EndReason::Io(e.to_string())),
                     };
                     self.info.bytes_in += n as u64;
-                    tracing::trace!(session = self.info.id, bytes = n, "handshake read");
+                    tracing::trace!(conn = self.info.id, bytes = n, "handshake read");
                     if waiting_for_viewer && !spoke {
                         deadline = tokio::time::Instant::now() + self.cfg.handshake_timeout;
                     }
@@ -703,7 +712,7 @@ impl Session {
                         Some(ConsentAnswer::Accept(rights)) => {
                             self.info.consent = Consent::Accepted;
                             self.info.rights = rights.intersect(self.ceiling);
-                            info!(session = self.info.id, rights = %self.info.rights.summary(), "the person at the screen accepted");
+                            info!(conn = self.info.id, rights = %self.info.rights.summary(), "the person at the screen accepted");
                             if let Err(e) = conn.approve() {
                                 return Err(protocol_end(e));
                             }
@@ -991,7 +1000,7 @@ impl Session {
                 by: by.to_string(),
             },
         );
-        info!(session = self.info.id, rights = %rights.summary(), by, "rights changed");
+        info!(session = self.info.session_id(), rights = %rights.summary(), by, "rights changed");
     }
 
     /// Runs the host's (journal's) and the authenticator's synchronous work
