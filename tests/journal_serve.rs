@@ -216,10 +216,13 @@ async fn logs_name_sessions_by_their_journal_id() {
     let id = sessions_json(&db, "4800")[0]["id"].as_i64().unwrap();
     // NO_COLOR: plain `name=value` fields.
     let text = || std::fs::read_to_string(&log).unwrap();
-    wait_for("the session's end in the log", || {
-        text().contains("session ended")
-    })
-    .await;
+    // The empty connections end too, named by their connection number
+    // only (`conn=`); the session's end is the one with a `session=`.
+    let ended = |t: &str| {
+        t.lines()
+            .any(|l| l.contains("session ended") && l.contains(" session="))
+    };
+    wait_for("the session's end in the log", || ended(&text())).await;
     let text = text();
     let field = |line: &str, name: &str| -> Option<String> {
         line.split_whitespace()
@@ -228,7 +231,7 @@ async fn logs_name_sessions_by_their_journal_id() {
     for what in ["viewer connected", "session ended"] {
         let line = text
             .lines()
-            .find(|l| l.contains(what))
+            .find(|l| l.contains(what) && l.contains(" session="))
             .unwrap_or_else(|| panic!("no {what:?} line:\n{text}"));
         assert_eq!(
             field(line, "session").as_deref(),

@@ -62,7 +62,8 @@ fn x_command(display: &str, program: &str) -> Command {
     let mut c = Command::new(program);
     c.env("DISPLAY", display);
     let xauth = XAUTH.lock().unwrap();
-    if let Some((_, p)) = xauth.iter().find(|(d, _)| d == display) {
+    // The newest entry: a display number is reused by later servers.
+    if let Some((_, p)) = xauth.iter().rev().find(|(d, _)| d == display) {
         c.env("XAUTHORITY", p);
     }
     c
