@@ -150,7 +150,7 @@ impl X11Source {
             layout_changed: true,
             origin: Arc::new(AtomicU32::new(0)),
         };
-        src.setup_shm();
+        src.setup_shm(true);
         src.setup_damage();
         src.setup_cursor();
         src.setup_randr();
@@ -176,10 +176,15 @@ impl X11Source {
         matches!(self.conn.extension_information(name), Ok(Some(_)))
     }
 
-    fn setup_shm(&mut self) {
+    /// (Re)create the shared-memory segment for the root window's size.
+    /// `first`: at start, when a missing extension is worth a warning (not
+    /// again on every resize).
+    fn setup_shm(&mut self, first: bool) {
         self.shm = None;
         if !self.has_ext(shm::X11_EXTENSION_NAME) {
-            warn!("MIT-SHM not available (remote X?): using plain GetImage");
+            if first {
+                warn!("MIT-SHM not available (remote X?): using plain GetImage");
+            }
             return;
         }
         let r = (|| -> Result<Shm, Box<dyn std::error::Error>> {
@@ -314,7 +319,7 @@ impl X11Source {
             if let Some(s) = self.shm.take() {
                 let _ = self.conn.shm_detach(s.seg);
             }
-            self.setup_shm();
+            self.setup_shm(false);
         }
         let crop = self.crop;
         self.refresh_layout()?;
