@@ -12,7 +12,11 @@
 //! - an xrandr resize reaches viewers (vnc-rs with ExtendedDesktopSize and
 //!   with DesktopSize, TigerVNC) with the right pixels;
 //! - killing the X server stops ticketvnc with a clear error;
-//! - `--virtual WxH --session CMD` is served and cleaned up on SIGTERM.
+//! - `--virtual WxH --session CMD` is served and cleaned up on SIGTERM;
+//! - issue 10: size and monitor changes under a busy screen (with and
+//!   without MIT-SHM) are survived, a capture-thread panic is a failure,
+//!   the session command's exit ends (or restarts) ticketvnc, and Ctrl-C
+//!   to the process group stops it quietly.
 //!
 //! Tests never skip: missing tools fail with an installation hint
 //! (scripts/install-deps.sh installs them).
