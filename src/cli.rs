@@ -227,9 +227,14 @@ pub struct ServeArgs {
     /// implies --source x11. Stopped when ticketvnc exits.
     #[arg(long = "virtual", value_name = "WxH", value_parser = parse_size, conflicts_with = "display")]
     pub virtual_size: Option<(u16, u16)>,
-    /// With --virtual: a command line to run in the virtual display (e.g. xterm).
+    /// With --virtual: a command line to run in the virtual display (e.g.
+    /// xterm). When it exits, ticketvnc stops (status 0 if it exited with 0).
     #[arg(long, value_name = "CMD", requires = "virtual_size")]
     pub session: Option<String>,
+    /// Start the --session command again each time it exits (not when it
+    /// exits within 2 s five times in a row).
+    #[arg(long, requires = "session")]
+    pub session_restart: bool,
     /// Test-pattern size.
     #[arg(long, value_name = "WxH", default_value = "1024x768", value_parser = parse_size)]
     pub size: (u16, u16),

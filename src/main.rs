@@ -1,4 +1,5 @@
 mod cli;
+mod panics;
 mod tickets_cli;
 
 use anyhow::{bail, Context, Result};
@@ -37,6 +38,7 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .log_internal_errors(false)
         .init();
+    panics::install();
     let cli = Cli::parse();
     // --virtual: the private display's X authority file, exported in
     // XAUTHORITY for our own X connections now, while this is the only
@@ -223,12 +225,13 @@ async fn serve(
     #[cfg(target_os = "linux")]
     let mut args = args;
     #[cfg(target_os = "linux")]
-    let _virtual = match args.virtual_size {
+    let mut _virtual = match args.virtual_size {
         Some((w, h)) => {
-            let v = ticketvnc::capture::virtual_x::VirtualDisplay::start(
+            let v = ticketvnc::capture::virtual_x::VirtualDisplay::start_with(
                 w,
                 h,
                 args.session.as_deref(),
+                args.session_restart,
             )?;
             args.display = Some(v.display.clone());
             args.source = SourceKind::X11;
@@ -256,6 +259,7 @@ async fn serve(
         }
         SourceKind::Screen => screen_source()?,
     };
+    let source = panics::inject(source);
     let (clip_tx, clip_rx) = std::sync::mpsc::channel::<String>();
     // Open consent prompts, which viewers' clicks are kept off.
     let shields = ticketvnc::prompt::Shields::new();
@@ -335,10 +339,32 @@ async fn serve(
             })?;
     }
     let stopper = handle.stopper();
+    // --virtual --session: the end of the session command ends the server.
+    // (what happened, whether that is a success)
+    #[cfg(target_os = "linux")]
+    let session_end = _virtual.as_mut().and_then(|v| v.take_session_end());
+    #[cfg(not(target_os = "linux"))]
+    let session_end: Option<tokio::sync::oneshot::Receiver<(String, bool)>> = None;
+    let (ended_tx, mut ended_rx) = tokio::sync::oneshot::channel::<(String, bool)>();
     let signals = tokio::spawn(async move {
+        let session_ended = async {
+            match session_end {
+                Some(rx) => match rx.await {
+                    Ok(end) => session_outcome(end),
+                    Err(_) => std::future::pending().await,
+                },
+                None => std::future::pending().await,
+            }
+        };
         let why = tokio::select! {
-            _ = tokio::signal::ctrl_c() => "Ctrl-C",
-            _ = wait_terminate() => "SIGTERM",
+            _ = tokio::signal::ctrl_c() => "Ctrl-C".to_string(),
+            _ = wait_terminate() => "SIGTERM".to_string(),
+            _ = panics::wait() => "a thread panicked".to_string(),
+            end = session_ended => {
+                let why = end.0.clone();
+                let _ = ended_tx.send(end);
+                why
+            }
         };
         // Stop first, then say so.
         stopper.stop();
@@ -371,7 +397,27 @@ async fn serve(
     // let queued hooks finish.
     observer.shutdown(std::time::Duration::from_secs(5));
     result?;
+    if let Some(what) = panics::first() {
+        bail!("stopped because {what}");
+    }
+    // Sent before the stop, so it is here if that was the reason.
+    if let Ok((what, ok)) = ended_rx.try_recv() {
+        say!("ticketvnc stopped: {what}");
+        if !ok {
+            bail!("{what}");
+        }
+    }
     Ok(())
+}
+
+#[cfg(target_os = "linux")]
+fn session_outcome(end: ticketvnc::capture::virtual_x::SessionEnd) -> (String, bool) {
+    (end.to_string(), end.success())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn session_outcome(end: (String, bool)) -> (String, bool) {
+    end
 }
 
 /// After a reverse or repeater session: stop the server, flush the

@@ -16,7 +16,7 @@ use crate::session::{
 };
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thiserror::Error;
@@ -40,6 +40,8 @@ pub enum ServerError {
     NoFirstFrame(String),
     #[error(transparent)]
     Capture(#[from] CaptureError),
+    #[error("the server task panicked: {0}")]
+    Panicked(String),
 }
 
 pub struct ServerConfig {
@@ -169,7 +171,8 @@ impl ServerConfig {
     }
 }
 
-/// Sessions that passed authentication, by id.
+/// Sessions that passed authentication, by session id (the journal's, see
+/// [`SessionInfo::session_id`]).
 struct Registry {
     sessions: Mutex<HashMap<u64, Running>>,
     pending: Mutex<HashMap<u64, mpsc::Sender<Control>>>,
@@ -252,7 +255,7 @@ impl SessionHost for Registry {
             match o.session_starting(info) {
                 Ok(record) => info.record = Some(record),
                 Err(e) => {
-                    error!(session = info.id, error = %e, "cannot record the session; refusing the viewer");
+                    error!(conn = info.id, error = %e, "cannot record the session; refusing the viewer");
                     return false;
                 }
             }
@@ -270,7 +273,7 @@ impl SessionHost for Registry {
                 let _ = other.tx.try_send(Control::Kick);
                 info!(
                     session = id,
-                    by = info.id,
+                    by = info.session_id(),
                     "disconnecting viewer: new viewer of the same ticket asked for exclusive access"
                 );
                 false
@@ -278,7 +281,7 @@ impl SessionHost for Registry {
         }
         if let Some(tx) = tx {
             s.insert(
-                info.id,
+                info.session_id(),
                 Running {
                     tx,
                     ticket: owner.0.clone(),
@@ -288,7 +291,8 @@ impl SessionHost for Registry {
             );
         }
         info!(
-            session = info.id,
+            session = info.session_id(),
+            conn = info.id,
             peer = ?info.peer,
             version = info.version,
             security = info.security,
@@ -303,7 +307,7 @@ impl SessionHost for Registry {
             o.auth_failed(info, reason);
         }
         if self.noisy.allow() {
-            warn!(session = info.id, peer = ?info.peer, reason, "authentication failed");
+            warn!(conn = info.id, peer = ?info.peer, reason, "authentication failed");
         }
     }
     fn notice(&self, notice: &ServerNotice) {
@@ -319,7 +323,7 @@ impl SessionHost for Registry {
             o.auth_failed(info, reason);
         }
         if self.noisy.allow() {
-            warn!(session = info.id, peer = ?info.peer, reason, "viewer refused");
+            warn!(conn = info.id, peer = ?info.peer, reason, "viewer refused");
         }
     }
     fn session_event(&self, info: &SessionInfo, ev: &SessionEvent) {
@@ -328,7 +332,7 @@ impl SessionHost for Registry {
         }
     }
     fn session_ended(&self, info: &SessionInfo, reason: &EndReason) {
-        self.sessions.lock().unwrap().remove(&info.id);
+        self.sessions.lock().unwrap().remove(&info.session_id());
         if let Some(o) = &self.observer {
             o.session_ended(info, reason);
         }
@@ -346,6 +350,10 @@ pub struct ServerHandle {
     template: SessionContext,
     reverse_offer: Arc<SecurityOffer>,
     next_id: Arc<AtomicU64>,
+    /// The capture thread, stopped and joined when the server ends, so it
+    /// never outlives the display it reads (a private Xvfb stopped after us).
+    capture: std::thread::JoinHandle<()>,
+    capture_stop: Arc<AtomicBool>,
 }
 
 impl ServerHandle {
@@ -356,7 +364,7 @@ impl ServerHandle {
     pub fn viewer_count(&self) -> usize {
         self.registry.sessions.lock().unwrap().len()
     }
-    /// Ids of the running sessions (past ServerInit).
+    /// Ids of the running sessions (past ServerInit): the journal's session ids.
     pub fn session_ids(&self) -> Vec<u64> {
         self.control().session_ids()
     }
@@ -424,11 +432,24 @@ impl ServerHandle {
         self.wait().await
     }
     /// Wait until the server stops by itself (the screen source went away).
+    /// The capture thread is stopped and joined before this returns.
     pub async fn wait(self) -> Result<(), ServerError> {
-        match self.task.await {
+        let r = match self.task.await {
             Ok(r) => r,
-            Err(e) => Err(ServerError::Capture(CaptureError::Failed(e.to_string()))),
+            Err(e) => Err(ServerError::Panicked(e.to_string())),
+        };
+        self.capture_stop.store(true, Ordering::Relaxed);
+        let capture = self.capture;
+        // It looks at the flag at least every 100 ms (plus one grab).
+        let joined = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::task::spawn_blocking(move || capture.join()),
+        )
+        .await;
+        if joined.is_err() {
+            warn!("the capture thread did not stop within 5 s");
         }
+        r
     }
 }
 
@@ -437,7 +458,7 @@ impl ServerHandle {
 pub struct SessionControl(Arc<Registry>);
 
 impl SessionControl {
-    /// Ids of the running sessions (past ServerInit).
+    /// Ids of the running sessions (past ServerInit): the journal's session ids.
     pub fn session_ids(&self) -> Vec<u64> {
         let mut v: Vec<u64> = self.0.sessions.lock().unwrap().keys().copied().collect();
         v.sort_unstable();
@@ -619,9 +640,33 @@ pub async fn start(
     }));
     let (cap_err_tx, cap_err_rx) = tokio::sync::oneshot::channel();
     let min_interval = Duration::from_secs(1) / cfg.max_fps.max(1);
-    std::thread::Builder::new()
+    let capture_stop = Arc::new(AtomicBool::new(false));
+    let stop = capture_stop.clone();
+    let capture = std::thread::Builder::new()
         .name("capture".into())
-        .spawn(move || capture_loop(source, frame_tx, cap_err_tx, min_interval))
+        .spawn(move || {
+            // A panic here must not look like a normal stop (the channel
+            // closing): it ends the server with an error saying so.
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                capture_loop(source, frame_tx, min_interval, &stop)
+            }));
+            let e = match r {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => {
+                    error!(error = %e, "screen source failed; stopping");
+                    e
+                }
+                Err(p) => {
+                    let msg = panic_message(p.as_ref());
+                    error!(
+                        thread = "capture",
+                        "the capture thread panicked ({msg}); stopping"
+                    );
+                    CaptureError::Panicked(msg)
+                }
+            };
+            let _ = cap_err_tx.send(e);
+        })
         .expect("spawn capture thread");
 
     let throttle = Arc::new(AuthThrottle::new(
@@ -723,6 +768,8 @@ pub async fn start(
         template,
         reverse_offer,
         next_id,
+        capture,
+        capture_stop,
     })
 }
 
@@ -845,13 +892,25 @@ fn refuse_politely(stream: tokio::net::TcpStream, reason: String, slots: &Arc<Se
 /// still compare only where something changed.
 const DAMAGE_LOG_LEN: usize = 32;
 
-/// Runs on its own thread: take frames from the source and publish them.
+/// The text of a panic payload.
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".into()
+    }
+}
+
+/// Runs on its own thread: take frames from the source and publish them,
+/// until told to stop, nobody listens, or the source fails.
 fn capture_loop(
     mut source: Box<dyn ScreenSource>,
     tx: watch::Sender<Arc<Published>>,
-    err: tokio::sync::oneshot::Sender<CaptureError>,
     min_interval: Duration,
-) {
+    stop: &AtomicBool,
+) -> Result<(), CaptureError> {
     let mut last = std::time::Instant::now()
         .checked_sub(min_interval)
         .unwrap_or_else(std::time::Instant::now);
@@ -861,8 +920,8 @@ fn capture_loop(
     let mut damage_log: std::collections::VecDeque<(u64, Option<Vec<Rect>>)> =
         std::collections::VecDeque::with_capacity(DAMAGE_LOG_LEN);
     loop {
-        if tx.is_closed() {
-            return;
+        if tx.is_closed() || stop.load(Ordering::Relaxed) {
+            return Ok(());
         }
         // Latency first: a change is captured as soon as it is seen, but
         // never sooner than 1/max_fps after the previous capture.
@@ -894,15 +953,61 @@ fn capture_loop(
                 }));
             }
             Ok(None) => {}
-            Err(e) => {
-                error!(error = %e, "screen source failed; stopping");
-                let _ = err.send(e);
-                return;
-            }
+            Err(e) => return Err(e),
         }
     }
 }
 
 async fn wait_true(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
+}
+
+#[cfg(test)]
+mod capture_tests {
+    use super::*;
+    use crate::capture::Capture;
+    use crate::framebuffer::Frame;
+    use crate::input::NullInput;
+
+    /// One frame, then a panic on the capture thread.
+    struct PanicsAfterFirst(u32);
+
+    impl ScreenSource for PanicsAfterFirst {
+        fn name(&self) -> String {
+            "panics".into()
+        }
+        fn next(&mut self, _max_wait: Duration) -> Result<Option<Capture>, CaptureError> {
+            self.0 += 1;
+            if self.0 > 1 {
+                panic!("injected capture failure");
+            }
+            Ok(Some(Capture {
+                frame: Frame::new(8, 8),
+                damage: None,
+                moves: Vec::new(),
+                cursor: None,
+                screens: None,
+            }))
+        }
+    }
+
+    /// Issue 10, fault 2: before, a panic in the capture thread closed the
+    /// error channel unsent, which the server took for a normal stop, and
+    /// `wait` returned Ok (exit status 0).
+    #[tokio::test]
+    async fn capture_panic_is_an_error() {
+        let cfg = ServerConfig::new(Vec::new(), None);
+        let handle = start(cfg, Box::new(PanicsAfterFirst(0)), Arc::new(NullInput))
+            .await
+            .unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(20), handle.wait())
+            .await
+            .expect("the server ends when its capture thread panics");
+        match r {
+            Err(ServerError::Capture(CaptureError::Panicked(m))) => {
+                assert!(m.contains("injected capture failure"), "{m}")
+            }
+            other => panic!("expected a capture panic error, got {other:?}"),
+        }
+    }
 }

@@ -165,3 +165,79 @@ async fn one_time_code_sessions_are_journaled_and_survive_a_crash() {
         .expect("sqlite3 shell");
     assert_eq!(String::from_utf8_lossy(&integrity.stdout).trim(), "ok");
 }
+
+/// Issue 10, item 6: the log names a session by the journal's id, the one
+/// `ticketvnc sessions` shows. Two connections that never become sessions
+/// come first, so the connection counter (3) and the journal id (1) differ.
+/// Before, the log said `session=3` for the journal's session 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_name_sessions_by_their_journal_id() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ticketvnc.db");
+    let code = open_code(&db, "4800", &[]);
+    let log = dir.path().join("serve.log");
+    let mut child = Command::new(binary::BIN)
+        .arg("--db")
+        .arg(&db)
+        .args(["serve", "--listen", "127.0.0.1:0", "--fps", "0"])
+        .args(["--source", "test-pattern", "--size", "64x48"])
+        .env("TICKETVNC_LOG", "info")
+        .env("NO_COLOR", "1")
+        .env("XDG_CONFIG_HOME", binary::config_dir(&db))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let out = BufReader::new(child.stdout.take().unwrap());
+    let addr: std::net::SocketAddr = out
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            Some(
+                l.strip_prefix("ticketvnc listening on ")?
+                    .trim()
+                    .parse()
+                    .unwrap(),
+            )
+        })
+        .expect("listening");
+    let s = binary::Serve { child, addr };
+    for _ in 0..2 {
+        drop(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    viewer(addr, code, false).await.expect("viewer");
+    wait_for("the session row to be closed", || {
+        sessions_json(&db, "4800")
+            .iter()
+            .any(|r| r["end_reason"] == "viewer closed")
+    })
+    .await;
+    let id = sessions_json(&db, "4800")[0]["id"].as_i64().unwrap();
+    // NO_COLOR: plain `name=value` fields.
+    let text = || std::fs::read_to_string(&log).unwrap();
+    // The empty connections end too, named by their connection number
+    // only (`conn=`); the session's end is the one with a `session=`.
+    let ended = |t: &str| {
+        t.lines()
+            .any(|l| l.contains("session ended") && l.contains(" session="))
+    };
+    wait_for("the session's end in the log", || ended(&text())).await;
+    let text = text();
+    let field = |line: &str, name: &str| -> Option<String> {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")).map(str::to_owned))
+    };
+    for what in ["viewer connected", "session ended"] {
+        let line = text
+            .lines()
+            .find(|l| l.contains(what) && l.contains(" session="))
+            .unwrap_or_else(|| panic!("no {what:?} line:\n{text}"));
+        assert_eq!(
+            field(line, "session").as_deref(),
+            Some(id.to_string().as_str()),
+            "{what}: journal id {id}, log line: {line}"
+        );
+    }
+    drop(s);
+}

@@ -821,6 +821,55 @@ async fn rights_change_live_and_release_held_keys() -> Result<()> {
     srv.stop().await
 }
 
+/// Issue 10, fault 4: what a session records as held is what was
+/// injected. A viewer presses 40 different keys and goes away: every key
+/// that reached the desktop is released. Before, the session recorded 32
+/// keys at most but injected every press, so keys 33 to 40 stayed down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_injected_key_is_released_when_the_viewer_leaves() -> Result<()> {
+    let (srv, _rec) = server_with(ServerOpts {
+        password: Some(PASSWORD.to_vec()),
+        ..ServerOpts::default()
+    })
+    .await?;
+    let mut c = srv.client().await?;
+    c.set_encodings(&[enc::RAW]).await?;
+    for k in 0..40u32 {
+        key(&mut c, true, 0x61 + k).await?;
+    }
+    // Everything before this request has been handled once it is answered.
+    c.request_full(false).await?;
+    c.next_update().await?;
+    drop(c);
+    let t = Instant::now();
+    loop {
+        let events = srv.input.events();
+        let stuck: Vec<u32> = events
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| match e {
+                InputEvent::Key { down: true, keysym } => {
+                    let released = events[i..].contains(&InputEvent::Key {
+                        down: false,
+                        keysym: *keysym,
+                    });
+                    (!released).then_some(*keysym)
+                }
+                _ => None,
+            })
+            .collect();
+        if stuck.is_empty() && !events.is_empty() {
+            break;
+        }
+        ensure!(
+            t.elapsed() < WAIT,
+            "keys left down after the viewer left: {stuck:x?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    srv.stop().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn view_only_password_only_watches() -> Result<()> {
     let (srv, rec) = server_with(ServerOpts {

@@ -15,10 +15,22 @@ use crate::framebuffer::{Frame, Rect};
 use std::time::Duration;
 use thiserror::Error;
 
+/// Why a capture failed. Only [`CaptureError::Gone`] means the screen
+/// cannot come back; a source recovers from [`CaptureError::Reconfigured`]
+/// itself (it re-reads the geometry and grabs everything again), so callers
+/// of [`ScreenSource::next`] normally see it only from a source that gave up.
 #[derive(Debug, Error)]
 pub enum CaptureError {
+    /// The connection to the screen is lost (the X server died or closed us).
     #[error("screen source is gone: {0}")]
     Gone(String),
+    /// The screen changed under a request (an X error such as BadMatch for
+    /// a grab sized for the old screen): resynchronise and go on.
+    #[error("screen reconfigured under the capture: {0}")]
+    Reconfigured(String),
+    /// The capture thread panicked (a bug); the server stops.
+    #[error("capture thread panicked: {0}")]
+    Panicked(String),
     #[error("capture failed: {0}")]
     Failed(String),
 }

@@ -147,10 +147,61 @@ pub fn export_xauthority() -> Result<Arc<XAuthority>, VirtualError> {
     Ok(auth)
 }
 
+/// A session command that exited quickly this many times in a row is not
+/// restarted again (`--session-restart`).
+const MAX_QUICK_RESTARTS: u32 = 5;
+/// A run shorter than this counts as a quick exit; restarts are at least
+/// this far apart.
+const QUICK_EXIT: Duration = Duration::from_secs(2);
+
+/// How the session command ended for good (not restarted).
+#[derive(Clone, Debug)]
+pub struct SessionEnd {
+    pub status: Option<std::process::ExitStatus>,
+    /// Why it was not restarted, when restarting was asked for.
+    pub gave_up: Option<String>,
+}
+
+impl std::fmt::Display for SessionEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.status {
+            Some(s) => write!(f, "the session command ended ({s})")?,
+            None => write!(f, "the session command could not be waited for")?,
+        }
+        if let Some(why) = &self.gave_up {
+            write!(f, "; not restarted: {why}")?;
+        }
+        Ok(())
+    }
+}
+
+impl SessionEnd {
+    /// Ended by itself with status 0 (the user logged out).
+    pub fn success(&self) -> bool {
+        self.gave_up.is_none() && self.status.is_some_and(|s| s.success())
+    }
+}
+
+/// The session command's current process group and whether we are
+/// stopping (then it is never restarted).
+#[derive(Default)]
+struct SessionState {
+    group: Option<rustix::process::Pid>,
+    stopping: bool,
+}
+
+/// Runs the session command on its own thread: waits for it (so it is
+/// reaped), logs how it ended, restarts it or reports the end.
+struct SessionRunner {
+    state: Arc<Mutex<SessionState>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    ended: Option<tokio::sync::oneshot::Receiver<SessionEnd>>,
+}
+
 pub struct VirtualDisplay {
     pub display: String,
     xvfb: Child,
-    session: Option<Child>,
+    session: Option<SessionRunner>,
     // Dropped after the processes (fields drop in order, after Drop::drop).
     auth: Arc<XAuthority>,
 }
@@ -163,6 +214,18 @@ impl VirtualDisplay {
         width: u16,
         height: u16,
         session: Option<&str>,
+    ) -> Result<VirtualDisplay, VirtualError> {
+        VirtualDisplay::start_with(width, height, session, false)
+    }
+
+    /// Like [`VirtualDisplay::start`]; with `restart` the session command
+    /// is started again each time it exits (unless it keeps exiting at
+    /// once).
+    pub fn start_with(
+        width: u16,
+        height: u16,
+        session: Option<&str>,
+        restart: bool,
     ) -> Result<VirtualDisplay, VirtualError> {
         let exported = EXPORTED
             .lock()
@@ -189,6 +252,9 @@ impl VirtualDisplay {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
+            // Its own process group: Ctrl-C in the terminal goes to
+            // ticketvnc alone, which then stops Xvfb in order.
+            .process_group(0)
             .spawn()
             .map_err(VirtualError::Spawn)?;
         let stdout = xvfb.stdout.take().expect("piped stdout");
@@ -215,24 +281,151 @@ impl VirtualDisplay {
             auth,
         };
         if let Some(cmd) = session {
-            // Its own process group, so that everything the command starts
-            // (also in the background, also what does not use X) can be
-            // stopped with it.
-            let child = Command::new("sh")
-                .args(["-c", cmd])
-                .env("DISPLAY", &v.display)
-                .env("XAUTHORITY", v.auth.path())
-                .stdin(Stdio::null())
-                .process_group(0)
-                .spawn()
-                .map_err(|source| VirtualError::Session {
-                    cmd: cmd.to_owned(),
-                    source,
-                })?;
+            let spawn = {
+                let (cmd, display, xauth) = (
+                    cmd.to_owned(),
+                    v.display.clone(),
+                    v.auth.path().to_path_buf(),
+                );
+                // Its own process group, so that everything the command
+                // starts (also in the background, also what does not use
+                // X) can be stopped with it, and Ctrl-C does not reach it.
+                move || {
+                    Command::new("sh")
+                        .args(["-c", &cmd])
+                        .env("DISPLAY", &display)
+                        .env("XAUTHORITY", &xauth)
+                        .stdin(Stdio::null())
+                        .process_group(0)
+                        .spawn()
+                        .map_err(|source| VirtualError::Session {
+                            cmd: cmd.clone(),
+                            source,
+                        })
+                }
+            };
+            let child = spawn()?;
             info!(pid = child.id(), "started session command");
-            v.session = Some(child);
+            v.session = Some(SessionRunner::start(child, spawn, restart));
         }
         Ok(v)
+    }
+
+    /// Resolves when the session command has ended for good (it exited and
+    /// is not restarted). `None` without a session command, or when
+    /// already taken.
+    pub fn take_session_end(&mut self) -> Option<tokio::sync::oneshot::Receiver<SessionEnd>> {
+        self.session.as_mut()?.ended.take()
+    }
+}
+
+impl SessionRunner {
+    fn start(
+        first: Child,
+        spawn: impl Fn() -> Result<Child, VirtualError> + Send + 'static,
+        restart: bool,
+    ) -> SessionRunner {
+        use rustix::process::{kill_process_group, Pid, Signal};
+        let state = Arc::new(Mutex::new(SessionState {
+            group: Some(Pid::from_child(&first)),
+            stopping: false,
+        }));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let st = state.clone();
+        let thread = std::thread::Builder::new()
+            .name("session-command".into())
+            .spawn(move || {
+                let lock = || st.lock().unwrap_or_else(|e| e.into_inner());
+                let mut child = first;
+                let mut quick = 0u32;
+                loop {
+                    let started = Instant::now();
+                    // Reaps it: no zombie `sh` is left behind.
+                    let status = child.wait().ok();
+                    let mut s = lock();
+                    if s.stopping {
+                        return;
+                    }
+                    // What it left running in its group goes with it.
+                    if let Some(g) = s.group.take() {
+                        let _ = kill_process_group(g, Signal::TERM);
+                    }
+                    let shown = status.map_or("unknown status".into(), |s| s.to_string());
+                    if status.is_some_and(|s| s.success()) {
+                        info!(pid = child.id(), status = %shown, "the session command exited");
+                    } else {
+                        warn!(pid = child.id(), status = %shown, "the session command exited");
+                    }
+                    if started.elapsed() < QUICK_EXIT {
+                        quick += 1;
+                    } else {
+                        quick = 0;
+                    }
+                    let gave_up = if !restart {
+                        None
+                    } else if quick >= MAX_QUICK_RESTARTS {
+                        Some(format!(
+                            "it exited within {QUICK_EXIT:?} {quick} times in a row"
+                        ))
+                    } else {
+                        drop(s);
+                        // Never more than one start per QUICK_EXIT.
+                        std::thread::sleep(QUICK_EXIT.saturating_sub(started.elapsed()));
+                        let mut s = lock();
+                        if s.stopping {
+                            return;
+                        }
+                        match spawn() {
+                            Ok(c) => {
+                                info!(pid = c.id(), "restarted the session command");
+                                s.group = Some(Pid::from_child(&c));
+                                child = c;
+                                continue;
+                            }
+                            Err(e) => Some(e.to_string()),
+                        }
+                    };
+                    let _ = tx.send(SessionEnd { status, gave_up });
+                    return;
+                }
+            })
+            .expect("spawn the session command thread");
+        SessionRunner {
+            state,
+            thread: Some(thread),
+            ended: Some(rx),
+        }
+    }
+
+    /// Stop the command's whole process group: SIGTERM so programs can
+    /// exit cleanly, then SIGKILL for whatever is left of the group.
+    fn stop(&mut self) {
+        use rustix::process::{kill_process_group, test_kill_process_group, Signal};
+        let group = {
+            let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            s.stopping = true;
+            s.group.take()
+        };
+        if let Some(g) = group {
+            let _ = kill_process_group(g, Signal::TERM);
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while test_kill_process_group(g).is_ok() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if test_kill_process_group(g).is_ok() {
+                let _ = kill_process_group(g, Signal::KILL);
+            }
+        }
+        // The thread returns once the command has been reaped.
+        if let Some(t) = self.thread.take() {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
     }
 }
 
@@ -259,19 +452,9 @@ fn wait_exit(c: &mut Child, d: Duration) -> bool {
 
 impl Drop for VirtualDisplay {
     fn drop(&mut self) {
-        use rustix::process::{kill_process, kill_process_group, test_kill_process_group};
-        use rustix::process::{Pid, Signal};
-        // The session's whole process group: SIGTERM so programs can exit
-        // cleanly, then SIGKILL for whatever is left of the group.
-        if let Some(c) = self.session.as_mut() {
-            let group = Pid::from_child(c);
-            let _ = kill_process_group(group, Signal::TERM);
-            wait_exit(c, Duration::from_secs(2));
-            if test_kill_process_group(group).is_ok() {
-                let _ = kill_process_group(group, Signal::KILL);
-            }
-            let _ = c.kill();
-            wait_exit(c, Duration::from_secs(1));
+        use rustix::process::{kill_process, Pid, Signal};
+        if let Some(s) = self.session.as_mut() {
+            s.stop();
         }
         // Xvfb: SIGTERM lets it remove its lock file and socket.
         let x = &mut self.xvfb;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 use x11rb::connection::{Connection, RequestConnection};
+use x11rb::errors::ReplyError;
 use x11rb::protocol::damage::{self, ConnectionExt as _};
 use x11rb::protocol::randr::{self, ConnectionExt as _};
 use x11rb::protocol::shm::{self, ConnectionExt as _};
@@ -29,7 +30,32 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 const CURSOR_RETRY: Duration = Duration::from_millis(50);
 const CURSOR_ATTEMPTS: u32 = 5;
 
-fn xerr(e: impl std::fmt::Display) -> CaptureError {
+/// How often the RandR monitors are re-read: X sends no event when a
+/// monitor is defined, moved or deleted (`xrandr --setmonitor`), only for
+/// size changes.
+const LAYOUT_POLL: Duration = Duration::from_secs(1);
+
+/// Resynchronisations in a row (no successful capture in between) after
+/// which X errors are no longer blamed on a reconfiguration: the capture
+/// gives up with [`CaptureError::Failed`].
+const MAX_RESYNCS_IN_A_ROW: u32 = 20;
+
+/// A failed request: a lost connection is fatal ([`CaptureError::Gone`]);
+/// an X error answer (BadMatch for a grab outside a screen that just
+/// shrank, a monitor that vanished) is [`CaptureError::Reconfigured`].
+fn xerr(e: impl Into<ReplyError>) -> CaptureError {
+    match e.into() {
+        ReplyError::X11Error(x) => CaptureError::Reconfigured(format!(
+            "X error {:?} for {}",
+            x.error_kind,
+            x.request_name.unwrap_or("a request")
+        )),
+        ReplyError::ConnectionError(c) => CaptureError::Gone(format!("X server connection: {c}")),
+    }
+}
+
+/// The connection itself failed (poll on its socket).
+fn lost(e: impl std::fmt::Display) -> CaptureError {
     CaptureError::Gone(format!("X server connection: {e}"))
 }
 
@@ -54,6 +80,10 @@ pub struct X11Source {
     /// Damage seen but not yet captured (frame coordinates).
     dirty: Vec<Rect>,
     resized: bool,
+    /// Grab the whole served area next time (after a resynchronisation).
+    full_grab: bool,
+    /// Resynchronisations since the last successful capture.
+    resyncs: u32,
     /// `--monitor N`: serve only that RandR monitor.
     monitor: Option<usize>,
     /// The part of the root window served (the whole root, or one monitor).
@@ -68,6 +98,7 @@ pub struct X11Source {
     cursor_retry_at: Option<Instant>,
     cursor_failures: u32,
     last_poll: Instant,
+    last_layout_check: Instant,
 }
 
 impl X11Source {
@@ -106,17 +137,20 @@ impl X11Source {
             have_frame: false,
             dirty: Vec::new(),
             resized: false,
+            full_grab: true,
+            resyncs: 0,
             cursor_changed: true,
             cursor_retry_at: None,
             cursor_failures: 0,
             last_poll: Instant::now(),
+            last_layout_check: Instant::now(),
             monitor,
             crop: Rect::new(0, 0, width, height),
             screens: Vec::new(),
             layout_changed: true,
             origin: Arc::new(AtomicU32::new(0)),
         };
-        src.setup_shm();
+        src.setup_shm(true);
         src.setup_damage();
         src.setup_cursor();
         src.setup_randr();
@@ -142,10 +176,15 @@ impl X11Source {
         matches!(self.conn.extension_information(name), Ok(Some(_)))
     }
 
-    fn setup_shm(&mut self) {
+    /// (Re)create the shared-memory segment for the root window's size.
+    /// `first`: at start, when a missing extension is worth a warning (not
+    /// again on every resize).
+    fn setup_shm(&mut self, first: bool) {
         self.shm = None;
         if !self.has_ext(shm::X11_EXTENSION_NAME) {
-            warn!("MIT-SHM not available (remote X?): using plain GetImage");
+            if first {
+                warn!("MIT-SHM not available (remote X?): using plain GetImage");
+            }
             return;
         }
         let r = (|| -> Result<Shm, Box<dyn std::error::Error>> {
@@ -280,7 +319,7 @@ impl X11Source {
             if let Some(s) = self.shm.take() {
                 let _ = self.conn.shm_detach(s.seg);
             }
-            self.setup_shm();
+            self.setup_shm(false);
         }
         let crop = self.crop;
         self.refresh_layout()?;
@@ -291,7 +330,35 @@ impl X11Source {
             self.current = Frame::new(self.crop.w, self.crop.h);
             self.resized = true;
         }
+        if self.resized {
+            // Damage seen so far is in the old frame's coordinates; the
+            // full grab that follows a resize covers everything anyway.
+            self.dirty.clear();
+        }
         Ok(())
+    }
+
+    /// After an X error: re-read the geometry and the monitors, forget the
+    /// pending damage and grab everything next time.
+    fn resync(&mut self, why: &CaptureError) -> Result<(), CaptureError> {
+        self.resyncs += 1;
+        if self.resyncs > MAX_RESYNCS_IN_A_ROW {
+            return Err(CaptureError::Failed(format!(
+                "X keeps refusing the capture after {MAX_RESYNCS_IN_A_ROW} resynchronisations: {why}"
+            )));
+        }
+        info!(error = %why, "X screen changed under the capture; resynchronising");
+        self.dirty.clear();
+        self.full_grab = true;
+        match self.check_size() {
+            Ok(()) => Ok(()),
+            // Still moving: the next round tries again.
+            Err(CaptureError::Reconfigured(e)) => {
+                debug!(error = %e, "geometry not readable yet");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Re-read the RandR monitors: what is served and the screen layout.
@@ -318,15 +385,27 @@ impl X11Source {
             Vec::new()
         };
         let (crop, screens) = match self.monitor {
-            Some(n) => {
-                let m = *monitors.get(n).ok_or_else(|| {
-                    CaptureError::Gone(format!(
+            Some(n) => match monitors.get(n) {
+                Some(m) => (*m, Vec::new()),
+                None if !self.have_frame => {
+                    return Err(CaptureError::Failed(format!(
                         "monitor {n} does not exist (the X screen has {} RandR monitors, numbered from 0)",
                         monitors.len()
-                    ))
-                })?;
-                (m, Vec::new())
-            }
+                    )))
+                }
+                // Gone while serving: keep to the old area (what is on
+                // the screen there now), never widen to other monitors.
+                None => {
+                    let mut keep = self.crop.intersect(&root);
+                    if keep.is_empty() {
+                        keep = Rect::new(0, 0, self.crop.w.min(root.w), self.crop.h.min(root.h));
+                    }
+                    if keep != self.crop {
+                        warn!(monitor = n, "the served monitor is gone; serving its old area");
+                    }
+                    (keep, Vec::new())
+                }
+            },
             None if monitors.len() > 1 => (root, monitors),
             None => (root, Vec::new()),
         };
@@ -348,7 +427,7 @@ impl X11Source {
 
     /// Drain queued events without blocking.
     fn drain_events(&mut self) -> Result<(), CaptureError> {
-        while let Some(ev) = self.conn.poll_for_event().map_err(xerr)? {
+        while let Some(ev) = self.conn.poll_for_event().map_err(lost)? {
             self.on_event(ev)?;
         }
         Ok(())
@@ -368,12 +447,14 @@ impl X11Source {
         match poll(&mut fds, Some(&ts)) {
             Ok(n) => Ok(n > 0),
             Err(rustix::io::Errno::INTR) => Ok(false),
-            Err(e) => Err(xerr(e)),
+            Err(e) => Err(lost(e)),
         }
     }
 
     /// Grab `r` of the root window into `self.current`.
     fn grab(&mut self, r: Rect) -> Result<(), CaptureError> {
+        // Never past the frame, whatever damage said.
+        let r = r.intersect(&self.current.bounds());
         if r.is_empty() {
             return Ok(());
         }
@@ -400,15 +481,7 @@ impl X11Source {
         } else {
             let img = self
                 .conn
-                .get_image(
-                    ImageFormat::Z_PIXMAP,
-                    self.root,
-                    r.x as i16,
-                    r.y as i16,
-                    r.w,
-                    r.h,
-                    !0,
-                )
+                .get_image(ImageFormat::Z_PIXMAP, self.root, rx, ry, r.w, r.h, !0)
                 .map_err(xerr)?
                 .reply()
                 .map_err(xerr)?;
@@ -544,8 +617,29 @@ impl ScreenSource for X11Source {
     fn next(&mut self, max_wait: Duration) -> Result<Option<Capture>, CaptureError> {
         let deadline = Instant::now() + max_wait;
         loop {
+            match self.next_until(deadline) {
+                Err(e @ CaptureError::Reconfigured(_)) => self.resync(&e)?,
+                Ok(Some(c)) => {
+                    self.resyncs = 0;
+                    return Ok(Some(c));
+                }
+                r => return r,
+            }
+        }
+    }
+}
+
+impl X11Source {
+    /// One attempt at [`ScreenSource::next`]: any X error ends it.
+    fn next_until(&mut self, deadline: Instant) -> Result<Option<Capture>, CaptureError> {
+        loop {
             self.drain_events()?;
+            if self.last_layout_check.elapsed() >= LAYOUT_POLL {
+                self.last_layout_check = Instant::now();
+                self.check_size()?;
+            }
             let full = !self.have_frame
+                || self.full_grab
                 || self.resized
                 || self.damage.is_none() && { self.last_poll.elapsed() >= POLL_INTERVAL };
             let cursor_due = self.cursor_due();
@@ -554,6 +648,8 @@ impl ScreenSource for X11Source {
                     self.last_poll = Instant::now();
                     let all = self.current.bounds();
                     self.grab(all)?;
+                    // Everything is fresh: older damage is covered.
+                    self.dirty.clear();
                     None
                 } else {
                     let rects = std::mem::take(&mut self.dirty);
@@ -566,6 +662,7 @@ impl ScreenSource for X11Source {
                 let first = !self.have_frame;
                 self.have_frame = true;
                 self.resized = false;
+                self.full_grab = false;
                 let screens =
                     std::mem::take(&mut self.layout_changed).then(|| self.screens.clone());
                 if damage.as_ref().is_some_and(|d| d.is_empty()) && cursor.is_none() && !first {
@@ -587,11 +684,12 @@ impl ScreenSource for X11Source {
             if self.damage.is_none() {
                 wait = wait.min(POLL_INTERVAL);
             }
+            wait = wait.min(LAYOUT_POLL.saturating_sub(self.last_layout_check.elapsed()));
             if let (true, Some(t)) = (self.cursor_changed, self.cursor_retry_at) {
                 wait = wait.min(t.saturating_duration_since(now));
             }
             if self.wait_readable(wait)? {
-                match self.conn.poll_for_event().map_err(xerr)? {
+                match self.conn.poll_for_event().map_err(lost)? {
                     Some(ev) => self.on_event(ev)?,
                     // Readable but no event: make sure the server is still
                     // there (a dead one makes this round trip fail).
@@ -605,5 +703,93 @@ impl ScreenSource for X11Source {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::BufRead;
+    use std::process::{Child, Command, Stdio};
+
+    /// A private Xvfb on a display it picks itself, killed by PID on drop.
+    struct Xvfb(Child, String);
+
+    impl Xvfb {
+        fn start(w: u16, h: u16, extra: &[&str]) -> Xvfb {
+            let mut c = Command::new("Xvfb")
+                .args(["-displayfd", "1", "-screen", "0", &format!("{w}x{h}x24")])
+                .args(["-noreset", "-nolisten", "tcp", "-auth", "/dev/null"])
+                .args(extra)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("run Xvfb (install the xvfb package)");
+            let mut line = String::new();
+            std::io::BufReader::new(c.stdout.take().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            let d = format!(":{}", line.trim());
+            Xvfb(c, d)
+        }
+        fn xrandr_fb(&self, w: u16, h: u16) {
+            let _ = Command::new("xrandr")
+                .args(["-display", &self.1, "--fb", &format!("{w}x{h}")])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+
+    impl Drop for Xvfb {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// The screen shrinks between the capture's last look at the events
+    /// and its next grab (simulated by forgetting the queued events and
+    /// keeping the old geometry): the grab is answered with BadMatch.
+    /// Before issue 10's fix every X error was "screen source is gone" and
+    /// `next` failed; now the capture resynchronises and returns a frame of
+    /// the new size.
+    fn stale_geometry_resyncs(extra: &[&str]) {
+        let x = Xvfb::start(640, 480, extra);
+        let mut src = X11Source::connect(Some(&x.1), None).expect("connect");
+        let first = src
+            .next(Duration::from_secs(5))
+            .unwrap()
+            .expect("first frame");
+        assert_eq!((first.frame.width, first.frame.height), (640, 480));
+        x.xrandr_fb(320, 200);
+        // Wait for the resize to be visible, then drop its events unread.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let g = src.conn.get_geometry(src.root).unwrap().reply().unwrap();
+            if (g.width, g.height) == (320, 200) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "Xvfb did not resize");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        while src.conn.poll_for_event().unwrap().is_some() {}
+        src.full_grab = true;
+        let c = src
+            .next(Duration::from_secs(5))
+            .expect("an X error after a resize is not fatal")
+            .expect("a frame after resynchronising");
+        assert_eq!((c.frame.width, c.frame.height), (320, 200));
+        assert_eq!(src.resyncs, 0, "a successful capture resets the count");
+    }
+
+    #[test]
+    fn stale_geometry_resyncs_with_shm() {
+        stale_geometry_resyncs(&[]);
+    }
+
+    #[test]
+    fn stale_geometry_resyncs_without_shm() {
+        stale_geometry_resyncs(&["-extension", "MIT-SHM"]);
     }
 }

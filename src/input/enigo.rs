@@ -1,10 +1,12 @@
 //! Input injection with enigo on a dedicated thread (enigo connections are
 //! not shared across threads, and injection must never block a session).
 
+use super::queue::InputQueue;
 use super::{ClipboardTarget, InputEvent, InputSink};
 use enigo::{Axis, Button, Coordinate, Direction, Enigo, Key, Keyboard, Mouse, Settings};
 use std::sync::mpsc;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use thiserror::Error;
 use tracing::{debug, warn};
 
@@ -12,19 +14,30 @@ use tracing::{debug, warn};
 #[error("cannot start input injection: {0}")]
 pub struct InputError(String);
 
-/// Events queued for the injection thread at most; more are dropped (with a warning).
+/// Events queued for the injection thread; beyond it motion is merged and
+/// presses are dropped, releases never (see [`InputQueue`]).
 const QUEUE: usize = 4096;
 
 pub struct EnigoInput {
-    tx: Mutex<mpsc::SyncSender<InputEvent>>,
+    queue: Arc<InputQueue>,
     clipboard: Option<Box<dyn ClipboardTarget>>,
+    /// When a press was last dropped (a warning at most every 10 s).
+    warned: Mutex<Option<Instant>>,
+}
+
+impl Drop for EnigoInput {
+    fn drop(&mut self) {
+        // The injection thread ends once it has injected what is queued.
+        self.queue.close();
+    }
 }
 
 impl EnigoInput {
     /// Start the injection thread. `x11_display`: the X display to inject
     /// into on Linux (`None`: $DISPLAY).
     pub fn start(x11_display: Option<String>) -> Result<EnigoInput, InputError> {
-        let (tx, rx) = mpsc::sync_channel::<InputEvent>(QUEUE);
+        let queue = Arc::new(InputQueue::new(QUEUE));
+        let rx = queue.clone();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
         std::thread::Builder::new()
             .name("input".into())
@@ -46,15 +59,16 @@ impl EnigoInput {
                     }
                 };
                 let mut injector = Injector::default();
-                while let Ok(ev) = rx.recv() {
+                while let Some(ev) = rx.pop() {
                     injector.inject(&mut enigo, ev);
                 }
             })
             .map_err(|e| InputError(e.to_string()))?;
         match ready_rx.recv() {
             Ok(Ok(())) => Ok(EnigoInput {
-                tx: Mutex::new(tx),
+                queue,
                 clipboard: None,
+                warned: Mutex::new(None),
             }),
             Ok(Err(e)) => Err(InputError(e)),
             Err(_) => Err(InputError("input thread ended".into())),
@@ -67,19 +81,29 @@ impl EnigoInput {
         self
     }
 
-    fn send(&self, ev: InputEvent) {
-        if let Err(mpsc::TrySendError::Full(_)) = self.tx.lock().unwrap().try_send(ev) {
-            warn!("input queue full; dropping an event");
+    fn dropped(&self) {
+        let mut w = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+        if w.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            *w = Some(Instant::now());
+            warn!("input queue full; dropping new key and button presses (releases are kept)");
         }
     }
 }
 
 impl InputSink for EnigoInput {
-    fn key(&self, down: bool, keysym: u32) {
-        self.send(InputEvent::Key { down, keysym })
+    fn key(&self, down: bool, keysym: u32) -> bool {
+        let ok = self.queue.key(down, keysym);
+        if !ok && down {
+            self.dropped();
+        }
+        ok
     }
-    fn pointer(&self, buttons: u8, x: u16, y: u16) {
-        self.send(InputEvent::Pointer { buttons, x, y })
+    fn pointer(&self, buttons: u8, x: u16, y: u16) -> u8 {
+        let b = self.queue.pointer(buttons, x, y);
+        if b != buttons {
+            self.dropped();
+        }
+        b
     }
     fn cut_text(&self, text: &str) {
         if let Some(c) = &self.clipboard {

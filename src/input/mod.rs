@@ -2,15 +2,23 @@
 
 #[cfg(any(target_os = "linux", target_os = "windows", target_os = "macos"))]
 pub mod enigo;
+pub mod queue;
 #[cfg(target_os = "linux")]
 pub mod x11_clipboard;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// Where viewers' input goes. The answers say what will really be
+/// injected, so a session's record of held keys and buttons (released when
+/// it ends) stays true to the desktop.
 pub trait InputSink: Send + Sync + 'static {
-    fn key(&self, down: bool, keysym: u32);
-    fn pointer(&self, buttons: u8, x: u16, y: u16);
+    /// Whether the event will be injected (`false`: a press dropped under
+    /// load, or a release of a key that is not down).
+    fn key(&self, down: bool, keysym: u32) -> bool;
+    /// The buttons that will be injected as held (`buttons`, minus presses
+    /// dropped under load).
+    fn pointer(&self, buttons: u8, x: u16, y: u16) -> u8;
     /// Clipboard text from a viewer (already converted from Latin-1).
     fn cut_text(&self, text: &str);
 }
@@ -41,10 +49,10 @@ impl OffsetInput {
 }
 
 impl InputSink for OffsetInput {
-    fn key(&self, down: bool, keysym: u32) {
+    fn key(&self, down: bool, keysym: u32) -> bool {
         self.inner.key(down, keysym)
     }
-    fn pointer(&self, buttons: u8, x: u16, y: u16) {
+    fn pointer(&self, buttons: u8, x: u16, y: u16) -> u8 {
         let o = self.origin.load(Ordering::Relaxed);
         let (ox, oy) = ((o >> 16) as u16, o as u16);
         self.inner
@@ -59,8 +67,12 @@ impl InputSink for OffsetInput {
 pub struct NullInput;
 
 impl InputSink for NullInput {
-    fn key(&self, _down: bool, _keysym: u32) {}
-    fn pointer(&self, _buttons: u8, _x: u16, _y: u16) {}
+    fn key(&self, _down: bool, _keysym: u32) -> bool {
+        true
+    }
+    fn pointer(&self, buttons: u8, _x: u16, _y: u16) -> u8 {
+        buttons
+    }
     fn cut_text(&self, _text: &str) {}
 }
 
@@ -93,11 +105,13 @@ impl RecordingInput {
 }
 
 impl InputSink for RecordingInput {
-    fn key(&self, down: bool, keysym: u32) {
-        self.push(InputEvent::Key { down, keysym })
+    fn key(&self, down: bool, keysym: u32) -> bool {
+        self.push(InputEvent::Key { down, keysym });
+        true
     }
-    fn pointer(&self, buttons: u8, x: u16, y: u16) {
-        self.push(InputEvent::Pointer { buttons, x, y })
+    fn pointer(&self, buttons: u8, x: u16, y: u16) -> u8 {
+        self.push(InputEvent::Pointer { buttons, x, y });
+        buttons
     }
     fn cut_text(&self, text: &str) {
         self.push(InputEvent::CutText(text.to_owned()))

@@ -92,11 +92,11 @@ impl ShieldedInput {
 }
 
 impl InputSink for ShieldedInput {
-    fn key(&self, down: bool, keysym: u32) {
+    fn key(&self, down: bool, keysym: u32) -> bool {
         self.inner.key(down, keysym)
     }
 
-    fn pointer(&self, buttons: u8, x: u16, y: u16) {
+    fn pointer(&self, buttons: u8, x: u16, y: u16) -> u8 {
         let mut last = self.buttons.lock().unwrap();
         let passed = if self.shields.covers(x.into(), y.into()) {
             // Only releases: a press on a prompt is the customer's to make.
@@ -108,8 +108,9 @@ impl InputSink for ShieldedInput {
         } else {
             buttons
         };
-        *last = passed;
-        self.inner.pointer(passed, x, y)
+        // What the sink will really hold (it may drop presses under load).
+        *last = self.inner.pointer(passed, x, y);
+        *last
     }
 
     fn cut_text(&self, text: &str) {

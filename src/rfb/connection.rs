@@ -192,6 +192,9 @@ pub struct ServerConnection {
     inbuf: Vec<u8>,
     /// Bytes of `inbuf` already consumed (dropped once per `receive`).
     rpos: usize,
+    /// Bytes moved by compacting `inbuf` (the cost the read offset bounds).
+    #[cfg(test)]
+    moved: usize,
     out: Vec<u8>,
     pending: std::collections::VecDeque<Event>,
     challenge_source: fn() -> [u8; 16],
@@ -224,6 +227,8 @@ impl ServerConnection {
             refusal: None,
             inbuf: Vec::new(),
             rpos: 0,
+            #[cfg(test)]
+            moved: 0,
             out: b"RFB 003.008\n".to_vec(),
             pending: Default::default(),
             challenge_source: os_challenge,
@@ -313,6 +318,10 @@ impl ServerConnection {
         }
         // Drop what was consumed once per batch, not once per message.
         if self.rpos > 0 {
+            #[cfg(test)]
+            {
+                self.moved += self.inbuf.len() - self.rpos;
+            }
             self.inbuf.drain(..self.rpos);
             self.rpos = 0;
         }
@@ -853,6 +862,40 @@ mod tests {
             events,
             vec![Event::Message(ClientMessage::ClientCutText(text))]
         );
+    }
+
+    /// Issue 10, fault 4: a 64 KiB read of pointer events costs a copy of
+    /// at most the unfinished message at its end, not one copy of the rest
+    /// of the buffer per message. With a drain after every message (the
+    /// code before 134c181 brought the read offset) the same two reads
+    /// move about 716 MB and this fails; kept as the regression test.
+    #[test]
+    fn a_64k_read_of_pointer_events_is_compacted_once() {
+        let mut c = ServerConnection::new(&[SecurityType::None]);
+        c.receive(b"RFB 003.008\n\x01\x01").unwrap();
+        drain(&mut c);
+        c.approve().unwrap();
+        drain(&mut c);
+        c.server_init(10, 10, &PixelFormat::NATIVE, "x").unwrap();
+        let mut stream = Vec::new();
+        for i in 0..2 * 64 * 1024 / 6 + 1 {
+            messages::encode_client_message(
+                &ClientMessage::PointerEvent {
+                    buttons: 0,
+                    x: i as u16,
+                    y: 1,
+                },
+                &mut stream,
+            );
+        }
+        let mut events = 0;
+        for read in stream.chunks(64 * 1024) {
+            c.receive(read).unwrap();
+            events += drain(&mut c).len();
+        }
+        assert_eq!(events, stream.len() / 6);
+        // Each read leaves at most one partial message (5 bytes) to move.
+        assert!(c.moved <= 3 * 5, "moved {} bytes", c.moved);
     }
 
     /// A whole VeNCrypt Plain login in one read: the header is consumed

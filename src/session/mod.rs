@@ -178,6 +178,16 @@ pub struct SessionInfo {
     pub record: Option<i64>,
 }
 
+impl SessionInfo {
+    /// The session's id as the journal has it (`ticketvnc sessions`
+    /// lists it): the record id once started; without a journal, the
+    /// connection number. Logs name started sessions by it (`session=`),
+    /// connections before that by their number (`conn=`).
+    pub fn session_id(&self) -> u64 {
+        self.record.map_or(self.id, |r| r as u64)
+    }
+}
+
 /// Things worth recording that happen during a session (metadata only).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SessionEvent {
@@ -313,19 +323,29 @@ where
         let (info, r) = (s.info.clone(), reason.clone());
         let _ = tokio::task::spawn_blocking(move || host.session_ended(&info, &r)).await;
     }
-    match &reason {
+    let (conn, peer) = (s.info.id, s.info.peer);
+    let normal = matches!(
+        reason,
         EndReason::ViewerClosed
-        | EndReason::ServerStopped
-        | EndReason::Kicked
-        | EndReason::TicketClosed
-        | EndReason::StoppedAtScreen => {
-            info!(session = s.info.id, peer = ?s.info.peer, %reason, "session ended")
+            | EndReason::ServerStopped
+            | EndReason::Kicked
+            | EndReason::TicketClosed
+            | EndReason::StoppedAtScreen
+    );
+    // Refusals and failures were logged (rate-limited) by the server.
+    let logged = matches!(reason, EndReason::Refused(_) | EndReason::AuthFailed);
+    // A started session is named by its journal id; before ServerInit
+    // there is only the connection number.
+    match (s.started, normal, logged) {
+        (true, true, _) => {
+            info!(session = s.info.session_id(), conn, ?peer, %reason, "session ended")
         }
-        // Refusals and failures were logged (rate-limited) by the server.
-        EndReason::Refused(_) | EndReason::AuthFailed => {
-            debug!(session = s.info.id, peer = ?s.info.peer, %reason, "session ended")
+        (true, false, _) => {
+            warn!(session = s.info.session_id(), conn, ?peer, %reason, "session ended")
         }
-        _ => warn!(session = s.info.id, peer = ?s.info.peer, %reason, "session ended"),
+        (false, _, true) => debug!(conn, ?peer, %reason, "session ended"),
+        (false, true, false) => info!(conn, ?peer, %reason, "session ended"),
+        (false, false, false) => warn!(conn, ?peer, %reason, "session ended"),
     }
     Outcome {
         reason,
@@ -362,6 +382,10 @@ struct HeldInput {
 const MAX_HELD_KEYS: usize = 32;
 
 impl HeldInput {
+    /// Whether a press of `keysym` can be recorded.
+    fn can_hold(&self, keysym: u32) -> bool {
+        self.keys.len() < MAX_HELD_KEYS || self.keys.contains(&keysym)
+    }
     fn key(&mut self, down: bool, keysym: u32) {
         if down {
             if !self.keys.contains(&keysym) && self.keys.len() < MAX_HELD_KEYS {
@@ -382,8 +406,7 @@ impl HeldInput {
     }
     fn release_buttons(&mut self, input: &dyn InputSink) {
         if self.buttons != 0 {
-            input.pointer(0, self.pos.0, self.pos.1);
-            self.buttons = 0;
+            self.buttons = input.pointer(0, self.pos.0, self.pos.1);
         }
     }
     fn release_all(&mut self, input: &dyn InputSink) {
@@ -516,11 +539,7 @@ impl Session {
                 match ev {
                     Event::VersionAgreed(v) => {
                         self.info.version = Some(v.as_str());
-                        debug!(
-                            session = self.info.id,
-                            version = v.as_str(),
-                            "version agreed"
-                        );
+                        debug!(conn = self.info.id, version = v.as_str(), "version agreed");
                     }
                     Event::SecurityChosen(t) => self.info.security = Some(security_label(t, None)),
                     Event::VeNCryptChosen(sub) => {
@@ -544,7 +563,7 @@ impl Session {
                                 return Err(EndReason::Refused(reason));
                             }
                         }
-                        debug!(session = self.info.id, "TLS established");
+                        debug!(conn = self.info.id, "TLS established");
                         if let Err(e) = conn.tls_established() {
                             return Err(protocol_end(e));
                         }
@@ -606,7 +625,7 @@ impl Session {
                         self.info.rights = self.ceiling;
                         match &self.cfg.consent {
                             ConsentPolicy::Auto => {
-                                debug!(session = self.info.id, "authenticated; approved by policy");
+                                debug!(conn = self.info.id, "authenticated; approved by policy");
                                 self.info.consent = Consent::Auto;
                                 if let Err(e) = conn.approve() {
                                     return Err(protocol_end(e));
@@ -634,7 +653,7 @@ impl Session {
                                     ));
                                 deadline =
                                     deadline.max(tokio::time::Instant::now() + t + CONSENT_GRACE);
-                                info!(session = self.info.id, "asking the person at the screen");
+                                info!(conn = self.info.id, "asking the person at the screen");
                             }
                         }
                     }
@@ -692,7 +711,7 @@ impl Session {
                         Err(e) => return Err(EndReason::Io(e.to_string())),
                     };
                     self.info.bytes_in += n as u64;
-                    tracing::trace!(session = self.info.id, bytes = n, "handshake read");
+                    tracing::trace!(conn = self.info.id, bytes = n, "handshake read");
                     if waiting_for_viewer && !spoke {
                         deadline = tokio::time::Instant::now() + self.cfg.handshake_timeout;
                     }
@@ -707,7 +726,7 @@ impl Session {
                         Some(ConsentAnswer::Accept(rights)) => {
                             self.info.consent = Consent::Accepted;
                             self.info.rights = rights.intersect(self.ceiling);
-                            info!(session = self.info.id, rights = %self.info.rights.summary(), "the person at the screen accepted");
+                            info!(conn = self.info.id, rights = %self.info.rights.summary(), "the person at the screen accepted");
                             if let Err(e) = conn.approve() {
                                 return Err(protocol_end(e));
                             }
@@ -832,147 +851,167 @@ impl Session {
     async fn established(
         &mut self,
         stream: Box<dyn Transport>,
-        mut conn: ServerConnection,
+        conn: ServerConnection,
     ) -> EndReason {
-        let (mut rd, wr) = tokio::io::split(stream);
-        let (tx, rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
-        let (done_tx, mut done_rx) = watch::channel(0u64);
-        let stall = self.cfg.write_stall_timeout;
-        let writer = tokio::spawn(writer_task(wr, rx, done_tx, stall));
-        let mut queued: u64 = 0;
-
+        let (rd, wr) = tokio::io::split(stream);
         let f = self.frames.borrow().frame.clone();
-        let mut viewer = ViewerState::new(f.width, f.height);
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut frames_dirty = true;
-        // Messages pipelined behind ClientInit may already be buffered.
-        let mut poll_now = true;
-
-        let reason = 'main: loop {
-            if poll_now {
-                poll_now = false;
-                loop {
-                    match conn.poll_event() {
-                        Ok(Some(Event::Message(m))) => {
-                            self.handle_message(m, &mut viewer);
-                            if viewer.has_request() {
-                                frames_dirty = true;
-                            }
-                        }
-                        Ok(Some(_)) => {
-                            break 'main EndReason::ProtocolError(
-                                "handshake event after ServerInit".into(),
-                            )
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            if conn.has_output() {
-                                queued += 1;
-                                let _ = tx.send(conn.take_output()).await;
-                            }
-                            break 'main protocol_end(e);
-                        }
-                    }
-                }
-            }
-            // 1. Everything the protocol core has to say goes out first.
-            if conn.has_output() {
-                let out = conn.take_output();
-                self.info.bytes_out += out.len() as u64;
-                queued += 1;
-                if tx.send(out).await.is_err() {
-                    break 'main writer_reason(writer).await;
-                }
-            }
-            // 2. An update, when one is wanted and the previous one has left.
-            let idle = *done_rx.borrow() == queued;
-            if idle && viewer.has_request() && frames_dirty && self.info.rights.view {
-                let latest = self.frames.borrow_and_update().clone();
-                let mut out = Vec::new();
-                let size_before = viewer.viewer_size();
-                match viewer.build_update(&latest, &mut out) {
-                    Ok(true) => {
-                        let size = viewer.viewer_size();
-                        if size != size_before {
-                            self.host.session_event(
-                                &self.info,
-                                &SessionEvent::Resize { width: size.0, height: size.1 },
-                            );
-                        }
-                        self.info.updates_sent = viewer.updates_sent;
-                        self.info.bytes_out += out.len() as u64;
-                        queued += 1;
-                        if tx.send(out).await.is_err() {
-                            break 'main writer_reason(writer).await;
-                        }
-                    }
-                    Ok(false) => frames_dirty = false,
-                    Err(e) => {
-                        break 'main EndReason::ProtocolError(format!(
-                            "{e:?}: the desktop was resized and the viewer does not support DesktopSize"
-                        ))
-                    }
-                }
-                continue;
-            }
-
-            tokio::select! {
-                r = rd.read(&mut buf) => {
-                    let n = match r {
-                        Ok(0) => break 'main EndReason::ViewerClosed,
-                        Ok(n) => n,
-                        // TLS viewers often just drop the connection without close_notify.
-                        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break 'main EndReason::ViewerClosed,
-                        Err(e) => break 'main EndReason::Io(e.to_string()),
-                    };
-                    self.info.bytes_in += n as u64;
-                    if let Err(e) = conn.receive(&buf[..n]) {
-                        break 'main EndReason::ProtocolError(e.to_string());
-                    }
-                    poll_now = true;
-                }
-                r = self.frames.changed() => {
-                    if r.is_err() {
-                        break 'main EndReason::SourceGone("capture stopped".into());
-                    }
-                    frames_dirty = true;
-                }
-                r = done_rx.changed() => {
-                    if r.is_err() {
-                        break 'main writer_reason(writer).await;
-                    }
-                }
-                c = self.control.recv() => match c {
-                    Some(Control::Kick) => break 'main EndReason::Kicked,
-                    Some(Control::StopSharing) => break 'main EndReason::StoppedAtScreen,
-                    Some(Control::TicketClosed) => break 'main EndReason::TicketClosed,
-                    Some(Control::Shutdown) | None => break 'main EndReason::ServerStopped,
-                    Some(Control::ServerCutText(t)) => {
-                        // Only with the clipboard right: it may hold what the customer copied.
-                        if self.info.rights.clipboard {
-                            self.host.session_event(&self.info, &SessionEvent::Clipboard { to_viewer: true, bytes: t.len() });
-                            let mut out = Vec::new();
-                            write_server_cut_text(&t, &mut out);
-                            queued += 1;
-                            if tx.send(out).await.is_err() {
-                                break 'main writer_reason(writer).await;
-                            }
-                        }
-                    }
-                    Some(Control::SetRights { rights, by }) => {
-                        self.set_rights(rights, &by);
-                        frames_dirty = true;
-                    }
-                },
+        let mut live = Live {
+            conn,
+            viewer: ViewerState::new(f.width, f.height),
+            writes: Writes::start(wr, self.cfg.write_stall_timeout),
+            rd,
+            buf: vec![0u8; 64 * 1024],
+            frames_dirty: true,
+            // Messages pipelined behind ClientInit may already be buffered.
+            poll_now: true,
+        };
+        let stop = loop {
+            if let Err(stop) = self.step(&mut live).await {
+                break stop;
             }
         };
-        drop(tx);
+        let reason = match stop {
+            Stop::End(r) => r,
+            Stop::WriterGone => live.writes.failure().await,
+        };
         // Give queued bytes (e.g. a failure reason) a moment to leave.
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            let _ = done_rx.wait_for(|d| *d >= queued).await;
-        })
-        .await;
+        live.writes.drain(Duration::from_secs(1)).await;
         reason
+    }
+
+    /// One turn of the established loop: handle what the viewer sent, send
+    /// what the core has to say, an update if one is due, else wait for
+    /// the next thing to happen.
+    async fn step(&mut self, live: &mut Live) -> Result<(), Stop> {
+        if std::mem::take(&mut live.poll_now) {
+            self.handle_messages(live).await?;
+        }
+        // 1. Everything the protocol core has to say goes out first.
+        if live.conn.has_output() {
+            let out = live.conn.take_output();
+            self.info.bytes_out += out.len() as u64;
+            live.writes.send(out).await?;
+        }
+        // 2. An update, when one is wanted and the previous one has left.
+        if live.writes.idle()
+            && live.viewer.has_request()
+            && live.frames_dirty
+            && self.info.rights.view
+        {
+            return self.send_update(live).await;
+        }
+        // 3. Wait.
+        tokio::select! {
+            r = live.rd.read(&mut live.buf) => self.on_read(live, r),
+            r = self.frames.changed() => {
+                r.map_err(|_| Stop::End(EndReason::SourceGone("capture stopped".into())))?;
+                live.frames_dirty = true;
+                Ok(())
+            }
+            r = live.writes.done.changed() => r.map_err(|_| Stop::WriterGone),
+            c = self.control.recv() => self.on_control(live, c).await,
+        }
+    }
+
+    /// Every message the core has decoded.
+    async fn handle_messages(&mut self, live: &mut Live) -> Result<(), Stop> {
+        loop {
+            match live.conn.poll_event() {
+                Ok(Some(Event::Message(m))) => {
+                    self.handle_message(m, &mut live.viewer);
+                    if live.viewer.has_request() {
+                        live.frames_dirty = true;
+                    }
+                }
+                Ok(Some(_)) => {
+                    return Err(Stop::End(EndReason::ProtocolError(
+                        "handshake event after ServerInit".into(),
+                    )))
+                }
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    if live.conn.has_output() {
+                        let _ = live.writes.send(live.conn.take_output()).await;
+                    }
+                    return Err(Stop::End(protocol_end(e)));
+                }
+            }
+        }
+    }
+
+    /// Build and queue one update from the newest frame.
+    async fn send_update(&mut self, live: &mut Live) -> Result<(), Stop> {
+        let latest = self.frames.borrow_and_update().clone();
+        let mut out = Vec::new();
+        let size_before = live.viewer.viewer_size();
+        match live.viewer.build_update(&latest, &mut out) {
+            Ok(true) => {
+                let size = live.viewer.viewer_size();
+                if size != size_before {
+                    let ev = SessionEvent::Resize {
+                        width: size.0,
+                        height: size.1,
+                    };
+                    self.host.session_event(&self.info, &ev);
+                }
+                self.info.updates_sent = live.viewer.updates_sent;
+                self.info.bytes_out += out.len() as u64;
+                live.writes.send(out).await
+            }
+            Ok(false) => {
+                live.frames_dirty = false;
+                Ok(())
+            }
+            Err(e) => Err(Stop::End(EndReason::ProtocolError(format!(
+                "{e:?}: the desktop was resized and the viewer does not support DesktopSize"
+            )))),
+        }
+    }
+
+    /// Bytes from the viewer.
+    fn on_read(&mut self, live: &mut Live, r: std::io::Result<usize>) -> Result<(), Stop> {
+        let n = match r {
+            Ok(0) => return Err(Stop::End(EndReason::ViewerClosed)),
+            Ok(n) => n,
+            // TLS viewers often just drop the connection without close_notify.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(Stop::End(EndReason::ViewerClosed))
+            }
+            Err(e) => return Err(Stop::End(EndReason::Io(e.to_string()))),
+        };
+        self.info.bytes_in += n as u64;
+        if let Err(e) = live.conn.receive(&live.buf[..n]) {
+            return Err(Stop::End(EndReason::ProtocolError(e.to_string())));
+        }
+        live.poll_now = true;
+        Ok(())
+    }
+
+    /// A message from the server.
+    async fn on_control(&mut self, live: &mut Live, c: Option<Control>) -> Result<(), Stop> {
+        match c {
+            Some(Control::Kick) => Err(Stop::End(EndReason::Kicked)),
+            Some(Control::StopSharing) => Err(Stop::End(EndReason::StoppedAtScreen)),
+            Some(Control::TicketClosed) => Err(Stop::End(EndReason::TicketClosed)),
+            Some(Control::Shutdown) | None => Err(Stop::End(EndReason::ServerStopped)),
+            // Only with the clipboard right: it may hold what the customer copied.
+            Some(Control::ServerCutText(t)) if self.info.rights.clipboard => {
+                let ev = SessionEvent::Clipboard {
+                    to_viewer: true,
+                    bytes: t.len(),
+                };
+                self.host.session_event(&self.info, &ev);
+                let mut out = Vec::new();
+                write_server_cut_text(&t, &mut out);
+                live.writes.send(out).await
+            }
+            Some(Control::ServerCutText(_)) => Ok(()),
+            Some(Control::SetRights { rights, by }) => {
+                self.set_rights(rights, &by);
+                live.frames_dirty = true;
+                Ok(())
+            }
+        }
     }
 
     /// A live rights change: applied at once, inside the ceiling, journaled.
@@ -997,7 +1036,7 @@ impl Session {
                 by: by.to_string(),
             },
         );
-        info!(session = self.info.id, rights = %rights.summary(), by, "rights changed");
+        info!(session = self.info.session_id(), rights = %rights.summary(), by, "rights changed");
     }
 
     /// Runs the host's (journal's) and the authenticator's synchronous work
@@ -1016,15 +1055,21 @@ impl Session {
                 v.request(incremental, rect)
             }
             ClientMessage::KeyEvent { down, keysym } => {
-                if rights.keys {
-                    self.held.key(down, keysym);
-                    self.input.key(down, keysym)
+                // The record of held keys follows what is really injected:
+                // a press it could not record is not injected either (it
+                // would stay down after the viewer leaves), a press the
+                // sink dropped is not recorded.
+                if rights.keys && (!down || self.held.can_hold(keysym)) {
+                    let injected = self.input.key(down, keysym);
+                    if injected || !down {
+                        self.held.key(down, keysym);
+                    }
                 }
             }
             ClientMessage::PointerEvent { buttons, x, y } => {
                 if rights.pointer {
-                    self.held.pointer(buttons, x, y);
-                    self.input.pointer(buttons, x, y)
+                    let held = self.input.pointer(buttons, x, y);
+                    self.held.pointer(held, x, y);
                 }
             }
             ClientMessage::ClientCutText(t) => {
@@ -1050,10 +1095,78 @@ impl Session {
     }
 }
 
-async fn writer_reason(writer: tokio::task::JoinHandle<EndReason>) -> EndReason {
-    writer
-        .await
-        .unwrap_or_else(|e| EndReason::Io(format!("writer task: {e}")))
+/// Why the established loop stops.
+enum Stop {
+    End(EndReason),
+    /// The writer task ended; it says why.
+    WriterGone,
+}
+
+/// The established phase's state.
+struct Live {
+    conn: ServerConnection,
+    viewer: ViewerState,
+    writes: Writes,
+    rd: tokio::io::ReadHalf<Box<dyn Transport>>,
+    buf: Vec<u8>,
+    /// A newer frame (or a new request) may give an update.
+    frames_dirty: bool,
+    /// The core may hold decoded messages.
+    poll_now: bool,
+}
+
+/// Output buffers handed to the writer task, counted: one count per
+/// buffer queued, and the writer's count of buffers written.
+struct Writes {
+    tx: Option<mpsc::Sender<Vec<u8>>>,
+    done: watch::Receiver<u64>,
+    queued: u64,
+    writer: Option<tokio::task::JoinHandle<EndReason>>,
+}
+
+impl Writes {
+    fn start(wr: tokio::io::WriteHalf<Box<dyn Transport>>, stall: Duration) -> Writes {
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
+        let (done_tx, done) = watch::channel(0u64);
+        Writes {
+            tx: Some(tx),
+            done,
+            queued: 0,
+            writer: Some(tokio::spawn(writer_task(wr, rx, done_tx, stall))),
+        }
+    }
+
+    /// Queue one buffer; `Err` when the writer task has ended.
+    async fn send(&mut self, out: Vec<u8>) -> Result<(), Stop> {
+        let tx = self.tx.as_ref().ok_or(Stop::WriterGone)?;
+        self.queued += 1;
+        tx.send(out).await.map_err(|_| Stop::WriterGone)
+    }
+
+    /// Everything queued has been written.
+    fn idle(&self) -> bool {
+        *self.done.borrow() == self.queued
+    }
+
+    /// Why the writer task ended.
+    async fn failure(&mut self) -> EndReason {
+        match self.writer.take() {
+            Some(w) => w
+                .await
+                .unwrap_or_else(|e| EndReason::Io(format!("writer task: {e}"))),
+            None => EndReason::Io("writer task gone".into()),
+        }
+    }
+
+    /// No more output: wait at most `d` for what is queued to leave.
+    async fn drain(&mut self, d: Duration) {
+        self.tx = None;
+        let queued = self.queued;
+        let _ = tokio::time::timeout(d, async {
+            let _ = self.done.wait_for(|n| *n >= queued).await;
+        })
+        .await;
+    }
 }
 
 async fn writer_task<W: AsyncWrite + Unpin>(

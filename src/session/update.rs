@@ -45,6 +45,50 @@ const MAX_RECTS_PER_UPDATE: usize = 2048;
 /// Most rectangles a FramebufferUpdate header can count (0xFFFF means LastRect).
 const MAX_COUNTED_RECTS: usize = u16::MAX as usize - 1;
 
+/// Encoded rectangles and how many.
+#[derive(Default)]
+struct Rects {
+    bytes: Vec<u8>,
+    count: usize,
+}
+
+/// The pseudo-rectangles of an update; a size rectangle is kept apart (it
+/// goes last, in an update of its own) but counted in `rects.count`.
+#[derive(Default)]
+struct Pseudo {
+    rects: Rects,
+    size_rect: Vec<u8>,
+}
+
+/// Write the FramebufferUpdate(s). A DesktopSize/ExtendedDesktopSize
+/// rectangle goes last in an update of its own, without framebuffer data
+/// (rfbproto "Server Semantics"; vnc-rs rejects pixels after it, as early
+/// clients did); the pixels follow in a second update, as TigerVNC's
+/// server does.
+fn write_update(mut pseudo: Pseudo, body: Rects, out: &mut Vec<u8>) {
+    let size_sent = !pseudo.size_rect.is_empty();
+    if size_sent {
+        write_update_header(pseudo.rects.count as u16, out);
+        out.extend_from_slice(&pseudo.rects.bytes);
+        out.extend_from_slice(&pseudo.size_rect);
+        pseudo.rects = Rects::default();
+    }
+    let total = body.count + pseudo.rects.count;
+    if total == 0 && size_sent {
+        // Only the size update was due.
+    } else if total > MAX_COUNTED_RECTS {
+        // Only for viewers that announced LastRect (see `encode`).
+        write_update_header(0xFFFF, out);
+        out.extend_from_slice(&pseudo.rects.bytes);
+        out.extend_from_slice(&body.bytes);
+        write_rect_header(Rect::default(), enc::LAST_RECT, out);
+    } else {
+        write_update_header(total as u16, out);
+        out.extend_from_slice(&pseudo.rects.bytes);
+        out.extend_from_slice(&body.bytes);
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpdateError {
     /// The desktop changed size and the viewer cannot be told.
@@ -160,11 +204,6 @@ impl ViewerState {
             return Ok(false);
         };
         let frame = &*latest.frame;
-        if self.colour_map_due {
-            write_colour_map(0, &PixelFormat::fixed_colour_map(), out);
-            self.colour_map_due = false;
-        }
-
         let size = (frame.width, frame.height);
         let resized = size != self.viewer_size;
         if self.encodings.extended_desktop_size && *latest.screens != *self.screens_sent {
@@ -174,46 +213,7 @@ impl ViewerState {
         if resized && !self.encodings.extended_desktop_size && !self.encodings.desktop_size {
             return Err(UpdateError::ResizeUnsupported);
         }
-
-        let mut pseudo: Vec<u8> = Vec::new();
-        let mut npseudo = 0usize;
-        // A DesktopSize/ExtendedDesktopSize rectangle goes last in an update
-        // of its own, without framebuffer data (rfbproto "Server Semantics";
-        // vnc-rs rejects pixels after it, as early clients did); the pixels
-        // follow in a second update, as TigerVNC's server does.
-        let mut size_rect: Vec<u8> = Vec::new();
-        if resized {
-            self.write_size_rect(size, 0, 0, &latest.screens, &mut size_rect);
-            npseudo += 1;
-            self.viewer_size = size;
-            self.shadow = None;
-        } else if let Some(reply) = self.resize_reply_due.take() {
-            if self.encodings.extended_desktop_size {
-                self.write_size_rect(size, 1, reply.status, &latest.screens, &mut size_rect);
-                npseudo += 1;
-                self.layout_due = false;
-            }
-        } else if self.layout_due && self.encodings.extended_desktop_size {
-            self.write_size_rect(size, 0, 0, &latest.screens, &mut size_rect);
-            npseudo += 1;
-        }
-        self.layout_due = false;
-        if let Some((serial, shape)) = &latest.cursor {
-            if self.encodings.cursor && *serial != self.cursor_serial {
-                crate::encoding::cursor::write_cursor(shape, &self.pf, &mut pseudo);
-                npseudo += 1;
-                self.cursor_serial = *serial;
-            }
-        }
-        if let Some(name) = self.name_due.take() {
-            if self.encodings.desktop_name {
-                write_rect_header(Rect::default(), enc::DESKTOP_NAME, &mut pseudo);
-                pseudo.extend_from_slice(&(name.len() as u32).to_be_bytes());
-                pseudo.extend_from_slice(name.as_bytes());
-                npseudo += 1;
-            }
-        }
-
+        let pseudo = self.pseudo_rects(latest, resized);
         let bounds = frame.bounds();
         // After a resize the viewer's request may be for the old size: serve
         // the whole new framebuffer instead.
@@ -222,18 +222,82 @@ impl ViewerState {
         } else {
             req.intersect(&bounds)
         };
+        let mut body = Rects::default();
+        let rects = self.changed_rects(latest, area, full, &mut body);
+        if rects.is_empty() && body.count == 0 && pseudo.rects.count == 0 && !full {
+            // Nothing new for an incremental request: keep it pending.
+            return Ok(false);
+        }
+        let rects = self.encode(frame, rects, area, pseudo.rects.count, &mut body);
+        self.update_shadow(latest, &rects, area == bounds);
+        if std::mem::take(&mut self.colour_map_due) {
+            write_colour_map(0, &PixelFormat::fixed_colour_map(), out);
+        }
+        write_update(pseudo, body, out);
+        self.request = None;
+        self.updates_sent += 1;
+        Ok(true)
+    }
 
-        let mut body: Vec<u8> = Vec::new();
-        let mut nrects = 0usize;
-        let rects: Vec<Rect> = match &mut self.shadow {
+    /// The pseudo-rectangles due: a size or layout change (in its own
+    /// update), the cursor, the desktop name.
+    fn pseudo_rects(&mut self, latest: &Published, resized: bool) -> Pseudo {
+        let size = (latest.frame.width, latest.frame.height);
+        let mut p = Pseudo::default();
+        if resized {
+            self.write_size_rect(size, 0, 0, &latest.screens, &mut p.size_rect);
+            self.viewer_size = size;
+            self.shadow = None;
+        } else if let Some(reply) = self.resize_reply_due.take() {
+            if self.encodings.extended_desktop_size {
+                self.write_size_rect(size, 1, reply.status, &latest.screens, &mut p.size_rect);
+                self.layout_due = false;
+            }
+        } else if self.layout_due && self.encodings.extended_desktop_size {
+            self.write_size_rect(size, 0, 0, &latest.screens, &mut p.size_rect);
+        }
+        if !p.size_rect.is_empty() {
+            p.rects.count += 1;
+        }
+        self.layout_due = false;
+        if let Some((serial, shape)) = &latest.cursor {
+            if self.encodings.cursor && *serial != self.cursor_serial {
+                crate::encoding::cursor::write_cursor(shape, &self.pf, &mut p.rects.bytes);
+                p.rects.count += 1;
+                self.cursor_serial = *serial;
+            }
+        }
+        if let Some(name) = self.name_due.take() {
+            if self.encodings.desktop_name {
+                let b = &mut p.rects.bytes;
+                write_rect_header(Rect::default(), enc::DESKTOP_NAME, b);
+                b.extend_from_slice(&(name.len() as u32).to_be_bytes());
+                b.extend_from_slice(name.as_bytes());
+                p.rects.count += 1;
+            }
+        }
+        p
+    }
+
+    /// What changed in `area` since the shadow: verified CopyRects go into
+    /// `body` (and the shadow) at once; the rest is returned to be encoded.
+    fn changed_rects(
+        &mut self,
+        latest: &Published,
+        area: Rect,
+        full: bool,
+        body: &mut Rects,
+    ) -> Vec<Rect> {
+        let frame = &*latest.frame;
+        let rects = match &mut self.shadow {
             Some(shadow)
                 if !full && shadow.width == frame.width && shadow.height == frame.height =>
             {
                 if self.encodings.copy_rect && latest.seq == self.shadow_seq + 1 {
                     for m in &latest.moves {
                         if apply_move(shadow, frame, m, area) {
-                            write_copy_rect(m.dst, m.src_x, m.src_y, &mut body);
-                            nrects += 1;
+                            write_copy_rect(m.dst, m.src_x, m.src_y, &mut body.bytes);
+                            body.count += 1;
                         }
                     }
                 }
@@ -244,25 +308,26 @@ impl ViewerState {
                 };
                 diff::changed_rects(shadow, frame, area, hint.as_deref())
             }
-            _ => {
-                if area.is_empty() {
-                    Vec::new()
-                } else {
-                    vec![area]
-                }
-            }
+            _ if area.is_empty() => Vec::new(),
+            _ => vec![area],
         };
-        let rects = if rects.len() > MAX_RECTS_PER_UPDATE {
+        if rects.len() > MAX_RECTS_PER_UPDATE {
             vec![rects.iter().fold(Rect::default(), |a, r| a.union(r))]
         } else {
             rects
-        };
-
-        if rects.is_empty() && nrects == 0 && npseudo == 0 && !full {
-            // Nothing new for an incremental request: keep it pending.
-            return Ok(false);
         }
+    }
 
+    /// Encode `rects` into `body` with the viewer's preferred encoding;
+    /// returns the rectangles the viewer will have from it.
+    fn encode(
+        &mut self,
+        frame: &Frame,
+        rects: Vec<Rect>,
+        area: Rect,
+        npseudo: usize,
+        body: &mut Rects,
+    ) -> Vec<Rect> {
         let params = EncodeParams {
             pf: self.pf,
             compress_level: self.encodings.compress_level,
@@ -270,58 +335,33 @@ impl ViewerState {
         };
         let encoder = self.encoders.get(self.encodings.preferred);
         for r in &rects {
-            nrects += encoder.encode(frame, *r, &params, &mut body);
+            body.count += encoder.encode(frame, *r, &params, &mut body.bytes);
         }
-        let mut rects = rects;
-        if nrects + npseudo > MAX_COUNTED_RECTS && !self.encodings.last_rect {
+        if body.count + npseudo > MAX_COUNTED_RECTS && !self.encodings.last_rect {
             // Too many rectangles to count in the header and the viewer has
             // no LastRect: send the whole area as one Raw rectangle instead
             // (CopyRects included, since they were already applied above).
-            body.clear();
+            body.bytes.clear();
             let raw = self.encoders.get(enc::RAW);
-            nrects = raw.encode(frame, area, &params, &mut body);
-            rects = vec![area];
+            body.count = raw.encode(frame, area, &params, &mut body.bytes);
+            return vec![area];
         }
+        rects
+    }
 
+    /// The viewer now holds exactly what was sent.
+    fn update_shadow(&mut self, latest: &Published, rects: &[Rect], whole: bool) {
+        let frame = &*latest.frame;
         let shadow = match &mut self.shadow {
             Some(s) if s.width == frame.width && s.height == frame.height => s,
-            _ => {
-                // Start a fresh shadow: the viewer now holds exactly what we sent.
-                self.shadow = Some(Frame::new(frame.width, frame.height));
-                self.shadow.as_mut().unwrap()
-            }
+            // Start a fresh shadow.
+            _ => self.shadow.insert(Frame::new(frame.width, frame.height)),
         };
-        for r in &rects {
+        for r in rects {
             copy_into(shadow, frame, *r);
         }
         self.shadow_seq = latest.seq;
-        self.shadow_whole = area == bounds;
-
-        let size_sent = !size_rect.is_empty();
-        if size_sent {
-            write_update_header(npseudo as u16, out);
-            out.extend_from_slice(&pseudo);
-            out.extend_from_slice(&size_rect);
-            pseudo.clear();
-            npseudo = 0;
-        }
-        let total = nrects + npseudo;
-        if total == 0 && size_sent {
-            // Only the size update was due.
-        } else if total > MAX_COUNTED_RECTS {
-            // Only for viewers that announced LastRect (see above).
-            write_update_header(0xFFFF, out);
-            out.extend_from_slice(&pseudo);
-            out.extend_from_slice(&body);
-            write_rect_header(Rect::default(), enc::LAST_RECT, out);
-        } else {
-            write_update_header(total as u16, out);
-            out.extend_from_slice(&pseudo);
-            out.extend_from_slice(&body);
-        }
-        self.request = None;
-        self.updates_sent += 1;
-        Ok(true)
+        self.shadow_whole = whole;
     }
 
     fn write_size_rect(
@@ -423,6 +463,36 @@ mod tests {
         let p2 = publish(2, render(320, 240, 1));
         assert!(v.build_update(&p2, &mut out).unwrap());
         assert!(!v.has_request());
+    }
+
+    /// Found while splitting `build_update` (issue 10, item 5): the colour
+    /// map was written to `out` before it was known whether an update
+    /// would go out, and marked sent; an incremental request with nothing
+    /// new returned `Ok(false)`, the session dropped `out`, and the viewer
+    /// got palette indices without ever getting the palette.
+    #[test]
+    fn colour_map_is_not_lost_with_an_empty_incremental_update() {
+        let mut v = ViewerState::new(64, 48);
+        let p = publish(1, render(64, 48, 0));
+        let mut out = Vec::new();
+        v.request(false, Rect::new(0, 0, 64, 48));
+        assert!(v.build_update(&p, &mut out).unwrap());
+        out.clear();
+        let mut pf = PixelFormat::BGR233;
+        pf.true_colour = false;
+        v.set_pixel_format(pf);
+        // The shadow is gone, so even "nothing new" would resend; make
+        // the request empty to get an update with nothing in it.
+        v.request(true, Rect::new(0, 0, 0, 0));
+        assert!(v.has_request());
+        assert!(!v.build_update(&p, &mut out).unwrap());
+        out.clear();
+        v.request(false, Rect::new(0, 0, 64, 48));
+        assert!(v.build_update(&p, &mut out).unwrap());
+        assert_eq!(
+            out[0], 1,
+            "the update did not start with SetColourMapEntries"
+        );
     }
 
     /// Regression: two requests whose bounding box reaches past 65535 were
