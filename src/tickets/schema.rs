@@ -203,6 +203,9 @@ fn reindex(tx: &Connection) -> Result<()> {
         "INSERT OR REPLACE INTO counters (name, value) VALUES ('kb_analyzer', ?1)",
         [super::analyzer::ANALYZER_VERSION],
     )?;
-    tracing::info!(tickets = n, "knowledge base reindexed");
+    // A new journal has nothing to reindex: say nothing then.
+    if n > 0 {
+        tracing::info!(tickets = n, "knowledge base reindexed");
+    }
     Ok(())
 }
