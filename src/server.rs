@@ -822,11 +822,18 @@ async fn accept_loop(
         let (ctx, reg, web) = (ctx.clone(), reg.clone(), web.clone());
         tokio::spawn(async move {
             // A browser or a plain RFB viewer? Bounded in time, holding the
-            // pre-authentication slot; an eviction or shutdown ends it.
+            // pre-authentication slot. An eviction or shutdown during the
+            // short sniff waits for the session (which tells an RFB viewer
+            // its version first, as before); during a browser's upgrade it
+            // ends the connection.
             let mut ctl_rx = ctl_rx;
-            let accepted = tokio::select! {
-                a = web::accept(stream, &web) => a,
-                _ = ctl_rx.recv() => Accepted::Done,
+            let accepted = match web::sniff(stream, &web).await {
+                web::Sniffed::Rfb(stream) => Accepted::Rfb(stream),
+                web::Sniffed::Done => Accepted::Done,
+                web::Sniffed::Talker(t) => tokio::select! {
+                    a = web::accept(t, &web) => a,
+                    _ = ctl_rx.recv() => Accepted::Done,
+                },
             };
             let slot = slot.map(|s| Box::new(s) as _);
             match accepted {

@@ -79,17 +79,57 @@ pub enum Accepted {
 
 const TLS_HANDSHAKE: u8 = 0x16;
 
-/// Find out what `stream` is and, for a browser, answer or upgrade it.
-pub async fn accept(mut stream: TcpStream, opts: &WebOptions) -> Accepted {
+/// A connection that spoke first: a browser, most likely.
+pub struct Talker {
+    stream: TcpStream,
+    first: Vec<u8>,
+    deadline: Instant,
+}
+
+/// What the first [`limits::SNIFF_WAIT`] of a connection showed.
+pub enum Sniffed {
+    /// Silence, or bytes that are no browser's: a plain RFB viewer (bytes
+    /// it already sent come first).
+    Rfb(Box<dyn Transport>),
+    /// It spoke first, like a browser; see [`accept`].
+    Talker(Talker),
+    /// Gone already.
+    Done,
+}
+
+/// Watch a new connection for [`limits::SNIFF_WAIT`]. Never longer: an
+/// RFB viewer must get the server's version string without delay beyond it.
+pub async fn sniff(mut stream: TcpStream, opts: &WebOptions) -> Sniffed {
     let deadline = Instant::now() + limits::WEB_UPGRADE_TIMEOUT;
     let mut first = vec![0u8; 512];
     let n = match tokio::time::timeout(limits::SNIFF_WAIT, stream.read(&mut first)).await {
         // Silence: an RFB viewer waiting for the server's version.
-        Err(_) => return Accepted::Rfb(Box::new(stream)),
-        Ok(Ok(0)) | Ok(Err(_)) => return Accepted::Done,
+        Err(_) => return Sniffed::Rfb(Box::new(stream)),
+        Ok(Ok(0)) | Ok(Err(_)) => return Sniffed::Done,
         Ok(Ok(n)) => n,
     };
     first.truncate(n);
+    let http = b"GET ".starts_with(&first[..first.len().min(4)]);
+    let tls = first[0] == TLS_HANDSHAKE && opts.tls.is_some();
+    if http || tls {
+        Sniffed::Talker(Talker {
+            stream,
+            first,
+            deadline,
+        })
+    } else {
+        Sniffed::Rfb(Box::new(Rewind::new(stream, first)))
+    }
+}
+
+/// Answer or upgrade a connection that spoke first, within
+/// [`limits::WEB_UPGRADE_TIMEOUT`] of its accept.
+pub async fn accept(t: Talker, opts: &WebOptions) -> Accepted {
+    let Talker {
+        mut stream,
+        mut first,
+        deadline,
+    } = t;
     // "GET " may come in pieces.
     while first.len() < 4 && b"GET ".starts_with(&first) {
         let mut more = [0u8; 64];
