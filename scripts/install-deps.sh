@@ -4,6 +4,7 @@
 #   scripts/install-deps.sh            # both
 #   scripts/install-deps.sh --system   # only the Debian packages
 #   scripts/install-deps.sh --venv     # only the Python venv
+#   scripts/install-deps.sh --node     # only playwright-core (tests/clients/node_modules)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -27,17 +28,22 @@ PACKAGES=(
     procps          # kill(1), used to stop Xvfb cleanly
     x11vnc          # the peer that proves the test repeater faithful (tests/repeater.rs)
     dbus-daemon     # a private session bus for the tray test (tests/tray.rs)
+    nodejs          # Playwright, driving the browser viewer test (tests/browser.rs)
+    npm
+    chromium        # the technician's browser (tests/browser.rs)
 )
 # vncdotool version the tests were written against.
 VNCDOTOOL=vncdotool==1.4.2
 
 want_system=1
 want_venv=1
+want_node=1
 case "${1:-}" in
-    --system) want_venv=0 ;;
-    --venv) want_system=0 ;;
+    --system) want_venv=0; want_node=0 ;;
+    --venv) want_system=0; want_node=0 ;;
+    --node) want_system=0; want_venv=0 ;;
     "") ;;
-    *) echo "usage: $0 [--system|--venv]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--system|--venv|--node]" >&2; exit 2 ;;
 esac
 
 if [ "$want_system" = 1 ]; then
@@ -62,5 +68,13 @@ if [ "$want_venv" = 1 ]; then
     fi
     if ! .venv/bin/python -c 'import vncdotool.client' 2>/dev/null; then
         .venv/bin/pip install --quiet --disable-pip-version-check "$VNCDOTOOL"
+    fi
+fi
+
+if [ "$want_node" = 1 ]; then
+    # playwright-core at the version pinned in tests/clients/package-lock.json;
+    # it drives Debian's chromium, so no browser is downloaded.
+    if [ ! -d tests/clients/node_modules/playwright-core ]; then
+        (cd tests/clients && npm ci --no-audit --no-fund --silent)
     fi
 fi

@@ -177,6 +177,11 @@ pub struct ServeArgs {
     /// non-loopback addresses. Warned about and journaled.
     #[arg(long)]
     pub insecure: bool,
+    /// Do not serve the browser viewer page (noVNC) on the listeners.
+    /// Browsers' WebSocket connections are still accepted, for a viewer
+    /// page hosted elsewhere (the ticket system).
+    #[arg(long)]
+    pub no_web: bool,
     /// Ask the person at the screen before a viewer gets in: `auto` (let
     /// in), `deny` (let nobody in), `prompt` (a window on the served X
     /// screen with Accept / View only / Reject), or `cmd:PROGRAM` (exit

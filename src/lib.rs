@@ -20,3 +20,4 @@ pub mod security;
 pub mod server;
 pub mod session;
 pub mod tickets;
+pub mod web;

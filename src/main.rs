@@ -281,6 +281,7 @@ async fn serve(
     let mut cfg = ServerConfig::new(args.listen.clone(), authenticator);
     setup_tls(&args, observer.as_ref(), &mut cfg)?;
     cfg.insecure = args.insecure;
+    cfg.web_pages = !args.no_web;
     cfg.ticket = args.ticket.clone();
     cfg.reverse_vencrypt = matches!(mode, Mode::Reverse { tls: true, .. });
     cfg.auth_failures_per_minute = args.auth_failures_per_minute;
@@ -317,6 +318,9 @@ async fn serve(
     for a in handle.local_addrs() {
         tracing::info!("listening on {a}");
         say!("ticketvnc listening on {a}");
+        if !args.no_web {
+            tracing::info!("browser viewer at http://{a}/ (https:// too with TLS)");
+        }
     }
     // A ticket closed elsewhere (`ticketvnc ticket close` in another
     // terminal, the ticket system) ends its running sessions.

@@ -14,6 +14,7 @@ use crate::session::{
     self, Control, Direction, EndReason, Published, SecurityOffer, ServerNotice, SessionConfig,
     SessionContext, SessionEvent, SessionHost, SessionInfo, SessionObserver, TlsAcceptor,
 };
+use crate::web::{self, Accepted, WebOptions};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -79,6 +80,9 @@ pub struct ServerConfig {
     pub max_fps: u32,
     /// Told about every session (the ticket journal).
     pub observer: Option<Arc<dyn SessionObserver>>,
+    /// Serve the bundled browser viewer (noVNC) on the listeners; the
+    /// WebSocket upgrade is answered either way (`--no-web` turns this off).
+    pub web_pages: bool,
 }
 
 impl ServerConfig {
@@ -146,6 +150,27 @@ impl ServerConfig {
         Ok(SecurityOffer { types, vencrypt })
     }
 
+    /// How browsers are met on a listener on `addr`. A browser speaks
+    /// no VeNCrypt X509 subtype (noVNC has none), so it gets the bare type
+    /// alone: over `wss://` (TLS outside RFB) always; over `ws://` only
+    /// where bare types are offered anyway (loopback, `--insecure`).
+    pub fn web_for(&self, addr: SocketAddr) -> WebOptions {
+        let bare = Arc::new(SecurityOffer {
+            types: vec![if self.authenticator.is_some() {
+                SecurityType::VncAuth
+            } else {
+                SecurityType::None
+            }],
+            vencrypt: Vec::new(),
+        });
+        WebOptions {
+            pages: self.web_pages,
+            tls: self.tls.clone(),
+            ws_offer: (addr.ip().is_loopback() || self.insecure).then(|| bare.clone()),
+            wss_offer: bare,
+        }
+    }
+
     pub fn new(listen: Vec<SocketAddr>, authenticator: Option<Arc<dyn Authenticator>>) -> Self {
         ServerConfig {
             listen,
@@ -167,6 +192,7 @@ impl ServerConfig {
             auth_failure_delay: Duration::from_millis(limits::AUTH_FAILURE_DELAY_MS),
             max_fps: 60,
             observer: None,
+            web_pages: true,
         }
     }
 }
@@ -590,6 +616,11 @@ pub async fn start(
         .iter()
         .map(|a| cfg.offer_for(*a).map(Arc::new))
         .collect::<Result<Vec<_>, _>>()?;
+    let webs: Vec<Arc<WebOptions>> = cfg
+        .listen
+        .iter()
+        .map(|a| Arc::new(cfg.web_for(*a)))
+        .collect();
     let insecure: Vec<String> = cfg
         .listen
         .iter()
@@ -720,7 +751,7 @@ pub async fn start(
     let task = tokio::spawn(async move {
         let next_id = ids;
         let mut accept_tasks = tokio::task::JoinSet::new();
-        for (l, offer) in listeners.into_iter().zip(offers) {
+        for ((l, offer), web) in listeners.into_iter().zip(offers).zip(webs) {
             info!(addr = ?l.local_addr().ok(), security = %offer.describe(), "offering");
             accept_tasks.spawn(accept_loop(
                 l,
@@ -731,6 +762,7 @@ pub async fn start(
                 reg.clone(),
                 next_id.clone(),
                 shutdown_rx.clone(),
+                web,
             ));
         }
         drop(ctx);
@@ -779,6 +811,7 @@ async fn accept_loop(
     reg: Arc<Registry>,
     next_id: Arc<AtomicU64>,
     mut shutdown: watch::Receiver<bool>,
+    web: Arc<WebOptions>,
 ) {
     let refusals = Arc::new(Semaphore::new(limits::MAX_POLITE_REFUSALS));
     loop {
@@ -833,9 +866,38 @@ async fn accept_loop(
             peer: Some(peer),
             ..Default::default()
         };
-        let (ctx, reg) = (ctx.clone(), reg.clone());
+        let (ctx, reg, web) = (ctx.clone(), reg.clone(), web.clone());
         tokio::spawn(async move {
-            session::run_session(stream, info, ctx, ctl_rx, slot.map(|s| Box::new(s) as _)).await;
+            // A browser or a plain RFB viewer? Bounded in time, holding the
+            // pre-authentication slot. An eviction or shutdown during the
+            // short sniff waits for the session (which tells an RFB viewer
+            // its version first, as before); during a browser's upgrade it
+            // ends the connection.
+            let mut ctl_rx = ctl_rx;
+            let accepted = match web::sniff(stream, &web).await {
+                web::Sniffed::Rfb(stream) => Accepted::Rfb(stream),
+                web::Sniffed::Done => Accepted::Done,
+                web::Sniffed::Talker(t) => tokio::select! {
+                    a = web::accept(t, &web) => a,
+                    _ = ctl_rx.recv() => Accepted::Done,
+                },
+            };
+            let slot = slot.map(|s| Box::new(s) as _);
+            match accepted {
+                Accepted::Rfb(stream) => {
+                    session::run_session(stream, info, ctx, ctl_rx, slot).await;
+                }
+                Accepted::WebSocket {
+                    transport,
+                    offer,
+                    secure,
+                } => {
+                    info!(session = id, %peer, secure, "browser viewer: WebSocket opened");
+                    let ctx = SessionContext { offer, ..ctx };
+                    session::run_session(transport, info, ctx, ctl_rx, slot).await;
+                }
+                Accepted::Done => {}
+            }
             reg.pending.lock().unwrap().remove(&id);
         });
     }

@@ -29,6 +29,11 @@ Example:
         /// or auto (detected per note; both stemmers when unclear).
         #[arg(long, value_parser = ["de", "en", "auto"])]
         lang: Option<String>,
+        /// Where technicians reach `serve`'s browser viewer, for the link
+        /// printed with the code (default: $TICKETVNC_WEB_URL, else
+        /// serve's default address, http://127.0.0.1:5900).
+        #[arg(long, value_name = "URL")]
+        web_url: Option<String>,
     },
     /// Close the ticket; its unused codes stop working. Without
     /// --resolution, asks for one on a terminal.
@@ -263,6 +268,23 @@ fn journal_key() -> Result<Option<tickets::ChainKey>> {
     }
 }
 
+/// Where `serve` listens by default (its --listen default), as a URL.
+const DEFAULT_WEB_URL: &str = "http://127.0.0.1:5900";
+
+/// The browser viewer's link for a ticket: `BASE/?ticket=ID`, the id
+/// percent-encoded (the page only shows it; the code is typed there).
+pub fn browser_link(base: &str, ticket: &str) -> String {
+    let mut id = String::new();
+    for b in ticket.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            id.push(b as char);
+        } else {
+            id.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("{}/?ticket={id}", base.trim_end_matches('/'))
+}
+
 pub fn open_journal(db: Option<&Path>) -> Result<Journal> {
     let path = db_path(db)?;
     Journal::open_with_key(&path, journal_key()?)
@@ -277,6 +299,7 @@ pub fn ticket(db: Option<&Path>, cmd: TicketCmd) -> Result<()> {
             title,
             expires,
             lang,
+            web_url,
         } => {
             tickets::check_code_ttl(expires)?;
             let (t, created) = j.open_ticket(&id, title.as_deref())?;
@@ -295,6 +318,10 @@ pub fn ticket(db: Option<&Path>, cmd: TicketCmd) -> Result<()> {
                 }
             );
             println!("One-time code: {}", code.code);
+            let base = web_url
+                .or_else(|| std::env::var("TICKETVNC_WEB_URL").ok())
+                .unwrap_or_else(|| DEFAULT_WEB_URL.to_string());
+            println!("Browser: {}", browser_link(&base, &t.id));
             let left = Duration::from_millis((code.expires_at - tickets::now_ms()).max(0) as u64);
             println!(
                 "Valid once, until {} (about {}).",

@@ -64,3 +64,24 @@ pub const AUTH_FAILURE_DELAY_MS: u64 = 100;
 /// Longest wait for a viewer to be paired through a repeater before the
 /// registration is renewed.
 pub const REPEATER_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+/// How long a new connection is watched for a first byte before the server
+/// speaks first as RFB: a browser (HTTP, WebSocket) or TLS client talks at
+/// once (its request follows the TCP handshake in the same flight, so this
+/// does not grow with the round-trip time), a plain RFB viewer waits for
+/// the server's version string, which it thus gets this much later.
+/// libvncserver (x11vnc) waits the same 100 ms
+/// (`WEBSOCKETS_CLIENT_CONNECT_WAIT_MS`).
+pub const SNIFF_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+/// Time from TCP accept until an HTTP request (page or WebSocket upgrade,
+/// with its TLS handshake for `wss://`) has been read and answered.
+pub const WEB_UPGRADE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Largest HTTP request head (request line and headers) read, in bytes.
+pub const HTTP_MAX_REQUEST_HEAD: usize = 8 * 1024;
+/// Most headers in one HTTP request.
+pub const HTTP_MAX_HEADERS: usize = 32;
+/// Largest WebSocket frame (and message) a browser may send. noVNC sends
+/// one frame per flush of its small send queue; the largest RFB message a
+/// client may send ([`MAX_MESSAGE_BYTES`]) fits in one with room to spare.
+pub const WS_MAX_FRAME_BYTES: usize = MAX_MESSAGE_BYTES + 64 * 1024;
+/// Bytes of RFB output carried in one outgoing WebSocket frame at most.
+pub const WS_MAX_OUT_FRAME_BYTES: usize = 256 * 1024;
