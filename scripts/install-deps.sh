@@ -28,10 +28,12 @@ PACKAGES=(
     procps          # kill(1), used to stop Xvfb cleanly
     x11vnc          # the peer that proves the test repeater faithful (tests/repeater.rs)
     dbus-daemon     # a private session bus for the tray test (tests/tray.rs)
-    nodejs          # Playwright, driving the browser viewer test (tests/browser.rs)
-    npm
     chromium        # the technician's browser (tests/browser.rs)
 )
+# Node.js and npm drive that browser through Playwright. They are installed
+# only when missing: a NodeSource nodejs (common on CI images) already
+# brings npm and conflicts with Debian's npm package.
+NODE_PACKAGES=(nodejs npm)
 # vncdotool version the tests were written against.
 VNCDOTOOL=vncdotool==1.4.2
 
@@ -53,13 +55,20 @@ if [ "$want_system" = 1 ]; then
             SUDO=(sudo)
         else
             echo "Installing system packages needs root. Run as root:" >&2
-            echo "  apt-get update && apt-get install -y --no-install-recommends ${PACKAGES[*]}" >&2
+            echo "  apt-get update && apt-get install -y --no-install-recommends ${PACKAGES[*]} ${NODE_PACKAGES[*]}" >&2
             exit 1
         fi
     fi
     "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
         apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null
+    missing_node=()
+    command -v node >/dev/null 2>&1 || missing_node+=(nodejs)
+    command -v npm >/dev/null 2>&1 || missing_node+=(npm)
+    if [ "${#missing_node[@]}" -gt 0 ]; then
+        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -qq --no-install-recommends "${missing_node[@]}" >/dev/null
+    fi
 fi
 
 if [ "$want_venv" = 1 ]; then
