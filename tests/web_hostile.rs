@@ -367,3 +367,92 @@ async fn only_the_bundled_page_is_served() {
     .await
     .unwrap();
 }
+
+/// `wss://` on the same port: with TLS configured a browser's TLS
+/// ClientHello is told from RFB, the TLS handshake and the WebSocket
+/// upgrade run on top, and RFB flows inside (a real TLS client pinning the
+/// generated certificate, tokio-tungstenite as the WebSocket client).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_on_the_same_port_carries_rfb() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let id = ticketvnc::security::tls::load_or_generate(dir.path()).unwrap();
+    let mut cfg = ServerConfig::new(vec!["127.0.0.1:0".parse().unwrap()], None);
+    cfg.tls = Some(id.acceptor.clone());
+    let h = server::start(
+        cfg,
+        Box::new(TestPattern::new(64, 48, 30).0),
+        Arc::new(NullInput),
+    )
+    .await
+    .unwrap();
+    let addr = h.local_addrs()[0];
+
+    // A TLS client that trusts exactly the server's generated certificate.
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::pem::PemObject;
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(&id.cert_path).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(client))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .expect("TLS handshake on the RFB port");
+    let (mut ws, resp) = tokio_tungstenite::client_async("wss://localhost/websockify", tls)
+        .await
+        .expect("WebSocket upgrade inside TLS");
+    assert_eq!(resp.status(), 101);
+
+    // RFB inside: collect binary frames into a byte stream.
+    let mut rfb: Vec<u8> = Vec::new();
+    async fn need<S>(ws: &mut S, rfb: &mut Vec<u8>, n: usize)
+    where
+        S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
+            + Unpin,
+    {
+        while rfb.len() < n {
+            let m = tokio::time::timeout(Duration::from_secs(30), ws.next())
+                .await
+                .expect("no frame")
+                .expect("stream ended")
+                .expect("frame");
+            match m {
+                Message::Binary(b) => rfb.extend_from_slice(&b),
+                other => panic!("binary frames only: {other:?}"),
+            }
+        }
+    }
+    need(&mut ws, &mut rfb, 12).await;
+    assert_eq!(&rfb[..12], b"RFB 003.008\n");
+    ws.send(Message::binary(b"RFB 003.008\n".to_vec()))
+        .await
+        .unwrap();
+    need(&mut ws, &mut rfb, 14).await;
+    // TLS is on the outside: the bare type alone (None without a password).
+    assert_eq!(&rfb[12..14], &[1, 1], "one security type, None");
+    ws.send(Message::binary(vec![1])).await.unwrap();
+    need(&mut ws, &mut rfb, 18).await;
+    assert_eq!(&rfb[14..18], &[0, 0, 0, 0], "SecurityResult OK");
+    ws.send(Message::binary(vec![1])).await.unwrap(); // shared
+    need(&mut ws, &mut rfb, 18 + 24).await;
+    assert_eq!(&rfb[18..22], &[0, 64, 0, 48], "ServerInit 64x48");
+    let name_len = u32::from_be_bytes(rfb[38..42].try_into().unwrap()) as usize;
+    need(&mut ws, &mut rfb, 42 + name_len).await;
+    rfb.drain(..42 + name_len);
+    ws.send(Message::binary(vec![3, 0, 0, 0, 0, 0, 0, 64, 0, 48]))
+        .await
+        .unwrap();
+    need(&mut ws, &mut rfb, 4).await;
+    assert_eq!(rfb[0], 0, "a FramebufferUpdate over wss");
+    drop(ws);
+    h.shutdown().await.unwrap();
+}
