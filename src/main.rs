@@ -312,7 +312,7 @@ async fn serve(
         .name("clipboard-out".into())
         .spawn(move || {
             while let Ok(text) = clip_rx.recv() {
-                clipboard.send(&to_latin1(&text));
+                clipboard.send(&text);
             }
         })?;
     for a in handle.local_addrs() {
@@ -564,18 +564,6 @@ fn x11_input(
     let clipboard = X11Clipboard::start(display.as_deref(), clip)?;
     let input = ticketvnc::input::enigo::EnigoInput::start(display)?;
     Ok(Arc::new(input.with_clipboard(Box::new(clipboard))))
-}
-
-#[cfg(target_os = "linux")]
-fn to_latin1(text: &str) -> Vec<u8> {
-    ticketvnc::input::x11_clipboard::to_latin1(text)
-}
-
-#[cfg(not(target_os = "linux"))]
-fn to_latin1(text: &str) -> Vec<u8> {
-    text.chars()
-        .map(|c| if (c as u32) < 256 { c as u8 } else { b'?' })
-        .collect()
 }
 
 #[cfg(not(target_os = "linux"))]

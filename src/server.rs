@@ -435,9 +435,10 @@ impl ServerHandle {
     pub fn control(&self) -> SessionControl {
         SessionControl(self.registry.clone())
     }
-    /// Send clipboard text (Latin-1 bytes) to every viewer.
-    pub fn broadcast_cut_text(&self, latin1: &[u8]) {
-        self.clipboard().send(latin1)
+    /// Send the desktop's clipboard text to every viewer (UTF-8 to those
+    /// that take the Extended Clipboard, Latin-1 to the others).
+    pub fn broadcast_cut_text(&self, text: &str) {
+        self.clipboard().send(text)
     }
     /// A handle that sends clipboard text to every viewer, for other threads.
     pub fn clipboard(&self) -> ClipboardBroadcast {
@@ -586,11 +587,16 @@ impl SessionControl {
 pub struct ClipboardBroadcast(Arc<Registry>);
 
 impl ClipboardBroadcast {
-    /// Send clipboard text (Latin-1 bytes, at most MAX_CUT_TEXT) to every viewer.
-    pub fn send(&self, latin1: &[u8]) {
-        let text = &latin1[..latin1.len().min(limits::MAX_CUT_TEXT as usize)];
+    /// Send the desktop's clipboard text (at most MAX_CUT_TEXT bytes, cut
+    /// at a character) to every viewer; each gets it in the form it takes.
+    pub fn send(&self, text: &str) {
+        let mut end = text.len().min(limits::MAX_CUT_TEXT as usize);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let text = &text[..end];
         for tx in self.0.sessions.lock().unwrap().values().map(|r| &r.tx) {
-            let _ = tx.try_send(Control::ServerCutText(text.to_vec()));
+            let _ = tx.try_send(Control::ServerCutText(text.to_string()));
         }
     }
 }

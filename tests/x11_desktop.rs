@@ -1246,6 +1246,41 @@ fn clipboard_both_ways() {
     dr.quit();
 }
 
+/// Issue 11: clipboard text outside Latin-1 survives both ways with a
+/// viewer that takes the Extended Clipboard (TigerVNC): the server's X
+/// CLIPBOARD reaches the viewer's display as UTF-8, and text copied at
+/// the technician's display reaches the customer's X CLIPBOARD. Before,
+/// "€" arrived as "EUR" and Cyrillic as "?".
+#[test]
+fn utf8_clipboard_both_ways_with_tigervnc() {
+    x_tools();
+    let xvfb = XvfbGuard::start_in(X_RANGE, 320, 240);
+    let viewer_x = XvfbGuard::start_in(X_RANGE, 640, 480);
+    let (d, vd) = (xvfb.display_name(), viewer_x.display_name());
+    let server = Tvnc::start("utf8-clipboard", &["--source", "x11", "--display", &d]);
+    let _tiger = start_vncviewer(&vd, server.addr, &server.ca(), "utf8-clipboard-vncviewer");
+    let win = wait_window(&vd, "TigerVNC");
+    // TigerVNC takes and offers the clipboard only while its window has
+    // the focus (there is no window manager to give it).
+    x_run(&vd, &["xdotool", "windowfocus", &win]).expect("focus the viewer");
+
+    // Customer to technician.
+    let text = "Preis: 5 € — Привет, 日本 ✓";
+    let _owner = own_selection(&d, "clipboard", text);
+    poll(
+        "the customer's UTF-8 clipboard at the viewer's display",
+        || (read_selection(&vd, "clipboard")? == text).then_some(()),
+    );
+
+    // Technician to customer.
+    let back = "Grüße € Ελληνικά\nzweite Zeile";
+    let _tech = own_selection(&vd, "clipboard", back);
+    poll(
+        "the technician's UTF-8 clipboard at the customer's X",
+        || (read_selection(&d, "clipboard")? == back).then_some(()),
+    );
+}
+
 /// xrandr shrinks and grows the X screen; viewers with
 /// ExtendedDesktopSize and with DesktopSize follow with the right pixels.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -347,42 +347,7 @@ impl State {
     }
 }
 
-/// Text as Latin-1 for RFB cut text: characters outside Latin-1 are
-/// transliterated where a common ASCII form exists, `?` otherwise, so text
-/// is converted rather than dropped.
+/// Text as Latin-1 for RFB cut text (see [`crate::session::clipboard::to_latin1`]).
 pub fn to_latin1(text: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(text.len());
-    for c in text.chars() {
-        let code = c as u32;
-        if code <= 0xff {
-            out.push(code as u8);
-            continue;
-        }
-        let sub: &str = match c {
-            '€' => "EUR",
-            '‘' | '’' | '‚' | '′' => "'",
-            '“' | '”' | '„' | '″' => "\"",
-            '–' | '—' | '−' | '‐' => "-",
-            '…' => "...",
-            '•' | '·' => "*",
-            '™' => "(TM)",
-            '\u{2002}'..='\u{200a}' | '\u{202f}' => " ",
-            '\u{200b}' | '\u{feff}' => "",
-            _ => "?",
-        };
-        out.extend_from_slice(sub.as_bytes());
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::to_latin1;
-
-    #[test]
-    fn latin1_conversion_keeps_or_transliterates() {
-        assert_eq!(to_latin1("Grüße"), b"Gr\xfc\xdfe");
-        assert_eq!(to_latin1("5 € – “ok”"), b"5 EUR - \"ok\"");
-        assert_eq!(to_latin1("日本"), b"??");
-    }
+    crate::session::clipboard::to_latin1(text)
 }

@@ -23,6 +23,8 @@ pub mod enc {
     pub const CURSOR: i32 = -239;
     pub const DESKTOP_NAME: i32 = -307;
     pub const EXTENDED_DESKTOP_SIZE: i32 = -308;
+    /// Extended Clipboard (UTF-8 clipboard text): 0xC0A1E5CE.
+    pub const EXTENDED_CLIPBOARD: i32 = 0xC0A1_E5CEu32 as i32;
     /// Compression level 0..=9 is -256..=-247.
     pub const COMPRESS_LEVEL_0: i32 = -256;
     pub const COMPRESS_LEVEL_9: i32 = -247;
@@ -53,6 +55,13 @@ pub enum ClientMessage {
     },
     /// Latin-1 text as sent (at most [`limits::MAX_CUT_TEXT`] bytes).
     ClientCutText(Vec<u8>),
+    /// An Extended Clipboard message (ClientCutText with a negative
+    /// length): its flags and what follows them (at most
+    /// [`limits::MAX_CUT_TEXT`] bytes in all).
+    ExtendedClipboard {
+        flags: u32,
+        payload: Vec<u8>,
+    },
     /// SetDesktopSize (251): the server answers with ExtendedDesktopSize.
     SetDesktopSize {
         width: u16,
@@ -128,6 +137,20 @@ fn decode(r: &mut Reader<'_>) -> Result<Option<ClientMessage>, ProtocolError> {
         6 => {
             need!(r.skip(3));
             let len = need!(r.u32());
+            if len & 0x8000_0000 != 0 {
+                // Extended Clipboard: abs(length) bytes, flags first.
+                let n = (len as i32).unsigned_abs();
+                if !(4..=limits::MAX_CUT_TEXT).contains(&n) {
+                    return Err(ProtocolError::LimitExceeded {
+                        what: "extended cut text length",
+                        got: n as u64,
+                        limit: limits::MAX_CUT_TEXT as u64,
+                    });
+                }
+                let flags = need!(r.u32());
+                let payload = need!(r.take(n as usize - 4)).to_vec();
+                return Ok(Some(ClientMessage::ExtendedClipboard { flags, payload }));
+            }
             // Checked before waiting for the text: a huge length closes at once.
             if len > limits::MAX_CUT_TEXT {
                 return Err(ProtocolError::LimitExceeded {
@@ -197,6 +220,10 @@ pub fn encode_client_message(m: &ClientMessage, out: &mut Vec<u8>) {
             out.put_u32(t.len() as u32);
             out.extend_from_slice(t);
         }
+        ClientMessage::ExtendedClipboard { flags, payload } => {
+            out.extend_from_slice(&[6, 0, 0, 0]);
+            write_ext_clipboard_body(*flags, payload, out);
+        }
         ClientMessage::SetDesktopSize {
             width,
             height,
@@ -247,6 +274,20 @@ pub fn write_colour_map(first: u16, colours: &[u32], out: &mut Vec<u8>) {
 
 pub fn write_bell(out: &mut Vec<u8>) {
     out.push(2);
+}
+
+/// Length (negative), flags and payload of an Extended Clipboard message.
+fn write_ext_clipboard_body(flags: u32, payload: &[u8], out: &mut Vec<u8>) {
+    let n = 4 + payload.len() as i32;
+    out.put_u32((-n) as u32);
+    out.put_u32(flags);
+    out.extend_from_slice(payload);
+}
+
+/// ServerCutText in the Extended Clipboard format (a negative length).
+pub fn write_server_ext_clipboard(flags: u32, payload: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&[3, 0, 0, 0]);
+    write_ext_clipboard_body(flags, payload, out);
 }
 
 /// ServerCutText with Latin-1 bytes.

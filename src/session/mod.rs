@@ -3,12 +3,12 @@
 //! viewer hold up anyone else (its writes go through its own writer task,
 //! and an update is only built when the previous one has left).
 
+pub mod clipboard;
 pub mod consent;
 mod transport;
 pub mod update;
 
 use crate::input::InputSink;
-use crate::rfb::messages::write_server_cut_text;
 use crate::rfb::{
     limits, ClientMessage, Event, PixelFormat, ProtocolError, SecurityType, ServerConnection,
     VeNCryptSubtype,
@@ -258,7 +258,8 @@ pub enum Control {
     /// The person at the screen stopped sharing: end it.
     StopSharing,
     Shutdown,
-    ServerCutText(Vec<u8>),
+    /// The desktop's clipboard text (UTF-8; Latin-1 for classic viewers).
+    ServerCutText(String),
     /// Change what the viewer may do; `by` says who (journaled). Capped by
     /// the credential's and the server's limits.
     SetRights {
@@ -316,6 +317,9 @@ where
         preauth_permit,
         started: false,
         held: HeldInput::default(),
+        clipboard: Default::default(),
+        desktop_clipboard: None,
+        outbox: Vec::new(),
     };
     let reason = s.run(Box::new(stream)).await;
     s.held.release_all(s.input.as_ref());
@@ -367,6 +371,13 @@ struct Session {
     preauth_permit: Option<PreauthSlot>,
     started: bool,
     held: HeldInput,
+    /// The viewer's clipboard protocol (classic or Extended Clipboard).
+    clipboard: clipboard::ViewerClipboard,
+    /// The desktop's clipboard text last passed to this viewer (answers
+    /// an Extended Clipboard request).
+    desktop_clipboard: Option<String>,
+    /// Replies decoded messages call for (clipboard), sent after them.
+    outbox: Vec<u8>,
 }
 
 /// Keys and buttons a viewer holds down, released when it goes away so a
@@ -886,9 +897,15 @@ impl Session {
         if std::mem::take(&mut live.poll_now) {
             self.handle_messages(live).await?;
         }
-        // 1. Everything the protocol core has to say goes out first.
+        // 1. Everything the protocol core has to say goes out first, then
+        // replies to the messages just handled.
         if live.conn.has_output() {
             let out = live.conn.take_output();
+            self.info.bytes_out += out.len() as u64;
+            live.writes.send(out).await?;
+        }
+        if !self.outbox.is_empty() {
+            let out = std::mem::take(&mut self.outbox);
             self.info.bytes_out += out.len() as u64;
             live.writes.send(out).await?;
         }
@@ -1002,7 +1019,8 @@ impl Session {
                 };
                 self.host.session_event(&self.info, &ev);
                 let mut out = Vec::new();
-                write_server_cut_text(&t, &mut out);
+                self.clipboard.announce(&t, &mut out);
+                self.desktop_clipboard = Some(t);
                 live.writes.send(out).await
             }
             Some(Control::ServerCutText(_)) => Ok(()),
@@ -1050,7 +1068,12 @@ impl Session {
         let rights = self.info.rights;
         match m {
             ClientMessage::SetPixelFormat(pf) => v.set_pixel_format(pf),
-            ClientMessage::SetEncodings(list) => v.set_encodings(&list),
+            ClientMessage::SetEncodings(list) => {
+                if list.contains(&crate::rfb::messages::enc::EXTENDED_CLIPBOARD) {
+                    self.clipboard.enable_extended(&mut self.outbox);
+                }
+                v.set_encodings(&list)
+            }
             ClientMessage::FramebufferUpdateRequest { incremental, rect } => {
                 v.request(incremental, rect)
             }
@@ -1084,6 +1107,33 @@ impl Session {
                     // Latin-1 maps byte-for-byte onto the first 256 code points.
                     let text: String = t.iter().map(|&b| b as char).collect();
                     self.input.cut_text(&text)
+                }
+            }
+            ClientMessage::ExtendedClipboard { flags, payload } => {
+                // Without the clipboard right nothing is taken or given,
+                // not even the news that there is something.
+                if !rights.clipboard {
+                    return;
+                }
+                let desktop = self.desktop_clipboard.as_deref();
+                match self
+                    .clipboard
+                    .on_message(flags, &payload, desktop, &mut self.outbox)
+                {
+                    Ok(Some(text)) => {
+                        self.host.session_event(
+                            &self.info,
+                            &SessionEvent::Clipboard {
+                                to_viewer: false,
+                                bytes: text.len(),
+                            },
+                        );
+                        self.input.cut_text(&text)
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        warn!(session = self.info.session_id(), error = %e, "clipboard text from the viewer ignored")
+                    }
                 }
             }
             ClientMessage::SetDesktopSize { .. } => {
