@@ -241,7 +241,9 @@ pub fn server_updates(bytes: &[u8], pf: &PixelFormat) -> Result<Vec<Vec<WireRect
                 2 => Some(Ok(None)),
                 3 => {
                     c.take(3)?;
-                    let len = c.u32()? as usize;
+                    // A negative length is an Extended Clipboard message of
+                    // abs(length) bytes.
+                    let len = (c.u32()? as i32).unsigned_abs() as usize;
                     c.take(len)?;
                     Some(Ok(None))
                 }
@@ -314,7 +316,8 @@ pub fn client_requests(bytes: &[u8], vnc_auth: bool) -> Result<ClientRequests, S
                 }
                 6 => {
                     c.take(3)?;
-                    let len = c.u32()? as usize;
+                    // Negative: an Extended Clipboard message.
+                    let len = (c.u32()? as i32).unsigned_abs() as usize;
                     c.take(len)?;
                 }
                 150 => {
