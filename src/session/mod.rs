@@ -961,28 +961,21 @@ impl Session {
         let latest = self.frames.borrow_and_update().clone();
         let mut out = Vec::new();
         let size_before = live.viewer.viewer_size();
-        match live.viewer.build_update(&latest, &mut out) {
-            Ok(true) => {
-                let size = live.viewer.viewer_size();
-                if size != size_before {
-                    let ev = SessionEvent::Resize {
-                        width: size.0,
-                        height: size.1,
-                    };
-                    self.host.session_event(&self.info, &ev);
-                }
-                self.info.updates_sent = live.viewer.updates_sent;
-                self.info.bytes_out += out.len() as u64;
-                live.writes.send(out).await
-            }
-            Ok(false) => {
-                live.frames_dirty = false;
-                Ok(())
-            }
-            Err(e) => Err(Stop::End(EndReason::ProtocolError(format!(
-                "{e:?}: the desktop was resized and the viewer does not support DesktopSize"
-            )))),
+        if !live.viewer.build_update(&latest, &mut out) {
+            live.frames_dirty = false;
+            return Ok(());
         }
+        let size = live.viewer.viewer_size();
+        if size != size_before {
+            let ev = SessionEvent::Resize {
+                width: size.0,
+                height: size.1,
+            };
+            self.host.session_event(&self.info, &ev);
+        }
+        self.info.updates_sent = live.viewer.updates_sent;
+        self.info.bytes_out += out.len() as u64;
+        live.writes.send(out).await
     }
 
     /// Bytes from the viewer.

@@ -60,6 +60,28 @@ struct Pseudo {
     size_rect: Vec<u8>,
 }
 
+/// `latest` cut or padded (black) to `size`, for a viewer that keeps its
+/// size: no moves, no damage log (so the next diff is a whole-frame
+/// compare), one screen.
+fn fit(latest: &Published, size: (u16, u16)) -> Published {
+    let src = &*latest.frame;
+    let mut f = Frame::new(size.0, size.1);
+    let w = size.0.min(src.width) as usize;
+    for y in 0..size.1.min(src.height) as usize {
+        let from = y * src.width as usize;
+        let to = y * size.0 as usize;
+        f.pixels[to..to + w].copy_from_slice(&src.pixels[from..from + w]);
+    }
+    Published {
+        seq: latest.seq,
+        frame: Arc::new(f),
+        moves: Vec::new(),
+        cursor: latest.cursor.clone(),
+        damage: Arc::new(Vec::new()),
+        screens: Arc::new(Vec::new()),
+    }
+}
+
 /// Write the FramebufferUpdate(s). A DesktopSize/ExtendedDesktopSize
 /// rectangle goes last in an update of its own, without framebuffer data
 /// (rfbproto "Server Semantics"; vnc-rs rejects pixels after it, as early
@@ -87,12 +109,6 @@ fn write_update(mut pseudo: Pseudo, body: Rects, out: &mut Vec<u8>) {
         out.extend_from_slice(&pseudo.rects.bytes);
         out.extend_from_slice(&body.bytes);
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpdateError {
-    /// The desktop changed size and the viewer cannot be told.
-    ResizeUnsupported,
 }
 
 pub struct ViewerState {
@@ -195,13 +211,9 @@ impl ViewerState {
     /// Build one FramebufferUpdate bringing the viewer to `latest`, if a
     /// request is outstanding and there is something to send. Appends the
     /// message(s) to `out` and returns whether an update was written.
-    pub fn build_update(
-        &mut self,
-        latest: &Published,
-        out: &mut Vec<u8>,
-    ) -> Result<bool, UpdateError> {
+    pub fn build_update(&mut self, latest: &Published, out: &mut Vec<u8>) -> bool {
         let Some((req, full)) = self.request else {
-            return Ok(false);
+            return false;
         };
         let frame = &*latest.frame;
         let size = (frame.width, frame.height);
@@ -211,7 +223,11 @@ impl ViewerState {
         }
         self.screens_sent = latest.screens.clone();
         if resized && !self.encodings.extended_desktop_size && !self.encodings.desktop_size {
-            return Err(UpdateError::ResizeUnsupported);
+            // A viewer that cannot be told of the new size keeps its own:
+            // it sees the new screen's top-left part (black beyond it), as
+            // x11vnc and TigerVNC keep such viewers, instead of being
+            // dropped or sent rectangles outside its framebuffer.
+            return self.build_update(&fit(latest, self.viewer_size), out);
         }
         let pseudo = self.pseudo_rects(latest, resized);
         let bounds = frame.bounds();
@@ -226,7 +242,7 @@ impl ViewerState {
         let rects = self.changed_rects(latest, area, full, &mut body);
         if rects.is_empty() && body.count == 0 && pseudo.rects.count == 0 && !full {
             // Nothing new for an incremental request: keep it pending.
-            return Ok(false);
+            return false;
         }
         let rects = self.encode(frame, rects, area, pseudo.rects.count, &mut body);
         self.update_shadow(latest, &rects, area == bounds);
@@ -236,7 +252,7 @@ impl ViewerState {
         write_update(pseudo, body, out);
         self.request = None;
         self.updates_sent += 1;
-        Ok(true)
+        true
     }
 
     /// The pseudo-rectangles due: a size or layout change (in its own
@@ -455,13 +471,13 @@ mod tests {
         let p = publish(1, render(320, 240, 0));
         let mut out = Vec::new();
         v.request(false, Rect::new(0, 0, 320, 240));
-        assert!(v.build_update(&p, &mut out).unwrap());
+        assert!(v.build_update(&p, &mut out));
         out.clear();
         v.request(true, Rect::new(0, 0, 320, 240));
-        assert!(!v.build_update(&p, &mut out).unwrap());
+        assert!(!v.build_update(&p, &mut out));
         assert!(out.is_empty());
         let p2 = publish(2, render(320, 240, 1));
-        assert!(v.build_update(&p2, &mut out).unwrap());
+        assert!(v.build_update(&p2, &mut out));
         assert!(!v.has_request());
     }
 
@@ -476,7 +492,7 @@ mod tests {
         let p = publish(1, render(64, 48, 0));
         let mut out = Vec::new();
         v.request(false, Rect::new(0, 0, 64, 48));
-        assert!(v.build_update(&p, &mut out).unwrap());
+        assert!(v.build_update(&p, &mut out));
         out.clear();
         let mut pf = PixelFormat::BGR233;
         pf.true_colour = false;
@@ -485,10 +501,10 @@ mod tests {
         // the request empty to get an update with nothing in it.
         v.request(true, Rect::new(0, 0, 0, 0));
         assert!(v.has_request());
-        assert!(!v.build_update(&p, &mut out).unwrap());
+        assert!(!v.build_update(&p, &mut out));
         out.clear();
         v.request(false, Rect::new(0, 0, 64, 48));
-        assert!(v.build_update(&p, &mut out).unwrap());
+        assert!(v.build_update(&p, &mut out));
         assert_eq!(
             out[0], 1,
             "the update did not start with SetColourMapEntries"
@@ -505,7 +521,7 @@ mod tests {
         v.request(false, Rect::new(0, 0, 1, 1));
         let p = publish(1, render(320, 240, 0));
         let mut out = Vec::new();
-        assert!(v.build_update(&p, &mut out).unwrap());
+        assert!(v.build_update(&p, &mut out));
         // One Raw rectangle of the whole screen: header 4, rect header 12.
         assert_eq!(&out[4..12], &[0, 0, 0, 0, 1, 64, 0, 240]);
         assert_eq!(out.len(), 4 + 12 + 320 * 240 * 4);
@@ -519,19 +535,19 @@ mod tests {
         let mut v = ViewerState::new(320, 240);
         let mut out = Vec::new();
         v.request(false, Rect::new(0, 0, 320, 240));
-        assert!(v.build_update(&publish(1, base), &mut out).unwrap());
+        assert!(v.build_update(&publish(1, base), &mut out));
 
         // The capture says only the bottom-right changed: the top-left change
         // is not looked at (the source vouches for everything else).
         let mut p = publish(2, changed.clone());
         p.damage = Arc::new(vec![(2, Some(vec![Rect::new(300, 200, 4, 4)]))]);
         v.request(true, Rect::new(0, 0, 320, 240));
-        assert!(!v.build_update(&p, &mut out).unwrap());
+        assert!(!v.build_update(&p, &mut out));
 
         // A gap in the log (frame 3 missing) means compare everything.
         let mut p = publish(4, changed);
         p.damage = Arc::new(vec![(4, Some(vec![]))]);
-        assert!(v.build_update(&p, &mut out).unwrap());
+        assert!(v.build_update(&p, &mut out));
     }
 
     /// Rectangle encodings of each FramebufferUpdate in `out` (Raw payloads
@@ -576,9 +592,7 @@ mod tests {
             v.set_encodings(&list);
             let mut out = Vec::new();
             v.request(false, Rect::new(0, 0, 100, 80));
-            assert!(v
-                .build_update(&publish(1, render(100, 80, 0)), &mut out)
-                .unwrap());
+            assert!(v.build_update(&publish(1, render(100, 80, 0)), &mut out));
             let first = update_encodings(&out);
             if size_enc == enc::EXTENDED_DESKTOP_SIZE {
                 // The layout announcement, then the picture.
@@ -589,9 +603,7 @@ mod tests {
             // A resize: the size on its own, then the whole new picture.
             out.clear();
             v.request(true, Rect::new(0, 0, 100, 80));
-            assert!(v
-                .build_update(&publish(2, render(60, 50, 0)), &mut out)
-                .unwrap());
+            assert!(v.build_update(&publish(2, render(60, 50, 0)), &mut out));
             assert_eq!(update_encodings(&out), vec![vec![size_enc], vec![enc::RAW]]);
             assert!(!v.has_request());
         }
@@ -619,7 +631,7 @@ mod tests {
                     v.request(n > 0, Rect::new(0, 0, 160, 120));
                     let p = publish(n + 1, render(160, 120, n * 7));
                     let mut out = Vec::new();
-                    assert!(v.build_update(&p, &mut out).unwrap());
+                    assert!(v.build_update(&p, &mut out));
                     assert_eq!(dec.decode_message(&out, &mut fb), Ok(out.len()));
                     let want: Vec<u32> =
                         p.frame.pixels.iter().map(|&x| pf.from_native(x)).collect();
@@ -637,13 +649,18 @@ mod tests {
     }
 
     #[test]
-    fn resize_without_support_is_an_error() {
+    fn a_viewer_without_desktop_size_keeps_its_size() {
         let mut v = ViewerState::new(100, 80);
-        v.request(true, Rect::new(0, 0, 100, 80));
-        let p = publish(1, render(120, 80, 0));
-        assert_eq!(
-            v.build_update(&p, &mut Vec::new()),
-            Err(UpdateError::ResizeUnsupported)
-        );
+        v.request(false, Rect::new(0, 0, 100, 80));
+        assert!(v.build_update(&publish(1, render(100, 80, 0)), &mut Vec::new()));
+        // Bigger and smaller screens: the updates stay inside 100x80.
+        for (seq, (w, h)) in [(2u64, (120u16, 90u16)), (3, (60, 50))] {
+            let mut out = Vec::new();
+            v.request(false, Rect::new(0, 0, 100, 80));
+            assert!(v.build_update(&publish(seq, render(w, h, seq)), &mut out));
+            assert_eq!(v.viewer_size(), (100, 80));
+            let encs = update_encodings(&out);
+            assert!(encs.iter().flatten().all(|&e| e >= 0), "{encs:?}");
+        }
     }
 }
