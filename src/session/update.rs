@@ -224,9 +224,9 @@ impl ViewerState {
         self.screens_sent = latest.screens.clone();
         if resized && !self.encodings.extended_desktop_size && !self.encodings.desktop_size {
             // A viewer that cannot be told of the new size keeps its own:
-            // it sees the new screen's top-left part (black beyond it), as
-            // x11vnc and TigerVNC keep such viewers, instead of being
-            // dropped or sent rectangles outside its framebuffer.
+            // it sees the new screen's top-left part (black beyond it)
+            // instead of being dropped or sent rectangles outside its
+            // framebuffer.
             return self.build_update(&fit(latest, self.viewer_size), out);
         }
         let pseudo = self.pseudo_rects(latest, resized);
