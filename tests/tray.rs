@@ -6,6 +6,7 @@
 
 mod binary;
 mod common;
+mod repeater_support;
 mod support_raw;
 
 use common::{ChildGuard, XvfbGuard};
@@ -226,11 +227,17 @@ async fn point(c: &mut RawClient, x: u16, y: u16) {
         .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn get_help_pause_input_and_stop_sharing_from_the_tray_menu() {
-    common::require_commands(&["Xvfb", "dbus-daemon", "xdotool"]);
-    let x = XvfbGuard::start(640, 480);
-    let d = x.display_name();
+/// A tray running on its own private bus, with this test as the panel.
+struct Launched {
+    tray: Tray,
+    lines: Arc<Mutex<Vec<String>>>,
+    child: ChildGuard,
+    _bus: Bus,
+}
+
+/// Starts `ticketvnc tray` with the helpdesk settings `settings` on X
+/// display `display`, plays the panel, and waits for the item.
+async fn launch(dir: &std::path::Path, display: &str, settings: &str, ticket: &str) -> Launched {
     let bus = session_bus();
     let conn = zbus::connection::Builder::address(bus.address.as_str())
         .unwrap()
@@ -245,26 +252,16 @@ async fn get_help_pause_input_and_stop_sharing_from_the_tray_menu() {
     conn.request_name("org.kde.StatusNotifierWatcher")
         .await
         .unwrap();
-
-    // The technician's viewer listens.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("journal.db");
-    let cfg = dir.path().join("tray.toml");
-    std::fs::write(
-        &cfg,
-        format!("company = \"Example IT\"\nviewer = \"127.0.0.1:{port}\"\nretry_for = 60\n"),
-    )
-    .unwrap();
+    let cfg = dir.join("tray.toml");
+    std::fs::write(&cfg, settings).unwrap();
     let mut child = Command::new(binary::BIN)
         .arg("--db")
-        .arg(&db)
+        .arg(dir.join("journal.db"))
         .args(["tray", "--config"])
         .arg(&cfg)
-        .args(["--display", &d, "--ticket", "4711"])
+        .args(["--display", display, "--ticket", ticket])
         .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
-        .env("XDG_CONFIG_HOME", dir.path().join("config"))
+        .env("XDG_CONFIG_HOME", dir.join("config"))
         .env("TICKETVNC_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -310,6 +307,32 @@ async fn get_help_pause_input_and_stop_sharing_from_the_tray_menu() {
         service,
         menu_path: menu_path.to_string(),
     };
+    Launched {
+        tray,
+        lines,
+        child,
+        _bus: bus,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_help_pause_input_and_stop_sharing_from_the_tray_menu() {
+    common::require_commands(&["Xvfb", "dbus-daemon", "xdotool"]);
+    let x = XvfbGuard::start(640, 480);
+    let d = x.display_name();
+    // The technician's viewer listens.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("journal.db");
+    let settings =
+        format!("company = \"Example IT\"\nviewer = \"127.0.0.1:{port}\"\nretry_for = 60\n");
+    let Launched {
+        tray,
+        lines,
+        child,
+        _bus: _bus_kept,
+    } = launch(dir.path(), &d, &settings, "4711").await;
     let labels: Vec<String> = tray.menu().await.into_iter().map(|i| i.1).collect();
     for want in [
         "Not sharing",
@@ -412,4 +435,61 @@ async fn get_help_pause_input_and_stop_sharing_from_the_tray_menu() {
     drop(log);
     let (ok, out) = binary::cli(&db, &["sessions", "verify"]);
     assert!(ok, "{out}");
+}
+
+/// Get help through an UltraVNC repeater: the ticket number is the ID, the
+/// customer reads the code from the tray's first line, and the technician
+/// gets in with it through the repeater; the session is journaled as a
+/// repeater session of the ticket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_help_through_a_repeater_shows_the_code_the_technician_uses() {
+    common::require_commands(&["Xvfb", "dbus-daemon"]);
+    let x = XvfbGuard::start(320, 200);
+    let d = x.display_name();
+    let rep = repeater_support::Repeater::start(0, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let settings = format!(
+        "company = \"Example IT\"\nrepeater = \"127.0.0.1:{}\"\nretry_for = 60\n",
+        rep.server_port
+    );
+    let l = launch(dir.path(), &d, &settings, "4712").await;
+    l.tray.click("Get help").await;
+    let status = l.tray.wait_status("Waiting for the technician").await;
+    let code = status
+        .split("code ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no code shown: {status}"))
+        .trim()
+        .to_string();
+    assert!(status.contains("ticket 4712"), "{status}");
+
+    let vport = rep.viewer_port;
+    let c = code.clone();
+    let logged_in = tokio::task::spawn_blocking(move || {
+        // Until ticketvnc has registered, the repeater does not pair us.
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(s) = repeater_support::viewer_stream(vport, "4712", Duration::from_secs(2))
+            {
+                return repeater_support::rfb_login(s, &c);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the tray never registered as ID:4712"
+            );
+        }
+    })
+    .await
+    .unwrap();
+    logged_in.expect("the technician logs in with the code the tray showed");
+    let (ok, out) = binary::cli(&dir.path().join("journal.db"), &["sessions", "--json"]);
+    assert!(ok);
+    let v: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert!(
+        v.iter()
+            .any(|s| s["ticket"] == "4712" && s["direction"] == "repeater"),
+        "{out}"
+    );
+    drop(l);
+    rep.stop();
 }
