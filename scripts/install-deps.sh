@@ -32,7 +32,9 @@ PACKAGES=(
 )
 # Node.js and npm drive that browser through Playwright. They are installed
 # only when missing: a NodeSource nodejs (common on CI images) already
-# brings npm and conflicts with Debian's npm package.
+# brings npm and conflicts with Debian's npm package. Debian 12's own
+# nodejs is 18, so playwright-core is pinned to a release that supports
+# Node >= 18 (tests/clients/package.json).
 NODE_PACKAGES=(nodejs npm)
 # vncdotool version the tests were written against.
 VNCDOTOOL=vncdotool==1.4.2
