@@ -26,3 +26,5 @@ scripts/install-deps.sh --node
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 cargo test --all-targets --no-fail-fast
+# --all-targets skips doctests; the examples in the docs must compile and run too.
+cargo test --doc
