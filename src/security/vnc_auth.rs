@@ -1,7 +1,7 @@
 //! VNC Authentication (security type 2): DES of a 16-byte challenge with the
 //! password (at most 8 bytes, each byte's bits mirrored, as every VNC does).
 
-use des::cipher::{generic_array::GenericArray, BlockEncrypt, KeyInit};
+use des::cipher::{Block, BlockCipherEncrypt, KeyInit};
 use des::Des;
 use subtle::ConstantTimeEq;
 
@@ -39,11 +39,12 @@ pub fn vnc_auth_response(password: &VncPassword, challenge: &[u8; 16]) -> [u8; 1
     for (k, p) in key.iter_mut().zip(password.0) {
         *k = p.reverse_bits();
     }
-    let cipher = Des::new(GenericArray::from_slice(&key));
+    let cipher = Des::new(&key.into());
     zeroize::Zeroize::zeroize(&mut key);
     let mut out = *challenge;
     for block in out.chunks_exact_mut(8) {
-        cipher.encrypt_block(GenericArray::from_mut_slice(block));
+        let block: &mut Block<Des> = block.try_into().expect("chunks of 8");
+        cipher.encrypt_block(block);
     }
     out
 }

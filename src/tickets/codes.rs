@@ -28,7 +28,7 @@
 use super::store::{check_ticket_id, create_private_dir, io_err, private_file};
 use super::{hex, now_ms, unhex, Journal, JournalError, Result};
 use crate::security::{Authenticator, Principal, VncPassword};
-use des::cipher::{generic_array::GenericArray, BlockEncrypt, KeyInit as DesKeyInit};
+use des::cipher::{Block, BlockCipherEncrypt, KeyInit as DesKeyInit};
 use des::Des;
 use hmac::{KeyInit, Mac};
 use rand::RngCore;
@@ -349,7 +349,8 @@ impl Journal {
                 for cipher in ciphers {
                     let mut out = *challenge;
                     for block in out.chunks_exact_mut(8) {
-                        cipher.encrypt_block(GenericArray::from_mut_slice(block));
+                        let block: &mut Block<Des> = block.try_into().expect("chunks of 8");
+                        cipher.encrypt_block(block);
                         ops += 1;
                     }
                     hit |= out.ct_eq(response);
@@ -530,8 +531,10 @@ struct LiveCode {
 /// The DES cipher VNC authentication uses for `password` (8 bytes, each
 /// byte's bits mirrored).
 fn vnc_cipher(password: &[u8; CODE_LEN]) -> Des {
-    let key = password.map(u8::reverse_bits);
-    <Des as DesKeyInit>::new(GenericArray::from_slice(&key))
+    let mut key = password.map(u8::reverse_bits);
+    let cipher = <Des as DesKeyInit>::new(&key.into());
+    zeroize::Zeroize::zeroize(&mut key);
+    cipher
 }
 
 /// Keys no code can have (outside the alphabet): the padding slots.
@@ -651,7 +654,7 @@ mod tests {
         let mut out = ch;
         let c = vnc_cipher(b"K7MX4QPN");
         for b in out.chunks_exact_mut(8) {
-            c.encrypt_block(GenericArray::from_mut_slice(b));
+            c.encrypt_block(b.try_into().unwrap());
         }
         assert_eq!(out, respond("K7MX4QPN", &ch));
     }

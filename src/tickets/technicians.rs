@@ -12,7 +12,8 @@
 //! the same parameters.
 
 use super::{hex, now_ms, Journal, JournalError, Result};
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::Argon2;
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use sha2::Digest;
@@ -53,10 +54,10 @@ fn argon2() -> Argon2<'static> {
 }
 
 fn hash_password(password: &[u8]) -> Result<String> {
-    let salt = SaltString::generate(&mut rand::rngs::OsRng);
+    // The salt comes from the OS RNG (getrandom).
     argon2()
-        .hash_password(password, &salt)
-        .map(|h| h.to_string())
+        .hash_password(password)
+        .map(|h: PasswordHash| h.to_string())
         .map_err(|e| JournalError::PasswordHash(e.to_string()))
 }
 
@@ -212,6 +213,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::open(&dir.path().join("t.db")).unwrap();
         (dir, j)
+    }
+
+    /// Journals keep their hashes across crate upgrades: this row was
+    /// written by `ticketvnc tech add` built with argon2 0.5 (commit
+    /// a37b411); the crate is now argon2 0.6.
+    #[test]
+    fn a_hash_from_the_previous_argon2_still_verifies() {
+        let phc = "$argon2id$v=19$m=19456,t=2,p=1$lb1FQ3YYYGQOCVxnE6SX4A$7dQoBV0QFXMF48gOd6jEp6fjn7zIdlcgkwkwrorbb7o";
+        assert!(check_hash(phc, b"Geheim-2026!"));
+        assert!(!check_hash(phc, b"Geheim-2026?"));
     }
 
     #[test]
