@@ -1,0 +1,317 @@
+//! ContinuousUpdates and Fence over a slow, distant link (issue 11 item 4).
+//!
+//! An Xvfb screen runs a full-screen animation (every pixel changes every
+//! frame); now and then a red square appears on it. A small client
+//! (tests/common/flowclient.rs) watches for the square through a proxy that
+//! delays each direction by 100 ms and carries 2 Mbit/s
+//! (tests/common/slowlink.rs), and the time from the square being drawn to
+//! it being decoded is measured:
+//! - ticketvnc with the client speaking Fence + ContinuousUpdates (the
+//!   bound: two round trips, plus the update that carries the square
+//!   crossing the link, plus slack for capture and encoding);
+//! - ticketvnc with the same client in the classic pull model;
+//! - x0vncserver (TigerVNC, which implements both) in both modes, reported
+//!   for comparison.
+//!
+//! Run: `cargo test --test flow -- --nocapture` to see the numbers.
+
+mod common;
+
+use common::flowclient::{FlowClient, Mode, Watch};
+use common::slowlink::{LinkParams, SlowLink};
+use common::{require_commands, ChildGuard, XvfbGuard};
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+use x11rb::connection::Connection;
+use x11rb::protocol::xproto::{ConnectionExt as _, CreateGCAux, ImageFormat, Rectangle};
+
+const W: u16 = 160;
+const H: u16 = 120;
+/// 100 ms each way, 2 Mbit/s.
+const LINK: LinkParams = LinkParams {
+    one_way: Duration::from_millis(100),
+    bytes_per_sec: 250_000,
+};
+const MARK: u16 = 16;
+const SPOTS: [(u16, u16); 4] = [(16, 16), (128, 16), (16, 88), (128, 88)];
+const SAMPLES: usize = 7;
+
+/// The square wanted, and when the first frame so drawn was on the screen.
+type Marker = (Option<(u16, u16)>, Option<Instant>);
+
+/// The animation on the served display, with the red square on request.
+struct Animator {
+    stop: Arc<AtomicBool>,
+    shared: Arc<(Mutex<Marker>, Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Animator {
+    fn start(display: &str) -> Animator {
+        let (conn, screen) = x11rb::connect(Some(display)).expect("connect to Xvfb");
+        let stop = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new((Mutex::new((None, None)), Condvar::new()));
+        let (st, sh) = (stop.clone(), shared.clone());
+        let thread = std::thread::spawn(move || {
+            let root = conn.setup().roots[screen].root;
+            let depth = conn.setup().roots[screen].root_depth;
+            let gc = conn.generate_id().unwrap();
+            conn.create_gc(gc, root, &CreateGCAux::new().foreground(0xff0000))
+                .unwrap();
+            let mut n: u32 = 0;
+            while !st.load(Ordering::SeqCst) {
+                let started = Instant::now();
+                // Every pixel changes every frame; red stays below 0x60,
+                // so nothing but the square is pure red in 8 bits.
+                let mut img = Vec::with_capacity(W as usize * H as usize * 4);
+                for y in 0..H as u32 {
+                    for x in 0..W as u32 {
+                        let r = (y + n) & 0x5f;
+                        let g = (x + y + 8 * n) & 0xff;
+                        let b = (3 * x + 5 * n) & 0xff;
+                        img.extend_from_slice(&[b as u8, g as u8, r as u8, 0]);
+                    }
+                }
+                conn.put_image(ImageFormat::Z_PIXMAP, root, gc, W, H, 0, 0, 0, depth, &img)
+                    .unwrap();
+                let want = sh.0.lock().unwrap().0;
+                if let Some((x, y)) = want {
+                    let r = Rectangle {
+                        x: x as i16,
+                        y: y as i16,
+                        width: MARK,
+                        height: MARK,
+                    };
+                    conn.poly_fill_rectangle(root, gc, &[r]).unwrap();
+                }
+                // A round trip: the X server has drawn it.
+                if conn.get_input_focus().unwrap().reply().is_err() {
+                    break;
+                }
+                let (m, cv) = &*sh;
+                let mut s = m.lock().unwrap();
+                if s.0 == want && s.1.is_none() {
+                    s.1 = Some(Instant::now());
+                    cv.notify_all();
+                }
+                drop(s);
+                n = n.wrapping_add(1);
+                let frame = Duration::from_millis(33);
+                if let Some(rest) = frame.checked_sub(started.elapsed()) {
+                    std::thread::sleep(rest);
+                }
+            }
+        });
+        Animator {
+            stop,
+            shared,
+            thread: Some(thread),
+        }
+    }
+
+    /// Show the square at `at` (or none) and return when the first frame
+    /// so drawn was on the screen.
+    fn show(&self, at: Option<(u16, u16)>) -> Instant {
+        let (m, cv) = &*self.shared;
+        let mut s = m.lock().unwrap();
+        *s = (at, None);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(t) = s.1 {
+                return t;
+            }
+            assert!(Instant::now() < deadline, "the animation stopped");
+            s = cv.wait_timeout(s, Duration::from_millis(100)).unwrap().0;
+        }
+    }
+}
+
+impl Drop for Animator {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Time from the square being drawn to the client decoding it, `SAMPLES`
+/// times, after letting the stream settle; the client's statistics too.
+fn measure(
+    anim: &Animator,
+    server: SocketAddr,
+    mode: Mode,
+) -> (Vec<Duration>, common::flowclient::Stats) {
+    let link = SlowLink::start(server, LINK);
+    let c = FlowClient::connect(link.addr(), mode);
+    assert_eq!(c.size(), (W, H));
+    // Let the animation run and the congestion window settle.
+    std::thread::sleep(Duration::from_secs(3));
+    let mut lat = Vec::new();
+    for i in 0..SAMPLES {
+        let (x, y) = SPOTS[i % SPOTS.len()];
+        let watch = Watch {
+            x,
+            y,
+            w: MARK,
+            h: MARK,
+            red: true,
+        };
+        c.watch(watch);
+        let t0 = anim.show(Some((x, y)));
+        let seen = c
+            .wait_seen(Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("{mode:?}: the square never arrived: {e}"));
+        lat.push(seen.saturating_duration_since(t0));
+        c.watch(Watch {
+            red: false,
+            ..watch
+        });
+        anim.show(None);
+        c.wait_seen(Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("{mode:?}: the square never went: {e}"));
+        // Not in step with the animation's frames.
+        std::thread::sleep(Duration::from_millis(200 + 37 * i as u64));
+    }
+    (lat, c.stats())
+}
+
+fn median(v: &[Duration]) -> Duration {
+    let mut s = v.to_vec();
+    s.sort();
+    s[s.len() / 2]
+}
+
+fn ms(v: &[Duration]) -> String {
+    v.iter()
+        .map(|d| d.as_millis().to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// ticketvnc serving `display`, its debug log in `log`.
+fn ticketvnc(
+    display: &str,
+    log: &std::path::Path,
+    db: &std::path::Path,
+) -> (ChildGuard, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ticketvnc"))
+        .arg("--db")
+        .arg(db.join("journal.db"))
+        .env("XDG_CONFIG_HOME", db.join("config"))
+        .env("TICKETVNC_LOG", "info,ticketvnc::session=debug")
+        .args(["serve", "--source", "x11", "--display", display])
+        .args(["--no-auth", "--listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("run ticketvnc");
+    let out = BufReader::new(child.stdout.take().unwrap());
+    let guard = ChildGuard(child);
+    for l in out.lines() {
+        let l = l.unwrap();
+        if let Some(a) = l.strip_prefix("ticketvnc listening on ") {
+            return (guard, a.trim().parse().unwrap());
+        }
+    }
+    panic!(
+        "ticketvnc did not start: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+fn x0vncserver(display: &str) -> (ChildGuard, SocketAddr) {
+    let port = free_port();
+    let child = Command::new("x0vncserver")
+        .args(["-display", display])
+        .arg(format!("-rfbport={port}"))
+        .args(["-SecurityTypes=None", "-localhost=1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run x0vncserver");
+    let guard = ChildGuard(child);
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "x0vncserver did not listen");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (guard, addr)
+}
+
+#[test]
+fn a_change_arrives_within_two_round_trips_during_a_full_screen_animation() {
+    require_commands(&["Xvfb", "x0vncserver"]);
+    let xvfb = XvfbGuard::start(W as u32, H as u32);
+    let display = xvfb.display_name();
+    let anim = Animator::start(&display);
+    let dir = tempfile::tempdir().unwrap();
+    let log = common::artefact_dir().join("flow-ticketvnc.log");
+    let (server, addr) = ticketvnc(&display, &log, dir.path());
+
+    let (cu, stats) = measure(&anim, addr, Mode::Continuous);
+    assert!(
+        stats.continuous_enabled && stats.server_fences > 0,
+        "ticketvnc offered ContinuousUpdates and Fence: {stats:?}"
+    );
+    let (pull, pull_stats) = measure(&anim, addr, Mode::Pull);
+    assert_eq!(pull_stats.server_fences + pull_stats.end_of_cu, 0);
+    drop(server);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("continuous updates on"),
+        "the server log shows continuous updates enabled:\n{text}"
+    );
+
+    let (x0, x0_addr) = x0vncserver(&display);
+    let (x0_cu, x0_stats) = measure(&anim, x0_addr, Mode::Continuous);
+    let (x0_pull, _) = measure(&anim, x0_addr, Mode::Pull);
+    drop(x0);
+
+    // The update carrying the square is a whole frame (every pixel
+    // changes), which itself takes this long to cross the link.
+    let frame = LINK.transfer(W as u64 * H as u64 + 16);
+    let bound = 2 * LINK.rtt() + frame + Duration::from_millis(200);
+    println!(
+        "link: {} ms one way, {} kbit/s; one frame {} ms; bound {} ms",
+        LINK.one_way.as_millis(),
+        LINK.bytes_per_sec * 8 / 1000,
+        frame.as_millis(),
+        bound.as_millis()
+    );
+    for (name, v) in [
+        ("ticketvnc, Fence + ContinuousUpdates", &cu),
+        ("ticketvnc, pull", &pull),
+        ("x0vncserver, Fence + ContinuousUpdates", &x0_cu),
+        ("x0vncserver, pull", &x0_pull),
+    ] {
+        println!(
+            "{name}: median {} ms; all: {}",
+            median(v).as_millis(),
+            ms(v)
+        );
+    }
+    println!("ticketvnc continuous: {stats:?}; x0vncserver continuous: {x0_stats:?}");
+    assert!(
+        median(&cu) <= bound,
+        "with fences the square took {} ms (median; all {}), more than {} ms",
+        median(&cu).as_millis(),
+        ms(&cu),
+        bound.as_millis()
+    );
+}
