@@ -190,7 +190,11 @@ impl Flow {
         if !self.congestion.is_congested(now) {
             return true;
         }
-        self.wake = self.congestion.uncongested_in(now).map(|d| now + d);
+        // At least a little later: an estimate of "now" must not spin.
+        self.wake = self
+            .congestion
+            .uncongested_in(now)
+            .map(|d| now + d.max(std::time::Duration::from_millis(2)));
         false
     }
 
