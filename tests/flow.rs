@@ -445,3 +445,39 @@ fn tigervnc_vncviewer_through_the_slow_link() {
         bound.as_millis()
     );
 }
+
+/// Continuous updates flow without requests, end with
+/// EndOfContinuousUpdates when the viewer turns them off, and from then
+/// on only requests bring updates (the in-process server, the test
+/// pattern stepped by hand).
+#[test]
+fn continuous_updates_end_when_the_viewer_turns_them_off() {
+    let srv = common::TestServer::start(64, 48, None);
+    let c = FlowClient::connect(srv.addr, Mode::Continuous);
+    let t = Duration::from_secs(20);
+    let s = c
+        .wait_stats(t, |s| s.continuous_enabled && s.updates >= 1)
+        .unwrap();
+    assert_eq!(s.end_of_cu, 1, "offered once");
+    // A change comes without a request.
+    srv.control.set_frame(1);
+    let s = c.wait_stats(t, |x| x.updates > s.updates).unwrap();
+    // Off: EndOfContinuousUpdates, and a change no longer comes by itself.
+    c.send(&[150, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    let s = c.wait_stats(t, |x| x.end_of_cu == 2).unwrap();
+    srv.control.set_frame(2);
+    // A fence round trip (its answer is the only fence now: no updates,
+    // no pings), then half a second for the capture to publish the frame:
+    // an update it wrongly caused would be there by then.
+    c.send(&[248, 0, 0, 0, 0x80, 0, 0, 1, 1, 42]);
+    c.wait_stats(t, |x| x.server_fences > s.server_fences)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(c.stats().updates, s.updates, "no update without a request");
+    // A request brings it.
+    c.send(&[3, 1, 0, 0, 0, 0, 0, 64, 0, 48]);
+    c.wait_stats(t, |x| x.updates > s.updates).unwrap();
+    // Off again while off: EndOfContinuousUpdates again.
+    c.send(&[150, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    c.wait_stats(t, |x| x.end_of_cu == 3).unwrap();
+}

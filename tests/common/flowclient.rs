@@ -158,6 +158,38 @@ impl FlowClient {
         }
     }
 
+    /// Send raw bytes to the server.
+    pub fn send(&self, b: &[u8]) {
+        (&self.stream).write_all(b).expect("send");
+    }
+
+    /// Wait up to `timeout` until the statistics satisfy `f`.
+    pub fn wait_stats(
+        &self,
+        timeout: Duration,
+        f: impl Fn(&Stats) -> bool,
+    ) -> Result<Stats, String> {
+        let (m, cv) = &*self.state;
+        let deadline = Instant::now() + timeout;
+        let mut s = m.lock().unwrap();
+        loop {
+            if f(&s.stats) {
+                return Ok(s.stats.clone());
+            }
+            if let Some(e) = &s.error {
+                return Err(format!("connection ended: {e}; {:?}", s.stats));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(format!("not within {timeout:?}: {:?}", s.stats));
+            }
+            s = cv
+                .wait_timeout(s, (deadline - now).min(Duration::from_millis(50)))
+                .unwrap()
+                .0;
+        }
+    }
+
     pub fn stats(&self) -> Stats {
         self.state.0.lock().unwrap().stats.clone()
     }
