@@ -461,7 +461,7 @@ fn continuous_updates_end_when_the_viewer_turns_them_off() {
     assert_eq!(s.end_of_cu, 1, "offered once");
     // A change comes without a request.
     srv.control.set_frame(1);
-    let s = c.wait_stats(t, |x| x.updates > s.updates).unwrap();
+    c.wait_stats(t, |x| x.updates > s.updates).unwrap();
     // Off: EndOfContinuousUpdates, and a change no longer comes by itself.
     c.send(&[150, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
     let s = c.wait_stats(t, |x| x.end_of_cu == 2).unwrap();
