@@ -27,6 +27,7 @@ PACKAGES=(
     sqlite3         # inspecting the ticket journal
     procps          # kill(1), used to stop Xvfb cleanly
     x11vnc          # the peer that proves the test repeater faithful (tests/repeater.rs)
+    tigervnc-scraping-server # x0vncserver, the peer measured over the slow link (tests/flow.rs)
     dbus-daemon     # a private session bus for the tray test (tests/tray.rs)
     chromium        # the technician's browser (tests/browser.rs)
 )

@@ -10,7 +10,9 @@
 
 mod common;
 
-use common::wire::{assert_encodings, client_requests, server_updates, RecordingProxy};
+use common::wire::{
+    assert_encodings, client_requests, server_message_types, server_updates, RecordingProxy,
+};
 use common::{compare_images, require_commands, ChildGuard, TestServer, XvfbGuard};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
@@ -216,6 +218,20 @@ fn view(
         ),
     }
     let updates = server_updates(&rec.s2c(), &used_pf).expect("server stream frames cleanly");
+    // TigerVNC lists ContinuousUpdates (-313) and Fence (-312): the
+    // server offers both, the viewer turns continuous updates on and
+    // answers the server's fences; the pictures above came that way.
+    let types = server_message_types(&rec.s2c(), &used_pf).unwrap();
+    assert!(
+        types.contains(&248) && types.contains(&150),
+        "{name}: ServerFence and EndOfContinuousUpdates sent: {types:?}"
+    );
+    assert!(
+        asked.continuous_updates.first() == Some(&true) && asked.fences > 0,
+        "{name}: the viewer enabled continuous updates ({:?}) and answered fences ({})",
+        asked.continuous_updates,
+        asked.fences
+    );
     if step.is_some() {
         assert!(updates.len() >= 2, "{name}: expected a second update");
         assert_encodings(&updates[..1], &[number], &name);

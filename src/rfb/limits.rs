@@ -6,6 +6,12 @@ pub const MAX_ENCODINGS_KEPT: usize = 64;
 pub const MAX_CUT_TEXT: u32 = 1 << 20;
 /// Largest number of screens in a SetDesktopSize message (u8 on the wire, 255 max).
 pub const MAX_SCREENS: usize = 16;
+/// Largest Fence payload (rfbproto limits it to 64 bytes); longer closes
+/// the connection.
+pub const MAX_FENCE_PAYLOAD: usize = 64;
+/// Fence round-trip measurements outstanding at most per viewer; an
+/// update is sent without one when a viewer leaves this many unanswered.
+pub const MAX_FENCE_PINGS: usize = 64;
 /// Largest framebuffer edge the server will ever serve.
 pub const MAX_FRAMEBUFFER_EDGE: u16 = 16384;
 /// Largest message the decoder may have to buffer: a ClientCutText of

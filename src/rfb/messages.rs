@@ -23,6 +23,8 @@ pub mod enc {
     pub const CURSOR: i32 = -239;
     pub const DESKTOP_NAME: i32 = -307;
     pub const EXTENDED_DESKTOP_SIZE: i32 = -308;
+    pub const FENCE: i32 = -312;
+    pub const CONTINUOUS_UPDATES: i32 = -313;
     /// Extended Clipboard (UTF-8 clipboard text): 0xC0A1E5CE.
     pub const EXTENDED_CLIPBOARD: i32 = 0xC0A1_E5CEu32 as i32;
     /// Compression level 0..=9 is -256..=-247.
@@ -59,6 +61,17 @@ pub enum ClientMessage {
     /// length): its flags and what follows them (at most
     /// [`limits::MAX_CUT_TEXT`] bytes in all).
     ExtendedClipboard {
+        flags: u32,
+        payload: Vec<u8>,
+    },
+    /// EnableContinuousUpdates (150).
+    EnableContinuousUpdates {
+        enable: bool,
+        rect: Rect,
+    },
+    /// ClientFence (248): its flags as sent (unknown bits included) and
+    /// a payload of at most [`limits::MAX_FENCE_PAYLOAD`] bytes.
+    Fence {
         flags: u32,
         payload: Vec<u8>,
     },
@@ -161,6 +174,32 @@ fn decode(r: &mut Reader<'_>) -> Result<Option<ClientMessage>, ProtocolError> {
             }
             ClientMessage::ClientCutText(need!(r.take(len as usize)).to_vec())
         }
+        150 => {
+            let enable = need!(r.u8()) != 0;
+            let x = need!(r.u16());
+            let y = need!(r.u16());
+            let w = need!(r.u16());
+            let h = need!(r.u16());
+            ClientMessage::EnableContinuousUpdates {
+                enable,
+                rect: Rect::new(x, y, w, h),
+            }
+        }
+        248 => {
+            need!(r.skip(3));
+            let flags = need!(r.u32());
+            let len = need!(r.u8()) as usize;
+            // Checked before waiting for the payload.
+            if len > limits::MAX_FENCE_PAYLOAD {
+                return Err(ProtocolError::LimitExceeded {
+                    what: "fence payload length",
+                    got: len as u64,
+                    limit: limits::MAX_FENCE_PAYLOAD as u64,
+                });
+            }
+            let payload = need!(r.take(len)).to_vec();
+            ClientMessage::Fence { flags, payload }
+        }
         251 => {
             need!(r.skip(1));
             let width = need!(r.u16());
@@ -224,6 +263,13 @@ pub fn encode_client_message(m: &ClientMessage, out: &mut Vec<u8>) {
             out.extend_from_slice(&[6, 0, 0, 0]);
             write_ext_clipboard_body(*flags, payload, out);
         }
+        ClientMessage::EnableContinuousUpdates { enable, rect } => {
+            out.extend_from_slice(&[150, *enable as u8]);
+            for v in [rect.x, rect.y, rect.w, rect.h] {
+                out.put_u16(v);
+            }
+        }
+        ClientMessage::Fence { flags, payload } => write_fence(248, *flags, payload, out),
         ClientMessage::SetDesktopSize {
             width,
             height,
@@ -274,6 +320,37 @@ pub fn write_colour_map(first: u16, colours: &[u32], out: &mut Vec<u8>) {
 
 pub fn write_bell(out: &mut Vec<u8>) {
     out.push(2);
+}
+
+/// Fence flag bits (rfbproto "ClientFence").
+pub mod fence {
+    pub const BLOCK_BEFORE: u32 = 1 << 0;
+    pub const BLOCK_AFTER: u32 = 1 << 1;
+    pub const SYNC_NEXT: u32 = 1 << 2;
+    pub const REQUEST: u32 = 1 << 31;
+    /// The synchronisation bits this server understands; a response
+    /// clears every other bit.
+    pub const UNDERSTOOD: u32 = BLOCK_BEFORE | BLOCK_AFTER | SYNC_NEXT;
+}
+
+/// A ClientFence (248) or ServerFence (248) body; `payload` is cut to
+/// [`limits::MAX_FENCE_PAYLOAD`] bytes.
+fn write_fence(kind: u8, flags: u32, payload: &[u8], out: &mut Vec<u8>) {
+    let payload = &payload[..payload.len().min(limits::MAX_FENCE_PAYLOAD)];
+    out.extend_from_slice(&[kind, 0, 0, 0]);
+    out.put_u32(flags);
+    out.push(payload.len() as u8);
+    out.extend_from_slice(payload);
+}
+
+/// ServerFence.
+pub fn write_server_fence(flags: u32, payload: &[u8], out: &mut Vec<u8>) {
+    write_fence(248, flags, payload, out);
+}
+
+/// EndOfContinuousUpdates.
+pub fn write_end_of_continuous_updates(out: &mut Vec<u8>) {
+    out.push(150);
 }
 
 /// Length (negative), flags and payload of an Extended Clipboard message.
@@ -345,7 +422,30 @@ mod tests {
                 height: 480,
                 screens: 1,
             },
+            ClientMessage::EnableContinuousUpdates {
+                enable: true,
+                rect: Rect::new(0, 0, 640, 480),
+            },
+            ClientMessage::Fence {
+                flags: fence::REQUEST | fence::SYNC_NEXT,
+                payload: vec![7; limits::MAX_FENCE_PAYLOAD],
+            },
+            ClientMessage::Fence {
+                flags: 0,
+                payload: Vec::new(),
+            },
         ]
+    }
+
+    #[test]
+    fn fence_payload_over_64_bytes_is_refused_before_it_arrives() {
+        for len in [65u8, 200, 255] {
+            let b = [248, 0, 0, 0, 0x80, 0, 0, 0, len];
+            assert!(matches!(
+                decode_client_message(&b),
+                Err(ProtocolError::LimitExceeded { .. })
+            ));
+        }
     }
 
     #[test]

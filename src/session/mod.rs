@@ -4,7 +4,9 @@
 //! and an update is only built when the previous one has left).
 
 pub mod clipboard;
+mod congestion;
 pub mod consent;
+mod flow;
 mod transport;
 pub mod update;
 
@@ -875,6 +877,7 @@ impl Session {
             frames_dirty: true,
             // Messages pipelined behind ClientInit may already be buffered.
             poll_now: true,
+            flow: flow::Flow::new(self.info.session_id(), std::time::Instant::now()),
         };
         let stop = loop {
             if let Err(stop) = self.step(&mut live).await {
@@ -885,6 +888,12 @@ impl Session {
             Stop::End(r) => r,
             Stop::WriterGone => live.writes.failure().await,
         };
+        if let Some((bandwidth, rtt_ms, window)) = live.flow.estimate() {
+            debug!(
+                session = self.info.session_id(),
+                bandwidth, rtt_ms, window, "link estimate from fences"
+            );
+        }
         // Give queued bytes (e.g. a failure reason) a moment to leave.
         live.writes.drain(Duration::from_secs(1)).await;
         reason
@@ -909,16 +918,22 @@ impl Session {
             self.info.bytes_out += out.len() as u64;
             live.writes.send(out).await?;
         }
-        // 2. An update, when one is wanted and the previous one has left.
+        // 2. An update, when one is wanted (asked for, or continuous), the
+        // previous one has left, and the congestion window has room.
         if live.writes.idle()
-            && live.viewer.has_request()
+            && (live.viewer.has_request() || live.flow.continuous())
             && live.frames_dirty
             && self.info.rights.view
+            && live
+                .flow
+                .may_send(live.writes.bytes, std::time::Instant::now())
         {
             return self.send_update(live).await;
         }
+        let wake = live.flow.wake().map(tokio::time::Instant::from_std);
         // 3. Wait.
         tokio::select! {
+            _ = async { tokio::time::sleep_until(wake.unwrap()).await }, if wake.is_some() => Ok(()),
             r = live.rd.read(&mut live.buf) => self.on_read(live, r),
             r = self.frames.changed() => {
                 r.map_err(|_| Stop::End(EndReason::SourceGone("capture stopped".into())))?;
@@ -935,7 +950,21 @@ impl Session {
         loop {
             match live.conn.poll_event() {
                 Ok(Some(Event::Message(m))) => {
+                    let now = std::time::Instant::now();
+                    let m = match live
+                        .flow
+                        .intercept(m, &mut live.viewer, &mut self.outbox, now)
+                    {
+                        Ok(Some(m)) => m,
+                        Ok(None) => {
+                            // Continuous updates may just have been enabled.
+                            live.frames_dirty |= live.flow.continuous();
+                            continue;
+                        }
+                        Err(e) => return Err(Stop::End(EndReason::ProtocolError(e))),
+                    };
                     self.handle_message(m, &mut live.viewer);
+                    live.flow.after_message(&mut self.outbox);
                     if live.viewer.has_request() {
                         live.frames_dirty = true;
                     }
@@ -961,10 +990,14 @@ impl Session {
         let latest = self.frames.borrow_and_update().clone();
         let mut out = Vec::new();
         let size_before = live.viewer.viewer_size();
+        live.flow.before_update(&mut live.viewer);
         if !live.viewer.build_update(&latest, &mut out) {
             live.frames_dirty = false;
             return Ok(());
         }
+        let out = live
+            .flow
+            .wrap_update(live.writes.bytes, out, std::time::Instant::now());
         let size = live.viewer.viewer_size();
         if size != size_before {
             let ev = SessionEvent::Resize {
@@ -1129,6 +1162,8 @@ impl Session {
                     }
                 }
             }
+            // Handled by the session's flow control before this.
+            ClientMessage::Fence { .. } | ClientMessage::EnableContinuousUpdates { .. } => {}
             ClientMessage::SetDesktopSize { .. } => {
                 // The desktop size is the customer's; viewers may not change it.
                 v.resize_reply_due = Some(update::ResizeReply { status: 1 });
@@ -1156,6 +1191,8 @@ struct Live {
     frames_dirty: bool,
     /// The core may hold decoded messages.
     poll_now: bool,
+    /// Fences, continuous updates, congestion control.
+    flow: flow::Flow,
 }
 
 /// Output buffers handed to the writer task, counted: one count per
@@ -1164,6 +1201,8 @@ struct Writes {
     tx: Option<mpsc::Sender<Vec<u8>>>,
     done: watch::Receiver<u64>,
     queued: u64,
+    /// Bytes queued in all (the stream position congestion control uses).
+    bytes: u64,
     writer: Option<tokio::task::JoinHandle<EndReason>>,
 }
 
@@ -1175,6 +1214,7 @@ impl Writes {
             tx: Some(tx),
             done,
             queued: 0,
+            bytes: 0,
             writer: Some(tokio::spawn(writer_task(wr, rx, done_tx, stall))),
         }
     }
@@ -1183,6 +1223,7 @@ impl Writes {
     async fn send(&mut self, out: Vec<u8>) -> Result<(), Stop> {
         let tx = self.tx.as_ref().ok_or(Stop::WriterGone)?;
         self.queued += 1;
+        self.bytes += out.len() as u64;
         tx.send(out).await.map_err(|_| Stop::WriterGone)
     }
 

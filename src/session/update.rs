@@ -208,6 +208,12 @@ impl ViewerState {
         self.request.is_some()
     }
 
+    /// Forget the outstanding request (continuous updates were turned off
+    /// before the request made for them was served).
+    pub fn cancel_request(&mut self) {
+        self.request = None;
+    }
+
     /// Build one FramebufferUpdate bringing the viewer to `latest`, if a
     /// request is outstanding and there is something to send. Appends the
     /// message(s) to `out` and returns whether an update was written.

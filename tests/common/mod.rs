@@ -5,6 +5,8 @@
 //! Each test binary uses only part of this module.
 #![allow(dead_code)]
 
+pub mod flowclient;
+pub mod slowlink;
 pub mod wire;
 
 use std::net::SocketAddr;

@@ -130,6 +130,16 @@ fn skip_hextile(c: &mut Cursor, r: &WireRect, bpp: usize) -> Step<()> {
 /// None or VNC authentication) and return the rectangle headers of every
 /// complete FramebufferUpdate. `pf` is the pixel format the client used.
 pub fn server_updates(bytes: &[u8], pf: &PixelFormat) -> Result<Vec<Vec<WireRect>>, String> {
+    Ok(server_stream(bytes, pf)?.0)
+}
+
+/// The type of every server message after ServerInit, in order.
+pub fn server_message_types(bytes: &[u8], pf: &PixelFormat) -> Result<Vec<u8>, String> {
+    Ok(server_stream(bytes, pf)?.1)
+}
+
+/// The updates, and the type of every message.
+fn server_stream(bytes: &[u8], pf: &PixelFormat) -> Result<(Vec<Vec<WireRect>>, Vec<u8>), String> {
     let mut c = Cursor { b: bytes, pos: 0 };
     let short = || "recording ends inside the handshake".to_string();
     let version = c.take(12).ok_or_else(short)?;
@@ -159,6 +169,7 @@ pub fn server_updates(bytes: &[u8], pf: &PixelFormat) -> Result<Vec<Vec<WireRect
         bpp
     };
     let mut updates = Vec::new();
+    let mut kinds = Vec::new();
     while let Some(kind) = c.u8() {
         let step: Step<Option<Vec<WireRect>>> = (|| {
             match kind {
@@ -263,8 +274,9 @@ pub fn server_updates(bytes: &[u8], pf: &PixelFormat) -> Result<Vec<Vec<WireRect
             Some(Ok(Some(rects))) => updates.push(rects),
             Some(Ok(None)) => {}
         }
+        kinds.push(kind);
     }
-    Ok(updates)
+    Ok((updates, kinds))
 }
 
 /// What a client asked for, from its side of the recording.
@@ -273,6 +285,10 @@ pub struct ClientRequests {
     pub pixel_formats: Vec<PixelFormat>,
     pub encodings: Vec<Vec<i32>>,
     pub update_requests: usize,
+    /// EnableContinuousUpdates messages: their enable flags.
+    pub continuous_updates: Vec<bool>,
+    /// ClientFence messages.
+    pub fences: usize,
 }
 
 /// Frame the client-to-server stream of an RFB 3.8 connection.
@@ -321,12 +337,15 @@ pub fn client_requests(bytes: &[u8], vnc_auth: bool) -> Result<ClientRequests, S
                     c.take(len)?;
                 }
                 150 => {
-                    c.take(9)?;
+                    let enable = c.u8()? != 0;
+                    c.take(8)?;
+                    out.continuous_updates.push(enable);
                 }
                 248 => {
                     c.take(3 + 4)?;
                     let len = c.u8()? as usize;
                     c.take(len)?;
+                    out.fences += 1;
                 }
                 251 => {
                     c.take(5)?;
