@@ -63,6 +63,9 @@ pub struct ServerConfig {
     pub reverse_vencrypt: bool,
     pub consent: ConsentPolicy,
     pub view_only: bool,
+    /// Draw the customer's pointer into viewers' pictures where they need
+    /// it (`--no-drawn-cursor` turns it off).
+    pub drawn_cursor: bool,
     pub handshake_timeout: Duration,
     pub write_stall_timeout: Duration,
     pub max_preauth: usize,
@@ -183,6 +186,7 @@ impl ServerConfig {
             ticket: None,
             consent: ConsentPolicy::Auto,
             view_only: false,
+            drawn_cursor: true,
             handshake_timeout: Duration::from_secs(limits::HANDSHAKE_TIMEOUT_SECS),
             write_stall_timeout: Duration::from_secs(limits::WRITE_STALL_TIMEOUT_SECS),
             max_preauth: limits::MAX_PREAUTH_CONNECTIONS,
@@ -674,6 +678,7 @@ pub async fn start(
         cursor: first.cursor.map(|c| (1, Arc::new(c))),
         damage: Arc::new(Vec::new()),
         screens: Arc::new(first.screens.unwrap_or_default()),
+        pointer: first.pointer,
     }));
     let (cap_err_tx, cap_err_rx) = tokio::sync::oneshot::channel();
     let min_interval = Duration::from_secs(1) / cfg.max_fps.max(1);
@@ -720,6 +725,7 @@ pub async fn start(
         tls: cfg.tls.clone(),
         desktop_name,
         view_only: cfg.view_only,
+        drawn_cursor: cfg.drawn_cursor,
         consent: cfg.consent.clone(),
         ticket: cfg.ticket.clone(),
         handshake_timeout: cfg.handshake_timeout,
@@ -1018,6 +1024,7 @@ fn capture_loop(
                     cursor: cursor.clone(),
                     damage: Arc::new(damage_log.iter().cloned().collect()),
                     screens: screens.clone(),
+                    pointer: c.pointer,
                 }));
             }
             Ok(None) => {}
@@ -1055,6 +1062,7 @@ mod capture_tests {
                 moves: Vec::new(),
                 cursor: None,
                 screens: None,
+                pointer: None,
             }))
         }
     }

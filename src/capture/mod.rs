@@ -111,6 +111,9 @@ pub struct Capture {
     /// The monitors within the frame (RandR), when they changed; an empty
     /// list means one screen covering the frame.
     pub screens: Option<Vec<Rect>>,
+    /// Where the pointer's hotspot is now, in frame coordinates (`None`:
+    /// unknown, or off the served area).
+    pub pointer: Option<(u16, u16)>,
 }
 
 pub trait ScreenSource: Send + 'static {

@@ -115,6 +115,7 @@ impl ScreenSource for TestPattern {
                     moves,
                     cursor: first.then(CursorShape::arrow),
                     screens: None,
+                    pointer: None,
                 }));
             }
             let now = Instant::now();

@@ -30,6 +30,11 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 const CURSOR_RETRY: Duration = Duration::from_millis(50);
 const CURSOR_ATTEMPTS: u32 = 5;
 
+/// How often the pointer position is read (QueryPointer, one round trip):
+/// X reports no motion to a client that does not grab or select it on
+/// every window, and x0vncserver polls the same way.
+const POINTER_POLL: Duration = Duration::from_millis(25);
+
 /// How often the RandR monitors are re-read: X sends no event when a
 /// monitor is defined, moved or deleted (`xrandr --setmonitor`), only for
 /// size changes.
@@ -99,6 +104,12 @@ pub struct X11Source {
     cursor_failures: u32,
     last_poll: Instant,
     last_layout_check: Instant,
+    /// The pointer's hotspot in frame coordinates (`None`: off the served
+    /// area or unknown), when it was last read, and whether it moved since
+    /// the last capture.
+    pointer: Option<(u16, u16)>,
+    last_pointer_poll: Instant,
+    pointer_moved: bool,
 }
 
 impl X11Source {
@@ -144,6 +155,9 @@ impl X11Source {
             cursor_failures: 0,
             last_poll: Instant::now(),
             last_layout_check: Instant::now(),
+            pointer: None,
+            last_pointer_poll: Instant::now(),
+            pointer_moved: false,
             monitor,
             crop: Rect::new(0, 0, width, height),
             screens: Vec::new(),
@@ -546,6 +560,38 @@ impl X11Source {
         }
     }
 
+    /// Read where the pointer is, if it is time to; marks a move.
+    fn poll_pointer(&mut self) -> Result<(), CaptureError> {
+        if self.last_pointer_poll.elapsed() < POINTER_POLL && self.have_frame {
+            return Ok(());
+        }
+        self.last_pointer_poll = Instant::now();
+        let p = self
+            .conn
+            .query_pointer(self.root)
+            .map_err(xerr)?
+            .reply()
+            .map_err(xerr)?;
+        let crop = self.crop;
+        let (x, y) = (i32::from(p.root_x), i32::from(p.root_y));
+        let inside = p.same_screen
+            && x >= i32::from(crop.x)
+            && y >= i32::from(crop.y)
+            && x < i32::from(crop.x) + i32::from(crop.w)
+            && y < i32::from(crop.y) + i32::from(crop.h);
+        let pos = inside.then(|| {
+            (
+                (x - i32::from(crop.x)) as u16,
+                (y - i32::from(crop.y)) as u16,
+            )
+        });
+        if pos != self.pointer {
+            self.pointer = pos;
+            self.pointer_moved = true;
+        }
+        Ok(())
+    }
+
     fn cursor_due(&self) -> bool {
         self.cursor_changed && self.cursor_retry_at.is_none_or(|t| Instant::now() >= t)
     }
@@ -643,7 +689,9 @@ impl X11Source {
                 || self.resized
                 || self.damage.is_none() && { self.last_poll.elapsed() >= POLL_INTERVAL };
             let cursor_due = self.cursor_due();
-            if full || !self.dirty.is_empty() || cursor_due {
+            self.poll_pointer()?;
+            let pointer_moved = std::mem::take(&mut self.pointer_moved);
+            if full || !self.dirty.is_empty() || cursor_due || pointer_moved {
                 let damage = if full {
                     self.last_poll = Instant::now();
                     let all = self.current.bounds();
@@ -665,7 +713,11 @@ impl X11Source {
                 self.full_grab = false;
                 let screens =
                     std::mem::take(&mut self.layout_changed).then(|| self.screens.clone());
-                if damage.as_ref().is_some_and(|d| d.is_empty()) && cursor.is_none() && !first {
+                if damage.as_ref().is_some_and(|d| d.is_empty())
+                    && cursor.is_none()
+                    && !pointer_moved
+                    && !first
+                {
                     continue;
                 }
                 return Ok(Some(Capture {
@@ -674,6 +726,7 @@ impl X11Source {
                     moves: Vec::new(),
                     cursor,
                     screens,
+                    pointer: self.pointer,
                 }));
             }
             let now = Instant::now();
@@ -685,6 +738,7 @@ impl X11Source {
                 wait = wait.min(POLL_INTERVAL);
             }
             wait = wait.min(LAYOUT_POLL.saturating_sub(self.last_layout_check.elapsed()));
+            wait = wait.min(POINTER_POLL.saturating_sub(self.last_pointer_poll.elapsed()));
             if let (true, Some(t)) = (self.cursor_changed, self.cursor_retry_at) {
                 wait = wait.min(t.saturating_duration_since(now));
             }

@@ -94,6 +94,7 @@ impl ScreenSource for XcapSource {
                     moves: Vec::new(),
                     cursor: None,
                     screens: None,
+                    pointer: None,
                 }));
             }
             if Instant::now() >= deadline {

@@ -5,6 +5,7 @@
 
 pub mod clipboard;
 pub mod consent;
+pub mod pointer;
 mod transport;
 pub mod update;
 
@@ -128,6 +129,8 @@ pub struct SessionConfig {
     pub desktop_name: String,
     /// Everybody may only watch (`--view-only`).
     pub view_only: bool,
+    /// Draw the customer's pointer into viewers' pictures (session/pointer.rs).
+    pub drawn_cursor: bool,
     pub consent: ConsentPolicy,
     /// The ticket for sessions whose credential names none (`--ticket`).
     pub ticket: Option<String>,
@@ -866,9 +869,11 @@ impl Session {
     ) -> EndReason {
         let (rd, wr) = tokio::io::split(stream);
         let f = self.frames.borrow().frame.clone();
+        let mut viewer = ViewerState::new(f.width, f.height);
+        viewer.drawn_cursor = self.cfg.drawn_cursor;
         let mut live = Live {
             conn,
-            viewer: ViewerState::new(f.width, f.height),
+            viewer,
             writes: Writes::start(wr, self.cfg.write_stall_timeout),
             rd,
             buf: vec![0u8; 64 * 1024],
@@ -1086,6 +1091,7 @@ impl Session {
                 if rights.pointer {
                     let held = self.input.pointer(buttons, x, y);
                     self.held.pointer(held, x, y);
+                    v.pointer.viewer_moved(x, y);
                 }
             }
             ClientMessage::ClientCutText(t) => {

@@ -2,7 +2,9 @@
 //! given the newest published frame, [`ViewerState::build_update`] returns
 //! the bytes of one FramebufferUpdate (or nothing yet).
 
+use super::pointer::{self, PointerView};
 use crate::capture::{CursorShape, MoveHint};
+use crate::encoding::cursor::{self, ShapeKind};
 use crate::encoding::{write_copy_rect, ClientEncodings, ConnectionEncoders, EncodeParams};
 use crate::framebuffer::{diff, Frame, Rect};
 use crate::rfb::messages::{enc, write_colour_map, write_rect_header, write_update_header};
@@ -23,6 +25,8 @@ pub struct Published {
     pub damage: Arc<Vec<(u64, Option<Vec<Rect>>)>>,
     /// Monitor layout inside the frame; empty: one screen covering it.
     pub screens: Arc<Vec<Rect>>,
+    /// Where the pointer's hotspot is (frame coordinates), when known.
+    pub pointer: Option<(u16, u16)>,
 }
 
 impl Published {
@@ -79,6 +83,7 @@ fn fit(latest: &Published, size: (u16, u16)) -> Published {
         cursor: latest.cursor.clone(),
         damage: Arc::new(Vec::new()),
         screens: Arc::new(Vec::new()),
+        pointer: latest.pointer,
     }
 }
 
@@ -138,7 +143,15 @@ pub struct ViewerState {
     layout_due: bool,
     /// The monitor layout the viewer was last told.
     screens_sent: Arc<Vec<Rect>>,
+    /// The customer's pointer as this viewer sees it (position told,
+    /// cursor drawn into its picture).
+    pub pointer: PointerView,
+    /// Whether the pointer may be drawn into this viewer's picture.
+    pub drawn_cursor: bool,
 }
+
+/// `cursor_serial` of the hidden shape sent while the cursor is rendered.
+const HIDDEN_CURSOR: u64 = u64::MAX;
 
 /// Answer owed to a SetDesktopSize request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,6 +177,23 @@ impl ViewerState {
             cursor_serial: 0,
             layout_due: false,
             screens_sent: Arc::new(Vec::new()),
+            pointer: PointerView::default(),
+            drawn_cursor: true,
+        }
+    }
+
+    /// The cursor-shape encoding the viewer gets: with alpha, else the
+    /// classic Cursor, else X Cursor (TigerVNC's order).
+    fn shape_kind(&self) -> Option<ShapeKind> {
+        let e = &self.encodings;
+        if e.cursor_alpha {
+            Some(ShapeKind::Alpha)
+        } else if e.cursor {
+            Some(ShapeKind::Rich)
+        } else if e.x_cursor {
+            Some(ShapeKind::X)
+        } else {
+            None
         }
     }
 
@@ -177,9 +207,14 @@ impl ViewerState {
     }
 
     pub fn set_encodings(&mut self, list: &[i32]) {
+        let old_kind = self.shape_kind();
         let old = std::mem::replace(&mut self.encodings, ClientEncodings::from_list(list));
-        if self.encodings.cursor && !old.cursor {
+        if self.shape_kind() != old_kind {
             self.cursor_serial = 0;
+        }
+        let pos = |e: &ClientEncodings| e.pointer_pos || e.vmware_cursor_pos;
+        if pos(&self.encodings) && !pos(&old) {
+            self.pointer.reset_position();
         }
         if self.encodings.extended_desktop_size && !old.extended_desktop_size {
             self.layout_due = true;
@@ -215,8 +250,7 @@ impl ViewerState {
         let Some((req, full)) = self.request else {
             return false;
         };
-        let frame = &*latest.frame;
-        let size = (frame.width, frame.height);
+        let size = (latest.frame.width, latest.frame.height);
         let resized = size != self.viewer_size;
         if self.encodings.extended_desktop_size && *latest.screens != *self.screens_sent {
             self.layout_due = true;
@@ -229,7 +263,21 @@ impl ViewerState {
             // framebuffer.
             return self.build_update(&fit(latest, self.viewer_size), out);
         }
-        let pseudo = self.pseudo_rects(latest, resized);
+        // The customer's pointer drawn into this viewer's pixels only.
+        let rendering = self.drawn_cursor
+            && self
+                .pointer
+                .needs_render(latest, self.shape_kind().is_some());
+        let composited;
+        let (latest, drawn) = match rendering.then(|| pointer::composite(latest)).flatten() {
+            Some((p, r)) => {
+                composited = p;
+                (&composited, Some(r))
+            }
+            None => (latest, None),
+        };
+        let frame = &*latest.frame;
+        let pseudo = self.pseudo_rects(latest, resized, rendering);
         let bounds = frame.bounds();
         // After a resize the viewer's request may be for the old size: serve
         // the whole new framebuffer instead.
@@ -239,7 +287,8 @@ impl ViewerState {
             req.intersect(&bounds)
         };
         let mut body = Rects::default();
-        let rects = self.changed_rects(latest, area, full, &mut body);
+        let rects = self.changed_rects(latest, area, full, drawn, &mut body);
+        self.pointer.compared(area, drawn);
         if rects.is_empty() && body.count == 0 && pseudo.rects.count == 0 && !full {
             // Nothing new for an incremental request: keep it pending.
             return false;
@@ -257,7 +306,7 @@ impl ViewerState {
 
     /// The pseudo-rectangles due: a size or layout change (in its own
     /// update), the cursor, the desktop name.
-    fn pseudo_rects(&mut self, latest: &Published, resized: bool) -> Pseudo {
+    fn pseudo_rects(&mut self, latest: &Published, resized: bool, rendering: bool) -> Pseudo {
         let size = (latest.frame.width, latest.frame.height);
         let mut p = Pseudo::default();
         if resized {
@@ -276,11 +325,37 @@ impl ViewerState {
             p.rects.count += 1;
         }
         self.layout_due = false;
-        if let Some((serial, shape)) = &latest.cursor {
-            if self.encodings.cursor && *serial != self.cursor_serial {
-                crate::encoding::cursor::write_cursor(shape, &self.pf, &mut p.rects.bytes);
+        if let Some(kind) = self.shape_kind() {
+            // While the cursor is drawn into the picture the viewer's own
+            // is hidden, or it would show two (TigerVNC does the same).
+            let due = match &latest.cursor {
+                _ if rendering => Some((HIDDEN_CURSOR, None)),
+                Some((serial, shape)) => Some((*serial, Some(shape))),
+                None => None,
+            };
+            if let Some((serial, shape)) = due.filter(|(s, _)| *s != self.cursor_serial) {
+                let b = &mut p.rects.bytes;
+                let shape = shape.map_or_else(|| Arc::new(cursor::hidden()), Arc::clone);
+                if !cursor::write_shape(kind, &shape, &self.pf, b) {
+                    cursor::write_shape(kind, &CursorShape::arrow(), &self.pf, b);
+                }
                 p.rects.count += 1;
-                self.cursor_serial = *serial;
+                self.cursor_serial = serial;
+            }
+        }
+        let e = &self.encodings;
+        if e.vmware_cursor_pos || e.pointer_pos {
+            let encoding = if e.vmware_cursor_pos {
+                enc::VMWARE_CURSOR_POSITION
+            } else {
+                enc::POINTER_POS
+            };
+            let inside = latest
+                .pointer
+                .filter(|&(x, y)| x < latest.frame.width && y < latest.frame.height);
+            if let Some(pos) = self.pointer.position_due(inside) {
+                cursor::write_pointer_pos(encoding, pos, &mut p.rects.bytes);
+                p.rects.count += 1;
             }
         }
         if let Some(name) = self.name_due.take() {
@@ -302,9 +377,13 @@ impl ViewerState {
         latest: &Published,
         area: Rect,
         full: bool,
+        drawn: Option<Rect>,
         body: &mut Rects,
     ) -> Vec<Rect> {
         let frame = &*latest.frame;
+        // Where a composited cursor was or is: compared whatever the
+        // capture's damage says (the published frames never have it).
+        let cursor_areas = self.pointer.extra_damage(drawn);
         let rects = match &mut self.shadow {
             Some(shadow)
                 if !full && shadow.width == frame.width && shadow.height == frame.height =>
@@ -318,7 +397,10 @@ impl ViewerState {
                     }
                 }
                 let hint = if self.shadow_whole {
-                    latest.damage_since(self.shadow_seq)
+                    latest.damage_since(self.shadow_seq).map(|mut d| {
+                        d.extend_from_slice(&cursor_areas);
+                        d
+                    })
                 } else {
                     None
                 };
@@ -462,6 +544,7 @@ mod tests {
             cursor: None,
             damage: Arc::new(Vec::new()),
             screens: Arc::new(Vec::new()),
+            pointer: None,
         }
     }
 
