@@ -31,6 +31,7 @@ const TIMEOUT: Duration = Duration::from_secs(40);
 
 const POINTER_POS: i32 = -232;
 const CURSOR: i32 = -239;
+const X_CURSOR: i32 = -240;
 const VMWARE_CURSOR_POS: i32 = 0x574d_5666;
 
 // ------------------------------------------------------------ X helpers
@@ -251,7 +252,11 @@ struct RawViewer {
     fb: Vec<u32>,
     positions: Vec<(i32, u16, u16)>,
     shapes: Vec<(u16, u16)>,
+    /// X Cursor shapes: (w, h, hot x, hot y, colours, bitmap, mask).
+    x_cursors: Vec<XCursorRect>,
 }
+
+type XCursorRect = (u16, u16, u16, u16, Vec<u8>, Vec<u8>, Vec<u8>);
 
 impl RawViewer {
     fn connect(addr: SocketAddr, encodings: &[i32]) -> RawViewer {
@@ -294,6 +299,7 @@ impl RawViewer {
             fb: vec![0; w * h],
             positions: Vec::new(),
             shapes: Vec::new(),
+            x_cursors: Vec::new(),
         };
         v.request(false);
         v
@@ -349,6 +355,16 @@ impl RawViewer {
                             self.shapes.push((w, h));
                         }
                         POINTER_POS | VMWARE_CURSOR_POS => self.positions.push((e, x, y)),
+                        X_CURSOR => {
+                            let (colours, bits) = if wu * hu > 0 {
+                                (self.read_n(6), wu.div_ceil(8) * hu)
+                            } else {
+                                (Vec::new(), 0)
+                            };
+                            let bitmap = self.read_n(bits);
+                            let mask = self.read_n(bits);
+                            self.x_cursors.push((w, h, x, y, colours, bitmap, mask));
+                        }
                         -308 => {
                             let n = self.read_n(4)[0] as usize;
                             self.read_n(16 * n);
@@ -484,6 +500,30 @@ fn positions_reach_viewers_and_own_motion_is_not_echoed() {
             .count()
     };
     assert_eq!(told(&a), 1, "{:?}", a.positions);
+
+    // An old viewer with X Cursor only: hidden while the pointer is not
+    // its own; once it moves the pointer, the shape reduced to two
+    // colours (white where light, black where dark) with its mask.
+    let mut c = RawViewer::connect(sc.tvnc.addr, &[0, X_CURSOR]);
+    c.until("C drawing (200, 150), hidden local cursor", |v| {
+        v.fb == want && v.x_cursors.last().is_some_and(|x| (x.0, x.1) == (1, 1))
+    });
+    c.pointer(20, 20);
+    let rows = |bit: &dyn Fn(usize, usize) -> bool| -> Vec<u8> {
+        (0..16)
+            .flat_map(|y| {
+                let row: u16 = (0..16).fold(0, |r, x| r | (u16::from(bit(x, y)) << (15 - x)));
+                row.to_be_bytes()
+            })
+            .collect()
+    };
+    // BG is light (luma 163), FG dark (97).
+    let bitmap = rows(&|x, y| cursor_bits(x, y) == (false, true));
+    let mask = rows(&|x, y| cursor_bits(x, y).1);
+    let shape = (16, 16, 3, 5, vec![255, 255, 255, 0, 0, 0], bitmap, mask);
+    c.until("C's own pointer: the X Cursor shape, nothing drawn", |v| {
+        v.fb == sc.screen && v.x_cursors.last() == Some(&shape)
+    });
 }
 
 // ------------------------------------------------------------ vncdotool
@@ -613,10 +653,12 @@ fn tigervnc_sees_the_customer_pointer() {
     move_pointer(&vd, 790, 590);
     move_pointer(&sc.display(), 70, 90);
     let log = std::fs::File::create(common::artefact_dir().join("cursor-tigervnc.log")).unwrap();
+    // Through a recording proxy, to see what TigerVNC asks for.
+    let proxy = common::wire::RecordingProxy::start(sc.tvnc.addr);
     let _tiger = ChildGuard(
         Command::new("vncviewer")
             .env("DISPLAY", &vd)
-            .arg(format!("127.0.0.1::{}", sc.tvnc.addr.port()))
+            .arg(format!("127.0.0.1::{}", proxy.port()))
             .args([
                 "-SecurityTypes=None",
                 "-PreferredEncoding=Raw",
@@ -638,4 +680,85 @@ fn tigervnc_sees_the_customer_pointer() {
         sc.h,
         &sc.expected((230, 120)),
     );
+
+    // TigerVNC 1.12 prefers Cursor With Alpha and takes VMware positions.
+    let asked = common::wire::client_requests(&proxy.recording(0).c2s(), false).unwrap();
+    let list = asked.encodings.last().expect("SetEncodings").clone();
+    let at = |e: i32| list.iter().position(|&x| x == e);
+    assert!(
+        at(-314).is_some() && at(-314) < at(CURSOR) && at(VMWARE_CURSOR_POS).is_some(),
+        "TigerVNC's encodings: {list:?}"
+    );
+
+    // The technician moves into the window: the customer's pointer
+    // follows their hand, the drawn cursor goes away and TigerVNC's own
+    // cursor is the customer's shape (read back with XFixes on the
+    // viewer's display: exact colours, mask and hot spot).
+    let geo = x_run(
+        &vd,
+        &[
+            "xdotool",
+            "search",
+            "--onlyvisible",
+            "--name",
+            "TigerVNC",
+            "getwindowgeometry",
+        ],
+    )
+    .and_then(|o| String::from_utf8(o).ok())
+    .expect("vncviewer's window geometry");
+    let pos = geo
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Position: "))
+        .and_then(|p| p.split_whitespace().next())
+        .and_then(|p| p.split_once(','))
+        .map(|(x, y)| (x.parse::<u16>().unwrap(), y.parse::<u16>().unwrap()))
+        .expect("window position");
+    // Under Xvfb without a window manager TigerVNC (FLTK) reports plain
+    // motion only after a click in its window: the technician clicks.
+    let (x, y) = ((pos.0 + 50).to_string(), (pos.1 + 60).to_string());
+    assert!(x_run(
+        &vd,
+        &["xdotool", "mousemove", "--sync", &x, &y, "click", "1"]
+    )
+    .is_some());
+    tiger_shows(&vd, "cursor-tigervnc-own", sc.w, sc.h, &sc.screen);
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let img = cursor_image(&vd);
+        if img.as_ref().is_some_and(|c| *c == bitmap_cursor()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "TigerVNC's cursor never became the customer's: {:?}",
+            img.map(|c| (c.0, c.1, c.2, c.3))
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// (width, height, hot x, hot y, ARGB pixels) of the cursor shown on `display`.
+type CursorImage = (u16, u16, u16, u16, Vec<u32>);
+
+fn cursor_image(display: &str) -> Option<CursorImage> {
+    use x11rb::protocol::xfixes::ConnectionExt as _;
+    let (conn, _) = x11rb::connect(Some(display)).ok()?;
+    conn.xfixes_query_version(5, 0).ok()?.reply().ok()?;
+    let c = conn.xfixes_get_cursor_image().ok()?.reply().ok()?;
+    Some((c.width, c.height, c.xhot, c.yhot, c.cursor_image))
+}
+
+/// The served cursor as XFixes shows it (opaque pixels, no premultiplying
+/// to undo).
+fn bitmap_cursor() -> CursorImage {
+    let px = (0..16)
+        .flat_map(|y| (0..16).map(move |x| cursor_bits(x, y)))
+        .map(|(src, mask)| match (src, mask) {
+            (_, false) => 0,
+            (true, true) => 0xff00_0000 | FG,
+            (false, true) => 0xff00_0000 | BG,
+        })
+        .collect();
+    (16, 16, HOT.0 as u16, HOT.1 as u16, px)
 }

@@ -507,8 +507,12 @@ impl X11Source {
         Ok(())
     }
 
-    /// The current pointer image; `Ok(None)` when it is unusable (empty or
-    /// larger than 256x256), `Err` when the X server refused to tell.
+    /// The current pointer image; `Ok(None)` when it is unusable (empty, or
+    /// fewer pixels than its size says), `Err` when the X server refused
+    /// to tell. Images larger than [`MAX_CURSOR_EDGE`] (huge themed
+    /// cursors) are cut to that size around the hotspot.
+    ///
+    /// [`MAX_CURSOR_EDGE`]: crate::rfb::limits::MAX_CURSOR_EDGE
     fn cursor_image(&self) -> Result<Option<CursorShape>, String> {
         let c = self
             .conn
@@ -516,17 +520,13 @@ impl X11Source {
             .map_err(|e| e.to_string())?
             .reply()
             .map_err(|e| e.to_string())?;
-        if c.width == 0 || c.height == 0 || c.width > 256 || c.height > 256 {
-            return Ok(None);
-        }
-        let pixels = c.cursor_image.iter().map(|&p| unpremultiply(p)).collect();
-        Ok(Some(CursorShape {
-            width: c.width,
-            height: c.height,
-            hot_x: c.xhot.min(c.width - 1),
-            hot_y: c.yhot.min(c.height - 1),
-            pixels,
-        }))
+        Ok(cursor_from_image(
+            c.width,
+            c.height,
+            c.xhot,
+            c.yhot,
+            &c.cursor_image,
+        ))
     }
 
     /// Read the new cursor image if one is due. A failed read is retried
@@ -606,6 +606,45 @@ fn copy_rows(pixels: &mut [u32], stride: usize, r: Rect, bytes: &[u8]) {
             *dst = u32::from_le_bytes([px[0], px[1], px[2], 0]);
         }
     }
+}
+
+/// A cursor image from XFixes (premultiplied ARGB, `w * h` pixels), cut
+/// to at most [`MAX_CURSOR_EDGE`] on each side around the hotspot.
+///
+/// [`MAX_CURSOR_EDGE`]: crate::rfb::limits::MAX_CURSOR_EDGE
+fn cursor_from_image(w: u16, h: u16, hot_x: u16, hot_y: u16, px: &[u32]) -> Option<CursorShape> {
+    if w == 0 || h == 0 || px.len() < w as usize * h as usize {
+        return None;
+    }
+    let max = crate::rfb::limits::MAX_CURSOR_EDGE;
+    let (hot_x, hot_y) = (hot_x.min(w - 1), hot_y.min(h - 1));
+    // The window's start on each axis: keep the hotspot inside it.
+    let start = |len: u16, hot: u16| -> u16 {
+        if len <= max {
+            0
+        } else {
+            hot.saturating_sub(max / 2).min(len - max)
+        }
+    };
+    let (x0, y0) = (start(w, hot_x), start(h, hot_y));
+    let (cw, ch) = (w.min(max), h.min(max));
+    let mut pixels = Vec::with_capacity(cw as usize * ch as usize);
+    for y in y0..y0 + ch {
+        let row = y as usize * w as usize;
+        let from = row + x0 as usize;
+        pixels.extend(
+            px[from..from + cw as usize]
+                .iter()
+                .map(|&p| unpremultiply(p)),
+        );
+    }
+    Some(CursorShape {
+        width: cw,
+        height: ch,
+        hot_x: hot_x - x0,
+        hot_y: hot_y - y0,
+        pixels,
+    })
 }
 
 /// XFixes gives premultiplied ARGB; viewers want straight colour.
@@ -835,6 +874,29 @@ mod tests {
             .expect("a frame after resynchronising");
         assert_eq!((c.frame.width, c.frame.height), (320, 200));
         assert_eq!(src.resyncs, 0, "a successful capture resets the count");
+    }
+
+    #[test]
+    fn huge_cursors_are_cut_around_the_hotspot() {
+        // 600x300, each pixel encoding its own coordinates.
+        let (w, h) = (600u16, 300u16);
+        let px: Vec<u32> = (0..h as u32)
+            .flat_map(|y| (0..w as u32).map(move |x| 0xff00_0000 | (y << 10) | x))
+            .collect();
+        let c = cursor_from_image(w, h, 500, 290, &px).unwrap();
+        assert_eq!((c.width, c.height), (256, 256));
+        // The hotspot is still the pixel it was.
+        let at =
+            |c: &CursorShape, x: u16, y: u16| c.pixels[y as usize * c.width as usize + x as usize];
+        assert_eq!(at(&c, c.hot_x, c.hot_y), 0xff00_0000 | (290 << 10) | 500);
+        let small = cursor_from_image(16, 16, 40, 3, &px[..256]).unwrap();
+        assert_eq!(
+            (small.width, small.height, small.hot_x, small.hot_y),
+            (16, 16, 15, 3)
+        );
+        // Fewer pixels than the size says, or empty: refused.
+        assert!(cursor_from_image(16, 16, 0, 0, &px[..255]).is_none());
+        assert!(cursor_from_image(0, 16, 0, 0, &px).is_none());
     }
 
     #[test]

@@ -138,4 +138,65 @@ mod tests {
         let mask = (shape.width as usize).div_ceil(8) * shape.height as usize;
         assert_eq!(out.len(), 12 + n * 2 + mask);
     }
+
+    fn two_by_two() -> CursorShape {
+        CursorShape {
+            width: 2,
+            height: 2,
+            hot_x: 1,
+            hot_y: 0,
+            // opaque white, opaque black, half-transparent red, transparent
+            pixels: vec![0xffff_ffff, 0xff00_0000, 0x80ff_0000, 0x0012_3456],
+        }
+    }
+
+    #[test]
+    fn alpha_is_raw_rgba_premultiplied() {
+        let mut out = Vec::new();
+        write_cursor_alpha(&two_by_two(), &mut out);
+        assert_eq!(
+            &out[..12],
+            &[0, 1, 0, 0, 0, 2, 0, 2, 0xff, 0xff, 0xfe, 0xc6]
+        );
+        assert_eq!(&out[12..16], &[0, 0, 0, 0], "Raw");
+        assert_eq!(
+            &out[16..],
+            &[255, 255, 255, 255, 0, 0, 0, 255, 128, 0, 0, 128, 0, 0, 0, 0]
+        );
+    }
+
+    #[test]
+    fn x_cursor_is_white_on_black_with_mask() {
+        let mut out = Vec::new();
+        write_x_cursor(&two_by_two(), &mut out);
+        assert_eq!(&out[8..12], &(-240i32).to_be_bytes());
+        // Colours, then bitmap rows (light pixels) and mask rows (alpha >= 0x80).
+        assert_eq!(
+            &out[12..],
+            &[255, 255, 255, 0, 0, 0, 0x80, 0x00, 0xc0, 0x80]
+        );
+    }
+
+    #[test]
+    fn oversized_or_inconsistent_shapes_are_not_written() {
+        let pf = PixelFormat::NATIVE;
+        let mut out = Vec::new();
+        let big = CursorShape {
+            width: 257,
+            height: 1,
+            hot_x: 0,
+            hot_y: 0,
+            pixels: vec![0; 257],
+        };
+        let short = CursorShape {
+            pixels: vec![0; 3],
+            ..two_by_two()
+        };
+        for kind in [ShapeKind::Alpha, ShapeKind::Rich, ShapeKind::X] {
+            assert!(!write_shape(kind, &big, &pf, &mut out));
+            assert!(!write_shape(kind, &short, &pf, &mut out));
+            assert!(write_shape(kind, &hidden(), &pf, &mut out));
+        }
+        assert!(!out.is_empty());
+    }
 }
