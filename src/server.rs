@@ -66,6 +66,8 @@ pub struct ServerConfig {
     /// Draw the customer's pointer into viewers' pictures where they need
     /// it (`--no-drawn-cursor` turns it off).
     pub drawn_cursor: bool,
+    /// Viewers' SetDesktopSize goes here (`--virtual`); `None`: refused.
+    pub resizer: Option<Arc<dyn crate::capture::resize::DesktopResizer>>,
     pub handshake_timeout: Duration,
     pub write_stall_timeout: Duration,
     pub max_preauth: usize,
@@ -187,6 +189,7 @@ impl ServerConfig {
             consent: ConsentPolicy::Auto,
             view_only: false,
             drawn_cursor: true,
+            resizer: None,
             handshake_timeout: Duration::from_secs(limits::HANDSHAKE_TIMEOUT_SECS),
             write_stall_timeout: Duration::from_secs(limits::WRITE_STALL_TIMEOUT_SECS),
             max_preauth: limits::MAX_PREAUTH_CONNECTIONS,
@@ -726,6 +729,7 @@ pub async fn start(
         desktop_name,
         view_only: cfg.view_only,
         drawn_cursor: cfg.drawn_cursor,
+        resizer: cfg.resizer.clone(),
         consent: cfg.consent.clone(),
         ticket: cfg.ticket.clone(),
         handshake_timeout: cfg.handshake_timeout,

@@ -1,6 +1,7 @@
 //! Screen sources: where frames come from. The session engine only sees
 //! [`ScreenSource`]; X11, Windows/macOS and the synthetic test pattern plug in here.
 
+pub mod resize;
 #[cfg(target_os = "linux")]
 mod shm;
 pub mod test_pattern;

@@ -5,6 +5,7 @@
 
 pub mod clipboard;
 pub mod consent;
+mod desktop_size;
 pub mod pointer;
 mod transport;
 pub mod update;
@@ -131,6 +132,8 @@ pub struct SessionConfig {
     pub view_only: bool,
     /// Draw the customer's pointer into viewers' pictures (session/pointer.rs).
     pub drawn_cursor: bool,
+    /// Resizes the desktop for SetDesktopSize (`--virtual`); `None`: refused.
+    pub resizer: Option<Arc<dyn crate::capture::resize::DesktopResizer>>,
     pub consent: ConsentPolicy,
     /// The ticket for sessions whose credential names none (`--ticket`).
     pub ticket: Option<String>,
@@ -1135,9 +1138,22 @@ impl Session {
                     }
                 }
             }
-            ClientMessage::SetDesktopSize { .. } => {
-                // The desktop size is the customer's; viewers may not change it.
-                v.resize_reply_due = Some(update::ResizeReply { status: 1 });
+            ClientMessage::SetDesktopSize {
+                width,
+                height,
+                screens,
+            } => {
+                // A real screen's size is the customer's: refused (status
+                // 1) unless the desktop is ticketvnc's own (--virtual).
+                let may = rights.keys || rights.pointer;
+                let resizer = self.cfg.resizer.as_deref().filter(|_| may);
+                let status = desktop_size::answer(resizer, (width, height), screens);
+                info!(
+                    session = self.info.session_id(),
+                    width, height, status, "desktop size requested"
+                );
+                v.resize_wanted = (status == 0).then_some((width, height));
+                v.resize_reply_due = Some(update::ResizeReply { status });
                 v.request(true, crate::framebuffer::Rect::default());
             }
         }

@@ -137,6 +137,9 @@ pub struct ViewerState {
     pub name_due: Option<String>,
     pub updates_sent: u64,
     pub resize_reply_due: Option<ResizeReply>,
+    /// The size this viewer's SetDesktopSize set (answered once the
+    /// capture shows it).
+    pub resize_wanted: Option<(u16, u16)>,
     /// Serial of the cursor image the viewer has (0: none).
     cursor_serial: u64,
     /// The viewer just enabled ExtendedDesktopSize and should learn the layout.
@@ -174,6 +177,7 @@ impl ViewerState {
             name_due: None,
             updates_sent: 0,
             resize_reply_due: None,
+            resize_wanted: None,
             cursor_serial: 0,
             layout_due: false,
             screens_sent: Arc::new(Vec::new()),
@@ -309,11 +313,25 @@ impl ViewerState {
     fn pseudo_rects(&mut self, latest: &Published, resized: bool, rendering: bool) -> Pseudo {
         let size = (latest.frame.width, latest.frame.height);
         let mut p = Pseudo::default();
+        // A resize this viewer asked for is answered with the new size
+        // (reason 1, status 0) once the capture shows it.
+        let granted = self.resize_reply_due.is_some_and(|r| r.status == 0);
+        let waiting = granted && self.resize_wanted.is_some_and(|w| w != size);
         if resized {
-            self.write_size_rect(size, 0, 0, &latest.screens, &mut p.size_rect);
+            let reason = if granted {
+                self.resize_reply_due = None;
+                self.resize_wanted = None;
+                1
+            } else {
+                0
+            };
+            self.write_size_rect(size, reason, 0, &latest.screens, &mut p.size_rect);
             self.viewer_size = size;
             self.shadow = None;
+        } else if waiting {
+            // The screen has not changed yet: the reply comes with it.
         } else if let Some(reply) = self.resize_reply_due.take() {
+            self.resize_wanted = None;
             if self.encodings.extended_desktop_size {
                 self.write_size_rect(size, 1, reply.status, &latest.screens, &mut p.size_rect);
                 self.layout_due = false;
@@ -729,6 +747,29 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A granted SetDesktopSize is answered (reason 1, status 0) with the
+    /// new size once a frame has it, not before with the old one.
+    #[test]
+    fn a_granted_resize_is_answered_with_the_new_size() {
+        let mut v = ViewerState::new(100, 80);
+        v.set_encodings(&[enc::RAW, enc::EXTENDED_DESKTOP_SIZE]);
+        v.request(false, Rect::new(0, 0, 100, 80));
+        assert!(v.build_update(&publish(1, render(100, 80, 0)), &mut Vec::new()));
+        v.resize_wanted = Some((60, 50));
+        v.resize_reply_due = Some(ResizeReply { status: 0 });
+        v.request(true, Rect::default());
+        let mut out = Vec::new();
+        assert!(!v.build_update(&publish(1, render(100, 80, 0)), &mut out));
+        assert!(out.is_empty(), "answered before the screen changed");
+        assert!(v.build_update(&publish(2, render(60, 50, 0)), &mut out));
+        // reason 1, status 0, 60x50
+        assert_eq!(
+            &out[4..16],
+            &[0, 1, 0, 0, 0, 60, 0, 50, 0xff, 0xff, 0xfe, 0xcc]
+        );
+        assert!(v.resize_reply_due.is_none());
     }
 
     #[test]
