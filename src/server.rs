@@ -676,7 +676,7 @@ pub async fn start(
     let desktop_name = cfg.desktop_name.clone().unwrap_or_else(|| source.name());
     let (frame_tx, frame_rx) = watch::channel(Arc::new(Published {
         seq: 1,
-        frame: Arc::new(first.frame),
+        frame: first.frame,
         moves: Vec::new(),
         cursor: first.cursor.map(|c| (1, Arc::new(c))),
         damage: Arc::new(Vec::new()),
@@ -1023,7 +1023,7 @@ fn capture_loop(
                 damage_log.push_back((seq, c.damage));
                 tx.send_replace(Arc::new(Published {
                     seq,
-                    frame: Arc::new(c.frame),
+                    frame: c.frame,
                     moves: c.moves,
                     cursor: cursor.clone(),
                     damage: Arc::new(damage_log.iter().cloned().collect()),
@@ -1061,7 +1061,7 @@ mod capture_tests {
                 panic!("injected capture failure");
             }
             Ok(Some(Capture {
-                frame: Frame::new(8, 8),
+                frame: Arc::new(Frame::new(8, 8)),
                 damage: None,
                 moves: Vec::new(),
                 cursor: None,

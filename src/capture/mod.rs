@@ -102,7 +102,9 @@ impl CursorShape {
 /// One capture.
 #[derive(Debug)]
 pub struct Capture {
-    pub frame: Frame,
+    /// Shared, so a capture where only the pointer moved hands on the
+    /// previous frame without copying it.
+    pub frame: std::sync::Arc<Frame>,
     /// Where the source knows the screen changed since the previous capture
     /// (`None`: unknown, compare everything).
     pub damage: Option<Vec<Rect>>,

@@ -34,6 +34,10 @@ const CURSOR_ATTEMPTS: u32 = 5;
 /// X reports no motion to a client that does not grab or select it on
 /// every window, and x0vncserver polls the same way.
 const POINTER_POLL: Duration = Duration::from_millis(25);
+/// After the pointer has been still for [`POINTER_STILL`], it is read this
+/// often instead (idle CPU; the first move is seen within this).
+const POINTER_POLL_IDLE: Duration = Duration::from_millis(100);
+const POINTER_STILL: Duration = Duration::from_secs(1);
 
 /// How often the RandR monitors are re-read: X sends no event when a
 /// monitor is defined, moved or deleted (`xrandr --setmonitor`), only for
@@ -81,6 +85,8 @@ pub struct X11Source {
     cursor_events: bool,
     /// The screen as last captured; updated in place where it changed.
     current: Frame,
+    /// `current` as last handed out, reused when only the pointer moved.
+    published: Option<Arc<Frame>>,
     have_frame: bool,
     /// Damage seen but not yet captured (frame coordinates).
     dirty: Vec<Rect>,
@@ -109,6 +115,7 @@ pub struct X11Source {
     /// the last capture.
     pointer: Option<(u16, u16)>,
     last_pointer_poll: Instant,
+    last_pointer_move: Instant,
     pointer_moved: bool,
 }
 
@@ -145,6 +152,7 @@ impl X11Source {
             region: None,
             cursor_events: false,
             current: Frame::new(width, height),
+            published: None,
             have_frame: false,
             dirty: Vec::new(),
             resized: false,
@@ -157,6 +165,7 @@ impl X11Source {
             last_layout_check: Instant::now(),
             pointer: None,
             last_pointer_poll: Instant::now(),
+            last_pointer_move: Instant::now(),
             pointer_moved: false,
             monitor,
             crop: Rect::new(0, 0, width, height),
@@ -561,8 +570,16 @@ impl X11Source {
     }
 
     /// Read where the pointer is, if it is time to; marks a move.
+    fn pointer_interval(&self) -> Duration {
+        if self.last_pointer_move.elapsed() < POINTER_STILL {
+            POINTER_POLL
+        } else {
+            POINTER_POLL_IDLE
+        }
+    }
+
     fn poll_pointer(&mut self) -> Result<(), CaptureError> {
-        if self.last_pointer_poll.elapsed() < POINTER_POLL && self.have_frame {
+        if self.last_pointer_poll.elapsed() < self.pointer_interval() && self.have_frame {
             return Ok(());
         }
         self.last_pointer_poll = Instant::now();
@@ -588,6 +605,7 @@ impl X11Source {
         if pos != self.pointer {
             self.pointer = pos;
             self.pointer_moved = true;
+            self.last_pointer_move = Instant::now();
         }
         Ok(())
     }
@@ -759,8 +777,14 @@ impl X11Source {
                 {
                     continue;
                 }
+                // Nothing grabbed (only the pointer moved): the last frame.
+                let frame = match &self.published {
+                    Some(f) if damage.as_ref().is_some_and(|d| d.is_empty()) => f.clone(),
+                    _ => Arc::new(self.current.clone()),
+                };
+                self.published = Some(frame.clone());
                 return Ok(Some(Capture {
-                    frame: self.current.clone(),
+                    frame,
                     damage,
                     moves: Vec::new(),
                     cursor,
@@ -777,7 +801,10 @@ impl X11Source {
                 wait = wait.min(POLL_INTERVAL);
             }
             wait = wait.min(LAYOUT_POLL.saturating_sub(self.last_layout_check.elapsed()));
-            wait = wait.min(POINTER_POLL.saturating_sub(self.last_pointer_poll.elapsed()));
+            wait = wait.min(
+                self.pointer_interval()
+                    .saturating_sub(self.last_pointer_poll.elapsed()),
+            );
             if let (true, Some(t)) = (self.cursor_changed, self.cursor_retry_at) {
                 wait = wait.min(t.saturating_duration_since(now));
             }
