@@ -94,11 +94,6 @@ impl PointerView {
             self.pending = vec![all];
         }
     }
-
-    /// The viewer's framebuffer was replaced (resize, new pixel format).
-    pub fn forget_pixels(&mut self) {
-        self.pending.clear();
-    }
 }
 
 /// Where `shape` with its hotspot at `p` lies on a `w` x `h` frame.

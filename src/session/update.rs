@@ -749,6 +749,57 @@ mod tests {
         }
     }
 
+    /// A viewer without cursor shapes gets the pointer drawn where it is,
+    /// and the pixels under the old place back when it moves; the
+    /// published frame is never touched.
+    #[test]
+    fn drawn_cursor_follows_the_pointer_and_is_erased() {
+        use crate::encoding::decode::{ClientFramebuffer, Decoder};
+        let (w, h) = (160u16, 120u16);
+        let frame = Arc::new(render(w, h, 3));
+        let clean = frame.pixels.clone();
+        let arrow = Arc::new(CursorShape::arrow());
+        let at = |seq: u64, p: (u16, u16)| Published {
+            pointer: Some(p),
+            cursor: Some((1, arrow.clone())),
+            damage: Arc::new(vec![(seq, Some(vec![]))]),
+            frame: frame.clone(),
+            ..publish(seq, Frame::new(1, 1))
+        };
+        let mut v = ViewerState::new(w, h);
+        let mut fb = ClientFramebuffer::new(w, h, PixelFormat::NATIVE);
+        let mut dec = Decoder::new();
+        for (n, p) in [(20u16, 30u16), (100, 70), (155, 115)]
+            .into_iter()
+            .enumerate()
+        {
+            v.request(n > 0, Rect::new(0, 0, w, h));
+            let latest = at(n as u64 + 1, p);
+            let mut out = Vec::new();
+            assert!(v.build_update(&latest, &mut out), "update {n}");
+            assert_eq!(dec.decode_message(&out, &mut fb), Ok(out.len()));
+            let (want, _) = pointer::composite(&latest).unwrap();
+            assert!(fb.pixels == want.frame.pixels, "pointer at {p:?}");
+            if n > 0 {
+                // Only the cursor areas (tile-wide runs) were sent, not
+                // the whole screen.
+                assert!(out.len() < w as usize * h as usize * 2, "{} bytes", out.len());
+            }
+        }
+        assert_eq!(frame.pixels, clean, "the published frame was drawn on");
+        // The pointer comes under this viewer's own hand: nothing drawn.
+        // (A viewer without shapes keeps the drawn cursor: it has no other.)
+        v.set_encodings(&[enc::RAW, enc::CURSOR]);
+        v.pointer.viewer_moved(60, 60);
+        v.request(true, Rect::new(0, 0, w, h));
+        let mut out = Vec::new();
+        assert!(v.build_update(&at(4, (60, 60)), &mut out));
+        // The real shape comes back (a Cursor rectangle) and the body
+        // restores the last drawn area.
+        assert_eq!(dec.decode_message(&out, &mut fb), Ok(out.len()));
+        assert!(fb.pixels == clean, "the drawn cursor was not removed");
+    }
+
     /// A granted SetDesktopSize is answered (reason 1, status 0) with the
     /// new size once a frame has it, not before with the old one.
     #[test]
