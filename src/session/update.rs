@@ -783,7 +783,11 @@ mod tests {
             if n > 0 {
                 // Only the cursor areas (tile-wide runs) were sent, not
                 // the whole screen.
-                assert!(out.len() < w as usize * h as usize * 2, "{} bytes", out.len());
+                assert!(
+                    out.len() < w as usize * h as usize * 2,
+                    "{} bytes",
+                    out.len()
+                );
             }
         }
         assert_eq!(frame.pixels, clean, "the published frame was drawn on");
