@@ -222,6 +222,11 @@ pub struct ServeArgs {
     /// Never inject keyboard, pointer or clipboard input.
     #[arg(long)]
     pub view_only: bool,
+    /// Never draw the customer's pointer into the pictures sent to viewers
+    /// (x11vnc's -nocursor): viewers that draw the cursor themselves still
+    /// get its shape and position, others see no pointer.
+    #[arg(long)]
+    pub no_drawn_cursor: bool,
     /// X display to serve with --source x11 (default: $DISPLAY).
     #[arg(long, value_name = ":N")]
     pub display: Option<String>,

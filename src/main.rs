@@ -304,6 +304,11 @@ async fn serve(
     };
     cfg.desktop_name = args.name.clone();
     cfg.view_only = args.view_only;
+    cfg.drawn_cursor = !args.no_drawn_cursor;
+    #[cfg(target_os = "linux")]
+    {
+        cfg.resizer = _virtual.as_ref().and_then(|v| v.resizer());
+    }
     cfg.max_fps = args.max_fps;
     cfg.observer = Some(observer.clone());
     let handle = server::start(cfg, source, input).await?;

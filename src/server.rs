@@ -63,6 +63,11 @@ pub struct ServerConfig {
     pub reverse_vencrypt: bool,
     pub consent: ConsentPolicy,
     pub view_only: bool,
+    /// Draw the customer's pointer into viewers' pictures where they need
+    /// it (`--no-drawn-cursor` turns it off).
+    pub drawn_cursor: bool,
+    /// Viewers' SetDesktopSize goes here (`--virtual`); `None`: refused.
+    pub resizer: Option<Arc<dyn crate::capture::resize::DesktopResizer>>,
     pub handshake_timeout: Duration,
     pub write_stall_timeout: Duration,
     pub max_preauth: usize,
@@ -183,6 +188,8 @@ impl ServerConfig {
             ticket: None,
             consent: ConsentPolicy::Auto,
             view_only: false,
+            drawn_cursor: true,
+            resizer: None,
             handshake_timeout: Duration::from_secs(limits::HANDSHAKE_TIMEOUT_SECS),
             write_stall_timeout: Duration::from_secs(limits::WRITE_STALL_TIMEOUT_SECS),
             max_preauth: limits::MAX_PREAUTH_CONNECTIONS,
@@ -669,11 +676,12 @@ pub async fn start(
     let desktop_name = cfg.desktop_name.clone().unwrap_or_else(|| source.name());
     let (frame_tx, frame_rx) = watch::channel(Arc::new(Published {
         seq: 1,
-        frame: Arc::new(first.frame),
+        frame: first.frame,
         moves: Vec::new(),
         cursor: first.cursor.map(|c| (1, Arc::new(c))),
         damage: Arc::new(Vec::new()),
         screens: Arc::new(first.screens.unwrap_or_default()),
+        pointer: first.pointer,
     }));
     let (cap_err_tx, cap_err_rx) = tokio::sync::oneshot::channel();
     let min_interval = Duration::from_secs(1) / cfg.max_fps.max(1);
@@ -720,6 +728,8 @@ pub async fn start(
         tls: cfg.tls.clone(),
         desktop_name,
         view_only: cfg.view_only,
+        drawn_cursor: cfg.drawn_cursor,
+        resizer: cfg.resizer.clone(),
         consent: cfg.consent.clone(),
         ticket: cfg.ticket.clone(),
         handshake_timeout: cfg.handshake_timeout,
@@ -1013,11 +1023,12 @@ fn capture_loop(
                 damage_log.push_back((seq, c.damage));
                 tx.send_replace(Arc::new(Published {
                     seq,
-                    frame: Arc::new(c.frame),
+                    frame: c.frame,
                     moves: c.moves,
                     cursor: cursor.clone(),
                     damage: Arc::new(damage_log.iter().cloned().collect()),
                     screens: screens.clone(),
+                    pointer: c.pointer,
                 }));
             }
             Ok(None) => {}
@@ -1050,11 +1061,12 @@ mod capture_tests {
                 panic!("injected capture failure");
             }
             Ok(Some(Capture {
-                frame: Frame::new(8, 8),
+                frame: Arc::new(Frame::new(8, 8)),
                 damage: None,
                 moves: Vec::new(),
                 cursor: None,
                 screens: None,
+                pointer: None,
             }))
         }
     }

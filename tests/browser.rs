@@ -180,6 +180,8 @@ fn the_served_novnc_page_shows_the_screen_and_drives_it() {
             &d,
             "--password-file",
             pw.to_str().unwrap(),
+            // Compared with `import` grabs, which never show the pointer.
+            "--no-drawn-cursor",
         ],
     );
     let url = format!("http://{}/?ticket=4711", serve.addr);

@@ -257,6 +257,9 @@ impl Tvnc {
             .arg("serve")
             .args(args)
             .args(["--no-auth", "--listen", "127.0.0.1:0"])
+            // These tests compare pictures with `import` grabs, which never
+            // show the pointer; tests/cursor.rs covers the drawn cursor.
+            .arg("--no-drawn-cursor")
             // Its own process group, as a job in a terminal: a "Ctrl-C" is
             // sent to the group (see `ctrl_c`).
             .process_group(0)

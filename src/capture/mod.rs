@@ -1,6 +1,7 @@
 //! Screen sources: where frames come from. The session engine only sees
 //! [`ScreenSource`]; X11, Windows/macOS and the synthetic test pattern plug in here.
 
+pub mod resize;
 #[cfg(target_os = "linux")]
 mod shm;
 pub mod test_pattern;
@@ -101,7 +102,9 @@ impl CursorShape {
 /// One capture.
 #[derive(Debug)]
 pub struct Capture {
-    pub frame: Frame,
+    /// Shared, so a capture where only the pointer moved hands on the
+    /// previous frame without copying it.
+    pub frame: std::sync::Arc<Frame>,
     /// Where the source knows the screen changed since the previous capture
     /// (`None`: unknown, compare everything).
     pub damage: Option<Vec<Rect>>,
@@ -111,6 +114,9 @@ pub struct Capture {
     /// The monitors within the frame (RandR), when they changed; an empty
     /// list means one screen covering the frame.
     pub screens: Option<Vec<Rect>>,
+    /// Where the pointer's hotspot is now, in frame coordinates (`None`:
+    /// unknown, or off the served area).
+    pub pointer: Option<(u16, u16)>,
 }
 
 pub trait ScreenSource: Send + 'static {

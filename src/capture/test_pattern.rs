@@ -110,11 +110,12 @@ impl ScreenSource for TestPattern {
                 self.last_frame_no = n;
                 self.last_size = (w, h);
                 return Ok(Some(Capture {
-                    frame: render(w, h, n),
+                    frame: std::sync::Arc::new(render(w, h, n)),
                     damage: None,
                     moves,
                     cursor: first.then(CursorShape::arrow),
                     screens: None,
+                    pointer: None,
                 }));
             }
             let now = Instant::now();
@@ -361,6 +362,6 @@ mod tests {
         assert!(p.next(Duration::from_millis(20)).unwrap().is_none());
         ctl.set_frame(7);
         let c = p.next(Duration::from_millis(1)).unwrap().unwrap();
-        assert_eq!(c.frame, render(64, 48, 7));
+        assert_eq!(*c.frame, render(64, 48, 7));
     }
 }

@@ -32,6 +32,8 @@ pub enum VirtualError {
     Spawn(std::io::Error),
     #[error("Xvfb did not report a display (is the X authority file readable?): {0}")]
     NoDisplay(String),
+    #[error("cannot set the virtual display's size: {0}")]
+    Size(#[from] super::resize::ResizeError),
     #[error("cannot start session command {cmd:?}: {source}")]
     Session { cmd: String, source: std::io::Error },
     #[error("cannot write the X authority file {path}: {source}")]
@@ -202,6 +204,8 @@ pub struct VirtualDisplay {
     pub display: String,
     xvfb: Child,
     session: Option<SessionRunner>,
+    /// Viewers may resize it (RandR; Xvfb started at the largest size).
+    resizable: bool,
     // Dropped after the processes (fields drop in order, after Drop::drop).
     auth: Arc<XAuthority>,
 }
@@ -232,6 +236,17 @@ impl VirtualDisplay {
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .and_then(Weak::upgrade);
+        // With the authority exported, this process can talk to the
+        // display (XAUTHORITY): start Xvfb at the largest size viewers may
+        // ask for (Xvfb allocates its framebuffer once; RandR sizes stay
+        // within it) and set the requested size through RandR at once.
+        let resizable = exported.is_some();
+        let (xw, xh) = if resizable {
+            let max = super::resize::VIRTUAL_MAX;
+            (width.max(max.0), height.max(max.1))
+        } else {
+            (width, height)
+        };
         let auth = match exported {
             Some(a) => a,
             None => Arc::new(XAuthority::create()?),
@@ -244,7 +259,7 @@ impl VirtualDisplay {
                 "1",
                 "-screen",
                 "0",
-                &format!("{width}x{height}x24"),
+                &format!("{xw}x{xh}x24"),
                 "-noreset",
                 "-nolisten",
                 "tcp",
@@ -278,8 +293,14 @@ impl VirtualDisplay {
             display: name,
             xvfb,
             session: None,
+            resizable,
             auth,
         };
+        if resizable && (xw, xh) != (width, height) {
+            // On error `v` is dropped, which stops Xvfb.
+            use super::resize::DesktopResizer as _;
+            super::resize::XRandrResizer::new(&v.display).resize(width, height)?;
+        }
         if let Some(cmd) = session {
             let spawn = {
                 let (cmd, display, xauth) = (
@@ -309,6 +330,13 @@ impl VirtualDisplay {
             v.session = Some(SessionRunner::start(child, spawn, restart));
         }
         Ok(v)
+    }
+
+    /// What viewers' SetDesktopSize requests go to (`None`: this display
+    /// was started without an exported X authority and cannot be resized).
+    pub fn resizer(&self) -> Option<Arc<dyn super::resize::DesktopResizer>> {
+        self.resizable
+            .then(|| Arc::new(super::resize::XRandrResizer::new(&self.display)) as _)
     }
 
     /// Resolves when the session command has ended for good (it exited and

@@ -30,6 +30,15 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 const CURSOR_RETRY: Duration = Duration::from_millis(50);
 const CURSOR_ATTEMPTS: u32 = 5;
 
+/// How often the pointer position is read (QueryPointer, one round trip):
+/// X reports no motion to a client that does not grab or select it on
+/// every window, and x0vncserver polls the same way.
+const POINTER_POLL: Duration = Duration::from_millis(25);
+/// After the pointer has been still for [`POINTER_STILL`], it is read this
+/// often instead (idle CPU; the first move is seen within this).
+const POINTER_POLL_IDLE: Duration = Duration::from_millis(100);
+const POINTER_STILL: Duration = Duration::from_secs(1);
+
 /// How often the RandR monitors are re-read: X sends no event when a
 /// monitor is defined, moved or deleted (`xrandr --setmonitor`), only for
 /// size changes.
@@ -76,6 +85,8 @@ pub struct X11Source {
     cursor_events: bool,
     /// The screen as last captured; updated in place where it changed.
     current: Frame,
+    /// `current` as last handed out, reused when only the pointer moved.
+    published: Option<Arc<Frame>>,
     have_frame: bool,
     /// Damage seen but not yet captured (frame coordinates).
     dirty: Vec<Rect>,
@@ -99,6 +110,13 @@ pub struct X11Source {
     cursor_failures: u32,
     last_poll: Instant,
     last_layout_check: Instant,
+    /// The pointer's hotspot in frame coordinates (`None`: off the served
+    /// area or unknown), when it was last read, and whether it moved since
+    /// the last capture.
+    pointer: Option<(u16, u16)>,
+    last_pointer_poll: Instant,
+    last_pointer_move: Instant,
+    pointer_moved: bool,
 }
 
 impl X11Source {
@@ -134,6 +152,7 @@ impl X11Source {
             region: None,
             cursor_events: false,
             current: Frame::new(width, height),
+            published: None,
             have_frame: false,
             dirty: Vec::new(),
             resized: false,
@@ -144,6 +163,10 @@ impl X11Source {
             cursor_failures: 0,
             last_poll: Instant::now(),
             last_layout_check: Instant::now(),
+            pointer: None,
+            last_pointer_poll: Instant::now(),
+            last_pointer_move: Instant::now(),
+            pointer_moved: false,
             monitor,
             crop: Rect::new(0, 0, width, height),
             screens: Vec::new(),
@@ -493,8 +516,12 @@ impl X11Source {
         Ok(())
     }
 
-    /// The current pointer image; `Ok(None)` when it is unusable (empty or
-    /// larger than 256x256), `Err` when the X server refused to tell.
+    /// The current pointer image; `Ok(None)` when it is unusable (empty, or
+    /// fewer pixels than its size says), `Err` when the X server refused
+    /// to tell. Images larger than [`MAX_CURSOR_EDGE`] (huge themed
+    /// cursors) are cut to that size around the hotspot.
+    ///
+    /// [`MAX_CURSOR_EDGE`]: crate::rfb::limits::MAX_CURSOR_EDGE
     fn cursor_image(&self) -> Result<Option<CursorShape>, String> {
         let c = self
             .conn
@@ -502,17 +529,13 @@ impl X11Source {
             .map_err(|e| e.to_string())?
             .reply()
             .map_err(|e| e.to_string())?;
-        if c.width == 0 || c.height == 0 || c.width > 256 || c.height > 256 {
-            return Ok(None);
-        }
-        let pixels = c.cursor_image.iter().map(|&p| unpremultiply(p)).collect();
-        Ok(Some(CursorShape {
-            width: c.width,
-            height: c.height,
-            hot_x: c.xhot.min(c.width - 1),
-            hot_y: c.yhot.min(c.height - 1),
-            pixels,
-        }))
+        Ok(cursor_from_image(
+            c.width,
+            c.height,
+            c.xhot,
+            c.yhot,
+            &c.cursor_image,
+        ))
     }
 
     /// Read the new cursor image if one is due. A failed read is retried
@@ -546,6 +569,47 @@ impl X11Source {
         }
     }
 
+    /// Read where the pointer is, if it is time to; marks a move.
+    fn pointer_interval(&self) -> Duration {
+        if self.last_pointer_move.elapsed() < POINTER_STILL {
+            POINTER_POLL
+        } else {
+            POINTER_POLL_IDLE
+        }
+    }
+
+    fn poll_pointer(&mut self) -> Result<(), CaptureError> {
+        if self.last_pointer_poll.elapsed() < self.pointer_interval() && self.have_frame {
+            return Ok(());
+        }
+        self.last_pointer_poll = Instant::now();
+        let p = self
+            .conn
+            .query_pointer(self.root)
+            .map_err(xerr)?
+            .reply()
+            .map_err(xerr)?;
+        let crop = self.crop;
+        let (x, y) = (i32::from(p.root_x), i32::from(p.root_y));
+        let inside = p.same_screen
+            && x >= i32::from(crop.x)
+            && y >= i32::from(crop.y)
+            && x < i32::from(crop.x) + i32::from(crop.w)
+            && y < i32::from(crop.y) + i32::from(crop.h);
+        let pos = inside.then(|| {
+            (
+                (x - i32::from(crop.x)) as u16,
+                (y - i32::from(crop.y)) as u16,
+            )
+        });
+        if pos != self.pointer {
+            self.pointer = pos;
+            self.pointer_moved = true;
+            self.last_pointer_move = Instant::now();
+        }
+        Ok(())
+    }
+
     fn cursor_due(&self) -> bool {
         self.cursor_changed && self.cursor_retry_at.is_none_or(|t| Instant::now() >= t)
     }
@@ -560,6 +624,45 @@ fn copy_rows(pixels: &mut [u32], stride: usize, r: Rect, bytes: &[u8]) {
             *dst = u32::from_le_bytes([px[0], px[1], px[2], 0]);
         }
     }
+}
+
+/// A cursor image from XFixes (premultiplied ARGB, `w * h` pixels), cut
+/// to at most [`MAX_CURSOR_EDGE`] on each side around the hotspot.
+///
+/// [`MAX_CURSOR_EDGE`]: crate::rfb::limits::MAX_CURSOR_EDGE
+fn cursor_from_image(w: u16, h: u16, hot_x: u16, hot_y: u16, px: &[u32]) -> Option<CursorShape> {
+    if w == 0 || h == 0 || px.len() < w as usize * h as usize {
+        return None;
+    }
+    let max = crate::rfb::limits::MAX_CURSOR_EDGE;
+    let (hot_x, hot_y) = (hot_x.min(w - 1), hot_y.min(h - 1));
+    // The window's start on each axis: keep the hotspot inside it.
+    let start = |len: u16, hot: u16| -> u16 {
+        if len <= max {
+            0
+        } else {
+            hot.saturating_sub(max / 2).min(len - max)
+        }
+    };
+    let (x0, y0) = (start(w, hot_x), start(h, hot_y));
+    let (cw, ch) = (w.min(max), h.min(max));
+    let mut pixels = Vec::with_capacity(cw as usize * ch as usize);
+    for y in y0..y0 + ch {
+        let row = y as usize * w as usize;
+        let from = row + x0 as usize;
+        pixels.extend(
+            px[from..from + cw as usize]
+                .iter()
+                .map(|&p| unpremultiply(p)),
+        );
+    }
+    Some(CursorShape {
+        width: cw,
+        height: ch,
+        hot_x: hot_x - x0,
+        hot_y: hot_y - y0,
+        pixels,
+    })
 }
 
 /// XFixes gives premultiplied ARGB; viewers want straight colour.
@@ -643,7 +746,9 @@ impl X11Source {
                 || self.resized
                 || self.damage.is_none() && { self.last_poll.elapsed() >= POLL_INTERVAL };
             let cursor_due = self.cursor_due();
-            if full || !self.dirty.is_empty() || cursor_due {
+            self.poll_pointer()?;
+            let pointer_moved = std::mem::take(&mut self.pointer_moved);
+            if full || !self.dirty.is_empty() || cursor_due || pointer_moved {
                 let damage = if full {
                     self.last_poll = Instant::now();
                     let all = self.current.bounds();
@@ -665,15 +770,26 @@ impl X11Source {
                 self.full_grab = false;
                 let screens =
                     std::mem::take(&mut self.layout_changed).then(|| self.screens.clone());
-                if damage.as_ref().is_some_and(|d| d.is_empty()) && cursor.is_none() && !first {
+                if damage.as_ref().is_some_and(|d| d.is_empty())
+                    && cursor.is_none()
+                    && !pointer_moved
+                    && !first
+                {
                     continue;
                 }
+                // Nothing grabbed (only the pointer moved): the last frame.
+                let frame = match &self.published {
+                    Some(f) if damage.as_ref().is_some_and(|d| d.is_empty()) => f.clone(),
+                    _ => Arc::new(self.current.clone()),
+                };
+                self.published = Some(frame.clone());
                 return Ok(Some(Capture {
-                    frame: self.current.clone(),
+                    frame,
                     damage,
                     moves: Vec::new(),
                     cursor,
                     screens,
+                    pointer: self.pointer,
                 }));
             }
             let now = Instant::now();
@@ -685,6 +801,10 @@ impl X11Source {
                 wait = wait.min(POLL_INTERVAL);
             }
             wait = wait.min(LAYOUT_POLL.saturating_sub(self.last_layout_check.elapsed()));
+            wait = wait.min(
+                self.pointer_interval()
+                    .saturating_sub(self.last_pointer_poll.elapsed()),
+            );
             if let (true, Some(t)) = (self.cursor_changed, self.cursor_retry_at) {
                 wait = wait.min(t.saturating_duration_since(now));
             }
@@ -781,6 +901,29 @@ mod tests {
             .expect("a frame after resynchronising");
         assert_eq!((c.frame.width, c.frame.height), (320, 200));
         assert_eq!(src.resyncs, 0, "a successful capture resets the count");
+    }
+
+    #[test]
+    fn huge_cursors_are_cut_around_the_hotspot() {
+        // 600x300, each pixel encoding its own coordinates.
+        let (w, h) = (600u16, 300u16);
+        let px: Vec<u32> = (0..h as u32)
+            .flat_map(|y| (0..w as u32).map(move |x| 0xff00_0000 | (y << 10) | x))
+            .collect();
+        let c = cursor_from_image(w, h, 500, 290, &px).unwrap();
+        assert_eq!((c.width, c.height), (256, 256));
+        // The hotspot is still the pixel it was.
+        let at =
+            |c: &CursorShape, x: u16, y: u16| c.pixels[y as usize * c.width as usize + x as usize];
+        assert_eq!(at(&c, c.hot_x, c.hot_y), 0xff00_0000 | (290 << 10) | 500);
+        let small = cursor_from_image(16, 16, 40, 3, &px[..256]).unwrap();
+        assert_eq!(
+            (small.width, small.height, small.hot_x, small.hot_y),
+            (16, 16, 15, 3)
+        );
+        // Fewer pixels than the size says, or empty: refused.
+        assert!(cursor_from_image(16, 16, 0, 0, &px[..255]).is_none());
+        assert!(cursor_from_image(0, 16, 0, 0, &px).is_none());
     }
 
     #[test]

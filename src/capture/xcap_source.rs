@@ -89,11 +89,12 @@ impl ScreenSource for XcapSource {
             if self.last.as_ref() != Some(&frame) {
                 self.last = Some(frame.clone());
                 return Ok(Some(Capture {
-                    frame,
+                    frame: std::sync::Arc::new(frame),
                     damage: None,
                     moves: Vec::new(),
                     cursor: None,
                     screens: None,
+                    pointer: None,
                 }));
             }
             if Instant::now() >= deadline {

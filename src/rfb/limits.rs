@@ -91,3 +91,6 @@ pub const HTTP_MAX_HEADERS: usize = 32;
 pub const WS_MAX_FRAME_BYTES: usize = MAX_MESSAGE_BYTES + 64 * 1024;
 /// Bytes of RFB output carried in one outgoing WebSocket frame at most.
 pub const WS_MAX_OUT_FRAME_BYTES: usize = 256 * 1024;
+/// Largest cursor edge sent to viewers or composited (pixels); larger
+/// images are cut to this around the hotspot by the capture.
+pub const MAX_CURSOR_EDGE: u16 = 256;

@@ -21,6 +21,14 @@ pub mod enc {
     pub const DESKTOP_SIZE: i32 = -223;
     pub const LAST_RECT: i32 = -224;
     pub const CURSOR: i32 = -239;
+    /// X Cursor: two colours, a bitmap and a mask.
+    pub const X_CURSOR: i32 = -240;
+    /// Pointer Position (TightVNC's): the pointer's hotspot as x, y.
+    pub const POINTER_POS: i32 = -232;
+    /// Cursor With Alpha: RGBA, alpha pre-multiplied, in a real encoding.
+    pub const CURSOR_WITH_ALPHA: i32 = -314;
+    /// VMware Cursor Position: the pointer's hotspot as x, y (TigerVNC's).
+    pub const VMWARE_CURSOR_POSITION: i32 = 0x574d_5666;
     pub const DESKTOP_NAME: i32 = -307;
     pub const EXTENDED_DESKTOP_SIZE: i32 = -308;
     pub const FENCE: i32 = -312;

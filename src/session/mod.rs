@@ -6,7 +6,9 @@
 pub mod clipboard;
 mod congestion;
 pub mod consent;
+mod desktop_size;
 mod flow;
+pub mod pointer;
 mod transport;
 pub mod update;
 
@@ -130,6 +132,10 @@ pub struct SessionConfig {
     pub desktop_name: String,
     /// Everybody may only watch (`--view-only`).
     pub view_only: bool,
+    /// Draw the customer's pointer into viewers' pictures (session/pointer.rs).
+    pub drawn_cursor: bool,
+    /// Resizes the desktop for SetDesktopSize (`--virtual`); `None`: refused.
+    pub resizer: Option<Arc<dyn crate::capture::resize::DesktopResizer>>,
     pub consent: ConsentPolicy,
     /// The ticket for sessions whose credential names none (`--ticket`).
     pub ticket: Option<String>,
@@ -868,9 +874,11 @@ impl Session {
     ) -> EndReason {
         let (rd, wr) = tokio::io::split(stream);
         let f = self.frames.borrow().frame.clone();
+        let mut viewer = ViewerState::new(f.width, f.height);
+        viewer.drawn_cursor = self.cfg.drawn_cursor;
         let mut live = Live {
             conn,
-            viewer: ViewerState::new(f.width, f.height),
+            viewer,
             writes: Writes::start(wr, self.cfg.write_stall_timeout),
             rd,
             buf: vec![0u8; 64 * 1024],
@@ -1119,6 +1127,7 @@ impl Session {
                 if rights.pointer {
                     let held = self.input.pointer(buttons, x, y);
                     self.held.pointer(held, x, y);
+                    v.pointer.viewer_moved(x, y);
                 }
             }
             ClientMessage::ClientCutText(t) => {
@@ -1164,9 +1173,22 @@ impl Session {
             }
             // Handled by the session's flow control before this.
             ClientMessage::Fence { .. } | ClientMessage::EnableContinuousUpdates { .. } => {}
-            ClientMessage::SetDesktopSize { .. } => {
-                // The desktop size is the customer's; viewers may not change it.
-                v.resize_reply_due = Some(update::ResizeReply { status: 1 });
+            ClientMessage::SetDesktopSize {
+                width,
+                height,
+                screens,
+            } => {
+                // A real screen's size is the customer's: refused (status
+                // 1) unless the desktop is ticketvnc's own (--virtual).
+                let may = rights.keys || rights.pointer;
+                let resizer = self.cfg.resizer.as_deref().filter(|_| may);
+                let status = desktop_size::answer(resizer, (width, height), screens);
+                info!(
+                    session = self.info.session_id(),
+                    width, height, status, "desktop size requested"
+                );
+                v.resize_wanted = (status == 0).then_some((width, height));
+                v.resize_reply_due = Some(update::ResizeReply { status });
                 v.request(true, crate::framebuffer::Rect::default());
             }
         }

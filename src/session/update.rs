@@ -2,7 +2,9 @@
 //! given the newest published frame, [`ViewerState::build_update`] returns
 //! the bytes of one FramebufferUpdate (or nothing yet).
 
+use super::pointer::{self, PointerView};
 use crate::capture::{CursorShape, MoveHint};
+use crate::encoding::cursor::{self, ShapeKind};
 use crate::encoding::{write_copy_rect, ClientEncodings, ConnectionEncoders, EncodeParams};
 use crate::framebuffer::{diff, Frame, Rect};
 use crate::rfb::messages::{enc, write_colour_map, write_rect_header, write_update_header};
@@ -23,6 +25,8 @@ pub struct Published {
     pub damage: Arc<Vec<(u64, Option<Vec<Rect>>)>>,
     /// Monitor layout inside the frame; empty: one screen covering it.
     pub screens: Arc<Vec<Rect>>,
+    /// Where the pointer's hotspot is (frame coordinates), when known.
+    pub pointer: Option<(u16, u16)>,
 }
 
 impl Published {
@@ -79,6 +83,7 @@ fn fit(latest: &Published, size: (u16, u16)) -> Published {
         cursor: latest.cursor.clone(),
         damage: Arc::new(Vec::new()),
         screens: Arc::new(Vec::new()),
+        pointer: latest.pointer,
     }
 }
 
@@ -132,13 +137,24 @@ pub struct ViewerState {
     pub name_due: Option<String>,
     pub updates_sent: u64,
     pub resize_reply_due: Option<ResizeReply>,
+    /// The size this viewer's SetDesktopSize set (answered once the
+    /// capture shows it).
+    pub resize_wanted: Option<(u16, u16)>,
     /// Serial of the cursor image the viewer has (0: none).
     cursor_serial: u64,
     /// The viewer just enabled ExtendedDesktopSize and should learn the layout.
     layout_due: bool,
     /// The monitor layout the viewer was last told.
     screens_sent: Arc<Vec<Rect>>,
+    /// The customer's pointer as this viewer sees it (position told,
+    /// cursor drawn into its picture).
+    pub pointer: PointerView,
+    /// Whether the pointer may be drawn into this viewer's picture.
+    pub drawn_cursor: bool,
 }
+
+/// `cursor_serial` of the hidden shape sent while the cursor is rendered.
+const HIDDEN_CURSOR: u64 = u64::MAX;
 
 /// Answer owed to a SetDesktopSize request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,9 +177,27 @@ impl ViewerState {
             name_due: None,
             updates_sent: 0,
             resize_reply_due: None,
+            resize_wanted: None,
             cursor_serial: 0,
             layout_due: false,
             screens_sent: Arc::new(Vec::new()),
+            pointer: PointerView::default(),
+            drawn_cursor: true,
+        }
+    }
+
+    /// The cursor-shape encoding the viewer gets: with alpha, else the
+    /// classic Cursor, else X Cursor (TigerVNC's order).
+    fn shape_kind(&self) -> Option<ShapeKind> {
+        let e = &self.encodings;
+        if e.cursor_alpha {
+            Some(ShapeKind::Alpha)
+        } else if e.cursor {
+            Some(ShapeKind::Rich)
+        } else if e.x_cursor {
+            Some(ShapeKind::X)
+        } else {
+            None
         }
     }
 
@@ -177,9 +211,14 @@ impl ViewerState {
     }
 
     pub fn set_encodings(&mut self, list: &[i32]) {
+        let old_kind = self.shape_kind();
         let old = std::mem::replace(&mut self.encodings, ClientEncodings::from_list(list));
-        if self.encodings.cursor && !old.cursor {
+        if self.shape_kind() != old_kind {
             self.cursor_serial = 0;
+        }
+        let pos = |e: &ClientEncodings| e.pointer_pos || e.vmware_cursor_pos;
+        if pos(&self.encodings) && !pos(&old) {
+            self.pointer.reset_position();
         }
         if self.encodings.extended_desktop_size && !old.extended_desktop_size {
             self.layout_due = true;
@@ -221,8 +260,7 @@ impl ViewerState {
         let Some((req, full)) = self.request else {
             return false;
         };
-        let frame = &*latest.frame;
-        let size = (frame.width, frame.height);
+        let size = (latest.frame.width, latest.frame.height);
         let resized = size != self.viewer_size;
         if self.encodings.extended_desktop_size && *latest.screens != *self.screens_sent {
             self.layout_due = true;
@@ -235,7 +273,21 @@ impl ViewerState {
             // framebuffer.
             return self.build_update(&fit(latest, self.viewer_size), out);
         }
-        let pseudo = self.pseudo_rects(latest, resized);
+        // The customer's pointer drawn into this viewer's pixels only.
+        let rendering = self.drawn_cursor
+            && self
+                .pointer
+                .needs_render(latest, self.shape_kind().is_some());
+        let composited;
+        let (latest, drawn) = match rendering.then(|| pointer::composite(latest)).flatten() {
+            Some((p, r)) => {
+                composited = p;
+                (&composited, Some(r))
+            }
+            None => (latest, None),
+        };
+        let frame = &*latest.frame;
+        let pseudo = self.pseudo_rects(latest, resized, rendering);
         let bounds = frame.bounds();
         // After a resize the viewer's request may be for the old size: serve
         // the whole new framebuffer instead.
@@ -245,7 +297,8 @@ impl ViewerState {
             req.intersect(&bounds)
         };
         let mut body = Rects::default();
-        let rects = self.changed_rects(latest, area, full, &mut body);
+        let rects = self.changed_rects(latest, area, full, drawn, &mut body);
+        self.pointer.compared(area, drawn);
         if rects.is_empty() && body.count == 0 && pseudo.rects.count == 0 && !full {
             // Nothing new for an incremental request: keep it pending.
             return false;
@@ -263,14 +316,28 @@ impl ViewerState {
 
     /// The pseudo-rectangles due: a size or layout change (in its own
     /// update), the cursor, the desktop name.
-    fn pseudo_rects(&mut self, latest: &Published, resized: bool) -> Pseudo {
+    fn pseudo_rects(&mut self, latest: &Published, resized: bool, rendering: bool) -> Pseudo {
         let size = (latest.frame.width, latest.frame.height);
         let mut p = Pseudo::default();
+        // A resize this viewer asked for is answered with the new size
+        // (reason 1, status 0) once the capture shows it.
+        let granted = self.resize_reply_due.is_some_and(|r| r.status == 0);
+        let waiting = granted && self.resize_wanted.is_some_and(|w| w != size);
         if resized {
-            self.write_size_rect(size, 0, 0, &latest.screens, &mut p.size_rect);
+            let reason = if granted {
+                self.resize_reply_due = None;
+                self.resize_wanted = None;
+                1
+            } else {
+                0
+            };
+            self.write_size_rect(size, reason, 0, &latest.screens, &mut p.size_rect);
             self.viewer_size = size;
             self.shadow = None;
+        } else if waiting {
+            // The screen has not changed yet: the reply comes with it.
         } else if let Some(reply) = self.resize_reply_due.take() {
+            self.resize_wanted = None;
             if self.encodings.extended_desktop_size {
                 self.write_size_rect(size, 1, reply.status, &latest.screens, &mut p.size_rect);
                 self.layout_due = false;
@@ -282,11 +349,37 @@ impl ViewerState {
             p.rects.count += 1;
         }
         self.layout_due = false;
-        if let Some((serial, shape)) = &latest.cursor {
-            if self.encodings.cursor && *serial != self.cursor_serial {
-                crate::encoding::cursor::write_cursor(shape, &self.pf, &mut p.rects.bytes);
+        if let Some(kind) = self.shape_kind() {
+            // While the cursor is drawn into the picture the viewer's own
+            // is hidden, or it would show two (TigerVNC does the same).
+            let due = match &latest.cursor {
+                _ if rendering => Some((HIDDEN_CURSOR, None)),
+                Some((serial, shape)) => Some((*serial, Some(shape))),
+                None => None,
+            };
+            if let Some((serial, shape)) = due.filter(|(s, _)| *s != self.cursor_serial) {
+                let b = &mut p.rects.bytes;
+                let shape = shape.map_or_else(|| Arc::new(cursor::hidden()), Arc::clone);
+                if !cursor::write_shape(kind, &shape, &self.pf, b) {
+                    cursor::write_shape(kind, &CursorShape::arrow(), &self.pf, b);
+                }
                 p.rects.count += 1;
-                self.cursor_serial = *serial;
+                self.cursor_serial = serial;
+            }
+        }
+        let e = &self.encodings;
+        if e.vmware_cursor_pos || e.pointer_pos {
+            let encoding = if e.vmware_cursor_pos {
+                enc::VMWARE_CURSOR_POSITION
+            } else {
+                enc::POINTER_POS
+            };
+            let inside = latest
+                .pointer
+                .filter(|&(x, y)| x < latest.frame.width && y < latest.frame.height);
+            if let Some(pos) = self.pointer.position_due(inside) {
+                cursor::write_pointer_pos(encoding, pos, &mut p.rects.bytes);
+                p.rects.count += 1;
             }
         }
         if let Some(name) = self.name_due.take() {
@@ -308,9 +401,13 @@ impl ViewerState {
         latest: &Published,
         area: Rect,
         full: bool,
+        drawn: Option<Rect>,
         body: &mut Rects,
     ) -> Vec<Rect> {
         let frame = &*latest.frame;
+        // Where a composited cursor was or is: compared whatever the
+        // capture's damage says (the published frames never have it).
+        let cursor_areas = self.pointer.extra_damage(drawn);
         let rects = match &mut self.shadow {
             Some(shadow)
                 if !full && shadow.width == frame.width && shadow.height == frame.height =>
@@ -324,7 +421,10 @@ impl ViewerState {
                     }
                 }
                 let hint = if self.shadow_whole {
-                    latest.damage_since(self.shadow_seq)
+                    latest.damage_since(self.shadow_seq).map(|mut d| {
+                        d.extend_from_slice(&cursor_areas);
+                        d
+                    })
                 } else {
                     None
                 };
@@ -468,6 +568,7 @@ mod tests {
             cursor: None,
             damage: Arc::new(Vec::new()),
             screens: Arc::new(Vec::new()),
+            pointer: None,
         }
     }
 
@@ -652,6 +753,84 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A viewer without cursor shapes gets the pointer drawn where it is,
+    /// and the pixels under the old place back when it moves; the
+    /// published frame is never touched.
+    #[test]
+    fn drawn_cursor_follows_the_pointer_and_is_erased() {
+        use crate::encoding::decode::{ClientFramebuffer, Decoder};
+        let (w, h) = (160u16, 120u16);
+        let frame = Arc::new(render(w, h, 3));
+        let clean = frame.pixels.clone();
+        let arrow = Arc::new(CursorShape::arrow());
+        let at = |seq: u64, p: (u16, u16)| Published {
+            pointer: Some(p),
+            cursor: Some((1, arrow.clone())),
+            damage: Arc::new(vec![(seq, Some(vec![]))]),
+            frame: frame.clone(),
+            ..publish(seq, Frame::new(1, 1))
+        };
+        let mut v = ViewerState::new(w, h);
+        let mut fb = ClientFramebuffer::new(w, h, PixelFormat::NATIVE);
+        let mut dec = Decoder::new();
+        for (n, p) in [(20u16, 30u16), (100, 70), (155, 115)]
+            .into_iter()
+            .enumerate()
+        {
+            v.request(n > 0, Rect::new(0, 0, w, h));
+            let latest = at(n as u64 + 1, p);
+            let mut out = Vec::new();
+            assert!(v.build_update(&latest, &mut out), "update {n}");
+            assert_eq!(dec.decode_message(&out, &mut fb), Ok(out.len()));
+            let (want, _) = pointer::composite(&latest).unwrap();
+            assert!(fb.pixels == want.frame.pixels, "pointer at {p:?}");
+            if n > 0 {
+                // Only the cursor areas (tile-wide runs) were sent, not
+                // the whole screen.
+                assert!(
+                    out.len() < w as usize * h as usize * 2,
+                    "{} bytes",
+                    out.len()
+                );
+            }
+        }
+        assert_eq!(frame.pixels, clean, "the published frame was drawn on");
+        // The pointer comes under this viewer's own hand: nothing drawn.
+        // (A viewer without shapes keeps the drawn cursor: it has no other.)
+        v.set_encodings(&[enc::RAW, enc::CURSOR]);
+        v.pointer.viewer_moved(60, 60);
+        v.request(true, Rect::new(0, 0, w, h));
+        let mut out = Vec::new();
+        assert!(v.build_update(&at(4, (60, 60)), &mut out));
+        // The real shape comes back (a Cursor rectangle) and the body
+        // restores the last drawn area.
+        assert_eq!(dec.decode_message(&out, &mut fb), Ok(out.len()));
+        assert!(fb.pixels == clean, "the drawn cursor was not removed");
+    }
+
+    /// A granted SetDesktopSize is answered (reason 1, status 0) with the
+    /// new size once a frame has it, not before with the old one.
+    #[test]
+    fn a_granted_resize_is_answered_with_the_new_size() {
+        let mut v = ViewerState::new(100, 80);
+        v.set_encodings(&[enc::RAW, enc::EXTENDED_DESKTOP_SIZE]);
+        v.request(false, Rect::new(0, 0, 100, 80));
+        assert!(v.build_update(&publish(1, render(100, 80, 0)), &mut Vec::new()));
+        v.resize_wanted = Some((60, 50));
+        v.resize_reply_due = Some(ResizeReply { status: 0 });
+        v.request(true, Rect::default());
+        let mut out = Vec::new();
+        assert!(!v.build_update(&publish(1, render(100, 80, 0)), &mut out));
+        assert!(out.is_empty(), "answered before the screen changed");
+        assert!(v.build_update(&publish(2, render(60, 50, 0)), &mut out));
+        // reason 1, status 0, 60x50
+        assert_eq!(
+            &out[4..16],
+            &[0, 1, 0, 0, 0, 60, 0, 50, 0xff, 0xff, 0xfe, 0xcc]
+        );
+        assert!(v.resize_reply_due.is_none());
     }
 
     #[test]

@@ -224,6 +224,13 @@ fn server_stream(bytes: &[u8], pf: &PixelFormat) -> Result<(Vec<Vec<WireRect>>, 
                                     c.take(6 + 2 * w.div_ceil(8) * h)?;
                                 }
                             }
+                            // Cursor With Alpha: the encoding, then (as
+                            // ticketvnc sends it) Raw RGBA.
+                            -314 => {
+                                c.take(4 + w * h * 4)?;
+                            }
+                            // PointerPos, VMware Cursor Position: no data.
+                            -232 | 0x574d_5666 => {}
                             -307 => {
                                 let len = c.u32()? as usize;
                                 c.take(len)?;
