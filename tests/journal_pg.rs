@@ -1,0 +1,510 @@
+//! Team mode (issue 15): the journal on PostgreSQL, each test against its
+//! own private cluster (tests/common/pg.rs), and `--db` parsing through the
+//! real binary.
+
+mod binary;
+mod common;
+
+use common::pg::PgCluster;
+use std::process::{Command, Output};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+use ticketvnc::tickets::{
+    ChainKey, Consent, DbTarget, Direction, Event, Journal, Rights, SessionStart, SessionStats,
+};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ticketvnc"));
+    c.env("TICKETVNC_LOG", "warn").env_remove("TICKETVNC_DB");
+    c
+}
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = bin();
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run ticketvnc")
+}
+
+fn ok(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = run(args, env);
+    assert!(
+        out.status.success(),
+        "ticketvnc {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn code_of(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("One-time code: "))
+        .unwrap_or_else(|| panic!("no code in {stdout:?}"))
+        .trim()
+        .to_string()
+}
+
+fn start(ticket: &str) -> SessionStart {
+    SessionStart {
+        ticket: Some(ticket.into()),
+        peer: Some("192.0.2.7:51234".into()),
+        direction: Direction::Inbound,
+        security: "VNC".into(),
+        credential: "one-time code".into(),
+        technician: None,
+        rights: Rights::FULL,
+        consent: Consent::NotAsked,
+    }
+}
+
+fn vnc_response(code: &str, challenge: &[u8; 16]) -> [u8; 16] {
+    ticketvnc::security::vnc_auth_response(
+        &ticketvnc::security::VncPassword::new(code.as_bytes()),
+        challenge,
+    )
+}
+
+/// One key file for the team's one-time codes for the library tests of
+/// this process (the environment is process-wide; each test's database
+/// records the fingerprint of the same key).
+fn use_test_code_key() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let dir = tempfile::tempdir().unwrap().keep();
+        std::env::set_var("TICKETVNC_CODE_KEY_FILE", dir.join("team-code.key"));
+    });
+}
+
+#[test]
+fn unknown_url_schemes_are_errors_never_file_names() {
+    let dir = tempfile::tempdir().unwrap();
+    for db in [
+        "mysql://u:secret@h/db",
+        "postgress://h/db",
+        "file:///tmp/x.db",
+        "sqlite:///tmp/x.db",
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_ticketvnc"))
+            .current_dir(dir.path())
+            .env_remove("TICKETVNC_DB")
+            .args(["--db", db, "sessions"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{db} accepted");
+        assert!(err.contains("scheme"), "{db}: {err}");
+        assert!(!err.contains("secret"), "password shown: {err}");
+        // Before: a directory named `mysql:` (etc.) appeared.
+        let made: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(made.is_empty(), "{db} created {made:?}");
+    }
+    // The same through TICKETVNC_DB.
+    let out = Command::new(env!("CARGO_BIN_EXE_ticketvnc"))
+        .current_dir(dir.path())
+        .env("TICKETVNC_DB", "redis://h/0")
+        .args(["sessions"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
+}
+
+#[test]
+fn sqlite_prefix_and_env_name_the_same_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("j.db");
+    let with_prefix = format!("sqlite:{}", db.display());
+    let out = ok(&["--db", &with_prefix, "ticket", "open", "4711"], &[]);
+    assert!(out.contains("One-time code: "));
+    assert!(db.is_file());
+    // TICKETVNC_DB names the same journal; --db wins over it.
+    let shown = ok(
+        &["ticket", "show", "4711"],
+        &[("TICKETVNC_DB", &with_prefix)],
+    );
+    assert!(shown.contains("4711"), "{shown}");
+    let other = dir.path().join("other.db");
+    let out = run(
+        &["--db", other.to_str().unwrap(), "ticket", "show", "4711"],
+        &[("TICKETVNC_DB", &with_prefix)],
+    );
+    assert!(!out.status.success(), "--db loses against TICKETVNC_DB");
+}
+
+/// The journal API on PostgreSQL: the same rows, chain and checks.
+#[test]
+fn journal_on_postgres_records_and_verifies() {
+    let mut pg = PgCluster::start();
+    let url = pg.fresh_db();
+    use_test_code_key();
+    let target = DbTarget::parse(&url).unwrap();
+    let j = Journal::open_target(&target, None).unwrap();
+    assert!(j.is_postgres());
+    let (t, created) = j.open_ticket("4711", Some("Printer offline")).unwrap();
+    assert!(created && t.title == "Printer offline");
+    let code = j.issue_code("4711", Duration::from_secs(600)).unwrap();
+    let id = j.session_started(&start("4711")).unwrap();
+    j.event(
+        id,
+        &Event::Resize {
+            width: 800,
+            height: 600,
+        },
+    )
+    .unwrap();
+    j.session_ended(
+        id,
+        "viewer closed",
+        SessionStats {
+            bytes_in: 10,
+            bytes_out: 2000,
+            updates_sent: 3,
+        },
+    )
+    .unwrap();
+    j.add_note("4711", "Treiber neu installiert", Some("alice"))
+        .unwrap();
+    j.auth_failed(&start("4711"), "wrong password or code")
+        .unwrap();
+    let t = j
+        .close_ticket("4711", Some("Spooler neu gestartet"))
+        .unwrap();
+    assert_eq!(t.notes.len(), 1);
+    assert_eq!(t.live_codes, 0, "closing revoked the code");
+    let kinds: Vec<String> = j
+        .events(None)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "ticket_opened",
+            "code_issued",
+            "session_start",
+            "resize",
+            "session_end",
+            "note_added",
+            "session_start",
+            "auth_failure",
+            "session_end",
+            "ticket_closed"
+        ]
+    );
+    let s = j.sessions(Some("4711")).unwrap();
+    assert_eq!(s.len(), 2);
+    assert_eq!(s[1].stats.bytes_out, 2000);
+    let r = j.verify().unwrap();
+    assert!(r.broken.is_none(), "{:?}", r.broken);
+    assert_eq!(r.events, 10);
+    assert_eq!(j.head().unwrap().unwrap().1, r.head);
+    // The code was revoked with the ticket: refused.
+    let ch = [3u8; 16];
+    assert!(ticketvnc::security::Authenticator::verify_vnc(
+        &ticketvnc::tickets::CodeAuthenticator::new(Arc::new(j), None, None).unwrap(),
+        &ch,
+        &vnc_response(&code.code, &ch)
+    )
+    .is_none());
+
+    // Tampering is found, as in an sqlite file.
+    let mut c = pg.client(url.rsplit('/').next().unwrap());
+    c.execute("UPDATE sessions SET bytes_out = 1 WHERE id = $1", &[&id.0])
+        .unwrap();
+    let j = Journal::open_target(&target, None).unwrap();
+    let b = j.verify().unwrap().broken.expect("edit found");
+    assert_eq!((b.table, b.row), ("sessions", id.0));
+    c.execute(
+        "UPDATE sessions SET bytes_out = 2000 WHERE id = $1",
+        &[&id.0],
+    )
+    .unwrap();
+    c.execute("UPDATE events SET details = '{}' WHERE seq = 4", &[])
+        .unwrap();
+    let b = j.verify().unwrap().broken.expect("edit found");
+    assert_eq!((b.table, b.row), ("events", 4));
+    drop(j);
+    pg.stop();
+}
+
+/// Two journals on one database, as two servers: every code is accepted
+/// exactly once however the checks interleave.
+#[test]
+fn a_code_is_accepted_once_across_two_servers() {
+    let mut pg = PgCluster::start();
+    let url = pg.fresh_db();
+    use_test_code_key();
+    let target = DbTarget::parse(&url).unwrap();
+    let servers: Vec<Arc<ticketvnc::tickets::CodeAuthenticator>> = (0..2)
+        .map(|_| {
+            let j = Arc::new(Journal::open_target(&target, None).unwrap());
+            Arc::new(ticketvnc::tickets::CodeAuthenticator::new(j, None, None).unwrap())
+        })
+        .collect();
+    let issuer = Journal::open_target(&target, None).unwrap();
+    issuer.open_ticket("77", None).unwrap();
+    let rounds = 40;
+    let mut wins = [0u32; 2];
+    for round in 0..rounds {
+        let code = issuer.issue_code("77", Duration::from_secs(600)).unwrap();
+        let barrier = Arc::new(Barrier::new(4));
+        let threads: Vec<_> = (0..4)
+            .map(|i| {
+                let server = servers[i % 2].clone();
+                let barrier = barrier.clone();
+                let code = code.code.clone();
+                std::thread::spawn(move || {
+                    let ch = [(round * 4 + i) as u8; 16];
+                    let resp = vnc_response(&code, &ch);
+                    barrier.wait();
+                    ticketvnc::security::Authenticator::verify_vnc(server.as_ref(), &ch, &resp)
+                        .is_some()
+                })
+            })
+            .collect();
+        let won: Vec<usize> = threads
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, t)| t.join().unwrap().then_some(i))
+            .collect();
+        assert_eq!(won.len(), 1, "round {round}: winners {won:?}");
+        wins[won[0] % 2] += 1;
+    }
+    println!("{rounds} codes, 4 racing checks each on 2 servers: wins per server {wins:?}");
+    let used = issuer
+        .events(None)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "code_used")
+        .count();
+    assert_eq!(used, rounds);
+    assert!(issuer.verify().unwrap().broken.is_none());
+    drop(servers);
+    drop(issuer);
+    pg.stop();
+}
+
+/// A journal keyed with --journal-key-file keeps its key on PostgreSQL:
+/// a wrong key is refused, no key cannot write.
+#[test]
+fn keyed_chain_on_postgres() {
+    let mut pg = PgCluster::start();
+    let url = pg.fresh_db();
+    let target = DbTarget::parse(&url).unwrap();
+    let key = ChainKey::from_bytes([9; 32]);
+    let j = Journal::open_target(&target, Some(key.clone())).unwrap();
+    j.open_ticket("1", None).unwrap();
+    let r = j.verify().unwrap();
+    assert!(r.broken.is_none() && r.keyed_from == Some(1), "{r:?}");
+    drop(j);
+    let e = Journal::open_target(&target, Some(ChainKey::from_bytes([8; 32]))).unwrap_err();
+    assert!(e.to_string().contains("does not match"), "{e}");
+    let j = Journal::open_target(&target, None).unwrap();
+    let e = j.open_ticket("2", None).unwrap_err();
+    assert!(e.to_string().contains("keyed"), "{e}");
+    drop(j);
+    pg.stop();
+}
+
+/// A populated sqlite journal moves into the team database with `db
+/// copy`; `sessions verify` passes on the copy, and on a copy back.
+#[test]
+fn db_copy_moves_a_journal_and_verify_passes() {
+    let mut pg = PgCluster::start();
+    let url = pg.fresh_db();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("single.db");
+    let (tickets, sessions) = (30, 200);
+    {
+        let j = Journal::open(&src).unwrap();
+        j.add_technician("alice", b"correct horse").unwrap();
+        for t in 0..tickets {
+            let id = format!("T{t}");
+            j.open_ticket(&id, Some(&format!("Drucker {t} offline")))
+                .unwrap();
+            j.issue_code(&id, Duration::from_secs(600)).unwrap();
+            j.add_note(&id, "Spooler neu gestartet", Some("alice"))
+                .unwrap();
+        }
+        for s in 0..sessions {
+            let id = j
+                .session_started(&start(&format!("T{}", s % tickets)))
+                .unwrap();
+            j.event(
+                id,
+                &Event::Resize {
+                    width: 1024,
+                    height: 768,
+                },
+            )
+            .unwrap();
+            j.session_ended(id, "viewer closed", SessionStats::default())
+                .unwrap();
+        }
+        for t in 0..tickets / 2 {
+            j.close_ticket(&format!("T{t}"), Some("fixed")).unwrap();
+        }
+        // One session still open (its process "crashed").
+        j.session_started(&start("T29")).unwrap();
+        assert!(j.verify().unwrap().broken.is_none());
+    }
+    let size = std::fs::metadata(&src).unwrap().len();
+    let from = format!("sqlite:{}", src.display());
+    let t0 = std::time::Instant::now();
+    let out = ok(&["db", "copy", "--from", &from, "--to", &url], &[]);
+    let took = t0.elapsed();
+    println!("db copy of a {size}-byte journal: {took:?}: {}", out.trim());
+    assert!(out.contains("Copied"), "{out}");
+    let verified = ok(&["--db", &url, "sessions", "verify"], &[]);
+    assert!(verified.contains("Journal OK"), "{verified}");
+    let original = ok(&["--db", src.to_str().unwrap(), "sessions", "verify"], &[]);
+    // Same number of events, same head.
+    assert_eq!(original, verified);
+    // A second copy into the now non-empty database is refused.
+    let again = run(&["db", "copy", "--from", &from, "--to", &url], &[]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
+    // Listing works on the copy, and new rows chain on.
+    let listed = ok(&["--db", &url, "sessions", "--ticket", "T3", "--json"], &[]);
+    let v: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert!(v.as_array().unwrap().len() >= 6);
+    let key = dir.path().join("team-code.key");
+    let opened = ok(
+        &["--db", &url, "ticket", "open", "T1"],
+        &[("TICKETVNC_CODE_KEY_FILE", key.to_str().unwrap())],
+    );
+    assert!(opened.contains("One-time code: "));
+    let verified = ok(&["--db", &url, "sessions", "verify"], &[]);
+    assert!(verified.contains("Journal OK"), "{verified}");
+    // And back into a new sqlite file.
+    let back = dir.path().join("back.db");
+    ok(
+        &[
+            "db",
+            "copy",
+            "--from",
+            &url,
+            "--to",
+            &format!("sqlite:{}", back.display()),
+        ],
+        &[],
+    );
+    let back_ok = ok(&["--db", back.to_str().unwrap(), "sessions", "verify"], &[]);
+    assert_eq!(back_ok, verified);
+    pg.stop();
+}
+
+#[test]
+fn db_migrate_creates_the_schema_once() {
+    let mut pg = PgCluster::start();
+    let url = pg.fresh_db();
+    let out = ok(&["--db", &url, "db", "migrate"], &[]);
+    assert!(out.contains("schema version 4"), "{out}");
+    // Two at once, then again: still one schema, version 4.
+    let a = bin()
+        .args(["--db", &url, "db", "migrate"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let b = bin()
+        .args(["--db", &url, "db", "migrate"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for mut c in [a, b] {
+        assert!(c.wait().unwrap().success());
+    }
+    let name = url.rsplit('/').next().unwrap().to_string();
+    let v: i64 = pg
+        .client(&name)
+        .query_one("SELECT version FROM ticketvnc_schema", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(v, 4);
+    let verified = ok(&["--db", &url, "sessions", "verify"], &[]);
+    assert!(verified.contains("Journal OK: 0 events"), "{verified}");
+    pg.stop();
+}
+
+/// `ticketvnc --db URL serve` on the test pattern, with its certificate
+/// and the team's code key in `dir`.
+fn serve_pg(url: &str, dir: &std::path::Path) -> binary::Serve {
+    use std::io::{BufRead, BufReader};
+    let mut child = bin()
+        .args(["--db", url, "serve", "--listen", "127.0.0.1:0"])
+        .args(["--fps", "0", "--size", "64x48", "--source", "test-pattern"])
+        .env("XDG_CONFIG_HOME", dir.join("config"))
+        .env("TICKETVNC_CODE_KEY_FILE", dir.join("team-code.key"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start ticketvnc serve");
+    let out = BufReader::new(child.stdout.take().unwrap());
+    for line in out.lines() {
+        let line = line.expect("serve output");
+        if let Some(a) = line.strip_prefix("ticketvnc listening on ") {
+            return binary::Serve {
+                child,
+                addr: a.trim().parse().unwrap(),
+            };
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("serve exited without listening");
+}
+
+/// The issue's must-show: two ticketvnc servers, one team database, a code
+/// from `ticket open` (a third process, the technician's) and two real
+/// viewers (vnc-rs) racing for it, one on each server: exactly one gets
+/// the screen, every round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_one_database_a_code_lets_exactly_one_viewer_in() {
+    let mut pg = PgCluster::start();
+    let url = pg.fresh_db();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("team-code.key");
+    let key_env = [("TICKETVNC_CODE_KEY_FILE", key.to_str().unwrap())];
+    let a = serve_pg(&url, dir.path());
+    let b = serve_pg(&url, dir.path());
+    let rounds = 12;
+    let mut wins = [0u32; 2];
+    for round in 0..rounds {
+        let ticket = format!("R{round}");
+        let code = code_of(&ok(&["--db", &url, "ticket", "open", &ticket], &key_env));
+        let (ra, rb) = tokio::join!(
+            binary::viewer(a.addr, code.clone(), false),
+            binary::viewer(b.addr, code.clone(), false)
+        );
+        let (ra, rb) = (ra.is_ok(), rb.is_ok());
+        assert!(ra ^ rb, "round {round}: server A {ra}, server B {rb}");
+        wins[usize::from(rb)] += 1;
+        // The winner's session is in the team database, on its ticket.
+        let rows: serde_json::Value = serde_json::from_str(&ok(
+            &["--db", &url, "sessions", "--ticket", &ticket, "--json"],
+            &[],
+        ))
+        .unwrap();
+        let opened = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| {
+                r["credential"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("one-time code")
+            })
+            .count();
+        assert_eq!(opened, 1, "round {round}: {rows}");
+    }
+    println!("{rounds} rounds, one code and two viewers each: wins (A, B) = {wins:?}");
+    drop(a);
+    drop(b);
+    let verified = ok(&["--db", &url, "sessions", "verify"], &[]);
+    assert!(verified.contains("Journal OK"), "{verified}");
+    pg.stop();
+}
