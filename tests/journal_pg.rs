@@ -508,3 +508,143 @@ async fn two_servers_one_database_a_code_lets_exactly_one_viewer_in() {
     assert!(verified.contains("Journal OK"), "{verified}");
     pg.stop();
 }
+
+/// The SQL block of docs/team.md, "Roles and grants".
+fn team_md_grants() -> String {
+    let doc = include_str!("../docs/team.md");
+    let block = doc
+        .split("<!-- grants -->")
+        .nth(1)
+        .and_then(|s| s.split("<!-- /grants -->").next())
+        .expect("grants block in docs/team.md");
+    block
+        .lines()
+        .filter(|l| !l.starts_with("```"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// docs/team.md's roles, exactly as documented: the owner migrates, a
+/// technician's tools open, note and close a ticket and verify, a server
+/// role serves a viewer with the code; a technician cannot manage
+/// accounts, and nobody but the owner can rewrite the chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_and_grants_of_team_md() {
+    let pg = PgCluster::start();
+    let port = pg.port;
+    common::pg::off_runtime(move || {
+        let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        // One statement at a time: CREATE DATABASE refuses a transaction.
+        for sql in [
+            "CREATE ROLE ticketvnc_admin LOGIN",
+            "CREATE DATABASE helpdesk OWNER ticketvnc_admin",
+            "CREATE ROLE ticketvnc_server LOGIN",
+            "CREATE ROLE ticketvnc_tech LOGIN",
+        ] {
+            c.batch_execute(sql).unwrap();
+        }
+    });
+    let as_role = |role: &str| format!("postgres://{role}@127.0.0.1:{port}/helpdesk");
+    let (admin, server, tech) = (
+        as_role("ticketvnc_admin"),
+        as_role("ticketvnc_server"),
+        as_role("ticketvnc_tech"),
+    );
+    ok(&["--db", &admin, "db", "migrate"], &[]);
+    let grants = team_md_grants();
+    let admin2 = admin.clone();
+    common::pg::off_runtime(move || {
+        postgres::Client::connect(&admin2, postgres::NoTls)
+            .unwrap()
+            .batch_execute(&grants)
+            .unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("team-code.key");
+    let key_env = [("TICKETVNC_CODE_KEY_FILE", key.to_str().unwrap())];
+    let code = code_of(&ok(
+        &[
+            "--db", &tech, "ticket", "open", "4711", "--title", "Drucker",
+        ],
+        &key_env,
+    ));
+    let s = serve_pg(&server, dir.path());
+    binary::viewer(s.addr, code.clone(), false)
+        .await
+        .expect("the server role lets the code in");
+    assert!(binary::viewer(s.addr, code.clone(), false).await.is_err());
+    ok(
+        &[
+            "--db",
+            &tech,
+            "ticket",
+            "note",
+            "4711",
+            "Spooler neu gestartet",
+        ],
+        &[],
+    );
+    // The session's end is written by the server role's writer.
+    let mut ended = false;
+    for _ in 0..100 {
+        let rows = ok(
+            &["--db", &tech, "sessions", "--ticket", "4711", "--json"],
+            &[],
+        );
+        if rows.contains("viewer closed") {
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ended, "the session's end was not recorded");
+    ok(
+        &[
+            "--db",
+            &tech,
+            "ticket",
+            "close",
+            "4711",
+            "--resolution",
+            "fixed",
+        ],
+        &key_env,
+    );
+    drop(s);
+    let verified = ok(&["--db", &tech, "sessions", "verify"], &[]);
+    assert!(verified.contains("Journal OK"), "{verified}");
+    // Not for technicians: accounts; not for anyone but the owner: the chain.
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "a long enough password\n").unwrap();
+    let out = run(
+        &[
+            "--db",
+            &tech,
+            "tech",
+            "add",
+            "bob",
+            "--password-file",
+            pw.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("permission denied for table technicians"),
+        "{err}"
+    );
+    let tech2 = tech.clone();
+    let denied = common::pg::off_runtime(move || {
+        let mut c = postgres::Client::connect(&tech2, postgres::NoTls).unwrap();
+        c.execute("UPDATE events SET details = '{}' WHERE seq = 1", &[])
+            .unwrap_err()
+            .as_db_error()
+            .map(|d| d.message().to_string())
+            .unwrap_or_default()
+    });
+    assert!(denied.contains("permission denied"), "{denied}");
+    let mut pg = pg;
+    pg.stop();
+}

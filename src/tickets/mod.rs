@@ -127,12 +127,33 @@ pub enum JournalError {
     PasswordHash(String),
     /// The team database (PostgreSQL) answered with an error or could not
     /// be reached (see [`JournalError::is_unavailable`]).
-    #[error("team database: {0}")]
-    Postgres(#[from] postgres::Error),
+    #[error("team database: {}", pg_message(.0))]
+    Postgres(postgres::Error),
     #[error("{0} is not available on a PostgreSQL journal yet (issue 15)")]
     NotOnPostgres(&'static str),
     #[error("{0}")]
     CodeKey(String),
+}
+
+impl From<postgres::Error> for JournalError {
+    fn from(e: postgres::Error) -> JournalError {
+        JournalError::Postgres(e)
+    }
+}
+
+/// rust-postgres says only "db error" or "error connecting to server";
+/// the reason is in its source: say both on one line.
+fn pg_message(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return match db.hint() {
+            Some(h) => format!("{} ({h})", db.message()),
+            None => db.message().to_string(),
+        };
+    }
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
 }
 
 impl JournalError {
