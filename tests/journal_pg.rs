@@ -648,3 +648,126 @@ async fn roles_and_grants_of_team_md() {
     let mut pg = pg;
     pg.stop();
 }
+
+/// Rows of a query as the superuser (from a plain thread).
+fn sql_rows(url: &str, sql: &'static str) -> Vec<Vec<Option<String>>> {
+    let url = url.to_string();
+    common::pg::off_runtime(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        c.query(sql, &[])
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (0..r.len())
+                    .map(|i| r.get::<_, Option<String>>(i))
+                    .collect()
+            })
+            .collect()
+    })
+}
+
+/// The must-show: the database is killed (SIGKILL to PostgreSQL
+/// and its backends) while a viewer is connected. The running session
+/// goes on; a new viewer is refused with a reason that says why (not
+/// "authentication failed", and not counted as a guess); once PostgreSQL
+/// is back, the session's end ("viewer closed", not "crash") and the
+/// refusal are both in the journal, and the chain verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_killed_mid_session() {
+    let mut pg = PgCluster::start();
+    let url = pg.fresh_db();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("team-code.key");
+    let key_env = [("TICKETVNC_CODE_KEY_FILE", key.to_str().unwrap())];
+    let s = serve_pg(&url, dir.path());
+    let code1 = code_of(&ok(&["--db", &url, "ticket", "open", "T1"], &key_env));
+    let code2 = code_of(&ok(&["--db", &url, "ticket", "open", "T2"], &key_env));
+    let held = binary::viewer(s.addr, code1, true)
+        .await
+        .expect("viewer before the outage")
+        .unwrap();
+
+    pg.kill();
+
+    // The running session still gets pictures, and its clipboard transfer
+    // is journaled once the database is back.
+    held.input(vnc::X11Event::CopyText("during the outage".into()))
+        .await
+        .unwrap();
+    held.input(vnc::X11Event::FullRefresh).await.unwrap();
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(30), held.recv_event())
+            .await
+            .expect("no update during the outage")
+            .expect("the session ended during the outage");
+        if let vnc::VncEvent::RawImage(..) = ev {
+            break;
+        }
+    }
+    // A new viewer is refused, and told why.
+    let why = match binary::viewer(s.addr, code2.clone(), false).await {
+        Ok(_) => panic!("a viewer got in without a journal"),
+        Err(e) => e.to_string(),
+    };
+    assert!(why.contains("journal cannot be reached"), "{why}");
+    // The running session ends while the database is still away.
+    held.close().await.unwrap();
+    drop(held);
+
+    pg.start_server();
+    // The server takes its owner lock again by itself (until then another
+    // process would take its sessions for crashed ones).
+    let admin = pg.url(url.rsplit('/').next().unwrap());
+    let mut relocked = false;
+    for _ in 0..600 {
+        let n = sql_rows(
+            &admin,
+            "SELECT COUNT(*)::TEXT FROM pg_locks WHERE locktype = 'advisory' AND classid::BIGINT = 1953918563 AND granted",
+        );
+        if n[0][0].as_deref() != Some("0") {
+            relocked = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(relocked, "the server did not take its owner lock again");
+    // Both records arrive (the writer retries until the database is back).
+    let mut done = false;
+    for _ in 0..600 {
+        let ended = sql_rows(
+            &admin,
+            "SELECT end_reason FROM sessions WHERE ticket = 'T1' AND credential LIKE 'one-time code%'",
+        );
+        let refusal = sql_rows(
+            &admin,
+            "SELECT details FROM events WHERE kind = 'auth_failure'",
+        );
+        let clipboard = sql_rows(
+            &admin,
+            "SELECT details FROM events WHERE kind = 'clipboard' AND ticket = 'T1'",
+        );
+        if ended.len() == 1 && ended[0][0].is_some() && !refusal.is_empty() {
+            assert_eq!(clipboard.len(), 1, "{clipboard:?}");
+            assert_eq!(ended[0][0].as_deref(), Some("viewer closed"), "{ended:?}");
+            assert!(
+                refusal[0][0]
+                    .as_deref()
+                    .unwrap()
+                    .contains("journal cannot be reached"),
+                "{refusal:?}"
+            );
+            done = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(done, "the session's end and the refusal were not recorded");
+    // The refusal did not use the code: it still lets a viewer in.
+    binary::viewer(s.addr, code2, false)
+        .await
+        .expect("the code after the outage");
+    drop(s);
+    let verified = ok(&["--db", &url, "sessions", "verify"], &[]);
+    assert!(verified.contains("Journal OK"), "{verified}");
+    pg.stop();
+}

@@ -125,6 +125,17 @@ pub trait Authenticator: Send + Sync {
     fn verify_plain(&self, _username: &str, _password: &[u8]) -> Option<Principal> {
         None
     }
+    /// [`Authenticator::verify_vnc`], or `Err(reason)` when the response
+    /// could not be checked at all (the team journal is unreachable, so a
+    /// one-time code can be neither looked up nor consumed). The viewer is
+    /// refused with `reason`, and the attempt is not counted as a guess.
+    fn check_vnc(
+        &self,
+        challenge: &[u8; 16],
+        response: &[u8; 16],
+    ) -> Result<Option<Principal>, String> {
+        Ok(self.verify_vnc(challenge, response))
+    }
 }
 
 /// A single static password (from `--password-file`), optionally bound to a ticket.
@@ -170,5 +181,15 @@ impl Authenticator for WithViewOnlyPassword {
     }
     fn verify_plain(&self, username: &str, password: &[u8]) -> Option<Principal> {
         self.inner.verify_plain(username, password)
+    }
+    fn check_vnc(
+        &self,
+        challenge: &[u8; 16],
+        response: &[u8; 16],
+    ) -> Result<Option<Principal>, String> {
+        match self.inner.check_vnc(challenge, response)? {
+            Some(p) => Ok(Some(p)),
+            None => Ok(self.verify_vnc(challenge, response)),
+        }
     }
 }

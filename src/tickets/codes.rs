@@ -681,7 +681,39 @@ impl CodeAuthenticator {
     }
 }
 
+/// What a viewer is told when its code cannot be checked.
+pub const JOURNAL_UNREACHABLE: &str =
+    "the session journal cannot be reached, so one-time codes cannot be checked; try again in a minute";
+
 impl Authenticator for CodeAuthenticator {
+    fn check_vnc(
+        &self,
+        challenge: &[u8; 16],
+        response: &[u8; 16],
+    ) -> Result<Option<Principal>, String> {
+        if let Some(pw) = &self.password {
+            if pw.verify(challenge, response) {
+                return Ok(self.verify_vnc(challenge, response));
+            }
+        }
+        match self.journal.consume_code(challenge, response) {
+            Ok(Some((id, ticket))) => Ok(Some(Principal {
+                ticket: Some(ticket),
+                credential: format!("one-time code #{id}"),
+                ..Default::default()
+            })),
+            Ok(None) => Ok(None),
+            Err(e) if e.is_unavailable() => {
+                tracing::error!(error = %e, "team database unreachable: refusing a viewer");
+                Err(JOURNAL_UNREACHABLE.into())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "journal error while checking one-time codes");
+                Ok(None)
+            }
+        }
+    }
+
     fn verify_vnc(&self, challenge: &[u8; 16], response: &[u8; 16]) -> Option<Principal> {
         if let Some(pw) = &self.password {
             if pw.verify(challenge, response) {

@@ -162,7 +162,16 @@ impl JournalError {
     /// database itself reported.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            JournalError::Postgres(e) => e.as_db_error().is_none() || e.is_closed(),
+            JournalError::Postgres(e) => match e.as_db_error() {
+                None => true,
+                // Connection exceptions (class 08), a server shutting down,
+                // crashed or not yet accepting connections (57P01..57P03),
+                // too many connections: the database is away for now.
+                Some(db) => {
+                    let c = db.code().code();
+                    e.is_closed() || c.starts_with("08") || c.starts_with("57P") || c == "53300"
+                }
+            },
             _ => false,
         }
     }

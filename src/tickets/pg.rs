@@ -37,11 +37,13 @@ use super::{
 };
 use postgres::{Client, Config, NoTls, Transaction};
 use serde_json::{json, Value};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 /// Advisory lock key that serialises every writer of the chain.
 pub(crate) const CHAIN_LOCK: i64 = 0x7469_636b_6574_0001; // "ticket" 1
+/// How often a process checks that it still holds its owner lock.
+const OWNER_CHECK: Duration = Duration::from_secs(1);
 /// Advisory lock key for migrations.
 const MIGRATE_LOCK: i64 = 0x7469_636b_6574_0002;
 /// First key of the two-key advisory locks that mark live owners.
@@ -216,7 +218,7 @@ pub(crate) struct Pg {
     pool: Mutex<PoolState>,
     freed: Condvar,
     /// This process's owner id and the connection that holds its lock.
-    owner: Mutex<Option<(String, Client)>>,
+    owner: Arc<Mutex<Option<(String, Client)>>>,
 }
 
 /// A pooled connection; back to the pool on drop unless broken.
@@ -270,7 +272,7 @@ impl Pg {
                 open: 0,
             }),
             freed: Condvar::new(),
-            owner: Mutex::new(None),
+            owner: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -288,8 +290,11 @@ impl Pg {
         let deadline = std::time::Instant::now() + POOL_WAIT;
         let mut g = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            while let Some(c) = g.idle.pop() {
-                if !c.is_closed() {
+            while let Some(mut c) = g.idle.pop() {
+                // A connection from before a database restart looks open
+                // until used: check it (one round trip) rather than fail
+                // the caller's transaction with it.
+                if !c.is_closed() && c.is_valid(CONNECT_TIMEOUT).is_ok() {
                     return Ok(Conn {
                         pg: self,
                         client: Some(c),
@@ -412,13 +417,46 @@ impl Pg {
                 format!("pg-{}-{}", std::process::id(), super::hex(&raw))
             }
         };
-        let mut c = self.connect()?;
-        c.execute(
-            "SELECT pg_advisory_lock($1, hashtext($2))",
-            &[&OWNER_NS, &id],
-        )?;
+        let first = g.is_none();
+        let c = lock_owner(&self.config, &id)?;
         *g = Some((id.clone(), c));
+        if first {
+            self.keep_owner_lock();
+        }
         Ok(id)
+    }
+
+    /// A thread that takes the owner lock again as soon as the database is
+    /// back after an outage or restart (the lock died with its
+    /// connection): until then, another process opening the journal would
+    /// take this process's open sessions for crashed ones. It ends when
+    /// the journal is dropped.
+    fn keep_owner_lock(&self) {
+        let owner = Arc::downgrade(&self.owner);
+        let config = self.config.clone();
+        let spawned = std::thread::Builder::new()
+            .name("journal-owner".into())
+            .spawn(move || loop {
+                std::thread::sleep(OWNER_CHECK);
+                let Some(owner) = owner.upgrade() else { return };
+                let mut g = owner.lock().unwrap_or_else(|e| e.into_inner());
+                let Some((id, c)) = g.as_mut() else { continue };
+                if c.is_valid(CONNECT_TIMEOUT).is_ok() {
+                    continue;
+                }
+                match lock_owner(&config, id) {
+                    Ok(fresh) => {
+                        *c = fresh;
+                        tracing::info!(
+                            "team database back: this server's sessions are marked alive again"
+                        );
+                    }
+                    Err(e) => tracing::debug!(error = %e, "team database still unreachable"),
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the owner-lock thread");
+        }
     }
 
     /// Closes, as "crash", the open sessions of every owner whose lock is
@@ -550,73 +588,7 @@ impl Pg {
         auth_failure: Option<&str>,
     ) -> Result<SessionId> {
         let now = now_ms();
-        self.write(|tx| {
-            if let Some(t) = &s.ticket {
-                let n = tx.execute(
-                    "INSERT INTO tickets (id, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                    &[t, &now],
-                )?;
-                if n == 1 {
-                    append(
-                        key,
-                        tx,
-                        now,
-                        None,
-                        Some(t),
-                        "ticket_opened",
-                        &json!({"title": "", "by": "session"}),
-                    )?;
-                }
-            }
-            let id: i64 = tx
-                .query_one(
-                    "INSERT INTO sessions (ticket, peer, direction, security, credential, technician,
-                        can_view, can_keys, can_pointer, can_clipboard, consent, started_at, owner)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
-                    &[
-                        &s.ticket,
-                        &s.peer,
-                        &s.direction.as_str(),
-                        &truncate(&s.security, 64),
-                        &truncate(&s.credential, 128),
-                        &s.technician.as_deref().map(|t| truncate(t, 128)),
-                        &s.rights.view,
-                        &s.rights.keys,
-                        &s.rights.pointer,
-                        &s.rights.clipboard,
-                        &s.consent.as_str(),
-                        &now,
-                        &owner,
-                    ],
-                )?
-                .get(0);
-            let (start, _) = session_snapshot(tx, id)?;
-            append(
-                key,
-                tx,
-                now,
-                Some(id),
-                s.ticket.as_deref(),
-                "session_start",
-                &start,
-            )?;
-            if let Some(reason) = auth_failure {
-                let ev = super::Event::AuthFailure {
-                    reason: reason.into(),
-                };
-                append(
-                    key,
-                    tx,
-                    now,
-                    Some(id),
-                    s.ticket.as_deref(),
-                    ev.kind(),
-                    &ev.details(),
-                )?;
-                end_in_tx(key, tx, id, now, "auth failed", SessionStats::default())?;
-            }
-            Ok(SessionId(id))
-        })
+        self.write(|tx| insert_session_tx(key, tx, s, owner, auth_failure, now))
     }
 
     pub(crate) fn session_ended(
@@ -1103,6 +1075,16 @@ impl Pg {
     }
 }
 
+/// A connection holding the owner lock of `id`.
+fn lock_owner(config: &Config, id: &str) -> Result<Client> {
+    let mut c = config.connect(NoTls)?;
+    c.execute(
+        "SELECT pg_advisory_lock($1, hashtext($2))",
+        &[&OWNER_NS, &id],
+    )?;
+    Ok(c)
+}
+
 fn status(s: &str) -> TicketStatus {
     if s == "closed" {
         TicketStatus::Closed
@@ -1154,6 +1136,83 @@ pub(crate) fn append(
         &[&seq, &at, &session, &ticket, &kind, &details, &hash],
     )?;
     Ok(seq)
+}
+
+/// Inserts a session row and its `session_start` event (and, for a failed
+/// authentication, its `auth_failure` and `session_end`) in `tx`.
+pub(crate) fn insert_session_tx(
+    key: Option<&ChainKey>,
+    tx: &mut Transaction<'_>,
+    s: &SessionStart,
+    owner: Option<&str>,
+    auth_failure: Option<&str>,
+    now: i64,
+) -> Result<SessionId> {
+    if let Some(t) = &s.ticket {
+        let n = tx.execute(
+            "INSERT INTO tickets (id, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[t, &now],
+        )?;
+        if n == 1 {
+            append(
+                key,
+                tx,
+                now,
+                None,
+                Some(t),
+                "ticket_opened",
+                &json!({"title": "", "by": "session"}),
+            )?;
+        }
+    }
+    let id: i64 = tx
+        .query_one(
+            "INSERT INTO sessions (ticket, peer, direction, security, credential, technician,
+                can_view, can_keys, can_pointer, can_clipboard, consent, started_at, owner)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
+            &[
+                &s.ticket,
+                &s.peer,
+                &s.direction.as_str(),
+                &truncate(&s.security, 64),
+                &truncate(&s.credential, 128),
+                &s.technician.as_deref().map(|t| truncate(t, 128)),
+                &s.rights.view,
+                &s.rights.keys,
+                &s.rights.pointer,
+                &s.rights.clipboard,
+                &s.consent.as_str(),
+                &now,
+                &owner,
+            ],
+        )?
+        .get(0);
+    let (start, _) = session_snapshot(tx, id)?;
+    append(
+        key,
+        tx,
+        now,
+        Some(id),
+        s.ticket.as_deref(),
+        "session_start",
+        &start,
+    )?;
+    if let Some(reason) = auth_failure {
+        let ev = super::Event::AuthFailure {
+            reason: reason.into(),
+        };
+        append(
+            key,
+            tx,
+            now,
+            Some(id),
+            s.ticket.as_deref(),
+            ev.kind(),
+            &ev.details(),
+        )?;
+        end_in_tx(key, tx, id, now, "auth failed", SessionStats::default())?;
+    }
+    Ok(SessionId(id))
 }
 
 /// The ticket of a session (error if there is no such session).

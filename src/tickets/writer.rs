@@ -58,6 +58,14 @@ pub(crate) enum Entry {
     },
     /// An event of no session (server notices).
     Notice { at: i64, ev: Event },
+    /// A refused viewer whose record could not be written at once because
+    /// the team database was unreachable (PostgreSQL only: on sqlite the
+    /// observer writes it in place as before). Never dropped.
+    AuthFailed {
+        at: i64,
+        start: Box<super::SessionStart>,
+        reason: String,
+    },
 }
 
 impl Entry {
@@ -73,7 +81,7 @@ impl Entry {
     fn take_hook(&mut self) -> Option<HookEvent> {
         match self {
             Entry::Event { hook, .. } | Entry::End { hook, .. } => hook.take(),
-            Entry::Notice { .. } => None,
+            Entry::Notice { .. } | Entry::AuthFailed { .. } => None,
         }
     }
 }
@@ -554,6 +562,11 @@ fn clone_entry(e: &Entry) -> Entry {
             at: *at,
             ev: ev.clone(),
         },
+        Entry::AuthFailed { at, start, reason } => Entry::AuthFailed {
+            at: *at,
+            start: start.clone(),
+            reason: reason.clone(),
+        },
     }
 }
 
@@ -642,6 +655,11 @@ fn write_all(journal: &Journal, b: &Batch) -> Result<()> {
             Entry::Notice { at, ev } => {
                 journal.append(&tx, *at, None, None, ev.kind(), &ev.details())?;
             }
+            Entry::AuthFailed { .. } => {
+                return Err(JournalError::Invalid(
+                    "a queued refusal is a team-journal entry".into(),
+                ))
+            }
         }
     }
     for s in &b.auth {
@@ -699,6 +717,9 @@ fn write_all_pg(journal: &Journal, tx: &mut postgres::Transaction<'_>, b: &Batch
             } => end_if_open(key, tx, session.0, *at, reason, *stats)?,
             Entry::Notice { at, ev } => {
                 append(key, tx, *at, None, None, ev.kind(), &ev.details())?;
+            }
+            Entry::AuthFailed { at, start, reason } => {
+                super::pg::insert_session_tx(key, tx, start, None, Some(reason), *at)?;
             }
         }
     }
