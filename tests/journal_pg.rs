@@ -771,3 +771,138 @@ async fn database_killed_mid_session() {
     assert!(verified.contains("Journal OK"), "{verified}");
     pg.stop();
 }
+
+/// Crash recovery across processes on PostgreSQL: `serve` is killed with
+/// -9 while a viewer is connected; the next ticketvnc to open the journal
+/// (here `sessions`) closes that session as "crash", and only that one: a
+/// second, live server's open session is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_s_sessions_are_closed_as_crash_a_live_one_s_are_not() {
+    let mut pg = PgCluster::start();
+    let url = pg.fresh_db();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("team-code.key");
+    let key_env = [("TICKETVNC_CODE_KEY_FILE", key.to_str().unwrap())];
+    let doomed = serve_pg(&url, dir.path());
+    let live = serve_pg(&url, dir.path());
+    let c1 = code_of(&ok(&["--db", &url, "ticket", "open", "K1"], &key_env));
+    let c2 = code_of(&ok(&["--db", &url, "ticket", "open", "K2"], &key_env));
+    let held1 = binary::viewer(doomed.addr, c1, true)
+        .await
+        .unwrap()
+        .unwrap();
+    let held2 = binary::viewer(live.addr, c2, true).await.unwrap().unwrap();
+    let mut doomed = doomed;
+    doomed.child.kill().unwrap(); // SIGKILL
+    doomed.child.wait().unwrap();
+    drop(held1);
+    let rows = |t: &str| -> serde_json::Value {
+        serde_json::from_str(&ok(
+            &["--db", &url, "sessions", "--ticket", t, "--json"],
+            &[],
+        ))
+        .unwrap()
+    };
+    let k1 = rows("K1");
+    assert_eq!(k1[0]["end_reason"], "crash", "{k1}");
+    let k2 = rows("K2");
+    assert!(
+        k2[0]["end_reason"].is_null(),
+        "a live server's session closed: {k2}"
+    );
+    // The live session still works, and ends normally.
+    held2.input(vnc::X11Event::FullRefresh).await.unwrap();
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(30), held2.recv_event())
+            .await
+            .expect("no update")
+            .unwrap();
+        if let vnc::VncEvent::RawImage(..) = ev {
+            break;
+        }
+    }
+    held2.close().await.unwrap();
+    drop(held2);
+    let mut closed = false;
+    for _ in 0..300 {
+        if rows("K2")[0]["end_reason"] == "viewer closed" {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(closed, "{}", rows("K2"));
+    drop(live);
+    let verified = ok(&["--db", &url, "sessions", "verify"], &[]);
+    assert!(verified.contains("Journal OK"), "{verified}");
+    pg.stop();
+}
+
+/// The server's observer (and its writer thread) on PostgreSQL: a
+/// technician login, consent, a rights change, clipboard transfers merged,
+/// the end; all chained, read back through the binary.
+#[test]
+fn the_observer_and_writer_record_on_postgres() {
+    use ticketvnc::session::{EndReason, SessionEvent, SessionInfo, SessionObserver};
+    use ticketvnc::tickets::JournalObserver;
+    let mut pg = PgCluster::start();
+    let url = pg.fresh_db();
+    use_test_code_key();
+    let j = Arc::new(Journal::open_target(&DbTarget::parse(&url).unwrap(), None).unwrap());
+    j.add_technician("alice", b"Zebra-Staple-4711").unwrap();
+    let auth = ticketvnc::tickets::CodeAuthenticator::new(
+        j.clone(),
+        Some(ticketvnc::security::VncPassword::new(b"pw")),
+        Some("77".into()),
+    )
+    .unwrap();
+    use ticketvnc::security::Authenticator;
+    assert!(auth.verify_plain("alice", b"wrong").is_none());
+    let p = auth.verify_plain("alice", b"Zebra-Staple-4711").unwrap();
+    let obs = JournalObserver::new(j.clone(), None);
+    let mut info = SessionInfo {
+        peer: Some("192.0.2.7:5000".parse().unwrap()),
+        security: Some("VeNCrypt X509Plain"),
+        principal: Some(p),
+        rights: Rights::FULL,
+        ..Default::default()
+    };
+    info.record = Some(obs.session_starting(&info).unwrap());
+    for _ in 0..50 {
+        obs.session_event(
+            &info,
+            &SessionEvent::Clipboard {
+                to_viewer: true,
+                bytes: 10,
+            },
+        );
+    }
+    obs.session_event(
+        &info,
+        &SessionEvent::RightsChange {
+            rights: Rights::VIEW_ONLY,
+            by: "tray".into(),
+        },
+    );
+    obs.session_ended(&info, &EndReason::ViewerClosed);
+    obs.shutdown(Duration::from_secs(5));
+    let ev = j
+        .events(Some(ticketvnc::tickets::SessionId(info.record.unwrap())))
+        .unwrap();
+    let kinds: Vec<&str> = ev.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["session_start", "clipboard", "rights_change", "session_end"]
+    );
+    assert_eq!(ev[1].details["count"], 50);
+    assert!(j.verify().unwrap().broken.is_none());
+    drop(auth);
+    drop(j);
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&["--db", &url, "sessions", "--json"], &[])).unwrap();
+    let row = &v[0];
+    assert_eq!(row["technician"], "alice", "{row}");
+    assert_eq!(row["ticket"], "77", "{row}");
+    assert_eq!(row["end_reason"], "viewer closed", "{row}");
+    pg.stop();
+}
