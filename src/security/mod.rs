@@ -165,11 +165,8 @@ pub struct WithViewOnlyPassword {
     pub ticket: Option<String>,
 }
 
-impl Authenticator for WithViewOnlyPassword {
-    fn verify_vnc(&self, challenge: &[u8; 16], response: &[u8; 16]) -> Option<Principal> {
-        if let Some(p) = self.inner.verify_vnc(challenge, response) {
-            return Some(p);
-        }
+impl WithViewOnlyPassword {
+    fn view_only_principal(&self, challenge: &[u8; 16], response: &[u8; 16]) -> Option<Principal> {
         self.view_only
             .verify(challenge, response)
             .then(|| Principal {
@@ -178,6 +175,15 @@ impl Authenticator for WithViewOnlyPassword {
                 max_rights: Some(Rights::VIEW_ONLY),
                 ..Default::default()
             })
+    }
+}
+
+impl Authenticator for WithViewOnlyPassword {
+    fn verify_vnc(&self, challenge: &[u8; 16], response: &[u8; 16]) -> Option<Principal> {
+        if let Some(p) = self.inner.verify_vnc(challenge, response) {
+            return Some(p);
+        }
+        self.view_only_principal(challenge, response)
     }
     fn verify_plain(&self, username: &str, password: &[u8]) -> Option<Principal> {
         self.inner.verify_plain(username, password)
@@ -189,7 +195,7 @@ impl Authenticator for WithViewOnlyPassword {
     ) -> Result<Option<Principal>, String> {
         match self.inner.check_vnc(challenge, response)? {
             Some(p) => Ok(Some(p)),
-            None => Ok(self.verify_vnc(challenge, response)),
+            None => Ok(self.view_only_principal(challenge, response)),
         }
     }
 }
