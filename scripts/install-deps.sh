@@ -30,6 +30,7 @@ PACKAGES=(
     tigervnc-scraping-server # x0vncserver, the peer measured over the slow link (tests/flow.rs)
     dbus-daemon     # a private session bus for the tray test (tests/tray.rs)
     chromium        # the technician's browser (tests/browser.rs)
+    postgresql      # the team journal (tests/journal_pg.rs: a private cluster per test)
 )
 # Node.js and npm drive that browser through Playwright. They are installed
 # only when missing: a NodeSource nodejs (common on CI images) already
@@ -61,6 +62,14 @@ if [ "$want_system" = 1 ]; then
             echo "  apt-get update && apt-get install -y --no-install-recommends ${PACKAGES[*]} ${NODE_PACKAGES[*]}" >&2
             exit 1
         fi
+    fi
+    # The tests start their own PostgreSQL clusters (initdb in a temporary
+    # directory, loopback only); Debian's default cluster and its service
+    # are not needed, so none is created when the package is installed.
+    if [ ! -d /usr/lib/postgresql ]; then
+        "${SUDO[@]}" mkdir -p /etc/postgresql-common/createcluster.d
+        echo "create_main_cluster = false" |
+            "${SUDO[@]}" tee /etc/postgresql-common/createcluster.d/ticketvnc-tests.conf >/dev/null
     fi
     "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \

@@ -13,6 +13,10 @@ missing=()
 for cmd in Xvfb vncviewer xdotool xdpyinfo xwininfo xev xsetroot xrandr xclip xterm display import sqlite3 python3 kill x11vnc x0vncserver dbus-daemon node npm chromium; do
     command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
 done
+# PostgreSQL's server programs are off PATH on Debian (tests/common/pg.rs finds them).
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    missing+=("postgresql")
+fi
 if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
     missing+=("python3-venv")
 fi

@@ -11,8 +11,11 @@ use std::path::PathBuf;
     about = "A VNC server for helpdesks: every remote session is recorded against a ticket"
 )]
 pub struct Cli {
-    /// The journal database (default: $XDG_DATA_HOME/ticketvnc/ticketvnc.db).
-    #[arg(long, global = true, value_name = "PATH")]
+    /// The journal: an sqlite file PATH or sqlite:PATH (default:
+    /// $XDG_DATA_HOME/ticketvnc/ticketvnc.db), or the team database
+    /// postgres://USER@HOST/DB (docs/team.md). Any other URL scheme is an
+    /// error.
+    #[arg(long, global = true, value_name = "PATH|URL", env = "TICKETVNC_DB")]
     pub db: Option<PathBuf>,
     /// Key the journal's hash chain with HMAC-SHA256 under this secret
     /// (64 hex digits, e.g. `openssl rand -hex 32`; the file must be mode
@@ -87,6 +90,9 @@ else /etc/ticketvnc/tray.toml. Example (see docs/helpdesk.md for every key):
     /// Technician accounts for VeNCrypt Plain: add, remove, list.
     #[command(subcommand)]
     Tech(crate::tickets_cli::TechCmd),
+    /// The journal database itself: migrate, copy into the team database.
+    #[command(subcommand)]
+    Db(crate::tickets_cli::DbCmd),
 }
 
 #[derive(Args, Debug)]

@@ -39,7 +39,10 @@ fn main() -> Result<()> {
         .log_internal_errors(false)
         .init();
     panics::install();
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    // `--db` / TICKETVNC_DB: an unknown URL scheme is an error here, before
+    // anything could create a file or directory named after it.
+    cli.db = tickets_cli::check_db_arg(cli.db.take())?;
     // --virtual: the private display's X authority file, exported in
     // XAUTHORITY for our own X connections now, while this is the only
     // thread (changing the environment later would race with them).
@@ -97,6 +100,7 @@ fn main() -> Result<()> {
         Command::Sessions(a) => tickets_cli::sessions(cli.db.as_deref(), a),
         Command::Kb(c) => tickets_cli::kb(cli.db.as_deref(), c),
         Command::Tech(c) => tickets_cli::tech(cli.db.as_deref(), c),
+        Command::Db(c) => tickets_cli::db(cli.db.as_deref(), c),
     }
 }
 
@@ -190,7 +194,7 @@ async fn serve(
         if password.is_none() {
             say!(
                 "viewers authenticate with one-time codes: run `ticketvnc ticket open TICKET-ID`{}",
-                db.map(|p| format!(" --db {}", p.display()))
+                db.map(|p| format!(" --db {}", tickets_cli::shown_db(p)))
                     .unwrap_or_default()
             );
         }

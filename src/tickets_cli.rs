@@ -286,9 +286,79 @@ pub fn browser_link(base: &str, ticket: &str) -> String {
 }
 
 pub fn open_journal(db: Option<&Path>) -> Result<Journal> {
-    let path = db_path(db)?;
-    Journal::open_with_key(&path, journal_key()?)
-        .with_context(|| format!("opening the journal {}", path.display()))
+    let target = tickets::DbTarget::from_arg(db)?;
+    Journal::open_target(&target, journal_key()?)
+        .with_context(|| format!("opening the journal {target}"))
+}
+
+/// Checks `--db` (or TICKETVNC_DB) once at startup: `sqlite:PATH` becomes
+/// PATH, a PostgreSQL URL stays as it is, an unknown scheme is an error.
+pub fn check_db_arg(db: Option<PathBuf>) -> Result<Option<PathBuf>> {
+    let Some(p) = db else { return Ok(None) };
+    Ok(Some(match tickets::DbTarget::from_arg(Some(&p))? {
+        tickets::DbTarget::Sqlite(path) => path,
+        tickets::DbTarget::Postgres(_) => p,
+    }))
+}
+
+/// `--db` as it may be shown (a URL's password hidden).
+pub fn shown_db(db: &Path) -> String {
+    match tickets::DbTarget::from_arg(Some(db)) {
+        Ok(t) => t.to_string(),
+        Err(_) => db.display().to_string(),
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DbCmd {
+    /// Create or bring the journal's schema up to this version (sqlite or
+    /// PostgreSQL). Every command does this when it opens a journal; this
+    /// does only that, e.g. to prepare the team database (docs/team.md).
+    Migrate,
+    /// Copy a whole journal into an empty one, hashes and all, e.g. a
+    /// single-machine journal into the team database. The source is not
+    /// changed; check the copy with `ticketvnc --db TO sessions verify`.
+    #[command(after_help = "\
+Examples:
+  ticketvnc db copy --from sqlite:$HOME/.local/share/ticketvnc/ticketvnc.db \\
+                    --to postgres://ticketvnc_admin@db.example/helpdesk
+  ticketvnc --db postgres://ticketvnc_admin@db.example/helpdesk sessions verify")]
+    Copy {
+        /// The journal to copy: sqlite:PATH (or PATH) or postgres://...
+        #[arg(long, value_name = "PATH|URL")]
+        from: PathBuf,
+        /// An empty journal to fill (created and migrated if needed).
+        #[arg(long, value_name = "PATH|URL")]
+        to: PathBuf,
+    },
+}
+
+pub fn db(db: Option<&Path>, cmd: DbCmd) -> Result<()> {
+    match cmd {
+        DbCmd::Migrate => {
+            let target = tickets::DbTarget::from_arg(db)?;
+            let j = Journal::open_target(&target, journal_key()?)
+                .with_context(|| format!("migrating the journal {target}"))?;
+            drop(j);
+            println!(
+                "Journal {target} is at schema version {}.",
+                tickets::SCHEMA_VERSION
+            );
+        }
+        DbCmd::Copy { from, to } => {
+            let from = tickets::DbTarget::from_arg(Some(&from))?;
+            let to = tickets::DbTarget::from_arg(Some(&to))?;
+            let r = tickets::copy_journal(&from, &to)
+                .with_context(|| format!("copying the journal {from} to {to}"))?;
+            println!(
+                "Copied {} rows ({} events) from {from} to {to} in {:.1} s.",
+                r.rows,
+                r.events,
+                r.elapsed.as_secs_f64()
+            );
+        }
+    }
+    Ok(())
 }
 
 pub fn ticket(db: Option<&Path>, cmd: TicketCmd) -> Result<()> {
@@ -466,21 +536,19 @@ fn print_table(rows: &[SessionRow]) {
     }
 }
 
-fn db_path(db: Option<&Path>) -> Result<PathBuf> {
-    Ok(match db {
-        Some(p) => p.to_path_buf(),
-        None => tickets::default_db_path()?,
-    })
-}
-
 pub fn sessions(db: Option<&Path>, args: SessionsArgs) -> Result<()> {
     match args.cmd {
         Some(SessionsCmd::Verify) => {
             // Read-only: verify never creates, migrates or repairs a journal.
-            let path = db_path(db)?;
             let key = journal_key()?;
-            let r = Journal::verify_file(&path, key.as_ref())
-                .with_context(|| format!("verifying the journal {}", path.display()))?;
+            let r = match tickets::DbTarget::from_arg(db)? {
+                tickets::DbTarget::Sqlite(path) => Journal::verify_file(&path, key.as_ref())
+                    .with_context(|| format!("verifying the journal {}", path.display()))?,
+                target @ tickets::DbTarget::Postgres(_) => {
+                    tickets::verify_target(&target, key.as_ref())
+                        .with_context(|| format!("verifying the journal {target}"))?
+                }
+            };
             match r.broken {
                 None => {
                     let keyed = match r.keyed_from {

@@ -125,6 +125,17 @@ pub trait Authenticator: Send + Sync {
     fn verify_plain(&self, _username: &str, _password: &[u8]) -> Option<Principal> {
         None
     }
+    /// [`Authenticator::verify_vnc`], or `Err(reason)` when the response
+    /// could not be checked at all (the team journal is unreachable, so a
+    /// one-time code can be neither looked up nor consumed). The viewer is
+    /// refused with `reason`, and the attempt is not counted as a guess.
+    fn check_vnc(
+        &self,
+        challenge: &[u8; 16],
+        response: &[u8; 16],
+    ) -> Result<Option<Principal>, String> {
+        Ok(self.verify_vnc(challenge, response))
+    }
 }
 
 /// A single static password (from `--password-file`), optionally bound to a ticket.
@@ -154,11 +165,8 @@ pub struct WithViewOnlyPassword {
     pub ticket: Option<String>,
 }
 
-impl Authenticator for WithViewOnlyPassword {
-    fn verify_vnc(&self, challenge: &[u8; 16], response: &[u8; 16]) -> Option<Principal> {
-        if let Some(p) = self.inner.verify_vnc(challenge, response) {
-            return Some(p);
-        }
+impl WithViewOnlyPassword {
+    fn view_only_principal(&self, challenge: &[u8; 16], response: &[u8; 16]) -> Option<Principal> {
         self.view_only
             .verify(challenge, response)
             .then(|| Principal {
@@ -168,7 +176,26 @@ impl Authenticator for WithViewOnlyPassword {
                 ..Default::default()
             })
     }
+}
+
+impl Authenticator for WithViewOnlyPassword {
+    fn verify_vnc(&self, challenge: &[u8; 16], response: &[u8; 16]) -> Option<Principal> {
+        if let Some(p) = self.inner.verify_vnc(challenge, response) {
+            return Some(p);
+        }
+        self.view_only_principal(challenge, response)
+    }
     fn verify_plain(&self, username: &str, password: &[u8]) -> Option<Principal> {
         self.inner.verify_plain(username, password)
+    }
+    fn check_vnc(
+        &self,
+        challenge: &[u8; 16],
+        response: &[u8; 16],
+    ) -> Result<Option<Principal>, String> {
+        match self.inner.check_vnc(challenge, response)? {
+            Some(p) => Ok(Some(p)),
+            None => Ok(self.view_only_principal(challenge, response)),
+        }
     }
 }

@@ -592,11 +592,22 @@ impl Session {
                         response,
                     } => {
                         let budget = self.budget_for_check(&mut stream, conn, deadline).await?;
-                        let principal = match self.cfg.authenticator.clone() {
-                            Some(a) => Self::blocking(move || a.verify_vnc(&challenge, &response))
+                        let checked = match self.cfg.authenticator.clone() {
+                            Some(a) => Self::blocking(move || a.check_vnc(&challenge, &response))
                                 .await
-                                .flatten(),
-                            None => None,
+                                .unwrap_or(Ok(None)),
+                            None => Ok(None),
+                        };
+                        let principal = match checked {
+                            Ok(p) => p,
+                            // Not checked at all (the journal is unreachable):
+                            // no guess to count; the viewer is told why.
+                            Err(reason) => {
+                                drop(budget);
+                                return Err(self
+                                    .refuse(&mut stream, conn, deadline, &reason)
+                                    .await);
+                            }
                         };
                         self.verdict(&mut stream, conn, deadline, principal, budget)
                             .await?;

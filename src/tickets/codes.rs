@@ -107,7 +107,11 @@ pub fn key_path(db: &Path) -> PathBuf {
 
 /// Reads the server secret, creating it (atomically, mode 0600) if missing.
 fn load_or_create_secret(db: &Path) -> Result<[u8; 32]> {
-    let path = key_path(db);
+    load_or_create_secret_at(&key_path(db))
+}
+
+fn load_or_create_secret_at(path: &Path) -> Result<[u8; 32]> {
+    let path = path.to_path_buf();
     for _ in 0..3 {
         match std::fs::File::open(&path) {
             Ok(mut f) => {
@@ -153,6 +157,50 @@ fn load_or_create_secret(db: &Path) -> Result<[u8; 32]> {
     Err(JournalError::BadKeyFile(path))
 }
 
+/// Where the code key of the team database is kept on this machine:
+/// `TICKETVNC_CODE_KEY_FILE`, else `$XDG_DATA_HOME/ticketvnc/team-code.key`.
+/// Every server and technician machine of a team needs the same file.
+pub fn team_key_path() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("TICKETVNC_CODE_KEY_FILE").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    Ok(super::default_db_path()?.with_file_name("team-code.key"))
+}
+
+/// The one-time-code secret of the team database. It never goes into the
+/// database (a copy of the database must not give away the codes); the
+/// database keeps a 63-bit fingerprint of it, so that a machine with
+/// another key file is told at once instead of silently issuing codes
+/// no server accepts. The first machine that needs a key for an empty
+/// team database creates it; everyone else must be given a copy.
+fn team_secret(pg: &super::pg::Pg) -> Result<[u8; 32]> {
+    let path = team_key_path()?;
+    let fingerprint = |k: &[u8; 32]| {
+        let h = hmac(k, &[b"ticketvnc/code-key-check/v1"]);
+        i64::from_be_bytes(h[..8].try_into().expect("8 bytes")) & i64::MAX
+    };
+    let recorded = pg.code_key_check(None)?;
+    if recorded.is_some() && !path.exists() {
+        return Err(JournalError::CodeKey(format!(
+            "the team database's one-time codes are keyed with a key file this machine does not \
+             have: copy it from a machine of the team to {} (mode 0600) or set \
+             TICKETVNC_CODE_KEY_FILE",
+            path.display()
+        )));
+    }
+    let k = load_or_create_secret_at(&path)?;
+    let mine = fingerprint(&k);
+    match pg.code_key_check(Some(mine))? {
+        Some(v) if v == mine => Ok(k),
+        _ => Err(JournalError::CodeKey(format!(
+            "the code key file {} does not belong to the team database {}: \
+             use the team's key file",
+            path.display(),
+            pg.shown()
+        ))),
+    }
+}
+
 /// A key file readable or writable by group or others is tightened to
 /// 0600 with a warning, as the database is.
 fn tighten(f: &std::fs::File, path: &Path) -> Result<()> {
@@ -193,7 +241,10 @@ impl Journal {
         if let Some(s) = self.secret.get() {
             return Ok(*s);
         }
-        let s = load_or_create_secret(self.path())?;
+        let s = match self.pg() {
+            Some(_) => self.on_pg(team_secret).expect("on PostgreSQL")?,
+            None => load_or_create_secret(self.path())?,
+        };
         Ok(*self.secret.get_or_init(|| s))
     }
 
@@ -212,6 +263,29 @@ impl Journal {
         let hash = code_hash(&secret, &salt, &code);
         let now = now_ms();
         let expires_at = now + ttl.as_millis() as i64;
+        if self.pg().is_some() {
+            let mut row = CodeRow {
+                id: 0,
+                ticket: ticket.into(),
+                nonce: nonce.to_vec(),
+                salt: salt.to_vec(),
+                hash: hash.to_vec(),
+                created_at: now,
+                expires_at,
+            };
+            let row = self
+                .on_pg(|pg| {
+                    pg.issue_code(self.chain_key(), &mut row, MAX_LIVE_CODES as i64)?;
+                    Ok(row)
+                })
+                .expect("on PostgreSQL")?;
+            return Ok(IssuedCode {
+                id: row.id,
+                ticket: ticket.into(),
+                code: String::from_utf8_lossy(&code).into_owned(),
+                expires_at,
+            });
+        }
         let mut c = self.conn();
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let status: Option<String> = tx
@@ -271,11 +345,16 @@ impl Journal {
     /// (bumped by trigger on any change to `codes` or a ticket's status)
     /// moved since the last load.
     fn live_codes(&self) -> Result<std::sync::MutexGuard<'_, Option<LiveCodes>>> {
-        let generation: i64 =
-            self.conn()
-                .query_row("SELECT value FROM counters WHERE name = 'codes'", [], |r| {
-                    r.get(0)
-                })?;
+        let generation: i64 = match self.pg() {
+            Some(_) => self
+                .on_pg(|pg| pg.codes_generation())
+                .expect("on PostgreSQL")?,
+            None => self.conn().query_row(
+                "SELECT value FROM counters WHERE name = 'codes'",
+                [],
+                |r| r.get(0),
+            )?,
+        };
         let mut g = self.live_codes.lock().unwrap_or_else(|e| e.into_inner());
         if g.as_ref().is_none_or(|l| l.generation != generation) {
             *g = Some(self.load_live_codes(generation)?);
@@ -285,6 +364,24 @@ impl Journal {
 
     fn load_live_codes(&self, generation: i64) -> Result<LiveCodes> {
         let k = code_key(&self.secret()?);
+        if let Some(rows) = self.on_pg(|pg| pg.live_code_rows(MAX_LIVE_CODES as i64)) {
+            let entries = rows?
+                .into_iter()
+                .map(|row| {
+                    let code = derive_code(&k, &row.nonce);
+                    let lower = code.map(|b| b.to_ascii_lowercase());
+                    LiveCode {
+                        row,
+                        ciphers: [vnc_cipher(&code), vnc_cipher(&lower)],
+                    }
+                })
+                .collect::<Vec<_>>();
+            tracing::debug!(live = entries.len(), generation, "one-time codes loaded");
+            return Ok(LiveCodes {
+                generation,
+                entries,
+            });
+        }
         let c = self.conn();
         let mut st = c.prepare(
             "SELECT c.id, c.ticket, c.nonce, c.salt, c.hash, c.created_at, c.expires_at FROM codes c
@@ -373,6 +470,12 @@ impl Journal {
                 "one-time code hash mismatch: key file does not match the database"
             );
             return Ok(None);
+        }
+        // Exactly one of two servers racing for the code gets `true`
+        // (UPDATE .. WHERE used_at IS NULL under the chain lock).
+        if let Some(won) = self.on_pg(|pg| pg.use_code(self.chain_key(), &row)) {
+            let won = won?;
+            return Ok(won.then_some((row.id, row.ticket)));
         }
         let mut c = self.conn();
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -581,7 +684,39 @@ impl CodeAuthenticator {
     }
 }
 
+/// What a viewer is told when its code cannot be checked.
+pub const JOURNAL_UNREACHABLE: &str =
+    "the session journal cannot be reached, so one-time codes cannot be checked; try again in a minute";
+
 impl Authenticator for CodeAuthenticator {
+    fn check_vnc(
+        &self,
+        challenge: &[u8; 16],
+        response: &[u8; 16],
+    ) -> Result<Option<Principal>, String> {
+        if let Some(pw) = &self.password {
+            if pw.verify(challenge, response) {
+                return Ok(self.verify_vnc(challenge, response));
+            }
+        }
+        match self.journal.consume_code(challenge, response) {
+            Ok(Some((id, ticket))) => Ok(Some(Principal {
+                ticket: Some(ticket),
+                credential: format!("one-time code #{id}"),
+                ..Default::default()
+            })),
+            Ok(None) => Ok(None),
+            Err(e) if e.is_unavailable() => {
+                tracing::error!(error = %e, "team database unreachable: refusing a viewer");
+                Err(JOURNAL_UNREACHABLE.into())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "journal error while checking one-time codes");
+                Ok(None)
+            }
+        }
+    }
+
     fn verify_vnc(&self, challenge: &[u8; 16], response: &[u8; 16]) -> Option<Principal> {
         if let Some(pw) = &self.password {
             if pw.verify(challenge, response) {

@@ -474,6 +474,7 @@ impl Journal {
     /// Sets (or with `None` clears) the language of a ticket's texts for
     /// the knowledge base, and reindexes it. Not chained: a search hint.
     pub fn set_ticket_lang(&self, ticket: &str, lang: Option<Lang>) -> Result<()> {
+        self.sqlite_only("the ticket language")?;
         let mut c = self.conn();
         let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let exists: bool = tx.query_row(
@@ -498,6 +499,7 @@ impl Journal {
 
     /// Rebuilds the knowledge base from the tickets (`ticketvnc kb reindex`).
     pub fn kb_reindex(&self) -> Result<usize> {
+        self.sqlite_only("the knowledge base")?;
         let mut c = self.conn();
         let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let n = reindex_all(&tx)?;
@@ -507,6 +509,7 @@ impl Journal {
 
     /// Best matching tickets for a query, at most `q.limit` (1..=1000).
     pub fn kb_search(&self, q: &KbQuery) -> Result<Vec<KbHit>> {
+        self.sqlite_only("the knowledge base")?;
         let c = self.conn();
         let plans = plan(&c, q.text)?;
         if plans.is_empty() {

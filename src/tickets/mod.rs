@@ -52,26 +52,31 @@
 pub mod analyzer;
 mod chain;
 mod codes;
+mod copy;
 pub mod flood;
 pub mod hooks;
 mod kb;
 mod observer;
+mod pg;
 mod schema;
 mod store;
+mod target;
 mod technicians;
 mod writer;
 
 pub use chain::{Broken, ChainKey, VerifyReport};
 pub use codes::{
-    check_code_ttl, CodeAuthenticator, IssuedCode, CODE_ALPHABET, CODE_LEN, MAX_LIVE_CODES,
-    MAX_TTL, MIN_TTL,
+    check_code_ttl, team_key_path, CodeAuthenticator, IssuedCode, CODE_ALPHABET, CODE_LEN,
+    MAX_LIVE_CODES, MAX_TTL, MIN_TTL,
 };
+pub use copy::{copy_journal, CopyReport};
 pub use kb::{KbHit, KbQuery, KbSource, EXPANSION_WEIGHT, MAX_QUERY_BYTES, MAX_QUERY_WORDS};
 pub use observer::JournalObserver;
 pub use store::{
     ClipboardDirection, Consent, Direction, Event, EventRow, Journal, Note, Rights, SessionId,
     SessionRow, SessionStart, SessionStats, Ticket, TicketStatus,
 };
+pub use target::{redact_url, DbTarget};
 pub use technicians::{
     check_technician_name, Technician, MAX_TECHNICIAN_NAME, MAX_TECHNICIAN_PASSWORD,
 };
@@ -120,9 +125,82 @@ pub enum JournalError {
     NotAJournal(PathBuf),
     #[error("password hashing: {0}")]
     PasswordHash(String),
+    /// The team database (PostgreSQL) answered with an error or could not
+    /// be reached (see [`JournalError::is_unavailable`]).
+    #[error("team database: {}", pg_message(.0))]
+    Postgres(postgres::Error),
+    #[error("{0} is not available on a PostgreSQL journal yet (issue 15)")]
+    NotOnPostgres(&'static str),
+    #[error("{0}")]
+    CodeKey(String),
+}
+
+impl From<postgres::Error> for JournalError {
+    fn from(e: postgres::Error) -> JournalError {
+        JournalError::Postgres(e)
+    }
+}
+
+/// rust-postgres says only "db error" or "error connecting to server";
+/// the reason is in its source: say both on one line.
+fn pg_message(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return match db.hint() {
+            Some(h) => format!("{} ({h})", db.message()),
+            None => db.message().to_string(),
+        };
+    }
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
+}
+
+impl JournalError {
+    /// The database could not be reached or the connection broke: worth
+    /// retrying later (nothing was committed), unlike an error the
+    /// database itself reported.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            JournalError::Postgres(e) => match e.as_db_error() {
+                None => true,
+                // Connection exceptions (class 08), a server shutting down,
+                // crashed or not yet accepting connections (57P01..57P03),
+                // too many connections: the database is away for now.
+                Some(db) => {
+                    let c = db.code().code();
+                    e.is_closed() || c.starts_with("08") || c.starts_with("57P") || c == "53300"
+                }
+            },
+            _ => false,
+        }
+    }
 }
 
 pub type Result<T, E = JournalError> = std::result::Result<T, E>;
+
+pub use schema::SCHEMA_VERSION;
+
+/// Checks a journal without changing anything (`sessions verify`): an
+/// sqlite file as [`Journal::verify_file`] does, or the team database in
+/// one read-only snapshot (nothing created, migrated or recovered).
+pub fn verify_target(target: &DbTarget, key: Option<&ChainKey>) -> Result<VerifyReport> {
+    match target {
+        DbTarget::Sqlite(path) => Journal::verify_file(path, key),
+        DbTarget::Postgres(url) => {
+            let pg = pg::Pg::new(url)?;
+            match pg.schema_version()? {
+                0 => Err(JournalError::NoJournal(pg.shown().into())),
+                v if v == pg::SCHEMA_VERSION => pg.verify(key),
+                v => Err(JournalError::Invalid(format!(
+                    "{} has schema version {v}; this ticketvnc verifies version {}",
+                    pg.shown(),
+                    pg::SCHEMA_VERSION
+                ))),
+            }
+        }
+    }
+}
 
 /// `$XDG_DATA_HOME/ticketvnc/ticketvnc.db`, else
 /// `$HOME/.local/share/ticketvnc/ticketvnc.db`.

@@ -127,6 +127,17 @@ impl SessionObserver for JournalObserver {
         }
         let id = match self.journal.auth_failed(&start, reason) {
             Ok(id) => Some(id),
+            Err(e) if e.is_unavailable() => {
+                // The team database is away: the refusal waits in the
+                // writer's queue and is recorded once it is back.
+                error!(error = %e, "team database unreachable; the refusal is recorded when it is back");
+                self.writer.push(Entry::AuthFailed {
+                    at: now_ms(),
+                    start: Box::new(start.clone()),
+                    reason: reason.to_owned(),
+                });
+                None
+            }
             Err(e) => {
                 error!(error = %e, "cannot record a failed authentication");
                 None

@@ -291,6 +291,12 @@ pub struct Journal {
     pub(crate) des_ops: std::sync::atomic::AtomicU64,
     /// `--journal-key-file`: rows are chained with HMAC under it.
     chain_key: Option<chain::ChainKey>,
+    /// The team database, for a journal on PostgreSQL (`--db
+    /// postgres://...`). Every method that works there dispatches to it
+    /// before touching `conn`, which is then an empty in-memory sqlite
+    /// database that is never used (methods not ported yet return
+    /// [`JournalError::NotOnPostgres`]).
+    pub(crate) pg: Option<super::pg::Pg>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -417,11 +423,82 @@ impl Journal {
             live_codes: Mutex::new(None),
             des_ops: Default::default(),
             chain_key: key,
+            pg: None,
         };
         j.recover_crashed()?;
         Ok(j)
     }
 
+    /// Opens the journal `--db` names: an sqlite file ([`Journal::open_with_key`])
+    /// or the team database on PostgreSQL (migrated, crashed sessions
+    /// closed, the chain key checked, as for a file).
+    pub fn open_target(target: &super::DbTarget, key: Option<chain::ChainKey>) -> Result<Journal> {
+        let url = match target {
+            super::DbTarget::Sqlite(path) => return Journal::open_with_key(path, key),
+            super::DbTarget::Postgres(url) => url,
+        };
+        let pg = super::pg::Pg::new(url)?;
+        super::pg::off_runtime(|| {
+            pg.migrate()?;
+            if let Some(k) = &key {
+                pg.check_key(k)?;
+            }
+            Ok(())
+        })?;
+        let j = Journal {
+            conn: Mutex::new(Connection::open_in_memory()?),
+            path: PathBuf::from(pg.shown()),
+            owner: Mutex::new(None),
+            secret: OnceLock::new(),
+            live_codes: Mutex::new(None),
+            des_ops: Default::default(),
+            chain_key: key,
+            pg: Some(pg),
+        };
+        j.on_pg(|pg| pg.recover_crashed(j.chain_key.as_ref()))
+            .expect("on PostgreSQL")?;
+        Ok(j)
+    }
+
+    /// The team database, if this journal is on PostgreSQL. Its calls
+    /// block: from code that may run on a tokio thread use [`Journal::on_pg`].
+    pub(crate) fn pg(&self) -> Option<&super::pg::Pg> {
+        self.pg.as_ref()
+    }
+
+    /// Runs `f` on the team database if this journal is on PostgreSQL
+    /// (`None` otherwise). The sync client of rust-postgres drives its own
+    /// small runtime and panics inside another one, and journal methods
+    /// are called from tokio tasks (a one-time code check) as well as from
+    /// plain threads; on a tokio thread `f` runs on a short-lived thread
+    /// of its own (tens of microseconds against a network round trip).
+    pub(crate) fn on_pg<T: Send>(
+        &self,
+        f: impl FnOnce(&super::pg::Pg) -> Result<T> + Send,
+    ) -> Option<Result<T>> {
+        let pg = self.pg.as_ref()?;
+        Some(super::pg::off_runtime(|| f(pg)))
+    }
+
+    /// Refuses what is not ported to PostgreSQL yet.
+    pub(crate) fn sqlite_only(&self, what: &'static str) -> Result<()> {
+        match self.pg {
+            Some(_) => Err(JournalError::NotOnPostgres(what)),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn chain_key(&self) -> Option<&chain::ChainKey> {
+        self.chain_key.as_ref()
+    }
+
+    /// Is this journal the team database (PostgreSQL)?
+    pub fn is_postgres(&self) -> bool {
+        self.pg.is_some()
+    }
+
+    /// The sqlite file, or for a journal on PostgreSQL its URL without
+    /// the password.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -565,6 +642,15 @@ impl Journal {
     /// viewer if it fails. A ticket named here that does not exist yet is
     /// created (e.g. `serve --ticket ID` with a static password).
     pub fn session_started(&self, s: &SessionStart) -> Result<SessionId> {
+        if let Some(t) = s.ticket.as_ref().filter(|_| self.pg.is_some()) {
+            check_ticket_id(t)?;
+        }
+        if let Some(r) = self.on_pg(|pg| {
+            let owner = pg.owner_id()?;
+            pg.insert_session(self.chain_key(), s, Some(&owner), None)
+        }) {
+            return r;
+        }
         let owner = self.owner_id()?;
         self.insert_session(s, Some(&owner), None)
     }
@@ -572,6 +658,13 @@ impl Journal {
     /// Records a failed authentication as a session that ended at once
     /// with reason "auth failed", with an `auth_failure` event.
     pub fn auth_failed(&self, s: &SessionStart, reason: &str) -> Result<SessionId> {
+        if let Some(t) = s.ticket.as_ref().filter(|_| self.pg.is_some()) {
+            check_ticket_id(t)?;
+        }
+        if let Some(r) = self.on_pg(|pg| pg.insert_session(self.chain_key(), s, None, Some(reason)))
+        {
+            return r;
+        }
         self.insert_session(s, None, Some(reason))
     }
 
@@ -655,6 +748,9 @@ impl Journal {
     /// Records the end of a session (reason: e.g. `EndReason::as_str()`).
     /// Ending an already-ended session is a no-op.
     pub fn session_ended(&self, id: SessionId, reason: &str, stats: SessionStats) -> Result<()> {
+        if let Some(r) = self.on_pg(|pg| pg.session_ended(self.chain_key(), id, reason, stats)) {
+            return r;
+        }
         let mut c = self.conn();
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let ended: Option<Option<i64>> = tx
@@ -674,6 +770,9 @@ impl Journal {
 
     /// Appends an event to a session.
     pub fn event(&self, id: SessionId, ev: &Event) -> Result<()> {
+        if let Some(r) = self.on_pg(|pg| pg.event(self.chain_key(), id, now_ms(), ev)) {
+            return r;
+        }
         let mut c = self.conn();
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let ticket: Option<Option<String>> = tx
@@ -697,6 +796,9 @@ impl Journal {
     /// Appends an event that belongs to no session (e.g. a hook delivery
     /// for a ticket-level event).
     pub fn ticket_event(&self, ticket: Option<&str>, ev: &Event) -> Result<()> {
+        if let Some(r) = self.on_pg(|pg| pg.ticket_event(self.chain_key(), ticket, now_ms(), ev)) {
+            return r;
+        }
         let mut c = self.conn();
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
         self.append(&tx, now_ms(), None, ticket, ev.kind(), &ev.details())?;
@@ -707,6 +809,9 @@ impl Journal {
     /// The newest event's (seq, hash): the chain head. Record it outside
     /// the database (hooks deliver it) to detect truncation later.
     pub fn head(&self) -> Result<Option<(i64, String)>> {
+        if let Some(r) = self.on_pg(|pg| pg.head()) {
+            return r;
+        }
         Ok(self
             .conn()
             .query_row(
@@ -798,12 +903,16 @@ impl Journal {
             live_codes: Mutex::new(None),
             des_ops: Default::default(),
             chain_key: None,
+            pg: None,
         })
     }
 
     /// Checks the hash chain and the session, note, technician, ticket and
     /// code rows against it, with this journal's key (if opened with one).
     pub fn verify(&self) -> Result<super::VerifyReport> {
+        if let Some(r) = self.on_pg(|pg| pg.verify(self.chain_key())) {
+            return r;
+        }
         self.verify_with(self.chain_key.as_ref())
     }
 
@@ -818,6 +927,9 @@ impl Journal {
 
     /// A ticket's status now (`None`: no such ticket). One indexed read.
     pub fn ticket_status(&self, id: &str) -> Result<Option<TicketStatus>> {
+        if let Some(r) = self.on_pg(|pg| pg.ticket_status(id)) {
+            return r;
+        }
         let s: Option<String> = self
             .conn()
             .query_row("SELECT status FROM tickets WHERE id = ?1", [id], |r| {
@@ -844,6 +956,9 @@ impl Journal {
     /// (closing revoked its codes); check [`Journal::ticket_status`] if
     /// that matters.
     pub fn tickets_closed_since(&self, cursor: Option<i64>) -> Result<(Vec<String>, i64)> {
+        if let Some(r) = self.on_pg(|pg| pg.tickets_closed_since(cursor)) {
+            return r;
+        }
         let c = self.conn();
         let head: i64 =
             c.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
@@ -867,6 +982,13 @@ impl Journal {
         check_ticket_id(id)?;
         if let Some(t) = title {
             check_text(t)?;
+        }
+        if let Some(r) = self.on_pg(|pg| pg.open_ticket(self.chain_key(), id, title)) {
+            let created = r?;
+            let t = self
+                .ticket(id)?
+                .ok_or_else(|| JournalError::NoSuchTicket(id.into()))?;
+            return Ok((t, created));
         }
         let now = now_ms();
         let created;
@@ -932,6 +1054,12 @@ impl Journal {
         if let Some(r) = resolution {
             check_text(r)?;
         }
+        if let Some(r) = self.on_pg(|pg| pg.close_ticket(self.chain_key(), id, resolution)) {
+            r?;
+            return self
+                .ticket(id)?
+                .ok_or_else(|| JournalError::NoSuchTicket(id.into()));
+        }
         let now = now_ms();
         {
             let mut c = self.conn();
@@ -973,6 +1101,9 @@ impl Journal {
         if text.trim().is_empty() {
             return Err(JournalError::Invalid("the note is empty".into()));
         }
+        if let Some(r) = self.on_pg(|pg| pg.add_note(self.chain_key(), ticket, text, author)) {
+            return r;
+        }
         let now = now_ms();
         let mut c = self.conn();
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -1004,6 +1135,9 @@ impl Journal {
 
     /// A ticket with its notes, or `None`.
     pub fn ticket(&self, id: &str) -> Result<Option<Ticket>> {
+        if let Some(r) = self.on_pg(|pg| pg.ticket(id)) {
+            return r;
+        }
         let c = self.conn();
         let t = c
             .query_row(
@@ -1050,6 +1184,9 @@ impl Journal {
 
     /// Sessions, newest first, optionally of one ticket.
     pub fn sessions(&self, ticket: Option<&str>) -> Result<Vec<SessionRow>> {
+        if let Some(r) = self.on_pg(|pg| pg.sessions(ticket)) {
+            return r;
+        }
         let c = self.conn();
         let mut st = c.prepare(
             "SELECT id, ticket, peer, direction, security, credential, technician,
@@ -1090,11 +1227,17 @@ impl Journal {
 
     /// Events in order, of one session or (None) of all.
     pub fn events(&self, session: Option<SessionId>) -> Result<Vec<EventRow>> {
+        if let Some(r) = self.on_pg(|pg| pg.events(session.map(|s| s.0), None)) {
+            return r;
+        }
         self.query_events("?1 IS NULL OR session = ?1", session.map(|s| s.0))
     }
 
     /// Events of one ticket (its sessions' and its own), in order.
     pub fn ticket_events(&self, ticket: &str) -> Result<Vec<EventRow>> {
+        if let Some(r) = self.on_pg(|pg| pg.events(None, Some(ticket))) {
+            return r;
+        }
         self.query_events("ticket = ?1", Some(ticket))
     }
 

@@ -109,6 +109,34 @@ impl Journal {
         // Hash before taking the database lock: it takes a while.
         let phc = hash_password(password)?;
         let now = now_ms();
+        if let Some(r) = self.on_pg(|pg| {
+            pg.write(|tx| {
+                let n = tx.execute(
+                    "INSERT INTO technicians (name, hash, created_at) VALUES ($1, $2, $3)
+                     ON CONFLICT DO NOTHING",
+                    &[&name, &phc, &now],
+                )?;
+                if n == 0 {
+                    return Err(JournalError::TechnicianExists(name.into()));
+                }
+                super::pg::append(
+                    self.chain_key(),
+                    tx,
+                    now,
+                    None,
+                    None,
+                    "technician_added",
+                    &added_details(name, now, &phc),
+                )?;
+                Ok(())
+            })
+        }) {
+            r?;
+            return Ok(Technician {
+                name: name.into(),
+                created_at: now,
+            });
+        }
         let mut c = self.conn();
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let exists: bool = tx.query_row(
@@ -141,6 +169,25 @@ impl Journal {
     /// Removes a technician account (sessions it made stay recorded).
     pub fn remove_technician(&self, name: &str) -> Result<()> {
         let now = now_ms();
+        if let Some(r) = self.on_pg(|pg| {
+            pg.write(|tx| {
+                if tx.execute("DELETE FROM technicians WHERE name = $1", &[&name])? == 0 {
+                    return Err(JournalError::NoSuchTechnician(name.into()));
+                }
+                super::pg::append(
+                    self.chain_key(),
+                    tx,
+                    now,
+                    None,
+                    None,
+                    "technician_removed",
+                    &serde_json::json!({ "name": name }),
+                )?;
+                Ok(())
+            })
+        }) {
+            return r;
+        }
         let mut c = self.conn();
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if tx.execute("DELETE FROM technicians WHERE name = ?1", [name])? == 0 {
@@ -160,6 +207,22 @@ impl Journal {
 
     /// All technician accounts, by name.
     pub fn technicians(&self) -> Result<Vec<Technician>> {
+        if let Some(r) = self.on_pg(|pg| {
+            Ok(pg
+                .conn()?
+                .query(
+                    "SELECT name, created_at FROM technicians ORDER BY name",
+                    &[],
+                )?
+                .iter()
+                .map(|r| Technician {
+                    name: r.get(0),
+                    created_at: r.get(1),
+                })
+                .collect())
+        }) {
+            return r;
+        }
         let c = self.conn();
         let mut st = c.prepare("SELECT name, created_at FROM technicians ORDER BY name")?;
         let v = st
@@ -178,7 +241,21 @@ impl Journal {
     /// database error counts as "no". Slow by design (tens of
     /// milliseconds): call it off the async runtime.
     pub fn verify_technician(&self, name: &str, password: &[u8]) -> bool {
-        let stored: Option<String> = {
+        let stored: Option<String> = if let Some(r) = self.on_pg(|pg| {
+            let mut c = pg.conn()?;
+            Ok(
+                c.query_opt("SELECT hash FROM technicians WHERE name = $1", &[&name])?
+                    .map(|r| r.get(0)),
+            )
+        }) {
+            match r {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::error!(error = %e, "journal error while checking a technician account");
+                    None
+                }
+            }
+        } else {
             let c = self.conn();
             match c
                 .query_row(

@@ -58,6 +58,14 @@ pub(crate) enum Entry {
     },
     /// An event of no session (server notices).
     Notice { at: i64, ev: Event },
+    /// A refused viewer whose record could not be written at once because
+    /// the team database was unreachable (PostgreSQL only: on sqlite the
+    /// observer writes it in place as before). Never dropped.
+    AuthFailed {
+        at: i64,
+        start: Box<super::SessionStart>,
+        reason: String,
+    },
 }
 
 impl Entry {
@@ -73,7 +81,7 @@ impl Entry {
     fn take_hook(&mut self) -> Option<HookEvent> {
         match self {
             Entry::Event { hook, .. } | Entry::End { hook, .. } => hook.take(),
-            Entry::Notice { .. } => None,
+            Entry::Notice { .. } | Entry::AuthFailed { .. } => None,
         }
     }
 }
@@ -416,11 +424,14 @@ fn run(shared: &Shared, journal: &Journal, hooks: Option<&HookDispatcher>) {
 }
 
 fn is_busy(e: &JournalError) -> bool {
-    matches!(
-        e,
-        JournalError::Sqlite(rusqlite::Error::SqliteFailure(f, _))
-            if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-    )
+    // The team database unreachable: keep the batch and retry, as for a
+    // locked file (nothing of it was committed).
+    e.is_unavailable()
+        || matches!(
+            e,
+            JournalError::Sqlite(rusqlite::Error::SqliteFailure(f, _))
+                if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        )
 }
 
 /// Writes a batch in one transaction; while the database stays locked it
@@ -455,7 +466,11 @@ fn write_batch(
                 }
                 // busy_timeout already waited; say so once and keep going.
                 if !waited {
-                    tracing::warn!(error = %e, "journal locked by another process; session events wait");
+                    if e.is_unavailable() {
+                        tracing::warn!(error = %e, "team database unreachable; session events wait");
+                    } else {
+                        tracing::warn!(error = %e, "journal locked by another process; session events wait");
+                    }
                     waited = true;
                 }
                 std::thread::sleep(Duration::from_millis(100));
@@ -547,6 +562,11 @@ fn clone_entry(e: &Entry) -> Entry {
             at: *at,
             ev: ev.clone(),
         },
+        Entry::AuthFailed { at, start, reason } => Entry::AuthFailed {
+            at: *at,
+            start: start.clone(),
+            reason: reason.clone(),
+        },
     }
 }
 
@@ -581,6 +601,9 @@ fn write_clip(journal: &Journal, session: i64, to_viewer: bool, c: Clip) -> Resu
 }
 
 fn write_all(journal: &Journal, b: &Batch) -> Result<()> {
+    if let Some(r) = journal.on_pg(|pg| pg.write(|tx| write_all_pg(journal, tx, b))) {
+        return r;
+    }
     let mut c = journal.conn();
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
     for ((session, to_viewer), clip) in &b.clips {
@@ -632,6 +655,11 @@ fn write_all(journal: &Journal, b: &Batch) -> Result<()> {
             Entry::Notice { at, ev } => {
                 journal.append(&tx, *at, None, None, ev.kind(), &ev.details())?;
             }
+            Entry::AuthFailed { .. } => {
+                return Err(JournalError::Invalid(
+                    "a queued refusal is a team-journal entry".into(),
+                ))
+            }
         }
     }
     for s in &b.auth {
@@ -643,6 +671,66 @@ fn write_all(journal: &Journal, b: &Batch) -> Result<()> {
         journal.append(&tx, now_ms(), None, None, ev.kind(), &ev.details())?;
     }
     tx.commit()?;
+    Ok(())
+}
+
+/// `write_all` on PostgreSQL: the same rows in the same order, in one
+/// transaction holding the chain lock.
+fn write_all_pg(journal: &Journal, tx: &mut postgres::Transaction<'_>, b: &Batch) -> Result<()> {
+    use super::pg::{append, end_if_open, session_ticket};
+    let key = journal.chain_key();
+    for ((session, to_viewer), clip) in &b.clips {
+        let ticket = session_ticket(tx, *session)?;
+        let ev = clip_event(*to_viewer, *clip);
+        append(
+            key,
+            tx,
+            clip.first_at,
+            Some(*session),
+            ticket.as_deref(),
+            ev.kind(),
+            &ev.details(),
+        )?;
+    }
+    for e in &b.entries {
+        match e {
+            Entry::Event {
+                session, at, ev, ..
+            } => {
+                let ticket = session_ticket(tx, session.0)?;
+                append(
+                    key,
+                    tx,
+                    *at,
+                    Some(session.0),
+                    ticket.as_deref(),
+                    ev.kind(),
+                    &ev.details(),
+                )?;
+            }
+            Entry::End {
+                session,
+                at,
+                reason,
+                stats,
+                ..
+            } => end_if_open(key, tx, session.0, *at, reason, *stats)?,
+            Entry::Notice { at, ev } => {
+                append(key, tx, *at, None, None, ev.kind(), &ev.details())?;
+            }
+            Entry::AuthFailed { at, start, reason } => {
+                super::pg::insert_session_tx(key, tx, start, None, Some(reason), *at)?;
+            }
+        }
+    }
+    for s in &b.auth {
+        let ev = Event::AuthFailures(s.clone());
+        append(key, tx, s.last, None, None, ev.kind(), &ev.details())?;
+    }
+    if b.dropped > 0 {
+        let ev = Event::Dropped { resize: b.dropped };
+        append(key, tx, now_ms(), None, None, ev.kind(), &ev.details())?;
+    }
     Ok(())
 }
 

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod flowclient;
+pub mod pg;
 pub mod slowlink;
 pub mod wire;
 
