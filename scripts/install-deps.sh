@@ -31,6 +31,9 @@ PACKAGES=(
     dbus-daemon     # a private session bus for the tray test (tests/tray.rs)
     chromium        # the technician's browser (tests/browser.rs)
     postgresql      # the team journal (tests/journal_pg.rs: a private cluster per test)
+    gcc-mingw-w64-x86-64 # the Windows build's C parts (sqlite, ring) and tests/windows/*.c
+    wine            # runs the Windows build (tests/windows_wine.rs)
+    wine64
 )
 # Node.js and npm drive that browser through Playwright. They are installed
 # only when missing: a NodeSource nodejs (common on CI images) already

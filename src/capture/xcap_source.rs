@@ -84,8 +84,20 @@ impl ScreenSource for XcapSource {
                     std::thread::sleep(next - now);
                 }
             }
-            self.last_grab = Some(Instant::now());
+            let started = Instant::now();
+            let first = self.last_grab.is_none();
+            self.last_grab = Some(started);
             let frame = self.grab()?;
+            if first {
+                tracing::info!(
+                    width = frame.width,
+                    height = frame.height,
+                    ms = started.elapsed().as_millis() as u64,
+                    "screen capture ready (xcap, grabbed every {} ms)",
+                    INTERVAL.as_millis()
+                );
+            }
+            tracing::trace!(ms = started.elapsed().as_millis() as u64, "grab");
             if self.last.as_ref() != Some(&frame) {
                 self.last = Some(frame.clone());
                 return Ok(Some(Capture {

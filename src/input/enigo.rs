@@ -3,7 +3,9 @@
 
 use super::queue::InputQueue;
 use super::{ClipboardTarget, InputEvent, InputSink};
-use enigo::{Axis, Button, Coordinate, Direction, Enigo, Key, Keyboard, Mouse, Settings};
+use enigo::{Axis, Button, Coordinate, Direction, Enigo, Mouse, Settings};
+#[cfg(not(target_os = "windows"))]
+use enigo::{Key, Keyboard};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -116,11 +118,19 @@ impl InputSink for EnigoInput {
 struct Injector {
     buttons: u8,
     pos: Option<(u16, u16)>,
+    #[cfg(target_os = "windows")]
+    keys: super::windows_keys::KeyState,
 }
 
 impl Injector {
     fn inject(&mut self, enigo: &mut Enigo, ev: InputEvent) {
         let r = match ev {
+            // Windows takes virtual-key codes, not keysyms.
+            #[cfg(target_os = "windows")]
+            InputEvent::Key { down, keysym } => {
+                super::windows_keys::inject(enigo, &mut self.keys, down, keysym)
+            }
+            #[cfg(not(target_os = "windows"))]
             InputEvent::Key { down, keysym } => {
                 let dir = if down {
                     Direction::Press

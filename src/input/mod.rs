@@ -3,6 +3,7 @@
 #[cfg(any(target_os = "linux", target_os = "windows", target_os = "macos"))]
 pub mod enigo;
 pub mod queue;
+pub mod windows_keys;
 #[cfg(target_os = "linux")]
 pub mod x11_clipboard;
 

@@ -43,11 +43,20 @@ pub struct TlsIdentity {
     pub generated: bool,
 }
 
-/// `$XDG_CONFIG_HOME/ticketvnc`, else `$HOME/.config/ticketvnc`.
+/// `$XDG_CONFIG_HOME/ticketvnc`, else (Windows) `%APPDATA%\ticketvnc`, else
+/// `$HOME/.config/ticketvnc`.
 pub fn default_config_dir() -> Result<PathBuf, TlsError> {
     let xdg = std::env::var_os("XDG_CONFIG_HOME")
         .map(PathBuf::from)
         .filter(|p| p.is_absolute());
+    // Windows: %APPDATA% (HOME is rarely set there, and Wine passes the
+    // Unix one, which is not an absolute Windows path).
+    #[cfg(windows)]
+    let xdg = xdg.or_else(|| {
+        std::env::var_os("APPDATA")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    });
     let base = match xdg {
         Some(p) => p,
         None => std::env::var_os("HOME")

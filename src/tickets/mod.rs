@@ -202,12 +202,20 @@ pub fn verify_target(target: &DbTarget, key: Option<&ChainKey>) -> Result<Verify
     }
 }
 
-/// `$XDG_DATA_HOME/ticketvnc/ticketvnc.db`, else
+/// `$XDG_DATA_HOME/ticketvnc/ticketvnc.db`, else (Windows)
+/// `%LOCALAPPDATA%\ticketvnc\ticketvnc.db`, else
 /// `$HOME/.local/share/ticketvnc/ticketvnc.db`.
 pub fn default_db_path() -> Result<PathBuf> {
     let xdg = std::env::var_os("XDG_DATA_HOME")
         .map(PathBuf::from)
         .filter(|p| p.is_absolute());
+    // Windows: %LOCALAPPDATA% (see security::tls::default_config_dir).
+    #[cfg(windows)]
+    let xdg = xdg.or_else(|| {
+        std::env::var_os("LOCALAPPDATA")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    });
     let base = match xdg {
         Some(p) => p,
         None => {
