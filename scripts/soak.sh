@@ -35,6 +35,7 @@ for cmd in Xvfb vncviewer xterm xsetroot xrandr xclip xdpyinfo python3; do
 done
 
 WORK=$(mktemp -d /tmp/ticketvnc-soak.XXXXXX)
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -168,14 +169,16 @@ import csv, sys
 rows = [r for r in csv.DictReader(open(sys.argv[1]))]
 warm = [int(r["rss_kib"]) for r in rows if int(r["seconds"]) >= 300] or [int(r["rss_kib"]) for r in rows]
 first, last, top = warm[0], warm[-1], max(warm)
+q = max(1, len(warm) // 4)
+quarters = ", ".join(f"{sum(warm[i*q:(i+1)*q])/len(warm[i*q:(i+1)*q])/1024:.1f}" for i in range(4) if warm[i*q:(i+1)*q])
 print(f"after warm-up {first/1024:.1f} MiB, at the end {last/1024:.1f} MiB, highest {top/1024:.1f} MiB, "
-      f"change {100*(last-first)/first:+.1f}%; threads {rows[0]['threads']}->{rows[-1]['threads']}, "
+      f"change {100*(last-first)/first:+.1f}%, mean per quarter {quarters} MiB; threads {rows[0]['threads']}->{rows[-1]['threads']}, "
       f"open files {rows[0]['fds']}->{rows[-1]['fds']}, CPU {rows[-1]['cpu_s']} s")
 EOF
 )
 read -r total ended <<<"$sessions"
 {
-    echo "soak: ${DUR}s on $(date -u +%F) at commit $(git rev-parse --short HEAD)"
+    echo "soak: ${DUR}s on $(date -u +%F) at commit $COMMIT (the binary: $BIN)"
     echo "server exit status: $status"
     echo "vncviewers still connected at the end: $viewers_alive of 2"
     echo "reconnecting viewer: $ok connections ok, $fail failed"
