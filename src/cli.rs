@@ -87,6 +87,10 @@ else /etc/ticketvnc/tray.toml. Example (see docs/helpdesk.md for every key):
     /// Technician accounts for VeNCrypt Plain: add, remove, list.
     #[command(subcommand)]
     Tech(crate::tickets_cli::TechCmd),
+    /// Measure ticketvnc, x11vnc and x0vncserver side by side on a private
+    /// Xvfb (see docs/benchmarks.md).
+    #[cfg(target_os = "linux")]
+    Bench(Box<crate::bench::BenchArgs>),
 }
 
 #[derive(Args, Debug)]

@@ -1,3 +1,5 @@
+#[cfg(target_os = "linux")]
+mod bench;
 mod cli;
 mod panics;
 mod tickets_cli;
@@ -54,6 +56,8 @@ fn main() -> Result<()> {
         Command::Tray(t) if t.serve.virtual_size.is_some() => {
             Some(ticketvnc::capture::virtual_x::export_xauthority()?)
         }
+        #[cfg(target_os = "linux")]
+        Command::Bench(_) => Some(ticketvnc::capture::virtual_x::export_xauthority()?),
         _ => None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -97,6 +101,8 @@ fn main() -> Result<()> {
         Command::Sessions(a) => tickets_cli::sessions(cli.db.as_deref(), a),
         Command::Kb(c) => tickets_cli::kb(cli.db.as_deref(), c),
         Command::Tech(c) => tickets_cli::tech(cli.db.as_deref(), c),
+        #[cfg(target_os = "linux")]
+        Command::Bench(a) => bench::run(*a, std::env::args().collect::<Vec<_>>().join(" ")),
     }
 }
 
