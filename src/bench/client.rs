@@ -376,6 +376,23 @@ fn pull_loop(
     decoded: Option<mpsc::Sender<Arrival>>,
     recycle: Option<mpsc::Receiver<Vec<u8>>>,
 ) -> Result<()> {
+    let st = stop.clone();
+    match pull(s, w, h, counters, stop, decoded, recycle) {
+        // Stopped in the middle of an update: the socket was shut down.
+        Err(_) if st.load(Ordering::SeqCst) => Ok(()),
+        r => r,
+    }
+}
+
+fn pull(
+    s: TcpStream,
+    w: u16,
+    h: u16,
+    counters: Arc<Counters>,
+    stop: Arc<AtomicBool>,
+    decoded: Option<mpsc::Sender<Arrival>>,
+    recycle: Option<mpsc::Receiver<Vec<u8>>>,
+) -> Result<()> {
     let mut wr = s.try_clone()?;
     let mut r = BufReader::with_capacity(1 << 18, s);
     let mut buf = Vec::new();

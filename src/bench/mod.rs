@@ -127,6 +127,9 @@ pub struct Run {
     pub date: String,
     pub commit: String,
     pub machine: String,
+    /// /proc/loadavg at the start and the end: the machine may be shared.
+    pub load_start: String,
+    pub load_end: String,
     pub command: String,
     pub compress: u8,
     pub quality: u8,
@@ -170,6 +173,7 @@ pub fn run(args: BenchArgs, command_line: String) -> Result<()> {
         s.check(&exe)?;
     }
     std::fs::create_dir_all(&args.out)?;
+    let (date, commit, load_start) = (utc_now(), commit(), load());
     let xvfb = VirtualDisplay::start(w, h, None).context("start the bench's Xvfb")?;
     let xvfb_pid = xvfb.pid();
     let display = Some(Display::open(&xvfb.display)?);
@@ -211,9 +215,11 @@ pub fn run(args: BenchArgs, command_line: String) -> Result<()> {
         prepared.free(d);
     }
     let run = Run {
-        date: utc_now(),
-        commit: commit(),
+        date,
+        commit,
         machine: machine(),
+        load_start,
+        load_end: load(),
         command: command_line,
         compress: args.compress,
         quality: args.quality,
@@ -442,9 +448,25 @@ fn measure_with(
     // yields to the servers while they work), compare with the screen.
     stop.store(true, Ordering::SeqCst);
     let (t0, t1) = result?;
-    let mut last = viewers[0].counters.updates.load(Ordering::SeqCst);
-    let mut quiet_since = Instant::now();
+    // Quiescence: the decoder has caught up and, for lossless encodings,
+    // viewer 1 shows what is on the screen (checked again after every new
+    // update, for up to 3 minutes: ten viewers of a slow server may wait
+    // seconds for their last update); for JPEG, 2 s without an update.
     let settle = Instant::now() + Duration::from_secs(180);
+    let mut checked = u64::MAX;
+    let mut last = u64::MAX;
+    let mut quiet_since = Instant::now();
+    while !events.lock().unwrap_or_else(|p| p.into_inner()).finished {
+        if Instant::now() > settle {
+            bail!("the generator does not stop");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let screen = if enc.lossless() {
+        Some(d.grab()?)
+    } else {
+        None
+    };
     loop {
         std::thread::sleep(Duration::from_millis(50));
         if let Some(e) = decode
@@ -457,17 +479,38 @@ fn measure_with(
         }
         let now = viewers[0].counters.updates.load(Ordering::SeqCst);
         let done = decode.decoded.load(Ordering::SeqCst);
-        if now != last || done < now {
+        if now != last {
             last = now;
             quiet_since = Instant::now();
         }
-        if quiet_since.elapsed() > Duration::from_millis(1000) {
-            break;
+        let timeout = Instant::now() > settle;
+        if done < now && !timeout {
+            continue;
         }
-        if Instant::now() > settle {
-            bail!(
-                "no quiescence: the server kept sending or the decoder did not catch up in 180 s"
-            );
+        match &screen {
+            Some(screen) if done != checked || timeout => {
+                checked = done;
+                let fb = decode.fb.lock().unwrap_or_else(|p| p.into_inner());
+                let w = fb.width as usize;
+                let mut diff = 0u64;
+                let mut bbox = (usize::MAX, usize::MAX, 0, 0);
+                for (i, (s, f)) in screen.iter().zip(&fb.pixels).enumerate() {
+                    if *s != *f & 0x00ff_ffff {
+                        diff += 1;
+                        let (x, y) = (i % w, i / w);
+                        bbox = (bbox.0.min(x), bbox.1.min(y), bbox.2.max(x), bbox.3.max(y));
+                    }
+                }
+                cell.mismatched_pixels = Some(diff);
+                cell.mismatch_box =
+                    (diff > 0).then(|| format!("{},{} to {},{}", bbox.0, bbox.1, bbox.2, bbox.3));
+                if diff == 0 || timeout {
+                    break;
+                }
+            }
+            Some(_) => {}
+            None if quiet_since.elapsed() > Duration::from_secs(2) || timeout => break,
+            None => {}
         }
     }
     if wl.has_marker() {
@@ -502,30 +545,18 @@ fn measure_with(
         cell.generator_missed_ticks = events.missed;
     }
     cell.decoded_updates = decode.decoded.load(Ordering::SeqCst);
-    if enc.lossless() {
-        let screen = d.grab()?;
-        let fb = decode.fb.lock().unwrap_or_else(|p| p.into_inner());
-        let w = fb.width as usize;
-        let mut diff = 0u64;
-        let mut bbox = (usize::MAX, usize::MAX, 0, 0);
-        for (i, (s, f)) in screen.iter().zip(&fb.pixels).enumerate() {
-            if *s != *f & 0x00ff_ffff {
-                diff += 1;
-                let (x, y) = (i % w, i / w);
-                bbox = (bbox.0.min(x), bbox.1.min(y), bbox.2.max(x), bbox.3.max(y));
-            }
-        }
-        cell.mismatched_pixels = Some(diff);
-        if diff > 0 {
-            cell.mismatch_box = Some(format!("{},{} to {},{}", bbox.0, bbox.1, bbox.2, bbox.3));
-        }
-    }
     for v in viewers {
         v.finish()?;
     }
     decode.join();
     drop(proc);
     Ok(())
+}
+
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 fn utc_now() -> String {

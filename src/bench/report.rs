@@ -50,8 +50,8 @@ pub fn markdown(run: &Run) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "Run {} at commit `{}` on {}; {}x{}, compression level {}, JPEG quality {}.\n\nCommand: `{}`\n",
-        run.date, run.commit, run.machine, run.width, run.height, run.compress, run.quality, run.command
+        "Run {} at commit `{}` on {}; load average {} at the start, {} at the end; {}x{}, compression level {}, JPEG quality {}.\n\nCommand: `{}`\n",
+        run.date, run.commit, run.machine, run.load_start, run.load_end, run.width, run.height, run.compress, run.quality, run.command
     );
     for (name, v) in &run.server_versions {
         let _ = writeln!(s, "- {name}: {v}");

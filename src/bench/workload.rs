@@ -290,6 +290,7 @@ impl Display {
         Ok(p)
     }
 
+    #[allow(clippy::too_many_arguments)] // an X CopyArea has that many
     fn copy(&self, src: u32, sx: i16, sy: i16, dx: i16, dy: i16, w: u16, h: u16) -> Result<()> {
         self.conn
             .copy_area(src, self.root, self.gc, sx, sy, dx, dy, w, h)?;
@@ -365,6 +366,8 @@ pub struct Events {
     pub drawn: Vec<Instant>,
     /// Ticks the generator could not keep (it was late by a whole period).
     pub missed: u64,
+    /// The generator has stopped drawing.
+    pub finished: bool,
 }
 
 /// Pictures a workload copies from, uploaded once.
@@ -426,6 +429,13 @@ impl Prepared {
 /// Draws the workload's first picture (change 0), then changes on its
 /// clock until `stop`.
 pub fn run(d: &Display, p: &Prepared, stop: &AtomicBool, events: &Mutex<Events>) -> Result<()> {
+    let r = draw(d, p, stop, events);
+    let _ = d.sync();
+    events.lock().unwrap_or_else(|x| x.into_inner()).finished = true;
+    r
+}
+
+fn draw(d: &Display, p: &Prepared, stop: &AtomicBool, events: &Mutex<Events>) -> Result<()> {
     let (w, h) = (d.width, d.height);
     let workload = p.workload;
     // A change counts from the moment its first request is sent (a server
