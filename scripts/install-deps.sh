@@ -27,7 +27,7 @@ PACKAGES=(
     sqlite3         # inspecting the ticket journal
     procps          # kill(1), used to stop Xvfb cleanly
     x11vnc          # the peer that proves the test repeater faithful (tests/repeater.rs)
-    tigervnc-scraping-server # x0vncserver, the peer measured over the slow link (tests/flow.rs)
+    tigervnc-scraping-server # x0vncserver (X0tigervnc): the peer over the slow link (tests/flow.rs) and in `ticketvnc bench`
     dbus-daemon     # a private session bus for the tray test (tests/tray.rs)
     chromium        # the technician's browser (tests/browser.rs)
     postgresql      # the team journal (tests/journal_pg.rs: a private cluster per test)

@@ -93,6 +93,10 @@ else /etc/ticketvnc/tray.toml. Example (see docs/helpdesk.md for every key):
     /// The journal database itself: migrate, copy into the team database.
     #[command(subcommand)]
     Db(crate::tickets_cli::DbCmd),
+    /// Measure ticketvnc, x11vnc and x0vncserver side by side on a private
+    /// Xvfb (see docs/benchmarks.md).
+    #[cfg(target_os = "linux")]
+    Bench(Box<crate::bench::BenchArgs>),
 }
 
 #[derive(Args, Debug)]

@@ -1,3 +1,5 @@
+#[cfg(target_os = "linux")]
+mod bench;
 mod cli;
 mod panics;
 mod tickets_cli;
@@ -57,6 +59,8 @@ fn main() -> Result<()> {
         Command::Tray(t) if t.serve.virtual_size.is_some() => {
             Some(ticketvnc::capture::virtual_x::export_xauthority()?)
         }
+        #[cfg(target_os = "linux")]
+        Command::Bench(_) => Some(ticketvnc::capture::virtual_x::export_xauthority()?),
         _ => None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -101,6 +105,8 @@ fn main() -> Result<()> {
         Command::Kb(c) => tickets_cli::kb(cli.db.as_deref(), c),
         Command::Tech(c) => tickets_cli::tech(cli.db.as_deref(), c),
         Command::Db(c) => tickets_cli::db(cli.db.as_deref(), c),
+        #[cfg(target_os = "linux")]
+        Command::Bench(a) => bench::run(*a, std::env::args().collect::<Vec<_>>().join(" ")),
     }
 }
 

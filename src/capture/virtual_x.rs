@@ -458,6 +458,11 @@ impl SessionRunner {
 }
 
 impl VirtualDisplay {
+    /// The Xvfb process's ID (for measuring it).
+    pub fn pid(&self) -> u32 {
+        self.xvfb.id()
+    }
+
     /// The X authority file clients of this display need (`XAUTHORITY`).
     pub fn xauthority(&self) -> &Path {
         self.auth.path()

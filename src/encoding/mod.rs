@@ -258,9 +258,17 @@ impl Deflater {
     }
 }
 
-/// The zlib level a client asked for with a compression-level pseudo-encoding.
+/// The zlib level for the compression level a client asked for with a
+/// pseudo-encoding. Level 1 becomes zlib level 2: zlib-rs level 1 is
+/// `deflate_quick` (static Huffman codes, no stored blocks), which writes
+/// more bytes than it was given on photo-like pixels; level 2 (fast
+/// matching, dynamic codes, stored blocks where they are smaller) costs
+/// about the same CPU (`ticketvnc bench`, docs/benchmarks.md).
 pub(crate) fn zlib_level(p: &EncodeParams, default: u32) -> u32 {
-    p.compress_level.map(u32::from).unwrap_or(default).min(9)
+    match p.compress_level.map(u32::from).unwrap_or(default).min(9) {
+        1 => 2,
+        l => l,
+    }
 }
 
 /// A small colour table (at most `max` colours, max <= 256) built with an
@@ -818,5 +826,33 @@ mod tests {
             assert_eq!(p.counts, vec![4, 3, 1]);
             assert_eq!((p.index(9), p.index(5), p.index(7)), (0, 1, 2));
         }
+    }
+
+    #[test]
+    fn level_1_never_writes_more_than_stored() {
+        // Photo-like noise: nothing to match, every byte a literal.
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let input: Vec<u8> = (0..256 * 1024)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let mut p = testutil::params(PixelFormat::NATIVE);
+        p.compress_level = Some(1);
+        let level = zlib_level(&p, 6);
+        let mut d = Deflater::new(level);
+        let mut out = Vec::new();
+        d.deflate_sync(level, &input, &mut out);
+        // Stored blocks cost 5 bytes per 64 KiB, plus the zlib header and
+        // the sync flush's empty block.
+        assert!(
+            out.len() <= input.len() + input.len() / 1000 + 16,
+            "{} bytes for {} stored",
+            out.len(),
+            input.len()
+        );
     }
 }

@@ -1,0 +1,213 @@
+//! The servers under test, each started on the bench's display with the
+//! options that make them comparable: loopback only, no authentication,
+//! shared sessions, the cursor sent apart from the framebuffer (or not at
+//! all), otherwise their defaults (noted in docs/benchmarks.md).
+
+use anyhow::{bail, Context, Result};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Server {
+    Ticketvnc,
+    X11vnc,
+    X0vncserver,
+}
+
+impl Server {
+    pub fn name(self) -> &'static str {
+        match self {
+            Server::Ticketvnc => "ticketvnc",
+            Server::X11vnc => "x11vnc",
+            Server::X0vncserver => "x0vncserver",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Server> {
+        [Server::Ticketvnc, Server::X11vnc, Server::X0vncserver]
+            .into_iter()
+            .find(|v| v.name() == s)
+    }
+
+    fn program(self, exe: &Path) -> std::ffi::OsString {
+        match self {
+            Server::Ticketvnc => exe.as_os_str().to_owned(),
+            Server::X11vnc => "x11vnc".into(),
+            // The binary itself: the x0vncserver wrapper script would put
+            // itself between the bench and the process it measures.
+            Server::X0vncserver => "X0tigervnc".into(),
+        }
+    }
+
+    /// Fails early when the server is not installed.
+    pub fn check(self, exe: &Path) -> Result<()> {
+        let ok = Command::new(self.program(exe))
+            .arg(if self == Server::Ticketvnc {
+                "--version"
+            } else {
+                "-version"
+            })
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        if !ok {
+            bail!(
+                "{} is not installed (scripts/install-deps.sh installs x11vnc and tigervnc-scraping-server)",
+                self.name()
+            );
+        }
+        Ok(())
+    }
+
+    pub fn version(self, exe: &Path) -> String {
+        let out = Command::new(self.program(exe))
+            .arg(if self == Server::Ticketvnc {
+                "--version"
+            } else {
+                "-version"
+            })
+            .stdin(Stdio::null())
+            .output();
+        let Ok(out) = out else {
+            return String::new();
+        };
+        let text = [out.stdout, out.stderr].concat();
+        String::from_utf8_lossy(&text)
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or("")
+            .to_owned()
+    }
+
+    fn args(self, display: &str, port: u16, dir: &Path) -> Vec<String> {
+        let port_s = port.to_string();
+        let v: Vec<&str> = match self {
+            Server::Ticketvnc => {
+                let db = dir.join("bench.db");
+                return [
+                    "--db",
+                    &db.to_string_lossy(),
+                    "serve",
+                    "--source",
+                    "x11",
+                    "--display",
+                    display,
+                    "--listen",
+                    &format!("127.0.0.1:{port}"),
+                    "--no-auth",
+                    "--no-web",
+                ]
+                .map(String::from)
+                .to_vec();
+            }
+            // Defaults kept: XDAMAGE hints with polling (-wait 20 ms,
+            // -defer 20 ms), no threads. -nocursor: the cursor is not drawn
+            // into the framebuffer (the pointer sits in a corner anyway).
+            Server::X11vnc => vec![
+                "-display",
+                display,
+                "-rfbport",
+                &port_s,
+                "-localhost",
+                "-nopw",
+                "-forever",
+                "-shared",
+                "-nocursor",
+                "-noipv6",
+                "-q",
+            ],
+            // Defaults kept: DAMAGE, FrameRate 60, PollingCycle 30 ms,
+            // CompareFB 2, MaxProcessorUsage 35, ZlibLevel -1.
+            Server::X0vncserver => vec![
+                "-display",
+                display,
+                "-rfbport",
+                &port_s,
+                "-interface=127.0.0.1",
+                "-SecurityTypes=None",
+                "-AlwaysShared=1",
+            ],
+        };
+        v.into_iter().map(String::from).collect()
+    }
+}
+
+/// A running server, stopped (SIGTERM, then SIGKILL) by its PID on drop.
+pub struct ServerProcess {
+    child: Child,
+    pub pid: u32,
+    pub addr: SocketAddr,
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl ServerProcess {
+    pub fn start(
+        server: Server,
+        exe: &Path,
+        display: &str,
+        xauthority: &Path,
+        dir: &Path,
+        tag: &str,
+    ) -> Result<ServerProcess> {
+        let port = free_port()?;
+        let log_path = dir.join(format!("{tag}.log"));
+        let log = std::fs::File::create(&log_path)?;
+        let child = Command::new(server.program(exe))
+            .args(server.args(display, port, dir))
+            .env("DISPLAY", display)
+            .env("XAUTHORITY", xauthority)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("start {}", server.name()))?;
+        let pid = child.id();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let mut p = ServerProcess { child, pid, addr };
+        // Ready when it accepts connections.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(st)) = p.child.try_wait() {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                bail!("{} exited at start ({st}): {log}", server.name());
+            }
+            if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("{} does not listen on {addr}", server.name());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(p)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        use rustix::process::{kill_process, Pid, Signal};
+        if let Ok(None) = self.child.try_wait() {
+            if let Some(pid) = Pid::from_raw(self.pid as i32) {
+                let _ = kill_process(pid, Signal::TERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! `ticketvnc bench --short` end to end: its own Xvfb, the workload
+//! generator, ticketvnc and x0vncserver in turn, the measuring viewer with
+//! every encoding and 1 and 2 viewers. No timing is asserted: only that
+//! every cell produced its numbers, the viewer decoded every update it
+//! received, and for lossless encodings its framebuffer equals the screen
+//! at quiescence (docs/benchmarks.md).
+
+mod common;
+
+use std::process::Command;
+
+#[test]
+fn short_bench_measures_every_cell_and_decodes_exactly() {
+    common::require_commands(&["Xvfb", "X0tigervnc"]);
+    let out = tempfile::tempdir().unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_ticketvnc"))
+        .args([
+            "bench",
+            "--short",
+            "--size",
+            "400x300",
+            "--servers",
+            "ticketvnc,x0vncserver",
+            "--workloads",
+            "typing,photo",
+            "--multi-workloads",
+            "photo",
+            "--encodings",
+            "raw,zrle,tight,tight-jpeg",
+            "--out",
+        ])
+        .arg(out.path())
+        .output()
+        .expect("run ticketvnc bench");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "bench failed: {stderr}");
+    let json: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.path().join("results.json")).expect("results.json"),
+    )
+    .expect("valid JSON");
+    let md = std::fs::read_to_string(out.path().join("results.md")).expect("results.md");
+    let cells = json["cells"].as_array().expect("cells");
+    // 2 workloads x 4 encodings x 2 servers with one viewer, plus the photo
+    // cells again with two.
+    assert_eq!(cells.len(), 2 * 4 * 2 + 4 * 2, "{md}");
+    for c in cells {
+        let name = format!(
+            "{} {} {} x{}",
+            c["server"], c["workload"], c["encoding"], c["clients"]
+        );
+        assert!(c["error"].is_null(), "{name}: {}", c["error"]);
+        for k in [
+            "updates_per_s",
+            "bytes_per_s",
+            "server_cpu_pct",
+            "xvfb_cpu_pct",
+            "server_rss_mib",
+            "client_cpu_pct",
+            "seconds",
+        ] {
+            assert!(
+                c[k].as_f64().is_some_and(f64::is_finite),
+                "{name}: {k} = {}",
+                c[k]
+            );
+        }
+        assert!(
+            c["server_rss_mib"].as_f64().unwrap() > 0.0,
+            "{name}: no RSS read"
+        );
+        assert!(c["first_update_bytes"].as_u64().unwrap() > 0, "{name}");
+        // Every update viewer 1 received was decoded without error (the
+        // cell fails otherwise) and it received some.
+        assert!(c["decoded_updates"].as_u64().unwrap() > 0, "{name}");
+        // The generator's marker changes were seen: latency was measured.
+        assert!(c["latency_samples"].as_u64().unwrap() > 0, "{name}\n{md}");
+        assert!(c["latency_ms_p50"].as_f64().is_some(), "{name}");
+        if c["encoding"] == "tight-jpeg" {
+            assert!(c["mismatched_pixels"].is_null(), "{name}");
+        } else {
+            assert_eq!(
+                c["mismatched_pixels"].as_u64(),
+                Some(0),
+                "{name}: the viewer's framebuffer differs from the screen ({})\n{md}",
+                c["mismatch_box"]
+            );
+        }
+    }
+    assert!(md.contains("| photo | zrle | 2 | x0vncserver |"), "{md}");
+}
