@@ -562,7 +562,7 @@ fn x11_input(
 ) -> Result<Arc<dyn InputSink>> {
     use ticketvnc::input::x11_clipboard::X11Clipboard;
     let clipboard = X11Clipboard::start(display.as_deref(), clip)?;
-    let input = ticketvnc::input::enigo::EnigoInput::start(display)?;
+    let input = ticketvnc::input::x11::X11Input::start(display)?;
     Ok(Arc::new(input.with_clipboard(Box::new(clipboard))))
 }
 

@@ -4,7 +4,11 @@
 pub mod enigo;
 pub mod queue;
 #[cfg(target_os = "linux")]
+pub mod x11;
+#[cfg(target_os = "linux")]
 pub mod x11_clipboard;
+#[cfg(target_os = "linux")]
+pub mod x11_keymap;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
