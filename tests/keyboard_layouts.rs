@@ -178,7 +178,7 @@ fn serve(server: Server, display: &str, name: &str, tmp: &Path) -> (ChildGuard, 
             c.arg("--db")
                 .arg(&db)
                 .env("XDG_CONFIG_HOME", tmp.join("config"))
-                .env("RUST_LOG", "ticketvnc=debug")
+                .env("TICKETVNC_LOG", "info,ticketvnc::session=debug")
                 .args(["serve", "--source", "x11", "--display", display])
                 .args(["--no-auth", "--listen", &format!("127.0.0.1:{port}")])
                 .stdin(Stdio::null())
@@ -298,11 +298,28 @@ fn through_vncdotool(server: Server, served_layout: &str, text: &str) -> String 
     typed(&out, text)
 }
 
+/// TigerVNC uses QEMU Extended Key Events when offered: the server's
+/// log says it confirmed them and that the viewer sent them.
+fn assert_qemu_keys_used(served: &str, viewer: &str) {
+    let log =
+        common::artefact_dir().join(format!("keyboard-ticketvnc-{served}-{viewer}-server.log"));
+    let log = std::fs::read_to_string(log).unwrap();
+    assert!(
+        log.contains("QEMU Extended Key Event confirmed"),
+        "not confirmed:\n{log}"
+    );
+    assert!(
+        log.contains("the viewer sends QEMU extended key events"),
+        "not used:\n{log}"
+    );
+}
+
 #[test]
 fn us_technician_on_a_german_desktop() {
     let (got, local) = through_vncviewer(Server::Ticketvnc, "de", "us", US_TEXT);
     assert_eq!(local, US_TEXT, "xdotool on the viewer's own display");
     assert_eq!(got, US_TEXT);
+    assert_qemu_keys_used("de", "us");
 }
 
 #[test]
@@ -310,6 +327,7 @@ fn german_technician_on_a_us_desktop() {
     let (got, local) = through_vncviewer(Server::Ticketvnc, "us", "de", GERMAN_TEXT);
     assert_eq!(local, GERMAN_TEXT, "xdotool on the viewer's own display");
     assert_eq!(got, GERMAN_TEXT);
+    assert_qemu_keys_used("us", "de");
 }
 
 #[test]
@@ -359,4 +377,144 @@ fn peers() {
         }
     }
     println!("{}", report.join("\n"));
+}
+
+// ------------------------------------------------ QEMU key events on the wire
+
+fn read_n(s: &mut std::net::TcpStream, n: usize) -> Vec<u8> {
+    use std::io::Read;
+    let mut b = vec![0u8; n];
+    s.read_exact(&mut b).expect("read from the server");
+    b
+}
+
+/// A bare RFB 3.8 viewer (security None, shared) that lists `encodings`;
+/// the stream is ready for client messages.
+fn raw_viewer(port: u16, encodings: &[i32]) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    read_n(&mut s, 12);
+    s.write_all(b"RFB 003.008\n").unwrap();
+    let n = read_n(&mut s, 1)[0] as usize;
+    let types = read_n(&mut s, n);
+    assert!(types.contains(&1), "security None offered: {types:?}");
+    s.write_all(&[1]).unwrap();
+    assert_eq!(read_n(&mut s, 4), [0, 0, 0, 0], "SecurityResult");
+    s.write_all(&[1]).unwrap();
+    let init = read_n(&mut s, 24);
+    let name_len = u32::from_be_bytes([init[20], init[21], init[22], init[23]]) as usize;
+    read_n(&mut s, name_len);
+    let mut m = vec![2, 0];
+    m.extend_from_slice(&(encodings.len() as u16).to_be_bytes());
+    for e in encodings {
+        m.extend_from_slice(&e.to_be_bytes());
+    }
+    s.write_all(&m).unwrap();
+    s
+}
+
+/// Ask for a 1x1 update and return the encodings of its rectangles (Raw
+/// pixels skipped; the server's pixel format is 32 bpp).
+fn update_encodings(s: &mut std::net::TcpStream) -> Vec<i32> {
+    use std::io::Write;
+    s.write_all(&[3, 0, 0, 0, 0, 0, 0, 1, 0, 1]).unwrap();
+    let kind = read_n(s, 1)[0];
+    assert_eq!(kind, 0, "only FramebufferUpdates expected");
+    let h = read_n(s, 3);
+    let count = u16::from_be_bytes([h[1], h[2]]);
+    let mut encs = Vec::new();
+    for _ in 0..count {
+        let r = read_n(s, 12);
+        let (w, h) = (
+            u16::from_be_bytes([r[4], r[5]]) as usize,
+            u16::from_be_bytes([r[6], r[7]]) as usize,
+        );
+        let e = i32::from_be_bytes([r[8], r[9], r[10], r[11]]);
+        match e {
+            0 => {
+                read_n(s, w * h * 4);
+            }
+            -258 => assert_eq!((w, h), (0, 0), "QEMU confirmation rectangle"),
+            other => panic!("unexpected encoding {other}"),
+        }
+        encs.push(e);
+    }
+    encs
+}
+
+fn qemu_key(down: bool, keysym: u32, code: u32) -> Vec<u8> {
+    let mut m = vec![255, 0, 0, down as u8];
+    m.extend_from_slice(&keysym.to_be_bytes());
+    m.extend_from_slice(&code.to_be_bytes());
+    m
+}
+
+/// QEMU Extended Key Event (-258): confirmed with an empty
+/// pseudo-rectangle once listed; a scan code is used when its key types
+/// the keysym on the customer's (German) layout, the keysym otherwise; a
+/// key sent only as a scan code (keysym 0) works; keys a viewer holds are
+/// let go of when it disconnects; a viewer that did not list the
+/// pseudo-encoding has its QEMU messages ignored; an unknown QEMU subtype
+/// closes the connection.
+#[test]
+fn qemu_extended_key_events() {
+    use std::io::{Read, Write};
+    require_commands(&["Xvfb", "xterm", "xdotool", "setxkbmap"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let (_served, sd) = desktop("de");
+    let out = tmp.path().join("typed.txt");
+    let _target = typing_target(&sd, &out);
+    let (_srv, port) = serve(Server::Ticketvnc, &sd, "qemu-de-raw", tmp.path());
+
+    // Not listed: QEMU key messages are ignored.
+    let mut plain = raw_viewer(port, &[0]);
+    assert_eq!(update_encodings(&mut plain), [0]);
+    plain.write_all(&qemu_key(true, 0x78, 0x2d)).unwrap();
+    plain.write_all(&qemu_key(false, 0x78, 0x2d)).unwrap();
+
+    let mut s = raw_viewer(port, &[0, -258]);
+    let encs = update_encodings(&mut s);
+    assert!(encs.contains(&-258), "not confirmed: {encs:?}");
+    assert_eq!(update_encodings(&mut s), [0], "confirmed only once");
+    let mut m = Vec::new();
+    // 'a' by scan code only (keysym 0).
+    m.extend(qemu_key(true, 0, 0x1e));
+    m.extend(qemu_key(false, 0, 0x1e));
+    // '@' with Q's scan code: AltGr+Q on a German layout.
+    m.extend(qemu_key(true, 0x40, 0x10));
+    m.extend(qemu_key(false, 0x40, 0x10));
+    // A US keyboard's Shift+2 for '"': the German 2 key types '"' with
+    // Shift too.
+    m.extend(qemu_key(true, 0xffe1, 0x2a));
+    m.extend(qemu_key(true, 0x22, 0x03));
+    m.extend(qemu_key(false, 0x22, 0x03));
+    // Shift+2 for '@' (US): the German 2 key has no '@': by keysym.
+    m.extend(qemu_key(true, 0x40, 0x03));
+    m.extend(qemu_key(false, 0x40, 0x03));
+    // 'Y' (Shift held) with the US Y key's scan code, the German Z key:
+    // by keysym, on the German Y key.
+    m.extend(qemu_key(true, 0x59, 0x15));
+    m.extend(qemu_key(false, 0x59, 0x15));
+    s.write_all(&m).unwrap();
+    // Wait for it all to be typed, then disconnect with Shift held.
+    let want = "a@\"@Y";
+    assert_eq!(typed(&out, want), want);
+    drop(s);
+
+    // Shift was let go of: another viewer's bare 'b' is 'b'.
+    let mut t = raw_viewer(port, &[0, -258]);
+    update_encodings(&mut t);
+    t.write_all(&qemu_key(true, 0x62, 0x30)).unwrap();
+    t.write_all(&qemu_key(false, 0x62, 0x30)).unwrap();
+    let want = "a@\"@Yb";
+    assert_eq!(typed(&out, want), want);
+
+    // An unknown QEMU subtype closes the connection.
+    t.write_all(&[255, 7, 0, 1, 0, 0, 0, 0x61, 0, 0, 0, 0x1e])
+        .unwrap();
+    let mut rest = Vec::new();
+    let r = t.read_to_end(&mut rest);
+    assert!(r.is_ok(), "closed cleanly: {r:?}");
+    drop(plain);
 }

@@ -121,7 +121,7 @@ struct Injector {
 impl Injector {
     fn inject(&mut self, enigo: &mut Enigo, ev: InputEvent) {
         let r = match ev {
-            InputEvent::Key { down, keysym } => {
+            InputEvent::Key { down, keysym } | InputEvent::ScanKey { down, keysym, .. } => {
                 let dir = if down {
                     Direction::Press
                 } else {

@@ -20,12 +20,21 @@ pub trait InputSink: Send + Sync + 'static {
     /// Whether the event will be injected (`false`: a press dropped under
     /// load, or a release of a key that is not down).
     fn key(&self, down: bool, keysym: u32) -> bool;
+    /// A key with the scan code that produced it (QEMU's numbering, see
+    /// [`QEMU_KEY`] for `keysym`); sinks that cannot use it type the keysym.
+    fn key_scancode(&self, down: bool, keysym: u32, _scancode: u8) -> bool {
+        self.key(down, keysym)
+    }
     /// The buttons that will be injected as held (`buttons`, minus presses
     /// dropped under load).
     fn pointer(&self, buttons: u8, x: u16, y: u16) -> u8;
     /// Clipboard text from a viewer (already converted from Latin-1).
     fn cut_text(&self, text: &str);
 }
+
+/// A QEMU key event without a keysym gets this id (`QEMU_KEY | scan
+/// code`) in place of one: no keysym is this high.
+pub const QEMU_KEY: u32 = 0x4000_0000;
 
 /// Where clipboard text from viewers goes (the platform clipboard).
 pub trait ClipboardTarget: Send + Sync {
@@ -56,6 +65,9 @@ impl InputSink for OffsetInput {
     fn key(&self, down: bool, keysym: u32) -> bool {
         self.inner.key(down, keysym)
     }
+    fn key_scancode(&self, down: bool, keysym: u32, scancode: u8) -> bool {
+        self.inner.key_scancode(down, keysym, scancode)
+    }
     fn pointer(&self, buttons: u8, x: u16, y: u16) -> u8 {
         let o = self.origin.load(Ordering::Relaxed);
         let (ox, oy) = ((o >> 16) as u16, o as u16);
@@ -83,8 +95,21 @@ impl InputSink for NullInput {
 /// One input event, as recorded by [`RecordingInput`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum InputEvent {
-    Key { down: bool, keysym: u32 },
-    Pointer { buttons: u8, x: u16, y: u16 },
+    Key {
+        down: bool,
+        keysym: u32,
+    },
+    /// A key with its scan code (QEMU Extended Key Event).
+    ScanKey {
+        down: bool,
+        keysym: u32,
+        scancode: u8,
+    },
+    Pointer {
+        buttons: u8,
+        x: u16,
+        y: u16,
+    },
     CutText(String),
 }
 
@@ -111,6 +136,14 @@ impl RecordingInput {
 impl InputSink for RecordingInput {
     fn key(&self, down: bool, keysym: u32) -> bool {
         self.push(InputEvent::Key { down, keysym });
+        true
+    }
+    fn key_scancode(&self, down: bool, keysym: u32, scancode: u8) -> bool {
+        self.push(InputEvent::ScanKey {
+            down,
+            keysym,
+            scancode,
+        });
         true
     }
     fn pointer(&self, buttons: u8, x: u16, y: u16) -> u8 {

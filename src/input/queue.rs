@@ -53,6 +53,20 @@ impl InputQueue {
     /// press dropped because the queue is full, or a release of a key that
     /// is not pressed as far as injection goes).
     pub fn key(&self, down: bool, keysym: u32) -> bool {
+        self.key_event(down, keysym, InputEvent::Key { down, keysym })
+    }
+
+    /// Like [`InputQueue::key`], with the key's scan code.
+    pub fn key_scancode(&self, down: bool, keysym: u32, scancode: u8) -> bool {
+        let ev = InputEvent::ScanKey {
+            down,
+            keysym,
+            scancode,
+        };
+        self.key_event(down, keysym, ev)
+    }
+
+    fn key_event(&self, down: bool, keysym: u32, ev: InputEvent) -> bool {
         let mut s = self.lock();
         let full = s.events.len() >= self.capacity;
         let held = s.pressed.contains(&keysym);
@@ -73,7 +87,7 @@ impl InputQueue {
             !full
         };
         if queued {
-            s.events.push_back(InputEvent::Key { down, keysym });
+            s.events.push_back(ev);
             self.ready.notify_one();
         }
         queued
@@ -160,6 +174,7 @@ mod tests {
                     down: false,
                     keysym,
                 } => self.keys.retain(|&k| k != keysym),
+                InputEvent::ScanKey { .. } => {}
                 InputEvent::Pointer { buttons, x, y } => {
                     self.buttons = buttons;
                     self.pos = (x, y);

@@ -123,6 +123,13 @@ impl InputSink for X11Input {
         }
         ok
     }
+    fn key_scancode(&self, down: bool, keysym: u32, scancode: u8) -> bool {
+        let ok = self.queue.key_scancode(down, keysym, scancode);
+        if !ok && down {
+            self.dropped();
+        }
+        ok
+    }
     fn pointer(&self, buttons: u8, x: u16, y: u16) -> u8 {
         let b = self.queue.pointer(buttons, x, y);
         if b != buttons {
@@ -225,7 +232,12 @@ impl Injector {
 
     fn inject(&mut self, ev: InputEvent) -> Result<(), X11InputError> {
         match ev {
-            InputEvent::Key { down, keysym } => self.key(down, keysym)?,
+            InputEvent::Key { down, keysym } => self.key(down, keysym, None)?,
+            InputEvent::ScanKey {
+                down,
+                keysym,
+                scancode,
+            } => self.key(down, keysym, Some(scancode))?,
             InputEvent::Pointer { buttons, x, y } => self.pointer(buttons, x, y)?,
             InputEvent::CutText(_) => {}
         }
@@ -233,7 +245,7 @@ impl Injector {
         Ok(())
     }
 
-    fn key(&mut self, down: bool, keysym: u32) -> Result<(), X11InputError> {
+    fn key(&mut self, down: bool, keysym: u32, scancode: Option<u8>) -> Result<(), X11InputError> {
         if !down {
             // Let go of the key this keysym pressed (nothing if none).
             if let Some(i) = self.pressed.iter().position(|&(s, _)| s == keysym) {
@@ -262,7 +274,27 @@ impl Injector {
             .reply()
             .map_err(req)?
             .keys;
-        let plan = match self.keymap.lookup(keysym, state, &keys) {
+        // The scan code's key, when it types the keysym on the customer's
+        // layout (the same key the technician pressed); else the keysym's.
+        let by_code = scancode
+            .and_then(super::x11_keymap::qnum_to_evdev)
+            .and_then(|kc| {
+                if keysym & super::QEMU_KEY != 0 {
+                    Some(super::x11_keymap::Plan {
+                        keycode: kc,
+                        lift: Vec::new(),
+                        add: Vec::new(),
+                    })
+                } else {
+                    self.keymap.lookup_on(kc, keysym, state, &keys)
+                }
+            });
+        let found = match by_code {
+            Some(p) => Lookup::Key(p),
+            None if keysym & super::QEMU_KEY != 0 => return Ok(()),
+            None => self.keymap.lookup(keysym, state, &keys),
+        };
+        let plan = match found {
             Lookup::Key(p) => p,
             Lookup::Unmapped => {
                 let bound = self.bind(keysym)?;

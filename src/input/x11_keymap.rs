@@ -183,11 +183,30 @@ impl Keymap {
     /// How to type `keysym` given the core modifier `state` and the keys
     /// now `down` (QueryKeymap's bit vector).
     pub fn lookup(&self, keysym: u32, state: u16, down: &[u8; 32]) -> Lookup {
+        self.lookup_in(keysym, state, down, None)
+    }
+
+    /// Like [`Keymap::lookup`], on `keycode` only (the key a scan code
+    /// names): `None` when that key does not type `keysym`.
+    pub fn lookup_on(&self, keycode: u8, keysym: u32, state: u16, down: &[u8; 32]) -> Option<Plan> {
+        match self.lookup_in(keysym, state, down, Some(keycode)) {
+            Lookup::Key(p) => Some(p),
+            Lookup::Unmapped => None,
+        }
+    }
+
+    fn lookup_in(&self, keysym: u32, state: u16, down: &[u8; 32], only: Option<u8>) -> Lookup {
         if keysym == NO_SYMBOL {
             return Lookup::Unmapped;
         }
         if !adjusts_level(keysym) {
-            return match self.plain_key(keysym) {
+            let key = match only {
+                Some(k) => (0..self.per.min(6))
+                    .any(|c| self.sym(k, c) == keysym)
+                    .then_some(k),
+                None => self.plain_key(keysym),
+            };
+            return match key {
                 Some(k) => Lookup::Key(Plan {
                     keycode: k,
                     lift: Vec::new(),
@@ -204,7 +223,7 @@ impl Keymap {
         let is_down = |k: u8| down[k as usize / 8] & (1 << (k % 8)) != 0;
 
         let mut best: Option<Candidate> = None;
-        for k in self.keycodes() {
+        for k in self.keycodes().filter(|&k| only.is_none_or(|o| o == k)) {
             for (level, &col) in LEVEL_COLUMNS.iter().enumerate() {
                 if col >= self.per || self.sym(k, col) != keysym {
                     continue;
@@ -285,6 +304,36 @@ impl Keymap {
         }
         Lookup::Key(plan)
     }
+}
+
+/// The X keycode (evdev: Linux key code + 8) of a scan code in QEMU's
+/// numbering (XT set 1; 0x80 set for an 0xE0-prefixed code). `None` for
+/// codes without a key here.
+pub fn qnum_to_evdev(qnum: u8) -> Option<u8> {
+    let linux = match qnum {
+        // The main block, keypad and F-keys: XT codes are Linux key codes.
+        0x01..=0x53 | 0x56..=0x58 => qnum,
+        0x9c => 96,  // KP_Enter
+        0x9d => 97,  // Control_R
+        0xb5 => 98,  // KP_Divide
+        0xb7 => 99,  // Print
+        0xb8 => 100, // Alt_R / AltGr
+        0xc7 => 102, // Home
+        0xc8 => 103, // Up
+        0xc9 => 104, // Prior
+        0xcb => 105, // Left
+        0xcd => 106, // Right
+        0xcf => 107, // End
+        0xd0 => 108, // Down
+        0xd1 => 109, // Next
+        0xd2 => 110, // Insert
+        0xd3 => 111, // Delete
+        0xdb => 125, // Super_L
+        0xdc => 126, // Super_R
+        0xdd => 127, // Menu
+        _ => return None,
+    };
+    Some(linux + 8)
 }
 
 /// A key and level that type a keysym.
@@ -490,6 +539,36 @@ mod tests {
         assert_eq!(de.lookup(0xffe1, 0, &NONE_DOWN), key(50, &[], &[]));
         // Shift on through a lock (no Shift key down): cannot be lifted.
         assert_eq!(de.lookup(0x37, S, &NONE_DOWN), Lookup::Unmapped);
+    }
+
+    #[test]
+    fn scan_codes_are_used_when_their_key_types_the_keysym() {
+        let de = german();
+        // Q's scan code (0x10, X keycode 24) with '@' and nothing held:
+        // AltGr added on that key.
+        let q = qnum_to_evdev(0x10).unwrap();
+        assert_eq!(q, 24);
+        assert_eq!(
+            de.lookup_on(q, 0x40, 0, &NONE_DOWN),
+            Some(Plan {
+                keycode: 24,
+                lift: vec![],
+                add: vec![92]
+            })
+        );
+        // A US technician's Shift+2 for '@': the German '2' key has no '@'.
+        assert_eq!(
+            de.lookup_on(qnum_to_evdev(0x03).unwrap(), 0x40, S, &down(&[50])),
+            None
+        );
+        // Extended codes: right Alt (AltGr) is X keycode 108.
+        assert_eq!(qnum_to_evdev(0xb8), Some(108));
+        assert_eq!(
+            de.lookup_on(108, 0xfe03, 0, &NONE_DOWN).map(|p| p.keycode),
+            Some(108)
+        );
+        assert_eq!(qnum_to_evdev(0), None);
+        assert_eq!(qnum_to_evdev(0xff), None);
     }
 
     #[test]

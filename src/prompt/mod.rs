@@ -95,6 +95,9 @@ impl InputSink for ShieldedInput {
     fn key(&self, down: bool, keysym: u32) -> bool {
         self.inner.key(down, keysym)
     }
+    fn key_scancode(&self, down: bool, keysym: u32, scancode: u8) -> bool {
+        self.inner.key_scancode(down, keysym, scancode)
+    }
 
     fn pointer(&self, buttons: u8, x: u16, y: u16) -> u8 {
         let mut last = self.buttons.lock().unwrap();

@@ -23,6 +23,8 @@ pub mod enc {
     pub const CURSOR: i32 = -239;
     pub const DESKTOP_NAME: i32 = -307;
     pub const EXTENDED_DESKTOP_SIZE: i32 = -308;
+    /// QEMU Extended Key Event: keys with their XT scan codes.
+    pub const QEMU_EXTENDED_KEY_EVENT: i32 = -258;
     /// Extended Clipboard (UTF-8 clipboard text): 0xC0A1E5CE.
     pub const EXTENDED_CLIPBOARD: i32 = 0xC0A1_E5CEu32 as i32;
     /// Compression level 0..=9 is -256..=-247.
@@ -61,6 +63,14 @@ pub enum ClientMessage {
     ExtendedClipboard {
         flags: u32,
         payload: Vec<u8>,
+    },
+    /// QEMU Extended Key Event (255, subtype 0): a key with the scan code
+    /// that produced it (QEMU's numbering: the XT scan code, 0x80 set for
+    /// an 0xE0-prefixed one; `None` when 0 or beyond 0xff).
+    QemuKeyEvent {
+        down: bool,
+        keysym: u32,
+        scancode: Option<u8>,
     },
     /// SetDesktopSize (251): the server answers with ExtendedDesktopSize.
     SetDesktopSize {
@@ -181,6 +191,21 @@ fn decode(r: &mut Reader<'_>) -> Result<Option<ClientMessage>, ProtocolError> {
                 screens,
             }
         }
+        255 => {
+            // QEMU client messages; only the extended key event is known.
+            let subtype = need!(r.u8());
+            if subtype != 0 {
+                return Err(ProtocolError::UnknownMessage(255));
+            }
+            let down = need!(r.u16()) != 0;
+            let keysym = need!(r.u32());
+            let code = need!(r.u32());
+            ClientMessage::QemuKeyEvent {
+                down,
+                keysym,
+                scancode: u8::try_from(code).ok().filter(|&c| c != 0),
+            }
+        }
         other => return Err(ProtocolError::UnknownMessage(other)),
     };
     Ok(Some(msg))
@@ -209,6 +234,16 @@ pub fn encode_client_message(m: &ClientMessage, out: &mut Vec<u8>) {
         ClientMessage::KeyEvent { down, keysym } => {
             out.extend_from_slice(&[4, *down as u8, 0, 0]);
             out.put_u32(*keysym);
+        }
+        ClientMessage::QemuKeyEvent {
+            down,
+            keysym,
+            scancode,
+        } => {
+            out.extend_from_slice(&[255, 0]);
+            out.put_u16(*down as u16);
+            out.put_u32(*keysym);
+            out.put_u32(scancode.unwrap_or(0) as u32);
         }
         ClientMessage::PointerEvent { buttons, x, y } => {
             out.extend_from_slice(&[5, *buttons]);
@@ -340,6 +375,16 @@ mod tests {
                 y: 10,
             },
             ClientMessage::ClientCutText(b"hello".to_vec()),
+            ClientMessage::QemuKeyEvent {
+                down: true,
+                keysym: 0x40,
+                scancode: Some(0x10),
+            },
+            ClientMessage::QemuKeyEvent {
+                down: false,
+                keysym: 0,
+                scancode: None,
+            },
             ClientMessage::SetDesktopSize {
                 width: 640,
                 height: 480,
@@ -379,6 +424,28 @@ mod tests {
                 Err(ProtocolError::LimitExceeded { .. })
             ));
         }
+    }
+
+    #[test]
+    fn qemu_messages_are_validated() {
+        // An unknown QEMU subtype closes the connection.
+        assert_eq!(
+            decode_client_message(&[255, 1, 0, 1, 0, 0, 0, 0x61, 0, 0, 0, 0x1e]),
+            Err(ProtocolError::UnknownMessage(255))
+        );
+        // A scan code beyond QEMU's numbering is no scan code.
+        let b = [255, 0, 0, 1, 0, 0, 0, 0x61, 0xff, 0, 0, 0x1e];
+        assert_eq!(
+            decode_client_message(&b),
+            Ok(Some((
+                ClientMessage::QemuKeyEvent {
+                    down: true,
+                    keysym: 0x61,
+                    scancode: None
+                },
+                12
+            )))
+        );
     }
 
     #[test]

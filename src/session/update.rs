@@ -138,6 +138,12 @@ pub struct ViewerState {
     layout_due: bool,
     /// The monitor layout the viewer was last told.
     screens_sent: Arc<Vec<Rect>>,
+    /// The viewer listed QEMU Extended Key Event (its key messages are
+    /// taken), and whether the confirming pseudo-rectangle is still owed.
+    pub qemu_keys: bool,
+    qemu_keys_ack_due: bool,
+    /// A QEMU key event arrived (logged once).
+    pub qemu_keys_used: bool,
 }
 
 /// Answer owed to a SetDesktopSize request.
@@ -164,6 +170,9 @@ impl ViewerState {
             cursor_serial: 0,
             layout_due: false,
             screens_sent: Arc::new(Vec::new()),
+            qemu_keys: false,
+            qemu_keys_ack_due: false,
+            qemu_keys_used: false,
         }
     }
 
@@ -184,6 +193,13 @@ impl ViewerState {
         if self.encodings.extended_desktop_size && !old.extended_desktop_size {
             self.layout_due = true;
         }
+        let qemu_keys = list.contains(&enc::QEMU_EXTENDED_KEY_EVENT);
+        if qemu_keys && !self.qemu_keys {
+            // Confirmed with an empty pseudo-rectangle (rfbproto); the
+            // viewer then sends QEMU key events.
+            self.qemu_keys_ack_due = true;
+        }
+        self.qemu_keys = qemu_keys;
     }
 
     /// A FramebufferUpdateRequest arrived.
@@ -282,6 +298,15 @@ impl ViewerState {
                 p.rects.count += 1;
                 self.cursor_serial = *serial;
             }
+        }
+        if std::mem::take(&mut self.qemu_keys_ack_due) {
+            write_rect_header(
+                Rect::default(),
+                enc::QEMU_EXTENDED_KEY_EVENT,
+                &mut p.rects.bytes,
+            );
+            p.rects.count += 1;
+            tracing::debug!("QEMU Extended Key Event confirmed to the viewer");
         }
         if let Some(name) = self.name_due.take() {
             if self.encodings.desktop_name {
