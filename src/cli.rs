@@ -129,6 +129,15 @@ pub struct ConnectArgs {
     pub serve: ServeArgs,
 }
 
+/// `--keyboard`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KeyboardKind {
+    /// Keys as the viewer sends them.
+    Standard,
+    /// Command and Control swapped (Mac technicians).
+    Mac,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum SourceKind {
     /// This computer's screen: on Linux the X display in --display or
@@ -222,6 +231,11 @@ pub struct ServeArgs {
     /// Never inject keyboard, pointer or clipboard input.
     #[arg(long)]
     pub view_only: bool,
+    /// The technician's keyboard: `mac` swaps Command and Control, so a Mac
+    /// technician's Command+C is Ctrl+C on the customer's computer (and
+    /// Control is the Super/Windows key).
+    #[arg(long, value_enum, default_value_t = KeyboardKind::Standard)]
+    pub keyboard: KeyboardKind,
     /// X display to serve with --source x11 (default: $DISPLAY).
     #[arg(long, value_name = ":N")]
     pub display: Option<String>,

@@ -4,7 +4,7 @@ mod tickets_cli;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use cli::{Cli, Command, ConsentArg, ServeArgs, SourceKind};
+use cli::{Cli, Command, ConsentArg, KeyboardKind, ServeArgs, SourceKind};
 use std::sync::Arc;
 use ticketvnc::capture::test_pattern::TestPattern;
 use ticketvnc::capture::ScreenSource;
@@ -277,6 +277,10 @@ async fn serve(
             }
         }
         SourceKind::Screen => screen_input()?,
+    };
+    let input: Arc<dyn InputSink> = match args.keyboard {
+        KeyboardKind::Mac => Arc::new(ticketvnc::input::mac_keys::MacKeyboard::new(input)),
+        KeyboardKind::Standard => input,
     };
     let mut cfg = ServerConfig::new(args.listen.clone(), authenticator);
     setup_tls(&args, observer.as_ref(), &mut cfg)?;

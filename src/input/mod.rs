@@ -2,6 +2,7 @@
 
 #[cfg(any(target_os = "linux", target_os = "windows", target_os = "macos"))]
 pub mod enigo;
+pub mod mac_keys;
 pub mod queue;
 #[cfg(target_os = "linux")]
 pub mod x11;
