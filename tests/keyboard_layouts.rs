@@ -501,7 +501,7 @@ fn update_encodings(s: &mut std::net::TcpStream) -> Vec<i32> {
             0 => {
                 read_n(s, w * h * 4);
             }
-            -258 => assert_eq!((w, h), (0, 0), "QEMU confirmation rectangle"),
+            -258 | -316 => assert_eq!((w, h), (0, 0), "confirmation rectangle"),
             other => panic!("unexpected encoding {other}"),
         }
         encs.push(e);
@@ -583,4 +583,122 @@ fn qemu_extended_key_events() {
     let r = t.read_to_end(&mut rest);
     assert!(r.is_ok(), "closed cleanly: {r:?}");
     drop(plain);
+}
+
+// ------------------------------------------- extended mouse buttons (-316)
+
+/// Button presses and releases xev saw so far: (press?, button).
+fn xev_buttons(log: &Path) -> Vec<(bool, u32)> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut v = Vec::new();
+    for block in text.split("\n\n") {
+        let press = block.starts_with("ButtonPress");
+        if !press && !block.starts_with("ButtonRelease") {
+            continue;
+        }
+        if let Some(b) = block
+            .split("button ")
+            .nth(1)
+            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+        {
+            v.push((press, b));
+        }
+    }
+    v
+}
+
+/// ExtendedMouseButtons (-316): confirmed with an empty pseudo-rectangle
+/// once listed; extended PointerEvents (marker bit 7, one more byte) press
+/// X buttons 8 (back) and 9 (forward); a back button still held when the
+/// viewer disconnects is released. Before the viewer lists it, bit 7 of a
+/// plain 6-byte PointerEvent is button 8 as before. (TigerVNC 1.12 here
+/// predates the extension: a bare RFB client sends it.)
+#[test]
+fn extended_mouse_buttons_back_and_forward() {
+    use std::io::Write;
+    require_commands(&["Xvfb", "xev", "xdotool"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let (_served, sd) = desktop("us");
+    let log = tmp.path().join("xev.txt");
+    let _xev = ChildGuard(
+        Command::new("xev")
+            .args(["-geometry", "300x300+0+0", "-event", "button"])
+            .env("DISPLAY", &sd)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run xev"),
+    );
+    poll("xev's window", || {
+        x(
+            &sd,
+            &[
+                "xdotool",
+                "search",
+                "--onlyvisible",
+                "--name",
+                "Event Tester",
+            ],
+        )
+        .filter(|o| !o.trim().is_empty())
+    });
+    let (_srv, port) = serve(Server::Ticketvnc, &sd, "extbuttons", tmp.path());
+    let ptr = |b: u8, extra: Option<u8>| {
+        let mut m = vec![5, b, 0, 100, 0, 100];
+        m.extend(extra);
+        m
+    };
+
+    // Not listed: a plain PointerEvent with bit 7 is button 8.
+    let mut plain = raw_viewer(port, &[0]);
+    assert_eq!(update_encodings(&mut plain), [0]);
+    plain.write_all(&ptr(0x80, None)).unwrap();
+    plain.write_all(&ptr(0, None)).unwrap();
+    let want = [(true, 8), (false, 8)];
+    let got = poll("button 8 from a plain PointerEvent", || {
+        let b = xev_buttons(&log);
+        (b.len() >= want.len()).then_some(b)
+    });
+    assert_eq!(got, want);
+    drop(plain);
+
+    let mut s = raw_viewer(port, &[0, -316]);
+    let encs = update_encodings(&mut s);
+    assert!(encs.contains(&-316), "not confirmed: {encs:?}");
+    // Back, forward, then back held with the left button.
+    for m in [
+        ptr(0x80, Some(1)),
+        ptr(0x80, Some(0)),
+        ptr(0x80, Some(2)),
+        ptr(0x80, Some(0)),
+        ptr(0x81, Some(1)),
+    ] {
+        s.write_all(&m).unwrap();
+    }
+    let want = [
+        (true, 8),
+        (false, 8),
+        (true, 8),
+        (false, 8),
+        (true, 9),
+        (false, 9),
+        (true, 1),
+        (true, 8),
+    ];
+    let got = poll("back and forward", || {
+        let b = xev_buttons(&log);
+        (b.len() >= want.len()).then_some(b)
+    });
+    assert_eq!(got, want);
+    // Gone with left and back held: both released.
+    drop(s);
+    let got = poll("the releases", || {
+        let b = xev_buttons(&log);
+        (b.len() >= want.len() + 2).then_some(b)
+    });
+    let mut released: Vec<(bool, u32)> = got[want.len()..].to_vec();
+    released.sort();
+    assert_eq!(released, [(false, 1), (false, 8)]);
 }

@@ -98,7 +98,7 @@ impl InputSink for EnigoInput {
         }
         ok
     }
-    fn pointer(&self, buttons: u8, x: u16, y: u16) -> u8 {
+    fn pointer(&self, buttons: u16, x: u16, y: u16) -> u16 {
         let b = self.queue.pointer(buttons, x, y);
         if b != buttons {
             self.dropped();
@@ -114,7 +114,7 @@ impl InputSink for EnigoInput {
 
 #[derive(Default)]
 struct Injector {
-    buttons: u8,
+    buttons: u16,
     pos: Option<(u16, u16)>,
 }
 
@@ -144,7 +144,7 @@ impl Injector {
     fn pointer(
         &mut self,
         enigo: &mut Enigo,
-        buttons: u8,
+        buttons: u16,
         x: u16,
         y: u16,
     ) -> enigo::InputResult<()> {
@@ -153,7 +153,7 @@ impl Injector {
             self.pos = Some((x, y));
         }
         let changed = buttons ^ self.buttons;
-        for bit in 0..8u8 {
+        for bit in 0..9u8 {
             let mask = 1 << bit;
             if changed & mask == 0 {
                 continue;
@@ -173,6 +173,8 @@ impl Injector {
                 4 if down => enigo.scroll(1, Axis::Vertical)?,
                 5 if down => enigo.scroll(-1, Axis::Horizontal)?,
                 6 if down => enigo.scroll(1, Axis::Horizontal)?,
+                7 => enigo.button(Button::Back, dir)?,
+                8 => enigo.button(Button::Forward, dir)?,
                 _ => {}
             }
         }

@@ -63,7 +63,7 @@ impl InputSink for MacKeyboard {
         self.inner
             .key_scancode(down, swap_keysym(keysym), swap_scancode(scancode))
     }
-    fn pointer(&self, buttons: u8, x: u16, y: u16) -> u8 {
+    fn pointer(&self, buttons: u16, x: u16, y: u16) -> u16 {
         self.inner.pointer(buttons, x, y)
     }
     fn cut_text(&self, text: &str) {

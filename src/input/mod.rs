@@ -26,9 +26,9 @@ pub trait InputSink: Send + Sync + 'static {
     fn key_scancode(&self, down: bool, keysym: u32, _scancode: u8) -> bool {
         self.key(down, keysym)
     }
-    /// The buttons that will be injected as held (`buttons`, minus presses
-    /// dropped under load).
-    fn pointer(&self, buttons: u8, x: u16, y: u16) -> u8;
+    /// The buttons that will be injected as held (`buttons`, bit n-1 for
+    /// button n, minus presses dropped under load).
+    fn pointer(&self, buttons: u16, x: u16, y: u16) -> u16;
     /// Clipboard text from a viewer (already converted from Latin-1).
     fn cut_text(&self, text: &str);
 }
@@ -69,7 +69,7 @@ impl InputSink for OffsetInput {
     fn key_scancode(&self, down: bool, keysym: u32, scancode: u8) -> bool {
         self.inner.key_scancode(down, keysym, scancode)
     }
-    fn pointer(&self, buttons: u8, x: u16, y: u16) -> u8 {
+    fn pointer(&self, buttons: u16, x: u16, y: u16) -> u16 {
         let o = self.origin.load(Ordering::Relaxed);
         let (ox, oy) = ((o >> 16) as u16, o as u16);
         self.inner
@@ -87,7 +87,7 @@ impl InputSink for NullInput {
     fn key(&self, _down: bool, _keysym: u32) -> bool {
         true
     }
-    fn pointer(&self, buttons: u8, _x: u16, _y: u16) -> u8 {
+    fn pointer(&self, buttons: u16, _x: u16, _y: u16) -> u16 {
         buttons
     }
     fn cut_text(&self, _text: &str) {}
@@ -106,8 +106,10 @@ pub enum InputEvent {
         keysym: u32,
         scancode: u8,
     },
+    /// Buttons held: bit n-1 is button n (1-3 left, middle, right; 4-7
+    /// the wheels; 8, 9 back and forward).
     Pointer {
-        buttons: u8,
+        buttons: u16,
         x: u16,
         y: u16,
     },
@@ -147,7 +149,7 @@ impl InputSink for RecordingInput {
         });
         true
     }
-    fn pointer(&self, buttons: u8, x: u16, y: u16) -> u8 {
+    fn pointer(&self, buttons: u16, x: u16, y: u16) -> u16 {
         self.push(InputEvent::Pointer { buttons, x, y });
         buttons
     }

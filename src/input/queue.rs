@@ -26,7 +26,7 @@ struct State {
     /// Keys whose press was queued and whose release was not yet.
     pressed: Vec<u32>,
     /// Buttons held as of the last queued pointer event.
-    buttons: u8,
+    buttons: u16,
     closed: bool,
 }
 
@@ -96,7 +96,7 @@ impl InputQueue {
     /// Queue a pointer event. Returns the buttons that will be injected
     /// as held: `buttons`, minus new presses dropped because the queue is
     /// full.
-    pub fn pointer(&self, buttons: u8, x: u16, y: u16) -> u8 {
+    pub fn pointer(&self, buttons: u16, x: u16, y: u16) -> u16 {
         let mut s = self.lock();
         let full = s.events.len() >= self.capacity;
         let b = if full { buttons & s.buttons } else { buttons };
@@ -158,7 +158,7 @@ mod tests {
     #[derive(Default, Debug, PartialEq)]
     struct Desktop {
         keys: Vec<u32>,
-        buttons: u8,
+        buttons: u16,
         pos: (u16, u16),
     }
 
@@ -189,7 +189,7 @@ mod tests {
     #[derive(Default)]
     struct Record {
         keys: Vec<u32>,
-        buttons: u8,
+        buttons: u16,
     }
 
     /// Issue 10, fault 4: a flood of typing, clicking and motion into a

@@ -130,7 +130,7 @@ impl InputSink for X11Input {
         }
         ok
     }
-    fn pointer(&self, buttons: u8, x: u16, y: u16) -> u8 {
+    fn pointer(&self, buttons: u16, x: u16, y: u16) -> u16 {
         let b = self.queue.pointer(buttons, x, y);
         if b != buttons {
             self.dropped();
@@ -152,7 +152,7 @@ struct Injector {
     pressed: Vec<(u32, u8)>,
     /// Spare keycodes bound to keysyms, most recently used first.
     bound: VecDeque<(u32, u8)>,
-    buttons: u8,
+    buttons: u16,
     pos: Option<(u16, u16)>,
 }
 
@@ -360,7 +360,7 @@ impl Injector {
         Ok(true)
     }
 
-    fn pointer(&mut self, buttons: u8, x: u16, y: u16) -> Result<(), X11InputError> {
+    fn pointer(&mut self, buttons: u16, x: u16, y: u16) -> Result<(), X11InputError> {
         if self.pos != Some((x, y)) {
             let (x, y) = (x.min(i16::MAX as u16) as i16, y.min(i16::MAX as u16) as i16);
             self.conn
@@ -378,8 +378,9 @@ impl Injector {
         }
         let changed = buttons ^ self.buttons;
         // RFB button n (bit n-1) is X button n: 1-3 left, middle, right,
-        // 4-7 the wheels (a press and a release per step).
-        for bit in 0..8u8 {
+        // 4-7 the wheels (a press and a release per step), 8 and 9 back
+        // and forward.
+        for bit in 0..9u8 {
             if changed & (1 << bit) == 0 {
                 continue;
             }

@@ -313,24 +313,25 @@ pub fn qnum_to_evdev(qnum: u8) -> Option<u8> {
     let linux = match qnum {
         // The main block, keypad and F-keys: XT codes are Linux key codes.
         0x01..=0x53 | 0x56..=0x58 => qnum,
-        0x9c => 96,  // KP_Enter
-        0x9d => 97,  // Control_R
-        0xb5 => 98,  // KP_Divide
-        0xb7 => 99,  // Print
-        0xb8 => 100, // Alt_R / AltGr
-        0xc7 => 102, // Home
-        0xc8 => 103, // Up
-        0xc9 => 104, // Prior
-        0xcb => 105, // Left
-        0xcd => 106, // Right
-        0xcf => 107, // End
-        0xd0 => 108, // Down
-        0xd1 => 109, // Next
-        0xd2 => 110, // Insert
-        0xd3 => 111, // Delete
-        0xdb => 125, // Super_L
-        0xdc => 126, // Super_R
-        0xdd => 127, // Menu
+        0x54 | 0xb7 => 99, // Print / SysRq (rfbproto: 0xb7 a synonym)
+        0xc6 => 119,       // Pause
+        0x9c => 96,        // KP_Enter
+        0x9d => 97,        // Control_R
+        0xb5 => 98,        // KP_Divide
+        0xb8 => 100,       // Alt_R / AltGr
+        0xc7 => 102,       // Home
+        0xc8 => 103,       // Up
+        0xc9 => 104,       // Prior
+        0xcb => 105,       // Left
+        0xcd => 106,       // Right
+        0xcf => 107,       // End
+        0xd0 => 108,       // Down
+        0xd1 => 109,       // Next
+        0xd2 => 110,       // Insert
+        0xd3 => 111,       // Delete
+        0xdb => 125,       // Super_L
+        0xdc => 126,       // Super_R
+        0xdd => 127,       // Menu
         _ => return None,
     };
     Some(linux + 8)

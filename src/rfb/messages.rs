@@ -25,6 +25,8 @@ pub mod enc {
     pub const EXTENDED_DESKTOP_SIZE: i32 = -308;
     /// QEMU Extended Key Event: keys with their XT scan codes.
     pub const QEMU_EXTENDED_KEY_EVENT: i32 = -258;
+    /// ExtendedMouseButtons: PointerEvents with back and forward.
+    pub const EXTENDED_MOUSE_BUTTONS: i32 = -316;
     /// Extended Clipboard (UTF-8 clipboard text): 0xC0A1E5CE.
     pub const EXTENDED_CLIPBOARD: i32 = 0xC0A1_E5CEu32 as i32;
     /// Compression level 0..=9 is -256..=-247.
@@ -64,6 +66,14 @@ pub enum ClientMessage {
         flags: u32,
         payload: Vec<u8>,
     },
+    /// An extended PointerEvent (marker bit 7 set, one more byte; only
+    /// after the viewer listed ExtendedMouseButtons): bit n-1 of `buttons`
+    /// is button n, 1-9 (8 back, 9 forward).
+    ExtendedPointerEvent {
+        buttons: u16,
+        x: u16,
+        y: u16,
+    },
     /// QEMU Extended Key Event (255, subtype 0): a key with the scan code
     /// that produced it (QEMU's numbering: the XT scan code, 0x80 set for
     /// an 0xE0-prefixed one; `None` when 0 or beyond 0xff).
@@ -83,15 +93,28 @@ pub enum ClientMessage {
 /// Decode one client message from the front of `buf`.
 /// `Ok(Some((msg, n)))`: a whole message of `n` bytes; `Ok(None)`: need more bytes.
 pub fn decode_client_message(buf: &[u8]) -> Result<Option<(ClientMessage, usize)>, ProtocolError> {
+    decode_client_message_ext(buf, false)
+}
+
+/// Like [`decode_client_message`]; `extended_pointer`: the viewer listed
+/// ExtendedMouseButtons, so a PointerEvent with bit 7 set has one more
+/// byte.
+pub fn decode_client_message_ext(
+    buf: &[u8],
+    extended_pointer: bool,
+) -> Result<Option<(ClientMessage, usize)>, ProtocolError> {
     let mut r = Reader::new(buf);
-    let msg = match decode(&mut r)? {
+    let msg = match decode(&mut r, extended_pointer)? {
         Some(m) => m,
         None => return Ok(None),
     };
     Ok(Some((msg, r.used())))
 }
 
-fn decode(r: &mut Reader<'_>) -> Result<Option<ClientMessage>, ProtocolError> {
+fn decode(
+    r: &mut Reader<'_>,
+    extended_pointer: bool,
+) -> Result<Option<ClientMessage>, ProtocolError> {
     let Some(kind) = r.u8() else { return Ok(None) };
     macro_rules! need {
         ($e:expr) => {
@@ -142,7 +165,18 @@ fn decode(r: &mut Reader<'_>) -> Result<Option<ClientMessage>, ProtocolError> {
             let buttons = need!(r.u8());
             let x = need!(r.u16());
             let y = need!(r.u16());
-            ClientMessage::PointerEvent { buttons, x, y }
+            if extended_pointer && buttons & 0x80 != 0 {
+                // Buttons 8 and 9 in the extra byte's bits 0-1 (2-7 are
+                // reserved and ignored).
+                let high = need!(r.u8()) & 0x03;
+                ClientMessage::ExtendedPointerEvent {
+                    buttons: (u16::from(high) << 7) | u16::from(buttons & 0x7f),
+                    x,
+                    y,
+                }
+            } else {
+                ClientMessage::PointerEvent { buttons, x, y }
+            }
         }
         6 => {
             need!(r.skip(3));
@@ -234,6 +268,12 @@ pub fn encode_client_message(m: &ClientMessage, out: &mut Vec<u8>) {
         ClientMessage::KeyEvent { down, keysym } => {
             out.extend_from_slice(&[4, *down as u8, 0, 0]);
             out.put_u32(*keysym);
+        }
+        ClientMessage::ExtendedPointerEvent { buttons, x, y } => {
+            out.extend_from_slice(&[5, (*buttons & 0x7f) as u8 | 0x80]);
+            out.put_u16(*x);
+            out.put_u16(*y);
+            out.push((*buttons >> 7) as u8 & 0x03);
         }
         ClientMessage::QemuKeyEvent {
             down,
@@ -424,6 +464,49 @@ mod tests {
                 Err(ProtocolError::LimitExceeded { .. })
             ));
         }
+    }
+
+    #[test]
+    fn extended_pointer_events_only_once_listed() {
+        // Back (button 8) held with left: marker, left, then bit 0 of the
+        // extra byte.
+        let m = ClientMessage::ExtendedPointerEvent {
+            buttons: 0x81,
+            x: 7,
+            y: 8,
+        };
+        let mut b = Vec::new();
+        encode_client_message(&m, &mut b);
+        assert_eq!(b, [5, 0x81, 0, 7, 0, 8, 1]);
+        for cut in 0..b.len() {
+            assert_eq!(decode_client_message_ext(&b[..cut], true), Ok(None));
+        }
+        assert_eq!(decode_client_message_ext(&b, true), Ok(Some((m, 7))));
+        // Forward (9); reserved bits ignored.
+        let f = [5, 0x80, 0, 1, 0, 2, 0xfe];
+        assert_eq!(
+            decode_client_message_ext(&f, true),
+            Ok(Some((
+                ClientMessage::ExtendedPointerEvent {
+                    buttons: 0x100,
+                    x: 1,
+                    y: 2
+                },
+                7
+            )))
+        );
+        // Not listed: bit 7 is button 8 of a plain 6-byte PointerEvent.
+        assert_eq!(
+            decode_client_message_ext(&b, false),
+            Ok(Some((
+                ClientMessage::PointerEvent {
+                    buttons: 0x81,
+                    x: 7,
+                    y: 8
+                },
+                6
+            )))
+        );
     }
 
     #[test]

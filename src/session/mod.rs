@@ -385,7 +385,7 @@ struct Session {
 #[derive(Default)]
 struct HeldInput {
     keys: Vec<u32>,
-    buttons: u8,
+    buttons: u16,
     pos: (u16, u16),
 }
 
@@ -406,7 +406,7 @@ impl HeldInput {
             self.keys.retain(|&k| k != keysym);
         }
     }
-    fn pointer(&mut self, buttons: u8, x: u16, y: u16) {
+    fn pointer(&mut self, buttons: u16, x: u16, y: u16) {
         self.buttons = buttons;
         self.pos = (x, y);
     }
@@ -1112,6 +1112,12 @@ impl Session {
                 }
             }
             ClientMessage::PointerEvent { buttons, x, y } => {
+                if rights.pointer {
+                    let held = self.input.pointer(buttons.into(), x, y);
+                    self.held.pointer(held, x, y);
+                }
+            }
+            ClientMessage::ExtendedPointerEvent { buttons, x, y } => {
                 if rights.pointer {
                     let held = self.input.pointer(buttons, x, y);
                     self.held.pointer(held, x, y);

@@ -144,6 +144,9 @@ pub struct ViewerState {
     qemu_keys_ack_due: bool,
     /// A QEMU key event arrived (logged once).
     pub qemu_keys_used: bool,
+    /// The viewer listed ExtendedMouseButtons; the confirmation is owed.
+    ext_buttons: bool,
+    ext_buttons_ack_due: bool,
 }
 
 /// Answer owed to a SetDesktopSize request.
@@ -173,6 +176,8 @@ impl ViewerState {
             qemu_keys: false,
             qemu_keys_ack_due: false,
             qemu_keys_used: false,
+            ext_buttons: false,
+            ext_buttons_ack_due: false,
         }
     }
 
@@ -200,6 +205,11 @@ impl ViewerState {
             self.qemu_keys_ack_due = true;
         }
         self.qemu_keys = qemu_keys;
+        let ext_buttons = list.contains(&enc::EXTENDED_MOUSE_BUTTONS);
+        if ext_buttons && !self.ext_buttons {
+            self.ext_buttons_ack_due = true;
+        }
+        self.ext_buttons = ext_buttons;
     }
 
     /// A FramebufferUpdateRequest arrived.
@@ -307,6 +317,15 @@ impl ViewerState {
             );
             p.rects.count += 1;
             tracing::debug!("QEMU Extended Key Event confirmed to the viewer");
+        }
+        if std::mem::take(&mut self.ext_buttons_ack_due) {
+            write_rect_header(
+                Rect::default(),
+                enc::EXTENDED_MOUSE_BUTTONS,
+                &mut p.rects.bytes,
+            );
+            p.rects.count += 1;
+            tracing::debug!("ExtendedMouseButtons confirmed to the viewer");
         }
         if let Some(name) = self.name_due.take() {
             if self.encodings.desktop_name {
