@@ -576,6 +576,24 @@ fn qemu_extended_key_events() {
     let want = "a@\"@Yb";
     assert_eq!(typed(&out, want), want);
 
+    // A held '@' (AltGr+Q here) repeats '@' (the viewer sends presses
+    // again), not 'q'. Plain KeyEvents.
+    let key = |down: bool, keysym: u32| {
+        let mut m = vec![4, down as u8, 0, 0];
+        m.extend_from_slice(&keysym.to_be_bytes());
+        m
+    };
+    for m in [
+        key(true, 0x40),
+        key(true, 0x40),
+        key(true, 0x40),
+        key(false, 0x40),
+    ] {
+        t.write_all(&m).unwrap();
+    }
+    let want = "a@\"@Yb@@@";
+    assert_eq!(typed(&out, want), want);
+
     // An unknown QEMU subtype closes the connection.
     t.write_all(&[255, 7, 0, 1, 0, 0, 0, 0x61, 0, 0, 0, 0x1e])
         .unwrap();

@@ -254,26 +254,24 @@ impl Injector {
             }
             return Ok(());
         }
-        if let Some(&(_, kc)) = self.pressed.iter().find(|&&(s, _)| s == keysym) {
-            // Auto-repeat from the viewer: press the same key again.
-            return self.fake(xproto::KEY_PRESS_EVENT, kc);
-        }
         self.poll_events()?;
-        let state = u16::from(
-            self.conn
-                .query_pointer(self.root)
-                .map_err(req)?
-                .reply()
-                .map_err(req)?
-                .mask,
-        );
-        let keys = self
-            .conn
-            .query_keymap()
-            .map_err(req)?
-            .reply()
-            .map_err(req)?
-            .keys;
+        let (state, keys) = self.modifier_state()?;
+        if let Some(&(_, kc)) = self.pressed.iter().find(|&&(s, _)| s == keysym) {
+            // Auto-repeat from the viewer: the key is let go of and
+            // pressed again (as X's own auto-repeat does; a second press
+            // of a key that is down types nothing), with the same modifier
+            // changes as the first time ('@' held on a German layout
+            // repeats '@', not 'q').
+            self.fake(xproto::KEY_RELEASE_EVENT, kc)?;
+            let plan = self.keymap.lookup_on(kc, keysym, state, &keys).unwrap_or(
+                super::x11_keymap::Plan {
+                    keycode: kc,
+                    lift: Vec::new(),
+                    add: Vec::new(),
+                },
+            );
+            return self.press(&plan);
+        }
         // The scan code's key, when it types the keysym on the customer's
         // layout (the same key the technician pressed); else the keysym's.
         let by_code = scancode
@@ -313,6 +311,34 @@ impl Injector {
                 self.bound.push_front(b);
             }
         }
+        self.press(&plan)?;
+        self.pressed.push((keysym, plan.keycode));
+        Ok(())
+    }
+
+    /// The core modifier state and the keys down now.
+    fn modifier_state(&self) -> Result<(u16, [u8; 32]), X11InputError> {
+        let state = u16::from(
+            self.conn
+                .query_pointer(self.root)
+                .map_err(req)?
+                .reply()
+                .map_err(req)?
+                .mask,
+        );
+        let keys = self
+            .conn
+            .query_keymap()
+            .map_err(req)?
+            .reply()
+            .map_err(req)?
+            .keys;
+        Ok((state, keys))
+    }
+
+    /// Press `plan.keycode` with the modifier changes it needs around it
+    /// (the viewer's held modifiers restored right after).
+    fn press(&self, plan: &super::x11_keymap::Plan) -> Result<(), X11InputError> {
         for &k in &plan.lift {
             self.fake(xproto::KEY_RELEASE_EVENT, k)?;
         }
@@ -326,7 +352,6 @@ impl Injector {
         for &k in plan.lift.iter().rev() {
             self.fake(xproto::KEY_PRESS_EVENT, k)?;
         }
-        self.pressed.push((keysym, plan.keycode));
         Ok(())
     }
 
