@@ -23,6 +23,7 @@ use x11rb::protocol::xproto::{self, ConnectionExt as _, Window};
 use x11rb::protocol::xtest::ConnectionExt as _;
 use x11rb::protocol::Event;
 use x11rb::rust_connection::RustConnection;
+use x11rb::wrapper::ConnectionExt as _;
 
 #[derive(Debug, Error)]
 pub enum X11InputError {
@@ -48,6 +49,7 @@ const MAX_BOUND: usize = 32;
 
 pub struct X11Input {
     queue: Arc<InputQueue>,
+    thread: Option<std::thread::JoinHandle<()>>,
     clipboard: Option<Box<dyn ClipboardTarget>>,
     warned: Mutex<Option<Instant>>,
 }
@@ -55,8 +57,12 @@ pub struct X11Input {
 impl Drop for X11Input {
     fn drop(&mut self) {
         // The injection thread injects what is queued, lets go of anything
-        // still down and unbinds the keycodes it bound, then ends.
+        // still down and unbinds the keycodes it bound, then ends; waited
+        // for, so that happens before the process exits.
         self.queue.close();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -67,7 +73,7 @@ impl X11Input {
         let queue = Arc::new(InputQueue::new(QUEUE));
         let rx = queue.clone();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), X11InputError>>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("x11-input".into())
             .spawn(move || {
                 let mut inj = match Injector::connect(display.as_deref()) {
@@ -92,6 +98,7 @@ impl X11Input {
         match ready_rx.recv() {
             Ok(Ok(())) => Ok(X11Input {
                 queue,
+                thread: Some(thread),
                 clipboard: None,
                 warned: Mutex::new(None),
             }),
@@ -176,7 +183,65 @@ impl Injector {
             pos: None,
         };
         inj.reload()?;
+        inj.reclaim()?;
         Ok(inj)
+    }
+
+    /// Unbind the spare keycodes a previous run bound and could not unbind
+    /// (killed, or ended without dropping its input), as recorded on the
+    /// root window, when they still hold what was bound; without this every
+    /// run would leave up to [`MAX_BOUND`] keycodes used up.
+    fn reclaim(&mut self) -> Result<(), X11InputError> {
+        let atom = self.bound_atom()?;
+        let prop = self
+            .conn
+            .get_property(false, self.root, atom, xproto::AtomEnum::CARDINAL, 0, 64)
+            .map_err(req)?
+            .reply()
+            .map_err(req)?;
+        let per = self.keymap.per_keycode();
+        let mut changed = false;
+        for kc in prop.value8().into_iter().flatten() {
+            let row: Vec<u32> = (0..per as usize).map(|c| self.keymap.sym(kc, c)).collect();
+            if row[0] != 0 && row == self.keymap.binding_row(row[0]) {
+                self.conn
+                    .change_keyboard_mapping(1, kc, per, &vec![0; per as usize])
+                    .map_err(req)?;
+                changed = true;
+            }
+        }
+        self.record_bound()?;
+        if changed {
+            debug!("unbound keycodes a previous run left bound");
+            self.reload()?;
+        }
+        Ok(())
+    }
+
+    fn bound_atom(&self) -> Result<xproto::Atom, X11InputError> {
+        Ok(self
+            .conn
+            .intern_atom(false, b"_TICKETVNC_BOUND_KEYCODES")
+            .map_err(req)?
+            .reply()
+            .map_err(req)?
+            .atom)
+    }
+
+    /// Record the keycodes bound now on the root window (see `reclaim`).
+    fn record_bound(&self) -> Result<(), X11InputError> {
+        let atom = self.bound_atom()?;
+        let kcs: Vec<u8> = self.bound.iter().map(|&(_, kc)| kc).collect();
+        self.conn
+            .change_property8(
+                xproto::PropMode::REPLACE,
+                self.root,
+                atom,
+                xproto::AtomEnum::CARDINAL,
+                &kcs,
+            )
+            .map_err(req)?;
+        Ok(())
     }
 
     /// Read the keyboard mapping and modifier map again (at start, and
@@ -378,6 +443,7 @@ impl Injector {
             .map_err(req)?;
         self.keymap.set_row(kc, &row);
         self.bound.push_front((row[0], kc));
+        self.record_bound()?;
         debug!(
             keycode = kc,
             "bound a keysym missing from the layout to a spare keycode"
@@ -436,6 +502,7 @@ impl Injector {
                 .conn
                 .change_keyboard_mapping(1, kc, per, &vec![0; per as usize]);
         }
+        let _ = self.record_bound();
         let _ = self.conn.flush();
     }
 }
