@@ -200,7 +200,9 @@ pub fn server_updates(bytes: &[u8], pf: &PixelFormat) -> Result<Vec<Vec<WireRect
                                     return Some(Err(e));
                                 }
                             }
-                            -223 => {}
+                            // DesktopSize; the empty confirmations of QEMU
+                            // Extended Key Event and ExtendedMouseButtons.
+                            -223 | -258 | -316 => {}
                             -224 => {
                                 rects.push(r);
                                 break;
@@ -322,6 +324,10 @@ pub fn client_requests(bytes: &[u8], vnc_auth: bool) -> Result<ClientRequests, S
                 }
                 150 => {
                     c.take(9)?;
+                }
+                255 => {
+                    // QEMU Extended Key Event (subtype 0).
+                    c.take(11)?;
                 }
                 248 => {
                     c.take(3 + 4)?;
