@@ -20,6 +20,7 @@ PACKAGES=(
     x11-apps        # xwd and friends, for debugging screenshots
     imagemagick     # import: screenshot a window as raw RGB
     xterm           # something recognisable on an X screen
+    x11-xkb-utils   # setxkbmap: keyboard layouts of the served and viewer displays (tests/keyboard_layouts.rs)
     xfonts-base     # the "fixed" font Xvfb and xterm need (only recommended by xserver-common)
     python3         # vncdotool, a real client
     python3-venv

@@ -139,6 +139,15 @@ pub struct ConnectArgs {
     pub serve: ServeArgs,
 }
 
+/// `--keyboard`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KeyboardKind {
+    /// Keys as the viewer sends them.
+    Standard,
+    /// Command and Control swapped (Mac technicians).
+    Mac,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum SourceKind {
     /// This computer's screen: on Linux the X display in --display or
@@ -237,6 +246,11 @@ pub struct ServeArgs {
     /// get its shape and position, others see no pointer.
     #[arg(long)]
     pub no_drawn_cursor: bool,
+    /// The technician's keyboard: `mac` swaps Command and Control, so a Mac
+    /// technician's Command+C is Ctrl+C on the customer's computer (and
+    /// Control is the Super/Windows key).
+    #[arg(long, value_enum, default_value_t = KeyboardKind::Standard)]
+    pub keyboard: KeyboardKind,
     /// X display to serve with --source x11 (default: $DISPLAY).
     #[arg(long, value_name = ":N")]
     pub display: Option<String>,

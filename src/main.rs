@@ -6,7 +6,7 @@ mod tickets_cli;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use cli::{Cli, Command, ConsentArg, ServeArgs, SourceKind};
+use cli::{Cli, Command, ConsentArg, KeyboardKind, ServeArgs, SourceKind};
 use std::sync::Arc;
 use ticketvnc::capture::test_pattern::TestPattern;
 use ticketvnc::capture::ScreenSource;
@@ -287,6 +287,10 @@ async fn serve(
             }
         }
         SourceKind::Screen => screen_input()?,
+    };
+    let input: Arc<dyn InputSink> = match args.keyboard {
+        KeyboardKind::Mac => Arc::new(ticketvnc::input::mac_keys::MacKeyboard::new(input)),
+        KeyboardKind::Standard => input,
     };
     let mut cfg = ServerConfig::new(args.listen.clone(), authenticator);
     setup_tls(&args, observer.as_ref(), &mut cfg)?;
@@ -577,7 +581,7 @@ fn x11_input(
 ) -> Result<Arc<dyn InputSink>> {
     use ticketvnc::input::x11_clipboard::X11Clipboard;
     let clipboard = X11Clipboard::start(display.as_deref(), clip)?;
-    let input = ticketvnc::input::enigo::EnigoInput::start(display)?;
+    let input = ticketvnc::input::x11::X11Input::start(display)?;
     Ok(Arc::new(input.with_clipboard(Box::new(clipboard))))
 }
 

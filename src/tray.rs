@@ -51,6 +51,9 @@ pub struct TrayConfig {
     pub consent_timeout: Option<u64>,
     /// Seconds to keep trying to reach the helpdesk (default 300).
     pub retry_for: Option<u64>,
+    /// "mac": the helpdesk's technicians use Macs (Command and Control
+    /// swapped, see `serve --keyboard`); "standard" (default).
+    pub keyboard: Option<String>,
 }
 
 /// Where the settings are looked for when `--config` is not given.
@@ -371,6 +374,12 @@ fn start_help(
     }
     if let Some(t) = cfg.consent_timeout {
         serve_args.consent_timeout = t.clamp(1, 600);
+    }
+    match cfg.keyboard.as_deref() {
+        None => {}
+        Some("mac") => serve_args.keyboard = crate::cli::KeyboardKind::Mac,
+        Some("standard") => serve_args.keyboard = crate::cli::KeyboardKind::Standard,
+        Some(_) => bail!("tray.toml: keyboard is \"standard\" or \"mac\""),
     }
     if cfg.tls_cert.is_some() {
         serve_args.tls_cert = cfg.tls_cert.clone();

@@ -100,7 +100,7 @@ impl InputSink for EnigoInput {
         }
         ok
     }
-    fn pointer(&self, buttons: u8, x: u16, y: u16) -> u8 {
+    fn pointer(&self, buttons: u16, x: u16, y: u16) -> u16 {
         let b = self.queue.pointer(buttons, x, y);
         if b != buttons {
             self.dropped();
@@ -116,7 +116,7 @@ impl InputSink for EnigoInput {
 
 #[derive(Default)]
 struct Injector {
-    buttons: u8,
+    buttons: u16,
     pos: Option<(u16, u16)>,
     #[cfg(target_os = "windows")]
     keys: super::windows_keys::KeyState,
@@ -127,11 +127,11 @@ impl Injector {
         let r = match ev {
             // Windows takes virtual-key codes, not keysyms.
             #[cfg(target_os = "windows")]
-            InputEvent::Key { down, keysym } => {
+            InputEvent::Key { down, keysym } | InputEvent::ScanKey { down, keysym, .. } => {
                 super::windows_keys::inject(enigo, &mut self.keys, down, keysym)
             }
             #[cfg(not(target_os = "windows"))]
-            InputEvent::Key { down, keysym } => {
+            InputEvent::Key { down, keysym } | InputEvent::ScanKey { down, keysym, .. } => {
                 let dir = if down {
                     Direction::Press
                 } else {
@@ -154,7 +154,7 @@ impl Injector {
     fn pointer(
         &mut self,
         enigo: &mut Enigo,
-        buttons: u8,
+        buttons: u16,
         x: u16,
         y: u16,
     ) -> enigo::InputResult<()> {
@@ -163,7 +163,7 @@ impl Injector {
             self.pos = Some((x, y));
         }
         let changed = buttons ^ self.buttons;
-        for bit in 0..8u8 {
+        for bit in 0..9u8 {
             let mask = 1 << bit;
             if changed & mask == 0 {
                 continue;
@@ -183,6 +183,8 @@ impl Injector {
                 4 if down => enigo.scroll(1, Axis::Vertical)?,
                 5 if down => enigo.scroll(-1, Axis::Horizontal)?,
                 6 if down => enigo.scroll(1, Axis::Horizontal)?,
+                7 => enigo.button(Button::Back, dir)?,
+                8 => enigo.button(Button::Forward, dir)?,
                 _ => {}
             }
         }

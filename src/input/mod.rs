@@ -2,10 +2,15 @@
 
 #[cfg(any(target_os = "linux", target_os = "windows", target_os = "macos"))]
 pub mod enigo;
+pub mod mac_keys;
 pub mod queue;
 pub mod windows_keys;
 #[cfg(target_os = "linux")]
+pub mod x11;
+#[cfg(target_os = "linux")]
 pub mod x11_clipboard;
+#[cfg(target_os = "linux")]
+pub mod x11_keymap;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,12 +22,21 @@ pub trait InputSink: Send + Sync + 'static {
     /// Whether the event will be injected (`false`: a press dropped under
     /// load, or a release of a key that is not down).
     fn key(&self, down: bool, keysym: u32) -> bool;
-    /// The buttons that will be injected as held (`buttons`, minus presses
-    /// dropped under load).
-    fn pointer(&self, buttons: u8, x: u16, y: u16) -> u8;
+    /// A key with the scan code that produced it (QEMU's numbering, see
+    /// [`QEMU_KEY`] for `keysym`); sinks that cannot use it type the keysym.
+    fn key_scancode(&self, down: bool, keysym: u32, _scancode: u8) -> bool {
+        self.key(down, keysym)
+    }
+    /// The buttons that will be injected as held (`buttons`, bit n-1 for
+    /// button n, minus presses dropped under load).
+    fn pointer(&self, buttons: u16, x: u16, y: u16) -> u16;
     /// Clipboard text from a viewer (already converted from Latin-1).
     fn cut_text(&self, text: &str);
 }
+
+/// A QEMU key event without a keysym gets this id (`QEMU_KEY | scan
+/// code`) in place of one: no keysym is this high.
+pub const QEMU_KEY: u32 = 0x4000_0000;
 
 /// Where clipboard text from viewers goes (the platform clipboard).
 pub trait ClipboardTarget: Send + Sync {
@@ -53,7 +67,10 @@ impl InputSink for OffsetInput {
     fn key(&self, down: bool, keysym: u32) -> bool {
         self.inner.key(down, keysym)
     }
-    fn pointer(&self, buttons: u8, x: u16, y: u16) -> u8 {
+    fn key_scancode(&self, down: bool, keysym: u32, scancode: u8) -> bool {
+        self.inner.key_scancode(down, keysym, scancode)
+    }
+    fn pointer(&self, buttons: u16, x: u16, y: u16) -> u16 {
         let o = self.origin.load(Ordering::Relaxed);
         let (ox, oy) = ((o >> 16) as u16, o as u16);
         self.inner
@@ -71,7 +88,7 @@ impl InputSink for NullInput {
     fn key(&self, _down: bool, _keysym: u32) -> bool {
         true
     }
-    fn pointer(&self, buttons: u8, _x: u16, _y: u16) -> u8 {
+    fn pointer(&self, buttons: u16, _x: u16, _y: u16) -> u16 {
         buttons
     }
     fn cut_text(&self, _text: &str) {}
@@ -80,8 +97,23 @@ impl InputSink for NullInput {
 /// One input event, as recorded by [`RecordingInput`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum InputEvent {
-    Key { down: bool, keysym: u32 },
-    Pointer { buttons: u8, x: u16, y: u16 },
+    Key {
+        down: bool,
+        keysym: u32,
+    },
+    /// A key with its scan code (QEMU Extended Key Event).
+    ScanKey {
+        down: bool,
+        keysym: u32,
+        scancode: u8,
+    },
+    /// Buttons held: bit n-1 is button n (1-3 left, middle, right; 4-7
+    /// the wheels; 8, 9 back and forward).
+    Pointer {
+        buttons: u16,
+        x: u16,
+        y: u16,
+    },
     CutText(String),
 }
 
@@ -110,7 +142,15 @@ impl InputSink for RecordingInput {
         self.push(InputEvent::Key { down, keysym });
         true
     }
-    fn pointer(&self, buttons: u8, x: u16, y: u16) -> u8 {
+    fn key_scancode(&self, down: bool, keysym: u32, scancode: u8) -> bool {
+        self.push(InputEvent::ScanKey {
+            down,
+            keysym,
+            scancode,
+        });
+        true
+    }
+    fn pointer(&self, buttons: u16, x: u16, y: u16) -> u16 {
         self.push(InputEvent::Pointer { buttons, x, y });
         buttons
     }

@@ -26,7 +26,7 @@ struct State {
     /// Keys whose press was queued and whose release was not yet.
     pressed: Vec<u32>,
     /// Buttons held as of the last queued pointer event.
-    buttons: u8,
+    buttons: u16,
     closed: bool,
 }
 
@@ -53,6 +53,20 @@ impl InputQueue {
     /// press dropped because the queue is full, or a release of a key that
     /// is not pressed as far as injection goes).
     pub fn key(&self, down: bool, keysym: u32) -> bool {
+        self.key_event(down, keysym, InputEvent::Key { down, keysym })
+    }
+
+    /// Like [`InputQueue::key`], with the key's scan code.
+    pub fn key_scancode(&self, down: bool, keysym: u32, scancode: u8) -> bool {
+        let ev = InputEvent::ScanKey {
+            down,
+            keysym,
+            scancode,
+        };
+        self.key_event(down, keysym, ev)
+    }
+
+    fn key_event(&self, down: bool, keysym: u32, ev: InputEvent) -> bool {
         let mut s = self.lock();
         let full = s.events.len() >= self.capacity;
         let held = s.pressed.contains(&keysym);
@@ -73,7 +87,7 @@ impl InputQueue {
             !full
         };
         if queued {
-            s.events.push_back(InputEvent::Key { down, keysym });
+            s.events.push_back(ev);
             self.ready.notify_one();
         }
         queued
@@ -82,7 +96,7 @@ impl InputQueue {
     /// Queue a pointer event. Returns the buttons that will be injected
     /// as held: `buttons`, minus new presses dropped because the queue is
     /// full.
-    pub fn pointer(&self, buttons: u8, x: u16, y: u16) -> u8 {
+    pub fn pointer(&self, buttons: u16, x: u16, y: u16) -> u16 {
         let mut s = self.lock();
         let full = s.events.len() >= self.capacity;
         let b = if full { buttons & s.buttons } else { buttons };
@@ -144,7 +158,7 @@ mod tests {
     #[derive(Default, Debug, PartialEq)]
     struct Desktop {
         keys: Vec<u32>,
-        buttons: u8,
+        buttons: u16,
         pos: (u16, u16),
     }
 
@@ -160,6 +174,7 @@ mod tests {
                     down: false,
                     keysym,
                 } => self.keys.retain(|&k| k != keysym),
+                InputEvent::ScanKey { .. } => {}
                 InputEvent::Pointer { buttons, x, y } => {
                     self.buttons = buttons;
                     self.pos = (x, y);
@@ -174,7 +189,7 @@ mod tests {
     #[derive(Default)]
     struct Record {
         keys: Vec<u32>,
-        buttons: u8,
+        buttons: u16,
     }
 
     /// Issue 10, fault 4: a flood of typing, clicking and motion into a

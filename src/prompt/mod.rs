@@ -78,7 +78,7 @@ pub struct ShieldedInput {
     inner: Arc<dyn InputSink>,
     shields: Arc<Shields>,
     /// The button mask last passed on.
-    buttons: Mutex<u8>,
+    buttons: Mutex<u16>,
 }
 
 impl ShieldedInput {
@@ -95,8 +95,11 @@ impl InputSink for ShieldedInput {
     fn key(&self, down: bool, keysym: u32) -> bool {
         self.inner.key(down, keysym)
     }
+    fn key_scancode(&self, down: bool, keysym: u32, scancode: u8) -> bool {
+        self.inner.key_scancode(down, keysym, scancode)
+    }
 
-    fn pointer(&self, buttons: u8, x: u16, y: u16) -> u8 {
+    fn pointer(&self, buttons: u16, x: u16, y: u16) -> u16 {
         let mut last = self.buttons.lock().unwrap();
         let passed = if self.shields.covers(x.into(), y.into()) {
             // Only releases: a press on a prompt is the customer's to make.
@@ -169,7 +172,7 @@ mod tests {
         s.pointer(0, 120, 110);
         shields.remove(1);
         s.pointer(1, 120, 110); // prompt gone: passes
-        let buttons: Vec<u8> = rec
+        let buttons: Vec<u16> = rec
             .events()
             .into_iter()
             .filter_map(|e| match e {

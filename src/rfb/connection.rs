@@ -198,6 +198,9 @@ pub struct ServerConnection {
     out: Vec<u8>,
     pending: std::collections::VecDeque<Event>,
     challenge_source: fn() -> [u8; 16],
+    /// The viewer listed ExtendedMouseButtons: a PointerEvent with bit 7
+    /// set carries one more byte.
+    extended_pointer: bool,
 }
 
 fn os_challenge() -> [u8; 16] {
@@ -232,6 +235,7 @@ impl ServerConnection {
             out: b"RFB 003.008\n".to_vec(),
             pending: Default::default(),
             challenge_source: os_challenge,
+            extended_pointer: false,
         }
     }
 
@@ -549,7 +553,12 @@ impl ServerConnection {
                 });
             }
             State::Normal => {
-                if let Some((msg, n)) = messages::decode_client_message(self.input())? {
+                let ext = self.extended_pointer;
+                if let Some((msg, n)) = messages::decode_client_message_ext(self.input(), ext)? {
+                    if let ClientMessage::SetEncodings(list) = &msg {
+                        self.extended_pointer =
+                            list.contains(&messages::enc::EXTENDED_MOUSE_BUTTONS);
+                    }
                     self.consume(n);
                     self.pending.push_back(Event::Message(msg));
                 }

@@ -33,6 +33,10 @@ pub mod enc {
     pub const EXTENDED_DESKTOP_SIZE: i32 = -308;
     pub const FENCE: i32 = -312;
     pub const CONTINUOUS_UPDATES: i32 = -313;
+    /// QEMU Extended Key Event: keys with their XT scan codes.
+    pub const QEMU_EXTENDED_KEY_EVENT: i32 = -258;
+    /// ExtendedMouseButtons: PointerEvents with back and forward.
+    pub const EXTENDED_MOUSE_BUTTONS: i32 = -316;
     /// Extended Clipboard (UTF-8 clipboard text): 0xC0A1E5CE.
     pub const EXTENDED_CLIPBOARD: i32 = 0xC0A1_E5CEu32 as i32;
     /// Compression level 0..=9 is -256..=-247.
@@ -83,6 +87,22 @@ pub enum ClientMessage {
         flags: u32,
         payload: Vec<u8>,
     },
+    /// An extended PointerEvent (marker bit 7 set, one more byte; only
+    /// after the viewer listed ExtendedMouseButtons): bit n-1 of `buttons`
+    /// is button n, 1-9 (8 back, 9 forward).
+    ExtendedPointerEvent {
+        buttons: u16,
+        x: u16,
+        y: u16,
+    },
+    /// QEMU Extended Key Event (255, subtype 0): a key with the scan code
+    /// that produced it (QEMU's numbering: the XT scan code, 0x80 set for
+    /// an 0xE0-prefixed one; `None` when 0 or beyond 0xff).
+    QemuKeyEvent {
+        down: bool,
+        keysym: u32,
+        scancode: Option<u8>,
+    },
     /// SetDesktopSize (251): the server answers with ExtendedDesktopSize.
     SetDesktopSize {
         width: u16,
@@ -94,15 +114,28 @@ pub enum ClientMessage {
 /// Decode one client message from the front of `buf`.
 /// `Ok(Some((msg, n)))`: a whole message of `n` bytes; `Ok(None)`: need more bytes.
 pub fn decode_client_message(buf: &[u8]) -> Result<Option<(ClientMessage, usize)>, ProtocolError> {
+    decode_client_message_ext(buf, false)
+}
+
+/// Like [`decode_client_message`]; `extended_pointer`: the viewer listed
+/// ExtendedMouseButtons, so a PointerEvent with bit 7 set has one more
+/// byte.
+pub fn decode_client_message_ext(
+    buf: &[u8],
+    extended_pointer: bool,
+) -> Result<Option<(ClientMessage, usize)>, ProtocolError> {
     let mut r = Reader::new(buf);
-    let msg = match decode(&mut r)? {
+    let msg = match decode(&mut r, extended_pointer)? {
         Some(m) => m,
         None => return Ok(None),
     };
     Ok(Some((msg, r.used())))
 }
 
-fn decode(r: &mut Reader<'_>) -> Result<Option<ClientMessage>, ProtocolError> {
+fn decode(
+    r: &mut Reader<'_>,
+    extended_pointer: bool,
+) -> Result<Option<ClientMessage>, ProtocolError> {
     let Some(kind) = r.u8() else { return Ok(None) };
     macro_rules! need {
         ($e:expr) => {
@@ -153,7 +186,18 @@ fn decode(r: &mut Reader<'_>) -> Result<Option<ClientMessage>, ProtocolError> {
             let buttons = need!(r.u8());
             let x = need!(r.u16());
             let y = need!(r.u16());
-            ClientMessage::PointerEvent { buttons, x, y }
+            if extended_pointer && buttons & 0x80 != 0 {
+                // Buttons 8 and 9 in the extra byte's bits 0-1 (2-7 are
+                // reserved and ignored).
+                let high = need!(r.u8()) & 0x03;
+                ClientMessage::ExtendedPointerEvent {
+                    buttons: (u16::from(high) << 7) | u16::from(buttons & 0x7f),
+                    x,
+                    y,
+                }
+            } else {
+                ClientMessage::PointerEvent { buttons, x, y }
+            }
         }
         6 => {
             need!(r.skip(3));
@@ -228,6 +272,21 @@ fn decode(r: &mut Reader<'_>) -> Result<Option<ClientMessage>, ProtocolError> {
                 screens,
             }
         }
+        255 => {
+            // QEMU client messages; only the extended key event is known.
+            let subtype = need!(r.u8());
+            if subtype != 0 {
+                return Err(ProtocolError::UnknownMessage(255));
+            }
+            let down = need!(r.u16()) != 0;
+            let keysym = need!(r.u32());
+            let code = need!(r.u32());
+            ClientMessage::QemuKeyEvent {
+                down,
+                keysym,
+                scancode: u8::try_from(code).ok().filter(|&c| c != 0),
+            }
+        }
         other => return Err(ProtocolError::UnknownMessage(other)),
     };
     Ok(Some(msg))
@@ -256,6 +315,22 @@ pub fn encode_client_message(m: &ClientMessage, out: &mut Vec<u8>) {
         ClientMessage::KeyEvent { down, keysym } => {
             out.extend_from_slice(&[4, *down as u8, 0, 0]);
             out.put_u32(*keysym);
+        }
+        ClientMessage::ExtendedPointerEvent { buttons, x, y } => {
+            out.extend_from_slice(&[5, (*buttons & 0x7f) as u8 | 0x80]);
+            out.put_u16(*x);
+            out.put_u16(*y);
+            out.push((*buttons >> 7) as u8 & 0x03);
+        }
+        ClientMessage::QemuKeyEvent {
+            down,
+            keysym,
+            scancode,
+        } => {
+            out.extend_from_slice(&[255, 0]);
+            out.put_u16(*down as u16);
+            out.put_u32(*keysym);
+            out.put_u32(scancode.unwrap_or(0) as u32);
         }
         ClientMessage::PointerEvent { buttons, x, y } => {
             out.extend_from_slice(&[5, *buttons]);
@@ -425,6 +500,16 @@ mod tests {
                 y: 10,
             },
             ClientMessage::ClientCutText(b"hello".to_vec()),
+            ClientMessage::QemuKeyEvent {
+                down: true,
+                keysym: 0x40,
+                scancode: Some(0x10),
+            },
+            ClientMessage::QemuKeyEvent {
+                down: false,
+                keysym: 0,
+                scancode: None,
+            },
             ClientMessage::SetDesktopSize {
                 width: 640,
                 height: 480,
@@ -487,6 +572,71 @@ mod tests {
                 Err(ProtocolError::LimitExceeded { .. })
             ));
         }
+    }
+
+    #[test]
+    fn extended_pointer_events_only_once_listed() {
+        // Back (button 8) held with left: marker, left, then bit 0 of the
+        // extra byte.
+        let m = ClientMessage::ExtendedPointerEvent {
+            buttons: 0x81,
+            x: 7,
+            y: 8,
+        };
+        let mut b = Vec::new();
+        encode_client_message(&m, &mut b);
+        assert_eq!(b, [5, 0x81, 0, 7, 0, 8, 1]);
+        for cut in 0..b.len() {
+            assert_eq!(decode_client_message_ext(&b[..cut], true), Ok(None));
+        }
+        assert_eq!(decode_client_message_ext(&b, true), Ok(Some((m, 7))));
+        // Forward (9); reserved bits ignored.
+        let f = [5, 0x80, 0, 1, 0, 2, 0xfe];
+        assert_eq!(
+            decode_client_message_ext(&f, true),
+            Ok(Some((
+                ClientMessage::ExtendedPointerEvent {
+                    buttons: 0x100,
+                    x: 1,
+                    y: 2
+                },
+                7
+            )))
+        );
+        // Not listed: bit 7 is button 8 of a plain 6-byte PointerEvent.
+        assert_eq!(
+            decode_client_message_ext(&b, false),
+            Ok(Some((
+                ClientMessage::PointerEvent {
+                    buttons: 0x81,
+                    x: 7,
+                    y: 8
+                },
+                6
+            )))
+        );
+    }
+
+    #[test]
+    fn qemu_messages_are_validated() {
+        // An unknown QEMU subtype closes the connection.
+        assert_eq!(
+            decode_client_message(&[255, 1, 0, 1, 0, 0, 0, 0x61, 0, 0, 0, 0x1e]),
+            Err(ProtocolError::UnknownMessage(255))
+        );
+        // A scan code beyond QEMU's numbering is no scan code.
+        let b = [255, 0, 0, 1, 0, 0, 0, 0x61, 0xff, 0, 0, 0x1e];
+        assert_eq!(
+            decode_client_message(&b),
+            Ok(Some((
+                ClientMessage::QemuKeyEvent {
+                    down: true,
+                    keysym: 0x61,
+                    scancode: None
+                },
+                12
+            )))
+        );
     }
 
     #[test]

@@ -393,7 +393,7 @@ struct Session {
 #[derive(Default)]
 struct HeldInput {
     keys: Vec<u32>,
-    buttons: u8,
+    buttons: u16,
     pos: (u16, u16),
 }
 
@@ -414,7 +414,7 @@ impl HeldInput {
             self.keys.retain(|&k| k != keysym);
         }
     }
-    fn pointer(&mut self, buttons: u8, x: u16, y: u16) {
+    fn pointer(&mut self, buttons: u16, x: u16, y: u16) {
         self.buttons = buttons;
         self.pos = (x, y);
     }
@@ -1134,7 +1134,42 @@ impl Session {
                     }
                 }
             }
+            ClientMessage::QemuKeyEvent {
+                down,
+                keysym,
+                scancode,
+            } => {
+                // Taken only from a viewer that listed the pseudo-encoding;
+                // held keys recorded as for KeyEvent (a keysym of 0 is
+                // recorded by its scan code).
+                let id = match (keysym, scancode) {
+                    (0, Some(c)) => crate::input::QEMU_KEY | u32::from(c),
+                    (0, None) => return,
+                    (k, _) => k,
+                };
+                if v.qemu_keys && !std::mem::replace(&mut v.qemu_keys_used, true) {
+                    debug!(
+                        session = self.info.session_id(),
+                        "the viewer sends QEMU extended key events (scan codes)"
+                    );
+                }
+                if v.qemu_keys && rights.keys && (!down || self.held.can_hold(id)) {
+                    let injected = match scancode {
+                        Some(c) => self.input.key_scancode(down, id, c),
+                        None => self.input.key(down, id),
+                    };
+                    if injected || !down {
+                        self.held.key(down, id);
+                    }
+                }
+            }
             ClientMessage::PointerEvent { buttons, x, y } => {
+                if rights.pointer {
+                    let held = self.input.pointer(buttons.into(), x, y);
+                    self.held.pointer(held, x, y);
+                }
+            }
+            ClientMessage::ExtendedPointerEvent { buttons, x, y } => {
                 if rights.pointer {
                     let held = self.input.pointer(buttons, x, y);
                     self.held.pointer(held, x, y);

@@ -151,6 +151,15 @@ pub struct ViewerState {
     pub pointer: PointerView,
     /// Whether the pointer may be drawn into this viewer's picture.
     pub drawn_cursor: bool,
+    /// The viewer listed QEMU Extended Key Event (its key messages are
+    /// taken), and whether the confirming pseudo-rectangle is still owed.
+    pub qemu_keys: bool,
+    qemu_keys_ack_due: bool,
+    /// A QEMU key event arrived (logged once).
+    pub qemu_keys_used: bool,
+    /// The viewer listed ExtendedMouseButtons; the confirmation is owed.
+    ext_buttons: bool,
+    ext_buttons_ack_due: bool,
 }
 
 /// `cursor_serial` of the hidden shape sent while the cursor is rendered.
@@ -183,6 +192,11 @@ impl ViewerState {
             screens_sent: Arc::new(Vec::new()),
             pointer: PointerView::default(),
             drawn_cursor: true,
+            qemu_keys: false,
+            qemu_keys_ack_due: false,
+            qemu_keys_used: false,
+            ext_buttons: false,
+            ext_buttons_ack_due: false,
         }
     }
 
@@ -223,6 +237,18 @@ impl ViewerState {
         if self.encodings.extended_desktop_size && !old.extended_desktop_size {
             self.layout_due = true;
         }
+        let qemu_keys = list.contains(&enc::QEMU_EXTENDED_KEY_EVENT);
+        if qemu_keys && !self.qemu_keys {
+            // Confirmed with an empty pseudo-rectangle (rfbproto); the
+            // viewer then sends QEMU key events.
+            self.qemu_keys_ack_due = true;
+        }
+        self.qemu_keys = qemu_keys;
+        let ext_buttons = list.contains(&enc::EXTENDED_MOUSE_BUTTONS);
+        if ext_buttons && !self.ext_buttons {
+            self.ext_buttons_ack_due = true;
+        }
+        self.ext_buttons = ext_buttons;
     }
 
     /// A FramebufferUpdateRequest arrived.
@@ -381,6 +407,24 @@ impl ViewerState {
                 cursor::write_pointer_pos(encoding, pos, &mut p.rects.bytes);
                 p.rects.count += 1;
             }
+        }
+        if std::mem::take(&mut self.qemu_keys_ack_due) {
+            write_rect_header(
+                Rect::default(),
+                enc::QEMU_EXTENDED_KEY_EVENT,
+                &mut p.rects.bytes,
+            );
+            p.rects.count += 1;
+            tracing::debug!("QEMU Extended Key Event confirmed to the viewer");
+        }
+        if std::mem::take(&mut self.ext_buttons_ack_due) {
+            write_rect_header(
+                Rect::default(),
+                enc::EXTENDED_MOUSE_BUTTONS,
+                &mut p.rects.bytes,
+            );
+            p.rects.count += 1;
+            tracing::debug!("ExtendedMouseButtons confirmed to the viewer");
         }
         if let Some(name) = self.name_due.take() {
             if self.encodings.desktop_name {

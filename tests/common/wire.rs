@@ -211,7 +211,9 @@ fn server_stream(bytes: &[u8], pf: &PixelFormat) -> Result<(Vec<Vec<WireRect>>, 
                                     return Some(Err(e));
                                 }
                             }
-                            -223 => {}
+                            // DesktopSize; the empty confirmations of QEMU
+                            // Extended Key Event and ExtendedMouseButtons.
+                            -223 | -258 | -316 => {}
                             -224 => {
                                 rects.push(r);
                                 break;
@@ -347,6 +349,10 @@ pub fn client_requests(bytes: &[u8], vnc_auth: bool) -> Result<ClientRequests, S
                     let enable = c.u8()? != 0;
                     c.take(8)?;
                     out.continuous_updates.push(enable);
+                }
+                255 => {
+                    // QEMU Extended Key Event (subtype 0).
+                    c.take(11)?;
                 }
                 248 => {
                     c.take(3 + 4)?;
