@@ -1167,6 +1167,7 @@ impl Session {
                 if rights.pointer {
                     let held = self.input.pointer(buttons.into(), x, y);
                     self.held.pointer(held, x, y);
+                    v.pointer.viewer_moved(x, y);
                 }
             }
             ClientMessage::ExtendedPointerEvent { buttons, x, y } => {
