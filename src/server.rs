@@ -682,6 +682,7 @@ pub async fn start(
         damage: Arc::new(Vec::new()),
         screens: Arc::new(first.screens.unwrap_or_default()),
         pointer: first.pointer,
+        leds: first.leds,
     }));
     let (cap_err_tx, cap_err_rx) = tokio::sync::oneshot::channel();
     let min_interval = Duration::from_secs(1) / cfg.max_fps.max(1);
@@ -1029,6 +1030,7 @@ fn capture_loop(
                     damage: Arc::new(damage_log.iter().cloned().collect()),
                     screens: screens.clone(),
                     pointer: c.pointer,
+                    leds: c.leds,
                 }));
             }
             Ok(None) => {}
@@ -1067,6 +1069,7 @@ mod capture_tests {
                 cursor: None,
                 screens: None,
                 pointer: None,
+                leds: None,
             }))
         }
     }

@@ -117,6 +117,9 @@ pub struct Capture {
     /// Where the pointer's hotspot is now, in frame coordinates (`None`:
     /// unknown, or off the served area).
     pub pointer: Option<(u16, u16)>,
+    /// The lock keys' state in rfbproto's LED State order (bit 0 Scroll
+    /// Lock, bit 1 Num Lock, bit 2 Caps Lock); `None`: unknown.
+    pub leds: Option<u8>,
 }
 
 pub trait ScreenSource: Send + 'static {

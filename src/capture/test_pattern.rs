@@ -116,6 +116,7 @@ impl ScreenSource for TestPattern {
                     cursor: first.then(CursorShape::arrow),
                     screens: None,
                     pointer: None,
+                    leds: None,
                 }));
             }
             let now = Instant::now();

@@ -117,6 +117,10 @@ pub struct X11Source {
     last_pointer_poll: Instant,
     last_pointer_move: Instant,
     pointer_moved: bool,
+    /// The lock keys (rfbproto LED State bits), read with the pointer, and
+    /// whether they changed since the last capture.
+    leds: Option<u8>,
+    leds_changed: bool,
 }
 
 impl X11Source {
@@ -167,6 +171,8 @@ impl X11Source {
             last_pointer_poll: Instant::now(),
             last_pointer_move: Instant::now(),
             pointer_moved: false,
+            leds: None,
+            leds_changed: false,
             monitor,
             crop: Rect::new(0, 0, width, height),
             screens: Vec::new(),
@@ -583,12 +589,15 @@ impl X11Source {
             return Ok(());
         }
         self.last_pointer_poll = Instant::now();
-        let p = self
-            .conn
-            .query_pointer(self.root)
-            .map_err(xerr)?
-            .reply()
-            .map_err(xerr)?;
+        // Both requests go out before either reply is awaited: one round trip.
+        let pointer = self.conn.query_pointer(self.root).map_err(xerr)?;
+        let keyboard = self.conn.get_keyboard_control().map_err(xerr)?;
+        let p = pointer.reply().map_err(xerr)?;
+        let leds = Some(rfb_leds(keyboard.reply().map_err(xerr)?.led_mask));
+        if leds != self.leds {
+            self.leds = leds;
+            self.leds_changed = true;
+        }
         let crop = self.crop;
         let (x, y) = (i32::from(p.root_x), i32::from(p.root_y));
         let inside = p.same_screen
@@ -747,7 +756,9 @@ impl X11Source {
                 || self.damage.is_none() && { self.last_poll.elapsed() >= POLL_INTERVAL };
             let cursor_due = self.cursor_due();
             self.poll_pointer()?;
-            let pointer_moved = std::mem::take(&mut self.pointer_moved);
+            // A lock key toggled is published like a pointer move.
+            let leds_changed = std::mem::take(&mut self.leds_changed);
+            let pointer_moved = std::mem::take(&mut self.pointer_moved) || leds_changed;
             if full || !self.dirty.is_empty() || cursor_due || pointer_moved {
                 let damage = if full {
                     self.last_poll = Instant::now();
@@ -790,6 +801,7 @@ impl X11Source {
                     cursor,
                     screens,
                     pointer: self.pointer,
+                    leds: self.leds,
                 }));
             }
             let now = Instant::now();
@@ -824,6 +836,18 @@ impl X11Source {
             }
         }
     }
+}
+
+/// The core keyboard LED mask (GetKeyboardControl) in rfbproto's LED State
+/// order. X numbers the LEDs as a PC keyboard does and XKB's default
+/// indicator map (xkeyboard-config `keycodes/evdev`, `indicator 1..3`)
+/// drives them from the locks: LED 1 (bit 0) Caps Lock, LED 2 Num Lock,
+/// LED 3 Scroll Lock; rfbproto wants bit 0 Scroll, bit 1 Num, bit 2 Caps.
+fn rfb_leds(led_mask: u32) -> u8 {
+    let caps = led_mask & 1 != 0;
+    let num = led_mask & 2 != 0;
+    let scroll = led_mask & 4 != 0;
+    u8::from(scroll) | u8::from(num) << 1 | u8::from(caps) << 2
 }
 
 #[cfg(test)]
@@ -934,5 +958,14 @@ mod tests {
     #[test]
     fn stale_geometry_resyncs_without_shm() {
         stale_geometry_resyncs(&["-extension", "MIT-SHM"]);
+    }
+
+    #[test]
+    fn core_led_mask_to_rfb_bits() {
+        assert_eq!(rfb_leds(0), 0);
+        assert_eq!(rfb_leds(1), 4); // Caps Lock
+        assert_eq!(rfb_leds(2), 2); // Num Lock
+        assert_eq!(rfb_leds(4), 1); // Scroll Lock
+        assert_eq!(rfb_leds(0xffff_fff8), 0); // other LEDs ignored
     }
 }

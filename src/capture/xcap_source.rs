@@ -107,6 +107,7 @@ impl ScreenSource for XcapSource {
                     cursor: None,
                     screens: None,
                     pointer: None,
+                    leds: None,
                 }));
             }
             if Instant::now() >= deadline {

@@ -37,6 +37,10 @@ pub mod enc {
     pub const QEMU_EXTENDED_KEY_EVENT: i32 = -258;
     /// ExtendedMouseButtons: PointerEvents with back and forward.
     pub const EXTENDED_MOUSE_BUTTONS: i32 = -316;
+    /// QEMU LED State: the lock keys as one byte.
+    pub const LED_STATE: i32 = -261;
+    /// VMware LED State: the lock keys as a U32 (same bits).
+    pub const VMWARE_LED_STATE: i32 = 0x574d_5668;
     /// Extended Clipboard (UTF-8 clipboard text): 0xC0A1E5CE.
     pub const EXTENDED_CLIPBOARD: i32 = 0xC0A1_E5CEu32 as i32;
     /// Compression level 0..=9 is -256..=-247.

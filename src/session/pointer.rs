@@ -142,6 +142,7 @@ pub fn composite(latest: &Published) -> Option<(Published, Rect)> {
         damage: latest.damage.clone(),
         screens: latest.screens.clone(),
         pointer: latest.pointer,
+        leds: latest.leds,
     };
     Some((out, r))
 }

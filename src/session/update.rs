@@ -27,6 +27,8 @@ pub struct Published {
     pub screens: Arc<Vec<Rect>>,
     /// Where the pointer's hotspot is (frame coordinates), when known.
     pub pointer: Option<(u16, u16)>,
+    /// The customer's lock keys (rfbproto LED State bits), when known.
+    pub leds: Option<u8>,
 }
 
 impl Published {
@@ -84,6 +86,7 @@ fn fit(latest: &Published, size: (u16, u16)) -> Published {
         damage: Arc::new(Vec::new()),
         screens: Arc::new(Vec::new()),
         pointer: latest.pointer,
+        leds: latest.leds,
     }
 }
 
@@ -160,6 +163,10 @@ pub struct ViewerState {
     /// The viewer listed ExtendedMouseButtons; the confirmation is owed.
     ext_buttons: bool,
     ext_buttons_ack_due: bool,
+    /// LED State (-261) or VMware LED State, if the viewer listed either,
+    /// and the lock-key state it was last told (`None`: not yet).
+    led_encoding: Option<i32>,
+    leds_sent: Option<u8>,
 }
 
 /// `cursor_serial` of the hidden shape sent while the cursor is rendered.
@@ -197,6 +204,8 @@ impl ViewerState {
             qemu_keys_used: false,
             ext_buttons: false,
             ext_buttons_ack_due: false,
+            led_encoding: None,
+            leds_sent: None,
         }
     }
 
@@ -249,6 +258,14 @@ impl ViewerState {
             self.ext_buttons_ack_due = true;
         }
         self.ext_buttons = ext_buttons;
+        // QEMU's one byte when listed, else VMware's U32 (TigerVNC's choice).
+        self.led_encoding = [enc::LED_STATE, enc::VMWARE_LED_STATE]
+            .into_iter()
+            .find(|e| list.contains(e));
+        if self.led_encoding.is_none() {
+            // Told again from scratch if it lists LED state later.
+            self.leds_sent = None;
+        }
     }
 
     /// A FramebufferUpdateRequest arrived.
@@ -425,6 +442,22 @@ impl ViewerState {
             );
             p.rects.count += 1;
             tracing::debug!("ExtendedMouseButtons confirmed to the viewer");
+        }
+        // The customer's lock keys, on the first update and when they
+        // change; the viewer sets its own to match.
+        if let Some(state) = latest.leds.filter(|s| Some(*s) != self.leds_sent) {
+            if let Some(encoding) = self.led_encoding {
+                let b = &mut p.rects.bytes;
+                write_rect_header(Rect::default(), encoding, b);
+                if encoding == enc::LED_STATE {
+                    b.push(state);
+                } else {
+                    b.extend_from_slice(&u32::from(state).to_be_bytes());
+                }
+                p.rects.count += 1;
+                self.leds_sent = Some(state);
+                tracing::debug!(state, encoding, "lock-key state sent to the viewer");
+            }
         }
         if let Some(name) = self.name_due.take() {
             if self.encodings.desktop_name {
@@ -613,6 +646,7 @@ mod tests {
             damage: Arc::new(Vec::new()),
             screens: Arc::new(Vec::new()),
             pointer: None,
+            leds: None,
         }
     }
 
@@ -811,6 +845,7 @@ mod tests {
         let arrow = Arc::new(CursorShape::arrow());
         let at = |seq: u64, p: (u16, u16)| Published {
             pointer: Some(p),
+            leds: None,
             cursor: Some((1, arrow.clone())),
             damage: Arc::new(vec![(seq, Some(vec![]))]),
             frame: frame.clone(),

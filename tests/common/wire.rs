@@ -233,6 +233,13 @@ fn server_stream(bytes: &[u8], pf: &PixelFormat) -> Result<(Vec<Vec<WireRect>>, 
                             }
                             // PointerPos, VMware Cursor Position: no data.
                             -232 | 0x574d_5666 => {}
+                            // LED State: one byte; VMware LED State: a U32.
+                            -261 => {
+                                c.take(1)?;
+                            }
+                            0x574d_5668 => {
+                                c.take(4)?;
+                            }
                             -307 => {
                                 let len = c.u32()? as usize;
                                 c.take(len)?;
