@@ -890,11 +890,23 @@ fn the_observer_and_writer_record_on_postgres() {
         .events(Some(ticketvnc::tickets::SessionId(info.record.unwrap())))
         .unwrap();
     let kinds: Vec<&str> = ev.iter().map(|e| e.kind.as_str()).collect();
+    // Clipboard transfers are summed and written once the first is a
+    // second old (or at the session's end), so the sum may come after the
+    // rights change that followed it; start and end bracket everything.
+    // (The writer's documented behaviour; CI once saw this order.)
+    let mut middle = kinds[1..kinds.len() - 1].to_vec();
+    middle.sort_unstable();
     assert_eq!(
-        kinds,
-        ["session_start", "clipboard", "rights_change", "session_end"]
+        (kinds[0], middle, kinds[kinds.len() - 1]),
+        (
+            "session_start",
+            vec!["clipboard", "rights_change"],
+            "session_end"
+        ),
+        "{kinds:?}"
     );
-    assert_eq!(ev[1].details["count"], 50);
+    let clip = ev.iter().find(|e| e.kind == "clipboard").unwrap();
+    assert_eq!(clip.details["count"], 50);
     assert!(j.verify().unwrap().broken.is_none());
     drop(auth);
     drop(j);
