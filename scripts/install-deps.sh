@@ -44,6 +44,9 @@ PACKAGES=(
 NODE_PACKAGES=(nodejs npm)
 # vncdotool version the tests were written against.
 VNCDOTOOL=vncdotool==1.4.2
+# asyncvnc: a second, independent Zlib (encoding 6) decoder for the
+# cross-checks in tests/crosscheck.rs (Python's zlib, one stream per connection).
+ASYNCVNC=asyncvnc==1.3.0
 
 want_system=1
 want_venv=1
@@ -93,6 +96,9 @@ if [ "$want_venv" = 1 ]; then
     fi
     if ! .venv/bin/python -c 'import vncdotool.client' 2>/dev/null; then
         .venv/bin/pip install --quiet --disable-pip-version-check "$VNCDOTOOL"
+    fi
+    if ! .venv/bin/python -c 'import asyncvnc' 2>/dev/null; then
+        .venv/bin/pip install --quiet --disable-pip-version-check "$ASYNCVNC"
     fi
 fi
 

@@ -285,6 +285,35 @@ impl Decoder {
                     let len = usize::try_from(len).map_err(|_| DecodeError::Truncated)?;
                     r.take(len)?;
                 }
+                enc::X_CURSOR => {
+                    // Two RGB colours, then the bitmap and the mask.
+                    let (w, h) = (rect.w as usize, rect.h as usize);
+                    if w * h > 0 {
+                        r.take(6 + 2 * w.div_ceil(8) * h)?;
+                    }
+                }
+                enc::CURSOR_WITH_ALPHA => {
+                    // The shape's own encoding, then its data; the server
+                    // sends Raw RGBA (4 bytes a pixel, whatever the format).
+                    let inner = r.u32()? as i32;
+                    if inner != enc::RAW {
+                        return Err(DecodeError::Unsupported(inner));
+                    }
+                    let len = rect.w as u64 * rect.h as u64 * 4;
+                    let len = usize::try_from(len).map_err(|_| DecodeError::Truncated)?;
+                    r.take(len)?;
+                }
+                // Positions and confirmations: the header is the message.
+                enc::POINTER_POS
+                | enc::VMWARE_CURSOR_POSITION
+                | enc::QEMU_EXTENDED_KEY_EVENT
+                | enc::EXTENDED_MOUSE_BUTTONS => {}
+                enc::LED_STATE => {
+                    r.take(1)?;
+                }
+                enc::VMWARE_LED_STATE => {
+                    r.take(4)?;
+                }
                 _ => {
                     fb.check(rect)?;
                     self.decode_rect(&mut r, rect, encoding, fb)?;
@@ -1065,5 +1094,41 @@ mod tests {
         d.decode_message(&msg, &mut fb).unwrap();
         again[4 + 12] |= 0x02; // reset stream 1
         assert_eq!(d.decode_message(&again, &mut fb), Ok(again.len()));
+    }
+
+    #[test]
+    fn pseudo_rectangles_the_server_sends_are_framed() {
+        let pf = PixelFormat::NATIVE;
+        let mut fb = ClientFramebuffer::new(8, 8, pf);
+        let mut b = header(0, 0, 2, 2, enc::CURSOR_WITH_ALPHA);
+        b.extend_from_slice(&enc::RAW.to_be_bytes());
+        b.extend_from_slice(&[7; 16]);
+        b.extend(header(1, 1, 2, 1, enc::X_CURSOR));
+        b.extend_from_slice(&[0; 6 + 2]);
+        b.extend(header(3, 4, 0, 0, enc::POINTER_POS));
+        b.extend(header(3, 4, 0, 0, enc::VMWARE_CURSOR_POSITION));
+        b.extend(header(0, 0, 0, 0, enc::LED_STATE));
+        b.push(5);
+        b.extend(header(0, 0, 0, 0, enc::VMWARE_LED_STATE));
+        b.extend_from_slice(&[0, 0, 0, 5]);
+        b.extend(header(0, 0, 0, 0, enc::QEMU_EXTENDED_KEY_EVENT));
+        b.extend(header(0, 0, 0, 0, enc::EXTENDED_MOUSE_BUTTONS));
+        b.extend(header(0, 0, 1, 1, enc::RAW));
+        b.extend_from_slice(&[1, 2, 3, 0]);
+        let mut d = Decoder::new();
+        assert_eq!(d.decode_update(&b, 9, &mut fb), Ok(b.len()));
+        assert_eq!(fb.get(0, 0), 0x030201);
+        // A cut-off shape is an error, not a misread; a shape in an
+        // encoding the server never uses is refused.
+        assert_eq!(
+            d.decode_update(&b[..20], 1, &mut fb),
+            Err(DecodeError::Truncated)
+        );
+        let mut z = header(0, 0, 2, 2, enc::CURSOR_WITH_ALPHA);
+        z.extend_from_slice(&enc::ZLIB.to_be_bytes());
+        assert_eq!(
+            d.decode_update(&z, 1, &mut fb),
+            Err(DecodeError::Unsupported(enc::ZLIB))
+        );
     }
 }

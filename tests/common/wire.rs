@@ -130,16 +130,37 @@ fn skip_hextile(c: &mut Cursor, r: &WireRect, bpp: usize) -> Step<()> {
 /// None or VNC authentication) and return the rectangle headers of every
 /// complete FramebufferUpdate. `pf` is the pixel format the client used.
 pub fn server_updates(bytes: &[u8], pf: &PixelFormat) -> Result<Vec<Vec<WireRect>>, String> {
-    Ok(server_stream(bytes, pf)?.0)
+    Ok(server_stream(bytes, pf)?.updates)
+}
+
+/// Every complete FramebufferUpdate's body (the bytes after the
+/// rectangle count) with its rectangle count, in order: what a decoder
+/// of our own can replay to see what the viewer was sent.
+#[allow(dead_code)]
+pub fn update_bodies(bytes: &[u8], pf: &PixelFormat) -> Result<Vec<(u16, Vec<u8>)>, String> {
+    Ok(server_stream(bytes, pf)?.bodies)
+}
+
+/// How many Tight rectangles used JPEG compression (control 0x9_).
+#[allow(dead_code)]
+pub fn tight_jpeg_rects(bytes: &[u8], pf: &PixelFormat) -> Result<usize, String> {
+    Ok(server_stream(bytes, pf)?.tight_jpeg)
+}
+
+struct Stream {
+    updates: Vec<Vec<WireRect>>,
+    kinds: Vec<u8>,
+    bodies: Vec<(u16, Vec<u8>)>,
+    tight_jpeg: usize,
 }
 
 /// The type of every server message after ServerInit, in order.
 pub fn server_message_types(bytes: &[u8], pf: &PixelFormat) -> Result<Vec<u8>, String> {
-    Ok(server_stream(bytes, pf)?.1)
+    Ok(server_stream(bytes, pf)?.kinds)
 }
 
 /// The updates, and the type of every message.
-fn server_stream(bytes: &[u8], pf: &PixelFormat) -> Result<(Vec<Vec<WireRect>>, Vec<u8>), String> {
+fn server_stream(bytes: &[u8], pf: &PixelFormat) -> Result<Stream, String> {
     let mut c = Cursor { b: bytes, pos: 0 };
     let short = || "recording ends inside the handshake".to_string();
     let version = c.take(12).ok_or_else(short)?;
@@ -170,12 +191,16 @@ fn server_stream(bytes: &[u8], pf: &PixelFormat) -> Result<(Vec<Vec<WireRect>>, 
     };
     let mut updates = Vec::new();
     let mut kinds = Vec::new();
+    let mut bodies = Vec::new();
+    let mut tight_jpeg = 0;
     while let Some(kind) = c.u8() {
+        let mut body_start = None;
         let step: Step<Option<Vec<WireRect>>> = (|| {
             match kind {
                 0 => {
                     c.u8()?;
                     let n = c.u16()?;
+                    body_start = Some((n, c.pos));
                     let mut rects = Vec::new();
                     for _ in 0..n {
                         let r = WireRect {
@@ -207,6 +232,9 @@ fn server_stream(bytes: &[u8], pf: &PixelFormat) -> Result<(Vec<Vec<WireRect>>, 
                                 c.take(len)?;
                             }
                             7 => {
+                                if c.b.get(c.pos).is_some_and(|ctrl| ctrl >> 4 == 9) {
+                                    tight_jpeg += 1;
+                                }
                                 if let Err(e) = skip_tight(&mut c, &r, tpx)? {
                                     return Some(Err(e));
                                 }
@@ -287,12 +315,22 @@ fn server_stream(bytes: &[u8], pf: &PixelFormat) -> Result<(Vec<Vec<WireRect>>, 
         match step {
             None => break, // the recording stopped mid-message
             Some(Err(e)) => return Err(e),
-            Some(Ok(Some(rects))) => updates.push(rects),
+            Some(Ok(Some(rects))) => {
+                updates.push(rects);
+                if let Some((n, start)) = body_start {
+                    bodies.push((n, bytes[start..c.pos].to_vec()));
+                }
+            }
             Some(Ok(None)) => {}
         }
         kinds.push(kind);
     }
-    Ok((updates, kinds))
+    Ok(Stream {
+        updates,
+        kinds,
+        bodies,
+        tight_jpeg,
+    })
 }
 
 /// What a client asked for, from its side of the recording.
