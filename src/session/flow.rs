@@ -24,6 +24,7 @@ use crate::rfb::limits;
 use crate::rfb::messages::{
     enc, fence, write_end_of_continuous_updates, write_server_fence, ClientMessage,
 };
+use crate::rfb::ProtocolError;
 use std::time::Instant;
 use tracing::debug;
 
@@ -86,7 +87,7 @@ impl Flow {
         viewer: &mut ViewerState,
         out: &mut Vec<u8>,
         now: Instant,
-    ) -> Result<Option<ClientMessage>, String> {
+    ) -> Result<Option<ClientMessage>, ProtocolError> {
         match m {
             ClientMessage::Fence { flags, payload } => {
                 // A fence is itself the message a pending SyncNext waited for.
@@ -96,10 +97,9 @@ impl Flow {
             }
             ClientMessage::EnableContinuousUpdates { enable, rect } => {
                 if !(self.fence && self.cu_offered) {
-                    return Err(
-                        "EnableContinuousUpdates before the server offered them (the viewer did not list ContinuousUpdates and Fence)"
-                            .into(),
-                    );
+                    return Err(ProtocolError::UnexpectedMessage(
+                        "EnableContinuousUpdates before the server offered them (the viewer did not list ContinuousUpdates and Fence)",
+                    ));
                 }
                 self.after_message(out);
                 if enable {

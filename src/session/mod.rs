@@ -46,7 +46,8 @@ pub enum EndReason {
     Refused(String),
     HandshakeTimeout,
     Stalled,
-    ProtocolError(String),
+    /// The viewer broke the protocol (typed, so callers can match on it).
+    ProtocolError(ProtocolError),
     SourceGone(String),
     Io(String),
 }
@@ -73,10 +74,8 @@ impl EndReason {
 impl std::fmt::Display for EndReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            EndReason::ProtocolError(s)
-            | EndReason::SourceGone(s)
-            | EndReason::Io(s)
-            | EndReason::Refused(s) => {
+            EndReason::ProtocolError(e) => write!(f, "{}: {}", self.as_str(), e),
+            EndReason::SourceGone(s) | EndReason::Io(s) | EndReason::Refused(s) => {
                 write!(f, "{}: {}", self.as_str(), s)
             }
             _ => f.write_str(self.as_str()),
@@ -460,7 +459,7 @@ fn protocol_end(e: ProtocolError) -> EndReason {
     match e {
         ProtocolError::AuthFailed => EndReason::AuthFailed,
         ProtocolError::Refused(r) => EndReason::Refused(r),
-        e => EndReason::ProtocolError(e.to_string()),
+        e => EndReason::ProtocolError(e),
     }
 }
 
@@ -694,7 +693,7 @@ impl Session {
                             Self::blocking(move || (host.session_starting(&mut info), info))
                                 .await
                                 .ok_or_else(|| {
-                                    EndReason::ProtocolError("session start failed".into())
+                                    EndReason::Refused("the session could not be started".into())
                                 })?;
                         self.info = info;
                         if !accepted {
@@ -728,7 +727,9 @@ impl Session {
                         return Ok(stream);
                     }
                     Event::Message(_) => {
-                        return Err(EndReason::ProtocolError("message before ServerInit".into()))
+                        return Err(EndReason::ProtocolError(ProtocolError::UnexpectedMessage(
+                            "message before ServerInit",
+                        )))
                     }
                 }
             }
@@ -736,7 +737,7 @@ impl Session {
             tokio::select! {
                 r = stream.read(&mut buf) => {
                     let n = match r {
-                        Ok(0) => return Err(EndReason::ProtocolError(ProtocolError::Eof("handshake").to_string())),
+                        Ok(0) => return Err(EndReason::ProtocolError(ProtocolError::Eof("handshake"))),
                         Ok(n) => n,
                         Err(e) => return Err(EndReason::Io(e.to_string())),
                     };
@@ -990,7 +991,7 @@ impl Session {
                 }
                 Ok(Some(_)) => {
                     return Err(Stop::End(EndReason::ProtocolError(
-                        "handshake event after ServerInit".into(),
+                        ProtocolError::UnexpectedMessage("handshake event after ServerInit"),
                     )))
                 }
                 Ok(None) => return Ok(()),
@@ -1043,7 +1044,7 @@ impl Session {
         };
         self.info.bytes_in += n as u64;
         if let Err(e) = live.conn.receive(&live.buf[..n]) {
-            return Err(Stop::End(EndReason::ProtocolError(e.to_string())));
+            return Err(Stop::End(EndReason::ProtocolError(e)));
         }
         live.poll_now = true;
         Ok(())
