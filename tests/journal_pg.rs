@@ -364,6 +364,34 @@ fn db_copy_moves_a_journal_and_verify_passes() {
     let original = ok(&["--db", src.to_str().unwrap(), "sessions", "verify"], &[]);
     // Same number of events, same head.
     assert_eq!(original, verified);
+    // The knowledge base is built on the copy: the same hits as on the original.
+    let kb = |db: &str| {
+        let out = ok(
+            &[
+                "--db",
+                db,
+                "kb",
+                "search",
+                "--json",
+                "--limit",
+                "100",
+                "Spooler Drucker",
+            ],
+            &[],
+        );
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let mut ids: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["ticket"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let on_copy = kb(&url);
+    assert!(!on_copy.is_empty());
+    assert_eq!(on_copy, kb(src.to_str().unwrap()));
     // A second copy into the now non-empty database is refused.
     let again = run(&["db", "copy", "--from", &from, "--to", &url], &[]);
     assert!(!again.status.success());
@@ -403,8 +431,8 @@ fn db_migrate_creates_the_schema_once() {
     let mut pg = PgCluster::start();
     let url = pg.fresh_db();
     let out = ok(&["--db", &url, "db", "migrate"], &[]);
-    assert!(out.contains("schema version 4"), "{out}");
-    // Two at once, then again: still one schema, version 4.
+    assert!(out.contains("schema version 5"), "{out}");
+    // Two at once, then again: still one schema, version 5.
     let a = bin()
         .args(["--db", &url, "db", "migrate"])
         .stdout(std::process::Stdio::null())
@@ -424,7 +452,7 @@ fn db_migrate_creates_the_schema_once() {
         .query_one("SELECT version FROM ticketvnc_schema", &[])
         .unwrap()
         .get(0);
-    assert_eq!(v, 4);
+    assert_eq!(v, 5);
     let verified = ok(&["--db", &url, "sessions", "verify"], &[]);
     assert!(verified.contains("Journal OK: 0 events"), "{verified}");
     pg.stop();
@@ -612,6 +640,16 @@ async fn roles_and_grants_of_team_md() {
         &key_env,
     );
     drop(s);
+    // The knowledge base: technicians keep it current and rebuild it;
+    // servers may search it.
+    for who in [&tech, &server] {
+        let found = ok(&["--db", who, "kb", "search", "--json", "Drucker"], &[]);
+        assert!(found.contains("\"4711\""), "{found}");
+    }
+    let n = ok(&["--db", &tech, "kb", "reindex"], &[]);
+    assert!(n.contains("1 tickets"), "{n}");
+    let out = run(&["--db", &server, "kb", "reindex"], &[]);
+    assert!(!out.status.success());
     let verified = ok(&["--db", &tech, "sessions", "verify"], &[]);
     assert!(verified.contains("Journal OK"), "{verified}");
     // Not for technicians: accounts; not for anyone but the owner: the chain.

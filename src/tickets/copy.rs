@@ -278,6 +278,8 @@ pub fn copy_journal(from: &DbTarget, to: &DbTarget) -> Result<CopyReport> {
             ensure_empty_pg(&mut tx, &pg)?;
             let st = src_conn.unchecked_transaction()?;
             rows = sqlite_to_pg(&st, &mut tx)?;
+            // The knowledge base is derived data: built from the copy.
+            super::kb_pg::reindex_tx(&mut tx)?;
             st.commit()?;
             tx.commit()?;
         }

@@ -56,6 +56,7 @@ mod copy;
 pub mod flood;
 pub mod hooks;
 mod kb;
+mod kb_pg;
 mod observer;
 mod pg;
 mod schema;

@@ -182,6 +182,16 @@ const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO counters (name, value) VALUES ('kb_analyzer', 0);
     "#,
+    // 5: the knowledge base also in PostgreSQL's own German and English
+    // configurations (kb_pg.rs): the raw title (A), resolution (B) and
+    // notes (C) as tsvectors, filled with the analyzer's row (migrate
+    // reindexes in the same transaction).
+    r#"
+    ALTER TABLE kb ADD COLUMN doc_de tsvector NOT NULL DEFAULT ''::tsvector,
+                   ADD COLUMN doc_en tsvector NOT NULL DEFAULT ''::tsvector;
+    CREATE INDEX kb_doc_de ON kb USING gin (doc_de);
+    CREATE INDEX kb_doc_en ON kb USING gin (doc_en);
+    "#,
 ];
 
 /// The schema version this build writes (the same number as sqlite's).
@@ -383,6 +393,11 @@ impl Pg {
                 return Ok(());
             }
             tx.batch_execute(MIGRATIONS[v as usize])?;
+            if v + 1 == SCHEMA_VERSION {
+                // Fill the knowledge base in the same transaction: nobody
+                // sees a current schema with an empty one.
+                super::kb_pg::reindex_tx(&mut tx)?;
+            }
             tx.execute("UPDATE ticketvnc_schema SET version = $1", &[&(v + 1)])?;
             tx.commit()?;
             tracing::info!(version = v + 1, "team journal schema migrated");
@@ -683,7 +698,7 @@ impl Pg {
         self.write(|tx| {
             let existing =
                 tx.query_opt("SELECT title, status FROM tickets WHERE id = $1", &[&id])?;
-            match existing {
+            let created = match existing {
                 None => {
                     tx.execute(
                         "INSERT INTO tickets (id, title, created_at) VALUES ($1, $2, $3)",
@@ -698,7 +713,7 @@ impl Pg {
                         "ticket_opened",
                         &json!({"title": title.unwrap_or("")}),
                     )?;
-                    Ok(true)
+                    true
                 }
                 Some(r) => {
                     let (old_title, st): (String, String) = (r.get(0), r.get(1));
@@ -721,9 +736,11 @@ impl Pg {
                             &json!({"title": t}),
                         )?;
                     }
-                    Ok(false)
+                    false
                 }
-            }
+            };
+            super::kb_pg::rebuild(tx, id)?;
+            Ok(created)
         })
     }
 
@@ -760,6 +777,7 @@ impl Pg {
                     "codes_revoked": revoked,
                 }),
             )?;
+            super::kb_pg::rebuild(tx, id)?;
             Ok(())
         })
     }
@@ -797,6 +815,7 @@ impl Pg {
                 "note_added",
                 &chain::note_details(id, ticket, now, text),
             )?;
+            super::kb_pg::rebuild(tx, ticket)?;
             Ok(id)
         })
     }
