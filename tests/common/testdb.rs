@@ -36,6 +36,18 @@ pub fn backend() -> Backend {
     }
 }
 
+/// On PostgreSQL every machine needs the team's code key file: one for
+/// the whole test process (the environment is process-wide, and the
+/// ticketvnc processes a test starts inherit it; each test database
+/// records the fingerprint of the same key).
+fn use_test_code_key() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let dir = tempfile::tempdir().unwrap().keep();
+        std::env::set_var("TICKETVNC_CODE_KEY_FILE", dir.join("team-code.key"));
+    });
+}
+
 /// One journal for one test.
 pub struct TestDb {
     arg: PathBuf,
@@ -52,6 +64,7 @@ impl TestDb {
                 cluster: None,
             },
             Backend::Postgres => {
+                use_test_code_key();
                 let mut c = pg::PgCluster::start();
                 let url = c.fresh_db();
                 TestDb {
@@ -120,5 +133,169 @@ impl AsRef<std::ffi::OsStr> for TestDb {
 impl AsRef<Path> for TestDb {
     fn as_ref(&self) -> &Path {
         &self.arg
+    }
+}
+
+impl TestDb {
+    /// Runs one SQL statement as the superuser / file owner (an edit
+    /// outside ticketvnc, for tests that tamper). `$1`-style on both: on
+    /// sqlite `?1` is written `$1` too.
+    pub fn exec(&self, sql: &str, arg: i64) {
+        let sql = sql.to_owned();
+        if self.is_pg() {
+            let url = self.url();
+            pg::off_runtime(move || {
+                postgres::Client::connect(&url, postgres::NoTls)
+                    .unwrap()
+                    .execute(&sql, &[&arg])
+                    .unwrap()
+            });
+        } else {
+            rusqlite::Connection::open(&self.arg)
+                .unwrap()
+                .execute(&sql, [arg])
+                .unwrap();
+        }
+    }
+
+    /// One integer from a query (same SQL on both backends).
+    pub fn query_i64(&self, sql: &str) -> i64 {
+        let sql = sql.to_owned();
+        if self.is_pg() {
+            let url = self.url();
+            pg::off_runtime(move || {
+                postgres::Client::connect(&url, postgres::NoTls)
+                    .unwrap()
+                    .query_one(&sql, &[])
+                    .unwrap()
+                    .get(0)
+            })
+        } else {
+            rusqlite::Connection::open(&self.arg)
+                .unwrap()
+                .query_row(&sql, [], |r| r.get(0))
+                .unwrap()
+        }
+    }
+
+    /// Everything stored in the journal as text (PostgreSQL: every row of
+    /// every table; sqlite: the file, its WAL and shm), to show a secret
+    /// is nowhere in it.
+    pub fn contents(&self) -> Vec<u8> {
+        if self.is_pg() {
+            let url = self.url();
+            pg::off_runtime(move || {
+                let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                let tables: Vec<String> = c
+                    .query(
+                        "SELECT tablename::TEXT FROM pg_tables WHERE schemaname = 'public'",
+                        &[],
+                    )
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                let mut out = Vec::new();
+                for t in tables {
+                    for r in c.query(&format!("SELECT t::TEXT FROM {t} t"), &[]).unwrap() {
+                        out.extend_from_slice(r.get::<_, String>(0).as_bytes());
+                        out.push(b'\n');
+                    }
+                }
+                out
+            })
+        } else {
+            let mut out = Vec::new();
+            for s in ["", "-wal", "-shm"] {
+                let p = PathBuf::from(format!("{}{s}", self.arg.display()));
+                out.extend(std::fs::read(p).unwrap_or_default());
+            }
+            out
+        }
+    }
+
+    /// Holds the journal's write lock until the guard is released: the
+    /// sqlite3 shell in `BEGIN IMMEDIATE`, or on PostgreSQL a session
+    /// holding the chain's advisory lock (the one every writer takes).
+    pub fn hold_write_lock(&self) -> WriteLock {
+        if self.is_pg() {
+            let url = self.url();
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+            let t = std::thread::spawn(move || {
+                let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                // tickets::pg::CHAIN_LOCK.
+                c.execute("SELECT pg_advisory_lock($1)", &[&0x7469_636b_6574_0001i64])
+                    .unwrap();
+                ready_tx.send(()).unwrap();
+                let _ = rx.recv();
+                c.execute(
+                    "SELECT pg_advisory_unlock($1)",
+                    &[&0x7469_636b_6574_0001i64],
+                )
+                .unwrap();
+            });
+            ready_rx.recv().unwrap();
+            WriteLock::Pg(Some((tx, t)))
+        } else {
+            use std::io::{BufRead, BufReader, Write};
+            let mut shell = std::process::Command::new("sqlite3")
+                .arg(&self.arg)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("the sqlite3 shell is installed");
+            let mut shell_in = shell.stdin.take().unwrap();
+            writeln!(
+                shell_in,
+                ".timeout 10000\nBEGIN IMMEDIATE;\nSELECT 'locked';"
+            )
+            .unwrap();
+            let mut line = String::new();
+            BufReader::new(shell.stdout.take().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            assert_eq!(line.trim(), "locked");
+            WriteLock::Sqlite(Some((shell, shell_in)))
+        }
+    }
+}
+
+/// See [`TestDb::hold_write_lock`].
+pub enum WriteLock {
+    Sqlite(Option<(std::process::Child, std::process::ChildStdin)>),
+    Pg(Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>),
+}
+
+impl WriteLock {
+    pub fn release(mut self) {
+        self.release_now();
+    }
+
+    fn release_now(&mut self) {
+        match self {
+            WriteLock::Sqlite(s) => {
+                if let Some((mut shell, mut shell_in)) = s.take() {
+                    use std::io::Write;
+                    writeln!(shell_in, "COMMIT;").unwrap();
+                    drop(shell_in);
+                    assert!(shell.wait().unwrap().success());
+                }
+            }
+            WriteLock::Pg(p) => {
+                if let Some((tx, t)) = p.take() {
+                    let _ = tx.send(());
+                    t.join().unwrap();
+                }
+            }
+        }
+    }
+}
+
+impl Drop for WriteLock {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.release_now();
+        }
     }
 }
