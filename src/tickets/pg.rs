@@ -260,6 +260,23 @@ impl Drop for Conn<'_> {
     }
 }
 
+impl Drop for Pg {
+    /// The sync client closes a connection by blocking on its own runtime,
+    /// which panics on a tokio thread: a journal dropped there (at the end
+    /// of an async task) closes its connections on a thread of their own.
+    fn drop(&mut self) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let idle = std::mem::take(&mut self.pool.get_mut().unwrap_or_else(|e| e.into_inner()).idle);
+        let owner = self.owner.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let _ = std::thread::Builder::new()
+            .name("journal-pg-close".into())
+            .spawn(move || drop((idle, owner)))
+            .map(|t| t.join());
+    }
+}
+
 impl Pg {
     pub(crate) fn new(url: &str) -> Result<Pg> {
         let mut config: Config = url.parse().map_err(|e: postgres::Error| {
