@@ -136,6 +136,77 @@ impl AsRef<Path> for TestDb {
     }
 }
 
+/// Is this `--db` value a PostgreSQL URL (a [`TestDb`] on PostgreSQL or
+/// one of its siblings)?
+pub fn is_url(db: &Path) -> bool {
+    db.to_str().is_some_and(|s| s.starts_with("postgres://"))
+}
+
+/// Opens the journal a `--db` value names, in this process.
+pub fn open(db: &Path) -> Journal {
+    Journal::open_target(&DbTarget::from_arg(Some(db)).unwrap(), None).unwrap()
+}
+
+/// Runs SQL statements as the file's owner / the superuser: an edit
+/// outside ticketvnc. On PostgreSQL with `session_replication_role =
+/// replica`, so foreign keys do not stop it either (as the sqlite3 shell
+/// does not enforce them).
+pub fn exec_sql(db: &Path, sql: &str) {
+    if is_url(db) {
+        let (url, sql) = (db.to_str().unwrap().to_owned(), sql.to_owned());
+        pg::off_runtime(move || {
+            postgres::Client::connect(&url, postgres::NoTls)
+                .unwrap()
+                .batch_execute(&format!("SET session_replication_role = replica; {sql}"))
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        });
+    } else {
+        // As the sqlite3 shell: foreign keys not enforced.
+        rusqlite::Connection::open(db)
+            .unwrap()
+            .execute_batch(&format!("PRAGMA foreign_keys = OFF; {sql}"))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
+/// The first column of every row of a query, one per line (as the
+/// sqlite3 shell prints it).
+pub fn query_text(db: &Path, sql: &str) -> String {
+    let rows: Vec<Option<String>> = if is_url(db) {
+        let (url, sql) = (db.to_str().unwrap().to_owned(), sql.to_owned());
+        pg::off_runtime(move || {
+            postgres::Client::connect(&url, postgres::NoTls)
+                .unwrap()
+                .query(&format!("SELECT x::TEXT FROM ({sql}) AS q(x)"), &[])
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect()
+        })
+    } else {
+        let c = rusqlite::Connection::open(db).unwrap();
+        let mut st = c.prepare(sql).unwrap();
+        let rows: Vec<Option<String>> = st
+            .query_map([], |r| {
+                Ok(match r.get_ref(0)? {
+                    rusqlite::types::ValueRef::Null => None,
+                    rusqlite::types::ValueRef::Integer(i) => Some(i.to_string()),
+                    rusqlite::types::ValueRef::Real(f) => Some(f.to_string()),
+                    rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
+                        Some(String::from_utf8_lossy(t).into_owned())
+                    }
+                })
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        rows
+    };
+    rows.into_iter()
+        .map(|r| r.unwrap_or_default() + "\n")
+        .collect()
+}
+
 impl TestDb {
     /// Runs one SQL statement as the superuser / file owner (an edit
     /// outside ticketvnc, for tests that tamper). `$1`-style on both: on
