@@ -15,7 +15,10 @@ use ticketvnc::tickets::{
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_ticketvnc"));
-    c.env("TICKETVNC_LOG", "warn").env_remove("TICKETVNC_DB");
+    c.env("TICKETVNC_LOG", "warn")
+        .env_remove("TICKETVNC_DB")
+        .env_remove("PGSSLMODE")
+        .env_remove("PGSSLROOTCERT");
     c
 }
 
@@ -954,5 +957,127 @@ fn the_observer_and_writer_record_on_postgres() {
     assert_eq!(row["technician"], "alice", "{row}");
     assert_eq!(row["ticket"], "77", "{row}");
     assert_eq!(row["end_reason"], "viewer closed", "{row}");
+    pg.stop();
+}
+
+/// A CA and a server certificate for `names` signed by it (PEM): (CA
+/// certificate, server certificate, server key).
+fn test_pki(names: &[&str]) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "ticketvnc test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let mut server = CertificateParams::new(names).unwrap();
+    server
+        .distinguished_name
+        .push(DnType::CommonName, "ticketvnc test database");
+    let cert = server.signed_by(&key, &ca_cert, &ca_key).unwrap();
+    (ca_cert.pem(), cert.pem(), key.serialize_pem())
+}
+
+/// TLS to the database (docs/team.md): a cluster with `ssl=on` that takes
+/// TCP connections over TLS only. verify-full with the right CA works,
+/// from the URL (`sslrootcert=`) and from `PGSSLROOTCERT`; a wrong CA, a
+/// name the certificate does not carry, `sslmode=disable` and `prefer`
+/// are refused, each with a message that says why; verify-ca accepts the
+/// chain without the name; a remote host without `sslmode` is verify-full
+/// (so without a CA it is refused, not connected in plain text).
+#[test]
+fn tls_to_the_database_verify_full_and_a_wrong_ca() {
+    // The certificate names db.example only; the URL reaches it at
+    // 127.0.0.1 through hostaddr=, and verifies the name db.example.
+    let (ca, cert, key) = test_pki(&["db.example"]);
+    let (wrong_ca, _, _) = test_pki(&["db.example"]);
+    let mut pg = PgCluster::start_tls(&cert, &key);
+    pg.fresh_db();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    let wrong_file = dir.path().join("wrong-ca.pem");
+    std::fs::write(&ca_file, &ca).unwrap();
+    std::fs::write(&wrong_file, &wrong_ca).unwrap();
+    let port = pg.port;
+    let url = |host: &str, params: &str| {
+        format!("postgres://postgres@{host}:{port}/t1?hostaddr=127.0.0.1&{params}")
+    };
+    let full = |ca: &std::path::Path| {
+        url(
+            "db.example",
+            &format!("sslmode=verify-full&sslrootcert={}", ca.display()),
+        )
+    };
+    // verify-full with the right CA: the schema is created over TLS.
+    let out = ok(&["--db", &full(&ca_file), "db", "migrate"], &[]);
+    assert!(out.contains("schema version 5"), "{out}");
+    // The same through PGSSLROOTCERT, and sslmode=verify-full from the
+    // environment too.
+    let verified = ok(
+        &["--db", &url("db.example", ""), "sessions", "verify"],
+        &[
+            ("PGSSLROOTCERT", ca_file.to_str().unwrap()),
+            ("PGSSLMODE", "verify-full"),
+        ],
+    );
+    assert!(verified.contains("Journal OK"), "{verified}");
+    // Without sslmode, a host that is not loopback is verify-full: with
+    // the CA it works...
+    ok(
+        &["--db", &url("db.example", ""), "sessions"],
+        &[("PGSSLROOTCERT", ca_file.to_str().unwrap())],
+    );
+    let refused = |db: &str, env: &[(&str, &str)], why: &str| {
+        let out = run(&["--db", db, "sessions"], env);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{db} was accepted");
+        assert!(err.contains(why), "{db}: expected {why:?} in {err}");
+    };
+    // ...and without a CA it is refused before connecting.
+    refused(
+        &url("db.example", ""),
+        &[],
+        "needs the CA certificate of the database server",
+    );
+    // A CA that did not sign the server's certificate (with the same
+    // name as the right one: found as the issuer, its signature fails).
+    refused(
+        &full(&wrong_file),
+        &[],
+        "invalid peer certificate: BadSignature",
+    );
+    // The right CA, but a name the certificate does not carry: refused by
+    // verify-full, accepted by verify-ca (chain only).
+    let by_ip = url(
+        "127.0.0.1",
+        &format!("sslmode=verify-full&sslrootcert={}", ca_file.display()),
+    );
+    refused(&by_ip, &[], "certificate not valid for name \"127.0.0.1\"");
+    let ca_only = url(
+        "127.0.0.1",
+        &format!("sslmode=verify-ca&sslrootcert={}", ca_file.display()),
+    );
+    ok(&["--db", &ca_only, "sessions"], &[]);
+    // verify-ca still checks the chain.
+    refused(
+        &url(
+            "127.0.0.1",
+            &format!("sslmode=verify-ca&sslrootcert={}", wrong_file.display()),
+        ),
+        &[],
+        "invalid peer certificate: BadSignature",
+    );
+    // Plain text is what this server refuses (pg_hba: hostnossl reject):
+    // sslmode=disable, and loopback's default (disable), do not get in.
+    refused(&url("db.example", "sslmode=disable"), &[], "no encryption");
+    refused(&url("127.0.0.1", ""), &[], "no encryption");
+    // libpq's default, prefer, is refused by ticketvnc itself.
+    refused(
+        &url("db.example", "sslmode=prefer"),
+        &[],
+        "falls back to an unencrypted connection",
+    );
     pg.stop();
 }

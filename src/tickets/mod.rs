@@ -59,6 +59,7 @@ mod kb;
 mod kb_pg;
 mod observer;
 mod pg;
+mod pg_tls;
 mod schema;
 mod store;
 mod target;

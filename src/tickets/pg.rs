@@ -30,12 +30,13 @@
 
 use super::chain::{self, ChainKey};
 use super::codes::CodeRow;
+use super::pg_tls::{Connector, SslMode};
 use super::store::{truncate, SessionRow};
 use super::{
     now_ms, EventRow, JournalError, Note, Result, Rights, SessionId, SessionStart, SessionStats,
     Ticket, TicketStatus,
 };
-use postgres::{Client, Config, NoTls, Transaction};
+use postgres::{Client, Config, Transaction};
 use serde_json::{json, Value};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -223,6 +224,8 @@ struct PoolState {
 /// The PostgreSQL side of a [`Journal`](super::Journal).
 pub(crate) struct Pg {
     config: Config,
+    /// TLS or not (pg_tls.rs).
+    connector: Connector,
     /// The URL without its password, for messages.
     shown: String,
     pool: Mutex<PoolState>,
@@ -279,6 +282,13 @@ impl Drop for Pg {
 
 impl Pg {
     pub(crate) fn new(url: &str) -> Result<Pg> {
+        let shown = super::redact_url(url);
+        let in_url = |e: JournalError| match e {
+            JournalError::Invalid(m) => JournalError::Invalid(format!("--db {shown}: {m}")),
+            e => e,
+        };
+        let (stripped, mode, root) = super::pg_tls::split_tls_params(url).map_err(in_url)?;
+        let url = stripped.as_str();
         let mut config: Config = url.parse().map_err(|e: postgres::Error| {
             JournalError::Invalid(format!(
                 "--db {}: not a PostgreSQL URL: {e}",
@@ -291,9 +301,16 @@ impl Pg {
         if config.get_application_name().is_none() {
             config.application_name("ticketvnc");
         }
+        let tls_mode = match mode.or_else(|| std::env::var("PGSSLMODE").ok()) {
+            Some(m) => SslMode::parse(&m).map_err(in_url)?,
+            None => super::pg_tls::default_mode(&config),
+        };
+        let connector = Connector::new(&mut config, tls_mode, root).map_err(in_url)?;
+        tracing::debug!(db = %shown, tls = tls_mode.as_str(), "team database");
         Ok(Pg {
             config,
-            shown: super::redact_url(url),
+            connector,
+            shown,
             pool: Mutex::new(PoolState {
                 idle: Vec::new(),
                 open: 0,
@@ -309,7 +326,7 @@ impl Pg {
     }
 
     fn connect(&self) -> Result<Client> {
-        Ok(self.config.connect(NoTls)?)
+        Ok(self.connector.connect(&self.config)?)
     }
 
     /// A connection from the pool, connecting if none is idle.
@@ -450,7 +467,7 @@ impl Pg {
             }
         };
         let first = g.is_none();
-        let c = lock_owner(&self.config, &id)?;
+        let c = lock_owner(&self.connector, &self.config, &id)?;
         *g = Some((id.clone(), c));
         if first {
             self.keep_owner_lock();
@@ -466,6 +483,7 @@ impl Pg {
     fn keep_owner_lock(&self) {
         let owner = Arc::downgrade(&self.owner);
         let config = self.config.clone();
+        let connector = self.connector.clone();
         let spawned = std::thread::Builder::new()
             .name("journal-owner".into())
             .spawn(move || loop {
@@ -476,7 +494,7 @@ impl Pg {
                 if c.is_valid(CONNECT_TIMEOUT).is_ok() {
                     continue;
                 }
-                match lock_owner(&config, id) {
+                match lock_owner(&connector, &config, id) {
                     Ok(fresh) => {
                         *c = fresh;
                         tracing::info!(
@@ -1117,8 +1135,8 @@ impl Pg {
 }
 
 /// A connection holding the owner lock of `id`.
-fn lock_owner(config: &Config, id: &str) -> Result<Client> {
-    let mut c = config.connect(NoTls)?;
+fn lock_owner(connector: &Connector, config: &Config, id: &str) -> Result<Client> {
+    let mut c = connector.connect(config)?;
     c.execute(
         "SELECT pg_advisory_lock($1, hashtext($2))",
         &[&OWNER_NS, &id],

@@ -81,10 +81,53 @@ pub struct PgCluster {
     user: Option<(u32, u32)>,
     child: Option<Child>,
     next_db: u32,
+    /// `ssl=on` with these certificate and key files.
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl PgCluster {
     pub fn start() -> PgCluster {
+        let mut c = PgCluster::init();
+        c.start_server();
+        c
+    }
+
+    /// A cluster with `ssl=on` (this certificate chain and key, PEM) that
+    /// accepts TCP connections over TLS only (`hostssl` in pg_hba.conf;
+    /// plain TCP is rejected), and trusts the unix socket.
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> PgCluster {
+        let mut c = PgCluster::init();
+        let cert = c.dir.path().join("server.crt");
+        let key = c.dir.path().join("server.key");
+        std::fs::write(&cert, cert_pem).unwrap();
+        std::fs::write(&key, key_pem).unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        std::fs::write(
+            c.data_dir().join("pg_hba.conf"),
+            "local all all trust\n\
+             hostssl all all 127.0.0.1/32 trust\n\
+             hostnossl all all 127.0.0.1/32 reject\n",
+        )
+        .unwrap();
+        for f in [&cert, &key] {
+            if let Some((uid, gid)) = c.user {
+                rustix::fs::chown(
+                    f,
+                    Some(rustix::fs::Uid::from_raw(uid)),
+                    Some(rustix::fs::Gid::from_raw(gid)),
+                )
+                .unwrap();
+            }
+        }
+        c.tls = Some((cert, key));
+        c.start_server();
+        c
+    }
+
+    fn init() -> PgCluster {
         let user = run_as();
         let dir = tempfile::Builder::new()
             .prefix("ticketvnc-pg-")
@@ -117,15 +160,14 @@ impl PgCluster {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let mut c = PgCluster {
+        PgCluster {
             dir,
             port: 0,
             user,
             child: None,
             next_db: 0,
-        };
-        c.start_server();
-        c
+            tls: None,
+        }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -154,7 +196,14 @@ impl PgCluster {
                     Some(rustix::fs::Gid::from_raw(gid)),
                 );
             }
-            let child = command(&pg_bin("postgres"), self.user)
+            let mut cmd = command(&pg_bin("postgres"), self.user);
+            if let Some((cert, key)) = &self.tls {
+                cmd.args(["-c", "ssl=on", "-c"])
+                    .arg(format!("ssl_cert_file={}", cert.display()))
+                    .arg("-c")
+                    .arg(format!("ssl_key_file={}", key.display()));
+            }
+            let child = cmd
                 .arg("-D")
                 .arg(self.data_dir())
                 .arg("-p")
@@ -187,7 +236,7 @@ impl PgCluster {
             if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
                 return false; // exited (port taken?)
             }
-            let url = self.url("postgres");
+            let url = self.socket_url("postgres");
             if off_runtime(move || postgres::Client::connect(&url, postgres::NoTls).is_ok()) {
                 return true;
             }
@@ -205,17 +254,33 @@ impl PgCluster {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
     }
 
+    /// The superuser over the cluster's unix socket (no TLS there).
+    pub fn socket_url(&self, db: &str) -> String {
+        let dir: String = self
+            .dir
+            .path()
+            .to_str()
+            .unwrap()
+            .bytes()
+            .map(|b| match b {
+                b'/' => "%2F".to_string(),
+                b => (b as char).to_string(),
+            })
+            .collect();
+        format!("postgres://postgres@{dir}:{}/{db}", self.port)
+    }
+
     /// A superuser connection to `db` (from a plain thread: the sync
     /// client cannot run on a tokio thread; see [`off_runtime`]).
     pub fn client(&self, db: &str) -> postgres::Client {
-        postgres::Client::connect(&self.url(db), postgres::NoTls).unwrap()
+        postgres::Client::connect(&self.socket_url(db), postgres::NoTls).unwrap()
     }
 
     /// A new empty database; its URL.
     pub fn fresh_db(&mut self) -> String {
         self.next_db += 1;
         let name = format!("t{}", self.next_db);
-        let url = self.url("postgres");
+        let url = self.socket_url("postgres");
         off_runtime(move || {
             postgres::Client::connect(&url, postgres::NoTls)
                 .unwrap()
