@@ -162,9 +162,9 @@ pub fn exec_sql(db: &Path, sql: &str) {
         });
     } else {
         // As the sqlite3 shell: foreign keys not enforced.
-        rusqlite::Connection::open(db)
-            .unwrap()
-            .execute_batch(&format!("PRAGMA foreign_keys = OFF; {sql}"))
+        let c = rusqlite::Connection::open(db).unwrap();
+        c.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+        c.execute_batch(&format!("PRAGMA foreign_keys = OFF; {sql}"))
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 }
