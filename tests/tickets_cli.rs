@@ -309,7 +309,7 @@ fn verify_detects_an_edited_session_row_and_a_deleted_event() {
     // Deleting a session row (the sqlite3 shell does not enforce foreign keys).
     let db = another("c");
     record_sessions(&db);
-    sqlite3(&db, "DELETE FROM sessions WHERE id = 2");
+    testdb::exec_sql_past_fks(&db, "DELETE FROM sessions WHERE id = 2");
     verify_fails_naming(&db, "sessions row id=2: deleted");
 
     // Rewriting a note is caught too.

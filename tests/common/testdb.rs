@@ -148,20 +148,34 @@ pub fn open(db: &Path) -> Journal {
 }
 
 /// Runs SQL statements as the file's owner / the superuser: an edit
-/// outside ticketvnc. On PostgreSQL with `session_replication_role =
-/// replica`, so foreign keys do not stop it either (as the sqlite3 shell
-/// does not enforce them).
+/// outside ticketvnc, with triggers firing as for any other writer. On
+/// sqlite foreign keys are not enforced (as in the sqlite3 shell).
 pub fn exec_sql(db: &Path, sql: &str) {
+    exec(db, sql, false)
+}
+
+/// [`exec_sql`] past the foreign keys on PostgreSQL too
+/// (`session_replication_role = replica`, which also skips triggers): a
+/// superuser deleting a row others point to.
+pub fn exec_sql_past_fks(db: &Path, sql: &str) {
+    exec(db, sql, true)
+}
+
+fn exec(db: &Path, sql: &str, past_fks: bool) {
     if is_url(db) {
         let (url, sql) = (db.to_str().unwrap().to_owned(), sql.to_owned());
+        let sql = if past_fks {
+            format!("SET session_replication_role = replica; {sql}")
+        } else {
+            sql
+        };
         pg::off_runtime(move || {
             postgres::Client::connect(&url, postgres::NoTls)
                 .unwrap()
-                .batch_execute(&format!("SET session_replication_role = replica; {sql}"))
+                .batch_execute(&sql)
                 .unwrap_or_else(|e| panic!("{sql}: {e}"))
         });
     } else {
-        // As the sqlite3 shell: foreign keys not enforced.
         let c = rusqlite::Connection::open(db).unwrap();
         c.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
         c.execute_batch(&format!("PRAGMA foreign_keys = OFF; {sql}"))
