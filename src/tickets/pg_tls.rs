@@ -120,6 +120,7 @@ pub(crate) fn split_tls_params(url: &str) -> Result<(String, Option<String>, Opt
 /// The mode when the URL and `PGSSLMODE` say none (module documentation).
 pub(crate) fn default_mode(config: &Config) -> SslMode {
     let local = |h: &Host| match h {
+        #[cfg(unix)]
         Host::Unix(_) => true,
         Host::Tcp(name) => name
             .trim_start_matches('[')
