@@ -315,46 +315,106 @@ fn keyed_chain_on_postgres() {
 
 /// A populated sqlite journal moves into the team database with `db
 /// copy`; `sessions verify` passes on the copy, and on a copy back.
+/// A single-machine journal: a technician, `tickets` tickets with a code
+/// and a note each, `sessions` sessions with a resize each, half the
+/// tickets closed, one session left open (its process "crashed").
+fn populate(src: &std::path::Path, tickets: usize, sessions: usize) {
+    let j = Journal::open(src).unwrap();
+    j.add_technician("alice", b"correct horse").unwrap();
+    for t in 0..tickets {
+        let id = format!("T{t}");
+        j.open_ticket(&id, Some(&format!("Drucker {t} offline")))
+            .unwrap();
+        j.issue_code(&id, Duration::from_secs(600)).unwrap();
+        j.add_note(&id, "Spooler neu gestartet", Some("alice"))
+            .unwrap();
+    }
+    for s in 0..sessions {
+        let id = j
+            .session_started(&start(&format!("T{}", s % tickets)))
+            .unwrap();
+        j.event(
+            id,
+            &Event::Resize {
+                width: 1024,
+                height: 768,
+            },
+        )
+        .unwrap();
+        j.session_ended(id, "viewer closed", SessionStats::default())
+            .unwrap();
+    }
+    for t in 0..tickets / 2 {
+        j.close_ticket(&format!("T{t}"), Some("fixed")).unwrap();
+    }
+    j.session_started(&start(&format!("T{}", tickets - 1)))
+        .unwrap();
+    assert!(j.verify().unwrap().broken.is_none());
+}
+
+/// Not a test: the throughput of `db copy` both ways on a journal of
+/// about 25,000 rows (`cargo test --test journal_pg db_copy_throughput --
+/// --ignored --nocapture`). Its numbers are in docs/team.md.
+#[test]
+#[ignore = "measurement"]
+fn db_copy_throughput() {
+    let mut pg = PgCluster::start();
+    let url = pg.fresh_db();
+    let dir = if std::path::Path::new("/dev/shm").is_dir() {
+        tempfile::tempdir_in("/dev/shm").unwrap()
+    } else {
+        tempfile::tempdir().unwrap()
+    };
+    let src = dir.path().join("big.db");
+    populate(&src, 1000, 6000);
+    let size = std::fs::metadata(&src).unwrap().len();
+    let t0 = std::time::Instant::now();
+    let out = ok(
+        &[
+            "db",
+            "copy",
+            "--from",
+            &format!("sqlite:{}", src.display()),
+            "--to",
+            &url,
+        ],
+        &[],
+    );
+    println!(
+        "into PostgreSQL, {size}-byte journal, {:?} in all: {}",
+        t0.elapsed(),
+        out.trim()
+    );
+    let back = dir.path().join("back.db");
+    let t0 = std::time::Instant::now();
+    let out = ok(
+        &[
+            "db",
+            "copy",
+            "--from",
+            &url,
+            "--to",
+            &format!("sqlite:{}", back.display()),
+        ],
+        &[],
+    );
+    println!(
+        "back into sqlite, {:?} in all: {}",
+        t0.elapsed(),
+        out.trim()
+    );
+    let a = ok(&["--db", src.to_str().unwrap(), "sessions", "verify"], &[]);
+    assert_eq!(a, ok(&["--db", &url, "sessions", "verify"], &[]));
+    pg.stop();
+}
+
 #[test]
 fn db_copy_moves_a_journal_and_verify_passes() {
     let mut pg = PgCluster::start();
     let url = pg.fresh_db();
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("single.db");
-    let (tickets, sessions) = (30, 200);
-    {
-        let j = Journal::open(&src).unwrap();
-        j.add_technician("alice", b"correct horse").unwrap();
-        for t in 0..tickets {
-            let id = format!("T{t}");
-            j.open_ticket(&id, Some(&format!("Drucker {t} offline")))
-                .unwrap();
-            j.issue_code(&id, Duration::from_secs(600)).unwrap();
-            j.add_note(&id, "Spooler neu gestartet", Some("alice"))
-                .unwrap();
-        }
-        for s in 0..sessions {
-            let id = j
-                .session_started(&start(&format!("T{}", s % tickets)))
-                .unwrap();
-            j.event(
-                id,
-                &Event::Resize {
-                    width: 1024,
-                    height: 768,
-                },
-            )
-            .unwrap();
-            j.session_ended(id, "viewer closed", SessionStats::default())
-                .unwrap();
-        }
-        for t in 0..tickets / 2 {
-            j.close_ticket(&format!("T{t}"), Some("fixed")).unwrap();
-        }
-        // One session still open (its process "crashed").
-        j.session_started(&start("T29")).unwrap();
-        assert!(j.verify().unwrap().broken.is_none());
-    }
+    populate(&src, 30, 200);
     let size = std::fs::metadata(&src).unwrap().len();
     let from = format!("sqlite:{}", src.display());
     let t0 = std::time::Instant::now();

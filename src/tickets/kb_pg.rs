@@ -277,8 +277,12 @@ pub(crate) fn rebuild(tx: &mut impl GenericClient, ticket: &str) -> Result<()> {
     )
 }
 
-/// Rebuilds every row in the caller's transaction (two reads, one insert
-/// per ticket) and records the analyzer version. Returns the tickets.
+/// Tickets written per statement by [`reindex_tx`].
+const REINDEX_BATCH: usize = 500;
+
+/// Rebuilds every row in the caller's transaction (two reads, then one
+/// statement per [`REINDEX_BATCH`] tickets and one for the vocabulary)
+/// and records the analyzer version. Returns the tickets.
 pub(crate) fn reindex_tx(tx: &mut impl GenericClient) -> Result<usize> {
     tx.batch_execute("DELETE FROM kb; DELETE FROM kb_vocab;")?;
     let tickets = tx.query(
@@ -290,16 +294,60 @@ pub(crate) fn reindex_tx(tx: &mut impl GenericClient) -> Result<usize> {
     for r in tx.query("SELECT ticket, text FROM notes ORDER BY id", &[])? {
         notes.entry(r.get(0)).or_default().push(r.get(1));
     }
-    for r in &tickets {
-        let id: String = r.get(0);
-        let lang: Option<String> = r.get(3);
-        store(
-            tx,
-            &id,
-            &r.get::<_, String>(1),
-            notes.get(&id).map_or(&[][..], |v| v.as_slice()),
-            &r.get::<_, Option<String>>(2).unwrap_or_default(),
-            lang.as_deref().and_then(Lang::parse),
+    let mut vocab: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for chunk in tickets.chunks(REINDEX_BATCH) {
+        // Columns: ticket, title, notes, resolution (terms), then the raw
+        // title, notes and resolution.
+        let mut cols: [Vec<String>; 7] = Default::default();
+        for r in chunk {
+            let id: String = r.get(0);
+            let title: String = r.get(1);
+            let resolution = r.get::<_, Option<String>>(2).unwrap_or_default();
+            let lang: Option<String> = r.get(3);
+            let ns = notes.get(&id).map_or(&[][..], |v| v.as_slice());
+            let row = kb::kb_row(
+                &title,
+                ns,
+                &resolution,
+                lang.as_deref().and_then(Lang::parse),
+            );
+            for w in row.vocab {
+                if seen.insert(w.clone()) {
+                    vocab.push(w);
+                }
+            }
+            let raw_notes = ns.join("\n");
+            for (c, v) in cols.iter_mut().zip([
+                id,
+                row.title,
+                row.notes,
+                row.resolution,
+                title,
+                raw_notes,
+                resolution,
+            ]) {
+                c.push(v);
+            }
+        }
+        tx.execute(
+            "INSERT INTO kb (ticket, title, notes, resolution, doc_de, doc_en)
+             SELECT t, ti, n, r,
+                setweight(to_tsvector('german', rt), 'A') || setweight(to_tsvector('german', rr), 'B')
+                    || setweight(to_tsvector('german', rn), 'C'),
+                setweight(to_tsvector('english', rt), 'A') || setweight(to_tsvector('english', rr), 'B')
+                    || setweight(to_tsvector('english', rn), 'C')
+             FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[])
+                AS u(t, ti, n, r, rt, rn, rr)",
+            &[
+                &cols[0], &cols[1], &cols[2], &cols[3], &cols[4], &cols[5], &cols[6],
+            ],
+        )?;
+    }
+    if !vocab.is_empty() {
+        tx.execute(
+            "INSERT INTO kb_vocab (term) SELECT unnest($1::TEXT[]) ON CONFLICT DO NOTHING",
+            &[&vocab],
         )?;
     }
     tx.execute(
