@@ -59,6 +59,82 @@ fn command(bin: &Path, user: Option<(u32, u32)>) -> Command {
     c
 }
 
+/// A temporary directory owned by the user PostgreSQL runs as.
+fn private_dir(user: Option<(u32, u32)>) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("ticketvnc-pg-")
+        .tempdir()
+        .unwrap();
+    if let Some((uid, gid)) = user {
+        rustix::fs::chown(
+            dir.path(),
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+        )
+        .unwrap();
+    }
+    dir
+}
+
+/// The data directory of a freshly initialised cluster (superuser
+/// `postgres`, trust, UTF8, C locale), made once per build and PostgreSQL
+/// version in cargo's temporary directory for tests and copied by every
+/// [`PgCluster`]. Built aside and renamed into place, so test binaries
+/// running at once never see half of one.
+fn template(user: Option<(u32, u32)>) -> PathBuf {
+    static TEMPLATE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    TEMPLATE
+        .get_or_init(|| {
+            let initdb = pg_bin("initdb");
+            let version: String = initdb
+                .to_string_lossy()
+                .chars()
+                .filter(|c| c.is_ascii_digit())
+                .collect();
+            let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+            let done = base.join(format!("pg-template-{version}"));
+            if done.join("PG_VERSION").exists() {
+                return done;
+            }
+            let scratch = private_dir(user);
+            let out = command(&initdb, user)
+                .arg("-D")
+                .arg(scratch.path().join("data"))
+                .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C"])
+                .arg("--no-sync")
+                .output()
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "cannot run {} ({e}): install Debian's postgresql package \
+                         (scripts/install-deps.sh)",
+                        initdb.display()
+                    )
+                });
+            assert!(
+                out.status.success(),
+                "initdb failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::fs::create_dir_all(&base).unwrap();
+            let aside = base.join(format!("pg-template-{version}.{}.tmp", std::process::id()));
+            let _ = std::fs::remove_dir_all(&aside);
+            let status = Command::new("cp")
+                .arg("-a")
+                .arg(scratch.path().join("data"))
+                .arg(&aside)
+                .status()
+                .expect("cp");
+            assert!(status.success(), "copying the new cluster failed");
+            // Another test binary may have won the race: theirs is as good.
+            if std::fs::rename(&aside, &done).is_err() {
+                let _ = std::fs::remove_dir_all(&aside);
+            }
+            assert!(done.join("PG_VERSION").exists());
+            done
+        })
+        .clone()
+}
+
 /// Runs `f` on a thread of its own (the sync postgres client panics on a
 /// thread of a tokio runtime, as in a `#[tokio::test]`).
 pub fn off_runtime<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -129,37 +205,17 @@ impl PgCluster {
 
     fn init() -> PgCluster {
         let user = run_as();
-        let dir = tempfile::Builder::new()
-            .prefix("ticketvnc-pg-")
-            .tempdir()
-            .unwrap();
-        if let Some((uid, gid)) = user {
-            rustix::fs::chown(
-                dir.path(),
-                Some(rustix::fs::Uid::from_raw(uid)),
-                Some(rustix::fs::Gid::from_raw(gid)),
-            )
-            .unwrap();
-        }
-        let initdb = pg_bin("initdb");
-        let out = command(&initdb, user)
-            .arg("-D")
+        let dir = private_dir(user);
+        // A copy of a cluster initialised once per build: initdb takes
+        // seconds (a few per test case, times every case of the journal
+        // suite on PostgreSQL), a copy of its data directory a fraction.
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(template(user))
             .arg(dir.path().join("data"))
-            .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C"])
-            .arg("--no-sync")
-            .output()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot run {} ({e}): install Debian's postgresql package \
-                     (scripts/install-deps.sh)",
-                    initdb.display()
-                )
-            });
-        assert!(
-            out.status.success(),
-            "initdb failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .status()
+            .expect("cp");
+        assert!(status.success(), "copying the template cluster failed");
         PgCluster {
             dir,
             port: 0,
