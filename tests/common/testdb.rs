@@ -43,8 +43,13 @@ pub fn backend() -> Backend {
 fn use_test_code_key() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let dir = tempfile::tempdir().unwrap().keep();
-        std::env::set_var("TICKETVNC_CODE_KEY_FILE", dir.join("team-code.key"));
+        // In cargo's temporary directory for tests, one per test process.
+        let dir =
+            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ticketvnc-test-code-keys");
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join(format!("{}.key", std::process::id()));
+        let _ = std::fs::remove_file(&key);
+        std::env::set_var("TICKETVNC_CODE_KEY_FILE", key);
     });
 }
 
