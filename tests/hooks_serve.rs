@@ -3,6 +3,8 @@
 //! a viewer's updates.
 
 mod binary;
+#[path = "common/testdb.rs"]
+mod testdb;
 
 use binary::{open_code, serve};
 use hmac::{Hmac, KeyInit, Mac};
@@ -58,7 +60,7 @@ fn hanging_receiver() -> (u16, mpsc::Receiver<(String, Vec<u8>)>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_webhook_and_a_hanging_receiver_does_not_delay_updates() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("ticketvnc.db");
+    let db = testdb::TestDb::new(dir.path().join("ticketvnc.db"));
     let secret_file = dir.path().join("webhook.secret");
     std::fs::write(&secret_file, "s3cret-shared-with-the-helpdesk\n").unwrap();
     let (port, requests) = hanging_receiver();
@@ -136,7 +138,7 @@ async fn signed_webhook_and_a_hanging_receiver_does_not_delay_updates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_webhook_url_and_hook_command_can_come_from_files_kept_out_of_ps() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("ticketvnc.db");
+    let db = testdb::TestDb::new(dir.path().join("ticketvnc.db"));
     let (port, requests) = hanging_receiver();
     let url_file = dir.path().join("webhook.url");
     std::fs::write(

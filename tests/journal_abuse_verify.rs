@@ -5,6 +5,8 @@
 //! code is refused at login, by a real viewer over a real socket).
 
 mod binary;
+#[path = "common/testdb.rs"]
+mod testdb;
 
 use binary::{cli, open_code, serve, viewer, BIN};
 use std::path::Path;
@@ -131,7 +133,9 @@ fn verify_names(db: &Path, what: &str) {
 #[test]
 fn tickets_reopened_or_retitled_with_the_sqlite3_shell_are_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("ticketvnc.db");
+    // sqlite, or PostgreSQL with TICKETVNC_TEST_DB=postgres (common/testdb.rs).
+    let db = testdb::TestDb::new(dir.path().join("ticketvnc.db"));
+    let sqlite3 = |db: &Path, sql: &str| testdb::exec_sql(db, sql);
     open_code(&db, "4711", &["--title", "Printer offline"]);
     assert!(cli(&db, &["ticket", "close", "4711", "--resolution", "spooler"]).0);
     assert!(run(&db, &["sessions", "verify"]).status.success());
@@ -165,7 +169,8 @@ fn tickets_reopened_or_retitled_with_the_sqlite3_shell_are_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_used_code_set_back_to_unused_is_refused_at_login_and_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("ticketvnc.db");
+    let db = testdb::TestDb::new(dir.path().join("ticketvnc.db"));
+    let sqlite3 = |db: &Path, sql: &str| testdb::exec_sql(db, sql);
     let s = serve(&db, 0, &[]);
     let code = open_code(&db, "4711", &[]);
     viewer(s.addr, code.clone(), false)
@@ -174,11 +179,15 @@ async fn a_used_code_set_back_to_unused_is_refused_at_login_and_reported() {
     assert!(run(&db, &["sessions", "verify"]).status.success());
 
     // Someone with write access to the file makes the code unused again.
-    let changed = sqlite3(
+    sqlite3(
         &db,
-        "UPDATE codes SET used_at = NULL WHERE ticket = '4711'; SELECT changes();",
+        "UPDATE codes SET used_at = NULL WHERE ticket = '4711';",
     );
-    assert_eq!(changed.lines().last(), Some("1"));
+    let changed = testdb::query_text(
+        &db,
+        "SELECT count(*) FROM codes WHERE ticket = '4711' AND used_at IS NULL",
+    );
+    assert_eq!(changed.trim(), "1");
     assert!(
         viewer(s.addr, code.clone(), false).await.is_err(),
         "a code reset with the sqlite3 shell let a viewer in"

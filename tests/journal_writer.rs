@@ -2,13 +2,15 @@
 //! keeps sending a viewer updates while the sqlite3 shell holds the
 //! database's write lock, and the viewer's clipboard events arrive once the
 //! lock is gone. Clipboard floods become a handful of rows; consent, rights
-//! changes and server notices reach the journal and the hooks.
+//! changes and server notices reach the journal and the hooks. On sqlite,
+//! or on PostgreSQL with `TICKETVNC_TEST_DB=postgres` (common/testdb.rs;
+//! there the lock is the chain's advisory lock held by another session).
 
 mod binary;
+#[path = "common/testdb.rs"]
+mod testdb;
 
 use binary::{open_code, serve};
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use ticketvnc::security::{Consent, Principal, Rights};
@@ -33,7 +35,7 @@ fn sums(rows: &[&EventRow]) -> (u64, u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_database_does_not_stall_a_running_session() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("ticketvnc.db");
+    let db = testdb::TestDb::new(dir.path().join("ticketvnc.db"));
     let s = serve(&db, 10, &[]);
     let code = open_code(&db, "4711", &[]);
     let tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
@@ -61,24 +63,8 @@ async fn a_locked_database_does_not_stall_a_running_session() {
         }
     }
 
-    // The sqlite3 shell takes the write lock and keeps it until told.
-    let mut shell = Command::new("sqlite3")
-        .arg(&db)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("the sqlite3 shell is installed");
-    let mut shell_in = shell.stdin.take().unwrap();
-    writeln!(
-        shell_in,
-        ".timeout 10000\nBEGIN IMMEDIATE;\nSELECT 'locked';"
-    )
-    .unwrap();
-    let mut line = String::new();
-    BufReader::new(shell.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "locked");
+    // Another process takes the write lock and keeps it until told.
+    let lock = db.hold_write_lock();
 
     // For 3 s: clipboard text and update requests; updates keep coming.
     let locked_at = Instant::now();
@@ -106,15 +92,11 @@ async fn a_locked_database_does_not_stall_a_running_session() {
         last_update = Instant::now();
     }
     // Nothing of it could be written yet.
-    let during = Command::new("sqlite3")
-        .arg(&db)
-        .arg("SELECT count(*) FROM events WHERE kind = 'clipboard'")
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&during.stdout).trim(), "0");
-    writeln!(shell_in, "COMMIT;").unwrap();
-    drop(shell_in);
-    assert!(shell.wait().unwrap().success());
+    assert_eq!(
+        db.query_i64("SELECT count(*) FROM events WHERE kind = 'clipboard'"),
+        0
+    );
+    lock.release();
     println!(
         "{updates} updates and {sent} clipboard messages while locked; longest gap {max_gap:?}"
     );
@@ -124,7 +106,7 @@ async fn a_locked_database_does_not_stall_a_running_session() {
     );
 
     // After the lock: the clipboard sums arrive, adding up to what was sent.
-    let j = Journal::open(&db).unwrap();
+    let j = db.open();
     let mut got = (0, 0);
     for _ in 0..100 {
         let events = j.events(None).unwrap();
@@ -150,8 +132,9 @@ async fn a_locked_database_does_not_stall_a_running_session() {
 
 fn observer_with_hook(
     dir: &std::path::Path,
+    db: &testdb::TestDb,
 ) -> (Arc<Journal>, JournalObserver, std::path::PathBuf) {
-    let j = Arc::new(Journal::open(&dir.join("ticketvnc.db")).unwrap());
+    let j = Arc::new(db.open());
     let out = dir.join("hooks.jsonl");
     let hooks = HookDispatcher::start(
         HookConfig {
@@ -188,7 +171,8 @@ fn session(obs: &JournalObserver) -> SessionInfo {
 #[test]
 fn a_clipboard_flood_becomes_a_handful_of_rows() {
     let dir = tempfile::tempdir().unwrap();
-    let j = Arc::new(Journal::open(&dir.path().join("ticketvnc.db")).unwrap());
+    let db = testdb::TestDb::new(dir.path().join("ticketvnc.db"));
+    let j = Arc::new(db.open());
     let obs = JournalObserver::new(j.clone(), None);
     let info = session(&obs);
     // 10,000 clipboard messages spread over about 2 s (5 per ms).
@@ -229,7 +213,8 @@ fn a_clipboard_flood_becomes_a_handful_of_rows() {
 #[test]
 fn consent_rights_notices_and_failures_reach_the_journal_and_the_hooks() {
     let dir = tempfile::tempdir().unwrap();
-    let (j, obs, hook_out) = observer_with_hook(dir.path());
+    let db = testdb::TestDb::new(dir.path().join("ticketvnc.db"));
+    let (j, obs, hook_out) = observer_with_hook(dir.path(), &db);
     let info = session(&obs);
     obs.session_event(
         &info,

@@ -4,8 +4,8 @@
 
 #[path = "kbset/mod.rs"]
 mod kbset;
-
-use ticketvnc::tickets::Journal;
+#[path = "common/testdb.rs"]
+mod testdb;
 
 fn scratch() -> tempfile::TempDir {
     // tmpfs when there is one: the journal fsyncs every transaction.
@@ -32,7 +32,9 @@ fn labelled_set_is_big_enough() {
 #[test]
 fn recall_at_3_on_the_labelled_set_is_at_least_0_9() {
     let dir = scratch();
-    let j = Journal::open(&dir.path().join("kb.db")).unwrap();
+    // sqlite, or PostgreSQL with TICKETVNC_TEST_DB=postgres (common/testdb.rs).
+    let db = testdb::TestDb::new(dir.path().join("kb.db"));
+    let j = db.open();
     for t in kbset::tickets() {
         kbset::load(&j, &t);
     }

@@ -3,9 +3,12 @@
 //! ticket first; results show the resolution with a 0..1 score; --json;
 //! filters; hostile queries; a v3 journal is upgraded and reindexed.
 
+#[path = "common/testdb.rs"]
+mod testdb;
+
 use serde_json::Value;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 fn run_env(db: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -34,8 +37,9 @@ fn ok(db: &Path, args: &[&str]) -> String {
     ok_env(db, args, &[])
 }
 
-fn db_in(dir: &tempfile::TempDir) -> PathBuf {
-    dir.path().join("ticketvnc.db")
+/// The journal on the backend of this run (common/testdb.rs).
+fn db_in(dir: &tempfile::TempDir) -> testdb::TestDb {
+    testdb::TestDb::new(dir.path().join("ticketvnc.db"))
 }
 
 /// Ticket ids of `kb search --json QUERY`, best first.
@@ -312,29 +316,50 @@ fn a_v3_journal_is_upgraded_and_reindexed() {
     );
     ok(&db, &["ticket", "note", "51", "Aufträge hängen"]);
     ok(&db, &["ticket", "close", "51", "--resolution", "Spooler"]);
-    // Turn it back into what version 3 left: the porter FTS5 table, no
-    // vocabulary, no languages.
-    {
-        let c = rusqlite::Connection::open(&db).unwrap();
-        c.execute_batch(
-            "DROP TABLE kb; DROP TABLE kb_vocab; DROP TABLE kb_vocab_tri; DROP TABLE ticket_lang;
-             DELETE FROM counters WHERE name = 'kb_analyzer';
-             CREATE VIRTUAL TABLE kb USING fts5(
-                 ticket UNINDEXED, title, notes, resolution,
-                 tokenize = 'porter unicode61 remove_diacritics 2');
-             INSERT INTO kb (rowid, ticket, title, notes, resolution)
-                 SELECT rowid, id, title, 'Aufträge hängen', resolution FROM tickets;
-             PRAGMA user_version = 3;",
+    if db.is_pg() {
+        // Turn it back into what version 4 left: no dictionary tsvectors,
+        // the knowledge base of an older analyzer (here: empty).
+        let mut c = db.pg_client();
+        c.batch_execute(
+            "DELETE FROM kb; DELETE FROM kb_vocab;
+             ALTER TABLE kb DROP COLUMN doc_de, DROP COLUMN doc_en;
+             UPDATE counters SET value = 0 WHERE name = 'kb_analyzer';
+             UPDATE ticketvnc_schema SET version = 4;",
         )
         .unwrap();
+        // Opening it migrates and reindexes, as on sqlite.
+        assert_eq!(first(&db, "Warteschlange"), "51");
+        assert_eq!(first(&db, "Auftrag"), "51");
+        let v: i64 = c
+            .query_one("SELECT version FROM ticketvnc_schema", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(v, 5);
+    } else {
+        // Turn it back into what version 3 left: the porter FTS5 table, no
+        // vocabulary, no languages.
+        {
+            let c = rusqlite::Connection::open(&*db).unwrap();
+            c.execute_batch(
+                "DROP TABLE kb; DROP TABLE kb_vocab; DROP TABLE kb_vocab_tri; DROP TABLE ticket_lang;
+                 DELETE FROM counters WHERE name = 'kb_analyzer';
+                 CREATE VIRTUAL TABLE kb USING fts5(
+                     ticket UNINDEXED, title, notes, resolution,
+                     tokenize = 'porter unicode61 remove_diacritics 2');
+                 INSERT INTO kb (rowid, ticket, title, notes, resolution)
+                     SELECT rowid, id, title, 'Aufträge hängen', resolution FROM tickets;
+                 PRAGMA user_version = 3;",
+            )
+            .unwrap();
+        }
+        assert_eq!(first(&db, "Warteschlange"), "51");
+        assert_eq!(first(&db, "Auftrag"), "51");
+        let c = rusqlite::Connection::open(&*db).unwrap();
+        let v: i64 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 5);
     }
-    assert_eq!(first(&db, "Warteschlange"), "51");
-    assert_eq!(first(&db, "Auftrag"), "51");
-    let c = rusqlite::Connection::open(&db).unwrap();
-    let v: i64 = c
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(v, 4);
     // The index is derived data: the chain still verifies.
     let out = ok(&db, &["sessions", "verify"]);
     assert!(out.contains("Journal OK"), "{out}");

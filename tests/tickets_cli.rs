@@ -1,11 +1,17 @@
 //! The technician's commands, driven through the real binary: ticket
 //! open/close/show/note, sessions (table, JSON, verify), kb search, and the
-//! files' modes.
+//! files' modes. On sqlite, or on PostgreSQL with
+//! `TICKETVNC_TEST_DB=postgres` (common/testdb.rs; edits "with the sqlite3
+//! shell" are then made by the database superuser).
+
+#[path = "common/testdb.rs"]
+mod testdb;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use testdb::TestDb;
 use ticketvnc::tickets::{
-    ClipboardDirection, Consent, Direction, Event, Journal, Rights, SessionStart, SessionStats,
+    ClipboardDirection, Consent, Direction, Event, Rights, SessionStart, SessionStats,
     CODE_ALPHABET, CODE_LEN,
 };
 
@@ -42,9 +48,9 @@ fn code_of(stdout: &str) -> String {
     line.trim().to_string()
 }
 
-fn db_in(dir: &tempfile::TempDir) -> PathBuf {
+fn db_in(dir: &tempfile::TempDir) -> TestDb {
     // A directory that does not exist yet: the journal creates it 0700.
-    dir.path().join("data").join("ticketvnc.db")
+    TestDb::new(dir.path().join("data").join("ticketvnc.db"))
 }
 
 #[cfg(unix)]
@@ -70,13 +76,15 @@ fn ticket_open_prints_a_fresh_code_and_files_are_private() {
     assert_eq!(code.len(), CODE_LEN);
     assert!(code.bytes().all(|b| CODE_ALPHABET.contains(&b)), "{code}");
 
-    assert_eq!(mode(&db), 0o600, "database file mode");
-    assert_eq!(
-        mode(db.parent().unwrap()),
-        0o700,
-        "created data directory mode"
-    );
-    assert_eq!(mode(&db.with_extension("key")), 0o600, "key file mode");
+    if !db.is_pg() {
+        assert_eq!(mode(&db), 0o600, "database file mode");
+        assert_eq!(
+            mode(db.parent().unwrap()),
+            0o700,
+            "created data directory mode"
+        );
+        assert_eq!(mode(&db.with_extension("key")), 0o600, "key file mode");
+    }
 
     // Opening the same ticket again: no new ticket, a different code.
     let again = ok(&db, &["ticket", "open", "4711", "--expires", "2h"]);
@@ -87,11 +95,13 @@ fn ticket_open_prints_a_fresh_code_and_files_are_private() {
     assert_ne!(code_of(&again), code);
 
     // WAL mode, and the -wal file sqlite creates copies the database's mode.
-    let j = Journal::open(&db).unwrap();
+    let j = db.open();
     j.add_note("4711", "checked the cable", None).unwrap();
-    let wal = PathBuf::from(format!("{}-wal", db.display()));
-    assert!(wal.exists(), "WAL mode leaves a -wal file while open");
-    assert_eq!(mode(&wal), 0o600, "-wal file mode");
+    if !db.is_pg() {
+        let wal = PathBuf::from(format!("{}-wal", db.display()));
+        assert!(wal.exists(), "WAL mode leaves a -wal file while open");
+        assert_eq!(mode(&wal), 0o600, "-wal file mode");
+    }
     drop(j);
 
     let show = ok(&db, &["ticket", "show", "4711"]);
@@ -150,7 +160,7 @@ fn notes_need_an_existing_ticket_and_close_revokes_codes() {
 
 /// Two sessions recorded through the library, as `serve` will.
 fn record_sessions(db: &Path) {
-    let j = Journal::open(db).unwrap();
+    let j = testdb::open(db);
     j.open_ticket("4711", Some("Printer offline")).unwrap();
     let a = j
         .session_started(&SessionStart {
@@ -238,13 +248,10 @@ fn sessions_table_and_json() {
     assert!(show.contains("\"bytes\":42"), "{show}");
 }
 
+/// An edit outside ticketvnc (testdb::exec_sql: the file's owner with
+/// sqlite, the superuser on PostgreSQL).
 fn sqlite3(db: &Path, sql: &str) {
-    let st = Command::new("sqlite3")
-        .arg(db)
-        .arg(sql)
-        .status()
-        .expect("the sqlite3 shell is installed");
-    assert!(st.success(), "sqlite3 {sql}");
+    testdb::exec_sql(db, sql);
 }
 
 fn verify_fails_naming(db: &Path, row: &str) {
@@ -255,7 +262,7 @@ fn verify_fails_naming(db: &Path, row: &str) {
 }
 
 fn seq_of(db: &Path, kind: &str) -> i64 {
-    let j = Journal::open(db).unwrap();
+    let j = testdb::open(db);
     j.events(None)
         .unwrap()
         .into_iter()
@@ -282,29 +289,31 @@ fn verify_detects_an_event_edited_with_the_sqlite3_shell() {
 #[test]
 fn verify_detects_an_edited_session_row_and_a_deleted_event() {
     let dir = tempfile::tempdir().unwrap();
-    let db = db_in(&dir);
-    record_sessions(&db);
+    let mut first = db_in(&dir);
+    record_sessions(&first);
     // The sessions row is not chained itself, but must match its chained events.
-    sqlite3(&db, "UPDATE sessions SET peer = '10.0.0.1:1' WHERE id = 1");
-    verify_fails_naming(&db, "sessions row id=1");
+    sqlite3(
+        &first,
+        "UPDATE sessions SET peer = '10.0.0.1:1' WHERE id = 1",
+    );
+    verify_fails_naming(&first, "sessions row id=1");
 
-    let dir = tempfile::tempdir().unwrap();
-    let db = db_in(&dir);
+    // Three more journals (in the same cluster on PostgreSQL).
+    let mut another = |n: &str| first.sibling(dir.path().join(n).join("ticketvnc.db"));
+    let db = another("b");
     record_sessions(&db);
     let seq = seq_of(&db, "resize");
     sqlite3(&db, &format!("DELETE FROM events WHERE seq = {seq}"));
     verify_fails_naming(&db, &format!("events row seq={}", seq + 1));
 
     // Deleting a session row (the sqlite3 shell does not enforce foreign keys).
-    let dir = tempfile::tempdir().unwrap();
-    let db = db_in(&dir);
+    let db = another("c");
     record_sessions(&db);
-    sqlite3(&db, "DELETE FROM sessions WHERE id = 2");
+    testdb::exec_sql_past_fks(&db, "DELETE FROM sessions WHERE id = 2");
     verify_fails_naming(&db, "sessions row id=2: deleted");
 
     // Rewriting a note is caught too.
-    let dir = tempfile::tempdir().unwrap();
-    let db = db_in(&dir);
+    let db = another("d");
     record_sessions(&db);
     ok(&db, &["ticket", "note", "4711", "restarted the spooler"]);
     sqlite3(&db, "UPDATE notes SET text = 'nothing happened'");
@@ -371,7 +380,11 @@ fn a_database_from_a_newer_ticketvnc_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let db = db_in(&dir);
     ok(&db, &["sessions"]);
-    sqlite3(&db, "PRAGMA user_version = 99");
+    if db.is_pg() {
+        sqlite3(&db, "UPDATE ticketvnc_schema SET version = 99");
+    } else {
+        sqlite3(&db, "PRAGMA user_version = 99");
+    }
     let out = run(&db, &["sessions"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -396,24 +409,13 @@ fn run_stdin(db: &Path, args: &[&str], stdin: &[u8]) -> Output {
     child.wait_with_output().unwrap()
 }
 
-fn db_files(db: &Path) -> Vec<u8> {
-    let mut all = Vec::new();
-    for suffix in ["", "-wal", "-shm"] {
-        if let Ok(b) = std::fs::read(format!("{}{suffix}", db.display())) {
-            all.extend(b);
-        }
-    }
-    all
+/// Everything stored (the files with WAL and shm; every row on PostgreSQL).
+fn db_files(db: &TestDb) -> Vec<u8> {
+    db.contents()
 }
 
 fn sqlite3_out(db: &Path, sql: &str) -> String {
-    let out = Command::new("sqlite3")
-        .arg(db)
-        .arg(sql)
-        .output()
-        .expect("the sqlite3 shell is installed");
-    assert!(out.status.success(), "sqlite3 {sql}: {out:?}");
-    String::from_utf8(out.stdout).unwrap()
+    testdb::query_text(db, sql)
 }
 
 #[test]
@@ -447,7 +449,7 @@ fn technician_accounts_add_list_remove() {
         String::from_utf8_lossy(&out.stderr).contains("already exists"),
         "{out:?}"
     );
-    let j = Journal::open(&db).unwrap();
+    let j = db.open();
     assert!(j.verify_technician("alice", pw.as_bytes()));
     assert!(!j.verify_technician("alice", b"other-password"));
     assert!(j.verify_technician("bob", b"Another-Long-Secret"));
@@ -529,7 +531,7 @@ fn technician_passwords_never_come_from_argv_and_are_stored_as_argon2id() {
     assert!(parts[4].len() >= 22, "salt of at least 16 bytes: {hash}");
     // The password (or the CR of the line end) is nowhere in the files, also
     // while a process holds the database open (the WAL is not checkpointed).
-    let j = Journal::open(&db).unwrap();
+    let j = db.open();
     assert!(j.verify_technician("alice", pw.as_bytes()));
     let bytes = db_files(&db);
     assert!(!bytes.is_empty());

@@ -1,6 +1,9 @@
 //! Hooks against real local receivers: an HTTP server started here (plain
 //! std TcpListener) that answers 200, 500 or never, and a shell command.
 
+#[path = "common/testdb.rs"]
+mod testdb;
+
 use hmac::{KeyInit, Mac};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -94,10 +97,24 @@ fn receiver(mode: Mode) -> (SocketAddr, Receiver<Request>) {
     (addr, rx)
 }
 
-fn journal() -> (tempfile::TempDir, Arc<Journal>) {
+/// A scratch directory and the journal of the test (sqlite in it, or
+/// PostgreSQL with `TICKETVNC_TEST_DB=postgres`: common/testdb.rs).
+struct Scratch {
+    dir: tempfile::TempDir,
+    _db: testdb::TestDb,
+}
+
+impl Scratch {
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+fn journal() -> (Scratch, Arc<Journal>) {
     let dir = tempfile::tempdir().unwrap();
-    let j = Arc::new(Journal::open(&dir.path().join("ticketvnc.db")).unwrap());
-    (dir, j)
+    let db = testdb::TestDb::new(dir.path().join("ticketvnc.db"));
+    let j = Arc::new(db.open());
+    (Scratch { dir, _db: db }, j)
 }
 
 fn fast(cfg: HookConfig) -> HookConfig {

@@ -3,6 +3,8 @@
 //! (Session rows come when the lead wires the journal into the session host.)
 
 mod binary;
+#[path = "common/testdb.rs"]
+mod testdb;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +12,7 @@ use ticketvnc::capture::test_pattern::TestPattern;
 use ticketvnc::input::NullInput;
 use ticketvnc::security::VncPassword;
 use ticketvnc::server::{self, ServerConfig};
-use ticketvnc::tickets::{CodeAuthenticator, Journal};
+use ticketvnc::tickets::CodeAuthenticator;
 
 async fn viewer(addr: std::net::SocketAddr, password: String) -> Result<(), vnc::VncError> {
     binary::viewer(addr, password, false).await.map(|_| ())
@@ -19,7 +21,9 @@ async fn viewer(addr: std::net::SocketAddr, password: String) -> Result<(), vnc:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_one_time_code_lets_a_real_viewer_in_once() {
     let dir = tempfile::tempdir().unwrap();
-    let j = Arc::new(Journal::open(&dir.path().join("ticketvnc.db")).unwrap());
+    // sqlite, or PostgreSQL with TICKETVNC_TEST_DB=postgres (common/testdb.rs).
+    let db = testdb::TestDb::new(dir.path().join("ticketvnc.db"));
+    let j = Arc::new(db.open());
     j.open_ticket("4711", Some("Printer offline")).unwrap();
     let code = j.issue_code("4711", Duration::from_secs(600)).unwrap().code;
     let auth = CodeAuthenticator::new(j.clone(), Some(VncPassword::new(b"static1")), None).unwrap();

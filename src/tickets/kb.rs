@@ -42,7 +42,7 @@ const MAX_COMPOUNDS_PER_WORD: usize = 40;
 /// `lang`, are inside too many unrelated words).
 const MIN_PART: usize = 5;
 /// Tickets taken from each FTS5 query before re-ranking.
-const CANDIDATES: usize = 200;
+pub(crate) const CANDIDATES: usize = 200;
 /// Longest excerpt shown for a hit, in characters.
 const EXCERPT_CHARS: usize = 320;
 
@@ -181,30 +181,187 @@ fn quote_or(terms: &[&String]) -> String {
         .join(" OR ")
 }
 
-fn vocab_has(c: &Connection, term: &str) -> Result<bool> {
-    Ok(c.prepare_cached("SELECT 1 FROM kb_vocab WHERE term = ?1")?
-        .query_row([term], |_| Ok(()))
-        .optional()?
-        .is_some())
+/// What the search needs from a journal backend: the vocabulary, the
+/// index, and the rows of a hit. sqlite here, PostgreSQL in kb_pg.rs; the
+/// query plan, the scoring and the hits are the same code for both.
+pub(crate) trait KbBackend {
+    /// Is `term` a word of the vocabulary?
+    fn vocab_has(&mut self, term: &str) -> Result<bool>;
+    /// Does any ticket have one of these index terms?
+    fn index_has_any(&mut self, terms: &[String]) -> Result<bool>;
+    /// Vocabulary words containing `key` (at most 400).
+    fn vocab_containing(&mut self, key: &str) -> Result<Vec<String>>;
+    /// Vocabulary words starting with `first`, at least `min_chars` long.
+    fn vocab_starting(&mut self, first: char, min_chars: i64) -> Result<Vec<String>>;
+    /// Raw scores (higher is better) of the tickets (by rowid) matching
+    /// the exact terms or the expansion terms, filtered as `q` says, at
+    /// most [`CANDIDATES`] per query. `words`: the query words as written
+    /// (letters and digits), for a backend with dictionaries of its own.
+    fn ranked(
+        &mut self,
+        exact: &[&String],
+        expand: &[&String],
+        words: &[String],
+        q: &KbQuery,
+    ) -> Result<HashMap<i64, f64>>;
+    /// The index terms of a ticket (title, notes, resolution), space-separated.
+    fn terms_of(&mut self, rowid: i64) -> Result<String>;
+    /// id, title, status, created_at, closed_at, resolution of a ticket.
+    fn ticket_row(&mut self, rowid: i64) -> Result<TicketRow>;
+    /// id, at, author, text of a ticket's notes, oldest first.
+    fn notes_of(&mut self, ticket: &str) -> Result<Vec<NoteRow>>;
+    fn lang_of(&mut self, ticket: &str) -> Result<Option<Lang>>;
 }
 
-fn index_has_any(c: &Connection, terms: &[String]) -> Result<bool> {
-    if terms.is_empty() {
-        return Ok(false);
+pub(crate) type TicketRow = (String, String, String, i64, Option<i64>, Option<String>);
+pub(crate) type NoteRow = (i64, i64, Option<String>, String);
+
+/// The sqlite backend: FTS5 (bm25) and a trigram index over the vocabulary.
+struct Sqlite<'a>(&'a Connection);
+
+impl KbBackend for Sqlite<'_> {
+    fn vocab_has(&mut self, term: &str) -> Result<bool> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT 1 FROM kb_vocab WHERE term = ?1")?
+            .query_row([term], |_| Ok(()))
+            .optional()?
+            .is_some())
     }
-    let refs: Vec<&String> = terms.iter().collect();
-    Ok(
-        c.prepare_cached("SELECT 1 FROM kb WHERE kb MATCH ?1 LIMIT 1")?
+
+    fn index_has_any(&mut self, terms: &[String]) -> Result<bool> {
+        if terms.is_empty() {
+            return Ok(false);
+        }
+        let refs: Vec<&String> = terms.iter().collect();
+        Ok(self
+            .0
+            .prepare_cached("SELECT 1 FROM kb WHERE kb MATCH ?1 LIMIT 1")?
             .query_row([quote_or(&refs)], |_| Ok(()))
             .optional()?
-            .is_some(),
-    )
+            .is_some())
+    }
+
+    fn vocab_containing(&mut self, key: &str) -> Result<Vec<String>> {
+        let mut st = self.0.prepare_cached(
+            "SELECT term FROM kb_vocab_tri WHERE kb_vocab_tri MATCH ?1 LIMIT 400",
+        )?;
+        let found = st
+            .query_map([format!("\"{key}\"")], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(found)
+    }
+
+    fn vocab_starting(&mut self, first: char, min_chars: i64) -> Result<Vec<String>> {
+        let mut upper = first.to_string();
+        upper.push(char::MAX);
+        let mut st = self.0.prepare_cached(
+            "SELECT term FROM kb_vocab WHERE term >= ?1 AND term < ?2
+               AND length(term) >= ?3",
+        )?;
+        let rows = st
+            .query_map(params![first.to_string(), upper, min_chars], |r| {
+                r.get::<_, String>(0)
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    fn ranked(
+        &mut self,
+        exact: &[&String],
+        expand: &[&String],
+        _words: &[String],
+        q: &KbQuery,
+    ) -> Result<HashMap<i64, f64>> {
+        let status = q.status.map(|s| s.as_str());
+        let mut raw: HashMap<i64, f64> = HashMap::new();
+        for (terms, weight) in [(exact, 1.0), (expand, EXPANSION_WEIGHT)] {
+            if terms.is_empty() {
+                continue;
+            }
+            let mut st = self.0.prepare_cached(
+                "SELECT kb.rowid, bm25(kb, 0.0, ?2, ?3, ?4) AS r
+                 FROM kb JOIN tickets t ON t.rowid = kb.rowid
+                 WHERE kb MATCH ?1
+                   AND (?5 IS NULL OR t.status = ?5)
+                   AND (?6 IS NULL OR t.created_at >= ?6)
+                   AND (?7 IS NULL OR t.created_at < ?7)
+                   AND (?8 IS NULL
+                        OR EXISTS (SELECT 1 FROM sessions s WHERE s.ticket = t.id AND s.technician = ?8)
+                        OR EXISTS (SELECT 1 FROM notes n WHERE n.ticket = t.id AND n.author = ?8))
+                 ORDER BY r LIMIT ?9",
+            )?;
+            let rows = st.query_map(
+                params![
+                    quote_or(terms),
+                    WEIGHTS.0,
+                    WEIGHTS.1,
+                    WEIGHTS.2,
+                    status,
+                    q.since,
+                    q.until,
+                    q.technician,
+                    CANDIDATES as i64
+                ],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, f64>(1)?)),
+            )?;
+            for row in rows {
+                let (id, bm) = row?;
+                // bm25 is negative (lower is better); tiny when a term is in
+                // most tickets, hence coverage in the displayed score.
+                *raw.entry(id).or_default() += weight * (-bm).max(0.0);
+            }
+        }
+        Ok(raw)
+    }
+
+    fn terms_of(&mut self, rowid: i64) -> Result<String> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT title || ' ' || notes || ' ' || resolution FROM kb WHERE rowid = ?1",
+            )?
+            .query_row([rowid], |r| r.get(0))?)
+    }
+
+    fn ticket_row(&mut self, rowid: i64) -> Result<TicketRow> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT id, title, status, created_at, closed_at, resolution FROM tickets WHERE rowid = ?1",
+            )?
+            .query_row([rowid], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })?)
+    }
+
+    fn notes_of(&mut self, ticket: &str) -> Result<Vec<NoteRow>> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT id, at, author, text FROM notes WHERE ticket = ?1 ORDER BY id")?
+            .query_map([ticket], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
+            .collect::<Result<_, _>>()?)
+    }
+
+    fn lang_of(&mut self, ticket: &str) -> Result<Option<Lang>> {
+        ticket_lang(self.0, ticket)
+    }
 }
 
 const BOTH: &[Lang] = &[Lang::De, Lang::En];
 
 /// Exact and expansion terms of each query word.
-fn plan(c: &Connection, text: &str) -> Result<Vec<WordPlan>> {
+fn plan(c: &mut impl KbBackend, text: &str) -> Result<Vec<WordPlan>> {
     let mut plans = Vec::new();
     let words = query_words(text);
     for (k, (w, parts)) in words.iter().enumerate() {
@@ -235,18 +392,13 @@ fn plan(c: &Connection, text: &str) -> Result<Vec<WordPlan>> {
         // (`out box` -> `outbox`).
         if let Some((next, _)) = words.get(k + 1) {
             let joined = format!("{surface}{}", analyzer::surface(next));
-            if vocab_has(c, &joined)? {
+            if c.vocab_has(&joined)? {
                 add(&joined, &mut expand);
             }
         }
         // Compounds that contain the word.
         if let Some(key) = analyzer::substring_key(&surface, &exact, MIN_PART) {
-            let mut st = c.prepare_cached(
-                "SELECT term FROM kb_vocab_tri WHERE kb_vocab_tri MATCH ?1 LIMIT 400",
-            )?;
-            let mut found: Vec<String> = st
-                .query_map([format!("\"{key}\"")], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
+            let mut found = c.vocab_containing(&key)?;
             found.retain(|t| *t != surface);
             found.sort_by_key(|t| (t.len(), t.clone()));
             for t in found.iter().take(MAX_COMPOUNDS_PER_WORD) {
@@ -259,8 +411,8 @@ fn plan(c: &Connection, text: &str) -> Result<Vec<WordPlan>> {
         if chars.len() > 2 * 4 {
             // A part is known as a word of the vocabulary, or by its stems
             // (`drucker` in a ticket that only says `Druckers`).
-            let known = |p: &str| -> Result<bool> {
-                Ok(vocab_has(c, p)? || index_has_any(c, &analyzer::word_terms(p, BOTH))?)
+            let mut known = |p: &str| -> Result<bool> {
+                Ok(c.vocab_has(p)? || c.index_has_any(&analyzer::word_terms(p, BOTH))?)
             };
             for &(i, _) in &chars[4..chars.len() - 3] {
                 let (left, right) = surface.split_at(i);
@@ -276,24 +428,15 @@ fn plan(c: &Connection, text: &str) -> Result<Vec<WordPlan>> {
         }
         // Typos: only for a word the index does not know at all.
         let n = surface.chars().count();
-        if n >= 4 && !vocab_has(c, &surface)? && !index_has_any(c, &exact)? {
+        if n >= 4 && !c.vocab_has(&surface)? && !c.index_has_any(&exact)? {
             let max = if n >= 8 { 2 } else { 1 };
             let first = surface.chars().next().unwrap_or('a');
-            let mut upper = first.to_string();
-            upper.push(char::MAX);
-            let mut st = c.prepare_cached(
-                "SELECT term FROM kb_vocab WHERE term >= ?1 AND term < ?2
-                   AND length(term) >= ?3",
-            )?;
             // Whole words first; else the head of a compound
             // (`Drucekr` -> `Druckerwarteschlange`).
             let mut best: Vec<(usize, String)> = Vec::new();
             let mut heads: Vec<(usize, String)> = Vec::new();
-            let rows = st.query_map(params![first.to_string(), upper, (n - max) as i64], |r| {
-                r.get::<_, String>(0)
-            })?;
+            let rows = c.vocab_starting(first, (n - max) as i64)?;
             for t in rows {
-                let t = t?;
                 let len = t.chars().count();
                 if len <= n + max {
                     if let Some(d) = analyzer::edit_distance(&surface, &t, max) {
@@ -329,6 +472,54 @@ fn ticket_lang(c: &Connection, ticket: &str) -> Result<Option<Lang>> {
     Ok(l.as_deref().and_then(Lang::parse))
 }
 
+/// A ticket's knowledge-base row: the analyzer's terms of its title,
+/// notes and resolution, and the words it adds to the vocabulary. The
+/// same for both backends.
+pub(crate) struct KbRow {
+    pub title: String,
+    pub notes: String,
+    pub resolution: String,
+    pub vocab: Vec<String>,
+}
+
+pub(crate) fn kb_row(title: &str, notes: &[String], resolution: &str, lang: Option<Lang>) -> KbRow {
+    let mut notes_terms = String::new();
+    for n in notes {
+        let t = analyzer::index_text(n, lang);
+        if !t.is_empty() {
+            if !notes_terms.is_empty() {
+                notes_terms.push(' ');
+            }
+            notes_terms.push_str(&t);
+        }
+    }
+    let mut vocab = Vec::new();
+    let mut seen = HashSet::new();
+    for text in std::iter::once(title)
+        .chain(notes.iter().map(String::as_str))
+        .chain(std::iter::once(resolution))
+    {
+        for w in analyzer::index_words(text) {
+            let s = analyzer::surface(&w);
+            if s.chars().count() < 3
+                || s.bytes().all(|b| b.is_ascii_digit())
+                || analyzer::is_stopword(&w.base)
+            {
+                continue;
+            }
+            if seen.insert(s.clone()) {
+                vocab.push(s);
+            }
+        }
+    }
+    KbRow {
+        title: analyzer::index_text(title, lang),
+        notes: notes_terms,
+        resolution: analyzer::index_text(resolution, lang),
+        vocab,
+    }
+}
+
 /// Rewrites a ticket's knowledge-base row (and adds its words to the
 /// vocabulary) from its title, notes and resolution.
 pub(crate) fn rebuild_kb(tx: &Connection, ticket: &str) -> Result<()> {
@@ -344,35 +535,13 @@ pub(crate) fn rebuild_kb(tx: &Connection, ticket: &str) -> Result<()> {
         .prepare_cached("SELECT text FROM notes WHERE ticket = ?1 ORDER BY id")?
         .query_map([ticket], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
-    let resolution = resolution.unwrap_or_default();
-    let mut notes_terms = String::new();
-    for n in &notes {
-        let t = analyzer::index_text(n, lang);
-        if !t.is_empty() {
-            if !notes_terms.is_empty() {
-                notes_terms.push(' ');
-            }
-            notes_terms.push_str(&t);
-        }
-    }
+    let row = kb_row(&title, &notes, &resolution.unwrap_or_default(), lang);
     {
         let mut ins = tx.prepare_cached("INSERT OR IGNORE INTO kb_vocab (term) VALUES (?1)")?;
         let mut tri = tx.prepare_cached("INSERT INTO kb_vocab_tri (term) VALUES (?1)")?;
-        for text in std::iter::once(&title)
-            .chain(notes.iter())
-            .chain(std::iter::once(&resolution))
-        {
-            for w in analyzer::index_words(text) {
-                let s = analyzer::surface(&w);
-                if s.chars().count() < 3
-                    || s.bytes().all(|b| b.is_ascii_digit())
-                    || analyzer::is_stopword(&w.base)
-                {
-                    continue;
-                }
-                if ins.execute([&s])? == 1 {
-                    tri.execute([&s])?;
-                }
+        for s in &row.vocab {
+            if ins.execute([s])? == 1 {
+                tri.execute([s])?;
             }
         }
     }
@@ -381,13 +550,7 @@ pub(crate) fn rebuild_kb(tx: &Connection, ticket: &str) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO kb (rowid, ticket, title, notes, resolution) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
-    .execute(params![
-        rowid,
-        ticket,
-        analyzer::index_text(&title, lang),
-        notes_terms,
-        analyzer::index_text(&resolution, lang)
-    ])?;
+    .execute(params![rowid, ticket, row.title, row.notes, row.resolution])?;
     Ok(())
 }
 
@@ -474,7 +637,9 @@ impl Journal {
     /// Sets (or with `None` clears) the language of a ticket's texts for
     /// the knowledge base, and reindexes it. Not chained: a search hint.
     pub fn set_ticket_lang(&self, ticket: &str, lang: Option<Lang>) -> Result<()> {
-        self.sqlite_only("the ticket language")?;
+        if let Some(r) = self.on_pg(|pg| super::kb_pg::set_ticket_lang(pg, ticket, lang)) {
+            return r;
+        }
         let mut c = self.conn();
         let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let exists: bool = tx.query_row(
@@ -499,7 +664,9 @@ impl Journal {
 
     /// Rebuilds the knowledge base from the tickets (`ticketvnc kb reindex`).
     pub fn kb_reindex(&self) -> Result<usize> {
-        self.sqlite_only("the knowledge base")?;
+        if let Some(r) = self.on_pg(super::kb_pg::reindex) {
+            return r;
+        }
         let mut c = self.conn();
         let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let n = reindex_all(&tx)?;
@@ -509,145 +676,97 @@ impl Journal {
 
     /// Best matching tickets for a query, at most `q.limit` (1..=1000).
     pub fn kb_search(&self, q: &KbQuery) -> Result<Vec<KbHit>> {
-        self.sqlite_only("the knowledge base")?;
+        if let Some(r) = self.on_pg(|pg| super::kb_pg::search(pg, q)) {
+            return r;
+        }
         let c = self.conn();
-        let plans = plan(&c, q.text)?;
-        if plans.is_empty() {
-            return Ok(Vec::new());
-        }
-        let exact: Vec<&String> = plans.iter().flat_map(|p| &p.exact).collect();
-        let exact_set: HashSet<&str> = exact.iter().map(|s| s.as_str()).collect();
-        let expand: Vec<&String> = plans
-            .iter()
-            .flat_map(|p| &p.expand)
-            .filter(|t| !exact_set.contains(t.as_str()))
-            .collect();
-        let status = q.status.map(|s| s.as_str());
-        let mut raw: HashMap<i64, f64> = HashMap::new();
-        for (terms, weight) in [(&exact, 1.0), (&expand, EXPANSION_WEIGHT)] {
-            if terms.is_empty() {
-                continue;
-            }
-            let mut st = c.prepare_cached(
-                "SELECT kb.rowid, bm25(kb, 0.0, ?2, ?3, ?4) AS r
-                 FROM kb JOIN tickets t ON t.rowid = kb.rowid
-                 WHERE kb MATCH ?1
-                   AND (?5 IS NULL OR t.status = ?5)
-                   AND (?6 IS NULL OR t.created_at >= ?6)
-                   AND (?7 IS NULL OR t.created_at < ?7)
-                   AND (?8 IS NULL
-                        OR EXISTS (SELECT 1 FROM sessions s WHERE s.ticket = t.id AND s.technician = ?8)
-                        OR EXISTS (SELECT 1 FROM notes n WHERE n.ticket = t.id AND n.author = ?8))
-                 ORDER BY r LIMIT ?9",
-            )?;
-            let rows = st.query_map(
-                params![
-                    quote_or(terms),
-                    WEIGHTS.0,
-                    WEIGHTS.1,
-                    WEIGHTS.2,
-                    status,
-                    q.since,
-                    q.until,
-                    q.technician,
-                    CANDIDATES as i64
-                ],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, f64>(1)?)),
-            )?;
-            for row in rows {
-                let (id, bm) = row?;
-                // bm25 is negative (lower is better); tiny when a term is in
-                // most tickets, hence coverage in the displayed score.
-                *raw.entry(id).or_default() += weight * (-bm).max(0.0);
-            }
-        }
-        let mut cands: Vec<(i64, f64)> = raw.into_iter().collect();
-        cands.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        let limit = q.limit.clamp(1, 1000);
-        cands.truncate((limit * 3).max(30));
-        let best = cands.first().map_or(0.0, |c| c.1);
-        // Coverage of each candidate: which query words its terms have.
-        let mut scored: Vec<(i64, f64)> = Vec::with_capacity(cands.len());
-        {
-            let mut st = c.prepare_cached(
-                "SELECT title || ' ' || notes || ' ' || resolution FROM kb WHERE rowid = ?1",
-            )?;
-            for (id, r) in cands {
-                let terms: String = st.query_row([id], |r| r.get(0))?;
-                let have: HashSet<&str> = terms.split(' ').collect();
-                let cov: f64 = plans
-                    .iter()
-                    .map(|p| {
-                        if p.exact.iter().any(|t| have.contains(t.as_str())) {
-                            1.0
-                        } else if p.expand.iter().any(|t| have.contains(t.as_str())) {
-                            EXPANSION_WEIGHT
-                        } else {
-                            0.0
-                        }
-                    })
-                    .sum::<f64>()
-                    / plans.len() as f64;
-                let rel = if best > 0.0 { r / best } else { 1.0 };
-                scored.push((id, (0.6 * cov + 0.4 * rel).clamp(0.01, 1.0)));
-            }
-        }
-        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        scored.truncate(limit);
-        let all_terms: HashSet<&str> = exact
-            .iter()
-            .chain(expand.iter())
-            .map(|s| s.as_str())
-            .collect();
-        let mut hits = Vec::with_capacity(scored.len());
-        for (rowid, score) in scored {
-            hits.push(hit(&c, rowid, score, &all_terms, q.mark)?);
-        }
-        Ok(hits)
+        search(&mut Sqlite(&c), q)
     }
+}
+
+/// The query words as written (letters and digits only), for a backend
+/// with stemming dictionaries of its own.
+fn written_words(text: &str) -> Vec<String> {
+    query_words(text)
+        .into_iter()
+        .map(|(w, _)| {
+            text[w.start..w.end]
+                .chars()
+                .filter(|c| c.is_alphanumeric())
+                .collect::<String>()
+        })
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// The search itself, the same for both backends (module documentation).
+pub(crate) fn search(c: &mut impl KbBackend, q: &KbQuery) -> Result<Vec<KbHit>> {
+    let plans = plan(c, q.text)?;
+    if plans.is_empty() {
+        return Ok(Vec::new());
+    }
+    let exact: Vec<&String> = plans.iter().flat_map(|p| &p.exact).collect();
+    let exact_set: HashSet<&str> = exact.iter().map(|s| s.as_str()).collect();
+    let expand: Vec<&String> = plans
+        .iter()
+        .flat_map(|p| &p.expand)
+        .filter(|t| !exact_set.contains(t.as_str()))
+        .collect();
+    let raw = c.ranked(&exact, &expand, &written_words(q.text), q)?;
+    let mut cands: Vec<(i64, f64)> = raw.into_iter().collect();
+    cands.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let limit = q.limit.clamp(1, 1000);
+    cands.truncate((limit * 3).max(30));
+    let best = cands.first().map_or(0.0, |c| c.1);
+    // Coverage of each candidate: which query words its terms have.
+    let mut scored: Vec<(i64, f64)> = Vec::with_capacity(cands.len());
+    for (id, r) in cands {
+        let terms = c.terms_of(id)?;
+        let have: HashSet<&str> = terms.split(' ').collect();
+        let cov: f64 = plans
+            .iter()
+            .map(|p| {
+                if p.exact.iter().any(|t| have.contains(t.as_str())) {
+                    1.0
+                } else if p.expand.iter().any(|t| have.contains(t.as_str())) {
+                    EXPANSION_WEIGHT
+                } else {
+                    0.0
+                }
+            })
+            .sum::<f64>()
+            / plans.len() as f64;
+        let rel = if best > 0.0 { r / best } else { 1.0 };
+        scored.push((id, (0.6 * cov + 0.4 * rel).clamp(0.01, 1.0)));
+    }
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    scored.truncate(limit);
+    let all_terms: HashSet<&str> = exact
+        .iter()
+        .chain(expand.iter())
+        .map(|s| s.as_str())
+        .collect();
+    let mut hits = Vec::with_capacity(scored.len());
+    for (rowid, score) in scored {
+        hits.push(hit(c, rowid, score, &all_terms, q.mark)?);
+    }
+    Ok(hits)
 }
 
 /// The hit for one ticket: its resolution or most relevant note, marked.
 fn hit(
-    c: &Connection,
+    c: &mut impl KbBackend,
     rowid: i64,
     score: f64,
     terms: &HashSet<&str>,
     marks: (&str, &str),
 ) -> Result<KbHit> {
-    let (ticket, title, status, created_at, closed_at, resolution): (
-        String,
-        String,
-        String,
-        i64,
-        Option<i64>,
-        Option<String>,
-    ) = c
-        .prepare_cached(
-            "SELECT id, title, status, created_at, closed_at, resolution FROM tickets WHERE rowid = ?1",
-        )?
-        .query_row([rowid], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-            ))
-        })?;
+    let (ticket, title, status, created_at, closed_at, resolution) = c.ticket_row(rowid)?;
     let (title_marked, mut matched) = mark(&title, terms, marks, false);
     let (source, text) = match resolution.filter(|r| !r.trim().is_empty()) {
         Some(r) => (KbSource::Resolution, r),
         None => {
-            let notes: Vec<(i64, i64, Option<String>, String)> = c
-                .prepare_cached(
-                    "SELECT id, at, author, text FROM notes WHERE ticket = ?1 ORDER BY id",
-                )?
-                .query_map([&ticket], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                })?
-                .collect::<Result<_, _>>()?;
+            let notes = c.notes_of(&ticket)?;
             // Most matching words; among equals the latest (closest to the fix).
             let best = notes
                 .into_iter()
@@ -675,7 +794,7 @@ fn hit(
             matched.push(m);
         }
     }
-    let lang = ticket_lang(c, &ticket)?;
+    let lang = c.lang_of(&ticket)?;
     Ok(KbHit {
         lang,
         ticket,

@@ -30,12 +30,13 @@
 
 use super::chain::{self, ChainKey};
 use super::codes::CodeRow;
+use super::pg_tls::{Connector, SslMode};
 use super::store::{truncate, SessionRow};
 use super::{
     now_ms, EventRow, JournalError, Note, Result, Rights, SessionId, SessionStart, SessionStats,
     Ticket, TicketStatus,
 };
-use postgres::{Client, Config, NoTls, Transaction};
+use postgres::{Client, Config, Transaction};
 use serde_json::{json, Value};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -182,6 +183,16 @@ const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO counters (name, value) VALUES ('kb_analyzer', 0);
     "#,
+    // 5: the knowledge base also in PostgreSQL's own German and English
+    // configurations (kb_pg.rs): the raw title (A), resolution (B) and
+    // notes (C) as tsvectors, filled with the analyzer's row (migrate
+    // reindexes in the same transaction).
+    r#"
+    ALTER TABLE kb ADD COLUMN doc_de tsvector NOT NULL DEFAULT ''::tsvector,
+                   ADD COLUMN doc_en tsvector NOT NULL DEFAULT ''::tsvector;
+    CREATE INDEX kb_doc_de ON kb USING gin (doc_de);
+    CREATE INDEX kb_doc_en ON kb USING gin (doc_en);
+    "#,
 ];
 
 /// The schema version this build writes (the same number as sqlite's).
@@ -213,6 +224,8 @@ struct PoolState {
 /// The PostgreSQL side of a [`Journal`](super::Journal).
 pub(crate) struct Pg {
     config: Config,
+    /// TLS or not (pg_tls.rs).
+    connector: Connector,
     /// The URL without its password, for messages.
     shown: String,
     pool: Mutex<PoolState>,
@@ -250,8 +263,32 @@ impl Drop for Conn<'_> {
     }
 }
 
+impl Drop for Pg {
+    /// The sync client closes a connection by blocking on its own runtime,
+    /// which panics on a tokio thread: a journal dropped there (at the end
+    /// of an async task) closes its connections on a thread of their own.
+    fn drop(&mut self) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let idle = std::mem::take(&mut self.pool.get_mut().unwrap_or_else(|e| e.into_inner()).idle);
+        let owner = self.owner.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let _ = std::thread::Builder::new()
+            .name("journal-pg-close".into())
+            .spawn(move || drop((idle, owner)))
+            .map(|t| t.join());
+    }
+}
+
 impl Pg {
     pub(crate) fn new(url: &str) -> Result<Pg> {
+        let shown = super::redact_url(url);
+        let in_url = |e: JournalError| match e {
+            JournalError::Invalid(m) => JournalError::Invalid(format!("--db {shown}: {m}")),
+            e => e,
+        };
+        let (stripped, mode, root) = super::pg_tls::split_tls_params(url).map_err(in_url)?;
+        let url = stripped.as_str();
         let mut config: Config = url.parse().map_err(|e: postgres::Error| {
             JournalError::Invalid(format!(
                 "--db {}: not a PostgreSQL URL: {e}",
@@ -264,9 +301,16 @@ impl Pg {
         if config.get_application_name().is_none() {
             config.application_name("ticketvnc");
         }
+        let tls_mode = match mode.or_else(|| std::env::var("PGSSLMODE").ok()) {
+            Some(m) => SslMode::parse(&m).map_err(in_url)?,
+            None => super::pg_tls::default_mode(&config),
+        };
+        let connector = Connector::new(&mut config, tls_mode, root).map_err(in_url)?;
+        tracing::debug!(db = %shown, tls = tls_mode.as_str(), "team database");
         Ok(Pg {
             config,
-            shown: super::redact_url(url),
+            connector,
+            shown,
             pool: Mutex::new(PoolState {
                 idle: Vec::new(),
                 open: 0,
@@ -282,7 +326,7 @@ impl Pg {
     }
 
     fn connect(&self) -> Result<Client> {
-        Ok(self.config.connect(NoTls)?)
+        Ok(self.connector.connect(&self.config)?)
     }
 
     /// A connection from the pool, connecting if none is idle.
@@ -383,6 +427,11 @@ impl Pg {
                 return Ok(());
             }
             tx.batch_execute(MIGRATIONS[v as usize])?;
+            if v + 1 == SCHEMA_VERSION {
+                // Fill the knowledge base in the same transaction: nobody
+                // sees a current schema with an empty one.
+                super::kb_pg::reindex_tx(&mut tx)?;
+            }
             tx.execute("UPDATE ticketvnc_schema SET version = $1", &[&(v + 1)])?;
             tx.commit()?;
             tracing::info!(version = v + 1, "team journal schema migrated");
@@ -418,7 +467,7 @@ impl Pg {
             }
         };
         let first = g.is_none();
-        let c = lock_owner(&self.config, &id)?;
+        let c = lock_owner(&self.connector, &self.config, &id)?;
         *g = Some((id.clone(), c));
         if first {
             self.keep_owner_lock();
@@ -434,6 +483,7 @@ impl Pg {
     fn keep_owner_lock(&self) {
         let owner = Arc::downgrade(&self.owner);
         let config = self.config.clone();
+        let connector = self.connector.clone();
         let spawned = std::thread::Builder::new()
             .name("journal-owner".into())
             .spawn(move || loop {
@@ -444,7 +494,7 @@ impl Pg {
                 if c.is_valid(CONNECT_TIMEOUT).is_ok() {
                     continue;
                 }
-                match lock_owner(&config, id) {
+                match lock_owner(&connector, &config, id) {
                     Ok(fresh) => {
                         *c = fresh;
                         tracing::info!(
@@ -683,7 +733,7 @@ impl Pg {
         self.write(|tx| {
             let existing =
                 tx.query_opt("SELECT title, status FROM tickets WHERE id = $1", &[&id])?;
-            match existing {
+            let created = match existing {
                 None => {
                     tx.execute(
                         "INSERT INTO tickets (id, title, created_at) VALUES ($1, $2, $3)",
@@ -698,7 +748,7 @@ impl Pg {
                         "ticket_opened",
                         &json!({"title": title.unwrap_or("")}),
                     )?;
-                    Ok(true)
+                    true
                 }
                 Some(r) => {
                     let (old_title, st): (String, String) = (r.get(0), r.get(1));
@@ -721,9 +771,11 @@ impl Pg {
                             &json!({"title": t}),
                         )?;
                     }
-                    Ok(false)
+                    false
                 }
-            }
+            };
+            super::kb_pg::rebuild(tx, id)?;
+            Ok(created)
         })
     }
 
@@ -760,6 +812,7 @@ impl Pg {
                     "codes_revoked": revoked,
                 }),
             )?;
+            super::kb_pg::rebuild(tx, id)?;
             Ok(())
         })
     }
@@ -797,6 +850,7 @@ impl Pg {
                 "note_added",
                 &chain::note_details(id, ticket, now, text),
             )?;
+            super::kb_pg::rebuild(tx, ticket)?;
             Ok(id)
         })
     }
@@ -1056,6 +1110,11 @@ impl Pg {
     pub(crate) fn verify(&self, key: Option<&ChainKey>) -> Result<super::VerifyReport> {
         let mut mem = rusqlite::Connection::open_in_memory()?;
         super::schema::migrate(&mut mem)?;
+        // What is checked is what the database holds, also rows a
+        // superuser edited past the foreign keys (an event whose session
+        // row was deleted): verification names them, the copy must not
+        // refuse them.
+        mem.execute_batch("PRAGMA foreign_keys = OFF")?;
         {
             let mut c = self.conn()?;
             let mut tx = c
@@ -1076,8 +1135,8 @@ impl Pg {
 }
 
 /// A connection holding the owner lock of `id`.
-fn lock_owner(config: &Config, id: &str) -> Result<Client> {
-    let mut c = config.connect(NoTls)?;
+fn lock_owner(connector: &Connector, config: &Config, id: &str) -> Result<Client> {
+    let mut c = connector.connect(config)?;
     c.execute(
         "SELECT pg_advisory_lock($1, hashtext($2))",
         &[&OWNER_NS, &id],

@@ -294,8 +294,7 @@ pub struct Journal {
     /// The team database, for a journal on PostgreSQL (`--db
     /// postgres://...`). Every method that works there dispatches to it
     /// before touching `conn`, which is then an empty in-memory sqlite
-    /// database that is never used (methods not ported yet return
-    /// [`JournalError::NotOnPostgres`]).
+    /// database that is never used.
     pub(crate) pg: Option<super::pg::Pg>,
 }
 
@@ -457,6 +456,8 @@ impl Journal {
         };
         j.on_pg(|pg| pg.recover_crashed(j.chain_key.as_ref()))
             .expect("on PostgreSQL")?;
+        j.on_pg(super::kb_pg::reindex_if_stale)
+            .expect("on PostgreSQL")?;
         Ok(j)
     }
 
@@ -478,14 +479,6 @@ impl Journal {
     ) -> Option<Result<T>> {
         let pg = self.pg.as_ref()?;
         Some(super::pg::off_runtime(|| f(pg)))
-    }
-
-    /// Refuses what is not ported to PostgreSQL yet.
-    pub(crate) fn sqlite_only(&self, what: &'static str) -> Result<()> {
-        match self.pg {
-            Some(_) => Err(JournalError::NotOnPostgres(what)),
-            None => Ok(()),
-        }
     }
 
     pub(crate) fn chain_key(&self) -> Option<&chain::ChainKey> {

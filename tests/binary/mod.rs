@@ -68,6 +68,17 @@ pub fn serve(db: &Path, fps: u32, extra: &[&str]) -> Serve {
 
 /// Where `serve` keeps its generated certificate in these tests.
 pub fn config_dir(db: &Path) -> std::path::PathBuf {
+    // A journal URL (common/testdb.rs on PostgreSQL) is in no directory:
+    // one of its own in cargo's temporary directory for tests.
+    if let Some(url) = db.to_str().filter(|s| s.contains("://")) {
+        let name: String = url
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        return Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("ticketvnc-test-config")
+            .join(name);
+    }
     db.parent().unwrap_or(Path::new(".")).join("config")
 }
 

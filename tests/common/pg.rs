@@ -59,6 +59,82 @@ fn command(bin: &Path, user: Option<(u32, u32)>) -> Command {
     c
 }
 
+/// A temporary directory owned by the user PostgreSQL runs as.
+fn private_dir(user: Option<(u32, u32)>) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("ticketvnc-pg-")
+        .tempdir()
+        .unwrap();
+    if let Some((uid, gid)) = user {
+        rustix::fs::chown(
+            dir.path(),
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+        )
+        .unwrap();
+    }
+    dir
+}
+
+/// The data directory of a freshly initialised cluster (superuser
+/// `postgres`, trust, UTF8, C locale), made once per build and PostgreSQL
+/// version in cargo's temporary directory for tests and copied by every
+/// [`PgCluster`]. Built aside and renamed into place, so test binaries
+/// running at once never see half of one.
+fn template(user: Option<(u32, u32)>) -> PathBuf {
+    static TEMPLATE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    TEMPLATE
+        .get_or_init(|| {
+            let initdb = pg_bin("initdb");
+            let version: String = initdb
+                .to_string_lossy()
+                .chars()
+                .filter(|c| c.is_ascii_digit())
+                .collect();
+            let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+            let done = base.join(format!("pg-template-{version}"));
+            if done.join("PG_VERSION").exists() {
+                return done;
+            }
+            let scratch = private_dir(user);
+            let out = command(&initdb, user)
+                .arg("-D")
+                .arg(scratch.path().join("data"))
+                .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C"])
+                .arg("--no-sync")
+                .output()
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "cannot run {} ({e}): install Debian's postgresql package \
+                         (scripts/install-deps.sh)",
+                        initdb.display()
+                    )
+                });
+            assert!(
+                out.status.success(),
+                "initdb failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::fs::create_dir_all(&base).unwrap();
+            let aside = base.join(format!("pg-template-{version}.{}.tmp", std::process::id()));
+            let _ = std::fs::remove_dir_all(&aside);
+            let status = Command::new("cp")
+                .arg("-a")
+                .arg(scratch.path().join("data"))
+                .arg(&aside)
+                .status()
+                .expect("cp");
+            assert!(status.success(), "copying the new cluster failed");
+            // Another test binary may have won the race: theirs is as good.
+            if std::fs::rename(&aside, &done).is_err() {
+                let _ = std::fs::remove_dir_all(&aside);
+            }
+            assert!(done.join("PG_VERSION").exists());
+            done
+        })
+        .clone()
+}
+
 /// Runs `f` on a thread of its own (the sync postgres client panics on a
 /// thread of a tokio runtime, as in a `#[tokio::test]`).
 pub fn off_runtime<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -81,51 +157,73 @@ pub struct PgCluster {
     user: Option<(u32, u32)>,
     child: Option<Child>,
     next_db: u32,
+    /// `ssl=on` with these certificate and key files.
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl PgCluster {
     pub fn start() -> PgCluster {
-        let user = run_as();
-        let dir = tempfile::Builder::new()
-            .prefix("ticketvnc-pg-")
-            .tempdir()
-            .unwrap();
-        if let Some((uid, gid)) = user {
-            rustix::fs::chown(
-                dir.path(),
-                Some(rustix::fs::Uid::from_raw(uid)),
-                Some(rustix::fs::Gid::from_raw(gid)),
-            )
-            .unwrap();
+        let mut c = PgCluster::init();
+        c.start_server();
+        c
+    }
+
+    /// A cluster with `ssl=on` (this certificate chain and key, PEM) that
+    /// accepts TCP connections over TLS only (`hostssl` in pg_hba.conf;
+    /// plain TCP is rejected), and trusts the unix socket.
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> PgCluster {
+        let mut c = PgCluster::init();
+        let cert = c.dir.path().join("server.crt");
+        let key = c.dir.path().join("server.key");
+        std::fs::write(&cert, cert_pem).unwrap();
+        std::fs::write(&key, key_pem).unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         }
-        let initdb = pg_bin("initdb");
-        let out = command(&initdb, user)
-            .arg("-D")
-            .arg(dir.path().join("data"))
-            .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C"])
-            .arg("--no-sync")
-            .output()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot run {} ({e}): install Debian's postgresql package \
-                     (scripts/install-deps.sh)",
-                    initdb.display()
+        std::fs::write(
+            c.data_dir().join("pg_hba.conf"),
+            "local all all trust\n\
+             hostssl all all 127.0.0.1/32 trust\n\
+             hostnossl all all 127.0.0.1/32 reject\n",
+        )
+        .unwrap();
+        for f in [&cert, &key] {
+            if let Some((uid, gid)) = c.user {
+                rustix::fs::chown(
+                    f,
+                    Some(rustix::fs::Uid::from_raw(uid)),
+                    Some(rustix::fs::Gid::from_raw(gid)),
                 )
-            });
-        assert!(
-            out.status.success(),
-            "initdb failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut c = PgCluster {
+                .unwrap();
+            }
+        }
+        c.tls = Some((cert, key));
+        c.start_server();
+        c
+    }
+
+    fn init() -> PgCluster {
+        let user = run_as();
+        let dir = private_dir(user);
+        // A copy of a cluster initialised once per build: initdb takes
+        // seconds (a few per test case, times every case of the journal
+        // suite on PostgreSQL), a copy of its data directory a fraction.
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(template(user))
+            .arg(dir.path().join("data"))
+            .status()
+            .expect("cp");
+        assert!(status.success(), "copying the template cluster failed");
+        PgCluster {
             dir,
             port: 0,
             user,
             child: None,
             next_db: 0,
-        };
-        c.start_server();
-        c
+            tls: None,
+        }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -154,7 +252,14 @@ impl PgCluster {
                     Some(rustix::fs::Gid::from_raw(gid)),
                 );
             }
-            let child = command(&pg_bin("postgres"), self.user)
+            let mut cmd = command(&pg_bin("postgres"), self.user);
+            if let Some((cert, key)) = &self.tls {
+                cmd.args(["-c", "ssl=on", "-c"])
+                    .arg(format!("ssl_cert_file={}", cert.display()))
+                    .arg("-c")
+                    .arg(format!("ssl_key_file={}", key.display()));
+            }
+            let child = cmd
                 .arg("-D")
                 .arg(self.data_dir())
                 .arg("-p")
@@ -187,7 +292,7 @@ impl PgCluster {
             if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
                 return false; // exited (port taken?)
             }
-            let url = self.url("postgres");
+            let url = self.socket_url("postgres");
             if off_runtime(move || postgres::Client::connect(&url, postgres::NoTls).is_ok()) {
                 return true;
             }
@@ -205,17 +310,33 @@ impl PgCluster {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
     }
 
+    /// The superuser over the cluster's unix socket (no TLS there).
+    pub fn socket_url(&self, db: &str) -> String {
+        let dir: String = self
+            .dir
+            .path()
+            .to_str()
+            .unwrap()
+            .bytes()
+            .map(|b| match b {
+                b'/' => "%2F".to_string(),
+                b => (b as char).to_string(),
+            })
+            .collect();
+        format!("postgres://postgres@{dir}:{}/{db}", self.port)
+    }
+
     /// A superuser connection to `db` (from a plain thread: the sync
     /// client cannot run on a tokio thread; see [`off_runtime`]).
     pub fn client(&self, db: &str) -> postgres::Client {
-        postgres::Client::connect(&self.url(db), postgres::NoTls).unwrap()
+        postgres::Client::connect(&self.socket_url(db), postgres::NoTls).unwrap()
     }
 
     /// A new empty database; its URL.
     pub fn fresh_db(&mut self) -> String {
         self.next_db += 1;
         let name = format!("t{}", self.next_db);
-        let url = self.url("postgres");
+        let url = self.socket_url("postgres");
         off_runtime(move || {
             postgres::Client::connect(&url, postgres::NoTls)
                 .unwrap()
