@@ -462,12 +462,20 @@ fn process(buffer: &mut pw::buffer::Buffer<'_>, d: &mut StreamData) {
         Some(v)
     });
     let (cursor, pointer) = read_cursor(buffer, area);
+    let started = Instant::now();
     let frame = read_frame(buffer, (fw, fh), area, (ro, go, bo)).map(|pixels| PwFrame {
         width: area.2 as u16,
         height: area.3 as u16,
         pixels,
         damage,
     });
+    if let Some(f) = &frame {
+        tracing::trace!(
+            damage = ?f.damage.as_ref().map(Vec::len),
+            copy_us = started.elapsed().as_micros() as u64,
+            "PipeWire frame"
+        );
+    }
     if frame.is_none() && cursor.is_none() && pointer.is_none() {
         return;
     }
@@ -504,7 +512,7 @@ fn read_frame(
     buffer: &mut pw::buffer::Buffer<'_>,
     (fw, fh): (u32, u32),
     area: (u32, u32, u32, u32),
-    (ro, go, bo): (usize, usize, usize),
+    offsets: (usize, usize, usize),
 ) -> Option<Vec<u32>> {
     let datas = buffer.datas_mut();
     let data = datas.first_mut()?;
@@ -518,26 +526,52 @@ fn read_frame(
     } else {
         fw as usize * 4
     };
-    if stride < fw as usize * 4 {
-        debug!(stride, "PipeWire: stride shorter than a row; frame skipped");
-        return None;
-    }
     let bytes = data.data()?;
-    let start = coffset as usize;
-    let need = stride * (fh as usize - 1) + fw as usize * 4;
-    if start.checked_add(need).is_none_or(|end| end > bytes.len()) {
-        debug!(
-            len = bytes.len(),
-            need, "PipeWire: buffer smaller than its frame; frame skipped"
-        );
-        return None;
-    }
+    convert(bytes, coffset as usize, stride, (fw, fh), area, offsets)
+}
+
+/// The pixels of `area` (x, y, w, h) of a `fw`x`fh` frame of 4-byte
+/// pixels starting at `start` in `bytes`, `stride` bytes a row, as
+/// `0x00RRGGBB`; `None` (logged) when the buffer does not hold the frame.
+fn convert(
+    bytes: &[u8],
+    start: usize,
+    stride: usize,
+    (fw, fh): (u32, u32),
+    area: (u32, u32, u32, u32),
+    (ro, go, bo): (usize, usize, usize),
+) -> Option<Vec<u32>> {
+    let (fw, fh) = (fw as usize, fh as usize);
     let (ax, ay, aw, ah) = (
         area.0 as usize,
         area.1 as usize,
         area.2 as usize,
         area.3 as usize,
     );
+    if fw == 0 || fh == 0 || aw == 0 || ah == 0 || ax + aw > fw || ay + ah > fh {
+        debug!(
+            fw,
+            fh,
+            ?area,
+            "PipeWire: empty frame or area outside it; skipped"
+        );
+        return None;
+    }
+    if stride < fw * 4 {
+        debug!(stride, "PipeWire: stride shorter than a row; frame skipped");
+        return None;
+    }
+    let need = stride
+        .checked_mul(fh - 1)
+        .and_then(|n| n.checked_add(fw * 4))
+        .and_then(|n| n.checked_add(start));
+    if need.is_none_or(|end| end > bytes.len()) {
+        debug!(
+            len = bytes.len(),
+            start, stride, "PipeWire: buffer smaller than its frame; frame skipped"
+        );
+        return None;
+    }
     let mut pixels = Vec::with_capacity(aw * ah);
     for row in ay..ay + ah {
         let off = start + row * stride + ax * 4;
@@ -657,6 +691,51 @@ mod tests {
         assert_eq!(conv(VideoFormat::RGBx), 0x11_22_33);
         assert_eq!(conv(VideoFormat::xBGR), 0x44_33_22);
         assert!(rgb_offsets(VideoFormat::I420).is_none());
+    }
+
+    /// A 3x2 BGRx frame with 2 bytes of padding a row, after 5 bytes.
+    fn frame() -> Vec<u8> {
+        let mut b = vec![0xee; 5];
+        for y in 0..2u8 {
+            for x in 0..3u8 {
+                b.extend_from_slice(&[x, y, 0x80, 0xff]);
+            }
+            b.extend_from_slice(&[0xee, 0xee]);
+        }
+        b
+    }
+
+    #[test]
+    fn converts_with_offset_stride_and_crop() {
+        let b = frame();
+        let bgrx = rgb_offsets(VideoFormat::BGRx).unwrap();
+        let all = convert(&b, 5, 14, (3, 2), (0, 0, 3, 2), bgrx).unwrap();
+        assert_eq!(
+            all,
+            [0x800000, 0x800001, 0x800002, 0x800100, 0x800101, 0x800102]
+        );
+        let crop = convert(&b, 5, 14, (3, 2), (1, 1, 2, 1), bgrx).unwrap();
+        assert_eq!(crop, [0x800101, 0x800102]);
+        // The last row needs no padding after it.
+        assert!(convert(&b[..b.len() - 2], 5, 14, (3, 2), (0, 0, 3, 2), bgrx).is_some());
+    }
+
+    #[test]
+    fn refuses_buffers_that_do_not_hold_the_frame() {
+        let b = frame();
+        let bgrx = rgb_offsets(VideoFormat::BGRx).unwrap();
+        // One byte short.
+        assert!(convert(&b[..b.len() - 3], 5, 14, (3, 2), (0, 0, 3, 2), bgrx).is_none());
+        // A stride shorter than a row.
+        assert!(convert(&b, 5, 11, (3, 2), (0, 0, 3, 2), bgrx).is_none());
+        // An offset beyond the buffer, and one that overflows.
+        assert!(convert(&b, 100, 14, (3, 2), (0, 0, 3, 2), bgrx).is_none());
+        assert!(convert(&b, usize::MAX, 14, (3, 2), (0, 0, 3, 2), bgrx).is_none());
+        assert!(convert(&b, 5, usize::MAX / 2, (3, 2), (0, 0, 3, 2), bgrx).is_none());
+        // An area outside the frame, and empty ones.
+        assert!(convert(&b, 5, 14, (3, 2), (2, 0, 2, 2), bgrx).is_none());
+        assert!(convert(&b, 5, 14, (3, 2), (0, 0, 0, 2), bgrx).is_none());
+        assert!(convert(&b, 5, 14, (0, 2), (0, 0, 0, 2), bgrx).is_none());
     }
 
     #[test]
