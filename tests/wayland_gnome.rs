@@ -554,6 +554,23 @@ fn vncrs_view(addr: SocketAddr, expected: &[u32]) -> Vec<CursorImage> {
     })
 }
 
+/// vncdotool captures (`enc`) until one equals `expected`; the last one is
+/// compared (and written under target/tmp) when none does in time.
+fn wait_picture(addr: SocketAddr, enc: &str, expected: &[u32], name: &str) {
+    let dir = common::artefact_dir();
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let got = vncdotool_capture(addr, enc, &dir);
+        if got == expected {
+            return;
+        }
+        if Instant::now() >= deadline {
+            common::assert_same_image(name, W, H, expected, &got);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 fn expected_picture() -> Vec<u32> {
     (0..W * H).map(|i| pattern(i % W, i / W)).collect()
 }
@@ -563,24 +580,13 @@ fn gnome_picture_pointer_and_keys_reach_viewer_and_client() {
     let g = Gnome::start();
     let (_client, client_log) = start_client(&g);
     let server = start_ticketvnc(&g);
-    let dir = common::artefact_dir();
     let expected = expected_picture();
 
     // The picture, through two encodings vncdotool decodes itself. Mutter
     // may still be finishing the fullscreen transition: wait until the
     // capture settles on the client's picture.
     for enc in ["raw", "zrle"] {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let got = vncdotool_capture(server.addr, enc, &dir);
-            if got.len() == expected.len() && got == expected {
-                break;
-            }
-            if Instant::now() >= deadline {
-                common::assert_same_image(&format!("gnome-{enc}"), W, H, &expected, &got);
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        wait_picture(server.addr, enc, &expected, &format!("gnome-{enc}"));
     }
 
     // vnc-rs too, and the pointer's image reaches it (Mutter's cursor
@@ -632,6 +638,10 @@ fn gnome_picture_pointer_and_keys_reach_viewer_and_client() {
         }
         Some(())
     });
+    // Typing `a` made the client show the inverted picture: the change of
+    // a served screen (a frame after the first) reaches viewers.
+    let inverted: Vec<u32> = expected.iter().map(|p| p ^ 0xff_ffff).collect();
+    wait_picture(server.addr, "raw", &inverted, "gnome-inverted");
     drop(d);
     drop(server);
 }
@@ -698,6 +708,8 @@ mod client {
         pointer: Option<wl_pointer::WlPointer>,
         keyboard: Option<wl_keyboard::WlKeyboard>,
         cursor: Option<(wl_surface::WlSurface, wl_buffer::WlBuffer)>,
+        /// XORed into every pixel: the picture changes when `a` is typed.
+        invert: u32,
     }
 
     impl App {
@@ -733,7 +745,8 @@ mod client {
                 return;
             }
             let (wu, hu) = (w as usize, h as usize);
-            let pixels = (0..wu * hu).map(|i| pattern(i % wu, i / wu));
+            let invert = self.invert;
+            let pixels = (0..wu * hu).map(|i| pattern(i % wu, i / wu) ^ invert);
             let buffer = self.buffer(qh, w, h, wl_shm::Format::Xrgb8888, pixels);
             let surface = self.surface.as_ref().unwrap();
             surface.attach(Some(&buffer), 0, 0);
@@ -793,6 +806,7 @@ mod client {
             pointer: None,
             keyboard: None,
             cursor: None,
+            invert: 0,
         };
         queue.roundtrip(&mut app).unwrap();
         let compositor = app.compositor.clone().expect("wl_compositor");
@@ -963,12 +977,18 @@ mod client {
             event: wl_keyboard::Event,
             _: &(),
             _: &Connection,
-            _: &QueueHandle<App>,
+            qh: &QueueHandle<App>,
         ) {
             match event {
                 wl_keyboard::Event::Key { key, state, .. } => {
                     let down = matches!(state, WEnum::Value(wl_keyboard::KeyState::Pressed));
                     app.say(format!("key {key} {}", u8::from(down)));
+                    if key == 30 && down {
+                        // `a`: show the inverted picture.
+                        app.invert ^= 0xff_ffff;
+                        app.shown = (0, 0);
+                        app.draw(qh);
+                    }
                 }
                 wl_keyboard::Event::Enter { .. } => app.say("keyboard enter".into()),
                 wl_keyboard::Event::Leave { .. } => app.say("keyboard leave".into()),
