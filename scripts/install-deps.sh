@@ -35,6 +35,13 @@ PACKAGES=(
     gcc-mingw-w64-x86-64 # the Windows build's C parts (sqlite, ring) and tests/windows/*.c
     wine            # runs the Windows build (tests/windows_wine.rs)
     wine64
+    mutter          # GNOME's compositor, run headless (tests/wayland_gnome.rs)
+    pipewire        # the screen-cast stream Mutter offers (tests/wayland_gnome.rs)
+    wireplumber     # PipeWire's session manager
+    libglib2.0-bin  # gdbus: is mutter on its session bus yet? (tests/wayland_gnome.rs)
+    libpipewire-0.3-dev # the pipewire crate links libpipewire (--source gnome)
+    libclang-dev    # bindgen, for pipewire-sys and libspa-sys
+    pkg-config      # finds libpipewire for the build
 )
 # Node.js and npm drive that browser through Playwright. They are installed
 # only when missing: a NodeSource nodejs (common on CI images) already

@@ -10,9 +10,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for cmd in Xvfb vncviewer xdotool xdpyinfo xwininfo xev xsetroot xrandr xclip xterm setxkbmap display import sqlite3 python3 kill x11vnc x0vncserver X0tigervnc dbus-daemon node npm chromium wine wineserver x86_64-w64-mingw32-gcc; do
+for cmd in Xvfb vncviewer xdotool xdpyinfo xwininfo xev xsetroot xrandr xclip xterm setxkbmap display import sqlite3 python3 kill x11vnc x0vncserver X0tigervnc dbus-daemon node npm chromium wine wineserver x86_64-w64-mingw32-gcc mutter pipewire wireplumber dbus-run-session gdbus pkg-config; do
     command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
 done
+# The build links libpipewire (--source gnome) through bindgen (libclang).
+if ! pkg-config --exists libpipewire-0.3 2>/dev/null; then
+    missing+=("libpipewire-0.3-dev")
+fi
+if ! ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 && ! ls /usr/lib/*/libclang*.so >/dev/null 2>&1; then
+    missing+=("libclang-dev")
+fi
 # PostgreSQL's server programs are off PATH on Debian (tests/common/pg.rs finds them).
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     missing+=("postgresql")

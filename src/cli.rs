@@ -160,6 +160,8 @@ pub enum SourceKind {
     X11,
     /// This computer's screen (Windows and macOS, through xcap).
     Screen,
+    /// A GNOME Wayland session (Mutter's ScreenCast and RemoteDesktop).
+    Gnome,
 }
 
 #[derive(Args, Debug, Clone)]

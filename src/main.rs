@@ -259,6 +259,7 @@ async fn serve(
     let mut args = args;
     args.source = resolve_source(&args)?;
     let mut origin = None;
+    let mut gnome_session = None;
     let source: Box<dyn ScreenSource> = match args.source {
         SourceKind::Auto => unreachable!("resolved above"),
         SourceKind::TestPattern => Box::new(TestPattern::new(args.size.0, args.size.1, args.fps).0),
@@ -268,6 +269,7 @@ async fn serve(
             src
         }
         SourceKind::Screen => screen_source()?,
+        SourceKind::Gnome => gnome_source(&mut gnome_session)?,
     };
     let source = panics::inject(source);
     let (clip_tx, clip_rx) = std::sync::mpsc::channel::<String>();
@@ -287,6 +289,7 @@ async fn serve(
             }
         }
         SourceKind::Screen => screen_input()?,
+        SourceKind::Gnome => gnome_input(gnome_session.take())?,
     };
     let input: Arc<dyn InputSink> = match args.keyboard {
         KeyboardKind::Mac => Arc::new(ticketvnc::input::mac_keys::MacKeyboard::new(input)),
@@ -621,6 +624,37 @@ fn screen_source() -> Result<Box<dyn ScreenSource>> {
 #[cfg(not(any(target_os = "windows", target_os = "macos")))]
 fn screen_input() -> Result<Arc<dyn InputSink>> {
     bail!("--source screen is for Windows and macOS; on Linux use --source x11")
+}
+
+/// The session `--source gnome` opened, which its input sink shares.
+#[cfg(target_os = "linux")]
+type GnomeSession = ticketvnc::capture::mutter::MutterSession;
+#[cfg(not(target_os = "linux"))]
+type GnomeSession = ();
+
+#[cfg(target_os = "linux")]
+fn gnome_source(session: &mut Option<GnomeSession>) -> Result<Box<dyn ScreenSource>> {
+    let (src, s) = ticketvnc::capture::mutter::MutterSource::start()?;
+    *session = Some(s);
+    Ok(Box::new(src))
+}
+
+#[cfg(target_os = "linux")]
+fn gnome_input(session: Option<GnomeSession>) -> Result<Arc<dyn InputSink>> {
+    let session = session.context("no GNOME session for input")?;
+    Ok(Arc::new(
+        ticketvnc::input::mutter::MutterInput::start(session).map_err(anyhow::Error::msg)?,
+    ))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn gnome_source(_session: &mut Option<GnomeSession>) -> Result<Box<dyn ScreenSource>> {
+    bail!("--source gnome is for GNOME Wayland sessions on Linux")
+}
+
+#[cfg(not(target_os = "linux"))]
+fn gnome_input(_session: Option<GnomeSession>) -> Result<Arc<dyn InputSink>> {
+    bail!("--source gnome is for GNOME Wayland sessions on Linux")
 }
 
 #[cfg(unix)]

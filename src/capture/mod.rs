@@ -1,6 +1,10 @@
 //! Screen sources: where frames come from. The session engine only sees
 //! [`ScreenSource`]; X11, Windows/macOS and the synthetic test pattern plug in here.
 
+#[cfg(target_os = "linux")]
+pub mod mutter;
+#[cfg(target_os = "linux")]
+mod pipewire;
 pub mod resize;
 #[cfg(target_os = "linux")]
 mod shm;

@@ -1,0 +1,424 @@
+//! The GNOME (mutter) screen source (issue 16), the path gnome-remote-desktop
+//! takes: over the session bus, a RemoteDesktop session, a ScreenCast
+//! session tied to it (`remote-desktop-session-id`), `RecordMonitor` of
+//! the primary monitor with the cursor as metadata, then the PipeWire
+//! stream it names (`PipeWireStreamAdded`), read by [`super::pipewire`].
+//! Input goes through the same RemoteDesktop session
+//! ([`crate::input::mutter`]).
+//!
+//! zbus's blocking API runs on threads of our own (never on a tokio
+//! worker: its `block_on` cannot run inside a runtime).
+
+use super::pipewire::PwStream;
+use super::{Capture, CaptureError, ScreenSource};
+use crate::framebuffer::Frame;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+use thiserror::Error;
+use tracing::{info, warn};
+use zbus::blocking::{Connection, Proxy};
+use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
+
+pub const SCREEN_CAST: &str = "org.gnome.Mutter.ScreenCast";
+pub const REMOTE_DESKTOP: &str = "org.gnome.Mutter.RemoteDesktop";
+const DISPLAY_CONFIG: &str = "org.gnome.Mutter.DisplayConfig";
+/// `cursor-mode` of RecordMonitor: the pointer as stream metadata, not
+/// drawn into frames (viewers draw it, as with XFixes on X11).
+const CURSOR_METADATA: u32 = 2;
+/// How long Mutter may take to name the PipeWire stream.
+const STREAM_WAIT: Duration = Duration::from_secs(10);
+/// How often a quiet stream checks that Mutter is still there (a screen
+/// that does not change sends no frames).
+const ALIVE_CHECK: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Error)]
+pub enum MutterError {
+    #[error("cannot reach the session bus: {0}")]
+    Bus(String),
+    #[error("no GNOME screen-cast service ({SCREEN_CAST}) on the session bus: is this a GNOME Wayland session?")]
+    NotRunning,
+    #[error("Mutter refused {0}: {1}")]
+    Call(&'static str, String),
+    #[error("Mutter named no PipeWire stream within {0:?}")]
+    NoStream(Duration),
+    #[error("{0}")]
+    PipeWire(String),
+    #[error("cannot start a thread: {0}")]
+    Thread(String),
+}
+
+/// Runs `f` on a thread of its own, away from any tokio runtime.
+fn off_runtime<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, MutterError> {
+    std::thread::Builder::new()
+        .name("mutter-dbus".into())
+        .spawn(f)
+        .map_err(|e| MutterError::Thread(e.to_string()))?
+        .join()
+        .map_err(|_| MutterError::Thread("the D-Bus thread panicked".into()))
+}
+
+fn has_owner(conn: &Connection, name: &str) -> Result<bool, zbus::Error> {
+    let dbus = zbus::blocking::fdo::DBusProxy::new(conn)?;
+    let name = zbus::names::BusName::try_from(name.to_owned())
+        .map_err(|e| zbus::Error::Failure(e.to_string()))?;
+    Ok(dbus.name_has_owner(name)?)
+}
+
+/// Whether the session bus has Mutter's ScreenCast service (a GNOME
+/// Wayland session, or a headless mutter).
+pub fn mutter_available() -> bool {
+    off_runtime(|| {
+        Connection::session()
+            .ok()
+            .and_then(|c| has_owner(&c, SCREEN_CAST).ok())
+            .unwrap_or(false)
+    })
+    .unwrap_or(false)
+}
+
+/// One RemoteDesktop session with its screen-cast stream, shared by the
+/// source and the input sink.
+#[derive(Clone)]
+pub struct MutterSession {
+    pub(crate) conn: Connection,
+    /// The RemoteDesktop session object.
+    pub(crate) session: OwnedObjectPath,
+    /// The ScreenCast stream object (pointer positions are relative to it).
+    pub(crate) stream: OwnedObjectPath,
+    pub(crate) connector: String,
+    pub(crate) node_id: u32,
+    closed: Arc<AtomicBool>,
+    /// We asked Mutter to stop the session (its Closed signal is expected).
+    stopping: Arc<AtomicBool>,
+}
+
+fn proxy<'a>(
+    conn: &Connection,
+    dest: &'static str,
+    path: &'a str,
+    iface: &'static str,
+) -> Result<Proxy<'a>, MutterError> {
+    Proxy::new(conn, dest, path, iface).map_err(|e| MutterError::Bus(e.to_string()))
+}
+
+type MonitorSpec = (String, String, String, String);
+type Mode = (
+    String,
+    i32,
+    i32,
+    f64,
+    f64,
+    Vec<f64>,
+    HashMap<String, OwnedValue>,
+);
+type Monitor = (MonitorSpec, Vec<Mode>, HashMap<String, OwnedValue>);
+type Logical = (
+    i32,
+    i32,
+    f64,
+    u32,
+    bool,
+    Vec<MonitorSpec>,
+    HashMap<String, OwnedValue>,
+);
+type CurrentState = (u32, Vec<Monitor>, Vec<Logical>, HashMap<String, OwnedValue>);
+
+/// The connector of the primary monitor (DisplayConfig.GetCurrentState).
+fn primary_connector(conn: &Connection) -> Result<String, MutterError> {
+    let dc = proxy(
+        conn,
+        DISPLAY_CONFIG,
+        "/org/gnome/Mutter/DisplayConfig",
+        DISPLAY_CONFIG,
+    )?;
+    let (_, monitors, logical, _): CurrentState = dc
+        .call("GetCurrentState", &())
+        .map_err(|e| MutterError::Call("GetCurrentState", e.to_string()))?;
+    let primary = logical
+        .iter()
+        .find(|l| l.4)
+        .or(logical.first())
+        .and_then(|l| l.5.first())
+        .map(|m| m.0.clone());
+    primary
+        .or_else(|| monitors.first().map(|m| m.0 .0.clone()))
+        .ok_or(MutterError::Call("GetCurrentState", "no monitor".into()))
+}
+
+impl MutterSession {
+    /// Create the sessions, record the primary monitor, start, and wait
+    /// for the PipeWire node.
+    pub fn open() -> Result<MutterSession, MutterError> {
+        off_runtime(Self::open_blocking)?
+    }
+
+    fn open_blocking() -> Result<MutterSession, MutterError> {
+        let conn = Connection::session().map_err(|e| MutterError::Bus(e.to_string()))?;
+        if !has_owner(&conn, SCREEN_CAST).map_err(|e| MutterError::Bus(e.to_string()))?
+            || !has_owner(&conn, REMOTE_DESKTOP).map_err(|e| MutterError::Bus(e.to_string()))?
+        {
+            return Err(MutterError::NotRunning);
+        }
+        let call =
+            |what: &'static str| move |e: zbus::Error| MutterError::Call(what, e.to_string());
+        let rd = proxy(
+            &conn,
+            REMOTE_DESKTOP,
+            "/org/gnome/Mutter/RemoteDesktop",
+            REMOTE_DESKTOP,
+        )?;
+        let session: OwnedObjectPath = rd
+            .call("CreateSession", &())
+            .map_err(call("RemoteDesktop.CreateSession"))?;
+        let rd_path = session.to_string();
+        let rd_session = proxy(
+            &conn,
+            REMOTE_DESKTOP,
+            &rd_path,
+            "org.gnome.Mutter.RemoteDesktop.Session",
+        )?;
+        let session_id: String = rd_session
+            .get_property("SessionId")
+            .map_err(call("RemoteDesktop.Session.SessionId"))?;
+        let sc = proxy(
+            &conn,
+            SCREEN_CAST,
+            "/org/gnome/Mutter/ScreenCast",
+            SCREEN_CAST,
+        )?;
+        let mut props: HashMap<&str, Value<'_>> = HashMap::new();
+        props.insert(
+            "remote-desktop-session-id",
+            Value::from(session_id.as_str()),
+        );
+        let sc_path: OwnedObjectPath = sc
+            .call("CreateSession", &(props,))
+            .map_err(call("ScreenCast.CreateSession"))?;
+        let sc_session = proxy(
+            &conn,
+            SCREEN_CAST,
+            sc_path.as_str(),
+            "org.gnome.Mutter.ScreenCast.Session",
+        )?;
+        let connector = primary_connector(&conn)?;
+        let mut rec: HashMap<&str, Value<'_>> = HashMap::new();
+        rec.insert("cursor-mode", Value::from(CURSOR_METADATA));
+        let stream: OwnedObjectPath = sc_session
+            .call("RecordMonitor", &(connector.as_str(), rec))
+            .map_err(call("ScreenCast.Session.RecordMonitor"))?;
+        let stream_proxy = Proxy::new(
+            &conn,
+            SCREEN_CAST,
+            stream.to_string(),
+            "org.gnome.Mutter.ScreenCast.Stream",
+        )
+        .map_err(|e| MutterError::Bus(e.to_string()))?;
+        // Subscribed before Start, so the signal cannot be missed.
+        let added = stream_proxy
+            .receive_signal("PipeWireStreamAdded")
+            .map_err(|e| MutterError::Bus(e.to_string()))?;
+        let closed_signal = Proxy::new(
+            &conn,
+            REMOTE_DESKTOP,
+            session.to_string(),
+            "org.gnome.Mutter.RemoteDesktop.Session",
+        )
+        .and_then(|p| p.receive_signal("Closed"))
+        .map_err(|e| MutterError::Bus(e.to_string()))?;
+        rd_session
+            .call::<_, _, ()>("Start", &())
+            .map_err(call("RemoteDesktop.Session.Start"))?;
+        let (tx, rx) = mpsc::channel::<Option<u32>>();
+        std::thread::Builder::new()
+            .name("mutter-stream".into())
+            .spawn(move || {
+                let mut added = added;
+                let node = added
+                    .next()
+                    .and_then(|m| m.body().deserialize::<u32>().ok());
+                let _ = tx.send(node);
+            })
+            .map_err(|e| MutterError::Thread(e.to_string()))?;
+        let node_id = match rx.recv_timeout(STREAM_WAIT) {
+            Ok(Some(n)) => n,
+            Ok(None) => return Err(MutterError::Call("Start", "no stream".into())),
+            Err(_) => {
+                let _ = rd_session.call::<_, _, ()>("Stop", &());
+                return Err(MutterError::NoStream(STREAM_WAIT));
+            }
+        };
+        let closed = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::new(AtomicBool::new(false));
+        let c = closed.clone();
+        let st = stopping.clone();
+        std::thread::Builder::new()
+            .name("mutter-closed".into())
+            .spawn(move || {
+                let mut sig = closed_signal;
+                // Ends when the signal comes or the connection closes.
+                if sig.next().is_some() {
+                    if st.load(Ordering::SeqCst) {
+                        info!("GNOME remote-desktop session stopped");
+                    } else {
+                        warn!("Mutter closed the remote-desktop session");
+                    }
+                }
+                c.store(true, Ordering::SeqCst);
+            })
+            .map_err(|e| MutterError::Thread(e.to_string()))?;
+        info!(
+            connector,
+            node_id,
+            session = session.as_str(),
+            "GNOME remote-desktop session started"
+        );
+        Ok(MutterSession {
+            conn,
+            session,
+            stream,
+            connector,
+            node_id,
+            closed,
+            stopping,
+        })
+    }
+
+    /// Whether Mutter is still there and the session open.
+    fn alive(&self) -> Result<(), String> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err("Mutter closed the remote-desktop session".into());
+        }
+        match has_owner(&self.conn, REMOTE_DESKTOP) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err("Mutter left the session bus (the compositor is gone)".into()),
+            Err(e) => Err(format!("the session bus is gone: {e}")),
+        }
+    }
+
+    fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        if let Ok(p) = proxy(
+            &self.conn,
+            REMOTE_DESKTOP,
+            self.session.as_str(),
+            "org.gnome.Mutter.RemoteDesktop.Session",
+        ) {
+            let _ = p.call::<_, _, ()>("Stop", &());
+        }
+    }
+}
+
+/// Frames of the primary monitor of a GNOME Wayland session.
+pub struct MutterSource {
+    session: MutterSession,
+    stream: PwStream,
+    frame: Option<Arc<Frame>>,
+    pointer: Option<(u16, u16)>,
+    last_check: Instant,
+}
+
+impl MutterSource {
+    /// Open a session and its stream. The session is shared with
+    /// [`crate::input::mutter::MutterInput::start`].
+    pub fn start() -> Result<(MutterSource, MutterSession), MutterError> {
+        let session = MutterSession::open()?;
+        let stream = match PwStream::connect(session.node_id) {
+            Ok(s) => s,
+            Err(e) => {
+                let s = session.clone();
+                let _ = off_runtime(move || s.stop());
+                return Err(MutterError::PipeWire(e));
+            }
+        };
+        Ok((
+            MutterSource {
+                session: session.clone(),
+                stream,
+                frame: None,
+                pointer: None,
+                last_check: Instant::now(),
+            },
+            session,
+        ))
+    }
+}
+
+impl Drop for MutterSource {
+    fn drop(&mut self) {
+        let s = self.session.clone();
+        let _ = off_runtime(move || s.stop());
+    }
+}
+
+impl ScreenSource for MutterSource {
+    fn name(&self) -> String {
+        format!("GNOME {}", self.session.connector)
+    }
+
+    fn next(&mut self, max_wait: Duration) -> Result<Option<Capture>, CaptureError> {
+        // The first frame may take a moment; there is nothing to serve before.
+        let wait = if self.frame.is_none() {
+            max_wait.max(Duration::from_millis(100))
+        } else {
+            max_wait
+        };
+        let d = self.stream.take(wait);
+        if let Some(why) = d.ended {
+            let cause = self.session.alive().err().unwrap_or(why);
+            warn!(reason = %cause, "GNOME screen source lost");
+            return Err(CaptureError::Gone(cause));
+        }
+        if d.frame.is_none() && d.cursor.is_none() && d.pointer.is_none() {
+            if self.last_check.elapsed() >= ALIVE_CHECK {
+                self.last_check = Instant::now();
+                if let Err(cause) = self.session.alive() {
+                    warn!(reason = %cause, "GNOME screen source lost");
+                    return Err(CaptureError::Gone(cause));
+                }
+            }
+            return Ok(None);
+        }
+        let damage = if let Some(f) = d.frame {
+            let resized = self
+                .frame
+                .as_ref()
+                .is_none_or(|old| old.width != f.width || old.height != f.height);
+            if resized {
+                info!(width = f.width, height = f.height, "GNOME screen size");
+            }
+            self.frame = Some(Arc::new(Frame {
+                width: f.width,
+                height: f.height,
+                pixels: f.pixels,
+            }));
+            if resized {
+                None
+            } else {
+                f.damage
+            }
+        } else {
+            // Only the pointer changed.
+            Some(Vec::new())
+        };
+        if let Some(p) = d.pointer {
+            self.pointer = p;
+        }
+        let Some(frame) = self.frame.clone() else {
+            // Cursor news before the first picture: nothing to show yet.
+            return Ok(None);
+        };
+        Ok(Some(Capture {
+            frame,
+            damage,
+            moves: Vec::new(),
+            cursor: d.cursor,
+            screens: None,
+            pointer: self.pointer,
+            leds: None,
+        }))
+    }
+}

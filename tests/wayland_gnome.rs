@@ -1,0 +1,1006 @@
+//! GNOME (mutter) end to end (issue 16): a headless mutter with a 1280x800
+//! virtual monitor, PipeWire and WirePlumber on their own session bus and
+//! runtime directory, as an unprivileged user (`tvgnome`, created when
+//! missing; the tests run as root in CI). A Wayland client written for this
+//! test (`picture_client` below, the test binary run again) goes fullscreen
+//! with a known picture and logs the pointer and keys it gets. ticketvnc
+//! runs as the same user with `--source gnome`; vncdotool must see the
+//! client's picture pixel-exact, and its pointer and keys must reach the
+//! client.
+
+mod common;
+
+use common::ChildGuard;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const USER: &str = "tvgnome";
+const W: usize = 1280;
+const H: usize = 800;
+const TIMEOUT: Duration = Duration::from_secs(60);
+const WL_DISPLAY: &str = "wl-gnome";
+
+/// The test client's picture: every pixel differs from its neighbours in
+/// some channel, so a shifted or scaled capture cannot pass.
+fn pattern(x: usize, y: usize) -> u32 {
+    let r = (x * 7 + y * 3) & 0xff;
+    let g = (x ^ y) & 0xff;
+    let b = (x / 5 + y / 7 + 0x40) & 0xff;
+    (r << 16 | g << 8 | b) as u32
+}
+
+/// The test client's pointer image (16x16, hotspot (3, 5)): opaque
+/// colours and fully transparent pixels, so premultiplied alpha changes
+/// nothing.
+const CURSOR: (usize, usize, u16, u16) = (16, 16, 3, 5);
+fn cursor_pixel(x: usize, y: usize) -> u32 {
+    if (x + 2 * y).is_multiple_of(5) {
+        0
+    } else {
+        0xff00_0000 | ((x * 16) as u32) << 16 | ((y * 16) as u32) << 8 | 0x80
+    }
+}
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The user the compositor runs as (mutter refuses to run as root).
+fn ensure_user() {
+    if !is_root() {
+        return;
+    }
+    let exists = Command::new("id")
+        .arg(USER)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !exists {
+        let st = Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                USER,
+            ])
+            .status()
+            .expect("run useradd");
+        assert!(st.success(), "useradd {USER} failed");
+    }
+}
+
+/// The compositor's session: its runtime directory, session bus and
+/// processes (one process group, ended on drop).
+struct Gnome {
+    rt: tempfile::TempDir,
+    bus: String,
+    stack: Option<Child>,
+}
+
+impl Gnome {
+    fn start() -> Gnome {
+        common::require_commands(&[
+            "mutter",
+            "pipewire",
+            "wireplumber",
+            "dbus-run-session",
+            "gdbus",
+            "runuser",
+        ]);
+        ensure_user();
+        let rt = tempfile::Builder::new()
+            .prefix("tv-gnome-")
+            .tempdir()
+            .unwrap();
+        if is_root() {
+            let uid = uid_of(USER);
+            std::os::unix::fs::chown(rt.path(), Some(uid), Some(uid)).unwrap();
+        }
+        let script = rt.path().join("stack.sh");
+        std::fs::write(
+            &script,
+            format!(
+                r#"#!/bin/sh
+cd "$XDG_RUNTIME_DIR"
+echo "$DBUS_SESSION_BUS_ADDRESS" > bus.tmp && mv bus.tmp bus
+pipewire > pipewire.log 2>&1 &
+sleep 1
+wireplumber > wireplumber.log 2>&1 &
+mutter --headless --virtual-monitor {W}x{H} --wayland --no-x11 --wayland-display={WL_DISPLAY} > mutter.log 2>&1 &
+wait
+"#
+            ),
+        )
+        .unwrap();
+        let stack = user_command(rt.path(), None)
+            .args(["dbus-run-session", "--", "sh"])
+            .arg(&script)
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(rt.path().join("stack.err")).unwrap())
+            .spawn()
+            .expect("start the GNOME stack");
+        let mut g = Gnome {
+            rt,
+            bus: String::new(),
+            stack: Some(stack),
+        };
+        let bus_file = g.rt.path().join("bus");
+        g.bus = poll("the session bus", || {
+            std::fs::read_to_string(&bus_file)
+                .ok()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+        });
+        poll("mutter's ScreenCast and RemoteDesktop on the bus", || {
+            let has = |name: &str| {
+                g.command()
+                    .args([
+                        "gdbus",
+                        "call",
+                        "--session",
+                        "--dest",
+                        "org.freedesktop.DBus",
+                        "--object-path",
+                        "/org/freedesktop/DBus",
+                        "--method",
+                        "org.freedesktop.DBus.NameHasOwner",
+                        name,
+                    ])
+                    .stderr(Stdio::null())
+                    .output()
+                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("true"))
+            };
+            (has("org.gnome.Mutter.ScreenCast") && has("org.gnome.Mutter.RemoteDesktop"))
+                .then_some(())
+        });
+        g
+    }
+
+    fn path(&self) -> &Path {
+        self.rt.path()
+    }
+
+    /// A command run as the compositor's user inside its session.
+    fn command(&self) -> Command {
+        user_command(self.rt.path(), Some(&self.bus))
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.rt.path().join(name)).unwrap_or_default()
+    }
+
+    fn mutter_pid(&self) -> Option<u32> {
+        let out = Command::new("pgrep")
+            .args(["-g", &self.stack.as_ref()?.id().to_string(), "-x", "mutter"])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    }
+}
+
+impl Drop for Gnome {
+    fn drop(&mut self) {
+        // The logs, for a failed run (target/tmp).
+        let dir = common::artefact_dir();
+        for name in [
+            "mutter.log",
+            "pipewire.log",
+            "wireplumber.log",
+            "client.log",
+            "client.err",
+            "ticketvnc.log",
+            "stack.err",
+        ] {
+            let _ = std::fs::copy(self.rt.path().join(name), dir.join(format!("gnome-{name}")));
+        }
+        if let Some(mut c) = self.stack.take() {
+            kill_group(c.id());
+            let _ = c.wait();
+        }
+    }
+}
+
+fn kill_group(pgid: u32) {
+    for sig in ["-TERM", "-KILL"] {
+        let _ = Command::new("kill")
+            .args([sig, "--", &format!("-{pgid}")])
+            .stderr(Stdio::null())
+            .status();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn uid_of(user: &str) -> u32 {
+    let out = Command::new("id").args(["-u", user]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// `runuser -u tvgnome -- env ...` as root, plain `env ...` otherwise.
+fn user_command(rt: &Path, bus: Option<&str>) -> Command {
+    let mut c = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", USER, "--", "env"]);
+        c
+    } else {
+        Command::new("env")
+    };
+    let rt = rt.display();
+    c.arg(format!("XDG_RUNTIME_DIR={rt}"))
+        .arg(format!("HOME={rt}"))
+        .arg(format!("XDG_CONFIG_HOME={rt}/config"))
+        .arg(format!("WAYLAND_DISPLAY={WL_DISPLAY}"))
+        .arg("TICKETVNC_LOG=ticketvnc=debug,info");
+    if let Some(b) = bus {
+        c.arg(format!("DBUS_SESSION_BUS_ADDRESS={b}"));
+    }
+    c
+}
+
+/// A child in its own process group, ended (the group) on drop.
+struct Group(Option<Child>);
+
+impl Group {
+    fn spawn(mut c: Command) -> Group {
+        Group(Some(c.process_group(0).spawn().expect("spawn")))
+    }
+    fn child(&mut self) -> &mut Child {
+        self.0.as_mut().unwrap()
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            kill_group(c.id());
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The test client, started as this test binary running `picture_client`.
+fn start_client(g: &Gnome) -> (Group, PathBuf) {
+    let log = g.path().join("client.log");
+    let mut c = g.command();
+    c.arg(format!("TICKETVNC_WL_CLIENT_LOG={}", log.display()))
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", "picture_client", "--ignored", "--nocapture"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(g.path().join("client.err")).unwrap());
+    let mut child = Group::spawn(c);
+    poll("the test client to show its picture", || {
+        if let Ok(Some(st)) = child.child().try_wait() {
+            panic!("the test client exited ({st}): {}", g.log("client.err"));
+        }
+        g.log("client.log")
+            .contains(&format!("shown {W} {H}"))
+            .then_some(())
+    });
+    (child, log)
+}
+
+struct Server {
+    group: Group,
+    addr: SocketAddr,
+}
+
+fn start_ticketvnc(g: &Gnome) -> Server {
+    let db = g.path().join("db");
+    let mut c = g.command();
+    c.arg(env!("CARGO_BIN_EXE_ticketvnc"))
+        .arg("--db")
+        .arg(db.join("journal.db"))
+        .args(["serve", "--source", "gnome", "--no-auth"])
+        .args(["--listen", "127.0.0.1:0", "--no-drawn-cursor"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(g.path().join("ticketvnc.log")).unwrap());
+    let mut group = Group::spawn(c);
+    let out = group.child().stdout.take().unwrap();
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let l2 = lines.clone();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines() {
+            let Ok(l) = l else { break };
+            l2.lock().unwrap().push(l);
+        }
+    });
+    let addr = poll("ticketvnc to listen", || {
+        if let Ok(Some(st)) = group.child().try_wait() {
+            panic!(
+                "ticketvnc exited ({st}) before listening:\n{}",
+                g.log("ticketvnc.log")
+            );
+        }
+        lines.lock().unwrap().iter().find_map(|l| {
+            l.strip_prefix("ticketvnc listening on ")
+                .map(|a| a.trim().parse().unwrap())
+        })
+    });
+    Server { group, addr }
+}
+
+fn python() -> PathBuf {
+    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        Command::new(&py)
+            .args(["-c", "import vncdotool.client"])
+            .status()
+            .is_ok_and(|s| s.success()),
+        "vncdotool is not installed in .venv (scripts/install-deps.sh --venv)"
+    );
+    py
+}
+
+/// One full-screen capture by vncdotool (`encoding`), as 0x00RRGGBB.
+fn vncdotool_capture(addr: SocketAddr, encoding: &str, dir: &Path) -> Vec<u32> {
+    let prefix = dir.join(format!("cap-{encoding}"));
+    let st = Command::new(python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/vncdotool_capture.py"))
+        .args(["--port", &addr.port().to_string(), "--encoding", encoding])
+        .arg("--out")
+        .arg(&prefix)
+        .status()
+        .expect("run vncdotool_capture.py");
+    assert!(st.success(), "vncdotool capture failed");
+    let rgb = std::fs::read(prefix.with_extension("rgb")).expect("capture written");
+    common::rgb_bytes_to_pixels(&rgb)
+}
+
+/// tests/clients/vncdotool_drive.py: a vncdotool viewer taking commands.
+struct Drive {
+    _child: ChildGuard,
+    stdin: ChildStdin,
+    out: Arc<Mutex<Vec<String>>>,
+    sent: usize,
+}
+
+impl Drive {
+    fn start(addr: SocketAddr) -> Drive {
+        let mut child = Command::new(python())
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/vncdotool_drive.py"))
+            .args(["--port", &addr.port().to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run vncdotool_drive.py");
+        let stdin = child.stdin.take().unwrap();
+        let so = child.stdout.take().unwrap();
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let lines = out.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(so).lines() {
+                let Ok(l) = l else { break };
+                lines.lock().unwrap().push(l);
+            }
+        });
+        let d = Drive {
+            _child: ChildGuard(child),
+            stdin,
+            out,
+            sent: 0,
+        };
+        poll("vncdotool to connect", || {
+            d.out
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.starts_with("CONNECTED"))
+                .then_some(())
+        });
+        d
+    }
+
+    fn run(&mut self, cmds: &[&str]) {
+        for c in cmds {
+            writeln!(self.stdin, "{c}").unwrap();
+            self.sent += 1;
+        }
+        self.stdin.flush().unwrap();
+        let want = format!("DONE {}", self.sent);
+        poll(&format!("vncdotool to run {cmds:?}"), || {
+            let lines = self.out.lock().unwrap();
+            if let Some(bad) = lines
+                .iter()
+                .find(|l| l.starts_with("FAILED") || l.starts_with("LOST"))
+            {
+                panic!("vncdotool: {bad}");
+            }
+            lines.contains(&want).then_some(())
+        });
+    }
+}
+
+/// vnc-rs (ZRLE, with the cursor pseudo-encoding): waits until its
+/// framebuffer equals `expected`, moves the pointer, and returns the
+/// cursor images it got (hotspot, size, pixels as 0xAARRGGBB with alpha 0
+/// or 0xff).
+type CursorImage = (u16, u16, u16, u16, Vec<u32>);
+
+fn vncrs_view(addr: SocketAddr, expected: &[u32]) -> Vec<CursorImage> {
+    use ticketvnc::rfb::PixelFormat as TvPixelFormat;
+    use vnc::{ClientMouseEvent, VncConnector, VncEncoding, VncEvent, X11Event};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let client = VncConnector::<_, std::future::Ready<Result<String, vnc::VncError>>>::new(tcp)
+            .allow_shared(true)
+            .add_encoding(VncEncoding::Zrle)
+            .add_encoding(VncEncoding::CursorPseudo)
+            .build()
+            .unwrap()
+            .try_start()
+            .await
+            .unwrap()
+            .finish()
+            .unwrap();
+        let (mut w, mut fb) = (0usize, Vec::<u32>::new());
+        let mut pf: Option<TvPixelFormat> = None;
+        let mut cursors = Vec::new();
+        let mut moved = false;
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "vnc-rs: picture {} (cursor images: {})",
+                if fb == expected { "right" } else { "wrong" },
+                cursors.len()
+            );
+            if fb == expected && !moved {
+                // The pointer's image comes with the pointer.
+                for x in [200u16, 210] {
+                    client
+                        .input(X11Event::PointerEvent(ClientMouseEvent {
+                            position_x: x,
+                            position_y: 100,
+                            bottons: 0,
+                        }))
+                        .await
+                        .unwrap();
+                }
+                moved = true;
+            }
+            if moved && !cursors.is_empty() {
+                break;
+            }
+            let ev =
+                match tokio::time::timeout(Duration::from_millis(200), client.recv_event()).await {
+                    Ok(ev) => ev.expect("vnc-rs connection"),
+                    Err(_) => {
+                        client.input(X11Event::Refresh).await.unwrap();
+                        continue;
+                    }
+                };
+            match ev {
+                VncEvent::SetResolution(r) => {
+                    w = r.width as usize;
+                    fb = vec![0; w * r.height as usize];
+                }
+                VncEvent::SetPixelFormat(f) => {
+                    pf = Some(TvPixelFormat {
+                        bits_per_pixel: f.bits_per_pixel,
+                        depth: f.depth,
+                        big_endian: f.big_endian_flag != 0,
+                        true_colour: f.true_color_flag != 0,
+                        red_max: f.red_max,
+                        green_max: f.green_max,
+                        blue_max: f.blue_max,
+                        red_shift: f.red_shift,
+                        green_shift: f.green_shift,
+                        blue_shift: f.blue_shift,
+                    })
+                }
+                VncEvent::RawImage(r, data) => {
+                    let pf = pf.as_ref().expect("pixel format before pixels");
+                    let bpp = pf.bytes_per_pixel();
+                    for (i, px) in data.chunks_exact(bpp).enumerate() {
+                        let x = r.x as usize + i % r.width as usize;
+                        let y = r.y as usize + i / r.width as usize;
+                        fb[y * w + x] = pf.to_native(pf.read_pixel(px)) & 0xff_ffff;
+                    }
+                }
+                VncEvent::SetCursor(r, data) => {
+                    // The viewer's format is ours (32 bits, colour in the low
+                    // three bytes); vnc-rs puts the mask in the spare byte.
+                    let f = pf.as_ref().expect("pixel format");
+                    assert!(
+                        f.bits_per_pixel == 32
+                            && !f.big_endian
+                            && (f.red_shift, f.green_shift, f.blue_shift) == (16, 8, 0),
+                        "the cursor check expects the server's own format: {f:?}"
+                    );
+                    let px = data
+                        .chunks_exact(4)
+                        .map(|p| {
+                            let a = if p[3] != 0 { 0xff00_0000 } else { 0 };
+                            let c = u32::from_le_bytes([p[0], p[1], p[2], 0]);
+                            if a == 0 {
+                                0
+                            } else {
+                                a | c
+                            }
+                        })
+                        .collect::<Vec<u32>>();
+                    cursors.push((r.x, r.y, r.width, r.height, px));
+                }
+                VncEvent::Error(e) => panic!("vnc-rs: {e}"),
+                _ => {}
+            }
+        }
+        cursors
+    })
+}
+
+/// vncdotool captures (`enc`) until one equals `expected`; the last one is
+/// compared (and written under target/tmp) when none does in time.
+fn wait_picture(addr: SocketAddr, enc: &str, expected: &[u32], name: &str) {
+    let dir = common::artefact_dir();
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let got = vncdotool_capture(addr, enc, &dir);
+        if got == expected {
+            return;
+        }
+        if Instant::now() >= deadline {
+            common::assert_same_image(name, W, H, expected, &got);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn expected_picture() -> Vec<u32> {
+    (0..W * H).map(|i| pattern(i % W, i / W)).collect()
+}
+
+#[test]
+fn gnome_picture_pointer_and_keys_reach_viewer_and_client() {
+    let g = Gnome::start();
+    let (_client, client_log) = start_client(&g);
+    let server = start_ticketvnc(&g);
+    let expected = expected_picture();
+
+    // The picture, through two encodings vncdotool decodes itself. Mutter
+    // may still be finishing the fullscreen transition: wait until the
+    // capture settles on the client's picture.
+    for enc in ["raw", "zrle"] {
+        wait_picture(server.addr, enc, &expected, &format!("gnome-{enc}"));
+    }
+
+    // vnc-rs too, and the pointer's image reaches it (Mutter's cursor
+    // metadata, not drawn into the picture).
+    let cursors = vncrs_view(server.addr, &expected);
+    let (hx, hy, cw, ch, got) = cursors.last().unwrap().clone();
+    let (w, h, want_hx, want_hy) = CURSOR;
+    assert_eq!(
+        (cw as usize, ch as usize, hx, hy),
+        (w, h, want_hx, want_hy),
+        "cursor size and hotspot"
+    );
+    let want: Vec<u32> = (0..w * h).map(|i| cursor_pixel(i % w, i / w)).collect();
+    common::assert_same_image("gnome-cursor", w, h, &want, &got);
+
+    // Pointer and keys, as the client sees them.
+    let mut d = Drive::start(server.addr);
+    // Wheel: button 5 is one step down, 4 one step up (discrete steps on
+    // the vertical axis).
+    d.run(&[
+        "move 321 123",
+        "click 1",
+        "click 3",
+        "key a",
+        "key enter",
+        "click 5",
+        "click 4",
+    ]);
+    let want = [
+        "motion 321 123",
+        "button 272 1",
+        "button 272 0",
+        "button 273 1",
+        "button 273 0",
+        "key 30 1",
+        "key 30 0",
+        "key 28 1",
+        "key 28 0",
+        "discrete 0 1",
+        "discrete 0 -1",
+    ];
+    poll("the client to get the pointer and keys", || {
+        let log = std::fs::read_to_string(&client_log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        // In order, each after the previous one.
+        let mut at = 0;
+        for w in want {
+            at += lines[at..].iter().position(|l| *l == w)? + 1;
+        }
+        Some(())
+    });
+    // Typing `a` made the client show the inverted picture: the change of
+    // a served screen (a frame after the first) reaches viewers.
+    let inverted: Vec<u32> = expected.iter().map(|p| p ^ 0xff_ffff).collect();
+    wait_picture(server.addr, "raw", &inverted, "gnome-inverted");
+    drop(d);
+    drop(server);
+}
+
+/// Mutter gone: ticketvnc says so and exits non-zero.
+#[test]
+fn gnome_compositor_gone_ends_ticketvnc() {
+    let g = Gnome::start();
+    let mut server = start_ticketvnc(&g);
+    // A viewer sees the screen first.
+    let first = vncdotool_capture(server.addr, "raw", &common::artefact_dir());
+    assert_eq!(first.len(), W * H);
+    let pid = g.mutter_pid().expect("mutter's pid");
+    // A crash (mutter does not leave on SIGTERM while a remote-desktop
+    // session is open).
+    let _ = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
+    let st = poll("ticketvnc to exit after mutter is gone", || {
+        server.group.child().try_wait().unwrap()
+    });
+    assert!(!st.success(), "exit status {st}");
+    let log = g.log("ticketvnc.log");
+    assert!(
+        log.contains("GNOME screen source lost"),
+        "no clear log line:\n{log}"
+    );
+}
+
+/// The test's Wayland client (run by `start_client` as the compositor's
+/// user): fullscreen, the known picture, and a log of what it gets.
+#[test]
+#[ignore = "run by gnome tests as a Wayland client"]
+fn picture_client() {
+    let Ok(log) = std::env::var("TICKETVNC_WL_CLIENT_LOG") else {
+        return;
+    };
+    client::run(Path::new(&log));
+}
+
+mod client {
+    use super::{cursor_pixel, pattern, CURSOR};
+    use std::fs::File;
+    use std::io::Write;
+    use std::os::fd::AsFd;
+    use std::path::Path;
+    use wayland_client::protocol::{
+        wl_buffer, wl_compositor, wl_keyboard, wl_pointer, wl_registry, wl_seat, wl_shm,
+        wl_shm_pool, wl_surface,
+    };
+    use wayland_client::{delegate_noop, Connection, Dispatch, QueueHandle, WEnum};
+    use wayland_protocols::xdg::shell::client::{xdg_surface, xdg_toplevel, xdg_wm_base};
+
+    struct App {
+        log: File,
+        compositor: Option<wl_compositor::WlCompositor>,
+        shm: Option<wl_shm::WlShm>,
+        wm: Option<xdg_wm_base::XdgWmBase>,
+        surface: Option<wl_surface::WlSurface>,
+        size: (i32, i32),
+        shown: (i32, i32),
+        buffer: Option<wl_buffer::WlBuffer>,
+        closed: bool,
+        pointer: Option<wl_pointer::WlPointer>,
+        keyboard: Option<wl_keyboard::WlKeyboard>,
+        cursor: Option<(wl_surface::WlSurface, wl_buffer::WlBuffer)>,
+        /// XORed into every pixel: the picture changes when `a` is typed.
+        invert: u32,
+    }
+
+    impl App {
+        fn say(&mut self, line: String) {
+            let _ = writeln!(self.log, "{line}");
+            let _ = self.log.flush();
+        }
+
+        /// A wl_buffer holding `pixels` (`w`x`h`, 32 bits each).
+        fn buffer(
+            &self,
+            qh: &QueueHandle<App>,
+            w: i32,
+            h: i32,
+            format: wl_shm::Format,
+            pixels: impl Iterator<Item = u32>,
+        ) -> wl_buffer::WlBuffer {
+            let bytes: Vec<u8> = pixels.flat_map(u32::to_le_bytes).collect();
+            let fd = rustix::fs::memfd_create("tv-picture", rustix::fs::MemfdFlags::CLOEXEC)
+                .expect("memfd");
+            let mut file = File::from(fd);
+            file.write_all(&bytes).unwrap();
+            let shm = self.shm.as_ref().unwrap();
+            let pool = shm.create_pool(file.as_fd(), bytes.len() as i32, qh, ());
+            let buffer = pool.create_buffer(0, w, h, w * 4, format, qh, ());
+            pool.destroy();
+            buffer
+        }
+
+        fn draw(&mut self, qh: &QueueHandle<App>) {
+            let (w, h) = self.size;
+            if w <= 0 || h <= 0 || self.shown == (w, h) {
+                return;
+            }
+            let (wu, hu) = (w as usize, h as usize);
+            let invert = self.invert;
+            let pixels = (0..wu * hu).map(|i| pattern(i % wu, i / wu) ^ invert);
+            let buffer = self.buffer(qh, w, h, wl_shm::Format::Xrgb8888, pixels);
+            let surface = self.surface.as_ref().unwrap();
+            surface.attach(Some(&buffer), 0, 0);
+            surface.damage_buffer(0, 0, w, h);
+            surface.commit();
+            if let Some(old) = self.buffer.replace(buffer) {
+                old.destroy();
+            }
+            self.shown = (w, h);
+            self.say(format!("shown {w} {h}"));
+        }
+
+        /// Our pointer image, set on every enter (Mutter shows no pointer
+        /// over a surface whose client set none).
+        fn set_cursor(
+            &mut self,
+            qh: &QueueHandle<App>,
+            pointer: &wl_pointer::WlPointer,
+            serial: u32,
+        ) {
+            if self.cursor.is_none() {
+                let (cw, ch, _, _) = CURSOR;
+                let pixels = (0..cw * ch).map(|i| cursor_pixel(i % cw, i / cw));
+                let buffer =
+                    self.buffer(qh, cw as i32, ch as i32, wl_shm::Format::Argb8888, pixels);
+                let surface = self.compositor.as_ref().unwrap().create_surface(qh, ());
+                surface.attach(Some(&buffer), 0, 0);
+                surface.damage_buffer(0, 0, cw as i32, ch as i32);
+                surface.commit();
+                self.cursor = Some((surface, buffer));
+            }
+            let (surface, _) = self.cursor.as_ref().unwrap();
+            pointer.set_cursor(
+                serial,
+                Some(surface),
+                i32::from(CURSOR.2),
+                i32::from(CURSOR.3),
+            );
+        }
+    }
+
+    pub fn run(log: &Path) {
+        let conn = Connection::connect_to_env().expect("connect to the compositor");
+        let mut queue = conn.new_event_queue();
+        let qh = queue.handle();
+        conn.display().get_registry(&qh, ());
+        let mut app = App {
+            log: File::create(log).unwrap(),
+            compositor: None,
+            shm: None,
+            wm: None,
+            surface: None,
+            size: (0, 0),
+            shown: (0, 0),
+            buffer: None,
+            closed: false,
+            pointer: None,
+            keyboard: None,
+            cursor: None,
+            invert: 0,
+        };
+        queue.roundtrip(&mut app).unwrap();
+        let compositor = app.compositor.clone().expect("wl_compositor");
+        let wm = app.wm.clone().expect("xdg_wm_base");
+        assert!(app.shm.is_some(), "wl_shm");
+        let surface = compositor.create_surface(&qh, ());
+        let xdg = wm.get_xdg_surface(&surface, &qh, ());
+        let top = xdg.get_toplevel(&qh, ());
+        top.set_title("ticketvnc picture".into());
+        top.set_fullscreen(None);
+        surface.commit();
+        app.surface = Some(surface);
+        while !app.closed {
+            queue.blocking_dispatch(&mut app).unwrap();
+        }
+    }
+
+    impl Dispatch<wl_registry::WlRegistry, ()> for App {
+        fn event(
+            app: &mut App,
+            registry: &wl_registry::WlRegistry,
+            event: wl_registry::Event,
+            _: &(),
+            _: &Connection,
+            qh: &QueueHandle<App>,
+        ) {
+            if let wl_registry::Event::Global {
+                name,
+                interface,
+                version,
+            } = event
+            {
+                match interface.as_str() {
+                    "wl_compositor" => {
+                        app.compositor = Some(registry.bind(name, version.min(4), qh, ()))
+                    }
+                    "wl_shm" => app.shm = Some(registry.bind(name, 1, qh, ())),
+                    "xdg_wm_base" => app.wm = Some(registry.bind(name, 1, qh, ())),
+                    "wl_seat" => {
+                        registry.bind::<wl_seat::WlSeat, _, _>(name, version.min(7), qh, ());
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    impl Dispatch<xdg_wm_base::XdgWmBase, ()> for App {
+        fn event(
+            _: &mut App,
+            wm: &xdg_wm_base::XdgWmBase,
+            event: xdg_wm_base::Event,
+            _: &(),
+            _: &Connection,
+            _: &QueueHandle<App>,
+        ) {
+            if let xdg_wm_base::Event::Ping { serial } = event {
+                wm.pong(serial);
+            }
+        }
+    }
+
+    impl Dispatch<xdg_surface::XdgSurface, ()> for App {
+        fn event(
+            app: &mut App,
+            xdg: &xdg_surface::XdgSurface,
+            event: xdg_surface::Event,
+            _: &(),
+            _: &Connection,
+            qh: &QueueHandle<App>,
+        ) {
+            if let xdg_surface::Event::Configure { serial } = event {
+                xdg.ack_configure(serial);
+                app.draw(qh);
+            }
+        }
+    }
+
+    impl Dispatch<xdg_toplevel::XdgToplevel, ()> for App {
+        fn event(
+            app: &mut App,
+            _: &xdg_toplevel::XdgToplevel,
+            event: xdg_toplevel::Event,
+            _: &(),
+            _: &Connection,
+            _: &QueueHandle<App>,
+        ) {
+            match event {
+                xdg_toplevel::Event::Configure { width, height, .. } if width > 0 && height > 0 => {
+                    app.size = (width, height);
+                }
+                xdg_toplevel::Event::Close => app.closed = true,
+                _ => {}
+            }
+        }
+    }
+
+    impl Dispatch<wl_seat::WlSeat, ()> for App {
+        fn event(
+            app: &mut App,
+            seat: &wl_seat::WlSeat,
+            event: wl_seat::Event,
+            _: &(),
+            _: &Connection,
+            qh: &QueueHandle<App>,
+        ) {
+            if let wl_seat::Event::Capabilities {
+                capabilities: WEnum::Value(c),
+            } = event
+            {
+                app.say(format!("seat {c:?}"));
+                // One object per device: the capabilities are announced
+                // again when a device comes or goes.
+                if c.contains(wl_seat::Capability::Pointer) && app.pointer.is_none() {
+                    app.pointer = Some(seat.get_pointer(qh, ()));
+                }
+                if c.contains(wl_seat::Capability::Keyboard) && app.keyboard.is_none() {
+                    app.keyboard = Some(seat.get_keyboard(qh, ()));
+                }
+            }
+        }
+    }
+
+    impl Dispatch<wl_pointer::WlPointer, ()> for App {
+        fn event(
+            app: &mut App,
+            pointer: &wl_pointer::WlPointer,
+            event: wl_pointer::Event,
+            _: &(),
+            _: &Connection,
+            qh: &QueueHandle<App>,
+        ) {
+            match event {
+                wl_pointer::Event::Enter {
+                    serial,
+                    surface_x,
+                    surface_y,
+                    ..
+                } => {
+                    app.set_cursor(qh, pointer, serial);
+                    app.say(format!("enter {surface_x} {surface_y}"));
+                }
+                wl_pointer::Event::Motion {
+                    surface_x,
+                    surface_y,
+                    ..
+                } => app.say(format!("motion {surface_x} {surface_y}")),
+                wl_pointer::Event::Button { button, state, .. } => {
+                    let down = matches!(state, WEnum::Value(wl_pointer::ButtonState::Pressed));
+                    app.say(format!("button {button} {}", u8::from(down)));
+                }
+                wl_pointer::Event::AxisDiscrete { axis, discrete } => {
+                    let axis = match axis {
+                        WEnum::Value(a) => u32::from(a),
+                        WEnum::Unknown(a) => a,
+                    };
+                    app.say(format!("discrete {axis} {discrete}"));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    impl Dispatch<wl_keyboard::WlKeyboard, ()> for App {
+        fn event(
+            app: &mut App,
+            _: &wl_keyboard::WlKeyboard,
+            event: wl_keyboard::Event,
+            _: &(),
+            _: &Connection,
+            qh: &QueueHandle<App>,
+        ) {
+            match event {
+                wl_keyboard::Event::Key { key, state, .. } => {
+                    let down = matches!(state, WEnum::Value(wl_keyboard::KeyState::Pressed));
+                    app.say(format!("key {key} {}", u8::from(down)));
+                    if key == 30 && down {
+                        // `a`: show the inverted picture.
+                        app.invert ^= 0xff_ffff;
+                        app.shown = (0, 0);
+                        app.draw(qh);
+                    }
+                }
+                wl_keyboard::Event::Enter { .. } => app.say("keyboard enter".into()),
+                wl_keyboard::Event::Leave { .. } => app.say("keyboard leave".into()),
+                wl_keyboard::Event::Keymap { .. } => app.say("keymap".into()),
+                _ => {}
+            }
+        }
+    }
+
+    delegate_noop!(App: ignore wl_compositor::WlCompositor);
+    delegate_noop!(App: ignore wl_shm::WlShm);
+    delegate_noop!(App: ignore wl_shm_pool::WlShmPool);
+    delegate_noop!(App: ignore wl_buffer::WlBuffer);
+    delegate_noop!(App: ignore wl_surface::WlSurface);
+}
