@@ -160,6 +160,9 @@ pub enum SourceKind {
     X11,
     /// This computer's screen (Windows and macOS, through xcap).
     Screen,
+    /// The Wayland compositor in $WAYLAND_DISPLAY (wlroots: sway,
+    /// Hyprland, river, labwc; see docs/wayland.md).
+    Wayland,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -254,7 +257,8 @@ pub struct ServeArgs {
     /// X display to serve with --source x11 (default: $DISPLAY).
     #[arg(long, value_name = ":N")]
     pub display: Option<String>,
-    /// Serve only this RandR monitor (0-based) of the X screen.
+    /// Serve only this RandR monitor (0-based) of the X screen, or this
+    /// output (0-based, in the compositor's order) on Wayland.
     #[arg(long, value_name = "N")]
     pub monitor: Option<usize>,
     /// Start a private virtual X display (Xvfb) of this size and serve it;

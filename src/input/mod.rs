@@ -4,6 +4,9 @@
 pub mod enigo;
 pub mod mac_keys;
 pub mod queue;
+#[cfg(target_os = "linux")]
+pub mod wayland;
+pub mod wayland_keymap;
 pub mod windows_keys;
 #[cfg(target_os = "linux")]
 pub mod x11;
