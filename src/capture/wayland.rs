@@ -141,6 +141,8 @@ struct State {
     outputs: Vec<OutputInfo>,
     /// Registry names of outputs removed since the last look.
     removed: Vec<u32>,
+    /// An output came or went since the last look.
+    outputs_changed: bool,
     /// Buffer formats offered for the current frame.
     offers: Vec<BufferSpec>,
     frame_state: FrameState,
@@ -249,12 +251,16 @@ impl WaylandSource {
                 self.full = true;
                 Ok(())
             }
-            None if self.shared.monitor.is_some() => Err(CaptureError::Failed(format!(
-                "--monitor {idx}: the compositor has {} output(s): {list:?}",
-                self.state.outputs.len()
-            ))),
+            // At start a wrong --monitor is the user's mistake; later the
+            // output may come back (a monitor plugged in again).
+            None if self.shared.monitor.is_some() && !self.have_frame => {
+                Err(CaptureError::Failed(format!(
+                    "--monitor {idx}: the compositor has {} output(s): {list:?}",
+                    self.state.outputs.len()
+                )))
+            }
             None => {
-                warn!("the Wayland compositor has no output to capture; waiting for one");
+                warn!(outputs = ?list, "no Wayland output {idx} to capture; waiting for one");
                 self.served = None;
                 Ok(())
             }
@@ -274,7 +280,7 @@ impl WaylandSource {
             self.drop_frame();
             self.served = None;
         }
-        if self.served.is_none() && !self.state.outputs.is_empty() {
+        if self.served.is_none() && std::mem::take(&mut self.state.outputs_changed) {
             self.choose_output()?;
         }
         Ok(())
@@ -573,6 +579,7 @@ impl Dispatch<wl_registry::WlRegistry, ()> for State {
                 }
                 "wl_output" => {
                     let output = registry.bind(name, version.min(4), qh, name);
+                    state.outputs_changed = true;
                     state.outputs.push(OutputInfo {
                         global: name,
                         output,
@@ -589,6 +596,7 @@ impl Dispatch<wl_registry::WlRegistry, ()> for State {
                         o.output.release();
                     }
                     state.removed.push(name);
+                    state.outputs_changed = true;
                 }
             }
             _ => {}
