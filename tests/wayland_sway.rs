@@ -599,3 +599,140 @@ async fn compositor_death_stops_ticketvnc() {
     .await;
     assert!(closed.is_ok(), "the viewer was not disconnected");
 }
+
+// --------------------------------------------------- wayvnc side by side
+
+/// CPU time (user + system) of a process so far, from /proc.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let f: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // Fields after the name: state is 0, utime 11, stime 12 (clock ticks).
+    let hz = 100; // sysconf(_SC_CLK_TCK) on Linux
+    Duration::from_millis((ticks(11) + ticks(12)) * 1000 / hz)
+}
+
+fn percentile(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+/// One server's numbers: (median, p90 latency, CPU % while changing, CPU %
+/// idle with a viewer).
+fn measure(sway: &Sway, addr: SocketAddr, pid: u32, fifo: &mut std::fs::File) -> String {
+    use common::flowclient::{FlowClient, Mode, Watch};
+    let c = FlowClient::connect(addr, Mode::Pull);
+    let (w, h) = c.size();
+    assert_eq!((w as u32, h as u32), (sway.width, sway.height));
+    let watch = |red| Watch {
+        x: 400,
+        y: 250,
+        w: 480,
+        h: 300,
+        red,
+    };
+    let mut lat = Vec::new();
+    let cpu0 = cpu_time(pid);
+    let t0 = Instant::now();
+    const ROUNDS: usize = 40;
+    for i in 0..ROUNDS * 2 + 2 {
+        let red = i % 2 == 0;
+        c.watch(watch(red));
+        let start = Instant::now();
+        writeln!(fifo, "{}", if red { "#ff0000" } else { "#000000" }).unwrap();
+        fifo.flush().unwrap();
+        let seen = c.wait_seen(TIMEOUT).expect("the change reaches the viewer");
+        // The first two rounds warm up.
+        if i >= 2 {
+            lat.push(seen.saturating_duration_since(start));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let busy_cpu = (cpu_time(pid) - cpu0).as_secs_f64() / t0.elapsed().as_secs_f64() * 100.0;
+    let cpu1 = cpu_time(pid);
+    let t1 = Instant::now();
+    std::thread::sleep(Duration::from_secs(5));
+    let idle_cpu = (cpu_time(pid) - cpu1).as_secs_f64() / t1.elapsed().as_secs_f64() * 100.0;
+    let med = percentile(&mut lat, 0.5);
+    let p90 = percentile(&mut lat, 0.9);
+    format!(
+        "{:.1} ms | {:.1} ms | {busy_cpu:.1} % | {idle_cpu:.1} % | {}",
+        med.as_secs_f64() * 1000.0,
+        p90.as_secs_f64() * 1000.0,
+        c.stats().updates
+    )
+}
+
+/// Not a test: ticketvnc and wayvnc (Debian's 0.5) on the same headless
+/// sway, one at a time, with the same viewer (tests/common/flowclient.rs:
+/// Raw, an incremental request after every update). A foot window turns
+/// red or black on command (OSC 11 written through a FIFO); the time from
+/// the command to the viewer seeing the watched rectangle change is the
+/// latency (compositor + capture + encoding + loopback), and the server's
+/// CPU time over the run and over 5 s idle with the viewer connected is
+/// its CPU. `TICKETVNC_BENCH_BIN` picks the ticketvnc binary (e.g. a
+/// release build). Run:
+/// `cargo test --test wayland_sway -- --ignored --nocapture wayvnc_side_by_side`
+#[test]
+#[ignore]
+fn wayvnc_side_by_side() {
+    tools();
+    require_commands(&["wayvnc", "mkfifo"]);
+    let mut sway = Sway::start("bench", W, H, None);
+    let fifo_path = sway.dir.path().join("colour.fifo");
+    sway.run(&["mkfifo", "-m", "0600", fifo_path.to_str().unwrap()])
+        .expect("mkfifo");
+    let script = format!(
+        "printf '\\033[?25l'; exec 3<{}; while read c <&3; do printf '\\033]11;%s\\007' \"$c\"; done",
+        fifo_path.display()
+    );
+    foot(&mut sway, &script);
+    let mut fifo = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&fifo_path)
+        .expect("open the FIFO");
+    let mut rows = Vec::new();
+    let bin = std::env::var("TICKETVNC_BENCH_BIN").ok();
+    {
+        let server = match &bin {
+            Some(b) => sway.ticketvnc_bin("bench-ticketvnc", b, &["--source", "wayland"]),
+            None => sway.ticketvnc("bench-ticketvnc", &["--source", "wayland"]),
+        };
+        let pid = server.process.pid().unwrap();
+        rows.push(format!(
+            "| ticketvnc (--max-fps 60, default) | {} |",
+            measure(&sway, server.addr, pid, &mut fifo)
+        ));
+    }
+    for fps in ["30", "60"] {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let pid = sway.spawn(
+            &format!("wayvnc-{fps}"),
+            &["wayvnc", "-f", fps, "127.0.0.1", &port.to_string()],
+        );
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        poll("wayvnc to listen", || {
+            std::net::TcpStream::connect(addr).ok()
+        });
+        let note = if fps == "30" { " (default)" } else { "" };
+        rows.push(format!(
+            "| wayvnc 0.5 (-f {fps}{note}) | {} |",
+            measure(&sway, addr, pid, &mut fifo)
+        ));
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    println!("| server | latency median | latency p90 | CPU while changing | CPU idle, viewer connected | updates |");
+    println!("|---|---|---|---|---|---|");
+    for r in rows {
+        println!("{r}");
+    }
+}

@@ -286,14 +286,12 @@ impl Sway {
     /// Start ticketvnc in the session (`serve ARGS --no-auth --listen
     /// 127.0.0.1:0 --no-drawn-cursor`); waits until it listens.
     pub fn ticketvnc(&self, name: &str, args: &[&str]) -> Server {
-        let mut a = vec![
-            "env",
-            "RUST_LOG=info",
-            env!("CARGO_BIN_EXE_ticketvnc"),
-            "--db",
-            "journal.db",
-            "serve",
-        ];
+        self.ticketvnc_bin(name, env!("CARGO_BIN_EXE_ticketvnc"), args)
+    }
+
+    /// [`Sway::ticketvnc`] with another binary (a release build).
+    pub fn ticketvnc_bin(&self, name: &str, bin: &str, args: &[&str]) -> Server {
+        let mut a = vec!["env", "RUST_LOG=info", bin, "--db", "journal.db", "serve"];
         a.extend_from_slice(args);
         // grim never shows the pointer; tests/cursor.rs covers the drawn one.
         a.extend_from_slice(&["--no-auth", "--listen", "127.0.0.1:0", "--no-drawn-cursor"]);
