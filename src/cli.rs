@@ -151,7 +151,8 @@ pub enum KeyboardKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum SourceKind {
     /// This computer's screen: on Linux the X display in --display or
-    /// $DISPLAY, on Windows and macOS the screen.
+    /// $DISPLAY, or the Wayland compositor in a Wayland session; on
+    /// Windows and macOS the screen.
     Auto,
     /// A deterministic animated test pattern (no display needed; only
     /// served when asked for).

@@ -543,7 +543,7 @@ fn resolve_source(args: &ServeArgs) -> Result<SourceKind> {
     // In a Wayland session $DISPLAY is XWayland's, which shows only X
     // clients' windows: the compositor is what the customer sees.
     let wayland_session = std::env::var("XDG_SESSION_TYPE").is_ok_and(|t| t == "wayland");
-    if args.display.is_none() && (wayland_session || wayland_env.is_some() && display_env.is_none())
+    if args.display.is_none() && wayland_env.is_some() && (wayland_session || display_env.is_none())
     {
         return Ok(SourceKind::Wayland);
     }

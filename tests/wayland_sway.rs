@@ -358,6 +358,20 @@ async fn damage_and_output_resize_reach_the_viewer() {
     assert!(log.contains("Wayland output resized"), "{log}");
 }
 
+/// In a Wayland session (WAYLAND_DISPLAY set, no DISPLAY) `serve` without
+/// `--source` serves the compositor, and a viewer gets its pixels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_source_is_wayland_in_a_wayland_session() {
+    let (sway, _) = sway_with_picture("auto");
+    let server = sway.ticketvnc("auto-ticketvnc", &[]);
+    let mut rs = RsViewer::connect(server.addr, &[VncEncoding::Raw])
+        .await
+        .expect("vnc-rs connects");
+    rs.wait_same_as_screen(&sway, "wl-auto").await;
+    let log = server.process.log_text();
+    assert!(log.contains("Wayland capture ready"), "{log}");
+}
+
 // -------------------------------------------------------- vncdotool
 
 fn python() -> PathBuf {
