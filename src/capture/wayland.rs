@@ -645,18 +645,25 @@ impl Dispatch<frame_v1::ZwlrScreencopyFrameV1, ()> for State {
                 height,
                 stride,
             } => {
-                state.offers.push(BufferSpec {
-                    format,
-                    width,
-                    height,
-                    stride,
-                });
+                // A handful of formats at most (shm and dmabuf ones).
+                if state.offers.len() < 16 {
+                    state.offers.push(BufferSpec {
+                        format,
+                        width,
+                        height,
+                        stride,
+                    });
+                }
                 // Before version 3 there is no buffer_done: one offer only.
-                if frame.version() < 3 {
+                if frame.version() < 3 && matches!(state.frame_state, FrameState::Describing) {
                     state.frame_state = FrameState::ReadyToCopy;
                 }
             }
-            frame_v1::Event::BufferDone => state.frame_state = FrameState::ReadyToCopy,
+            frame_v1::Event::BufferDone => {
+                if matches!(state.frame_state, FrameState::Describing) {
+                    state.frame_state = FrameState::ReadyToCopy;
+                }
+            }
             frame_v1::Event::Flags { flags } => {
                 state.y_invert =
                     matches!(flags, WEnum::Value(f) if f.contains(frame_v1::Flags::YInvert));
@@ -674,7 +681,14 @@ impl Dispatch<frame_v1::ZwlrScreencopyFrameV1, ()> for State {
                     state.damage_all = true;
                 }
             }
-            frame_v1::Event::Ready { .. } => state.frame_state = FrameState::Ready,
+            // Only a copy that was asked for can be ready; anything else
+            // is a confused compositor: start over.
+            frame_v1::Event::Ready { .. } => {
+                state.frame_state = match state.frame_state {
+                    FrameState::Copying => FrameState::Ready,
+                    _ => FrameState::Failed,
+                }
+            }
             frame_v1::Event::Failed => state.frame_state = FrameState::Failed,
             _ => {}
         }
