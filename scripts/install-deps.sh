@@ -42,6 +42,13 @@ PACKAGES=(
     libpipewire-0.3-dev # the pipewire crate links libpipewire (--source gnome)
     libclang-dev    # bindgen, for pipewire-sys and libspa-sys
     pkg-config      # finds libpipewire for the build
+    sway            # a headless wlroots compositor for the Wayland tests (tests/wayland_sway.rs)
+    swaybg          # a known picture on the sway output
+    grim            # the compositor's own screenshot, compared with the viewers'
+    foot            # a Wayland terminal that typing and the pointer reach
+    wayvnc          # the Wayland peer, side by side (docs/benchmarks.md)
+    passwd          # useradd: the compositors run as the unprivileged user ticketvnc-test
+    util-linux      # runuser
 )
 # Node.js and npm drive that browser through Playwright. They are installed
 # only when missing: a NodeSource nodejs (common on CI images) already

@@ -151,7 +151,8 @@ pub enum KeyboardKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum SourceKind {
     /// This computer's screen: on Linux the X display in --display or
-    /// $DISPLAY, on Windows and macOS the screen.
+    /// $DISPLAY, or the Wayland compositor in a Wayland session; on
+    /// Windows and macOS the screen.
     Auto,
     /// A deterministic animated test pattern (no display needed; only
     /// served when asked for).
@@ -162,6 +163,9 @@ pub enum SourceKind {
     Screen,
     /// A GNOME Wayland session (Mutter's ScreenCast and RemoteDesktop).
     Gnome,
+    /// The Wayland compositor in $WAYLAND_DISPLAY (wlroots: sway,
+    /// Hyprland, river, labwc; see docs/wayland.md).
+    Wayland,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -256,7 +260,8 @@ pub struct ServeArgs {
     /// X display to serve with --source x11 (default: $DISPLAY).
     #[arg(long, value_name = ":N")]
     pub display: Option<String>,
-    /// Serve only this RandR monitor (0-based) of the X screen.
+    /// Serve only this RandR monitor (0-based) of the X screen, or this
+    /// output (0-based, in the compositor's order) on Wayland.
     #[arg(long, value_name = "N")]
     pub monitor: Option<usize>,
     /// Start a private virtual X display (Xvfb) of this size and serve it;

@@ -260,6 +260,7 @@ async fn serve(
     args.source = resolve_source(&args)?;
     let mut origin = None;
     let mut gnome_session = None;
+    let mut wayland = None;
     let source: Box<dyn ScreenSource> = match args.source {
         SourceKind::Auto => unreachable!("resolved above"),
         SourceKind::TestPattern => Box::new(TestPattern::new(args.size.0, args.size.1, args.fps).0),
@@ -270,6 +271,7 @@ async fn serve(
         }
         SourceKind::Screen => screen_source()?,
         SourceKind::Gnome => gnome_source(&mut gnome_session)?,
+        SourceKind::Wayland => wayland_source(&mut wayland, args.monitor)?,
     };
     let source = panics::inject(source);
     let (clip_tx, clip_rx) = std::sync::mpsc::channel::<String>();
@@ -290,6 +292,7 @@ async fn serve(
         }
         SourceKind::Screen => screen_input()?,
         SourceKind::Gnome => gnome_input(gnome_session.take())?,
+        SourceKind::Wayland => wayland_input(wayland.take())?,
     };
     let input: Arc<dyn InputSink> = match args.keyboard {
         KeyboardKind::Mac => Arc::new(ticketvnc::input::mac_keys::MacKeyboard::new(input)),
@@ -539,19 +542,66 @@ fn resolve_source(args: &ServeArgs) -> Result<SourceKind> {
         return Ok(SourceKind::Screen);
     }
     let display_env = std::env::var_os("DISPLAY").filter(|d| !d.is_empty());
+    let wayland_env = std::env::var_os("WAYLAND_DISPLAY").filter(|d| !d.is_empty());
+    // In a Wayland session $DISPLAY is XWayland's, which shows only X
+    // clients' windows: the compositor is what the customer sees.
+    let wayland_session = std::env::var("XDG_SESSION_TYPE").is_ok_and(|t| t == "wayland");
+    if args.display.is_none() && wayland_env.is_some() && (wayland_session || display_env.is_none())
+    {
+        // GNOME (Mutter) offers its own remote-desktop API and no
+        // wlr-screencopy; wlroots compositors are the other way round.
+        #[cfg(target_os = "linux")]
+        if ticketvnc::capture::mutter::mutter_available() {
+            return Ok(SourceKind::Gnome);
+        }
+        return Ok(SourceKind::Wayland);
+    }
     if args.display.is_some() || display_env.is_some() {
         return Ok(SourceKind::X11);
-    }
-    if std::env::var_os("WAYLAND_DISPLAY").is_some() {
-        bail!(
-            "this is a Wayland session without X11 ($DISPLAY is unset), which ticketvnc cannot \
-             capture yet; log in to an X11 session, or use --virtual WxH for a private desktop"
-        );
     }
     bail!(
         "no screen to serve: $DISPLAY is unset. Use --display :0 for an X display, --virtual \
          1280x800 for a private one, or --source test-pattern for the test pattern"
     )
+}
+
+/// `--source wayland`: a wlroots compositor (docs/wayland.md).
+#[cfg(target_os = "linux")]
+fn wayland_source(
+    shared: &mut Option<Arc<ticketvnc::capture::wayland::WaylandShared>>,
+    monitor: Option<usize>,
+) -> Result<Box<dyn ScreenSource>> {
+    use ticketvnc::capture::wayland::{WaylandShared, WaylandSource};
+    if std::env::var_os("WAYLAND_DISPLAY").is_none() {
+        bail!("--source wayland: $WAYLAND_DISPLAY is unset (run ticketvnc inside the Wayland session)");
+    }
+    let s = WaylandShared::new(monitor);
+    let src = WaylandSource::connect(s.clone())?;
+    *shared = Some(s);
+    Ok(Box::new(src))
+}
+
+#[cfg(target_os = "linux")]
+fn wayland_input(
+    shared: Option<Arc<ticketvnc::capture::wayland::WaylandShared>>,
+) -> Result<Arc<dyn InputSink>> {
+    let shared = shared.context("the Wayland input needs the Wayland source")?;
+    Ok(Arc::new(ticketvnc::input::wayland::WaylandInput::start(
+        shared,
+    )?))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn wayland_source(
+    _shared: &mut Option<()>,
+    _monitor: Option<usize>,
+) -> Result<Box<dyn ScreenSource>> {
+    bail!("--source wayland is available on Linux only")
+}
+
+#[cfg(not(target_os = "linux"))]
+fn wayland_input(_shared: Option<()>) -> Result<Arc<dyn InputSink>> {
+    bail!("--source wayland is available on Linux only")
 }
 
 /// `--consent prompt`: a window on the served X screen.

@@ -54,6 +54,8 @@ async fn by_default_serve_shows_the_screen_in_display() {
             .arg(&db)
             .env("XDG_CONFIG_HOME", dir.path().join("config"))
             .env("DISPLAY", &d)
+            // In a Wayland session (a developer's desktop) auto means Wayland.
+            .env_remove("XDG_SESSION_TYPE")
             .env("TICKETVNC_LOG", "warn")
             .args(["serve", "--listen", "127.0.0.1:0", "--no-auth"])
             .stdin(Stdio::null())

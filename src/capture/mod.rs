@@ -12,6 +12,8 @@ pub mod test_pattern;
 #[cfg(target_os = "linux")]
 pub mod virtual_x;
 #[cfg(target_os = "linux")]
+pub mod wayland;
+#[cfg(target_os = "linux")]
 pub mod x11;
 #[cfg(any(target_os = "windows", target_os = "macos"))]
 pub mod xcap_source;

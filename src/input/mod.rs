@@ -6,6 +6,9 @@ pub mod mac_keys;
 #[cfg(target_os = "linux")]
 pub mod mutter;
 pub mod queue;
+#[cfg(target_os = "linux")]
+pub mod wayland;
+pub mod wayland_keymap;
 pub mod windows_keys;
 #[cfg(target_os = "linux")]
 pub mod x11;

@@ -8,6 +8,7 @@
 pub mod flowclient;
 pub mod pg;
 pub mod slowlink;
+pub mod wayland;
 pub mod wire;
 
 use std::net::SocketAddr;
