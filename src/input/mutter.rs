@@ -140,7 +140,7 @@ impl InputSink for MutterInput {
     }
     fn cut_text(&self, _text: &str) {
         // Mutter's RemoteDesktop clipboard (SelectionWrite) is not wired
-        // up yet; see docs/wayland-gnome.md.
+        // up yet; see docs/wayland.md (GNOME).
     }
 }
 
