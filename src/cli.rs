@@ -196,6 +196,13 @@ pub struct ServeArgs {
     /// non-loopback addresses. Warned about and journaled.
     #[arg(long)]
     pub insecure: bool,
+    /// Serve Screen Sharing.app (macOS) with Apple's Diffie-Hellman
+    /// authentication (security type 30) on every listener: send "RFB
+    /// 003.889" and offer type 30. It protects the password, not the
+    /// session (no encryption); on loopback (an SSH tunnel) a viewer that
+    /// sends 003.889 is offered it without this flag.
+    #[arg(long)]
+    pub allow_apple_dh: bool,
     /// Do not serve the browser viewer page (noVNC) on the listeners.
     /// Browsers' WebSocket connections are still accepted, for a viewer
     /// page hosted elsewhere (the ticket system).

@@ -295,6 +295,18 @@ async fn serve(
     let mut cfg = ServerConfig::new(args.listen.clone(), authenticator);
     setup_tls(&args, observer.as_ref(), &mut cfg)?;
     cfg.insecure = args.insecure;
+    cfg.allow_apple_dh = args.allow_apple_dh;
+    if args.allow_apple_dh {
+        let off: Vec<String> = args
+            .listen
+            .iter()
+            .filter(|a| !a.ip().is_loopback())
+            .map(|a| a.to_string())
+            .collect();
+        if !off.is_empty() {
+            tracing::warn!(addresses = ?off, "--allow-apple-dh: Apple DH offered off loopback; it protects the password, not the session (pixels and keys cross the network unencrypted)");
+        }
+    }
     cfg.web_pages = !args.no_web;
     cfg.ticket = args.ticket.clone();
     cfg.reverse_vencrypt = matches!(mode, Mode::Reverse { tls: true, .. });

@@ -85,17 +85,30 @@ impl std::fmt::Display for EndReason {
 }
 
 /// The security types one listener offers.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SecurityOffer {
     /// In order of preference; VeNCrypt only together with `vencrypt`.
     pub types: Vec<SecurityType>,
     /// VeNCrypt subtypes (all need TLS).
     pub vencrypt: Vec<VeNCryptSubtype>,
+    /// What a viewer sending "RFB 003.889" (Screen Sharing.app) is offered
+    /// instead of `types`; `None`: the same as everyone.
+    pub mac: Option<Vec<SecurityType>>,
+    /// Send "RFB 003.889" as the server's version (`--allow-apple-dh`),
+    /// without which Screen Sharing.app falls back to RFB 3.3.
+    pub apple_version: bool,
 }
 
 impl SecurityOffer {
     pub fn connection(&self) -> ServerConnection {
-        ServerConnection::new(&self.types).with_vencrypt(&self.vencrypt)
+        let mut c = ServerConnection::new(&self.types).with_vencrypt(&self.vencrypt);
+        if let Some(mac) = &self.mac {
+            c = c.with_mac_offer(mac);
+        }
+        if self.apple_version {
+            c = c.with_apple_version();
+        }
+        c
     }
     /// "VeNCrypt (X509Vnc, X509Plain), VNC" for logs and docs.
     pub fn describe(&self) -> String {
@@ -112,6 +125,7 @@ impl SecurityOffer {
                 ),
                 SecurityType::VncAuth => "VNC".into(),
                 SecurityType::None => "None".into(),
+                SecurityType::AppleDh => "Apple DH".into(),
             })
             .collect::<Vec<_>>()
             .join(", ")
@@ -452,6 +466,43 @@ fn security_label(t: SecurityType, sub: Option<VeNCryptSubtype>) -> &'static str
         (SecurityType::VeNCrypt, Some(VeNCryptSubtype::X509Vnc)) => "VeNCrypt/X509Vnc",
         (SecurityType::VeNCrypt, Some(VeNCryptSubtype::X509Plain)) => "VeNCrypt/X509Plain",
         (SecurityType::VeNCrypt, None) => "VeNCrypt",
+        (SecurityType::AppleDh, _) => "apple-dh",
+    }
+}
+
+/// The security profile a viewer got, as the journal's session row has it:
+/// the type (and subtype), "Mac viewer" for a client that sent RFB
+/// 003.889 (Screen Sharing.app), and a downgrade named as one: a Mac
+/// viewer without Apple DH, or any viewer that took Apple DH (password
+/// protected, session in clear) where VeNCrypt (TLS) was offered.
+fn profile_label(
+    t: SecurityType,
+    sub: Option<VeNCryptSubtype>,
+    mac: bool,
+    offered: &[SecurityType],
+) -> &'static str {
+    let apple_offered = offered.contains(&SecurityType::AppleDh);
+    let tls_offered = offered.contains(&SecurityType::VeNCrypt);
+    match (mac, t) {
+        (true, SecurityType::AppleDh) if tls_offered => {
+            "apple-dh (Mac viewer; downgrade: chose it over VeNCrypt)"
+        }
+        (true, SecurityType::AppleDh) => "apple-dh (Mac viewer)",
+        (true, SecurityType::VncAuth) if apple_offered => {
+            "vnc-auth (Mac viewer; downgrade: chose it over apple-dh)"
+        }
+        (true, SecurityType::VncAuth) => "vnc-auth (Mac viewer; downgrade: apple-dh not offered)",
+        (true, SecurityType::None) => "none (Mac viewer)",
+        (true, SecurityType::VeNCrypt) => match sub {
+            Some(VeNCryptSubtype::X509None) => "VeNCrypt/X509None (Mac viewer)",
+            Some(VeNCryptSubtype::X509Vnc) => "VeNCrypt/X509Vnc (Mac viewer)",
+            Some(VeNCryptSubtype::X509Plain) => "VeNCrypt/X509Plain (Mac viewer)",
+            None => "VeNCrypt (Mac viewer)",
+        },
+        (false, SecurityType::AppleDh) if tls_offered => {
+            "apple-dh (downgrade: chose it over VeNCrypt)"
+        }
+        (false, _) => security_label(t, sub),
     }
 }
 
@@ -558,11 +609,27 @@ impl Session {
                 match ev {
                     Event::VersionAgreed(v) => {
                         self.info.version = Some(v.as_str());
+                        if conn.is_mac_viewer() {
+                            // Refusals before a type is chosen name it too.
+                            self.info.security = Some("Mac viewer (RFB 003.889)");
+                            info!(
+                                conn = self.info.id,
+                                "Mac viewer (RFB 003.889), served as 3.8"
+                            );
+                        }
                         debug!(conn = self.info.id, version = v.as_str(), "version agreed");
                     }
-                    Event::SecurityChosen(t) => self.info.security = Some(security_label(t, None)),
+                    Event::SecurityChosen(t) => {
+                        self.info.security =
+                            Some(profile_label(t, None, conn.is_mac_viewer(), conn.offered()))
+                    }
                     Event::VeNCryptChosen(sub) => {
-                        self.info.security = Some(security_label(SecurityType::VeNCrypt, Some(sub)))
+                        self.info.security = Some(profile_label(
+                            SecurityType::VeNCrypt,
+                            Some(sub),
+                            conn.is_mac_viewer(),
+                            conn.offered(),
+                        ))
                     }
                     Event::StartTls => {
                         self.flush(&mut stream, conn, deadline).await?;
@@ -633,6 +700,39 @@ impl Session {
                                     .flatten()
                             }
                             _ => None,
+                        };
+                        self.verdict(&mut stream, conn, deadline, principal, budget)
+                            .await?;
+                    }
+                    Event::AppleDhCredentials {
+                        username,
+                        exact,
+                        password,
+                    } => {
+                        // Name who tried (sanitised by the core), never the password.
+                        self.info.principal = Some(Principal {
+                            technician: (!username.is_empty()).then(|| username.clone()),
+                            credential: "apple-dh".into(),
+                            ..Default::default()
+                        });
+                        let budget = self.budget_for_check(&mut stream, conn, deadline).await?;
+                        let checked = match (self.cfg.authenticator.clone(), password) {
+                            (Some(a), Some(password)) => Self::blocking(move || {
+                                a.check_apple_dh(&username, exact, password.expose())
+                            })
+                            .await
+                            .unwrap_or(Ok(None)),
+                            // A malformed block: a failed guess.
+                            _ => Ok(None),
+                        };
+                        let principal = match checked {
+                            Ok(p) => p,
+                            Err(reason) => {
+                                drop(budget);
+                                return Err(self
+                                    .refuse(&mut stream, conn, deadline, &reason)
+                                    .await);
+                            }
                         };
                         self.verdict(&mut stream, conn, deadline, principal, budget)
                             .await?;
