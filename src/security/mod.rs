@@ -160,6 +160,10 @@ pub trait Authenticator: Send + Sync {
                 return Ok(account);
             }
         }
+        if password.is_empty() {
+            // No VNC password or code is empty.
+            return Ok(None);
+        }
         let challenge: [u8; 16] = rand::random();
         let response = vnc_auth_response(&VncPassword::new(password), &challenge);
         self.check_vnc(&challenge, &response)

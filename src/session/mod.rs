@@ -473,8 +473,9 @@ fn security_label(t: SecurityType, sub: Option<VeNCryptSubtype>) -> &'static str
 /// The security profile a viewer got, as the journal's session row has it:
 /// the type (and subtype), "Mac viewer" for a client that sent RFB
 /// 003.889 (Screen Sharing.app), and a downgrade named as one: a Mac
-/// viewer without Apple DH, or any viewer that took Apple DH (password
-/// protected, session in clear) where VeNCrypt (TLS) was offered.
+/// viewer on VNC authentication instead of Apple DH, or another viewer
+/// that took Apple DH (password protected, session in clear) where
+/// VeNCrypt (TLS) was offered.
 fn profile_label(
     t: SecurityType,
     sub: Option<VeNCryptSubtype>,
@@ -484,9 +485,7 @@ fn profile_label(
     let apple_offered = offered.contains(&SecurityType::AppleDh);
     let tls_offered = offered.contains(&SecurityType::VeNCrypt);
     match (mac, t) {
-        (true, SecurityType::AppleDh) if tls_offered => {
-            "apple-dh (Mac viewer; downgrade: chose it over VeNCrypt)"
-        }
+        // Screen Sharing.app speaks no VeNCrypt: type 30 is its best.
         (true, SecurityType::AppleDh) => "apple-dh (Mac viewer)",
         (true, SecurityType::VncAuth) if apple_offered => {
             "vnc-auth (Mac viewer; downgrade: chose it over apple-dh)"
