@@ -593,3 +593,66 @@ fn libvncclient_apple_dh_cross_check() {
     });
     assert_eq!(failed["technician"], "anna", "{failed:#}");
 }
+
+// ------------------------------------------------------------ keyboard
+
+/// `--keyboard mac` (Command and Control swapped) in front of a recording
+/// input sink: a Mac viewer holds Command (Super_L) and Option (Alt_L)
+/// and goes away without letting go. The desktop got Control and Alt
+/// pressed, and gets both released when the viewer leaves, as what they
+/// were injected as (a release of Super would leave Control stuck).
+#[test]
+fn mac_keyboard_held_command_is_released_on_disconnect() {
+    use std::sync::Arc;
+    use ticketvnc::input::mac_keys::MacKeyboard;
+    use ticketvnc::input::{InputEvent, RecordingInput};
+    use ticketvnc::security::{Authenticator, StaticPassword, VncPassword};
+    let rec = Arc::new(RecordingInput::default());
+    let input = Arc::new(MacKeyboard::new(rec.clone()));
+    let auth: Arc<dyn Authenticator> = Arc::new(StaticPassword {
+        password: VncPassword::new(b"pa55w0rd"),
+        ticket: None,
+    });
+    let cfg =
+        ticketvnc::server::ServerConfig::new(vec!["127.0.0.1:0".parse().unwrap()], Some(auth));
+    let (pattern, _control) = ticketvnc::capture::test_pattern::TestPattern::new(W, H, 0);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let handle = rt
+        .block_on(ticketvnc::server::start(cfg, Box::new(pattern), input))
+        .expect("server starts");
+    let addr = handle.local_addrs()[0];
+
+    let mut v = MacViewer::connect(addr, MAC).unwrap();
+    v.apple_dh("", "pa55w0rd").expect("in");
+    v.picture();
+    const SUPER_L: u32 = 0xffeb;
+    const ALT_L: u32 = 0xffe9;
+    const CONTROL_L: u32 = 0xffe3;
+    for k in [SUPER_L, ALT_L] {
+        let mut msg = vec![4, 1, 0, 0];
+        msg.extend_from_slice(&k.to_be_bytes());
+        v.s.write_all(&msg).unwrap();
+    }
+    drop(v);
+    let key = |down, keysym| InputEvent::Key { down, keysym };
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let ev = rec.events();
+        if ev.contains(&key(false, CONTROL_L)) && ev.contains(&key(false, ALT_L)) {
+            assert_eq!(ev[..2], [key(true, CONTROL_L), key(true, ALT_L)], "{ev:?}");
+            assert!(!ev.contains(&key(false, SUPER_L)), "{ev:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still held after the viewer left: {ev:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    handle.stopper().stop();
+    rt.shutdown_background();
+}

@@ -64,9 +64,14 @@ const PRIME_HEX: &str = concat!(
 
 const PRIME: U2048 = U2048::from_be_hex(PRIME_HEX);
 
-fn params() -> FixedMontyParams<{ U2048::LIMBS }> {
-    let odd = Odd::new(PRIME).expect("the RFC 3526 prime is odd");
-    FixedMontyParams::new_vartime(odd)
+/// The Montgomery parameters of the prime, computed once.
+fn params() -> &'static FixedMontyParams<{ U2048::LIMBS }> {
+    static PARAMS: std::sync::OnceLock<FixedMontyParams<{ U2048::LIMBS }>> =
+        std::sync::OnceLock::new();
+    PARAMS.get_or_init(|| {
+        let odd = Odd::new(PRIME).expect("the RFC 3526 prime is odd");
+        FixedMontyParams::new_vartime(odd)
+    })
 }
 
 /// The prime as sent on the wire.
@@ -83,9 +88,7 @@ fn be_bytes(v: &U2048) -> [u8; KEY_LEN] {
 
 /// `base ^ exponent mod p`, constant time in `exponent`.
 fn modpow(base: &U2048, exponent: &U256) -> U2048 {
-    FixedMontyForm::new(base, &params())
-        .pow(exponent)
-        .retrieve()
+    FixedMontyForm::new(base, params()).pow(exponent).retrieve()
 }
 
 /// Why a response could not be opened.
@@ -252,7 +255,7 @@ mod tests {
         // A typo in the hex would not survive Fermat: 3^(p-1) = 1 mod p.
         let p_minus_1 = PRIME.wrapping_sub(&U2048::ONE);
         let pow = |b: u64, e: &U2048| {
-            FixedMontyForm::new(&U2048::from(b), &params())
+            FixedMontyForm::new(&U2048::from(b), params())
                 .pow(e)
                 .retrieve()
         };
@@ -265,9 +268,16 @@ mod tests {
 
     #[test]
     fn round_trip() {
+        let t = std::time::Instant::now();
         let server = ServerKey::generate([3u8; 32]);
+        let keygen = t.elapsed();
         let r = client(server.public(), [9u8; 32], b"anna", b"s3cret!");
+        let t = std::time::Instant::now();
         let c = server.open(&r).unwrap();
+        println!(
+            "server key pair {keygen:?}, opening a response {:?}",
+            t.elapsed()
+        );
         assert_eq!(c.username.as_deref(), Some(&b"anna"[..]));
         assert_eq!(c.password.as_deref().map(|p| &p[..]), Some(&b"s3cret!"[..]));
         // Another server key cannot read it.
