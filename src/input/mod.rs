@@ -3,6 +3,8 @@
 #[cfg(any(target_os = "linux", target_os = "windows", target_os = "macos"))]
 pub mod enigo;
 pub mod mac_keys;
+pub mod macos_keys;
+pub mod points;
 pub mod queue;
 pub mod windows_keys;
 #[cfg(target_os = "linux")]
