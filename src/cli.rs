@@ -142,6 +142,9 @@ pub struct ConnectArgs {
 /// `--keyboard`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum KeyboardKind {
+    /// `mac` for Mac viewers (Screen Sharing.app, RFB 003.889) when the
+    /// customer's computer is not a Mac, `standard` for everyone else.
+    Auto,
     /// Keys as the viewer sends them.
     Standard,
     /// Command and Control swapped (Mac technicians).
@@ -255,8 +258,9 @@ pub struct ServeArgs {
     pub no_drawn_cursor: bool,
     /// The technician's keyboard: `mac` swaps Command and Control, so a Mac
     /// technician's Command+C is Ctrl+C on the customer's computer (and
-    /// Control is the Super/Windows key).
-    #[arg(long, value_enum, default_value_t = KeyboardKind::Standard)]
+    /// Control is the Super/Windows key). `auto` (the default) does that
+    /// for Screen Sharing.app's viewers only, unless this is a Mac.
+    #[arg(long, value_enum, default_value_t = KeyboardKind::Auto)]
     pub keyboard: KeyboardKind,
     /// X display to serve with --source x11 (default: $DISPLAY).
     #[arg(long, value_name = ":N")]

@@ -58,6 +58,9 @@ pub struct ServerConfig {
     /// 30) on every listener; without it only Mac viewers reaching a
     /// loopback listener are offered it.
     pub allow_apple_dh: bool,
+    /// Swap Command and Control for Mac viewers (RFB 003.889) only
+    /// (`--keyboard auto`, not on a Mac).
+    pub mac_viewer_keyboard: bool,
     /// Technician accounts exist: offer VeNCrypt X509Plain.
     pub plain_accounts: bool,
     /// The ticket sessions belong to when their credential names none
@@ -210,6 +213,7 @@ impl ServerConfig {
             tls: None,
             insecure: false,
             allow_apple_dh: false,
+            mac_viewer_keyboard: false,
             plain_accounts: false,
             reverse_vencrypt: false,
             ticket: None,
@@ -757,6 +761,7 @@ pub async fn start(
         desktop_name,
         view_only: cfg.view_only,
         drawn_cursor: cfg.drawn_cursor,
+        mac_viewer_keyboard: cfg.mac_viewer_keyboard,
         resizer: cfg.resizer.clone(),
         consent: cfg.consent.clone(),
         ticket: cfg.ticket.clone(),

@@ -596,6 +596,92 @@ fn libvncclient_apple_dh_cross_check() {
 
 // ------------------------------------------------------------ keyboard
 
+/// An in-process server on the test pattern with VNC password
+/// "pa55w0rd", its input going to `input`.
+struct InProcess {
+    rt: Option<tokio::runtime::Runtime>,
+    handle: ticketvnc::server::ServerHandle,
+    addr: SocketAddr,
+}
+
+impl InProcess {
+    fn start(
+        input: std::sync::Arc<dyn ticketvnc::input::InputSink>,
+        tweak: impl FnOnce(&mut ticketvnc::server::ServerConfig),
+    ) -> InProcess {
+        use ticketvnc::security::{Authenticator, StaticPassword, VncPassword};
+        let auth: std::sync::Arc<dyn Authenticator> = std::sync::Arc::new(StaticPassword {
+            password: VncPassword::new(b"pa55w0rd"),
+            ticket: None,
+        });
+        let mut cfg =
+            ticketvnc::server::ServerConfig::new(vec!["127.0.0.1:0".parse().unwrap()], Some(auth));
+        tweak(&mut cfg);
+        let (pattern, _control) = ticketvnc::capture::test_pattern::TestPattern::new(W, H, 0);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let handle = rt
+            .block_on(ticketvnc::server::start(cfg, Box::new(pattern), input))
+            .expect("server starts");
+        let addr = handle.local_addrs()[0];
+        InProcess {
+            rt: Some(rt),
+            handle,
+            addr,
+        }
+    }
+
+    /// A viewer (sending `version`) that logs in, gets its picture and
+    /// presses `keys` without releasing them.
+    fn press(&self, version: &[u8; 12], keys: &[u32]) -> MacViewer {
+        let mut v = MacViewer::connect(self.addr, version).unwrap();
+        v.vnc_auth("pa55w0rd").expect("in");
+        v.picture();
+        for k in keys {
+            let mut msg = vec![4, 1, 0, 0];
+            msg.extend_from_slice(&k.to_be_bytes());
+            v.s.write_all(&msg).unwrap();
+        }
+        v
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.handle.stopper().stop();
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+const SUPER_L: u32 = 0xffeb;
+const ALT_L: u32 = 0xffe9;
+const CONTROL_L: u32 = 0xffe3;
+
+fn key(down: bool, keysym: u32) -> ticketvnc::input::InputEvent {
+    ticketvnc::input::InputEvent::Key { down, keysym }
+}
+
+/// Wait until `rec` holds every event of `want`.
+fn wait_events(
+    rec: &ticketvnc::input::RecordingInput,
+    want: &[ticketvnc::input::InputEvent],
+) -> Vec<ticketvnc::input::InputEvent> {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let ev = rec.events();
+        if want.iter().all(|w| ev.contains(w)) {
+            return ev;
+        }
+        assert!(Instant::now() < deadline, "{want:?} not all in {ev:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// `--keyboard mac` (Command and Control swapped) in front of a recording
 /// input sink: a Mac viewer holds Command (Super_L) and Option (Alt_L)
 /// and goes away without letting go. The desktop got Control and Alt
@@ -605,54 +691,33 @@ fn libvncclient_apple_dh_cross_check() {
 fn mac_keyboard_held_command_is_released_on_disconnect() {
     use std::sync::Arc;
     use ticketvnc::input::mac_keys::MacKeyboard;
-    use ticketvnc::input::{InputEvent, RecordingInput};
-    use ticketvnc::security::{Authenticator, StaticPassword, VncPassword};
+    use ticketvnc::input::RecordingInput;
     let rec = Arc::new(RecordingInput::default());
-    let input = Arc::new(MacKeyboard::new(rec.clone()));
-    let auth: Arc<dyn Authenticator> = Arc::new(StaticPassword {
-        password: VncPassword::new(b"pa55w0rd"),
-        ticket: None,
-    });
-    let cfg =
-        ticketvnc::server::ServerConfig::new(vec!["127.0.0.1:0".parse().unwrap()], Some(auth));
-    let (pattern, _control) = ticketvnc::capture::test_pattern::TestPattern::new(W, H, 0);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let handle = rt
-        .block_on(ticketvnc::server::start(cfg, Box::new(pattern), input))
-        .expect("server starts");
-    let addr = handle.local_addrs()[0];
+    let srv = InProcess::start(Arc::new(MacKeyboard::new(rec.clone())), |_| {});
+    drop(srv.press(MAC, &[SUPER_L, ALT_L]));
+    let ev = wait_events(&rec, &[key(false, CONTROL_L), key(false, ALT_L)]);
+    assert_eq!(ev[..2], [key(true, CONTROL_L), key(true, ALT_L)], "{ev:?}");
+    assert!(!ev.contains(&key(false, SUPER_L)), "{ev:?}");
+}
 
-    let mut v = MacViewer::connect(addr, MAC).unwrap();
-    v.apple_dh("", "pa55w0rd").expect("in");
-    v.picture();
-    const SUPER_L: u32 = 0xffeb;
-    const ALT_L: u32 = 0xffe9;
-    const CONTROL_L: u32 = 0xffe3;
-    for k in [SUPER_L, ALT_L] {
-        let mut msg = vec![4, 1, 0, 0];
-        msg.extend_from_slice(&k.to_be_bytes());
-        v.s.write_all(&msg).unwrap();
-    }
-    drop(v);
-    let key = |down, keysym| InputEvent::Key { down, keysym };
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let ev = rec.events();
-        if ev.contains(&key(false, CONTROL_L)) && ev.contains(&key(false, ALT_L)) {
-            assert_eq!(ev[..2], [key(true, CONTROL_L), key(true, ALT_L)], "{ev:?}");
-            assert!(!ev.contains(&key(false, SUPER_L)), "{ev:?}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still held after the viewer left: {ev:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    handle.stopper().stop();
-    rt.shutdown_background();
+/// `--keyboard auto` (the default; `mac_viewer_keyboard`): a Mac viewer's
+/// Command is Control on the customer's PC, another viewer's Super stays
+/// Super; the Mac viewer's held Command is released as Control when it
+/// leaves.
+#[test]
+fn mac_viewers_get_the_mac_keyboard_automatically() {
+    use std::sync::Arc;
+    use ticketvnc::input::RecordingInput;
+    let rec = Arc::new(RecordingInput::default());
+    let srv = InProcess::start(rec.clone(), |c| c.mac_viewer_keyboard = true);
+    let pc = srv.press(V38, &[SUPER_L]);
+    wait_events(&rec, &[key(true, SUPER_L)]);
+    drop(srv.press(MAC, &[SUPER_L]));
+    let ev = wait_events(&rec, &[key(true, CONTROL_L), key(false, CONTROL_L)]);
+    assert!(
+        !ev.contains(&key(false, SUPER_L)),
+        "the PC viewer still holds Super: {ev:?}"
+    );
+    drop(pc);
+    wait_events(&rec, &[key(false, SUPER_L)]);
 }

@@ -148,6 +148,9 @@ pub struct SessionConfig {
     pub view_only: bool,
     /// Draw the customer's pointer into viewers' pictures (session/pointer.rs).
     pub drawn_cursor: bool,
+    /// Mac viewers (RFB 003.889) get Command and Control swapped
+    /// (`--keyboard auto`, input/mac_keys.rs).
+    pub mac_viewer_keyboard: bool,
     /// Resizes the desktop for SetDesktopSize (`--virtual`); `None`: refused.
     pub resizer: Option<Arc<dyn crate::capture::resize::DesktopResizer>>,
     pub consent: ConsentPolicy,
@@ -788,6 +791,14 @@ impl Session {
                     }
                     Event::ClientInit { shared } => {
                         self.info.shared = shared;
+                        if self.cfg.mac_viewer_keyboard && conn.is_mac_viewer() {
+                            // Every key of this viewer, releases included,
+                            // goes through the swap (held keys stay true).
+                            self.input = Arc::new(crate::input::mac_keys::MacKeyboard::new(
+                                self.input.clone(),
+                            ));
+                            debug!(conn = self.info.id, "Mac viewer: Command acts as Control");
+                        }
                         let (host, mut info) = (self.host.clone(), self.info.clone());
                         let (accepted, info) =
                             Self::blocking(move || (host.session_starting(&mut info), info))
