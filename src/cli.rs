@@ -204,7 +204,7 @@ pub struct ServeArgs {
     /// 003.889" and offer type 30. It protects the password, not the
     /// session (no encryption); on loopback (an SSH tunnel) a viewer that
     /// sends 003.889 is offered it without this flag.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "no_auth")]
     pub allow_apple_dh: bool,
     /// Do not serve the browser viewer page (noVNC) on the listeners.
     /// Browsers' WebSocket connections are still accepted, for a viewer
