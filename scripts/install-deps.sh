@@ -49,6 +49,8 @@ PACKAGES=(
     wayvnc          # the Wayland peer, side by side (docs/benchmarks.md)
     passwd          # useradd: the compositors run as the unprivileged user ticketvnc-test
     util-linux      # runuser
+    gcc             # builds tests/clients/ard_client.c
+    libvncserver-dev # libvncclient: a second Apple DH (type 30) implementation (tests/apple_dh.rs)
 )
 # Node.js and npm drive that browser through Playwright. They are installed
 # only when missing: a NodeSource nodejs (common on CI images) already

@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for cmd in Xvfb vncviewer xdotool xdpyinfo xwininfo xev xsetroot xrandr xclip xterm setxkbmap display import sqlite3 python3 kill x11vnc x0vncserver X0tigervnc dbus-daemon node npm chromium wine wineserver x86_64-w64-mingw32-gcc mutter pipewire wireplumber dbus-run-session gdbus pkg-config sway swaybg grim foot wayvnc useradd runuser mkfifo; do
+for cmd in Xvfb vncviewer xdotool xdpyinfo xwininfo xev xsetroot xrandr xclip xterm setxkbmap display import sqlite3 python3 kill x11vnc x0vncserver X0tigervnc dbus-daemon node npm chromium wine wineserver x86_64-w64-mingw32-gcc mutter pipewire wireplumber dbus-run-session gdbus pkg-config sway swaybg grim foot wayvnc useradd runuser mkfifo cc; do
     command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
 done
 # The build links libpipewire (--source gnome) through bindgen (libclang).
@@ -23,6 +23,10 @@ fi
 # PostgreSQL's server programs are off PATH on Debian (tests/common/pg.rs finds them).
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     missing+=("postgresql")
+fi
+# libvncclient's header (tests/apple_dh.rs builds a client on it).
+if [ ! -e /usr/include/rfb/rfbclient.h ]; then
+    missing+=("libvncserver-dev")
 fi
 if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
     missing+=("python3-venv")

@@ -142,6 +142,9 @@ pub struct ConnectArgs {
 /// `--keyboard`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum KeyboardKind {
+    /// `mac` for Mac viewers (Screen Sharing.app, RFB 003.889) when the
+    /// customer's computer is not a Mac, `standard` for everyone else.
+    Auto,
     /// Keys as the viewer sends them.
     Standard,
     /// Command and Control swapped (Mac technicians).
@@ -202,6 +205,13 @@ pub struct ServeArgs {
     /// non-loopback addresses. Warned about and journaled.
     #[arg(long)]
     pub insecure: bool,
+    /// Serve Screen Sharing.app (macOS) with Apple's Diffie-Hellman
+    /// authentication (security type 30) on every listener: send "RFB
+    /// 003.889" and offer type 30. It protects the password, not the
+    /// session (no encryption); on loopback (an SSH tunnel) a viewer that
+    /// sends 003.889 is offered it without this flag.
+    #[arg(long, conflicts_with = "no_auth")]
+    pub allow_apple_dh: bool,
     /// Do not serve the browser viewer page (noVNC) on the listeners.
     /// Browsers' WebSocket connections are still accepted, for a viewer
     /// page hosted elsewhere (the ticket system).
@@ -254,8 +264,9 @@ pub struct ServeArgs {
     pub no_drawn_cursor: bool,
     /// The technician's keyboard: `mac` swaps Command and Control, so a Mac
     /// technician's Command+C is Ctrl+C on the customer's computer (and
-    /// Control is the Super/Windows key).
-    #[arg(long, value_enum, default_value_t = KeyboardKind::Standard)]
+    /// Control is the Super/Windows key). `auto` (the default) does that
+    /// for Screen Sharing.app's viewers only, unless this is a Mac.
+    #[arg(long, value_enum, default_value_t = KeyboardKind::Auto)]
     pub keyboard: KeyboardKind,
     /// X display to serve with --source x11 (default: $DISPLAY).
     #[arg(long, value_name = ":N")]

@@ -296,11 +296,26 @@ async fn serve(
     };
     let input: Arc<dyn InputSink> = match args.keyboard {
         KeyboardKind::Mac => Arc::new(ticketvnc::input::mac_keys::MacKeyboard::new(input)),
-        KeyboardKind::Standard => input,
+        KeyboardKind::Standard | KeyboardKind::Auto => input,
     };
     let mut cfg = ServerConfig::new(args.listen.clone(), authenticator);
     setup_tls(&args, observer.as_ref(), &mut cfg)?;
     cfg.insecure = args.insecure;
+    cfg.allow_apple_dh = args.allow_apple_dh;
+    // A Mac technician's Command is the PC's Control; on a Mac it is
+    // Command already.
+    cfg.mac_viewer_keyboard = args.keyboard == KeyboardKind::Auto && !cfg!(target_os = "macos");
+    if args.allow_apple_dh {
+        let off: Vec<String> = args
+            .listen
+            .iter()
+            .filter(|a| !a.ip().is_loopback())
+            .map(|a| a.to_string())
+            .collect();
+        if !off.is_empty() {
+            tracing::warn!(addresses = ?off, "--allow-apple-dh: Apple DH offered off loopback; it protects the password, not the session (pixels and keys cross the network unencrypted)");
+        }
+    }
     cfg.web_pages = !args.no_web;
     cfg.ticket = args.ticket.clone();
     cfg.reverse_vencrypt = matches!(mode, Mode::Reverse { tls: true, .. });

@@ -54,6 +54,13 @@ pub struct ServerConfig {
     pub tls: Option<TlsAcceptor>,
     /// Offer bare None/VNC authentication on non-loopback addresses too.
     pub insecure: bool,
+    /// `--allow-apple-dh`: send "RFB 003.889" and offer Apple DH (type
+    /// 30) on every listener; without it only Mac viewers reaching a
+    /// loopback listener are offered it.
+    pub allow_apple_dh: bool,
+    /// Swap Command and Control for Mac viewers (RFB 003.889) only
+    /// (`--keyboard auto`, not on a Mac).
+    pub mac_viewer_keyboard: bool,
     /// Technician accounts exist: offer VeNCrypt X509Plain.
     pub plain_accounts: bool,
     /// The ticket sessions belong to when their credential names none
@@ -118,7 +125,11 @@ impl ServerConfig {
         } else {
             SecurityType::None
         });
-        SecurityOffer { types, vencrypt }
+        SecurityOffer {
+            types,
+            vencrypt,
+            ..Default::default()
+        }
     }
 
     /// What a listener on `addr` offers. Off loopback only VeNCrypt
@@ -152,7 +163,24 @@ impl ServerConfig {
         if types.is_empty() {
             return Err(ServerError::NoTlsOffLoopback { addr });
         }
-        Ok(SecurityOffer { types, vencrypt })
+        // Screen Sharing.app (RFB 003.889) speaks no VeNCrypt and cannot
+        // use None at 3.889; it gets Apple DH first where that is allowed
+        // (loopback, e.g. through an SSH tunnel, or `--allow-apple-dh`).
+        let apple = auth && (addr.ip().is_loopback() || self.allow_apple_dh);
+        let mut mac: Vec<SecurityType> =
+            apple.then_some(SecurityType::AppleDh).into_iter().collect();
+        mac.extend(types.iter().copied().filter(|t| *t != SecurityType::None));
+        // Other viewers get it last, and only when asked for (libvncclient
+        // speaks it, and picks the server's first type it knows).
+        if auth && self.allow_apple_dh {
+            types.push(SecurityType::AppleDh);
+        }
+        Ok(SecurityOffer {
+            types,
+            vencrypt,
+            mac: Some(mac),
+            apple_version: self.allow_apple_dh,
+        })
     }
 
     /// How browsers are met on a listener on `addr`. A browser speaks
@@ -167,6 +195,7 @@ impl ServerConfig {
                 SecurityType::None
             }],
             vencrypt: Vec::new(),
+            ..Default::default()
         });
         WebOptions {
             pages: self.web_pages,
@@ -183,6 +212,8 @@ impl ServerConfig {
             desktop_name: None,
             tls: None,
             insecure: false,
+            allow_apple_dh: false,
+            mac_viewer_keyboard: false,
             plain_accounts: false,
             reverse_vencrypt: false,
             ticket: None,
@@ -730,6 +761,7 @@ pub async fn start(
         desktop_name,
         view_only: cfg.view_only,
         drawn_cursor: cfg.drawn_cursor,
+        mac_viewer_keyboard: cfg.mac_viewer_keyboard,
         resizer: cfg.resizer.clone(),
         consent: cfg.consent.clone(),
         ticket: cfg.ticket.clone(),

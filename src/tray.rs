@@ -52,7 +52,8 @@ pub struct TrayConfig {
     /// Seconds to keep trying to reach the helpdesk (default 300).
     pub retry_for: Option<u64>,
     /// "mac": the helpdesk's technicians use Macs (Command and Control
-    /// swapped, see `serve --keyboard`); "standard" (default).
+    /// swapped, see `serve --keyboard`); "standard"; "auto" (default: for
+    /// Screen Sharing.app viewers only).
     pub keyboard: Option<String>,
 }
 
@@ -379,7 +380,8 @@ fn start_help(
         None => {}
         Some("mac") => serve_args.keyboard = crate::cli::KeyboardKind::Mac,
         Some("standard") => serve_args.keyboard = crate::cli::KeyboardKind::Standard,
-        Some(_) => bail!("tray.toml: keyboard is \"standard\" or \"mac\""),
+        Some("auto") => serve_args.keyboard = crate::cli::KeyboardKind::Auto,
+        Some(_) => bail!("tray.toml: keyboard is \"auto\", \"standard\" or \"mac\""),
     }
     if cfg.tls_cert.is_some() {
         serve_args.tls_cert = cfg.tls_cert.clone();

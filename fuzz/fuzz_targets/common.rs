@@ -297,6 +297,8 @@ impl Driver {
                         SecurityType::None => &[],
                         SecurityType::VncAuth => &CHALLENGE,
                         SecurityType::VeNCrypt => &[0, 2],
+                        // No configuration here offers it (nor a Mac list).
+                        SecurityType::AppleDh => panic!("Apple DH chosen but never offered"),
                     };
                     assert_eq!(delta, want, "answer to {t:?}");
                 }
@@ -387,6 +389,9 @@ impl Driver {
                 let ok = exact && username == PLAIN_USER && password.expose() == PLAIN_PASSWORD;
                 self.right_plain_seen |= ok;
                 self.verdict(ok);
+            }
+            Event::AppleDhCredentials { .. } => {
+                panic!("Apple DH credentials but Apple DH was never offered")
             }
             Event::Authenticated => {
                 assert!(!self.authenticated_seen, "a second Authenticated");
@@ -600,6 +605,7 @@ impl Driver {
         match t {
             SecurityType::None => true,
             SecurityType::VncAuth => self.right_response_seen,
+            SecurityType::AppleDh => false,
             SecurityType::VeNCrypt => {
                 let sub = self.conn.vencrypt_subtype();
                 if !self.tls || sub.is_none() || sub != self.subtype {

@@ -4,7 +4,7 @@
 use super::queue::InputQueue;
 use super::{ClipboardTarget, InputEvent, InputSink};
 use enigo::{Axis, Button, Coordinate, Direction, Enigo, Mouse, Settings};
-#[cfg(not(target_os = "windows"))]
+#[cfg(not(any(target_os = "windows", target_os = "macos")))]
 use enigo::{Key, Keyboard};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -118,8 +118,14 @@ impl InputSink for EnigoInput {
 struct Injector {
     buttons: u16,
     pos: Option<(u16, u16)>,
+    /// Viewer pixels to pointer points (macOS Retina), looked up again
+    /// every few seconds.
+    #[cfg(target_os = "macos")]
+    display: super::points::DisplayCache,
     #[cfg(target_os = "windows")]
     keys: super::windows_keys::KeyState,
+    #[cfg(target_os = "macos")]
+    keys: super::macos_keys::KeyState,
 }
 
 impl Injector {
@@ -130,7 +136,12 @@ impl Injector {
             InputEvent::Key { down, keysym } | InputEvent::ScanKey { down, keysym, .. } => {
                 super::windows_keys::inject(enigo, &mut self.keys, down, keysym)
             }
-            #[cfg(not(target_os = "windows"))]
+            // macOS takes virtual key codes (kVK_*), not keysyms.
+            #[cfg(target_os = "macos")]
+            InputEvent::Key { down, keysym } | InputEvent::ScanKey { down, keysym, .. } => {
+                super::macos_keys::inject(enigo, &mut self.keys, down, keysym)
+            }
+            #[cfg(not(any(target_os = "windows", target_os = "macos")))]
             InputEvent::Key { down, keysym } | InputEvent::ScanKey { down, keysym, .. } => {
                 let dir = if down {
                     Direction::Press
@@ -159,7 +170,14 @@ impl Injector {
         y: u16,
     ) -> enigo::InputResult<()> {
         if self.pos != Some((x, y)) {
-            enigo.move_mouse(x as i32, y as i32, Coordinate::Abs)?;
+            #[cfg(target_os = "macos")]
+            let (px, py) = match self.display.geometry() {
+                Some(g) => g.to_points(x, y),
+                None => (x as i32, y as i32),
+            };
+            #[cfg(not(target_os = "macos"))]
+            let (px, py) = (x as i32, y as i32);
+            enigo.move_mouse(px, py, Coordinate::Abs)?;
             self.pos = Some((x, y));
         }
         let changed = buttons ^ self.buttons;

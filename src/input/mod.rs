@@ -3,8 +3,10 @@
 #[cfg(any(target_os = "linux", target_os = "windows", target_os = "macos"))]
 pub mod enigo;
 pub mod mac_keys;
+pub mod macos_keys;
 #[cfg(target_os = "linux")]
 pub mod mutter;
+pub mod points;
 pub mod queue;
 #[cfg(target_os = "linux")]
 pub mod wayland;

@@ -42,6 +42,10 @@ pub enum SecurityType {
     /// VeNCrypt 0.2: a subtype is negotiated, then TLS, then the subtype's
     /// own authentication inside TLS.
     VeNCrypt = 19,
+    /// Apple's Diffie-Hellman authentication (Screen Sharing.app): a user
+    /// name and password encrypted under a DH-agreed key; the session
+    /// itself is not encrypted (`security::apple_dh`).
+    AppleDh = 30,
 }
 
 impl SecurityType {
@@ -50,6 +54,7 @@ impl SecurityType {
             1 => Some(SecurityType::None),
             2 => Some(SecurityType::VncAuth),
             19 => Some(SecurityType::VeNCrypt),
+            30 => Some(SecurityType::AppleDh),
             _ => None,
         }
     }
@@ -58,6 +63,7 @@ impl SecurityType {
             SecurityType::None => "none",
             SecurityType::VncAuth => "vnc-auth",
             SecurityType::VeNCrypt => "vencrypt",
+            SecurityType::AppleDh => "apple-dh",
         }
     }
 }
@@ -150,6 +156,18 @@ pub enum Event {
         exact: bool,
         password: Secret,
     },
+    /// Apple DH credentials arrived, decrypted. `username` and `exact` as
+    /// for [`Event::PlainCredentials`] (an empty name is allowed: the
+    /// password is then a VNC password or one-time code). `password` is
+    /// `None` when the block was malformed (a field without its NUL: the
+    /// keys did not agree or the client does not follow the protocol),
+    /// which can only fail. The driver checks them and calls
+    /// [`ServerConnection::auth_verdict`].
+    AppleDhCredentials {
+        username: String,
+        exact: bool,
+        password: Option<Secret>,
+    },
     /// The client proved who it is (or None needed no proof). The driver
     /// may now ask the local user and then calls
     /// [`ServerConnection::approve`] or [`ServerConnection::reject`];
@@ -172,6 +190,7 @@ enum State {
     VncResponse { challenge: [u8; 16] },
     PlainHeader,
     PlainBody { user_len: usize, pass_len: usize },
+    AppleDhResponse,
     AwaitVerdict,
     AwaitApproval,
     ClientInit,
@@ -201,6 +220,15 @@ pub struct ServerConnection {
     /// The viewer listed ExtendedMouseButtons: a PointerEvent with bit 7
     /// set carries one more byte.
     extended_pointer: bool,
+    /// What a viewer that sends "RFB 003.889" (Apple's Screen Sharing) is
+    /// offered instead of `offered`; `None`: the same as everyone.
+    mac_offer: Option<Vec<SecurityType>>,
+    /// The client sent "RFB 003.889".
+    mac_viewer: bool,
+    /// The server's Apple DH key while type 30 runs.
+    apple_key: Option<crate::security::apple_dh::ServerKey>,
+    /// Random bytes for the Apple DH private exponent.
+    apple_dh_source: fn() -> [u8; 32],
 }
 
 fn os_challenge() -> [u8; 16] {
@@ -209,6 +237,17 @@ fn os_challenge() -> [u8; 16] {
     rand::rngs::OsRng.fill_bytes(&mut c);
     c
 }
+
+fn os_dh_random() -> [u8; 32] {
+    use rand::RngCore;
+    let mut c = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut c);
+    c
+}
+
+/// The version string Apple's servers send; Screen Sharing.app answers a
+/// server that sends anything else with "RFB 003.003".
+pub const APPLE_VERSION: &[u8; 12] = b"RFB 003.889\n";
 
 /// Largest amount of unparsed input the connection will hold.
 const MAX_INBUF: usize = limits::MAX_MESSAGE_BYTES + 64 * 1024;
@@ -236,7 +275,48 @@ impl ServerConnection {
             pending: Default::default(),
             challenge_source: os_challenge,
             extended_pointer: false,
+            mac_offer: None,
+            mac_viewer: false,
+            apple_key: None,
+            apple_dh_source: os_dh_random,
         }
+    }
+
+    /// Offer `types` (in order of preference) to a viewer that sends
+    /// "RFB 003.889" (Screen Sharing.app), instead of the usual list. It
+    /// may hold [`SecurityType::AppleDh`]; an empty list refuses Mac
+    /// viewers with a reason.
+    pub fn with_mac_offer(mut self, types: &[SecurityType]) -> Self {
+        self.mac_offer = Some(types.to_vec());
+        self
+    }
+
+    /// Send Apple's "RFB 003.889" as the server's version (instead of
+    /// 3.8), so that Screen Sharing.app answers with 003.889 rather than
+    /// falling back to 3.3. Other viewers treat it as 3.8 (TigerVNC,
+    /// libvncclient, vncdotool, noVNC) or 3.3 (vnc-rs). Call before
+    /// taking any output.
+    pub fn with_apple_version(mut self) -> Self {
+        if self.out == b"RFB 003.008\n" {
+            self.out = APPLE_VERSION.to_vec();
+        }
+        self
+    }
+
+    /// Replace the Apple DH key source (fuzzers and tests).
+    pub fn with_apple_dh_source(mut self, f: fn() -> [u8; 32]) -> Self {
+        self.apple_dh_source = f;
+        self
+    }
+
+    /// The client sent "RFB 003.889" (Apple's Screen Sharing). Served as 3.8.
+    pub fn is_mac_viewer(&self) -> bool {
+        self.mac_viewer
+    }
+
+    /// The security types offered to this client (once its version is known).
+    pub fn offered(&self) -> &[SecurityType] {
+        &self.offered
     }
 
     /// The VeNCrypt subtypes offered (in order of preference). Without any,
@@ -401,6 +481,12 @@ impl ServerConnection {
                 let v = parse_version(&b)?;
                 self.consume(12);
                 self.version = Some(v);
+                if &b == APPLE_VERSION {
+                    self.mac_viewer = true;
+                    if let Some(types) = self.mac_offer.take() {
+                        self.offered = types;
+                    }
+                }
                 self.pending.push_back(Event::VersionAgreed(v));
                 if let Some(reason) = self.refusal.clone() {
                     self.refuse_at_version(&reason);
@@ -408,12 +494,13 @@ impl ServerConnection {
                 }
                 if v == Version::V3_3 {
                     // The server decides: the first offered type a 3.3
-                    // client can use (VeNCrypt needs a choice, so 3.7+).
+                    // client can use (VeNCrypt needs a choice, so 3.7+;
+                    // Apple DH is never forced on a viewer).
                     match self
                         .offered
                         .iter()
                         .copied()
-                        .find(|t| *t != SecurityType::VeNCrypt)
+                        .find(|t| matches!(t, SecurityType::None | SecurityType::VncAuth))
                     {
                         Some(t) => {
                             self.out.put_u32(t as u32);
@@ -426,6 +513,12 @@ impl ServerConnection {
                             return Err(ProtocolError::Refused(reason.into()));
                         }
                     }
+                } else if self.offered.is_empty() {
+                    let reason = "this server has no security type for Screen Sharing.app \
+                                  (it needs a password or a one-time code); \
+                                  connect with a VNC viewer that speaks VeNCrypt";
+                    self.refuse_at_version(reason);
+                    return Err(ProtocolError::Refused(reason.into()));
                 } else {
                     self.out.put_u8(self.offered.len() as u8);
                     for t in &self.offered {
@@ -537,6 +630,35 @@ impl ServerConnection {
                     password,
                 });
             }
+            State::AppleDhResponse => {
+                use crate::security::apple_dh::{self, RESPONSE_LEN};
+                let Some(response) = Reader::new(self.input()).array::<RESPONSE_LEN>() else {
+                    return Ok(());
+                };
+                self.consume(RESPONSE_LEN);
+                let key = self
+                    .apple_key
+                    .take()
+                    .ok_or(ProtocolError::UnexpectedMessage("Apple DH without a key"))?;
+                let creds = match key.open(&response) {
+                    Ok(c) => c,
+                    Err(e @ apple_dh::AppleDhError::BadPublicKey) => {
+                        let reason = e.to_string();
+                        self.security_result_failed(&reason);
+                        return Err(ProtocolError::Refused(reason));
+                    }
+                };
+                let raw_user = creds.username.unwrap_or_default();
+                let username = clean_username(&raw_user);
+                let exact = username.as_bytes() == raw_user.as_slice();
+                let password = creds.password.map(|p| Secret::new(p.to_vec()));
+                self.state = State::AwaitVerdict;
+                self.pending.push_back(Event::AppleDhCredentials {
+                    username,
+                    exact,
+                    password,
+                });
+            }
             State::AwaitTls(_)
             | State::AwaitVerdict
             | State::AwaitApproval
@@ -576,6 +698,12 @@ impl ServerConnection {
             SecurityType::VeNCrypt => {
                 self.out.extend_from_slice(&[0, 2]);
                 self.state = State::VeNCryptVersion;
+            }
+            SecurityType::AppleDh => {
+                let key = crate::security::apple_dh::ServerKey::generate((self.apple_dh_source)());
+                key.offer(&mut self.out);
+                self.apple_key = Some(key);
+                self.state = State::AppleDhResponse;
             }
         }
     }
@@ -993,6 +1121,126 @@ mod tests {
         c.receive(b"RFB 003.003\n").unwrap();
         assert!(matches!(drain_until_err(&mut c), ProtocolError::Refused(_)));
         assert_eq!(&c.take_output()[..4], &[0, 0, 0, 0]);
+    }
+
+    fn dh_fixed() -> [u8; 32] {
+        [5; 32]
+    }
+
+    fn mac_connection() -> ServerConnection {
+        ServerConnection::new(&[SecurityType::VeNCrypt, SecurityType::VncAuth])
+            .with_vencrypt(&[VeNCryptSubtype::X509Vnc])
+            .with_mac_offer(&[SecurityType::AppleDh, SecurityType::VncAuth])
+            .with_apple_version()
+            .with_apple_dh_source(dh_fixed)
+    }
+
+    /// Screen Sharing.app: 003.889 is served as 3.8 with the Mac list, and
+    /// type 30 runs to a credentials event, split at every byte boundary.
+    #[test]
+    fn apple_dh_flow_split_everywhere() {
+        use crate::security::apple_dh::{self, test_client::client};
+        let server_public = *apple_dh::ServerKey::generate(dh_fixed()).public();
+        let response = client(&server_public, [8; 32], b"anna", b"pw");
+        let mut input = b"RFB 003.889\n\x1e".to_vec();
+        input.extend_from_slice(&response);
+        input.push(1); // ClientInit pipelined: must wait for the verdict.
+        for split in 0..input.len() {
+            let mut c = mac_connection();
+            assert_eq!(c.take_output(), b"RFB 003.889\n");
+            let mut events = Vec::new();
+            for part in [&input[..split], &input[split..]] {
+                c.receive(part).unwrap();
+                events.extend(drain(&mut c));
+            }
+            assert!(c.is_mac_viewer());
+            assert_eq!(events.len(), 3, "split at {split}: {events:?}");
+            assert_eq!(events[0], Event::VersionAgreed(Version::V3_8));
+            assert_eq!(events[1], Event::SecurityChosen(SecurityType::AppleDh));
+            assert_eq!(
+                events[2],
+                Event::AppleDhCredentials {
+                    username: "anna".into(),
+                    exact: true,
+                    password: Some(Secret::new(b"pw".to_vec())),
+                }
+            );
+            let out = c.take_output();
+            assert_eq!(&out[..3], &[2, 30, 2], "the Mac list: Apple DH, VNC");
+            assert_eq!(&out[3..5], &[0, 2], "generator 2");
+            assert_eq!(&out[5..7], &[1, 0], "key length 256");
+            assert_eq!(&out[7..263], &apple_dh::prime_bytes());
+            assert_eq!(&out[263..], &server_public);
+            c.auth_verdict(true).unwrap();
+            assert_eq!(drain(&mut c), vec![Event::Authenticated]);
+            c.approve().unwrap();
+            assert_eq!(drain(&mut c), vec![Event::ClientInit { shared: true }]);
+            assert_eq!(c.take_output(), vec![0, 0, 0, 0]);
+        }
+    }
+
+    #[test]
+    fn apple_dh_is_only_for_those_offered_it() {
+        // A 3.8 viewer gets the usual list and may not pick 30.
+        let mut c = mac_connection();
+        c.take_output();
+        c.receive(b"RFB 003.008\n\x1e").unwrap();
+        assert_eq!(
+            drain_until_err(&mut c),
+            ProtocolError::SecurityTypeNotOffered(30)
+        );
+        assert!(!c.is_mac_viewer());
+        assert!(c.take_output().starts_with(&[2, 19, 2, 0, 0, 0, 1]));
+        // A 3.3 viewer is never put on Apple DH, even if it is first.
+        let mut c = ServerConnection::new(&[SecurityType::AppleDh, SecurityType::VncAuth]);
+        c.take_output();
+        c.receive(b"RFB 003.003\n").unwrap();
+        drain(&mut c);
+        assert_eq!(&c.take_output()[..4], &[0, 0, 0, 2]);
+        // A Mac viewer with nothing it can use is told why.
+        let mut c = ServerConnection::new(&[SecurityType::None]).with_mac_offer(&[]);
+        c.take_output();
+        c.receive(b"RFB 003.889\n").unwrap();
+        assert!(matches!(drain_until_err(&mut c), ProtocolError::Refused(_)));
+        let out = c.take_output();
+        assert_eq!(out[0], 0);
+        assert!(String::from_utf8_lossy(&out).contains("Screen Sharing"));
+    }
+
+    #[test]
+    fn apple_dh_bad_public_key_is_refused_with_reason() {
+        let mut c = mac_connection();
+        c.take_output();
+        let mut input = b"RFB 003.889\n\x1e".to_vec();
+        input.extend_from_slice(&[0u8; crate::security::apple_dh::RESPONSE_LEN]);
+        c.receive(&input).unwrap();
+        assert!(matches!(drain_until_err(&mut c), ProtocolError::Refused(_)));
+        let out = c.take_output();
+        assert!(
+            String::from_utf8_lossy(&out).ends_with("invalid Apple DH public key from the client")
+        );
+        assert!(!c.is_authenticated());
+    }
+
+    #[test]
+    fn apple_dh_block_without_nul_has_no_password() {
+        use crate::security::apple_dh::{self, test_client::client};
+        let server_public = *apple_dh::ServerKey::generate(dh_fixed()).public();
+        // Encrypted for another server key: the fields decrypt to noise.
+        let other = *apple_dh::ServerKey::generate([6; 32]).public();
+        let mut response = client(&other, [8; 32], b"anna", b"pw");
+        // Keep a valid public key, so only the block is wrong.
+        response[128..].copy_from_slice(&client(&server_public, [8; 32], b"", b"")[128..]);
+        let mut c = mac_connection();
+        c.receive(b"RFB 003.889\n\x1e").unwrap();
+        c.receive(&response).unwrap();
+        let ev = drain(&mut c);
+        let Some(Event::AppleDhCredentials { password, .. }) = ev.last() else {
+            panic!("{ev:?}")
+        };
+        // Noise has a NUL in 64 bytes with probability ~22%; either way
+        // it is not the password.
+        assert_ne!(password.as_ref().map(|p| p.expose()), Some(&b"pw"[..]));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Security types: checking what a client proved, and who it is.
 
+pub mod apple_dh;
 pub mod preauth;
 pub mod throttle;
 #[cfg(not(target_os = "macos"))]
@@ -135,6 +136,37 @@ pub trait Authenticator: Send + Sync {
         response: &[u8; 16],
     ) -> Result<Option<Principal>, String> {
         Ok(self.verify_vnc(challenge, response))
+    }
+    /// Apple DH (security type 30): a user name and a password that came
+    /// decrypted out of the exchange. A non-empty `username` is first
+    /// checked as a technician account ([`Authenticator::verify_plain`],
+    /// one Argon2id verification whether or not the name exists); if that
+    /// does not match, or the name is empty, the password is checked as
+    /// VNC authentication would check it (its first 8 bytes against the
+    /// static passwords and the one-time codes, through
+    /// [`Authenticator::check_vnc`] with a fresh random challenge), so the
+    /// same credentials, rules (single use, expiry, the lower-case
+    /// spelling of a code) and journal errors apply as for type 2. A name
+    /// that had to be cleaned (`exact` false) matches no account.
+    fn check_apple_dh(
+        &self,
+        username: &str,
+        exact: bool,
+        password: &[u8],
+    ) -> Result<Option<Principal>, String> {
+        if !username.is_empty() {
+            let account = self.verify_plain(username, password).filter(|_| exact);
+            if account.is_some() {
+                return Ok(account);
+            }
+        }
+        if password.is_empty() {
+            // No VNC password or code is empty.
+            return Ok(None);
+        }
+        let challenge: [u8; 16] = rand::random();
+        let response = vnc_auth_response(&VncPassword::new(password), &challenge);
+        self.check_vnc(&challenge, &response)
     }
 }
 

@@ -84,17 +84,30 @@ impl std::fmt::Display for EndReason {
 }
 
 /// The security types one listener offers.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SecurityOffer {
     /// In order of preference; VeNCrypt only together with `vencrypt`.
     pub types: Vec<SecurityType>,
     /// VeNCrypt subtypes (all need TLS).
     pub vencrypt: Vec<VeNCryptSubtype>,
+    /// What a viewer sending "RFB 003.889" (Screen Sharing.app) is offered
+    /// instead of `types`; `None`: the same as everyone.
+    pub mac: Option<Vec<SecurityType>>,
+    /// Send "RFB 003.889" as the server's version (`--allow-apple-dh`),
+    /// without which Screen Sharing.app falls back to RFB 3.3.
+    pub apple_version: bool,
 }
 
 impl SecurityOffer {
     pub fn connection(&self) -> ServerConnection {
-        ServerConnection::new(&self.types).with_vencrypt(&self.vencrypt)
+        let mut c = ServerConnection::new(&self.types).with_vencrypt(&self.vencrypt);
+        if let Some(mac) = &self.mac {
+            c = c.with_mac_offer(mac);
+        }
+        if self.apple_version {
+            c = c.with_apple_version();
+        }
+        c
     }
     /// "VeNCrypt (X509Vnc, X509Plain), VNC" for logs and docs.
     pub fn describe(&self) -> String {
@@ -111,6 +124,7 @@ impl SecurityOffer {
                 ),
                 SecurityType::VncAuth => "VNC".into(),
                 SecurityType::None => "None".into(),
+                SecurityType::AppleDh => "Apple DH".into(),
             })
             .collect::<Vec<_>>()
             .join(", ")
@@ -133,6 +147,9 @@ pub struct SessionConfig {
     pub view_only: bool,
     /// Draw the customer's pointer into viewers' pictures (session/pointer.rs).
     pub drawn_cursor: bool,
+    /// Mac viewers (RFB 003.889) get Command and Control swapped
+    /// (`--keyboard auto`, input/mac_keys.rs).
+    pub mac_viewer_keyboard: bool,
     /// Resizes the desktop for SetDesktopSize (`--virtual`); `None`: refused.
     pub resizer: Option<Arc<dyn crate::capture::resize::DesktopResizer>>,
     pub consent: ConsentPolicy,
@@ -451,6 +468,42 @@ fn security_label(t: SecurityType, sub: Option<VeNCryptSubtype>) -> &'static str
         (SecurityType::VeNCrypt, Some(VeNCryptSubtype::X509Vnc)) => "VeNCrypt/X509Vnc",
         (SecurityType::VeNCrypt, Some(VeNCryptSubtype::X509Plain)) => "VeNCrypt/X509Plain",
         (SecurityType::VeNCrypt, None) => "VeNCrypt",
+        (SecurityType::AppleDh, _) => "apple-dh",
+    }
+}
+
+/// The security profile a viewer got, as the journal's session row has it:
+/// the type (and subtype), "Mac viewer" for a client that sent RFB
+/// 003.889 (Screen Sharing.app), and a downgrade named as one: a Mac
+/// viewer on VNC authentication instead of Apple DH, or another viewer
+/// that took Apple DH (password protected, session in clear) where
+/// VeNCrypt (TLS) was offered.
+fn profile_label(
+    t: SecurityType,
+    sub: Option<VeNCryptSubtype>,
+    mac: bool,
+    offered: &[SecurityType],
+) -> &'static str {
+    let apple_offered = offered.contains(&SecurityType::AppleDh);
+    let tls_offered = offered.contains(&SecurityType::VeNCrypt);
+    match (mac, t) {
+        // Screen Sharing.app speaks no VeNCrypt: type 30 is its best.
+        (true, SecurityType::AppleDh) => "apple-dh (Mac viewer)",
+        (true, SecurityType::VncAuth) if apple_offered => {
+            "vnc-auth (Mac viewer; downgrade: chose it over apple-dh)"
+        }
+        (true, SecurityType::VncAuth) => "vnc-auth (Mac viewer; downgrade: apple-dh not offered)",
+        (true, SecurityType::None) => "none (Mac viewer)",
+        (true, SecurityType::VeNCrypt) => match sub {
+            Some(VeNCryptSubtype::X509None) => "VeNCrypt/X509None (Mac viewer)",
+            Some(VeNCryptSubtype::X509Vnc) => "VeNCrypt/X509Vnc (Mac viewer)",
+            Some(VeNCryptSubtype::X509Plain) => "VeNCrypt/X509Plain (Mac viewer)",
+            None => "VeNCrypt (Mac viewer)",
+        },
+        (false, SecurityType::AppleDh) if tls_offered => {
+            "apple-dh (downgrade: chose it over VeNCrypt)"
+        }
+        (false, _) => security_label(t, sub),
     }
 }
 
@@ -557,11 +610,27 @@ impl Session {
                 match ev {
                     Event::VersionAgreed(v) => {
                         self.info.version = Some(v.as_str());
+                        if conn.is_mac_viewer() {
+                            // Refusals before a type is chosen name it too.
+                            self.info.security = Some("Mac viewer (RFB 003.889)");
+                            info!(
+                                conn = self.info.id,
+                                "Mac viewer (RFB 003.889), served as 3.8"
+                            );
+                        }
                         debug!(conn = self.info.id, version = v.as_str(), "version agreed");
                     }
-                    Event::SecurityChosen(t) => self.info.security = Some(security_label(t, None)),
+                    Event::SecurityChosen(t) => {
+                        self.info.security =
+                            Some(profile_label(t, None, conn.is_mac_viewer(), conn.offered()))
+                    }
                     Event::VeNCryptChosen(sub) => {
-                        self.info.security = Some(security_label(SecurityType::VeNCrypt, Some(sub)))
+                        self.info.security = Some(profile_label(
+                            SecurityType::VeNCrypt,
+                            Some(sub),
+                            conn.is_mac_viewer(),
+                            conn.offered(),
+                        ))
                     }
                     Event::StartTls => {
                         self.flush(&mut stream, conn, deadline).await?;
@@ -636,6 +705,39 @@ impl Session {
                         self.verdict(&mut stream, conn, deadline, principal, budget)
                             .await?;
                     }
+                    Event::AppleDhCredentials {
+                        username,
+                        exact,
+                        password,
+                    } => {
+                        // Name who tried (sanitised by the core), never the password.
+                        self.info.principal = Some(Principal {
+                            technician: (!username.is_empty()).then(|| username.clone()),
+                            credential: "apple-dh".into(),
+                            ..Default::default()
+                        });
+                        let budget = self.budget_for_check(&mut stream, conn, deadline).await?;
+                        let checked = match (self.cfg.authenticator.clone(), password) {
+                            (Some(a), Some(password)) => Self::blocking(move || {
+                                a.check_apple_dh(&username, exact, password.expose())
+                            })
+                            .await
+                            .unwrap_or(Ok(None)),
+                            // A malformed block: a failed guess.
+                            _ => Ok(None),
+                        };
+                        let principal = match checked {
+                            Ok(p) => p,
+                            Err(reason) => {
+                                drop(budget);
+                                return Err(self
+                                    .refuse(&mut stream, conn, deadline, &reason)
+                                    .await);
+                            }
+                        };
+                        self.verdict(&mut stream, conn, deadline, principal, budget)
+                            .await?;
+                    }
                     Event::Authenticated => {
                         let principal = self.info.principal.get_or_insert_with(|| Principal {
                             credential: "none".into(),
@@ -688,6 +790,14 @@ impl Session {
                     }
                     Event::ClientInit { shared } => {
                         self.info.shared = shared;
+                        if self.cfg.mac_viewer_keyboard && conn.is_mac_viewer() {
+                            // Every key of this viewer, releases included,
+                            // goes through the swap (held keys stay true).
+                            self.input = Arc::new(crate::input::mac_keys::MacKeyboard::new(
+                                self.input.clone(),
+                            ));
+                            debug!(conn = self.info.id, "Mac viewer: Command acts as Control");
+                        }
                         let (host, mut info) = (self.host.clone(), self.info.clone());
                         let (accepted, info) =
                             Self::blocking(move || (host.session_starting(&mut info), info))
