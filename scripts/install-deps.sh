@@ -35,6 +35,8 @@ PACKAGES=(
     gcc-mingw-w64-x86-64 # the Windows build's C parts (sqlite, ring) and tests/windows/*.c
     wine            # runs the Windows build (tests/windows_wine.rs)
     wine64
+    libturbojpeg0-dev # libjpeg-turbo's TurboJPEG API: Tight JPEG links it (the turbojpeg crate)
+    pkg-config      # how the turbojpeg crate finds it
 )
 # Node.js and npm drive that browser through Playwright. They are installed
 # only when missing: a NodeSource nodejs (common on CI images) already

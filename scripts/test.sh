@@ -13,6 +13,10 @@ missing=()
 for cmd in Xvfb vncviewer xdotool xdpyinfo xwininfo xev xsetroot xrandr xclip xterm setxkbmap display import sqlite3 python3 kill x11vnc x0vncserver X0tigervnc dbus-daemon node npm chromium wine wineserver x86_64-w64-mingw32-gcc; do
     command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
 done
+# libjpeg-turbo's TurboJPEG library (Tight JPEG links it through pkg-config).
+if ! command -v pkg-config >/dev/null 2>&1 || ! pkg-config --exists libturbojpeg; then
+    missing+=("libturbojpeg0-dev")
+fi
 # PostgreSQL's server programs are off PATH on Debian (tests/common/pg.rs finds them).
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     missing+=("postgresql")

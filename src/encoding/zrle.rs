@@ -2,7 +2,9 @@
 //! is sent in the smallest of: raw CPIXELs, solid, packed palette (2..16
 //! colours), plain RLE, palette RLE (2..127 colours).
 
-use super::{translate_rect, write_cpixels, zlib_level, Deflater, EncodeParams, Encoder, Palette};
+use super::{
+    parallel, translate_rect, write_cpixels, zlib_level, Deflater, EncodeParams, Encoder, Palette,
+};
 use crate::framebuffer::{Frame, Rect};
 use crate::rfb::messages::{enc, write_rect_header};
 use crate::rfb::PixelFormat;
@@ -12,22 +14,49 @@ const TILE: usize = 64;
 
 pub struct ZrleEncoder {
     z: Deflater,
-    px: Vec<u32>,
-    tile: Vec<u32>,
-    raw: Vec<u8>,
+    /// Scratch of each encoding thread (the first is the caller's).
+    workers: Vec<Worker>,
+    outs: Vec<Vec<u8>>,
     packed: Vec<u8>,
-    pal: Palette,
 }
 
 impl Default for ZrleEncoder {
     fn default() -> Self {
         ZrleEncoder {
             z: Deflater::new(DEFAULT_LEVEL),
-            px: Vec::new(),
-            tile: Vec::with_capacity(TILE * TILE),
-            raw: Vec::new(),
+            workers: Vec::new(),
+            outs: Vec::new(),
             packed: Vec::new(),
-            pal: Palette::default(),
+        }
+    }
+}
+
+/// What one thread needs to encode a band of tile rows.
+#[derive(Default)]
+struct Worker {
+    px: Vec<u32>,
+    tile: Vec<u32>,
+    raw: Vec<u8>,
+    pal: Palette,
+}
+
+impl Worker {
+    /// Append the tiles of `band` (whose height is a multiple of the tile
+    /// size, except at the bottom of the rectangle) to `raw`, uncompressed.
+    fn encode_band(&mut self, frame: &Frame, band: Rect, pf: &PixelFormat) {
+        translate_rect(frame, band, pf, &mut self.px);
+        let (w, h) = (band.w as usize, band.h as usize);
+        for ty in (0..h).step_by(TILE) {
+            let th = (h - ty).min(TILE);
+            for tx in (0..w).step_by(TILE) {
+                let tw = (w - tx).min(TILE);
+                self.tile.clear();
+                for y in ty..ty + th {
+                    self.tile
+                        .extend_from_slice(&self.px[y * w + tx..y * w + tx + tw]);
+                }
+                encode_tile(pf, &self.tile, tw, th, &mut self.pal, &mut self.raw);
+            }
         }
     }
 }
@@ -54,24 +83,59 @@ impl Encoder for ZrleEncoder {
 
     fn encode(&mut self, frame: &Frame, rect: Rect, p: &EncodeParams, out: &mut Vec<u8>) -> usize {
         let pf = &p.pf;
-        translate_rect(frame, rect, pf, &mut self.px);
-        let (w, h) = (rect.w as usize, rect.h as usize);
-        self.raw.clear();
-        for ty in (0..h).step_by(TILE) {
-            let th = (h - ty).min(TILE);
-            for tx in (0..w).step_by(TILE) {
-                let tw = (w - tx).min(TILE);
-                self.tile.clear();
-                for y in ty..ty + th {
-                    self.tile
-                        .extend_from_slice(&self.px[y * w + tx..y * w + tx + tw]);
-                }
-                encode_tile(pf, &self.tile, tw, th, &mut self.pal, &mut self.raw);
-            }
+        let level = zlib_level(p, DEFAULT_LEVEL);
+        let tile_rows = (rect.h as usize).div_ceil(TILE);
+        let threads = parallel::threads_for_pixels(rect.area()).min(tile_rows);
+        while self.workers.len() < threads.max(1) {
+            self.workers.push(Worker::default());
         }
         self.packed.clear();
-        self.z
-            .deflate_sync(zlib_level(p, DEFAULT_LEVEL), &self.raw, &mut self.packed);
+        if threads <= 1 {
+            let w = &mut self.workers[0];
+            w.raw.clear();
+            w.encode_band(frame, rect, pf);
+            self.z.deflate_sync(level, &w.raw, &mut self.packed);
+        } else {
+            // Bands of whole tile rows, one per thread, then the stream in
+            // parallel segments.
+            std::thread::scope(|s| {
+                let mut own = None;
+                for (k, (rows, w)) in parallel::ranges(tile_rows, threads)
+                    .into_iter()
+                    .zip(self.workers.iter_mut())
+                    .enumerate()
+                {
+                    let y0 = rows.start * TILE;
+                    let y1 = (rows.end * TILE).min(rect.h as usize);
+                    let band = Rect::new(rect.x, rect.y + y0 as u16, rect.w, (y1 - y0) as u16);
+                    let job = move || {
+                        w.raw.clear();
+                        w.encode_band(frame, band, pf);
+                    };
+                    if k == 0 {
+                        own = Some(job);
+                    } else {
+                        s.spawn(job);
+                    }
+                }
+                if let Some(mut job) = own {
+                    job();
+                }
+            });
+            let raws: Vec<&[u8]> = self.workers[..threads]
+                .iter()
+                .map(|w| w.raw.as_slice())
+                .collect();
+            self.outs.resize_with(threads, Vec::new);
+            for o in &mut self.outs {
+                o.clear();
+            }
+            self.z
+                .deflate_pieces(level, &raws, &mut self.outs[..threads], threads);
+            for o in &self.outs[..threads] {
+                self.packed.extend_from_slice(o);
+            }
+        }
         write_rect_header(rect, enc::ZRLE, out);
         out.extend_from_slice(&(self.packed.len() as u32).to_be_bytes());
         out.extend_from_slice(&self.packed);
