@@ -26,8 +26,11 @@ const WINDOW: usize = 32 * 1024;
 /// thread costs tens of microseconds, compressing 256 KiB about a
 /// millisecond.
 pub const PAR_MIN_BYTES: usize = 256 * 1024;
-/// Rectangles smaller than this (in pixels) are encoded on the calling thread.
-pub const PAR_MIN_PIXELS: usize = 128 * 1024;
+/// Rectangles smaller than this (in pixels) are encoded on the calling
+/// thread. A full-screen change reaches the encoders as one rectangle per
+/// 64-pixel tile row (1920x64 = 120 Ki pixels at 1080p), so this must be
+/// below that for parallel encoding to help a changing screen.
+pub const PAR_MIN_PIXELS: usize = 64 * 1024;
 /// At most this many threads per encoder call.
 pub const MAX_THREADS: usize = 8;
 
@@ -489,6 +492,53 @@ mod encoder_tests {
                 assert!(
                     s <= sizes[0] + sizes[0] / 100,
                     "encoding {encoding}: {sizes:?}"
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod stored_tests {
+    //! Incompressible data costs no more than storing it, at every level a
+    //! viewer can ask for (zlib-rs level 1, `deflate_quick`, would not: its
+    //! static Huffman codes expand noise, hence viewer level 1 -> zlib 2).
+    use super::super::{zlib_level, EncodeParams};
+    use super::Deflater;
+    use crate::rfb::PixelFormat;
+
+    fn noise(n: usize) -> Vec<u8> {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn noise_is_never_bigger_than_stored() {
+        let data = noise(1 << 20);
+        // Stored blocks cost 5 bytes per block (blocks of 16 KiB or more),
+        // plus the header and the sync flush: far below 0.1 %.
+        let bound = data.len() + data.len() / 1000 + 64;
+        for viewer_level in 0..=9u8 {
+            let p = EncodeParams {
+                pf: PixelFormat::NATIVE,
+                compress_level: Some(viewer_level),
+                quality_level: None,
+            };
+            let level = zlib_level(&p, 6);
+            for threads in [1, 2] {
+                let mut out = Vec::new();
+                Deflater::new(level).deflate_sync_par(level, &data, &mut out, threads);
+                assert!(
+                    out.len() <= bound,
+                    "viewer level {viewer_level} (zlib {level}), {threads} threads: {} > {bound}",
+                    out.len()
                 );
             }
         }

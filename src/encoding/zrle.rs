@@ -2,9 +2,7 @@
 //! is sent in the smallest of: raw CPIXELs, solid, packed palette (2..16
 //! colours), plain RLE, palette RLE (2..127 colours).
 
-use super::{
-    parallel, translate_rect, write_cpixels, zlib_level, Deflater, EncodeParams, Encoder, Palette,
-};
+use super::{parallel, write_cpixels, zlib_level, Deflater, EncodeParams, Encoder, Palette};
 use crate::framebuffer::{Frame, Rect};
 use crate::rfb::messages::{enc, write_rect_header};
 use crate::rfb::PixelFormat;
@@ -31,32 +29,38 @@ impl Default for ZrleEncoder {
     }
 }
 
-/// What one thread needs to encode a band of tile rows.
+/// What one thread needs to encode a run of tiles.
 #[derive(Default)]
 struct Worker {
-    px: Vec<u32>,
     tile: Vec<u32>,
     raw: Vec<u8>,
     pal: Palette,
 }
 
 impl Worker {
-    /// Append the tiles of `band` (whose height is a multiple of the tile
-    /// size, except at the bottom of the rectangle) to `raw`, uncompressed.
-    fn encode_band(&mut self, frame: &Frame, band: Rect, pf: &PixelFormat) {
-        translate_rect(frame, band, pf, &mut self.px);
-        let (w, h) = (band.w as usize, band.h as usize);
-        for ty in (0..h).step_by(TILE) {
-            let th = (h - ty).min(TILE);
-            for tx in (0..w).step_by(TILE) {
-                let tw = (w - tx).min(TILE);
-                self.tile.clear();
-                for y in ty..ty + th {
-                    self.tile
-                        .extend_from_slice(&self.px[y * w + tx..y * w + tx + tw]);
-                }
-                encode_tile(pf, &self.tile, tw, th, &mut self.pal, &mut self.raw);
+    /// Append tiles `tiles` (numbered row-major over `rect`, `cols` tiles
+    /// per row) to `raw`, uncompressed, translating each tile's pixels
+    /// straight from the frame.
+    fn encode_tiles(
+        &mut self,
+        frame: &Frame,
+        rect: Rect,
+        cols: usize,
+        tiles: std::ops::Range<usize>,
+        pf: &PixelFormat,
+    ) {
+        let (w, h) = (rect.w as usize, rect.h as usize);
+        for t in tiles {
+            let (tx, ty) = ((t % cols) * TILE, (t / cols) * TILE);
+            let (tw, th) = ((w - tx).min(TILE), (h - ty).min(TILE));
+            self.tile.clear();
+            for y in ty..ty + th {
+                pf.translate_into(
+                    frame.row(rect.y + y as u16, rect.x + tx as u16, tw as u16),
+                    &mut self.tile,
+                );
             }
+            encode_tile(pf, &self.tile, tw, th, &mut self.pal, &mut self.raw);
         }
     }
 }
@@ -84,8 +88,9 @@ impl Encoder for ZrleEncoder {
     fn encode(&mut self, frame: &Frame, rect: Rect, p: &EncodeParams, out: &mut Vec<u8>) -> usize {
         let pf = &p.pf;
         let level = zlib_level(p, DEFAULT_LEVEL);
-        let tile_rows = (rect.h as usize).div_ceil(TILE);
-        let threads = parallel::threads_for_pixels(rect.area()).min(tile_rows);
+        let cols = (rect.w as usize).div_ceil(TILE);
+        let ntiles = cols * (rect.h as usize).div_ceil(TILE);
+        let threads = parallel::threads_for_pixels(rect.area()).min(ntiles);
         while self.workers.len() < threads.max(1) {
             self.workers.push(Worker::default());
         }
@@ -93,24 +98,23 @@ impl Encoder for ZrleEncoder {
         if threads <= 1 {
             let w = &mut self.workers[0];
             w.raw.clear();
-            w.encode_band(frame, rect, pf);
-            self.z.deflate_sync(level, &w.raw, &mut self.packed);
+            w.encode_tiles(frame, rect, cols, 0..ntiles, pf);
+            // Still split the compression when there is a lot of it.
+            self.z
+                .deflate_sync_par(level, &w.raw, &mut self.packed, parallel::threads());
         } else {
-            // Bands of whole tile rows, one per thread, then the stream in
-            // parallel segments.
+            // Runs of tiles (in the order they are sent), one per thread,
+            // then the stream in parallel segments.
             std::thread::scope(|s| {
                 let mut own = None;
-                for (k, (rows, w)) in parallel::ranges(tile_rows, threads)
+                for (k, (tiles, w)) in parallel::ranges(ntiles, threads)
                     .into_iter()
                     .zip(self.workers.iter_mut())
                     .enumerate()
                 {
-                    let y0 = rows.start * TILE;
-                    let y1 = (rows.end * TILE).min(rect.h as usize);
-                    let band = Rect::new(rect.x, rect.y + y0 as u16, rect.w, (y1 - y0) as u16);
                     let job = move || {
                         w.raw.clear();
-                        w.encode_band(frame, band, pf);
+                        w.encode_tiles(frame, rect, cols, tiles, pf);
                     };
                     if k == 0 {
                         own = Some(job);
@@ -118,7 +122,7 @@ impl Encoder for ZrleEncoder {
                         s.spawn(job);
                     }
                 }
-                if let Some(mut job) = own {
+                if let Some(job) = own {
                     job();
                 }
             });
