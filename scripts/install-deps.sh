@@ -51,6 +51,7 @@ PACKAGES=(
     util-linux      # runuser
     gcc             # builds tests/clients/ard_client.c
     libvncserver-dev # libvncclient: a second Apple DH (type 30) implementation (tests/apple_dh.rs)
+    libturbojpeg0-dev # libjpeg-turbo's TurboJPEG API: Tight JPEG links it (the turbojpeg crate)
 )
 # Node.js and npm drive that browser through Playwright. They are installed
 # only when missing: a NodeSource nodejs (common on CI images) already

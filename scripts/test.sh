@@ -20,6 +20,10 @@ fi
 if ! ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 && ! ls /usr/lib/*/libclang*.so >/dev/null 2>&1; then
     missing+=("libclang-dev")
 fi
+# libjpeg-turbo's TurboJPEG library (Tight JPEG links it through pkg-config).
+if ! command -v pkg-config >/dev/null 2>&1 || ! pkg-config --exists libturbojpeg; then
+    missing+=("libturbojpeg0-dev")
+fi
 # PostgreSQL's server programs are off PATH on Debian (tests/common/pg.rs finds them).
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     missing+=("postgresql")

@@ -294,6 +294,103 @@ fn tight() {
     all_levels("Tight", 7);
 }
 
+/// Every encoder call split between 4 threads, with the thresholds
+/// lowered so that the 320x240 pattern takes the parallel paths (JPEG and
+/// palette work per strip, zlib streams in pigz-style segments). The
+/// setting is process-wide: the other tests of this file may run with it
+/// too, which they must survive as well.
+fn parallel_encoding() {
+    ticketvnc::encoding::parallel::set_threads(4);
+    ticketvnc::encoding::parallel::set_min_sizes(4096, 4096);
+}
+
+#[test]
+fn zrle_parallel() {
+    parallel_encoding();
+    all_levels("ZRLE", 16);
+}
+
+#[test]
+fn tight_parallel() {
+    parallel_encoding();
+    all_levels("Tight", 7);
+}
+
+/// Tight with JPEG (quality level 8, libjpeg-turbo), encoded in parallel:
+/// the viewer shows frame 0 and then frame 1 close to the pattern (JPEG
+/// is lossy: mean error per channel at most 3, and not exact, which proves
+/// JPEG was used, since every other Tight kind is lossless).
+#[test]
+fn tight_jpeg_parallel() {
+    require_commands(&["Xvfb", "vncviewer", "xdotool", "import", "xdpyinfo"]);
+    parallel_encoding();
+    let xvfb = XvfbGuard::start(640, 480);
+    let server = TestServer::start(W, H, None);
+    let display = xvfb.display_name();
+    let log = std::fs::File::create(common::artefact_dir().join("tigervnc-jpeg.log")).unwrap();
+    let mut cmd = Command::new("vncviewer");
+    cmd.env("DISPLAY", &display)
+        .arg(format!("127.0.0.1::{}", server.addr.port()))
+        .args(["-PreferredEncoding=Tight", "-AutoSelect=0", "-Shared=1"])
+        .args(["-QualityLevel=8", "-CompressLevel=1", "-FullColor=1"])
+        .arg("-SecurityTypes=None")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    let _viewer = ChildGuard(cmd.spawn().expect("run vncviewer (tigervnc-viewer)"));
+    for n in [0u64, 1] {
+        server.control.set_frame(n);
+        let want = common::expected(W, H, n);
+        let err = |shot: &[u32]| {
+            let sum: u64 = shot
+                .iter()
+                .zip(&want)
+                .map(|(&a, &b)| {
+                    [0, 8, 16]
+                        .iter()
+                        .map(|s| ((a >> s) & 0xff).abs_diff((b >> s) & 0xff) as u64)
+                        .sum::<u64>()
+                })
+                .sum();
+            sum as f64 / (shot.len() * 3) as f64
+        };
+        let deadline = Instant::now() + TIMEOUT;
+        let mut last = None;
+        loop {
+            std::thread::sleep(Duration::from_millis(250));
+            if let Some(shot) = find_window(&display).and_then(|id| screenshot(&display, &id)) {
+                // The frame counter block (8x8, top left) must show frame n;
+                // JPEG keeps its flat colour within a few levels.
+                let corner_ok = (0..8usize).all(|y| {
+                    (0..8usize).all(|x| {
+                        let (a, b) = (shot[y * W as usize + x], want[y * W as usize + x]);
+                        [0, 8, 16]
+                            .iter()
+                            .all(|s| ((a >> s) & 0xff).abs_diff((b >> s) & 0xff) <= 24)
+                    })
+                });
+                let e = err(&shot);
+                if corner_ok && e <= 3.0 {
+                    assert!(e > 0.0, "frame {n}: exact, so no JPEG was used");
+                    break;
+                }
+                last = Some((e, shot));
+            }
+            if Instant::now() > deadline {
+                let (e, shot) = last.unwrap_or_default();
+                let _ = compare_images(
+                    &format!("tigervnc-jpeg-{n}"),
+                    W as usize,
+                    H as usize,
+                    &want,
+                    &shot,
+                );
+                panic!("frame {n}: the viewer never showed the pattern (mean error {e:.2})");
+            }
+        }
+    }
+}
+
 /// TigerVNC's obfuscated password file: the password (8 bytes, zero padded)
 /// DES-encrypted with the fixed key every VNC implementation uses, which
 /// is exactly a VNC-auth response with that key as "password".

@@ -206,6 +206,16 @@ fn check(name: &str, encoding: &str, number: i32, rgb565_order: Option<&str>) {
     );
 }
 
+/// ZRLE with every encoder call split between 4 threads (thresholds
+/// lowered so the 320x240 pattern is split too): pixel-exact. The setting
+/// is process-wide, so other tests here may run with it as well.
+#[test]
+fn zrle_parallel() {
+    ticketvnc::encoding::parallel::set_threads(4);
+    ticketvnc::encoding::parallel::set_min_sizes(4096, 4096);
+    check("vncdotool-zrle-parallel", "zrle", 16, None);
+}
+
 #[test]
 fn raw() {
     check("vncdotool-raw", "raw", 0, None);

@@ -262,6 +262,17 @@ async fn full_picture(name: &str, encoding: VncEncoding, password: bool, pf: Opt
     let _ = v.client.close().await;
 }
 
+/// Tight and ZRLE with every encoder call split between 4 threads
+/// (thresholds lowered so the 320x240 pattern is split too): pixel-exact.
+/// The setting is process-wide, so other tests here may run with it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tight_and_zrle_parallel() {
+    ticketvnc::encoding::parallel::set_threads(4);
+    ticketvnc::encoding::parallel::set_min_sizes(4096, 4096);
+    full_picture("vncrs-tight-parallel", VncEncoding::Tight, false, None).await;
+    full_picture("vncrs-zrle-parallel", VncEncoding::Zrle, false, None).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_no_auth() {
     full_picture("vncrs-raw", VncEncoding::Raw, false, None).await;

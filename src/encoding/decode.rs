@@ -996,9 +996,12 @@ mod tests {
         ));
         // JPEG whose header claims another size.
         let mut jpeg = Vec::new();
-        jpeg_encoder::Encoder::new(&mut jpeg, 50)
-            .encode(&[0u8; 3 * 4 * 4], 4, 4, jpeg_encoder::ColorType::Rgb)
-            .unwrap();
+        assert!(crate::encoding::jpeg::JpegCompressor::default().compress(
+            &crate::framebuffer::Frame::new(4, 4),
+            Rect::new(0, 0, 4, 4),
+            5,
+            &mut jpeg
+        ));
         let mut b = header(0, 0, 8, 8, enc::TIGHT);
         b.push(0x90);
         crate::encoding::tight::write_compact_len(jpeg.len(), &mut b);

@@ -5,6 +5,8 @@
 pub mod cursor;
 pub mod decode;
 pub mod hextile;
+pub mod jpeg;
+pub mod parallel;
 pub mod raw;
 pub mod rre;
 pub mod tight;
@@ -14,7 +16,7 @@ pub mod zrle;
 use crate::framebuffer::{Frame, Rect};
 use crate::rfb::messages::enc;
 use crate::rfb::PixelFormat;
-use flate2::{Compress, Compression, FlushCompress};
+pub(crate) use parallel::Deflater;
 
 /// Per-update parameters every encoder sees.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -206,53 +208,6 @@ pub(crate) fn write_cpixels(pf: &PixelFormat, px: &[u32], out: &mut Vec<u8>) {
                 } else {
                     out.extend_from_slice(&b[..3]);
                 }
-            }
-        }
-    }
-}
-
-/// A zlib stream that lives as long as the connection. Every chunk is ended
-/// with a sync flush so the client can decode it without later data.
-pub(crate) struct Deflater {
-    c: Compress,
-    level: u32,
-}
-
-impl Deflater {
-    pub(crate) fn new(level: u32) -> Deflater {
-        let level = level.min(9);
-        Deflater {
-            c: Compress::new(Compression::new(level), true),
-            level,
-        }
-    }
-
-    /// Compress `input` at `level` and append everything up to and including
-    /// a sync flush to `out`.
-    pub(crate) fn deflate_sync(&mut self, level: u32, input: &[u8], out: &mut Vec<u8>) {
-        let level = level.min(9);
-        // The previous chunk ended with a sync flush, so nothing is pending
-        // and the level can change; on failure the old level stays (still a
-        // valid stream).
-        if level != self.level && self.c.set_level(Compression::new(level)).is_ok() {
-            self.level = level;
-        }
-        let start = self.c.total_in();
-        loop {
-            let consumed = (self.c.total_in() - start) as usize;
-            let want = (input.len() - consumed) / 2 + 1024;
-            out.reserve(want);
-            let res = self
-                .c
-                .compress_vec(&input[consumed..], out, FlushCompress::Sync);
-            debug_assert!(res.is_ok(), "deflate failed: {res:?}");
-            if res.is_err() {
-                // Cannot happen on a healthy stream with non-empty output space.
-                return;
-            }
-            let consumed = (self.c.total_in() - start) as usize;
-            if consumed == input.len() && out.len() < out.capacity() {
-                return;
             }
         }
     }

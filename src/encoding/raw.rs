@@ -1,10 +1,57 @@
-//! Raw (0): every pixel in the client's format, row by row.
+//! Raw (0): every pixel in the client's format, row by row. The output is
+//! sized once and each row converted in place with fixed-size chunks (which
+//! the compiler turns into wide copies and shuffles), never appended pixel
+//! by pixel.
 
 use super::{EncodeParams, Encoder};
 use crate::framebuffer::{Frame, Rect};
 use crate::rfb::messages::{enc, write_rect_header};
+use crate::rfb::PixelFormat;
 
 pub struct RawEncoder;
+
+/// Write the native pixels `row` into `dst` (exactly `row.len()` pixels
+/// of `pf`) in the client's format.
+pub(crate) fn convert_row(pf: &PixelFormat, row: &[u32], dst: &mut [u8]) {
+    let native = pf.is_native_value();
+    match (pf.bits_per_pixel, pf.big_endian) {
+        (32, false) if native => {
+            for (d, &px) in dst.chunks_exact_mut(4).zip(row) {
+                d.copy_from_slice(&px.to_le_bytes());
+            }
+        }
+        (32, true) if native => {
+            for (d, &px) in dst.chunks_exact_mut(4).zip(row) {
+                d.copy_from_slice(&px.to_be_bytes());
+            }
+        }
+        (32, false) => {
+            for (d, &px) in dst.chunks_exact_mut(4).zip(row) {
+                d.copy_from_slice(&pf.from_native(px).to_le_bytes());
+            }
+        }
+        (32, true) => {
+            for (d, &px) in dst.chunks_exact_mut(4).zip(row) {
+                d.copy_from_slice(&pf.from_native(px).to_be_bytes());
+            }
+        }
+        (16, false) => {
+            for (d, &px) in dst.chunks_exact_mut(2).zip(row) {
+                d.copy_from_slice(&(pf.from_native(px) as u16).to_le_bytes());
+            }
+        }
+        (16, true) => {
+            for (d, &px) in dst.chunks_exact_mut(2).zip(row) {
+                d.copy_from_slice(&(pf.from_native(px) as u16).to_be_bytes());
+            }
+        }
+        _ => {
+            for (d, &px) in dst.iter_mut().zip(row) {
+                *d = pf.from_native(px) as u8;
+            }
+        }
+    }
+}
 
 impl Encoder for RawEncoder {
     fn encoding(&self) -> i32 {
@@ -13,19 +60,14 @@ impl Encoder for RawEncoder {
 
     fn encode(&mut self, frame: &Frame, rect: Rect, p: &EncodeParams, out: &mut Vec<u8>) -> usize {
         write_rect_header(rect, enc::RAW, out);
-        out.reserve(rect.area() * p.pf.bytes_per_pixel());
-        let native = p.pf.is_native_value() && !p.pf.big_endian;
-        for y in rect.y..rect.y + rect.h {
-            let row = frame.row(y, rect.x, rect.w);
-            if native {
-                for &px in row {
-                    out.extend_from_slice(&px.to_le_bytes());
-                }
-            } else {
-                for &px in row {
-                    p.pf.write_pixel(p.pf.from_native(px), out);
-                }
-            }
+        let row_bytes = rect.w as usize * p.pf.bytes_per_pixel();
+        if row_bytes == 0 {
+            return 1;
+        }
+        let start = out.len();
+        out.resize(start + row_bytes * rect.h as usize, 0);
+        for (k, dst) in out[start..].chunks_exact_mut(row_bytes).enumerate() {
+            convert_row(&p.pf, frame.row(rect.y + k as u16, rect.x, rect.w), dst);
         }
         1
     }

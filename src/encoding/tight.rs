@@ -8,7 +8,8 @@
 //! are never reset after the start. Data shorter than 12 bytes is sent
 //! without compression, as the protocol requires.
 
-use super::{translate_rect, zlib_level, Deflater, EncodeParams, Encoder, Palette};
+use super::jpeg::JpegCompressor;
+use super::{parallel, translate_rect, zlib_level, Deflater, EncodeParams, Encoder, Palette};
 use crate::framebuffer::{Frame, Rect};
 use crate::rfb::messages::{enc, write_rect_header};
 use crate::rfb::PixelFormat;
@@ -37,31 +38,45 @@ const DEFAULT_LEVEL: u32 = 2;
 /// bytes) would outweigh what lossy coding saves.
 pub const JPEG_MIN_AREA: usize = 1024;
 
-/// JPEG quality for quality levels 0..=9 (TigerVNC's table).
-const JPEG_QUALITY: [u8; 10] = [15, 29, 41, 42, 62, 77, 79, 86, 92, 100];
-
 pub struct TightEncoder {
     z: [Deflater; 4],
-    px: Vec<u32>,
-    data: Vec<u8>,
+    /// Scratch of each encoding thread (the first is the caller's).
+    workers: Vec<Worker>,
+    /// One per sub-rectangle of the current call.
+    pieces: Vec<Piece>,
+    /// Compressed data of each piece of one stream (parallel calls).
+    outs: Vec<Vec<u8>>,
     packed: Vec<u8>,
-    native: Vec<u32>,
-    jpeg_in: Vec<u8>,
-    pal: Palette,
 }
 
 impl Default for TightEncoder {
     fn default() -> Self {
         TightEncoder {
             z: std::array::from_fn(|_| Deflater::new(DEFAULT_LEVEL)),
-            px: Vec::new(),
-            data: Vec::new(),
+            workers: Vec::new(),
+            pieces: Vec::new(),
+            outs: Vec::new(),
             packed: Vec::new(),
-            native: Vec::new(),
-            jpeg_in: Vec::new(),
-            pal: Palette::default(),
         }
     }
+}
+
+/// What one thread needs to classify and encode sub-rectangles.
+#[derive(Default)]
+struct Worker {
+    px: Vec<u32>,
+    pal: Palette,
+    jpeg: JpegCompressor,
+    jpeg_buf: Vec<u8>,
+}
+
+/// One sub-rectangle, encoded up to its zlib data: `head` is everything
+/// before the compact length; `data` goes through zlib stream `stream`.
+#[derive(Default)]
+struct Piece {
+    head: Vec<u8>,
+    data: Vec<u8>,
+    stream: Option<usize>,
 }
 
 /// Whether TPIXELs are 3 bytes (R, G, B in that order, whatever the shifts
@@ -136,132 +151,214 @@ fn split(rect: Rect) -> impl Iterator<Item = Rect> {
     })
 }
 
-impl TightEncoder {
-    fn write_data(&mut self, stream: usize, level: u32, out: &mut Vec<u8>) {
-        if self.data.len() < MIN_TO_COMPRESS {
-            out.extend_from_slice(&self.data);
-            return;
-        }
-        self.packed.clear();
-        self.z[stream].deflate_sync(level, &self.data, &mut self.packed);
-        write_compact_len(self.packed.len(), out);
-        out.extend_from_slice(&self.packed);
+fn max_colours(area: usize, p: &EncodeParams, jpeg: bool) -> usize {
+    let mut max = (area / 4).clamp(2, 256);
+    if jpeg {
+        let cap = if p.compress_level.is_some_and(|l| l < 2) {
+            24
+        } else {
+            96
+        };
+        max = max.min(cap);
     }
+    max
+}
 
-    fn max_colours(area: usize, p: &EncodeParams, jpeg: bool) -> usize {
-        let mut max = (area / 4).clamp(2, 256);
-        if jpeg {
-            let cap = if p.compress_level.is_some_and(|l| l < 2) {
-                24
-            } else {
-                96
-            };
-            max = max.min(cap);
-        }
-        max
-    }
-
-    fn encode_jpeg(&mut self, frame: &Frame, r: Rect, quality: u8, out: &mut Vec<u8>) -> bool {
-        use jpeg_encoder::{ColorType, Encoder as Jpeg, SamplingFactor};
-        frame.copy_rect(r, &mut self.native);
-        self.jpeg_in.clear();
-        self.jpeg_in.reserve(self.native.len() * 3);
-        for &v in &self.native {
-            self.jpeg_in
-                .extend_from_slice(&[(v >> 16) as u8, (v >> 8) as u8, v as u8]);
-        }
-        let q = quality.min(9) as usize;
-        self.packed.clear();
-        let mut enc = Jpeg::new(&mut self.packed, JPEG_QUALITY[q]);
-        enc.set_sampling_factor(match q {
-            0..=2 => SamplingFactor::R_4_2_0,
-            3..=5 => SamplingFactor::R_4_2_2,
-            _ => SamplingFactor::R_4_4_4,
-        });
-        if enc.encode(&self.jpeg_in, r.w, r.h, ColorType::Rgb).is_err()
-            || self.packed.len() > MAX_COMPACT_LEN
-        {
-            return false;
-        }
-        write_rect_header(r, enc::TIGHT, out);
-        out.push(JPEG);
-        write_compact_len(self.packed.len(), out);
-        out.extend_from_slice(&self.packed);
-        true
-    }
-
-    fn encode_one(&mut self, frame: &Frame, r: Rect, p: &EncodeParams, out: &mut Vec<u8>) {
+impl Worker {
+    /// Encode `r` into `piece` (cleared first): a fill or JPEG rectangle
+    /// completely in `head`; otherwise the header, control byte and palette
+    /// in `head` and the pixel data in `data` for zlib stream `stream`
+    /// (data shorter than [`MIN_TO_COMPRESS`] is moved to `head`: it is
+    /// sent as is).
+    fn classify(&mut self, frame: &Frame, r: Rect, p: &EncodeParams, piece: &mut Piece) {
+        let (head, data) = (&mut piece.head, &mut piece.data);
+        head.clear();
+        data.clear();
+        piece.stream = None;
         let pf = &p.pf;
         let rgb = tpixel_is_rgb(pf);
-        let level = zlib_level(p, DEFAULT_LEVEL);
         let jpeg = p.quality_level.filter(|_| {
             pf.true_colour && matches!(pf.bits_per_pixel, 16 | 32) && r.area() >= JPEG_MIN_AREA
         });
         translate_rect(frame, r, pf, &mut self.px);
         self.pal.clear();
-        let max = Self::max_colours(r.area(), p, jpeg.is_some());
+        let max = max_colours(r.area(), p, jpeg.is_some());
         let fits = self.pal.add_all(&self.px, max);
         let (w, ncol) = (r.w as usize, self.pal.len());
+        write_rect_header(r, enc::TIGHT, head);
         if fits && ncol == 1 {
-            write_rect_header(r, enc::TIGHT, out);
-            out.push(FILL);
-            write_tpixel(pf, rgb, self.px[0], out);
+            head.push(FILL);
+            write_tpixel(pf, rgb, self.px[0], head);
             return;
         }
         if !fits {
             if let Some(q) = jpeg {
-                if self.encode_jpeg(frame, r, q, out) {
+                if self.jpeg.compress(frame, r, q, &mut self.jpeg_buf)
+                    && self.jpeg_buf.len() <= MAX_COMPACT_LEN
+                {
+                    head.push(JPEG);
+                    write_compact_len(self.jpeg_buf.len(), head);
+                    head.extend_from_slice(&self.jpeg_buf);
                     return;
                 }
             }
             // Full colour, copy filter (implicit), stream 0.
-            write_rect_header(r, enc::TIGHT, out);
-            out.push((STREAM_FULL as u8) << 4);
-            self.data.clear();
+            head.push((STREAM_FULL as u8) << 4);
             if rgb {
-                self.data.reserve(self.px.len() * 3);
+                data.reserve(self.px.len() * 3);
                 for &v in &self.px {
-                    write_tpixel(pf, true, v, &mut self.data);
+                    write_tpixel(pf, true, v, data);
                 }
             } else {
-                super::write_pixels(pf, &self.px, &mut self.data);
+                super::write_pixels(pf, &self.px, data);
             }
-            self.write_data(STREAM_FULL, level, out);
-            return;
-        }
-        self.pal.sort_by_count();
-        let stream = if ncol == 2 {
-            STREAM_MONO
+            piece.stream = Some(STREAM_FULL);
         } else {
-            STREAM_INDEXED
-        };
-        write_rect_header(r, enc::TIGHT, out);
-        out.push(EXPLICIT_FILTER | ((stream as u8) << 4));
-        out.push(FILTER_PALETTE);
-        out.push((ncol - 1) as u8);
-        for &c in &self.pal.colours {
-            write_tpixel(pf, rgb, c, out);
-        }
-        self.data.clear();
-        if ncol == 2 {
-            let c1 = self.pal.colours[1];
-            for row in self.px.chunks_exact(w) {
-                for bits in row.chunks(8) {
-                    let mut b = 0u8;
-                    for (i, &v) in bits.iter().enumerate() {
-                        if v == c1 {
-                            b |= 0x80 >> i;
+            self.pal.sort_by_count();
+            let stream = if ncol == 2 {
+                STREAM_MONO
+            } else {
+                STREAM_INDEXED
+            };
+            head.push(EXPLICIT_FILTER | ((stream as u8) << 4));
+            head.push(FILTER_PALETTE);
+            head.push((ncol - 1) as u8);
+            for &c in &self.pal.colours {
+                write_tpixel(pf, rgb, c, head);
+            }
+            if ncol == 2 {
+                let c1 = self.pal.colours[1];
+                for row in self.px.chunks_exact(w) {
+                    for bits in row.chunks(8) {
+                        let mut b = 0u8;
+                        for (i, &v) in bits.iter().enumerate() {
+                            if v == c1 {
+                                b |= 0x80 >> i;
+                            }
                         }
+                        data.push(b);
                     }
-                    self.data.push(b);
+                }
+            } else {
+                let pal = &self.pal;
+                data.extend(self.px.iter().map(|&v| pal.index(v) as u8));
+            }
+            piece.stream = Some(stream);
+        }
+        if data.len() < MIN_TO_COMPRESS {
+            head.extend_from_slice(data);
+            data.clear();
+            piece.stream = None;
+        }
+    }
+}
+
+impl TightEncoder {
+    /// Sub-rectangles one after the other on this thread.
+    fn encode_serial(
+        &mut self,
+        frame: &Frame,
+        rect: Rect,
+        p: &EncodeParams,
+        out: &mut Vec<u8>,
+    ) -> usize {
+        let level = zlib_level(p, DEFAULT_LEVEL);
+        if self.workers.is_empty() {
+            self.workers.push(Worker::default());
+        }
+        if self.pieces.is_empty() {
+            self.pieces.push(Piece::default());
+        }
+        let (w, piece) = (&mut self.workers[0], &mut self.pieces[0]);
+        let mut n = 0;
+        for r in split(rect) {
+            w.classify(frame, r, p, piece);
+            out.extend_from_slice(&piece.head);
+            if let Some(stream) = piece.stream {
+                self.packed.clear();
+                self.z[stream].deflate_sync(level, &piece.data, &mut self.packed);
+                write_compact_len(self.packed.len(), out);
+                out.extend_from_slice(&self.packed);
+            }
+            n += 1;
+        }
+        n
+    }
+
+    /// Sub-rectangles classified (and JPEG-compressed) on `threads`
+    /// threads, each a contiguous run of them; then each zlib stream's data
+    /// compressed in order, in parallel segments ([`Deflater::deflate_pieces`]).
+    fn encode_parallel(
+        &mut self,
+        frame: &Frame,
+        rects: &[Rect],
+        p: &EncodeParams,
+        threads: usize,
+        out: &mut Vec<u8>,
+    ) {
+        let level = zlib_level(p, DEFAULT_LEVEL);
+        while self.workers.len() < threads {
+            self.workers.push(Worker::default());
+        }
+        while self.pieces.len() < rects.len() {
+            self.pieces.push(Piece::default());
+        }
+        let pieces = &mut self.pieces[..rects.len()];
+        std::thread::scope(|s| {
+            let mut rest: &mut [Piece] = pieces;
+            let mut own = None;
+            for (k, (range, w)) in parallel::ranges(rects.len(), threads)
+                .into_iter()
+                .zip(self.workers.iter_mut())
+                .enumerate()
+            {
+                let (mine, later) = rest.split_at_mut(range.len());
+                rest = later;
+                let rs = &rects[range];
+                let job = move || {
+                    for (r, piece) in rs.iter().zip(mine.iter_mut()) {
+                        w.classify(frame, *r, p, piece);
+                    }
+                };
+                if k == 0 {
+                    own = Some(job);
+                } else {
+                    s.spawn(job);
                 }
             }
-        } else {
-            let pal = &self.pal;
-            self.data
-                .extend(self.px.iter().map(|&v| pal.index(v) as u8));
+            if let Some(mut job) = own {
+                job();
+            }
+        });
+        for stream in [STREAM_FULL, STREAM_MONO, STREAM_INDEXED] {
+            let data: Vec<&[u8]> = pieces
+                .iter()
+                .filter(|pc| pc.stream == Some(stream))
+                .map(|pc| pc.data.as_slice())
+                .collect();
+            if data.is_empty() {
+                continue;
+            }
+            self.outs.resize_with(data.len(), Vec::new);
+            for o in &mut self.outs {
+                o.clear();
+            }
+            self.z[stream].deflate_pieces(level, &data, &mut self.outs[..data.len()], threads);
+            // Move the compressed bytes into the pieces' data (no longer needed raw).
+            let mut outs = self.outs.iter_mut();
+            for pc in pieces.iter_mut().filter(|pc| pc.stream == Some(stream)) {
+                if let Some(o) = outs.next() {
+                    std::mem::swap(&mut pc.data, o);
+                }
+            }
         }
-        self.write_data(stream, level, out);
+        for pc in pieces.iter() {
+            out.extend_from_slice(&pc.head);
+            if pc.stream.is_some() {
+                write_compact_len(pc.data.len(), out);
+                out.extend_from_slice(&pc.data);
+            }
+        }
     }
 }
 
@@ -271,12 +368,13 @@ impl Encoder for TightEncoder {
     }
 
     fn encode(&mut self, frame: &Frame, rect: Rect, p: &EncodeParams, out: &mut Vec<u8>) -> usize {
-        let mut n = 0;
-        for r in split(rect) {
-            self.encode_one(frame, r, p, out);
-            n += 1;
+        let threads = parallel::threads_for_pixels(rect.area());
+        if threads <= 1 {
+            return self.encode_serial(frame, rect, p, out);
         }
-        n
+        let rects: Vec<Rect> = split(rect).collect();
+        self.encode_parallel(frame, &rects, p, threads, out);
+        rects.len()
     }
 }
 

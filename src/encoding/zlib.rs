@@ -1,7 +1,7 @@
 //! Zlib (6): the raw pixels of each rectangle through one zlib stream that
 //! lives as long as the connection, each rectangle ended by a sync flush.
 
-use super::{translate_rect, write_pixels, zlib_level, Deflater, EncodeParams, Encoder};
+use super::{parallel, translate_rect, write_pixels, zlib_level, Deflater, EncodeParams, Encoder};
 use crate::framebuffer::{Frame, Rect};
 use crate::rfb::messages::{enc, write_rect_header};
 
@@ -47,7 +47,8 @@ impl Encoder for ZlibEncoder {
             self.raw.clear();
             write_pixels(&p.pf, &self.px, &mut self.raw);
             self.packed.clear();
-            self.z.deflate_sync(level, &self.raw, &mut self.packed);
+            self.z
+                .deflate_sync_par(level, &self.raw, &mut self.packed, parallel::threads());
             write_rect_header(band, enc::ZLIB, out);
             out.extend_from_slice(&(self.packed.len() as u32).to_be_bytes());
             out.extend_from_slice(&self.packed);

@@ -2,7 +2,7 @@
 //! is sent in the smallest of: raw CPIXELs, solid, packed palette (2..16
 //! colours), plain RLE, palette RLE (2..127 colours).
 
-use super::{translate_rect, write_cpixels, zlib_level, Deflater, EncodeParams, Encoder, Palette};
+use super::{parallel, write_cpixels, zlib_level, Deflater, EncodeParams, Encoder, Palette};
 use crate::framebuffer::{Frame, Rect};
 use crate::rfb::messages::{enc, write_rect_header};
 use crate::rfb::PixelFormat;
@@ -12,22 +12,55 @@ const TILE: usize = 64;
 
 pub struct ZrleEncoder {
     z: Deflater,
-    px: Vec<u32>,
-    tile: Vec<u32>,
-    raw: Vec<u8>,
+    /// Scratch of each encoding thread (the first is the caller's).
+    workers: Vec<Worker>,
+    outs: Vec<Vec<u8>>,
     packed: Vec<u8>,
-    pal: Palette,
 }
 
 impl Default for ZrleEncoder {
     fn default() -> Self {
         ZrleEncoder {
             z: Deflater::new(DEFAULT_LEVEL),
-            px: Vec::new(),
-            tile: Vec::with_capacity(TILE * TILE),
-            raw: Vec::new(),
+            workers: Vec::new(),
+            outs: Vec::new(),
             packed: Vec::new(),
-            pal: Palette::default(),
+        }
+    }
+}
+
+/// What one thread needs to encode a run of tiles.
+#[derive(Default)]
+struct Worker {
+    tile: Vec<u32>,
+    raw: Vec<u8>,
+    pal: Palette,
+}
+
+impl Worker {
+    /// Append tiles `tiles` (numbered row-major over `rect`, `cols` tiles
+    /// per row) to `raw`, uncompressed, translating each tile's pixels
+    /// straight from the frame.
+    fn encode_tiles(
+        &mut self,
+        frame: &Frame,
+        rect: Rect,
+        cols: usize,
+        tiles: std::ops::Range<usize>,
+        pf: &PixelFormat,
+    ) {
+        let (w, h) = (rect.w as usize, rect.h as usize);
+        for t in tiles {
+            let (tx, ty) = ((t % cols) * TILE, (t / cols) * TILE);
+            let (tw, th) = ((w - tx).min(TILE), (h - ty).min(TILE));
+            self.tile.clear();
+            for y in ty..ty + th {
+                pf.translate_into(
+                    frame.row(rect.y + y as u16, rect.x + tx as u16, tw as u16),
+                    &mut self.tile,
+                );
+            }
+            encode_tile(pf, &self.tile, tw, th, &mut self.pal, &mut self.raw);
         }
     }
 }
@@ -54,24 +87,59 @@ impl Encoder for ZrleEncoder {
 
     fn encode(&mut self, frame: &Frame, rect: Rect, p: &EncodeParams, out: &mut Vec<u8>) -> usize {
         let pf = &p.pf;
-        translate_rect(frame, rect, pf, &mut self.px);
-        let (w, h) = (rect.w as usize, rect.h as usize);
-        self.raw.clear();
-        for ty in (0..h).step_by(TILE) {
-            let th = (h - ty).min(TILE);
-            for tx in (0..w).step_by(TILE) {
-                let tw = (w - tx).min(TILE);
-                self.tile.clear();
-                for y in ty..ty + th {
-                    self.tile
-                        .extend_from_slice(&self.px[y * w + tx..y * w + tx + tw]);
-                }
-                encode_tile(pf, &self.tile, tw, th, &mut self.pal, &mut self.raw);
-            }
+        let level = zlib_level(p, DEFAULT_LEVEL);
+        let cols = (rect.w as usize).div_ceil(TILE);
+        let ntiles = cols * (rect.h as usize).div_ceil(TILE);
+        let threads = parallel::threads_for_pixels(rect.area()).min(ntiles);
+        while self.workers.len() < threads.max(1) {
+            self.workers.push(Worker::default());
         }
         self.packed.clear();
-        self.z
-            .deflate_sync(zlib_level(p, DEFAULT_LEVEL), &self.raw, &mut self.packed);
+        if threads <= 1 {
+            let w = &mut self.workers[0];
+            w.raw.clear();
+            w.encode_tiles(frame, rect, cols, 0..ntiles, pf);
+            // Still split the compression when there is a lot of it.
+            self.z
+                .deflate_sync_par(level, &w.raw, &mut self.packed, parallel::threads());
+        } else {
+            // Runs of tiles (in the order they are sent), one per thread,
+            // then the stream in parallel segments.
+            std::thread::scope(|s| {
+                let mut own = None;
+                for (k, (tiles, w)) in parallel::ranges(ntiles, threads)
+                    .into_iter()
+                    .zip(self.workers.iter_mut())
+                    .enumerate()
+                {
+                    let job = move || {
+                        w.raw.clear();
+                        w.encode_tiles(frame, rect, cols, tiles, pf);
+                    };
+                    if k == 0 {
+                        own = Some(job);
+                    } else {
+                        s.spawn(job);
+                    }
+                }
+                if let Some(job) = own {
+                    job();
+                }
+            });
+            let raws: Vec<&[u8]> = self.workers[..threads]
+                .iter()
+                .map(|w| w.raw.as_slice())
+                .collect();
+            self.outs.resize_with(threads, Vec::new);
+            for o in &mut self.outs {
+                o.clear();
+            }
+            self.z
+                .deflate_pieces(level, &raws, &mut self.outs[..threads], threads);
+            for o in &self.outs[..threads] {
+                self.packed.extend_from_slice(o);
+            }
+        }
         write_rect_header(rect, enc::ZRLE, out);
         out.extend_from_slice(&(self.packed.len() as u32).to_be_bytes());
         out.extend_from_slice(&self.packed);
