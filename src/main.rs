@@ -565,7 +565,7 @@ fn resolve_source(args: &ServeArgs) -> Result<SourceKind> {
     {
         // GNOME (Mutter) offers its own remote-desktop API and no
         // wlr-screencopy; wlroots compositors are the other way round.
-        #[cfg(target_os = "linux")]
+        #[cfg(all(target_os = "linux", feature = "gnome"))]
         if ticketvnc::capture::mutter::mutter_available() {
             return Ok(SourceKind::Gnome);
         }
@@ -692,19 +692,19 @@ fn screen_input() -> Result<Arc<dyn InputSink>> {
 }
 
 /// The session `--source gnome` opened, which its input sink shares.
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "gnome"))]
 type GnomeSession = ticketvnc::capture::mutter::MutterSession;
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(all(target_os = "linux", feature = "gnome")))]
 type GnomeSession = ();
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "gnome"))]
 fn gnome_source(session: &mut Option<GnomeSession>) -> Result<Box<dyn ScreenSource>> {
     let (src, s) = ticketvnc::capture::mutter::MutterSource::start()?;
     *session = Some(s);
     Ok(Box::new(src))
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "gnome"))]
 fn gnome_input(session: Option<GnomeSession>) -> Result<Arc<dyn InputSink>> {
     let session = session.context("no GNOME session for input")?;
     Ok(Arc::new(
@@ -712,14 +712,20 @@ fn gnome_input(session: Option<GnomeSession>) -> Result<Arc<dyn InputSink>> {
     ))
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(all(target_os = "linux", feature = "gnome")))]
 fn gnome_source(_session: &mut Option<GnomeSession>) -> Result<Box<dyn ScreenSource>> {
-    bail!("--source gnome is for GNOME Wayland sessions on Linux")
+    bail!(
+        "--source gnome is for GNOME Wayland sessions on Linux, in a build with the `gnome` \
+         feature (a default one; this build was made without it)"
+    )
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(all(target_os = "linux", feature = "gnome")))]
 fn gnome_input(_session: Option<GnomeSession>) -> Result<Arc<dyn InputSink>> {
-    bail!("--source gnome is for GNOME Wayland sessions on Linux")
+    bail!(
+        "--source gnome is for GNOME Wayland sessions on Linux, in a build with the `gnome` \
+         feature (a default one; this build was made without it)"
+    )
 }
 
 #[cfg(unix)]

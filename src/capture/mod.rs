@@ -1,9 +1,9 @@
 //! Screen sources: where frames come from. The session engine only sees
 //! [`ScreenSource`]; X11, Windows/macOS and the synthetic test pattern plug in here.
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "gnome"))]
 pub mod mutter;
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "gnome"))]
 mod pipewire;
 pub mod resize;
 #[cfg(target_os = "linux")]

@@ -32,9 +32,9 @@ pub fn subsampling(quality_level: u8) -> Subsampling {
 /// keeps its own).
 #[derive(Default)]
 pub struct JpegCompressor {
-    #[cfg(target_os = "linux")]
+    #[cfg(all(target_os = "linux", feature = "turbojpeg"))]
     tj: Option<turbojpeg::Compressor>,
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(not(all(target_os = "linux", feature = "turbojpeg")))]
     rgb: Vec<u8>,
 }
 
@@ -60,7 +60,7 @@ impl JpegCompressor {
         self.compress_impl(frame, r, quality_level.min(9), out)
     }
 
-    #[cfg(target_os = "linux")]
+    #[cfg(all(target_os = "linux", feature = "turbojpeg"))]
     fn compress_impl(&mut self, frame: &Frame, r: Rect, q: u8, out: &mut Vec<u8>) -> bool {
         use turbojpeg::{Compressor, Image, PixelFormat, Subsamp};
         if self.tj.is_none() {
@@ -114,7 +114,7 @@ impl JpegCompressor {
         }
     }
 
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(not(all(target_os = "linux", feature = "turbojpeg")))]
     fn compress_impl(&mut self, frame: &Frame, r: Rect, q: u8, out: &mut Vec<u8>) -> bool {
         use jpeg_encoder::{ColorType, Encoder, SamplingFactor};
         self.rgb.clear();

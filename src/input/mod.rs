@@ -4,7 +4,7 @@
 pub mod enigo;
 pub mod mac_keys;
 pub mod macos_keys;
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "gnome"))]
 pub mod mutter;
 pub mod points;
 pub mod queue;
