@@ -688,13 +688,15 @@ pub async fn start(
     let min_interval = Duration::from_secs(1) / cfg.max_fps.max(1);
     let capture_stop = Arc::new(AtomicBool::new(false));
     let stop = capture_stop.clone();
+    let demand = Arc::new(crate::capture::Demand::default());
+    let wanted = demand.clone();
     let capture = std::thread::Builder::new()
         .name("capture".into())
         .spawn(move || {
             // A panic here must not look like a normal stop (the channel
             // closing): it ends the server with an error saying so.
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                capture_loop(source, frame_tx, min_interval, &stop)
+                capture_loop(source, frame_tx, min_interval, &stop, &wanted)
             }));
             let e = match r {
                 Ok(Ok(())) => return,
@@ -762,6 +764,7 @@ pub async fn start(
         host: registry.clone(),
         input,
         frames: frame_rx,
+        demand,
     };
     let ctx = template.clone();
     let ids = next_id.clone();
@@ -971,6 +974,12 @@ fn refuse_politely(stream: tokio::net::TcpStream, reason: String, slots: &Arc<Se
 /// still compare only where something changed.
 const DAMAGE_LOG_LEN: usize = 32;
 
+/// How long the capture loop waits for a viewer to want a frame before
+/// letting the source drain its events.
+const IDLE_WAIT: Duration = Duration::from_millis(200);
+/// Idle waits before the pause is logged (about 2 s).
+const PAUSE_LOG_AFTER: u32 = 10;
+
 /// The text of a panic payload.
 pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
@@ -989,6 +998,7 @@ fn capture_loop(
     tx: watch::Sender<Arc<Published>>,
     min_interval: Duration,
     stop: &AtomicBool,
+    demand: &crate::capture::Demand,
 ) -> Result<(), CaptureError> {
     let mut last = std::time::Instant::now()
         .checked_sub(min_interval)
@@ -998,9 +1008,33 @@ fn capture_loop(
     let mut screens = tx.borrow().screens.clone();
     let mut damage_log: std::collections::VecDeque<(u64, Option<Vec<Rect>>)> =
         std::collections::VecDeque::with_capacity(DAMAGE_LOG_LEN);
+    // Waits without a viewer wanting a frame; the pause is logged (with
+    // the grab count, which must not move until the resume) once it has
+    // lasted a while, not at every gap between one viewer's requests.
+    let mut unwanted = 0u32;
+    let mut paused_at: Option<u64> = None;
     loop {
         if tx.is_closed() || stop.load(Ordering::Relaxed) {
             return Ok(());
+        }
+        if !demand.wait(IDLE_WAIT) {
+            source.idle()?;
+            unwanted = unwanted.saturating_add(1);
+            if unwanted == PAUSE_LOG_AFTER {
+                let grabs = crate::capture::grabs();
+                info!(grabs, "capture paused: no viewer wants a frame");
+                paused_at = Some(grabs);
+            }
+            continue;
+        }
+        unwanted = 0;
+        if let Some(before) = paused_at.take() {
+            let grabs = crate::capture::grabs();
+            info!(
+                grabs,
+                grabs_while_paused = grabs - before,
+                "capture resumed: a viewer wants a frame"
+            );
         }
         // Latency first: a change is captured as soon as it is seen, but
         // never sooner than 1/max_fps after the previous capture.

@@ -2306,3 +2306,60 @@ async fn session_command_restarts_and_ctrl_c_is_quiet() {
     .await
     .unwrap();
 }
+
+/// The number after `key=` in `line`.
+fn log_field(line: &str, key: &str) -> Option<u64> {
+    let rest = &line[line.find(&format!(" {key}="))? + key.len() + 2..];
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Issue 12: with no viewer the screen is not grabbed at all, however much
+/// it changes. The capture loop logs the process's grab count when it
+/// pauses and when a viewer brings it back; the two must be equal. The
+/// viewer that then comes still gets the screen exactly as it is now (the
+/// damage that accumulated meanwhile is honoured).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_grabs_while_no_viewer_wants_a_frame() {
+    x_tools();
+    let xvfb = XvfbGuard::start_in(X_RANGE, 480, 360);
+    let d = xvfb.display_name();
+    assert!(x_run(&d, &["xsetroot", "-solid", "#000080"]).is_some());
+    let server = Tvnc::start("idle", &["--source", "x11", "--display", &d]);
+    let paused = poll("the capture to pause", || {
+        let log = server.stderr();
+        let line = log.lines().find(|l| l.contains("capture paused"))?;
+        log_field(line, "grabs")
+    });
+    // The screen keeps changing with nobody watching.
+    for c in ["#800000", "#008000", "#808000", "#800080", "#2e8b57"] {
+        assert!(x_run(&d, &["xsetroot", "-solid", c]).is_some());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let still = server.stderr();
+    assert!(
+        !still.contains("capture resumed"),
+        "the capture resumed with no viewer:\n{still}"
+    );
+    let mut rs = RsViewer::connect(server.addr, &[VncEncoding::Raw])
+        .await
+        .expect("vnc-rs connects");
+    rs.wait_same_as_screen(&d, "x11-idle-then-viewer", |g| {
+        g.count(0, 0, 480, 360, 0x2e8b57) == 480 * 360
+    })
+    .await;
+    let log = server.stderr();
+    let resumed = log
+        .lines()
+        .find(|l| l.contains("capture resumed"))
+        .unwrap_or_else(|| panic!("no resume logged:\n{log}"));
+    assert_eq!(
+        log_field(resumed, "grabs"),
+        Some(paused),
+        "grabs happened while no viewer wanted a frame:\n{log}"
+    );
+    assert_eq!(log_field(resumed, "grabs_while_paused"), Some(0), "{log}");
+    let _ = rs.client.close().await;
+}

@@ -109,6 +109,7 @@ impl ScreenSource for TestPattern {
                 self.last_generation = Some(generation);
                 self.last_frame_no = n;
                 self.last_size = (w, h);
+                super::note_grab();
                 return Ok(Some(Capture {
                     frame: std::sync::Arc::new(render(w, h, n)),
                     damage: None,

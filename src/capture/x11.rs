@@ -487,6 +487,7 @@ impl X11Source {
         if r.is_empty() {
             return Ok(());
         }
+        super::note_grab();
         let stride = self.current.width as usize;
         let (rx, ry) = ((r.x + self.crop.x) as i16, (r.y + self.crop.y) as i16);
         if let Some(s) = &self.shm {
@@ -724,6 +725,19 @@ impl ScreenSource for X11Source {
             .to_string_lossy()
             .into_owned();
         format!("{host}{}", self.display)
+    }
+
+    fn idle(&mut self) -> Result<(), CaptureError> {
+        // Damage accumulates in `dirty` for the next capture; kept small.
+        match self.drain_events() {
+            Err(e @ CaptureError::Reconfigured(_)) => self.resync(&e)?,
+            r => r?,
+        }
+        if self.dirty.len() > 256 {
+            let all = self.dirty.iter().fold(Rect::default(), |a, r| a.union(r));
+            self.dirty = vec![all];
+        }
+        Ok(())
     }
 
     fn next(&mut self, max_wait: Duration) -> Result<Option<Capture>, CaptureError> {

@@ -286,6 +286,8 @@ pub struct SessionContext {
     pub input: Arc<dyn InputSink>,
     /// The capture's latest frame.
     pub frames: watch::Receiver<Arc<Published>>,
+    /// Whether any viewer wants a frame (the capture runs only then).
+    pub demand: Arc<crate::capture::Demand>,
 }
 
 /// Something held while a connection is in the handshake (the server's
@@ -321,6 +323,7 @@ where
         host: ctx.host,
         input: ctx.input,
         frames: ctx.frames,
+        demand: ctx.demand.handle(),
         control,
         preauth_permit,
         started: false,
@@ -375,6 +378,8 @@ struct Session {
     host: Arc<dyn SessionHost>,
     input: Arc<dyn InputSink>,
     frames: watch::Receiver<Arc<Published>>,
+    /// This viewer's say in whether the screen is captured.
+    demand: crate::capture::DemandHandle,
     control: mpsc::Receiver<Control>,
     preauth_permit: Option<PreauthSlot>,
     started: bool,
@@ -949,6 +954,15 @@ impl Session {
         {
             return self.send_update(live).await;
         }
+        // The screen is captured only while some viewer waits for a frame.
+        let wants = self.info.rights.view
+            && (live.viewer.has_request()
+                || live.flow.continuous()
+                    && live.writes.idle()
+                    && live
+                        .flow
+                        .may_send(live.writes.bytes, std::time::Instant::now()));
+        self.demand.set(wants);
         let wake = live.flow.wake().map(tokio::time::Instant::from_std);
         // 3. Wait.
         tokio::select! {
