@@ -1,7 +1,7 @@
 //! Listeners, the capture loop, the registry of sessions, and shutdown.
 
 use crate::capture::{CaptureError, ScreenSource};
-use crate::framebuffer::Rect;
+use crate::framebuffer::history::FrameHistory;
 use crate::input::InputSink;
 use crate::rfb::{limits, SecurityType};
 use crate::rfb::{ServerConnection, VeNCryptSubtype};
@@ -970,10 +970,6 @@ fn refuse_politely(stream: tokio::net::TcpStream, reason: String, slots: &Arc<Se
     });
 }
 
-/// Captures whose damage is remembered, so a viewer a few frames behind can
-/// still compare only where something changed.
-const DAMAGE_LOG_LEN: usize = 32;
-
 /// How long the capture loop waits for a viewer to want a frame before
 /// letting the source drain its events.
 const IDLE_WAIT: Duration = Duration::from_millis(200);
@@ -1006,8 +1002,8 @@ fn capture_loop(
     let mut seq = tx.borrow().seq;
     let mut cursor = tx.borrow().cursor.clone();
     let mut screens = tx.borrow().screens.clone();
-    let mut damage_log: std::collections::VecDeque<(u64, Option<Vec<Rect>>)> =
-        std::collections::VecDeque::with_capacity(DAMAGE_LOG_LEN);
+    // Damage is computed here, once per capture, for every viewer.
+    let mut history = FrameHistory::new(tx.borrow().frame.clone());
     // Waits without a viewer wanting a frame; the pause is logged (with
     // the grab count, which must not move until the resume) once it has
     // lasted a while, not at every gap between one viewer's requests.
@@ -1052,16 +1048,13 @@ fn capture_loop(
                 if let Some(layout) = c.screens {
                     screens = Arc::new(layout);
                 }
-                if damage_log.len() == DAMAGE_LOG_LEN {
-                    damage_log.pop_front();
-                }
-                damage_log.push_back((seq, c.damage));
+                let found = history.record(seq, &c.frame, c.damage.as_deref(), c.moves);
                 tx.send_replace(Arc::new(Published {
                     seq,
                     frame: c.frame,
-                    moves: c.moves,
+                    moves: found.moves,
                     cursor: cursor.clone(),
-                    damage: Arc::new(damage_log.iter().cloned().collect()),
+                    damage: history.log(),
                     screens: screens.clone(),
                     pointer: c.pointer,
                     leds: c.leds,
@@ -1105,6 +1098,10 @@ mod capture_tests {
                 pointer: None,
                 leds: None,
             }))
+        }
+        // With no viewer the source is only asked to idle.
+        fn idle(&mut self) -> Result<(), CaptureError> {
+            self.next(Duration::ZERO).map(|_| ())
         }
     }
 
