@@ -105,8 +105,10 @@ pub struct Capture {
     /// Shared, so a capture where only the pointer moved hands on the
     /// previous frame without copying it.
     pub frame: std::sync::Arc<Frame>,
-    /// Where the source knows the screen changed since the previous capture
-    /// (`None`: unknown, compare everything).
+    /// Where this frame may differ from the previous capture's: every
+    /// changed pixel must lie inside (`None`: unknown, compare everything).
+    /// The frame history compares only there, once for all viewers, so a
+    /// source must include everything it re-read, not only what it was told.
     pub damage: Option<Vec<Rect>>,
     pub moves: Vec<MoveHint>,
     /// A new pointer image, when it changed.
