@@ -43,6 +43,9 @@ impl Published {
 const MAX_RECTS_PER_UPDATE: usize = 2048;
 /// Raw rectangles are cut to at most this many pixels.
 const RAW_MAX_PIXELS: usize = 65536;
+/// Rectangles of other encodings are cut into bands of at most this many
+/// pixels (see `encode_plain`).
+const BAND_MAX_PIXELS: usize = 131072;
 /// Most rectangles a FramebufferUpdate header can count (0xFFFF means LastRect).
 const MAX_COUNTED_RECTS: usize = u16::MAX as usize - 1;
 
@@ -647,8 +650,13 @@ impl ViewerState {
         }
     }
 
-    /// One rectangle as the encoder makes it; Raw in pieces of at most
-    /// 65536 pixels, so no single rectangle is a multi-megabyte block.
+    /// One rectangle as the encoder makes it, in bands: Raw in pieces of
+    /// at most 65536 pixels, every other encoding in bands of at most
+    /// [`BAND_MAX_PIXELS`] (64 rows at up to 2048 wide, so ZRLE's and
+    /// Hextile's tiles stay on the same grid). An encoder's scratch buffers
+    /// (which live as long as the connection) and each piece of output then
+    /// stay small, whatever the screen size: this is what a viewer's memory
+    /// is made of now that it keeps no copy of the screen.
     fn encode_plain(
         &mut self,
         encoding: i32,
@@ -657,12 +665,21 @@ impl ViewerState {
         params: &EncodeParams,
         body: &mut Rects,
     ) {
+        let max = if encoding == enc::RAW {
+            RAW_MAX_PIXELS
+        } else {
+            BAND_MAX_PIXELS
+        };
         let encoder = self.encoders.get(encoding);
-        if encoding != enc::RAW || r.area() <= RAW_MAX_PIXELS {
+        if r.area() <= max {
             body.count += encoder.encode(frame, r, params, &mut body.bytes);
             return;
         }
-        let rows = (RAW_MAX_PIXELS / r.w as usize).max(1) as u32;
+        let mut rows = max / r.w as usize;
+        if encoding != enc::RAW && rows >= 64 {
+            rows -= rows % 64;
+        }
+        let rows = rows.max(1) as u32;
         let mut y = u32::from(r.y);
         while y < r.bottom() {
             let h = rows.min(r.bottom() - y);
