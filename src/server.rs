@@ -1009,6 +1009,7 @@ fn capture_loop(
     // lasted a while, not at every gap between one viewer's requests.
     let mut unwanted = 0u32;
     let mut paused_at: Option<u64> = None;
+    let mut joins_seen = 0u64;
     loop {
         if tx.is_closed() || stop.load(Ordering::Relaxed) {
             return Ok(());
@@ -1023,7 +1024,15 @@ fn capture_loop(
             }
             continue;
         }
-        unwanted = 0;
+        let resumed = std::mem::take(&mut unwanted) > 0;
+        // A viewer joined since the last turn: publish whatever this turn
+        // finds, and read the pointer and lock keys now.
+        let joins = demand.joins();
+        let fresh = resumed || joins != joins_seen;
+        joins_seen = joins;
+        if fresh {
+            source.refresh();
+        }
         if let Some(before) = paused_at.take() {
             let grabs = crate::capture::grabs();
             info!(
@@ -1058,6 +1067,23 @@ fn capture_loop(
                     screens: screens.clone(),
                     pointer: c.pointer,
                     leds: c.leds,
+                }));
+            }
+            Ok(None) if fresh => {
+                // Nothing changed: the same frame, published again so a
+                // viewer that joined knows it is current.
+                let prev = tx.borrow().clone();
+                seq += 1;
+                history.record(seq, &prev.frame, Some(&[]), Vec::new());
+                tx.send_replace(Arc::new(Published {
+                    seq,
+                    frame: prev.frame.clone(),
+                    moves: Vec::new(),
+                    cursor: prev.cursor.clone(),
+                    damage: history.log(),
+                    screens: prev.screens.clone(),
+                    pointer: prev.pointer,
+                    leds: prev.leds,
                 }));
             }
             Ok(None) => {}

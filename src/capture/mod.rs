@@ -135,6 +135,9 @@ pub trait ScreenSource: Send + 'static {
     fn idle(&mut self) -> Result<(), CaptureError> {
         Ok(())
     }
+    /// The next capture must read everything that is polled (pointer,
+    /// lock keys) at once: a viewer just joined.
+    fn refresh(&mut self) {}
 }
 
 /// Grabs of screen pixels since the process started (every source counts
@@ -160,6 +163,10 @@ pub fn grabs() -> u64 {
 pub struct Demand {
     wanting: std::sync::Mutex<usize>,
     changed: std::sync::Condvar,
+    /// Viewers that started: the capture turn after one did publishes a
+    /// frame even when nothing changed, so the newcomer's first update
+    /// never comes from a frame captured before it joined.
+    joins: std::sync::atomic::AtomicU64,
 }
 
 impl Demand {
@@ -180,6 +187,11 @@ impl Demand {
             .wait_timeout_while(n, timeout, |n| *n == 0)
             .unwrap_or_else(|e| e.into_inner());
         *n > 0
+    }
+
+    /// Viewers that started so far (see [`DemandHandle::joined`]).
+    pub fn joins(&self) -> u64 {
+        self.joins.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Whether some viewer wants a frame now.
@@ -206,6 +218,15 @@ pub struct DemandHandle {
 }
 
 impl DemandHandle {
+    /// This viewer starts: the frame it has seen is possibly old, and it
+    /// waits for the next one published (the capture publishes one at its
+    /// next turn, changed or not).
+    pub fn joined(&self) {
+        self.demand
+            .joins
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// This viewer wants a frame (or no longer does).
     pub fn set(&mut self, want: bool) {
         if want != self.on {

@@ -125,6 +125,9 @@ pub struct X11Source {
     idle: bool,
     /// A damage notification came while idle: fetch the damage first.
     damage_unread: bool,
+    /// Read the pointer and the lock keys at the next capture, whatever
+    /// the polling interval says (set while idle).
+    poll_due: bool,
 }
 
 impl X11Source {
@@ -179,6 +182,7 @@ impl X11Source {
             leds_changed: false,
             idle: false,
             damage_unread: false,
+            poll_due: false,
             monitor,
             crop: Rect::new(0, 0, width, height),
             screens: Vec::new(),
@@ -616,7 +620,8 @@ impl X11Source {
     }
 
     fn poll_pointer(&mut self) -> Result<(), CaptureError> {
-        if self.last_pointer_poll.elapsed() < self.pointer_interval() && self.have_frame {
+        let due = std::mem::take(&mut self.poll_due);
+        if !due && self.last_pointer_poll.elapsed() < self.pointer_interval() && self.have_frame {
             return Ok(());
         }
         self.last_pointer_poll = Instant::now();
@@ -760,12 +765,18 @@ impl ScreenSource for X11Source {
         format!("{host}{}", self.display)
     }
 
+    fn refresh(&mut self) {
+        self.poll_due = true;
+    }
+
     fn idle(&mut self) -> Result<(), CaptureError> {
         // Events are taken in (resizes, cursor changes) without a round
         // trip; damage stays in the X server until the next capture.
         self.idle = true;
         let r = self.drain_events();
         self.idle = false;
+        // The pointer and lock keys are read at once when capturing resumes.
+        self.poll_due = true;
         match r {
             Err(e @ CaptureError::Reconfigured(_)) => self.resync(&e),
             r => r,

@@ -899,6 +899,13 @@ impl Session {
             rd,
             buf: vec![0u8; 64 * 1024],
             frames_dirty: true,
+            // The first update waits for a frame published after this point
+            // (the capture publishes one at its next turn).
+            first_frame_due: {
+                self.frames.borrow_and_update();
+                self.demand.joined();
+                true
+            },
             // Messages pipelined behind ClientInit may already be buffered.
             poll_now: true,
             flow: flow::Flow::new(self.info.session_id(), std::time::Instant::now()),
@@ -947,6 +954,7 @@ impl Session {
         if live.writes.idle()
             && (live.viewer.has_request() || live.flow.continuous())
             && live.frames_dirty
+            && !live.first_frame_due
             && self.info.rights.view
             && live
                 .flow
@@ -971,6 +979,7 @@ impl Session {
             r = self.frames.changed() => {
                 r.map_err(|_| Stop::End(EndReason::SourceGone("capture stopped".into())))?;
                 live.frames_dirty = true;
+                live.first_frame_due = false;
                 Ok(())
             }
             r = live.writes.done.changed() => r.map_err(|_| Stop::WriterGone),
@@ -1086,6 +1095,7 @@ impl Session {
             Some(Control::SetRights { rights, by }) => {
                 self.set_rights(rights, &by);
                 live.frames_dirty = true;
+                live.first_frame_due = false;
                 Ok(())
             }
         }
@@ -1272,6 +1282,9 @@ struct Live {
     buf: Vec<u8>,
     /// A newer frame (or a new request) may give an update.
     frames_dirty: bool,
+    /// No frame has been published since the viewer started: the last one
+    /// may be from before it (the capture pauses without viewers).
+    first_frame_due: bool,
     /// The core may hold decoded messages.
     poll_now: bool,
     /// Fences, continuous updates, congestion control.

@@ -41,6 +41,9 @@ impl Published {
 
 /// More rectangles than this in one update are merged into their bounding box.
 const MAX_RECTS_PER_UPDATE: usize = 2048;
+/// Rectangles a viewer's damage region holds before it is merged onto the
+/// tile grid (which leaves at most one per run of tiles per tile row).
+const DIRTY_MAX: usize = 1024;
 /// Raw rectangles are cut to at most this many pixels.
 const RAW_MAX_PIXELS: usize = 65536;
 /// Rectangles of other encodings are cut into bands of at most this many
@@ -127,8 +130,8 @@ pub struct ViewerState {
     /// The frame the viewer's picture shows, outside `dirty`.
     seen_seq: u64,
     /// Where the viewer's picture may differ from frame `seen_seq` with
-    /// the cursor drawn as `drawn` says: disjoint rectangles on the tile
-    /// grid, still to be sent. This, not a copy of the screen, is all a
+    /// the cursor drawn as `drawn` says: rectangles still to be sent (at
+    /// most `DIRTY_MAX`, then merged onto the tile grid). This, not a copy of the screen, is all a
     /// viewer keeps of its picture.
     dirty: Vec<Rect>,
     /// The pointer drawn into the viewer's picture, as last decided.
@@ -518,14 +521,23 @@ impl ViewerState {
             for dst in moved {
                 self.dirty = region::subtract_all(&self.dirty, dst);
             }
-            self.dirty = region::normalise(&self.dirty, bounds);
+            // Merged onto the tile grid only when long: merging covers more
+            // than it was given, and doing it at every update would put
+            // back what a partial request just took off (and resend it
+            // forever).
+            self.dirty = if self.dirty.len() > DIRTY_MAX {
+                region::normalise(&self.dirty, bounds)
+            } else {
+                region::clip_all(&self.dirty, bounds)
+            };
         }
         self.seen_seq = latest.seq;
         self.drawn = want;
         let rects = if full {
             vec![area].into_iter().filter(|r| !r.is_empty()).collect()
         } else {
-            region::clip_all(&self.dirty, area)
+            // Disjoint, and all of it inside the area taken off below.
+            region::normalise(&region::clip_all(&self.dirty, area), area)
         };
         self.dirty = region::subtract_all(&self.dirty, area);
         if rects.len() > MAX_RECTS_PER_UPDATE {
@@ -1185,5 +1197,31 @@ mod tests {
             },
         ]);
         assert!(!serve(&mut v, &same).0, "resent with nothing new");
+    }
+
+    /// Regression (tests/led_state.rs spun at 350,000 updates): a request
+    /// for one pixel inside a damaged tile was answered, the rest of the
+    /// tile kept, and merging it back onto the tile grid put the pixel
+    /// back, so every incremental request was answered at once, forever.
+    #[test]
+    fn a_one_pixel_request_inside_damage_is_answered_once() {
+        let mut v = ViewerState::new(64, 64);
+        v.request(false, Rect::new(0, 0, 64, 64));
+        assert!(v.build_update(&publish(1, render(64, 64, 0)), &mut Vec::new()));
+        let mut p = publish(2, render(64, 64, 0));
+        p.damage = Arc::new(vec![DamageEntry {
+            first: 2,
+            last: 2,
+            rects: vec![Rect::new(0, 0, 12, 19), Rect::new(30, 30, 4, 4)],
+        }]);
+        let mut out = Vec::new();
+        v.request(true, Rect::new(0, 0, 1, 1));
+        assert!(v.build_update(&p, &mut out));
+        for _ in 0..3 {
+            out.clear();
+            v.request(true, Rect::new(0, 0, 1, 1));
+            assert!(!v.build_update(&p, &mut out), "answered again");
+            v.cancel_request();
+        }
     }
 }
