@@ -72,7 +72,8 @@ pub fn first() -> Option<String> {
 }
 
 /// Debug builds only, for tests: `TICKETVNC_TEST_PANIC=capture` makes the
-/// screen source panic on its third capture (on the capture thread).
+/// screen source panic on its third call (a capture, or an idle turn
+/// while no viewer wants a frame), on the capture thread.
 #[cfg(debug_assertions)]
 pub fn inject(
     source: Box<dyn ticketvnc::capture::ScreenSource>,
@@ -87,6 +88,11 @@ pub fn inject(
             self.1 += 1;
             assert!(self.1 < 3, "TICKETVNC_TEST_PANIC=capture");
             self.0.next(max_wait)
+        }
+        fn idle(&mut self) -> Result<(), CaptureError> {
+            self.1 += 1;
+            assert!(self.1 < 3, "TICKETVNC_TEST_PANIC=capture");
+            self.0.idle()
         }
     }
     match std::env::var("TICKETVNC_TEST_PANIC").as_deref() {

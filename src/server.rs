@@ -1,7 +1,7 @@
 //! Listeners, the capture loop, the registry of sessions, and shutdown.
 
 use crate::capture::{CaptureError, ScreenSource};
-use crate::framebuffer::Rect;
+use crate::framebuffer::history::FrameHistory;
 use crate::input::InputSink;
 use crate::rfb::{limits, SecurityType};
 use crate::rfb::{ServerConnection, VeNCryptSubtype};
@@ -719,13 +719,15 @@ pub async fn start(
     let min_interval = Duration::from_secs(1) / cfg.max_fps.max(1);
     let capture_stop = Arc::new(AtomicBool::new(false));
     let stop = capture_stop.clone();
+    let demand = Arc::new(crate::capture::Demand::default());
+    let wanted = demand.clone();
     let capture = std::thread::Builder::new()
         .name("capture".into())
         .spawn(move || {
             // A panic here must not look like a normal stop (the channel
             // closing): it ends the server with an error saying so.
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                capture_loop(source, frame_tx, min_interval, &stop)
+                capture_loop(source, frame_tx, min_interval, &stop, &wanted)
             }));
             let e = match r {
                 Ok(Ok(())) => return,
@@ -794,6 +796,7 @@ pub async fn start(
         host: registry.clone(),
         input,
         frames: frame_rx,
+        demand,
     };
     let ctx = template.clone();
     let ids = next_id.clone();
@@ -999,9 +1002,11 @@ fn refuse_politely(stream: tokio::net::TcpStream, reason: String, slots: &Arc<Se
     });
 }
 
-/// Captures whose damage is remembered, so a viewer a few frames behind can
-/// still compare only where something changed.
-const DAMAGE_LOG_LEN: usize = 32;
+/// How long the capture loop waits for a viewer to want a frame before
+/// letting the source drain its events.
+const IDLE_WAIT: Duration = Duration::from_millis(200);
+/// Idle waits before the pause is logged (about 2 s).
+const PAUSE_LOG_AFTER: u32 = 10;
 
 /// The text of a panic payload.
 pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -1021,6 +1026,7 @@ fn capture_loop(
     tx: watch::Sender<Arc<Published>>,
     min_interval: Duration,
     stop: &AtomicBool,
+    demand: &crate::capture::Demand,
 ) -> Result<(), CaptureError> {
     let mut last = std::time::Instant::now()
         .checked_sub(min_interval)
@@ -1028,11 +1034,44 @@ fn capture_loop(
     let mut seq = tx.borrow().seq;
     let mut cursor = tx.borrow().cursor.clone();
     let mut screens = tx.borrow().screens.clone();
-    let mut damage_log: std::collections::VecDeque<(u64, Option<Vec<Rect>>)> =
-        std::collections::VecDeque::with_capacity(DAMAGE_LOG_LEN);
+    // Damage is computed here, once per capture, for every viewer.
+    let mut history = FrameHistory::new(tx.borrow().frame.clone());
+    // Waits without a viewer wanting a frame; the pause is logged (with
+    // the grab count, which must not move until the resume) once it has
+    // lasted a while, not at every gap between one viewer's requests.
+    let mut unwanted = 0u32;
+    let mut paused_at: Option<u64> = None;
+    let mut joins_seen = 0u64;
     loop {
         if tx.is_closed() || stop.load(Ordering::Relaxed) {
             return Ok(());
+        }
+        if !demand.wait(IDLE_WAIT) {
+            source.idle()?;
+            unwanted = unwanted.saturating_add(1);
+            if unwanted == PAUSE_LOG_AFTER {
+                let grabs = crate::capture::grabs();
+                info!(grabs, "capture paused: no viewer wants a frame");
+                paused_at = Some(grabs);
+            }
+            continue;
+        }
+        let resumed = std::mem::take(&mut unwanted) > 0;
+        // A viewer joined since the last turn: publish whatever this turn
+        // finds, and read the pointer and lock keys now.
+        let joins = demand.joins();
+        let fresh = resumed || joins != joins_seen;
+        joins_seen = joins;
+        if fresh {
+            source.refresh();
+        }
+        if let Some(before) = paused_at.take() {
+            let grabs = crate::capture::grabs();
+            info!(
+                grabs,
+                grabs_while_paused = grabs - before,
+                "capture resumed: a viewer wants a frame"
+            );
         }
         // Latency first: a change is captured as soon as it is seen, but
         // never sooner than 1/max_fps after the previous capture.
@@ -1050,19 +1089,33 @@ fn capture_loop(
                 if let Some(layout) = c.screens {
                     screens = Arc::new(layout);
                 }
-                if damage_log.len() == DAMAGE_LOG_LEN {
-                    damage_log.pop_front();
-                }
-                damage_log.push_back((seq, c.damage));
+                let found = history.record(seq, &c.frame, c.damage.as_deref(), c.moves);
                 tx.send_replace(Arc::new(Published {
                     seq,
                     frame: c.frame,
-                    moves: c.moves,
+                    moves: found.moves,
                     cursor: cursor.clone(),
-                    damage: Arc::new(damage_log.iter().cloned().collect()),
+                    damage: history.log(),
                     screens: screens.clone(),
                     pointer: c.pointer,
                     leds: c.leds,
+                }));
+            }
+            Ok(None) if fresh => {
+                // Nothing changed: the same frame, published again so a
+                // viewer that joined knows it is current.
+                let prev = tx.borrow().clone();
+                seq += 1;
+                history.record(seq, &prev.frame, Some(&[]), Vec::new());
+                tx.send_replace(Arc::new(Published {
+                    seq,
+                    frame: prev.frame.clone(),
+                    moves: Vec::new(),
+                    cursor: prev.cursor.clone(),
+                    damage: history.log(),
+                    screens: prev.screens.clone(),
+                    pointer: prev.pointer,
+                    leds: prev.leds,
                 }));
             }
             Ok(None) => {}
@@ -1103,6 +1156,10 @@ mod capture_tests {
                 pointer: None,
                 leds: None,
             }))
+        }
+        // With no viewer the source is only asked to idle.
+        fn idle(&mut self) -> Result<(), CaptureError> {
+            self.next(Duration::ZERO).map(|_| ())
         }
     }
 

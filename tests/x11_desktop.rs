@@ -2306,3 +2306,189 @@ async fn session_command_restarts_and_ctrl_c_is_quiet() {
     .await
     .unwrap();
 }
+
+/// The number after `key=` in `line`.
+fn log_field(line: &str, key: &str) -> Option<u64> {
+    let rest = &line[line.find(&format!(" {key}="))? + key.len() + 2..];
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Issue 12: with no viewer the screen is not grabbed at all, however much
+/// it changes. The capture loop logs the process's grab count when it
+/// pauses and when a viewer brings it back; the two must be equal. The
+/// viewer that then comes still gets the screen exactly as it is now (the
+/// damage that accumulated meanwhile is honoured).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_grabs_while_no_viewer_wants_a_frame() {
+    x_tools();
+    let xvfb = XvfbGuard::start_in(X_RANGE, 480, 360);
+    let d = xvfb.display_name();
+    assert!(x_run(&d, &["xsetroot", "-solid", "#000080"]).is_some());
+    let server = Tvnc::start("idle", &["--source", "x11", "--display", &d]);
+    let paused = poll("the capture to pause", || {
+        let log = server.stderr();
+        let line = log.lines().find(|l| l.contains("capture paused"))?;
+        log_field(line, "grabs")
+    });
+    // The screen keeps changing with nobody watching.
+    for c in ["#800000", "#008000", "#808000", "#800080", "#2e8b57"] {
+        assert!(x_run(&d, &["xsetroot", "-solid", c]).is_some());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let still = server.stderr();
+    assert!(
+        !still.contains("capture resumed"),
+        "the capture resumed with no viewer:\n{still}"
+    );
+    let mut rs = RsViewer::connect(server.addr, &[VncEncoding::Raw])
+        .await
+        .expect("vnc-rs connects");
+    rs.wait_same_as_screen(&d, "x11-idle-then-viewer", |g| {
+        g.count(0, 0, 480, 360, 0x2e8b57) == 480 * 360
+    })
+    .await;
+    let log = server.stderr();
+    let resumed = log
+        .lines()
+        .find(|l| l.contains("capture resumed"))
+        .unwrap_or_else(|| panic!("no resume logged:\n{log}"));
+    assert_eq!(
+        log_field(resumed, "grabs"),
+        Some(paused),
+        "grabs happened while no viewer wanted a frame:\n{log}"
+    );
+    assert_eq!(log_field(resumed, "grabs_while_paused"), Some(0), "{log}");
+    let _ = rs.client.close().await;
+}
+
+/// tests/clients/vncdotool_capture.py: one full picture of `addr` in
+/// `encoding`, as `0x00RRGGBB` pixels.
+fn vncdotool_picture(addr: SocketAddr, encoding: &str, name: &str) -> Vec<u32> {
+    let out = common::artefact_dir().join(name);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/vncdotool_capture.py");
+    let o = Command::new(python())
+        .arg(script)
+        .args(["--port", &addr.port().to_string()])
+        .args(["--encoding", encoding])
+        .arg("--out")
+        .arg(&out)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run vncdotool_capture.py");
+    assert!(
+        o.status.success(),
+        "vncdotool failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let rgb = std::fs::read(format!("{}.rgb", out.display())).expect("capture .rgb");
+    common::rgb_bytes_to_pixels(&rgb)
+}
+
+/// Issue 12: one frame history shared by all viewers. Three real viewers
+/// join at different times and read at different speeds: vnc-rs directly
+/// (Raw), TigerVNC behind a slow link (Raw, so a full picture takes
+/// seconds while the screen keeps changing), and vncdotool (ZRLE) joining
+/// last. Every one of them ends pixel-exact with an `import` grab of the
+/// X screen, after every round of changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_joining_at_different_times_and_speeds_stay_exact() {
+    use common::slowlink::{LinkParams, SlowLink};
+    x_tools();
+    let xvfb = XvfbGuard::start_in(X_RANGE, 640, 480);
+    let viewer_x = XvfbGuard::start_in(X_RANGE, 800, 600);
+    let d = xvfb.display_name();
+    let dir = tempfile::tempdir().unwrap();
+    let tile = dir.path().join("tile.ppm");
+    write_tile(&tile);
+    let _ = x_run(&d, &["display", "-window", "root", tile.to_str().unwrap()]);
+    let text = dir.path().join("text.txt");
+    std::fs::write(&text, "shared frames\n").unwrap();
+    let _xterm = x_spawn(
+        &d,
+        &[
+            "xterm",
+            "-T",
+            "shared",
+            "-geometry",
+            "40x8+300+250",
+            "-e",
+            "tail",
+            "-n",
+            "+1",
+            "-f",
+            text.to_str().unwrap(),
+        ],
+    );
+    wait_window(&d, "shared");
+    let lines_shown = |g: &Grab| g.count(305, 255, 540, 370, 0x000000) > 20;
+
+    let server = Tvnc::start("shared", &["--source", "x11", "--display", &d]);
+    // 1. A fast viewer.
+    let mut rs = RsViewer::connect(server.addr, &[VncEncoding::Raw])
+        .await
+        .expect("vnc-rs connects");
+    rs.wait_same_as_screen(&d, "x11-shared-rs-1", |g| {
+        lines_shown(g) && (0..100).all(|y| (0..100).all(|x| g.at(x, y) == tile_pixel(x, y)))
+    })
+    .await;
+
+    // 2. A slow one: 640x480 Raw is 1.2 MB, about 4 s on this link, and the
+    // screen changes under it while it loads.
+    let link = SlowLink::start(
+        server.addr,
+        LinkParams {
+            one_way: Duration::from_millis(30),
+            bytes_per_sec: 300_000,
+        },
+    );
+    let slow_addr: SocketAddr = format!("127.0.0.1:{}", link.port()).parse().unwrap();
+    let vd = viewer_x.display_name();
+    let _tiger = start_vncviewer(&vd, slow_addr, &server.ca(), "shared-vncviewer");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&text)
+        .unwrap();
+    for (i, c) in ["#800000", "#008000", "#000080", "#2e8b57"]
+        .iter()
+        .enumerate()
+    {
+        assert!(x_run(&d, &["xsetroot", "-solid", c]).is_some());
+        writeln!(f, "line {i} while the slow viewer loads").unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let settled = move |g: &Grab| g.count(0, 0, 200, 200, 0x2e8b57) == 200 * 200 && lines_shown(g);
+    rs.wait_same_as_screen(&d, "x11-shared-rs-2", settled).await;
+    let (vd2, d2) = (vd.clone(), d.clone());
+    tokio::task::spawn_blocking(move || {
+        tiger_same_as_screen(&vd2, &d2, "x11-shared-tiger-2", settled)
+    })
+    .await
+    .unwrap();
+
+    // 3. A viewer joining last gets the whole current picture.
+    let addr = server.addr;
+    let (pic, g) = tokio::task::spawn_blocking({
+        let d = d.clone();
+        move || {
+            let pic = vncdotool_picture(addr, "zrle", "x11-shared-vncdotool");
+            (pic, grab_root(&d).expect("grab"))
+        }
+    })
+    .await
+    .unwrap();
+    assert!(settled(&g));
+    common::assert_same_image("x11-shared-vncdotool", g.w, g.h, &g.px, &pic);
+
+    // 4. Another round of changes with the first two still there.
+    assert!(x_run(&d, &["xsetroot", "-solid", "#404040"]).is_some());
+    writeln!(f, "the last line").unwrap();
+    let last = move |g: &Grab| g.count(0, 0, 200, 200, 0x404040) == 200 * 200 && lines_shown(g);
+    rs.wait_same_as_screen(&d, "x11-shared-rs-3", last).await;
+    tokio::task::spawn_blocking(move || tiger_same_as_screen(&vd, &d, "x11-shared-tiger-3", last))
+        .await
+        .unwrap();
+    let _ = rs.client.close().await;
+}

@@ -111,8 +111,10 @@ pub struct Capture {
     /// Shared, so a capture where only the pointer moved hands on the
     /// previous frame without copying it.
     pub frame: std::sync::Arc<Frame>,
-    /// Where the source knows the screen changed since the previous capture
-    /// (`None`: unknown, compare everything).
+    /// Where this frame may differ from the previous capture's: every
+    /// changed pixel must lie inside (`None`: unknown, compare everything).
+    /// The frame history compares only there, once for all viewers, so a
+    /// source must include everything it re-read, not only what it was told.
     pub damage: Option<Vec<Rect>>,
     pub moves: Vec<MoveHint>,
     /// A new pointer image, when it changed.
@@ -134,4 +136,114 @@ pub trait ScreenSource: Send + 'static {
     /// Wait until the screen may have changed (at most `max_wait`), then
     /// return the current screen. `Ok(None)`: nothing changed.
     fn next(&mut self, max_wait: Duration) -> Result<Option<Capture>, CaptureError>;
+    /// Called about once a second while no viewer wants a frame: take in
+    /// what the screen reports (events) without grabbing anything.
+    fn idle(&mut self) -> Result<(), CaptureError> {
+        Ok(())
+    }
+    /// The next capture must read everything that is polled (pointer,
+    /// lock keys) at once: a viewer just joined.
+    fn refresh(&mut self) {}
+}
+
+/// Grabs of screen pixels since the process started (every source counts
+/// its own): logged by the capture loop, so tests and operators can see
+/// that nothing is grabbed while no viewer wants a frame.
+static GRABS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A source grabbed pixels from the screen.
+pub fn note_grab() {
+    GRABS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Grabs so far (see [`note_grab`]).
+pub fn grabs() -> u64 {
+    GRABS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// How many viewers want a frame now. The capture loop calls the source
+/// only while at least one does (a request pending, or continuous updates
+/// and room in the congestion window): with no viewer, or only viewers
+/// that are still digesting the last update, nothing is grabbed.
+#[derive(Debug, Default)]
+pub struct Demand {
+    wanting: std::sync::Mutex<usize>,
+    changed: std::sync::Condvar,
+    /// Viewers that started: the capture turn after one did publishes a
+    /// frame even when nothing changed, so the newcomer's first update
+    /// never comes from a frame captured before it joined.
+    joins: std::sync::atomic::AtomicU64,
+}
+
+impl Demand {
+    /// A handle for one viewer, not wanting anything yet.
+    pub fn handle(self: &std::sync::Arc<Self>) -> DemandHandle {
+        DemandHandle {
+            demand: self.clone(),
+            on: false,
+        }
+    }
+
+    /// Whether some viewer wants a frame; waits up to `timeout` for one
+    /// to when none does.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let n = self.wanting.lock().unwrap_or_else(|e| e.into_inner());
+        let (n, _) = self
+            .changed
+            .wait_timeout_while(n, timeout, |n| *n == 0)
+            .unwrap_or_else(|e| e.into_inner());
+        *n > 0
+    }
+
+    /// Viewers that started so far (see [`DemandHandle::joined`]).
+    pub fn joins(&self) -> u64 {
+        self.joins.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Whether some viewer wants a frame now.
+    pub fn wanted(&self) -> bool {
+        *self.wanting.lock().unwrap_or_else(|e| e.into_inner()) > 0
+    }
+
+    fn add(&self, on: bool) {
+        let mut n = self.wanting.lock().unwrap_or_else(|e| e.into_inner());
+        if on {
+            *n += 1;
+            self.changed.notify_all();
+        } else {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
+/// One viewer's say in [`Demand`]; withdrawn when dropped.
+#[derive(Debug)]
+pub struct DemandHandle {
+    demand: std::sync::Arc<Demand>,
+    on: bool,
+}
+
+impl DemandHandle {
+    /// This viewer starts: the frame it has seen is possibly old, and it
+    /// waits for the next one published (the capture publishes one at its
+    /// next turn, changed or not).
+    pub fn joined(&self) {
+        self.demand
+            .joins
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// This viewer wants a frame (or no longer does).
+    pub fn set(&mut self, want: bool) {
+        if want != self.on {
+            self.on = want;
+            self.demand.add(want);
+        }
+    }
+}
+
+impl Drop for DemandHandle {
+    fn drop(&mut self) {
+        self.set(false);
+    }
 }

@@ -109,6 +109,7 @@ impl ScreenSource for TestPattern {
                 self.last_generation = Some(generation);
                 self.last_frame_no = n;
                 self.last_size = (w, h);
+                super::note_grab();
                 return Ok(Some(Capture {
                     frame: std::sync::Arc::new(render(w, h, n)),
                     damage: None,
@@ -144,7 +145,8 @@ fn box_x(w: u16, n: u64) -> Option<u16> {
     Some(if t < span { t } else { 2 * span - t } as u16)
 }
 
-fn box_move(w: u16, h: u16, from: u64, to: u64) -> Option<MoveHint> {
+/// The move of the box from frame `from` to frame `to`, if it moved.
+pub fn box_move(w: u16, h: u16, from: u64, to: u64) -> Option<MoveHint> {
     let (a, b) = (box_x(w, from)?, box_x(w, to)?);
     let y = box_band(h);
     if y as u32 + BOX as u32 > h as u32 || a == b {

@@ -45,6 +45,7 @@ impl XcapSource {
     }
 
     fn grab(&self) -> Result<Frame, CaptureError> {
+        super::note_grab();
         let monitor = Monitor::all()
             .map_err(|e| CaptureError::Gone(e.to_string()))?
             .into_iter()

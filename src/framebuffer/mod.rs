@@ -1,6 +1,8 @@
 //! Frames (native `0x00RRGGBB` pixels), rectangles and damage.
 
 pub mod diff;
+pub mod history;
+pub mod region;
 
 use std::sync::Arc;
 

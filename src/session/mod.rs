@@ -302,6 +302,8 @@ pub struct SessionContext {
     pub input: Arc<dyn InputSink>,
     /// The capture's latest frame.
     pub frames: watch::Receiver<Arc<Published>>,
+    /// Whether any viewer wants a frame (the capture runs only then).
+    pub demand: Arc<crate::capture::Demand>,
 }
 
 /// Something held while a connection is in the handshake (the server's
@@ -337,6 +339,7 @@ where
         host: ctx.host,
         input: ctx.input,
         frames: ctx.frames,
+        demand: ctx.demand.handle(),
         control,
         preauth_permit,
         started: false,
@@ -391,6 +394,8 @@ struct Session {
     host: Arc<dyn SessionHost>,
     input: Arc<dyn InputSink>,
     frames: watch::Receiver<Arc<Published>>,
+    /// This viewer's say in whether the screen is captured.
+    demand: crate::capture::DemandHandle,
     control: mpsc::Receiver<Control>,
     preauth_permit: Option<PreauthSlot>,
     started: bool,
@@ -1005,6 +1010,13 @@ impl Session {
             rd,
             buf: vec![0u8; 64 * 1024],
             frames_dirty: true,
+            // The first update waits for a frame published after this point
+            // (the capture publishes one at its next turn).
+            first_frame_due: {
+                self.frames.borrow_and_update();
+                self.demand.joined();
+                true
+            },
             // Messages pipelined behind ClientInit may already be buffered.
             poll_now: true,
             flow: flow::Flow::new(self.info.session_id(), std::time::Instant::now()),
@@ -1053,6 +1065,7 @@ impl Session {
         if live.writes.idle()
             && (live.viewer.has_request() || live.flow.continuous())
             && live.frames_dirty
+            && !live.first_frame_due
             && self.info.rights.view
             && live
                 .flow
@@ -1060,6 +1073,15 @@ impl Session {
         {
             return self.send_update(live).await;
         }
+        // The screen is captured only while some viewer waits for a frame.
+        let wants = self.info.rights.view
+            && (live.viewer.has_request()
+                || live.flow.continuous()
+                    && live.writes.idle()
+                    && live
+                        .flow
+                        .may_send(live.writes.bytes, std::time::Instant::now()));
+        self.demand.set(wants);
         let wake = live.flow.wake().map(tokio::time::Instant::from_std);
         // 3. Wait.
         tokio::select! {
@@ -1068,6 +1090,7 @@ impl Session {
             r = self.frames.changed() => {
                 r.map_err(|_| Stop::End(EndReason::SourceGone("capture stopped".into())))?;
                 live.frames_dirty = true;
+                live.first_frame_due = false;
                 Ok(())
             }
             r = live.writes.done.changed() => r.map_err(|_| Stop::WriterGone),
@@ -1183,6 +1206,7 @@ impl Session {
             Some(Control::SetRights { rights, by }) => {
                 self.set_rights(rights, &by);
                 live.frames_dirty = true;
+                live.first_frame_due = false;
                 Ok(())
             }
         }
@@ -1369,6 +1393,9 @@ struct Live {
     buf: Vec<u8>,
     /// A newer frame (or a new request) may give an update.
     frames_dirty: bool,
+    /// No frame has been published since the viewer started: the last one
+    /// may be from before it (the capture pauses without viewers).
+    first_frame_due: bool,
     /// The core may hold decoded messages.
     poll_now: bool,
     /// Fences, continuous updates, congestion control.

@@ -7,16 +7,16 @@
 //! the pixels sent to it ("rendered cursor") with its local cursor shape
 //! hidden, until the pointer is back where this viewer put it. Viewers
 //! that take no cursor shapes at all always get the rendered cursor. The
-//! published frame stays clean: only this viewer's outgoing pixels (and
-//! its shadow, which records what it holds) get the cursor, and the
-//! pixels under an old position are compared and resent when it moves.
+//! published frame stays clean: only the pixels of this viewer's outgoing
+//! rectangles that lie under the pointer are copied and drawn on, and the
+//! pixels under an old position are resent when it moves (the viewer's
+//! damage region gets both places).
 
 use super::update::Published;
 use crate::capture::CursorShape;
 use crate::encoding::cursor::shape_ok;
 use crate::framebuffer::{Frame, Rect};
 use std::collections::VecDeque;
-use std::sync::Arc;
 
 /// Positions of this viewer's own recent pointer events remembered: the
 /// capture reports the pointer some frames behind the viewer's hand, and a
@@ -29,9 +29,15 @@ pub struct PointerView {
     own: VecDeque<(u16, u16)>,
     /// The position the viewer was last told (or put the pointer at).
     pos_sent: Option<(u16, u16)>,
-    /// Where the viewer's framebuffer may still hold composited cursor
-    /// pixels (compared again until an update covers them).
-    pending: Vec<Rect>,
+}
+
+/// A pointer drawn into a viewer's picture: where, which image, and the
+/// hotspot's position (a change of any of them redraws it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Drawn {
+    pub rect: Rect,
+    pub serial: u64,
+    pub pos: (u16, u16),
 }
 
 impl PointerView {
@@ -72,28 +78,6 @@ impl PointerView {
         self.pos_sent = Some(p);
         (!self.is_own(p)).then_some(p)
     }
-
-    /// Rectangles to compare beyond the capture's damage: where a cursor
-    /// was drawn and where one is drawn now.
-    pub fn extra_damage(&self, now: Option<Rect>) -> Vec<Rect> {
-        self.pending.iter().copied().chain(now).collect()
-    }
-
-    /// `area` of the viewer was compared with (and brought to) the picture
-    /// with the cursor at `now`: cursor areas inside it are settled.
-    pub fn compared(&mut self, area: Rect, now: Option<Rect>) {
-        self.pending.retain(|r| !area.contains(r));
-        if let Some(r) = now {
-            if !self.pending.contains(&r) {
-                self.pending.push(r);
-            }
-        }
-        // Bounded: far more than ever pends, merged when exceeded.
-        if self.pending.len() > 64 {
-            let all = self.pending.iter().fold(Rect::default(), |a, r| a.union(r));
-            self.pending = vec![all];
-        }
-    }
 }
 
 /// Where `shape` with its hotspot at `p` lies on a `w` x `h` frame.
@@ -109,34 +93,65 @@ pub fn cursor_rect(shape: &CursorShape, p: (u16, u16), w: u16, h: u16) -> Rect {
     Rect::new(x0 as u16, y0 as u16, (x1 - x0) as u16, (y1 - y0) as u16)
 }
 
-/// `latest` with the cursor drawn at the pointer (straight alpha over the
-/// picture); `None` when there is nothing to draw. Returns the cursor's
-/// rectangle too.
-pub fn composite(latest: &Published) -> Option<(Published, Rect)> {
-    let ((_, shape), p) = (latest.cursor.as_ref()?, latest.pointer?);
+/// Where the pointer of `latest` would be drawn; `None` when there is
+/// nothing to draw (no image or position, an unusable image, off screen).
+pub fn drawn(latest: &Published) -> Option<Drawn> {
+    let ((serial, shape), pos) = (latest.cursor.as_ref()?, latest.pointer?);
     if !shape_ok(shape) {
         return None;
     }
-    let src = &*latest.frame;
-    let r = cursor_rect(shape, p, src.width, src.height);
-    if r.is_empty() {
-        return None;
-    }
-    let mut f: Frame = src.clone();
-    let ox = i32::from(p.0) - i32::from(shape.hot_x);
-    let oy = i32::from(p.1) - i32::from(shape.hot_y);
-    for y in r.y..r.y + r.h {
-        let cy = (i32::from(y) - oy) as usize;
-        for x in r.x..r.x + r.w {
-            let cx = (i32::from(x) - ox) as usize;
-            let c = shape.pixels[cy * shape.width as usize + cx];
-            let i = y as usize * f.width as usize + x as usize;
-            f.pixels[i] = blend(c, f.pixels[i]);
+    let f = &latest.frame;
+    let rect = cursor_rect(shape, pos, f.width, f.height);
+    (!rect.is_empty()).then_some(Drawn {
+        rect,
+        serial: *serial,
+        pos,
+    })
+}
+
+/// The pixels of `frame` in `r` (a patch `r.w` x `r.h`, at 0,0) with
+/// `shape` drawn over them, its hotspot at `pos` in frame coordinates
+/// (straight alpha). Only the patch is copied, never the frame.
+pub fn draw(shape: &CursorShape, pos: (u16, u16), frame: &Frame, r: Rect) -> Frame {
+    let mut f = Frame::new(r.w, r.h);
+    let ox = i32::from(pos.0) - i32::from(shape.hot_x);
+    let oy = i32::from(pos.1) - i32::from(shape.hot_y);
+    for y in 0..r.h {
+        let fy = r.y + y;
+        let row = frame.row(fy, r.x, r.w);
+        let out = &mut f.pixels[y as usize * r.w as usize..][..r.w as usize];
+        for (x, (o, &d)) in out.iter_mut().zip(row).enumerate() {
+            let (cx, cy) = (i32::from(r.x) + x as i32 - ox, i32::from(fy) - oy);
+            let inside = (0..i32::from(shape.width)).contains(&cx)
+                && (0..i32::from(shape.height)).contains(&cy);
+            *o = if inside {
+                blend(
+                    shape.pixels[cy as usize * shape.width as usize + cx as usize],
+                    d,
+                )
+            } else {
+                d
+            };
         }
+    }
+    f
+}
+
+/// `latest` with the cursor drawn at the pointer (a whole-frame copy, for
+/// tests to compare with); `None` when there is nothing to draw.
+#[cfg(test)]
+pub fn composite(latest: &Published) -> Option<(Published, Rect)> {
+    let d = drawn(latest)?;
+    let shape = &latest.cursor.as_ref()?.1;
+    let mut f: Frame = (*latest.frame).clone();
+    let patch = draw(shape, d.pos, &latest.frame, d.rect);
+    for y in 0..d.rect.h {
+        let at = (d.rect.y + y) as usize * f.width as usize + d.rect.x as usize;
+        f.pixels[at..at + d.rect.w as usize].copy_from_slice(patch.row(y, 0, d.rect.w));
     }
     let out = Published {
         seq: latest.seq,
-        frame: Arc::new(f),
+        frame: std::sync::Arc::new(f),
         moves: latest.moves.clone(),
         cursor: latest.cursor.clone(),
         damage: latest.damage.clone(),
@@ -144,7 +159,7 @@ pub fn composite(latest: &Published) -> Option<(Published, Rect)> {
         pointer: latest.pointer,
         leds: latest.leds,
     };
-    Some((out, r))
+    Some((out, d.rect))
 }
 
 /// Straight-alpha `0xAARRGGBB` over native `0x00RRGGBB`.

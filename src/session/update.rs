@@ -6,7 +6,8 @@ use super::pointer::{self, PointerView};
 use crate::capture::{CursorShape, MoveHint};
 use crate::encoding::cursor::{self, ShapeKind};
 use crate::encoding::{write_copy_rect, ClientEncodings, ConnectionEncoders, EncodeParams};
-use crate::framebuffer::{diff, Frame, Rect};
+use crate::framebuffer::history::{self, DamageEntry};
+use crate::framebuffer::{region, Frame, Rect};
 use crate::rfb::messages::{enc, write_colour_map, write_rect_header, write_update_header};
 use crate::rfb::PixelFormat;
 use std::sync::Arc;
@@ -20,9 +21,9 @@ pub struct Published {
     pub moves: Vec<MoveHint>,
     /// The current pointer image and a serial that changes with it.
     pub cursor: Option<(u64, Arc<CursorShape>)>,
-    /// Damage of recent captures, oldest first: `(seq, rects)` is what
-    /// changed from frame `seq - 1` to `seq` (`None`: unknown).
-    pub damage: Arc<Vec<(u64, Option<Vec<Rect>>)>>,
+    /// What changed in recent frames, oldest first, computed once by the
+    /// capture loop for all viewers (see [`history`]).
+    pub damage: Arc<Vec<DamageEntry>>,
     /// Monitor layout inside the frame; empty: one screen covering it.
     pub screens: Arc<Vec<Rect>>,
     /// Where the pointer's hotspot is (frame coordinates), when known.
@@ -34,20 +35,20 @@ pub struct Published {
 impl Published {
     /// Everything that changed after frame `since`, if the log still covers it.
     pub fn damage_since(&self, since: u64) -> Option<Vec<Rect>> {
-        if since >= self.seq {
-            return Some(Vec::new());
-        }
-        let first = self.damage.iter().position(|(s, _)| *s == since + 1)?;
-        let mut out = Vec::new();
-        for (_, d) in &self.damage[first..] {
-            out.extend_from_slice(d.as_ref()?);
-        }
-        Some(out)
+        history::damage_since(&self.damage, self.seq, since)
     }
 }
 
 /// More rectangles than this in one update are merged into their bounding box.
 const MAX_RECTS_PER_UPDATE: usize = 2048;
+/// Rectangles a viewer's damage region holds before it is merged onto the
+/// tile grid (which leaves at most one per run of tiles per tile row).
+const DIRTY_MAX: usize = 1024;
+/// Raw rectangles are cut to at most this many pixels.
+const RAW_MAX_PIXELS: usize = 65536;
+/// Rectangles of other encodings are cut into bands of at most this many
+/// pixels (see `encode_plain`).
+const BAND_MAX_PIXELS: usize = 131072;
 /// Most rectangles a FramebufferUpdate header can count (0xFFFF means LastRect).
 const MAX_COUNTED_RECTS: usize = u16::MAX as usize - 1;
 
@@ -67,8 +68,8 @@ struct Pseudo {
 }
 
 /// `latest` cut or padded (black) to `size`, for a viewer that keeps its
-/// size: no moves, no damage log (so the next diff is a whole-frame
-/// compare), one screen.
+/// size: the same damage log (rectangles past the size are cut off when
+/// used), the moves that fit, one screen.
 fn fit(latest: &Published, size: (u16, u16)) -> Published {
     let src = &*latest.frame;
     let mut f = Frame::new(size.0, size.1);
@@ -81,9 +82,9 @@ fn fit(latest: &Published, size: (u16, u16)) -> Published {
     Published {
         seq: latest.seq,
         frame: Arc::new(f),
-        moves: Vec::new(),
+        moves: latest.moves.clone(),
         cursor: latest.cursor.clone(),
-        damage: Arc::new(Vec::new()),
+        damage: latest.damage.clone(),
         screens: Arc::new(Vec::new()),
         pointer: latest.pointer,
         leds: latest.leds,
@@ -123,13 +124,23 @@ pub struct ViewerState {
     pub pf: PixelFormat,
     pub encodings: ClientEncodings,
     encoders: ConnectionEncoders,
-    /// What the viewer's framebuffer holds (`None` before the first update).
-    shadow: Option<Frame>,
-    shadow_seq: u64,
-    /// The whole shadow equals frame `shadow_seq` (the last update was not
-    /// limited to part of the screen), so capture damage since then is enough
-    /// to know where to compare.
-    shadow_whole: bool,
+    /// The viewer holds a picture of the current size and pixel format
+    /// (false before the first update, after a resize or a new format).
+    has_picture: bool,
+    /// The frame the viewer's picture shows, outside `dirty`.
+    seen_seq: u64,
+    /// Where the viewer's picture may differ from frame `seen_seq` with
+    /// the cursor drawn as `drawn` says: rectangles still to be sent (at
+    /// most `DIRTY_MAX`, then merged onto the tile grid). This, not a copy of the screen, is all a
+    /// viewer keeps of its picture.
+    dirty: Vec<Rect>,
+    /// The pointer drawn into the viewer's picture, as last decided.
+    drawn: Option<pointer::Drawn>,
+    /// The size of the captured screen at the last update (a viewer that
+    /// keeps its size after a resize is sent its whole picture again).
+    source_size: (u16, u16),
+    /// Inside the call that serves a cut or padded copy of the screen.
+    fitting: bool,
     /// Size the viewer believes the desktop has.
     viewer_size: (u16, u16),
     /// Region of an outstanding request, and whether all of it must be sent.
@@ -184,9 +195,12 @@ impl ViewerState {
             pf: PixelFormat::NATIVE,
             encodings: ClientEncodings::default(),
             encoders: ConnectionEncoders::default(),
-            shadow: None,
-            shadow_seq: 0,
-            shadow_whole: false,
+            has_picture: false,
+            seen_seq: 0,
+            dirty: Vec::new(),
+            drawn: None,
+            source_size: (width, height),
+            fitting: false,
             viewer_size: (width, height),
             request: None,
             colour_map_due: false,
@@ -230,7 +244,7 @@ impl ViewerState {
         self.cursor_serial = 0;
         // Everything the viewer has is now in the wrong format for it to
         // reuse; send a full picture with the next update.
-        self.shadow = None;
+        self.has_picture = false;
     }
 
     pub fn set_encodings(&mut self, list: &[i32]) {
@@ -305,6 +319,12 @@ impl ViewerState {
         };
         let size = (latest.frame.width, latest.frame.height);
         let resized = size != self.viewer_size;
+        if size != self.source_size && !self.fitting {
+            // The shared damage log says only "the whole new screen"; what
+            // lies beyond it in a viewer that keeps its size changes too.
+            self.source_size = size;
+            self.has_picture = false;
+        }
         if self.encodings.extended_desktop_size && *latest.screens != *self.screens_sent {
             self.layout_due = true;
         }
@@ -314,21 +334,17 @@ impl ViewerState {
             // it sees the new screen's top-left part (black beyond it)
             // instead of being dropped or sent rectangles outside its
             // framebuffer.
-            return self.build_update(&fit(latest, self.viewer_size), out);
+            self.fitting = true;
+            let sent = self.build_update(&fit(latest, self.viewer_size), out);
+            self.fitting = false;
+            return sent;
         }
         // The customer's pointer drawn into this viewer's pixels only.
         let rendering = self.drawn_cursor
             && self
                 .pointer
                 .needs_render(latest, self.shape_kind().is_some());
-        let composited;
-        let (latest, drawn) = match rendering.then(|| pointer::composite(latest)).flatten() {
-            Some((p, r)) => {
-                composited = p;
-                (&composited, Some(r))
-            }
-            None => (latest, None),
-        };
+        let want = rendering.then(|| pointer::drawn(latest)).flatten();
         let frame = &*latest.frame;
         let pseudo = self.pseudo_rects(latest, resized, rendering);
         let bounds = frame.bounds();
@@ -340,14 +356,13 @@ impl ViewerState {
             req.intersect(&bounds)
         };
         let mut body = Rects::default();
-        let rects = self.changed_rects(latest, area, full, drawn, &mut body);
-        self.pointer.compared(area, drawn);
+        let rects = self.damaged_rects(latest, area, full, want, &mut body);
         if rects.is_empty() && body.count == 0 && pseudo.rects.count == 0 && !full {
             // Nothing new for an incremental request: keep it pending.
             return false;
         }
-        let rects = self.encode(frame, rects, area, pseudo.rects.count, &mut body);
-        self.update_shadow(latest, &rects, area == bounds);
+        let cursor = want.and_then(|d| Some((latest.cursor.as_ref()?.1.clone(), d)));
+        self.encode(frame, rects, area, pseudo.rects.count, cursor, &mut body);
         if std::mem::take(&mut self.colour_map_due) {
             write_colour_map(0, &PixelFormat::fixed_colour_map(), out);
         }
@@ -376,7 +391,7 @@ impl ViewerState {
             };
             self.write_size_rect(size, reason, 0, &latest.screens, &mut p.size_rect);
             self.viewer_size = size;
-            self.shadow = None;
+            self.has_picture = false;
         } else if waiting {
             // The screen has not changed yet: the reply comes with it.
         } else if let Some(reply) = self.resize_reply_due.take() {
@@ -471,45 +486,60 @@ impl ViewerState {
         p
     }
 
-    /// What changed in `area` since the shadow: verified CopyRects go into
-    /// `body` (and the shadow) at once; the rest is returned to be encoded.
-    fn changed_rects(
+    /// What the viewer must be sent in `area` to show frame `latest` with
+    /// the pointer drawn as `want`: its damage region brought up to date
+    /// from the shared log, verified CopyRects written to `body` at once,
+    /// and the rest (inside `area`) returned to be encoded and taken off
+    /// the region.
+    fn damaged_rects(
         &mut self,
         latest: &Published,
         area: Rect,
         full: bool,
-        drawn: Option<Rect>,
+        want: Option<pointer::Drawn>,
         body: &mut Rects,
     ) -> Vec<Rect> {
-        let frame = &*latest.frame;
-        // Where a composited cursor was or is: compared whatever the
-        // capture's damage says (the published frames never have it).
-        let cursor_areas = self.pointer.extra_damage(drawn);
-        let rects = match &mut self.shadow {
-            Some(shadow)
-                if !full && shadow.width == frame.width && shadow.height == frame.height =>
-            {
-                if self.encodings.copy_rect && latest.seq == self.shadow_seq + 1 {
-                    for m in &latest.moves {
-                        if apply_move(shadow, frame, m, area) {
-                            write_copy_rect(m.dst, m.src_x, m.src_y, &mut body.bytes);
-                            body.count += 1;
-                        }
-                    }
-                }
-                let hint = if self.shadow_whole {
-                    latest.damage_since(self.shadow_seq).map(|mut d| {
-                        d.extend_from_slice(&cursor_areas);
-                        d
-                    })
-                } else {
-                    None
-                };
-                diff::changed_rects(shadow, frame, area, hint.as_deref())
+        let bounds = latest.frame.bounds();
+        if !self.has_picture {
+            self.has_picture = true;
+            self.dirty = vec![bounds];
+        } else {
+            let moved = if full || !self.encodings.copy_rect || latest.seq != self.seen_seq + 1 {
+                Vec::new()
+            } else {
+                self.copy_rects(latest, area, want, body)
+            };
+            let damage = latest
+                .damage_since(self.seen_seq)
+                .unwrap_or_else(|| vec![bounds]);
+            self.dirty.extend(damage);
+            // Where the drawn pointer was and is now, when it changed.
+            if self.drawn != want {
+                self.dirty.extend(self.drawn.map(|d| d.rect));
+                self.dirty.extend(want.map(|d| d.rect));
             }
-            _ if area.is_empty() => Vec::new(),
-            _ => vec![area],
+            for dst in moved {
+                self.dirty = region::subtract_all(&self.dirty, dst);
+            }
+            // Merged onto the tile grid only when long: merging covers more
+            // than it was given, and doing it at every update would put
+            // back what a partial request just took off (and resend it
+            // forever).
+            self.dirty = if self.dirty.len() > DIRTY_MAX {
+                region::normalise(&self.dirty, bounds)
+            } else {
+                region::clip_all(&self.dirty, bounds)
+            };
+        }
+        self.seen_seq = latest.seq;
+        self.drawn = want;
+        let rects = if full {
+            vec![area].into_iter().filter(|r| !r.is_empty()).collect()
+        } else {
+            // Disjoint, and all of it inside the area taken off below.
+            region::normalise(&region::clip_all(&self.dirty, area), area)
         };
+        self.dirty = region::subtract_all(&self.dirty, area);
         if rects.len() > MAX_RECTS_PER_UPDATE {
             vec![rects.iter().fold(Rect::default(), |a, r| a.union(r))]
         } else {
@@ -517,50 +547,158 @@ impl ViewerState {
         }
     }
 
-    /// Encode `rects` into `body` with the viewer's preferred encoding;
-    /// returns the rectangles the viewer will have from it.
+    /// The capture's moves (frame `seen_seq` to `latest`, verified on the
+    /// frames) that hold for this viewer: its picture at the source is
+    /// clean (not in its damage region, no pointer drawn there, not written
+    /// by an earlier move), the destination is requested and has no drawn
+    /// pointer. Writes them to `body`; returns their destinations.
+    fn copy_rects(
+        &self,
+        latest: &Published,
+        area: Rect,
+        want: Option<pointer::Drawn>,
+        body: &mut Rects,
+    ) -> Vec<Rect> {
+        let bounds = latest.frame.bounds();
+        let cursors: Vec<Rect> = [self.drawn, want]
+            .iter()
+            .flatten()
+            .map(|d| d.rect)
+            .collect();
+        let mut moved: Vec<Rect> = Vec::new();
+        for m in &latest.moves {
+            let src = Rect::new(m.src_x, m.src_y, m.dst.w, m.dst.h);
+            let ok = !m.dst.is_empty()
+                && bounds.contains(&src)
+                && bounds.contains(&m.dst)
+                && area.contains(&m.dst)
+                && !region::overlaps(&self.dirty, src)
+                && !region::overlaps(&moved, src)
+                && !region::overlaps(&cursors, src)
+                && !region::overlaps(&cursors, m.dst);
+            if ok {
+                write_copy_rect(m.dst, m.src_x, m.src_y, &mut body.bytes);
+                body.count += 1;
+                moved.push(m.dst);
+            }
+        }
+        moved
+    }
+
+    /// Encode `rects` into `body` with the viewer's preferred encoding,
+    /// the pointer drawn in where `cursor` says.
     fn encode(
         &mut self,
         frame: &Frame,
         rects: Vec<Rect>,
         area: Rect,
         npseudo: usize,
+        cursor: Option<(Arc<CursorShape>, pointer::Drawn)>,
         body: &mut Rects,
-    ) -> Vec<Rect> {
+    ) {
         let params = EncodeParams {
             pf: self.pf,
             compress_level: self.encodings.compress_level,
             quality_level: self.encodings.quality_level,
         };
-        let encoder = self.encoders.get(self.encodings.preferred);
+        let preferred = self.encodings.preferred;
+        let cursor = cursor.as_ref().map(|(s, d)| (&**s, *d));
         for r in &rects {
-            body.count += encoder.encode(frame, *r, &params, &mut body.bytes);
+            self.encode_rect(preferred, frame, *r, &params, cursor, body);
         }
         if body.count + npseudo > MAX_COUNTED_RECTS && !self.encodings.last_rect {
             // Too many rectangles to count in the header and the viewer has
-            // no LastRect: send the whole area as one Raw rectangle instead
-            // (CopyRects included, since they were already applied above).
+            // no LastRect: send the whole area as Raw instead (CopyRects
+            // included: the area is sent whole after them anyway).
             body.bytes.clear();
-            let raw = self.encoders.get(enc::RAW);
-            body.count = raw.encode(frame, area, &params, &mut body.bytes);
-            return vec![area];
+            body.count = 0;
+            self.encode_rect(enc::RAW, frame, area, &params, cursor, body);
         }
-        rects
     }
 
-    /// The viewer now holds exactly what was sent.
-    fn update_shadow(&mut self, latest: &Published, rects: &[Rect], whole: bool) {
-        let frame = &*latest.frame;
-        let shadow = match &mut self.shadow {
-            Some(s) if s.width == frame.width && s.height == frame.height => s,
-            // Start a fresh shadow.
-            _ => self.shadow.insert(Frame::new(frame.width, frame.height)),
+    /// One rectangle; where the drawn pointer lies in it, those pixels
+    /// only are copied, drawn on and encoded apart.
+    fn encode_rect(
+        &mut self,
+        encoding: i32,
+        frame: &Frame,
+        r: Rect,
+        params: &EncodeParams,
+        cursor: Option<(&CursorShape, pointer::Drawn)>,
+        body: &mut Rects,
+    ) {
+        let Some((shape, d)) = cursor.filter(|(_, d)| !d.rect.intersect(&r).is_empty()) else {
+            self.encode_plain(encoding, frame, r, params, body);
+            return;
         };
-        for r in rects {
-            copy_into(shadow, frame, *r);
+        let inner = d.rect.intersect(&r);
+        let mut outer = Vec::new();
+        region::subtract(r, inner, &mut outer);
+        for o in outer {
+            self.encode_plain(encoding, frame, o, params, body);
         }
-        self.shadow_seq = latest.seq;
-        self.shadow_whole = whole;
+        let patch = pointer::draw(shape, d.pos, frame, inner);
+        let mut piece = Rects::default();
+        let local = Rect::new(0, 0, inner.w, inner.h);
+        self.encode_plain(encoding, &patch, local, params, &mut piece);
+        let header_ok = piece.count == 1
+            && piece.bytes.len() >= 12
+            && piece.bytes[4..8] == [inner.w.to_be_bytes(), inner.h.to_be_bytes()].concat()[..];
+        if header_ok {
+            // One rectangle at 0,0 of the patch: move it to where it goes.
+            piece.bytes[0..2].copy_from_slice(&inner.x.to_be_bytes());
+            piece.bytes[2..4].copy_from_slice(&inner.y.to_be_bytes());
+            body.bytes.extend_from_slice(&piece.bytes);
+            body.count += 1;
+        } else {
+            // Never seen (the pointer is at most 256x256): the patch in
+            // place on a frame that is blank elsewhere.
+            let mut sparse = Frame::new(inner.right() as u16, inner.bottom() as u16);
+            for y in 0..inner.h {
+                let at = (inner.y + y) as usize * sparse.width as usize + inner.x as usize;
+                sparse.pixels[at..at + inner.w as usize].copy_from_slice(patch.row(y, 0, inner.w));
+            }
+            self.encode_plain(encoding, &sparse, inner, params, body);
+        }
+    }
+
+    /// One rectangle as the encoder makes it, in bands: Raw in pieces of
+    /// at most 65536 pixels, every other encoding in bands of at most
+    /// [`BAND_MAX_PIXELS`] (64 rows at up to 2048 wide, so ZRLE's and
+    /// Hextile's tiles stay on the same grid). An encoder's scratch buffers
+    /// (which live as long as the connection) and each piece of output then
+    /// stay small, whatever the screen size: this is what a viewer's memory
+    /// is made of now that it keeps no copy of the screen.
+    fn encode_plain(
+        &mut self,
+        encoding: i32,
+        frame: &Frame,
+        r: Rect,
+        params: &EncodeParams,
+        body: &mut Rects,
+    ) {
+        let max = if encoding == enc::RAW {
+            RAW_MAX_PIXELS
+        } else {
+            BAND_MAX_PIXELS
+        };
+        let encoder = self.encoders.get(encoding);
+        if r.area() <= max {
+            body.count += encoder.encode(frame, r, params, &mut body.bytes);
+            return;
+        }
+        let mut rows = max / r.w as usize;
+        if encoding != enc::RAW && rows >= 64 {
+            rows -= rows % 64;
+        }
+        let rows = rows.max(1) as u32;
+        let mut y = u32::from(r.y);
+        while y < r.bottom() {
+            let h = rows.min(r.bottom() - y);
+            let band = Rect::new(r.x, y as u16, r.w, h as u16);
+            body.count += encoder.encode(frame, band, params, &mut body.bytes);
+            y += h;
+        }
     }
 
     fn write_size_rect(
@@ -597,38 +735,6 @@ impl ViewerState {
         } else {
             write_rect_header(Rect::new(0, 0, w, h), enc::DESKTOP_SIZE, out);
         }
-    }
-}
-
-/// Apply a move hint to the shadow if it is true (the viewer's pixels at
-/// the source equal the new frame's at the destination) and lies in `area`.
-fn apply_move(shadow: &mut Frame, frame: &Frame, m: &MoveHint, area: Rect) -> bool {
-    let src = Rect::new(m.src_x, m.src_y, m.dst.w, m.dst.h);
-    let b = frame.bounds();
-    if m.dst.is_empty() || !b.contains(&m.dst) || !b.contains(&src) || !area.contains(&m.dst) {
-        return false;
-    }
-    let matches = (0..m.dst.h)
-        .all(|y| shadow.row(src.y + y, src.x, src.w) == frame.row(m.dst.y + y, m.dst.x, m.dst.w));
-    if !matches {
-        return false;
-    }
-    let mut tmp = Vec::new();
-    shadow.copy_rect(src, &mut tmp);
-    let w = shadow.width as usize;
-    for (i, row) in tmp.chunks_exact(m.dst.w as usize).enumerate() {
-        let start = (m.dst.y as usize + i) * w + m.dst.x as usize;
-        shadow.pixels[start..start + row.len()].copy_from_slice(row);
-    }
-    true
-}
-
-fn copy_into(shadow: &mut Frame, frame: &Frame, r: Rect) {
-    let w = frame.width as usize;
-    for y in r.y..r.y + r.h {
-        let start = y as usize * w + r.x as usize;
-        let end = start + r.w as usize;
-        shadow.pixels[start..end].copy_from_slice(&frame.pixels[start..end]);
     }
 }
 
@@ -707,32 +813,151 @@ mod tests {
         let p = publish(1, render(320, 240, 0));
         let mut out = Vec::new();
         assert!(v.build_update(&p, &mut out));
-        // One Raw rectangle of the whole screen: header 4, rect header 12.
-        assert_eq!(&out[4..12], &[0, 0, 0, 0, 1, 64, 0, 240]);
-        assert_eq!(out.len(), 4 + 12 + 320 * 240 * 4);
+        // The whole screen in Raw rectangles of at most 65536 pixels:
+        // 320x204, then 320x36.
+        assert_eq!(&out[4..12], &[0, 0, 0, 0, 1, 64, 0, 204]);
+        assert_eq!(out.len(), 4 + 2 * 12 + 320 * 240 * 4);
     }
 
     #[test]
-    fn damage_log_limits_the_compare_and_gaps_fall_back() {
+    fn the_shared_damage_log_decides_what_is_sent_and_gaps_resend_all() {
         let base = render(320, 240, 0);
-        let mut changed = base.clone();
-        changed.pixels[5] ^= 0xffffff; // top-left tile
         let mut v = ViewerState::new(320, 240);
         let mut out = Vec::new();
         v.request(false, Rect::new(0, 0, 320, 240));
-        assert!(v.build_update(&publish(1, base), &mut out));
+        assert!(v.build_update(&publish(1, base.clone()), &mut out));
 
-        // The capture says only the bottom-right changed: the top-left change
-        // is not looked at (the source vouches for everything else).
-        let mut p = publish(2, changed.clone());
-        p.damage = Arc::new(vec![(2, Some(vec![Rect::new(300, 200, 4, 4)]))]);
+        // The log (computed once by the capture) says only a 4x4 square
+        // changed: that square is all that is sent.
+        let entry = |seq, rects| DamageEntry {
+            first: seq,
+            last: seq,
+            rects,
+        };
+        let mut p = publish(2, base.clone());
+        p.damage = Arc::new(vec![entry(2, vec![Rect::new(300, 200, 4, 4)])]);
         v.request(true, Rect::new(0, 0, 320, 240));
-        assert!(!v.build_update(&p, &mut out));
-
-        // A gap in the log (frame 3 missing) means compare everything.
-        let mut p = publish(4, changed);
-        p.damage = Arc::new(vec![(4, Some(vec![]))]);
+        out.clear();
         assert!(v.build_update(&p, &mut out));
+        assert_eq!(out.len(), 4 + 12 + 16 * 4);
+        assert_eq!(&out[4..12], &[1, 44, 0, 200, 0, 4, 0, 4]);
+
+        // A gap in the log (frame 3 missing) means everything again.
+        let mut p = publish(4, base.clone());
+        p.damage = Arc::new(vec![entry(4, vec![])]);
+        v.request(true, Rect::new(0, 0, 320, 240));
+        out.clear();
+        assert!(v.build_update(&p, &mut out));
+        assert_eq!(update_encodings(&out), vec![vec![enc::RAW, enc::RAW]]);
+        assert_eq!(out.len(), 4 + 2 * 12 + 320 * 240 * 4);
+
+        // Nothing since: the request stays pending.
+        let mut p = publish(5, base);
+        p.damage = Arc::new(vec![entry(4, vec![]), entry(5, vec![])]);
+        v.request(true, Rect::new(0, 0, 320, 240));
+        out.clear();
+        assert!(!v.build_update(&p, &mut out));
+        assert!(v.has_request());
+    }
+
+    /// Damage outside a partial request stays owed and is sent when asked
+    /// for; the part that was sent is not sent again.
+    #[test]
+    fn damage_outside_the_request_waits_for_it() {
+        let mut v = ViewerState::new(256, 128);
+        v.request(false, Rect::new(0, 0, 256, 128));
+        assert!(v.build_update(&publish(1, render(256, 128, 0)), &mut Vec::new()));
+        let mut p = publish(2, render(256, 128, 0));
+        p.damage = Arc::new(vec![DamageEntry {
+            first: 2,
+            last: 2,
+            rects: vec![Rect::new(0, 0, 256, 10)],
+        }]);
+        let mut out = Vec::new();
+        v.request(true, Rect::new(0, 0, 100, 128));
+        assert!(v.build_update(&p, &mut out));
+        assert_eq!(&out[4..12], &[0, 0, 0, 0, 0, 100, 0, 10]);
+        out.clear();
+        v.request(true, Rect::new(0, 0, 100, 128));
+        assert!(!v.build_update(&p, &mut out), "sent twice");
+        v.cancel_request();
+        v.request(true, Rect::new(0, 0, 256, 128));
+        assert!(v.build_update(&p, &mut out));
+        assert_eq!(&out[4..12], &[0, 100, 0, 0, 0, 156, 0, 10]);
+    }
+
+    /// Viewers served at different paces (every frame, every 3rd, every
+    /// 40th: past the log's length, so they get merged entries, and one
+    /// asking for the left and right halves in turn) from one shared
+    /// history, with CopyRect where the capture's moves are true, all stay
+    /// exact where they asked, and none keeps a copy of the screen.
+    #[test]
+    fn viewers_at_different_paces_stay_exact_from_one_history() {
+        use crate::capture::test_pattern::box_move;
+        use crate::encoding::decode::{ClientFramebuffer, Decoder};
+        use crate::framebuffer::history::FrameHistory;
+        let (w, h) = (200u16, 150u16);
+        let halves = [Rect::new(0, 0, 100, h), Rect::new(100, 0, 100, h)];
+        let first = Arc::new(render(w, h, 0));
+        let mut hist = FrameHistory::new(first.clone());
+        let mut viewers: Vec<(u64, bool, ViewerState, ClientFramebuffer, Decoder)> =
+            [(1u64, false), (3, false), (40, false), (1, true)]
+                .into_iter()
+                .map(|(pace, split)| {
+                    let mut v = ViewerState::new(w, h);
+                    v.set_encodings(&[enc::COPY_RECT, enc::ZRLE]);
+                    v.request(false, Rect::new(0, 0, w, h));
+                    let fb = ClientFramebuffer::new(w, h, PixelFormat::NATIVE);
+                    (pace, split, v, fb, Decoder::new())
+                })
+                .collect();
+        let mut latest = publish(1, (*first).clone());
+        for n in 1..=121u64 {
+            if n > 1 {
+                let f = Arc::new(render(w, h, n - 1));
+                let moves = box_move(w, h, n - 2, n - 1).into_iter().collect();
+                let found = hist.record(n, &f, None, moves);
+                latest = Published {
+                    moves: found.moves,
+                    damage: hist.log(),
+                    frame: f,
+                    ..publish(n, Frame::new(1, 1))
+                };
+            }
+            for (pace, split, v, fb, dec) in &mut viewers {
+                if (n - 1) % *pace != 0 {
+                    continue;
+                }
+                let asked = if *split && n > 1 {
+                    halves[n as usize % 2]
+                } else {
+                    Rect::new(0, 0, w, h)
+                };
+                let mut out = Vec::new();
+                if v.build_update(&latest, &mut out) {
+                    assert_eq!(dec.decode_message(&out, fb), Ok(out.len()));
+                }
+                for y in asked.y..asked.y + asked.h {
+                    let at = y as usize * w as usize + asked.x as usize;
+                    let span = at..at + asked.w as usize;
+                    assert!(
+                        fb.pixels[span.clone()] == latest.frame.pixels[span],
+                        "viewer every {pace} frames (halves: {split}), frame {n}, row {y}"
+                    );
+                }
+                let next = if *split {
+                    halves[(n as usize + 1) % 2]
+                } else {
+                    Rect::new(0, 0, w, h)
+                };
+                v.request(true, next);
+            }
+        }
+        let copies: u32 = viewers
+            .iter()
+            .map(|(.., dec)| dec.stats.rects.get(&enc::COPY_RECT).copied().unwrap_or(0))
+            .sum();
+        assert!(copies > 0, "no CopyRect was used");
     }
 
     /// Rectangle encodings of each FramebufferUpdate in `out` (Raw payloads
@@ -847,7 +1072,11 @@ mod tests {
             pointer: Some(p),
             leds: None,
             cursor: Some((1, arrow.clone())),
-            damage: Arc::new(vec![(seq, Some(vec![]))]),
+            damage: Arc::new(vec![DamageEntry {
+                first: 1,
+                last: seq,
+                rects: vec![],
+            }]),
             frame: frame.clone(),
             ..publish(seq, Frame::new(1, 1))
         };
@@ -925,6 +1154,74 @@ mod tests {
             assert_eq!(v.viewer_size(), (100, 80));
             let encs = update_encodings(&out);
             assert!(encs.iter().flatten().all(|&e| e >= 0), "{encs:?}");
+        }
+    }
+
+    /// A viewer that keeps its size is sent the padding too when the
+    /// screen shrinks (the shared log only speaks of the new screen), and
+    /// after that only what changes.
+    #[test]
+    fn a_viewer_that_keeps_its_size_sees_the_padding_and_then_rests() {
+        use crate::encoding::decode::{ClientFramebuffer, Decoder};
+        let mut v = ViewerState::new(100, 80);
+        let mut fb = ClientFramebuffer::new(100, 80, PixelFormat::NATIVE);
+        let mut dec = Decoder::new();
+        let mut serve = |v: &mut ViewerState, p: &Published| {
+            let mut out = Vec::new();
+            let sent = v.build_update(p, &mut out);
+            if sent {
+                assert_eq!(dec.decode_message(&out, &mut fb), Ok(out.len()));
+            }
+            v.request(true, Rect::new(0, 0, 100, 80));
+            (sent, fb.pixels.clone())
+        };
+        v.request(false, Rect::new(0, 0, 100, 80));
+        serve(&mut v, &publish(1, render(100, 80, 0)));
+        // As the capture logs it: the whole (new, smaller) screen changed.
+        let mut small = publish(2, render(60, 50, 2));
+        small.damage = Arc::new(vec![DamageEntry {
+            first: 2,
+            last: 2,
+            rects: vec![Rect::new(0, 0, 60, 50)],
+        }]);
+        let (sent, px) = serve(&mut v, &small);
+        assert!(sent);
+        assert_eq!(px, fit(&small, (100, 80)).frame.pixels);
+        let mut same = publish(3, render(60, 50, 2));
+        same.damage = Arc::new(vec![
+            small.damage[0].clone(),
+            DamageEntry {
+                first: 3,
+                last: 3,
+                rects: vec![],
+            },
+        ]);
+        assert!(!serve(&mut v, &same).0, "resent with nothing new");
+    }
+
+    /// Regression (tests/led_state.rs spun at 350,000 updates): a request
+    /// for one pixel inside a damaged tile was answered, the rest of the
+    /// tile kept, and merging it back onto the tile grid put the pixel
+    /// back, so every incremental request was answered at once, forever.
+    #[test]
+    fn a_one_pixel_request_inside_damage_is_answered_once() {
+        let mut v = ViewerState::new(64, 64);
+        v.request(false, Rect::new(0, 0, 64, 64));
+        assert!(v.build_update(&publish(1, render(64, 64, 0)), &mut Vec::new()));
+        let mut p = publish(2, render(64, 64, 0));
+        p.damage = Arc::new(vec![DamageEntry {
+            first: 2,
+            last: 2,
+            rects: vec![Rect::new(0, 0, 12, 19), Rect::new(30, 30, 4, 4)],
+        }]);
+        let mut out = Vec::new();
+        v.request(true, Rect::new(0, 0, 1, 1));
+        assert!(v.build_update(&p, &mut out));
+        for _ in 0..3 {
+            out.clear();
+            v.request(true, Rect::new(0, 0, 1, 1));
+            assert!(!v.build_update(&p, &mut out), "answered again");
+            v.cancel_request();
         }
     }
 }
