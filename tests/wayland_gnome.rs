@@ -483,7 +483,15 @@ fn vncrs_view(addr: SocketAddr, expected: &[u32]) -> Vec<CursorImage> {
                 }
                 moved = true;
             }
-            if moved && !cursors.is_empty() {
+            // A viewer gets the current image when it joins (Mutter's
+            // default arrow while the pointer is elsewhere); the client's
+            // own comes once the pointer is over it. Wait for an image of
+            // the client's size; the assertions below check all of it.
+            if moved
+                && cursors.last().is_some_and(|c: &CursorImage| {
+                    (c.2 as usize, c.3 as usize) == (CURSOR.0, CURSOR.1)
+                })
+            {
                 break;
             }
             let ev =

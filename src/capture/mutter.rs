@@ -359,6 +359,26 @@ impl ScreenSource for MutterSource {
         format!("GNOME {}", self.session.connector)
     }
 
+    /// While no viewer wants a frame: notice a lost stream or session
+    /// (frames delivered meanwhile stay for the next capture).
+    fn idle(&mut self) -> Result<(), CaptureError> {
+        let cause = match self.stream.ended() {
+            Some(why) => Some(self.session.alive().err().unwrap_or(why)),
+            None if self.last_check.elapsed() >= ALIVE_CHECK => {
+                self.last_check = Instant::now();
+                self.session.alive().err()
+            }
+            None => None,
+        };
+        match cause {
+            Some(cause) => {
+                warn!(reason = %cause, "GNOME screen source lost");
+                Err(CaptureError::Gone(cause))
+            }
+            None => Ok(()),
+        }
+    }
+
     fn next(&mut self, max_wait: Duration) -> Result<Option<Capture>, CaptureError> {
         // The first frame may take a moment; there is nothing to serve before.
         let wait = if self.frame.is_none() {

@@ -122,6 +122,12 @@ impl PwStream {
         }
     }
 
+    /// Why the stream ended, if it has (frames waiting are left alone).
+    pub fn ended(&self) -> Option<String> {
+        let s = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.ended.clone()
+    }
+
     /// Wait up to `max_wait` for something to be delivered, and take it.
     pub fn take(&self, max_wait: Duration) -> Delivered {
         let deadline = Instant::now() + max_wait;

@@ -548,6 +548,18 @@ impl ScreenSource for WaylandSource {
         format!("{host} {out}").trim_end().to_owned()
     }
 
+    /// While no viewer wants a frame: take in the compositor's events
+    /// (outputs coming and going) without copying anything, and notice a
+    /// compositor that is gone.
+    fn idle(&mut self) -> Result<(), CaptureError> {
+        let r = dispatch_for(&mut self.queue, &mut self.state, Duration::ZERO)
+            .and_then(|()| self.check_outputs());
+        if let Err(CaptureError::Gone(e)) = &r {
+            warn!(error = %e, "the Wayland compositor is gone");
+        }
+        r
+    }
+
     fn next(&mut self, max_wait: Duration) -> Result<Option<Capture>, CaptureError> {
         let deadline = Instant::now() + max_wait;
         let r = self.next_until(deadline);
