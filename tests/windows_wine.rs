@@ -507,6 +507,12 @@ struct RsViewer {
 impl RsViewer {
     async fn connect(addr: SocketAddr, password: Option<&str>) -> Result<RsViewer, VncError> {
         let tcp = TcpStream::connect(addr).await?;
+        RsViewer::over(tcp, password).await
+    }
+
+    /// The viewer's side of an RFB session on a connected stream (one it
+    /// dialled, or one a reverse connection brought to it).
+    async fn over(tcp: TcpStream, password: Option<&str>) -> Result<RsViewer, VncError> {
         let pw = password.map(str::to_string);
         let client = VncConnector::new(tcp)
             .set_auth_method(async move { Ok(pw.unwrap_or_default()) })
@@ -979,4 +985,87 @@ async fn exe_keeps_a_journal() {
         "the Linux build cannot verify the journal the Windows build wrote: {out}{}",
         String::from_utf8_lossy(&linux.stderr)
     );
+}
+
+/// The tray under Wine: `ticketvnc.exe tray --get-help` with an
+/// administrator's tray.toml naming a technician's listening viewer starts
+/// (its notification-area icon on Wine's desktop), connects out, and a
+/// viewer on that connection gets the picture; the journal records the
+/// session as a reverse one against the ticket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exe_tray_get_help_reaches_a_listening_viewer() {
+    // The tray needs a desktop for its icon: Wine's, on an Xvfb.
+    let s = WineSession::start(Some((800, 600)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let conf = s.dir.path().join("tray.toml");
+    std::fs::write(
+        &conf,
+        format!("company = \"Wine IT\"\nviewer = \"127.0.0.1:{port}\"\nretry_for = 120\n"),
+    )
+    .unwrap();
+    let db = s.dir.path().join("journal.db");
+    let dbw = win_path(&db);
+    let log = common::artefact_dir().join("wine-tray.log");
+    let out = s.dir.path().join("tray.out");
+    let tray = ChildGuard(
+        s.wine("ticketvnc.exe")
+            .args([
+                "--db",
+                &dbw,
+                "tray",
+                "--config",
+                &win_path(&conf),
+                "--get-help",
+            ])
+            .args(["--source", "test-pattern", "--size", "64x48", "--fps", "0"])
+            .args(["--ticket", "WIN-TRAY"])
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("run wine ticketvnc.exe tray"),
+    );
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let (tcp, _) = tokio::time::timeout(TIMEOUT, listener.accept())
+        .await
+        .unwrap_or_else(|_| panic!("the tray did not connect out:\n{}", read_log()))
+        .unwrap();
+    let mut v = RsViewer::over(tcp, None).await.unwrap_or_else(|e| {
+        panic!(
+            "no RFB session on the tray's connection ({e}):\n{}",
+            read_log()
+        )
+    });
+    v.client.input(X11Event::Refresh).await.unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    while !(v.w == 64 && v.h == 48 && v.fb.iter().any(|&p| p != 0)) {
+        assert!(
+            Instant::now() < deadline,
+            "no picture over the tray's connection:\n{}",
+            read_log()
+        );
+        v.pump(Duration::from_millis(300)).await;
+    }
+    // The icon was built (the tray stops with an error when there is no
+    // notification area), with the company from tray.toml.
+    let said = std::fs::read_to_string(&out).unwrap_or_default();
+    assert!(
+        said.contains("ticketvnc tray ready (Wine IT)"),
+        "the tray did not report its icon: {said:?}\n{}",
+        read_log()
+    );
+    let _ = v.client.close().await;
+    drop(v);
+    let rows = poll("the tray's session in the journal", || {
+        let (ok, out, _) = s.ticketvnc(&["--db", &dbw, "sessions", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+        let rows = v.as_array()?.clone();
+        let found = rows.iter().any(|r| {
+            r["ticket"] == "WIN-TRAY" && r["direction"] == "reverse" && !r["ended_at"].is_null()
+        });
+        (ok && found).then_some(rows)
+    });
+    eprintln!("sessions: {}", serde_json::to_string(&rows).unwrap());
+    drop(tray);
 }
