@@ -10,12 +10,13 @@
 
 mod common;
 
-use common::ChildGuard;
-use std::io::{BufRead, BufReader, Write};
+use common::drive::{venv_python as python, Drive};
+
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -249,7 +250,7 @@ fn user_command(rt: &Path, bus: Option<&str>) -> Command {
         .arg(format!("HOME={rt}"))
         .arg(format!("XDG_CONFIG_HOME={rt}/config"))
         .arg(format!("WAYLAND_DISPLAY={WL_DISPLAY}"))
-        .arg("TICKETVNC_LOG=ticketvnc=debug,info");
+        .arg("TICKETVNC_LOG=ticketvnc=debug,ticketvnc::capture::pipewire=trace,info");
     if let Some(b) = bus {
         c.arg(format!("DBUS_SESSION_BUS_ADDRESS={b}"));
     }
@@ -340,18 +341,6 @@ fn start_ticketvnc(g: &Gnome) -> Server {
     Server { group, addr }
 }
 
-fn python() -> PathBuf {
-    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        Command::new(&py)
-            .args(["-c", "import vncdotool.client"])
-            .status()
-            .is_ok_and(|s| s.success()),
-        "vncdotool is not installed in .venv (scripts/install-deps.sh --venv)"
-    );
-    py
-}
-
 /// One full-screen capture by vncdotool (`encoding`), as 0x00RRGGBB.
 fn vncdotool_capture(addr: SocketAddr, encoding: &str, dir: &Path) -> Vec<u32> {
     let prefix = dir.join(format!("cap-{encoding}"));
@@ -365,70 +354,6 @@ fn vncdotool_capture(addr: SocketAddr, encoding: &str, dir: &Path) -> Vec<u32> {
     assert!(st.success(), "vncdotool capture failed");
     let rgb = std::fs::read(prefix.with_extension("rgb")).expect("capture written");
     common::rgb_bytes_to_pixels(&rgb)
-}
-
-/// tests/clients/vncdotool_drive.py: a vncdotool viewer taking commands.
-struct Drive {
-    _child: ChildGuard,
-    stdin: ChildStdin,
-    out: Arc<Mutex<Vec<String>>>,
-    sent: usize,
-}
-
-impl Drive {
-    fn start(addr: SocketAddr) -> Drive {
-        let mut child = Command::new(python())
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/vncdotool_drive.py"))
-            .args(["--port", &addr.port().to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("run vncdotool_drive.py");
-        let stdin = child.stdin.take().unwrap();
-        let so = child.stdout.take().unwrap();
-        let out = Arc::new(Mutex::new(Vec::new()));
-        let lines = out.clone();
-        std::thread::spawn(move || {
-            for l in BufReader::new(so).lines() {
-                let Ok(l) = l else { break };
-                lines.lock().unwrap().push(l);
-            }
-        });
-        let d = Drive {
-            _child: ChildGuard(child),
-            stdin,
-            out,
-            sent: 0,
-        };
-        poll("vncdotool to connect", || {
-            d.out
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|l| l.starts_with("CONNECTED"))
-                .then_some(())
-        });
-        d
-    }
-
-    fn run(&mut self, cmds: &[&str]) {
-        for c in cmds {
-            writeln!(self.stdin, "{c}").unwrap();
-            self.sent += 1;
-        }
-        self.stdin.flush().unwrap();
-        let want = format!("DONE {}", self.sent);
-        poll(&format!("vncdotool to run {cmds:?}"), || {
-            let lines = self.out.lock().unwrap();
-            if let Some(bad) = lines
-                .iter()
-                .find(|l| l.starts_with("FAILED") || l.starts_with("LOST"))
-            {
-                panic!("vncdotool: {bad}");
-            }
-            lines.contains(&want).then_some(())
-        });
-    }
 }
 
 /// vnc-rs (ZRLE, with the cursor pseudo-encoding): waits until its
@@ -718,6 +643,10 @@ mod client {
         cursor: Option<(wl_surface::WlSurface, wl_buffer::WlBuffer)>,
         /// XORed into every pixel: the picture changes when `a` is typed.
         invert: u32,
+        top: Option<xdg_toplevel::XdgToplevel>,
+        /// Times fullscreen was asked again: a loaded Mutter sometimes
+        /// configures the window as a normal one first and leaves it so.
+        fullscreen_asked: u32,
     }
 
     impl App {
@@ -815,6 +744,8 @@ mod client {
             keyboard: None,
             cursor: None,
             invert: 0,
+            top: None,
+            fullscreen_asked: 0,
         };
         queue.roundtrip(&mut app).unwrap();
         let compositor = app.compositor.clone().expect("wl_compositor");
@@ -827,6 +758,7 @@ mod client {
         top.set_fullscreen(None);
         surface.commit();
         app.surface = Some(surface);
+        app.top = Some(top);
         while !app.closed {
             queue.blocking_dispatch(&mut app).unwrap();
         }
@@ -903,8 +835,26 @@ mod client {
             _: &QueueHandle<App>,
         ) {
             match event {
-                xdg_toplevel::Event::Configure { width, height, .. } if width > 0 && height > 0 => {
-                    app.size = (width, height);
+                xdg_toplevel::Event::Configure {
+                    width,
+                    height,
+                    states,
+                } => {
+                    if width > 0 && height > 0 {
+                        app.size = (width, height);
+                    }
+                    // The states are native-endian u32s (xdg_toplevel.state;
+                    // fullscreen is 2).
+                    let fullscreen = states
+                        .chunks_exact(4)
+                        .any(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]) == 2);
+                    if !fullscreen && app.fullscreen_asked < 20 {
+                        app.fullscreen_asked += 1;
+                        app.say(format!("not fullscreen ({width}x{height}): asking again"));
+                        if let Some(top) = &app.top {
+                            top.set_fullscreen(None);
+                        }
+                    }
                 }
                 xdg_toplevel::Event::Close => app.closed = true,
                 _ => {}

@@ -13,13 +13,13 @@
 
 mod common;
 
+use common::drive::Drive;
+
 use common::wayland::{write_test_png, Sway, TIMEOUT};
 use common::{compare_images, require_commands, ChildGuard, XvfbGuard};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use ticketvnc::rfb::PixelFormat as TvPixelFormat;
 use tokio::net::TcpStream;
@@ -373,90 +373,6 @@ async fn auto_source_is_wayland_in_a_wayland_session() {
 }
 
 // -------------------------------------------------------- vncdotool
-
-fn python() -> PathBuf {
-    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    let ok = Command::new(&py)
-        .args(["-c", "import vncdotool.client"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        let st =
-            Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install-deps.sh"))
-                .arg("--venv")
-                .status()
-                .expect("run scripts/install-deps.sh --venv");
-        assert!(st.success(), "vncdotool is not installed in .venv");
-    }
-    py
-}
-
-/// tests/clients/vncdotool_drive.py: a vncdotool viewer taking commands.
-struct Drive {
-    _child: ChildGuard,
-    stdin: ChildStdin,
-    out: Arc<Mutex<Vec<String>>>,
-    sent: usize,
-}
-
-impl Drive {
-    fn start(addr: SocketAddr) -> Drive {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/vncdotool_drive.py");
-        let mut child = Command::new(python())
-            .arg(script)
-            .args(["--port", &addr.port().to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("run vncdotool_drive.py");
-        let stdin = child.stdin.take().unwrap();
-        let out = Arc::new(Mutex::new(Vec::new()));
-        let lines = out.clone();
-        let so = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for l in BufReader::new(so).lines() {
-                let Ok(l) = l else { break };
-                lines.lock().unwrap().push(l);
-            }
-        });
-        let d = Drive {
-            _child: ChildGuard(child),
-            stdin,
-            out,
-            sent: 0,
-        };
-        poll("vncdotool to connect", || {
-            d.out
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|l| l.starts_with("CONNECTED"))
-                .then_some(())
-        });
-        d
-    }
-
-    fn run(&mut self, cmds: &[&str]) {
-        for c in cmds {
-            writeln!(self.stdin, "{c}").unwrap();
-            self.sent += 1;
-        }
-        self.stdin.flush().unwrap();
-        let want = format!("DONE {}", self.sent);
-        poll(&format!("vncdotool to run {cmds:?}"), || {
-            let l = self.out.lock().unwrap();
-            if let Some(bad) = l
-                .iter()
-                .find(|l| l.starts_with("FAILED") || l.starts_with("LOST"))
-            {
-                panic!("vncdotool: {bad}");
-            }
-            l.contains(&want).then_some(())
-        });
-    }
-}
 
 /// foot running `sh -c SCRIPT` in the session, focused.
 fn foot(sway: &mut Sway, script: &str) {

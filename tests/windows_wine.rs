@@ -28,11 +28,13 @@
 
 mod common;
 
+use common::drive::Drive;
+
 use common::{compare_images, require_commands, ChildGuard, XvfbGuard};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
@@ -687,77 +689,6 @@ fn tiger_same_as_screen(
             };
             panic!("{name}: vncviewer never showed the X screen: {r:?}");
         }
-    }
-}
-
-/// tests/clients/vncdotool_drive.py: a vncdotool viewer taking commands.
-struct Drive {
-    _child: ChildGuard,
-    stdin: ChildStdin,
-    out: Arc<Mutex<Vec<String>>>,
-    sent: usize,
-}
-
-impl Drive {
-    fn start(addr: SocketAddr) -> Drive {
-        let py = root().join(".venv/bin/python");
-        if !py.exists() {
-            let st = Command::new(root().join("scripts/install-deps.sh"))
-                .arg("--venv")
-                .status()
-                .expect("run scripts/install-deps.sh --venv");
-            assert!(st.success(), "creating the vncdotool venv failed");
-        }
-        let mut child = Command::new(py)
-            .arg(root().join("tests/clients/vncdotool_drive.py"))
-            .args(["--port", &addr.port().to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("run vncdotool_drive.py");
-        let stdin = child.stdin.take().unwrap();
-        let out = Arc::new(Mutex::new(Vec::new()));
-        let lines = out.clone();
-        let so = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for l in BufReader::new(so).lines() {
-                let Ok(l) = l else { break };
-                lines.lock().unwrap().push(l);
-            }
-        });
-        let d = Drive {
-            _child: ChildGuard(child),
-            stdin,
-            out,
-            sent: 0,
-        };
-        poll("vncdotool to connect", || {
-            let lines = d.out.lock().unwrap();
-            if let Some(bad) = lines.iter().find(|l| {
-                l.starts_with("FAILED") || l.starts_with("LOST") || l.starts_with("ERROR")
-            }) {
-                panic!("vncdotool: {bad}");
-            }
-            lines
-                .iter()
-                .any(|l| l.starts_with("CONNECTED"))
-                .then_some(())
-        });
-        d
-    }
-
-    /// Send commands and wait until the last one has been written out.
-    fn run(&mut self, cmds: &[&str]) {
-        for c in cmds {
-            writeln!(self.stdin, "{c}").unwrap();
-            self.sent += 1;
-        }
-        self.stdin.flush().unwrap();
-        let want = format!("DONE {}", self.sent);
-        poll(&format!("vncdotool to run {cmds:?}"), || {
-            self.out.lock().unwrap().contains(&want).then_some(())
-        });
     }
 }
 

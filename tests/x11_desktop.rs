@@ -23,12 +23,14 @@
 
 mod common;
 
+use common::drive::{venv_python as python, Drive};
+
 use common::{compare_images, require_commands, ChildGuard, XvfbGuard};
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use ticketvnc::rfb::PixelFormat as TvPixelFormat;
@@ -662,130 +664,6 @@ fn tiger_same_as_screen(
 }
 
 // ------------------------------------------------------------ vncdotool
-
-static VENV: Mutex<()> = Mutex::new(());
-
-/// The repository venv's python with vncdotool (created by
-/// scripts/install-deps.sh --venv when missing).
-fn python() -> PathBuf {
-    let _g = VENV.lock().unwrap_or_else(|e| e.into_inner());
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let py = root.join(".venv/bin/python");
-    let ok = |py: &Path| {
-        Command::new(py)
-            .args(["-c", "import vncdotool.client"])
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    };
-    if !ok(&py) {
-        let st = Command::new(root.join("scripts/install-deps.sh"))
-            .arg("--venv")
-            .status()
-            .expect("run scripts/install-deps.sh --venv");
-        assert!(
-            st.success() && ok(&py),
-            "vncdotool is not installed in .venv"
-        );
-    }
-    py
-}
-
-/// tests/clients/vncdotool_drive.py: a vncdotool viewer taking commands.
-struct Drive {
-    child: ChildGuard,
-    stdin: Option<ChildStdin>,
-    out: Arc<Mutex<Vec<String>>>,
-    sent: usize,
-}
-
-impl Drive {
-    fn start(addr: SocketAddr) -> Drive {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/vncdotool_drive.py");
-        let mut child = Command::new(python())
-            .arg(script)
-            .args(["--port", &addr.port().to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("run vncdotool_drive.py");
-        let stdin = child.stdin.take();
-        let out = Arc::new(Mutex::new(Vec::new()));
-        let lines = out.clone();
-        let so = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for l in BufReader::new(so).lines() {
-                let Ok(l) = l else { break };
-                lines.lock().unwrap().push(l);
-            }
-        });
-        let d = Drive {
-            child: ChildGuard(child),
-            stdin,
-            out,
-            sent: 0,
-        };
-        poll("vncdotool to connect", || {
-            d.line_with("CONNECTED").map(|_| ())
-        });
-        d
-    }
-
-    fn line_with(&self, prefix: &str) -> Option<String> {
-        let lines = self.out.lock().unwrap();
-        if let Some(bad) = lines
-            .iter()
-            .find(|l| l.starts_with("FAILED") || l.starts_with("LOST") || l.starts_with("ERROR"))
-        {
-            panic!("vncdotool: {bad}");
-        }
-        lines.iter().find(|l| l.starts_with(prefix)).cloned()
-    }
-
-    /// Send commands and wait until the last one has been carried out.
-    fn run(&mut self, cmds: &[&str]) {
-        let stdin = self.stdin.as_mut().expect("driver running");
-        for c in cmds {
-            writeln!(stdin, "{c}").unwrap();
-            self.sent += 1;
-        }
-        stdin.flush().unwrap();
-        let want = format!("DONE {}", self.sent);
-        poll(&format!("vncdotool to run {cmds:?}"), || {
-            self.out.lock().unwrap().contains(&want).then_some(())
-        });
-    }
-
-    /// ServerCutText received so far (Latin-1 bytes).
-    fn cuts(&self) -> Vec<Vec<u8>> {
-        self.out
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|l| l.strip_prefix("CUT "))
-            .map(|h| {
-                (0..h.len() / 2)
-                    .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap())
-                    .collect()
-            })
-            .collect()
-    }
-
-    /// Disconnect and wait for the client to exit.
-    fn quit(mut self) {
-        self.run(&["quit"]);
-        drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
 
 fn latin1(s: &str) -> Vec<u8> {
     s.chars()
