@@ -42,15 +42,8 @@ const ASCII_TEXT: &str = "Hallo @{[]}\\|~ Zz Yy 1!\"#$%&/()=? <> `^' -_+*";
 /// The US technician's layout.
 const US_INTL: &str = "us:altgr-intl";
 
-fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn poll<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    common::poll_until(what, TIMEOUT, f)
 }
 
 fn x(display: &str, args: &[&str]) -> Option<String> {

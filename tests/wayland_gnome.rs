@@ -51,15 +51,8 @@ fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
-fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn poll<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    common::poll_until(what, TIMEOUT, f)
 }
 
 /// The user the compositor runs as (mutter refuses to run as root).

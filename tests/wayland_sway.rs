@@ -32,15 +32,8 @@ fn tools() {
     require_commands(&["sway", "swaybg", "grim", "foot", "runuser", "convert"]);
 }
 
-fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn poll<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    common::poll_until(what, TIMEOUT, f)
 }
 
 /// sway showing the test picture; waits until grim sees exactly it.

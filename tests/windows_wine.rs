@@ -419,15 +419,8 @@ fn x_run(display: &str, args: &[&str]) -> Option<Vec<u8>> {
     o.status.success().then_some(o.stdout)
 }
 
-fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn poll<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    common::poll_until(what, TIMEOUT, f)
 }
 
 fn screen_size(display: &str) -> Option<(usize, usize)> {

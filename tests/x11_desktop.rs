@@ -151,15 +151,8 @@ fn grab_root(display: &str) -> Option<Grab> {
 }
 
 /// Poll until `f` returns something (or panic with `what` after TIMEOUT).
-fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn poll<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    common::poll_until(what, TIMEOUT, f)
 }
 
 /// Wait until a window named `name` is mapped on `display`.

@@ -7,10 +7,9 @@ use enigo::{Axis, Button, Coordinate, Direction, Enigo, Mouse, Settings};
 #[cfg(not(any(target_os = "windows", target_os = "macos")))]
 use enigo::{Key, Keyboard};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 use thiserror::Error;
-use tracing::{debug, warn};
+use tracing::debug;
 
 #[derive(Debug, Error)]
 #[error("cannot start input injection: {0}")]
@@ -23,8 +22,6 @@ const QUEUE: usize = 4096;
 pub struct EnigoInput {
     queue: Arc<InputQueue>,
     clipboard: Option<Box<dyn ClipboardTarget>>,
-    /// When a press was last dropped (a warning at most every 10 s).
-    warned: Mutex<Option<Instant>>,
 }
 
 impl Drop for EnigoInput {
@@ -70,7 +67,6 @@ impl EnigoInput {
             Ok(Ok(())) => Ok(EnigoInput {
                 queue,
                 clipboard: None,
-                warned: Mutex::new(None),
             }),
             Ok(Err(e)) => Err(InputError(e)),
             Err(_) => Err(InputError("input thread ended".into())),
@@ -82,30 +78,14 @@ impl EnigoInput {
         self.clipboard = Some(clipboard);
         self
     }
-
-    fn dropped(&self) {
-        let mut w = self.warned.lock().unwrap_or_else(|e| e.into_inner());
-        if w.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-            *w = Some(Instant::now());
-            warn!("input queue full; dropping new key and button presses (releases are kept)");
-        }
-    }
 }
 
 impl InputSink for EnigoInput {
     fn key(&self, down: bool, keysym: u32) -> bool {
-        let ok = self.queue.key(down, keysym);
-        if !ok && down {
-            self.dropped();
-        }
-        ok
+        self.queue.key(down, keysym)
     }
     fn pointer(&self, buttons: u16, x: u16, y: u16) -> u16 {
-        let b = self.queue.pointer(buttons, x, y);
-        if b != buttons {
-            self.dropped();
-        }
-        b
+        self.queue.pointer(buttons, x, y)
     }
     fn cut_text(&self, text: &str) {
         if let Some(c) = &self.clipboard {

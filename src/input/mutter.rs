@@ -8,8 +8,7 @@
 use super::queue::InputQueue;
 use super::{InputEvent, InputSink};
 use crate::capture::mutter::{MutterSession, REMOTE_DESKTOP};
-use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{mpsc, Arc};
 use tracing::{debug, warn};
 use zbus::blocking::Proxy;
 
@@ -52,7 +51,6 @@ fn button_action(bit: u16) -> Option<ButtonAction> {
 pub struct MutterInput {
     queue: Arc<InputQueue>,
     thread: Option<std::thread::JoinHandle<()>>,
-    warned: Mutex<Option<Instant>>,
 }
 
 impl Drop for MutterInput {
@@ -107,36 +105,19 @@ impl MutterInput {
             Ok(Ok(())) => Ok(MutterInput {
                 queue,
                 thread: Some(thread),
-                warned: Mutex::new(None),
             }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err("the input thread ended".into()),
-        }
-    }
-
-    fn dropped(&self) {
-        let mut w = self.warned.lock().unwrap_or_else(|e| e.into_inner());
-        if w.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-            *w = Some(Instant::now());
-            warn!("input queue full; dropping new key and button presses (releases are kept)");
         }
     }
 }
 
 impl InputSink for MutterInput {
     fn key(&self, down: bool, keysym: u32) -> bool {
-        let ok = self.queue.key(down, keysym);
-        if !ok && down {
-            self.dropped();
-        }
-        ok
+        self.queue.key(down, keysym)
     }
     fn pointer(&self, buttons: u16, x: u16, y: u16) -> u16 {
-        let b = self.queue.pointer(buttons, x, y);
-        if b != buttons {
-            self.dropped();
-        }
-        b
+        self.queue.pointer(buttons, x, y)
     }
     fn cut_text(&self, _text: &str) {
         // Mutter's RemoteDesktop clipboard (SelectionWrite) is not wired

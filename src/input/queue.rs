@@ -15,6 +15,8 @@
 use super::InputEvent;
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+use tracing::warn;
 
 /// Keys recorded as pressed at most; further presses are dropped (no
 /// keyboard holds this many keys).
@@ -34,6 +36,8 @@ pub struct InputQueue {
     state: Mutex<State>,
     ready: Condvar,
     capacity: usize,
+    /// When a dropped press was last logged (at most one line in 10 s).
+    warned: Mutex<Option<Instant>>,
 }
 
 impl InputQueue {
@@ -42,6 +46,16 @@ impl InputQueue {
             state: Mutex::default(),
             ready: Condvar::new(),
             capacity: capacity.max(1),
+            warned: Mutex::new(None),
+        }
+    }
+
+    /// A press was dropped: say so, once in a while.
+    fn dropped(&self) {
+        let mut w = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+        if w.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            *w = Some(Instant::now());
+            warn!("input queue full; dropping new key and button presses (releases are kept)");
         }
     }
 
@@ -89,6 +103,9 @@ impl InputQueue {
         if queued {
             s.events.push_back(ev);
             self.ready.notify_one();
+        } else if down {
+            drop(s);
+            self.dropped();
         }
         queued
     }
@@ -112,6 +129,10 @@ impl InputQueue {
             self.ready.notify_one();
         }
         s.buttons = b;
+        drop(s);
+        if b != buttons {
+            self.dropped();
+        }
         b
     }
 

@@ -14,10 +14,9 @@ use super::x11_keymap::{Keymap, Lookup};
 use super::{ClipboardTarget, InputEvent, InputSink};
 use std::collections::VecDeque;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 use thiserror::Error;
-use tracing::{debug, warn};
+use tracing::debug;
 use x11rb::connection::Connection;
 use x11rb::protocol::xproto::{self, ConnectionExt as _, Window};
 use x11rb::protocol::xtest::ConnectionExt as _;
@@ -51,7 +50,6 @@ pub struct X11Input {
     queue: Arc<InputQueue>,
     thread: Option<std::thread::JoinHandle<()>>,
     clipboard: Option<Box<dyn ClipboardTarget>>,
-    warned: Mutex<Option<Instant>>,
 }
 
 impl Drop for X11Input {
@@ -100,7 +98,6 @@ impl X11Input {
                 queue,
                 thread: Some(thread),
                 clipboard: None,
-                warned: Mutex::new(None),
             }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(X11InputError::Thread("input thread ended".into())),
@@ -112,37 +109,17 @@ impl X11Input {
         self.clipboard = Some(clipboard);
         self
     }
-
-    fn dropped(&self) {
-        let mut w = self.warned.lock().unwrap_or_else(|e| e.into_inner());
-        if w.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-            *w = Some(Instant::now());
-            warn!("input queue full; dropping new key and button presses (releases are kept)");
-        }
-    }
 }
 
 impl InputSink for X11Input {
     fn key(&self, down: bool, keysym: u32) -> bool {
-        let ok = self.queue.key(down, keysym);
-        if !ok && down {
-            self.dropped();
-        }
-        ok
+        self.queue.key(down, keysym)
     }
     fn key_scancode(&self, down: bool, keysym: u32, scancode: u8) -> bool {
-        let ok = self.queue.key_scancode(down, keysym, scancode);
-        if !ok && down {
-            self.dropped();
-        }
-        ok
+        self.queue.key_scancode(down, keysym, scancode)
     }
     fn pointer(&self, buttons: u16, x: u16, y: u16) -> u16 {
-        let b = self.queue.pointer(buttons, x, y);
-        if b != buttons {
-            self.dropped();
-        }
-        b
+        self.queue.pointer(buttons, x, y)
     }
     fn cut_text(&self, text: &str) {
         if let Some(c) = &self.clipboard {

@@ -3,7 +3,7 @@
 //! that types, clicks or reads the clipboard through a viewer nobody here
 //! wrote.
 
-use super::ChildGuard;
+use super::{poll_until, ChildGuard};
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,18 +16,6 @@ use std::time::{Duration, Instant};
 const DRIVE_TIMEOUT: Duration = Duration::from_secs(90);
 
 static VENV: Mutex<()> = Mutex::new(());
-
-/// Poll until `f` returns something, or panic naming `what` after `timeout`.
-pub fn poll_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// The repository venv's python with vncdotool (created by
 /// scripts/install-deps.sh --venv when missing).

@@ -97,6 +97,18 @@ impl Drop for TestServer {
     }
 }
 
+/// Poll until `f` returns something, or panic naming `what` after `timeout`.
+pub fn poll_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The pixels (`0x00RRGGBB`) of test-pattern frame `n`.
 pub fn expected(w: u16, h: u16, n: u64) -> Vec<u32> {
     test_pattern::render(w, h, n).pixels
