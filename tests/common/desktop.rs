@@ -167,19 +167,43 @@ impl DesktopUnderTest {
     /// [`DesktopUnderTest::serve`] with its own journal `db` in `dir()`
     /// (two servers never share one).
     pub fn serve_on(&self, db: &str, name: &str, log: &str, args: &[&str]) -> Served {
-        let name = format!("{}-{name}", self.name);
         let db = self.dir().join(db);
-        let config = self.dir().join("config");
-        let mut a: Vec<String> = vec!["env".into(), format!("TICKETVNC_LOG={log}")];
-        a.push(format!("XDG_CONFIG_HOME={}", config.display()));
-        a.push(self.bin());
-        a.extend(["--db".into(), db.to_str().unwrap().to_owned()]);
+        let mut a: Vec<String> = vec!["--db".into(), db.to_str().unwrap().to_owned()];
         a.push("serve".into());
         a.extend(self.source_args());
         a.extend(args.iter().map(|s| s.to_string()));
         // The pixels compared are the desktop's own (import/grim), which
         // never hold ticketvnc's drawn pointer.
         a.extend(["--listen", "127.0.0.1:0", "--no-drawn-cursor"].map(String::from));
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let mut s = self.spawn_ticketvnc(name, &[("TICKETVNC_LOG", log)], &a);
+        let deadline = Instant::now() + TIMEOUT;
+        s.addr = loop {
+            if let Some(a) = s.stdout_value("ticketvnc listening on ") {
+                break a.parse().expect("listening address");
+            }
+            assert!(s.alive(), "ticketvnc exited:\n{}", s.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "ticketvnc did not listen:\n{}",
+                s.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        s
+    }
+
+    /// `ticketvnc ARGS` (any subcommand) as the desktop's user, with `env`
+    /// and `XDG_CONFIG_HOME` in `dir()`; its stdout lines are collected, its
+    /// stderr is its log. Its `addr` is unset.
+    pub fn spawn_ticketvnc(&self, name: &str, env: &[(&str, &str)], args: &[&str]) -> Served {
+        let name = format!("{}-{name}", self.name);
+        let config = self.dir().join("config");
+        let mut a: Vec<String> = vec!["env".into()];
+        a.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
+        a.push(format!("XDG_CONFIG_HOME={}", config.display()));
+        a.push(self.bin());
+        a.extend(args.iter().map(|s| s.to_string()));
         let a: Vec<&str> = a.iter().map(String::as_str).collect();
         let (proc_, stdout, log_path) = match &self.screen {
             Screen::X11 { xvfb, .. } => {
@@ -210,26 +234,12 @@ impl DesktopUnderTest {
                 l2.lock().unwrap().push(l);
             }
         });
-        let mut s = Served {
+        Served {
             proc_,
             addr: "127.0.0.1:1".parse().unwrap(),
             log: log_path,
             stdout: lines,
-        };
-        let deadline = Instant::now() + TIMEOUT;
-        s.addr = loop {
-            if let Some(a) = s.stdout_value("ticketvnc listening on ") {
-                break a.parse().expect("listening address");
-            }
-            assert!(s.alive(), "ticketvnc exited:\n{}", s.log_text());
-            assert!(
-                Instant::now() < deadline,
-                "ticketvnc did not listen:\n{}",
-                s.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        s
+        }
     }
 
     /// `serve` that must fail to start: its status and log.
@@ -510,6 +520,11 @@ impl Served {
             .unwrap()
             .iter()
             .find_map(|l| l.strip_prefix(prefix).map(|v| v.trim().to_owned()))
+    }
+
+    /// Whether stdout had the line `line`.
+    pub fn said(&self, line: &str) -> bool {
+        self.stdout.lock().unwrap().iter().any(|l| l == line)
     }
 
     pub fn log_text(&self) -> String {
