@@ -80,7 +80,9 @@ impl DesktopUnderTest {
     pub fn start(kind: Desktop, name: &str) -> DesktopUnderTest {
         let screen = match kind {
             Desktop::X11 => {
-                super::require_commands(&["Xvfb", "xdpyinfo", "import", "xterm", "xdotool"]);
+                super::require_commands(&[
+                    "Xvfb", "xdpyinfo", "import", "xterm", "xdotool", "xclip",
+                ]);
                 Screen::X11 {
                     xvfb: XvfbGuard::start_in(X_RANGE, W, H),
                     dir: tempfile::Builder::new()
@@ -91,7 +93,7 @@ impl DesktopUnderTest {
                 }
             }
             Desktop::Sway => {
-                super::require_commands(&["sway", "grim", "foot", "runuser"]);
+                super::require_commands(&["sway", "grim", "foot", "wl-paste", "runuser"]);
                 Screen::Sway(Sway::start(name, W, H, None))
             }
         };
