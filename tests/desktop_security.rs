@@ -559,3 +559,87 @@ fn keystrokes_never_reach_the_log(kind: Desktop) {
     }
 }
 on_each_desktop!(secret_log, keystrokes_never_reach_the_log);
+
+// --------------------------------------------------------------- peers
+
+/// Not a test: what the peer on the same desktop does (x11vnc 0.9.16 on
+/// X11, wayvnc 0.5 on sway), printed. Its view-only switch (`-viewonly`,
+/// `--disable-input`): does a viewer's click and typing arrive? At its most
+/// verbose log level (`-v`, `-L trace`): is a typed secret in its log?
+/// `cargo test --test desktop_security peers -- --ignored --nocapture`
+fn peers(kind: Desktop) {
+    let mut d = DesktopUnderTest::start(kind, "peers");
+    let probe = d.probe();
+    let port = |_: ()| {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let start = |name: &str, view_only: bool| {
+        let p = port(()).to_string();
+        let args: Vec<&str> = match (kind, view_only) {
+            (Desktop::X11, v) => {
+                let mut a = vec!["x11vnc", "-rfbport", &p, "-localhost", "-nopw"];
+                a.extend(["-forever", "-shared", "-v"]);
+                if v {
+                    a.push("-viewonly");
+                }
+                a
+            }
+            (Desktop::Sway, true) => vec!["wayvnc", "-d", "-L", "trace", "127.0.0.1", &p],
+            (Desktop::Sway, false) => vec!["wayvnc", "-L", "trace", "127.0.0.1", &p],
+        };
+        let mut s = d.spawn(name, &args);
+        s.addr = format!("127.0.0.1:{p}").parse().unwrap();
+        let addr = s.addr;
+        common::poll_until("the peer to listen", TIMEOUT, || {
+            TcpStream::connect(addr).ok()
+        });
+        s
+    };
+    let peer = match kind {
+        Desktop::X11 => "x11vnc",
+        Desktop::Sway => "wayvnc",
+    };
+
+    let ro = start("peer-ro", true);
+    let mut v = Drive::start(ro.addr);
+    v.run(&["move 300 300", "click 1", "type nope", "refresh"]);
+    v.quit();
+    drop(ro);
+    let rw = start("peer-rw", false);
+    let secret = "Qz7#kLm9";
+    let mut v = Drive::start(rw.addr);
+    v.run(&[
+        "move 100 100",
+        "click 1",
+        &format!("type {secret}"),
+        "refresh",
+    ]);
+    let deadline = Instant::now() + TIMEOUT;
+    while !probe.text().contains(secret) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    v.quit();
+    let log = rw.stop();
+    let hex_in_log = secret
+        .chars()
+        .filter(|c| {
+            let h = format!("{:#x}", *c as u32);
+            log.lines()
+                .any(|l| l.to_lowercase().contains("key") && l.contains(&h))
+        })
+        .count();
+    println!(
+        "{kind:?} {peer}: view-only viewer's input arrived: {}; full viewer's typing arrived: {}; \
+         secret in its verbose log: {}; lines naming a key with one of its keysyms: {hex_in_log}; \
+         log lines about keys: {}; probe: {:?}",
+        probe.text().contains("nope") || probe.presses(0) > 1,
+        probe.text().contains(secret),
+        log.contains(secret),
+        log.lines()
+            .filter(|l| l.to_lowercase().contains("key"))
+            .count(),
+        probe.raw()
+    );
+}
+on_each_desktop!(ignore peers_on_the_same_desktop, peers);

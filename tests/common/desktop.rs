@@ -46,6 +46,20 @@ pub enum Desktop {
 /// failure names the desktop.
 #[macro_export]
 macro_rules! on_each_desktop {
+    (ignore $name:ident, $body:ident) => {
+        mod $name {
+            #[test]
+            #[ignore = "peer comparison; run by hand"]
+            fn x11() {
+                super::$body($crate::common::desktop::Desktop::X11)
+            }
+            #[test]
+            #[ignore = "peer comparison; run by hand"]
+            fn sway() {
+                super::$body($crate::common::desktop::Desktop::Sway)
+            }
+        }
+    };
     ($name:ident, $body:ident) => {
         mod $name {
             #[test]
@@ -199,7 +213,6 @@ impl DesktopUnderTest {
     /// and `XDG_CONFIG_HOME` in `dir()`; its stdout lines are collected, its
     /// stderr is its log. Its `addr` is unset.
     pub fn spawn_ticketvnc(&self, name: &str, env: &[(&str, &str)], args: &[&str]) -> Served {
-        let name = format!("{}-{name}", self.name);
         let config = self.dir().join("config");
         let mut a: Vec<String> = vec!["env".into()];
         a.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
@@ -207,6 +220,13 @@ impl DesktopUnderTest {
         a.push(self.bin());
         a.extend(args.iter().map(|s| s.to_string()));
         let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        self.spawn(name, &a)
+    }
+
+    /// Any program `args` in the desktop's session, as its user (a peer
+    /// server); stdout collected, stderr its log, stopped by PID on drop.
+    pub fn spawn(&self, name: &str, a: &[&str]) -> Served {
+        let name = format!("{}-{name}", self.name);
         let (proc_, stdout, log_path) = match &self.screen {
             Screen::X11 { xvfb, .. } => {
                 let log_path = super::artefact_dir().join(format!("desktop-{name}.log"));
@@ -217,12 +237,12 @@ impl DesktopUnderTest {
                     .stdout(Stdio::piped())
                     .stderr(std::fs::File::create(&log_path).unwrap())
                     .spawn()
-                    .expect("run ticketvnc");
+                    .unwrap_or_else(|e| panic!("run {}: {e}", a[0]));
                 let out = c.stdout.take().unwrap();
                 (Proc::Child(Some(c)), out, log_path)
             }
             Screen::Sway(s) => {
-                let mut p = s.spawn_piped(&name, &a);
+                let mut p = s.spawn_piped(&name, a);
                 let out = p.take_stdout().unwrap();
                 let log = p.log.clone();
                 (Proc::User(p), out, log)
