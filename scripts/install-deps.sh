@@ -46,6 +46,7 @@ PACKAGES=(
     swaybg          # a known picture on the sway output
     grim            # the compositor's own screenshot, compared with the viewers'
     foot            # a Wayland terminal that typing and the pointer reach
+    wl-clipboard    # wl-paste: the Wayland clipboard (tests/desktop_security.rs)
     wayvnc          # the Wayland peer, side by side (docs/benchmarks.md)
     passwd          # useradd: the compositors run as the unprivileged user ticketvnc-test
     util-linux      # runuser

@@ -1,6 +1,12 @@
 //! The on-screen consent prompt (`serve --consent prompt`), driven as the
 //! customer would: a real X window on the served Xvfb, its buttons clicked
 //! with xdotool, real vnc-rs viewers waiting on the other side.
+//!
+//! X11 only, not parametrised over a Wayland desktop (issue 16): the prompt
+//! is an X11 window drawn on the served X display. On Wayland `serve
+//! --consent prompt` is refused at start, and consent there is
+//! `--consent cmd:PROGRAM`; both are tested on X11 and on sway in
+//! tests/desktop_security.rs (`consent`).
 
 mod binary;
 mod common;

@@ -3,13 +3,18 @@
 //! reads its menu through com.canonical.dbusmenu and clicks "Get help",
 //! "Pause input" and "Stop sharing" with the dbusmenu Event method, while
 //! a viewer listening like `vncviewer -listen` receives the session.
+//!
+//! Each test runs on X11 (Xvfb) and on Wayland (headless sway, the tray as
+//! the desktop's user) from one body (tests/common/desktop.rs); input is
+//! observed by the desktop's probe terminal.
 
 mod binary;
 mod common;
 mod repeater_support;
 mod support_raw;
 
-use common::{ChildGuard, XvfbGuard};
+use common::desktop::{Desktop, DesktopUnderTest, Served};
+use common::ChildGuard;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -27,9 +32,30 @@ struct Bus {
     address: String,
 }
 
-fn session_bus() -> Bus {
+/// Its configuration: a session bus that lets every user in, since on
+/// sway the tray runs as the desktop's user and this test (the panel) as
+/// root; a stock session bus admits only the user who started it.
+const BUS_CONFIG: &str = r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:tmpdir=/tmp</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"#;
+
+fn session_bus(dir: &std::path::Path) -> Bus {
+    let conf = dir.join("bus.conf");
+    std::fs::write(&conf, BUS_CONFIG).unwrap();
     let mut child = Command::new("dbus-daemon")
-        .args(["--session", "--nofork", "--print-address=1"])
+        .arg(format!("--config-file={}", conf.display()))
+        .args(["--nofork", "--print-address=1"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -198,28 +224,14 @@ impl Tray {
     }
 }
 
-fn mouse(display: &str) -> (i32, i32) {
-    let out = Command::new("xdotool")
-        .args(["getmouselocation", "--shell"])
-        .env("DISPLAY", display)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let v = |k: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(k))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(-1)
-    };
-    (v("X="), v("Y="))
-}
-
-/// Sends a pointer event and waits until the server has handled it (an
-/// update request behind it is answered).
-async fn point(c: &mut RawClient, x: u16, y: u16) {
-    c.send(&ClientMessage::PointerEvent { buttons: 0, x, y })
-        .await
-        .unwrap();
+/// Sends a click of button 1 at (x, y) and waits until the server has
+/// handled it (an update request behind it is answered).
+async fn click_at(c: &mut RawClient, x: u16, y: u16) {
+    for buttons in [1, 0] {
+        c.send(&ClientMessage::PointerEvent { buttons, x, y })
+            .await
+            .unwrap();
+    }
     c.request_full(false).await.unwrap();
     tokio::time::timeout(TIMEOUT, c.next_update())
         .await
@@ -230,15 +242,15 @@ async fn point(c: &mut RawClient, x: u16, y: u16) {
 /// A tray running on its own private bus, with this test as the panel.
 struct Launched {
     tray: Tray,
-    lines: Arc<Mutex<Vec<String>>>,
-    child: ChildGuard,
+    child: Served,
     _bus: Bus,
 }
 
-/// Starts `ticketvnc tray` with the helpdesk settings `settings` on X
-/// display `display`, plays the panel, and waits for the item.
-async fn launch(dir: &std::path::Path, display: &str, settings: &str, ticket: &str) -> Launched {
-    let bus = session_bus();
+/// Starts `ticketvnc tray` with the helpdesk settings `settings` serving
+/// the desktop `desk` (as its user, on its journal), plays the panel, and
+/// waits for the item.
+async fn launch(desk: &DesktopUnderTest, settings: &str, ticket: &str) -> Launched {
+    let bus = session_bus(desk.dir());
     let conn = zbus::connection::Builder::address(bus.address.as_str())
         .unwrap()
         .build()
@@ -252,33 +264,27 @@ async fn launch(dir: &std::path::Path, display: &str, settings: &str, ticket: &s
     conn.request_name("org.kde.StatusNotifierWatcher")
         .await
         .unwrap();
-    let cfg = dir.join("tray.toml");
-    std::fs::write(&cfg, settings).unwrap();
-    let mut child = Command::new(binary::BIN)
-        .arg("--db")
-        .arg(dir.join("journal.db"))
-        .args(["tray", "--config"])
-        .arg(&cfg)
-        .args(["--display", display, "--ticket", ticket])
-        .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
-        .env("XDG_CONFIG_HOME", dir.join("config"))
-        .env("TICKETVNC_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the tray");
-    let out = child.stdout.take().unwrap();
-    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-    {
-        let lines = lines.clone();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(l);
-            }
-        });
-    }
-    let child = ChildGuard(child);
+    let cfg = desk.write_file("tray.toml", settings, 0o644);
+    let db = desk.db();
+    let mut args = vec![
+        "--db",
+        db.to_str().unwrap(),
+        "tray",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--ticket",
+        ticket,
+    ];
+    let source = desk.source_args();
+    args.extend(source.iter().map(String::as_str));
+    let child = desk.spawn_ticketvnc(
+        "tray",
+        &[
+            ("DBUS_SESSION_BUS_ADDRESS", &bus.address),
+            ("TICKETVNC_LOG", "info"),
+        ],
+        &args,
+    );
 
     // The panel sees the item.
     let deadline = Instant::now() + TIMEOUT;
@@ -288,8 +294,8 @@ async fn launch(dir: &std::path::Path, display: &str, settings: &str, ticket: &s
         }
         assert!(
             Instant::now() < deadline,
-            "the tray never registered: {:?}",
-            lines.lock().unwrap()
+            "the tray never registered: {}",
+            child.log_text()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
@@ -309,30 +315,50 @@ async fn launch(dir: &std::path::Path, display: &str, settings: &str, ticket: &s
     };
     Launched {
         tray,
-        lines,
         child,
         _bus: bus,
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn get_help_pause_input_and_stop_sharing_from_the_tray_menu() {
-    common::require_commands(&["Xvfb", "dbus-daemon", "xdotool"]);
-    let x = XvfbGuard::start(640, 480);
-    let d = x.display_name();
+/// The async test bodies on a runtime of their own (one per test).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// How many times the journal shows the tray (the customer) changing the
+/// session's rights.
+fn tray_rights_changes(desk: &DesktopUnderTest, ticket: &str) -> usize {
+    let (_, shown, _) = desk.cli(&["ticket", "show", ticket]);
+    shown.matches("customer (tray)").count()
+}
+
+fn get_help_pause_input_and_stop_sharing(kind: Desktop) {
+    block_on(get_help_pause_input_and_stop_sharing_on(kind))
+}
+on_each_desktop!(
+    get_help_pause_input_and_stop_sharing_from_the_tray_menu,
+    get_help_pause_input_and_stop_sharing
+);
+
+async fn get_help_pause_input_and_stop_sharing_on(kind: Desktop) {
+    common::require_commands(&["dbus-daemon"]);
+    let mut desk = DesktopUnderTest::start(kind, "tray");
+    let probe = desk.probe();
     // The technician's viewer listens.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("journal.db");
     let settings =
         format!("company = \"Example IT\"\nviewer = \"127.0.0.1:{port}\"\nretry_for = 60\n");
     let Launched {
         tray,
-        lines,
         child,
         _bus: _bus_kept,
-    } = launch(dir.path(), &d, &settings, "4711").await;
+    } = launch(&desk, &settings, "4711").await;
     let labels: Vec<String> = tray.menu().await.into_iter().map(|i| i.1).collect();
     for want in [
         "Not sharing",
@@ -364,44 +390,55 @@ async fn get_help_pause_input_and_stop_sharing_from_the_tray_menu() {
         "the customer is not told: {tip}"
     );
 
-    // Input reaches X.
-    point(&mut viewer, 100, 110).await;
-    let deadline = Instant::now() + TIMEOUT;
-    while mouse(&d) != (100, 110) {
-        assert!(Instant::now() < deadline, "input never reached X");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert!(
+        child.log_text().contains(desk.ready_line()),
+        "{}",
+        child.log_text()
+    );
 
-    // Pause input: it stops reaching X...
+    // Input reaches the desktop.
+    click_at(&mut viewer, 100, 110).await;
+    probe.wait("the first click", |_, m| {
+        m.iter().filter(|e| e.code == 0 && e.press).count() == 1
+    });
+
+    // Pause input: it stops reaching the desktop...
     tray.click("Pause input").await;
     let deadline = Instant::now() + TIMEOUT;
-    while !lines
-        .lock()
-        .unwrap()
+    while !child.said("ticketvnc input paused") || tray_rights_changes(&desk, "4711") < 1 {
+        assert!(Instant::now() < deadline, "no pause (journaled)");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    click_at(&mut viewer, 300, 310).await;
+
+    // ...and comes back: the click after the resume arrives, and the one
+    // while paused never does (input is injected in order).
+    tray.click("Pause input").await;
+    let deadline = Instant::now() + TIMEOUT;
+    while tray_rights_changes(&desk, "4711") < 2 {
+        assert!(Instant::now() < deadline, "no resume (journaled)");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    click_at(&mut viewer, 200, 210).await;
+    probe.wait("the click after the resume", |_, m| {
+        m.iter().filter(|e| e.code == 0 && e.press).count() >= 2
+    });
+    let presses: Vec<(u32, u32)> = probe
+        .mouse()
         .iter()
-        .any(|l| l == "ticketvnc input paused")
-    {
-        assert!(Instant::now() < deadline, "no pause");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // The rights change travels to the session as a control message; a
-    // round trip after it shows it was applied (journaled below).
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    point(&mut viewer, 300, 310).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(mouse(&d), (100, 110), "input reached X while paused");
-
-    // ...and comes back.
-    tray.click("Pause input").await;
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        point(&mut viewer, 200, 210).await;
-        if mouse(&d) == (200, 210) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "input never came back");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        .filter(|e| e.code == 0 && e.press)
+        .map(|e| (e.col, e.row))
+        .collect();
+    assert_eq!(
+        presses.len(),
+        2,
+        "a click reached the desktop while input was paused: {presses:?}"
+    );
+    // The second is where the resumed click was: right of and below the first.
+    assert!(
+        presses[1].0 > presses[0].0 && presses[1].1 > presses[0].1,
+        "{presses:?}"
+    );
 
     // Stop sharing: the viewer is disconnected at once.
     tray.click("Stop sharing").await;
@@ -412,47 +449,51 @@ async fn get_help_pause_input_and_stop_sharing_from_the_tray_menu() {
     // The journal has it all, against the ticket.
     let deadline = Instant::now() + TIMEOUT;
     let session = loop {
-        let (ok, out) = binary::cli(&db, &["sessions", "--json"]);
-        assert!(ok);
-        let v: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
-        if let Some(s) = v.into_iter().find(|s| !s["ended_at"].is_null()) {
+        if let Some(s) = desk
+            .sessions()
+            .into_iter()
+            .find(|s| !s["ended_at"].is_null())
+        {
             break s;
         }
-        assert!(Instant::now() < deadline, "the session did not end: {out}");
+        assert!(Instant::now() < deadline, "the session did not end");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(session["ticket"], "4711", "{session}");
     assert_eq!(session["direction"], "reverse", "{session}");
     assert_eq!(session["end_reason"], "stopped at the screen", "{session}");
-    let (_, shown) = binary::cli(&db, &["ticket", "show", "4711"]);
     assert!(
-        shown.matches("customer (tray)").count() >= 2,
-        "pause and resume not journaled:\n{shown}"
+        tray_rights_changes(&desk, "4711") >= 2,
+        "pause and resume not journaled"
     );
 
     // SIGTERM quits in order.
-    let log = child.terminate(Duration::from_secs(15));
-    drop(log);
-    let (ok, out) = binary::cli(&db, &["sessions", "verify"]);
-    assert!(ok, "{out}");
+    child.stop();
+    let (ok, out, err) = desk.cli(&["sessions", "verify"]);
+    assert!(ok, "{out}{err}");
 }
 
 /// Get help through an UltraVNC repeater: the ticket number is the ID, the
 /// customer reads the code from the tray's first line, and the technician
 /// gets in with it through the repeater; the session is journaled as a
 /// repeater session of the ticket.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn get_help_through_a_repeater_shows_the_code_the_technician_uses() {
-    common::require_commands(&["Xvfb", "dbus-daemon"]);
-    let x = XvfbGuard::start(320, 200);
-    let d = x.display_name();
+fn get_help_through_a_repeater(kind: Desktop) {
+    block_on(get_help_through_a_repeater_on(kind))
+}
+on_each_desktop!(
+    get_help_through_a_repeater_shows_the_code_the_technician_uses,
+    get_help_through_a_repeater
+);
+
+async fn get_help_through_a_repeater_on(kind: Desktop) {
+    common::require_commands(&["dbus-daemon"]);
+    let desk = DesktopUnderTest::start(kind, "trayrep");
     let rep = repeater_support::Repeater::start(0, 0);
-    let dir = tempfile::tempdir().unwrap();
     let settings = format!(
         "company = \"Example IT\"\nrepeater = \"127.0.0.1:{}\"\nretry_for = 60\n",
         rep.server_port
     );
-    let l = launch(dir.path(), &d, &settings, "4712").await;
+    let l = launch(&desk, &settings, "4712").await;
     l.tray.click("Get help").await;
     let status = l.tray.wait_status("Waiting for the technician").await;
     let code = status
@@ -482,13 +523,16 @@ async fn get_help_through_a_repeater_shows_the_code_the_technician_uses() {
     .await
     .unwrap();
     logged_in.expect("the technician logs in with the code the tray showed");
-    let (ok, out) = binary::cli(&dir.path().join("journal.db"), &["sessions", "--json"]);
-    assert!(ok);
-    let v: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let v = desk.sessions();
     assert!(
         v.iter()
             .any(|s| s["ticket"] == "4712" && s["direction"] == "repeater"),
-        "{out}"
+        "{v:#?}"
+    );
+    assert!(
+        l.child.log_text().contains(desk.ready_line()),
+        "{}",
+        l.child.log_text()
     );
     drop(l);
     rep.stop();

@@ -4,7 +4,8 @@
 Used by tests/x11_desktop.rs (input and clipboard on a real X display) and
 by scripts/idle-cpu.sh (a viewer that keeps asking for updates).
 
-Connects (security None), then reads commands from stdin, one per line,
+Connects (security None, or VNC authentication with the password in
+$VNCDO_PASSWORD when set), then reads commands from stdin, one per line,
 runs each in order and prints "DONE <n>" on stdout after the n-th command
 has been written to the socket. Whitespace separates arguments; the last
 argument of `key`, `type` and `paste` is the rest of the line (UTF-8).
@@ -32,6 +33,7 @@ Exit status 0 after quit, 1 on connection failure or lost connection.
 """
 
 import argparse
+import os
 import sys
 import threading
 import warnings
@@ -75,7 +77,7 @@ def main() -> int:
 
         def __init__(self):
             super().__init__()
-            self.password = None
+            self.password = os.environ.get("VNCDO_PASSWORD")
             self.pseudocursor = False
             self.qemu_extended_key = False
 

@@ -55,10 +55,21 @@ pub struct Drive {
 impl Drive {
     /// Connect to `addr` (security None) and wait until connected.
     pub fn start(addr: SocketAddr) -> Drive {
+        Drive::start_with(addr, None)
+    }
+
+    /// Connect to `addr` with VNC authentication (`password`: a password or
+    /// a one-time code; given through the environment, never argv).
+    pub fn start_with_password(addr: SocketAddr, password: &str) -> Drive {
+        Drive::start_with(addr, Some(password))
+    }
+
+    fn start_with(addr: SocketAddr, password: Option<&str>) -> Drive {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/vncdotool_drive.py");
         let mut child = Command::new(venv_python())
             .arg(script)
             .args(["--port", &addr.port().to_string()])
+            .envs(password.map(|p| ("VNCDO_PASSWORD", p)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -5,6 +5,7 @@
 //! Each test binary uses only part of this module.
 #![allow(dead_code)]
 
+pub mod desktop;
 pub mod drive;
 pub mod flowclient;
 pub mod pg;

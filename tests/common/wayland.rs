@@ -421,3 +421,35 @@ pub fn write_test_png(path: &Path, w: usize, h: usize) -> Vec<u32> {
     assert!(st.success());
     px
 }
+
+// ------------------------------------------ additions for tests/common/desktop.rs
+
+impl UserProcess {
+    /// The program's piped stdout (started with [`Sway::spawn_piped`]).
+    pub fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.runuser.as_mut()?.0.stdout.take()
+    }
+}
+
+impl Sway {
+    /// Start `args` in the session as the test user, its stdout piped to
+    /// us (see [`UserProcess::take_stdout`]) and its stderr in its log;
+    /// the caller owns (and so stops) it.
+    pub fn spawn_piped(&self, name: &str, args: &[&str]) -> UserProcess {
+        self.spawn_logged(name, args, true)
+    }
+
+    /// A copy of `bin` the test user can run (a checkout under /root is out
+    /// of its reach), as [`Sway::ticketvnc_bin`] makes.
+    pub fn runnable(&self, bin: &str) -> String {
+        if self.run(&["test", "-x", bin]).is_some() {
+            return bin.to_owned();
+        }
+        let copy = self.dir.path().join("ticketvnc");
+        if !copy.exists() {
+            std::fs::copy(bin, &copy).expect("copy the ticketvnc binary");
+            std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        copy.to_str().unwrap().to_owned()
+    }
+}
