@@ -47,6 +47,7 @@ PACKAGES=(
     grim            # the compositor's own screenshot, compared with the viewers'
     foot            # a Wayland terminal that typing and the pointer reach
     wayvnc          # the Wayland peer, side by side (docs/benchmarks.md)
+    wl-clipboard    # wl-copy / wl-paste: the Wayland clipboard's own clients (clipboard tests)
     passwd          # useradd: the compositors run as the unprivileged user ticketvnc-test
     util-linux      # runuser
     gcc             # builds tests/clients/ard_client.c
