@@ -9,7 +9,11 @@
 //! - pointer motion, clicks and the wheel reach foot, which reports them
 //!   as xterm SGR mouse sequences into the same `cat`;
 //! - an output mode change reaches the viewer as a new desktop size;
-//! - killing the compositor stops ticketvnc with a clear error.
+//! - killing the compositor stops ticketvnc with a clear error;
+//! - the clipboard both ways (wlr-data-control) with TigerVNC (UTF-8,
+//!   Extended Clipboard) and vncdotool (Latin-1) against wl-copy and
+//!   wl-paste, and not for a view-only session;
+//! - the customer's pointer is in the pixels and viewers get a dot.
 
 mod common;
 
@@ -945,4 +949,125 @@ fn wayvnc_clipboard() {
     d.run(&["refresh"]);
     println!("after a primary selection -> viewer: {:?}", d.cuts().len());
     d.quit();
+}
+
+// --------------------------------------------------------------- cursor
+
+/// The customer's pointer on wlroots: the compositor paints it into the
+/// captured pixels (screencopy's overlay_cursor), and viewers that draw
+/// the cursor themselves get a 5x5 dot (hotspot in the middle) for their
+/// own mouse instead of a second arrow. The viewer moves the pointer over
+/// the picture: its framebuffer then shows the compositor's pointer there,
+/// exactly as grim sees the output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customer_pointer_is_in_the_pixels_and_viewers_get_a_dot() {
+    let (sway, want) = sway_with_picture("cursor");
+    let server = sway.ticketvnc("cursor-ticketvnc", &["--source", "wayland"]);
+    let mut rs = RsViewer::connect(server.addr, &[VncEncoding::Raw, VncEncoding::CursorPseudo])
+        .await
+        .expect("vnc-rs connects");
+    let (px, py) = (600u16, 400u16);
+    rs.client
+        .input(X11Event::PointerEvent((px, py, 0).into()))
+        .await
+        .unwrap();
+    let mut cursor = None;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    // The pointer drawn by the compositor near (px, py), and the dot.
+    let near = |fb: &[u32]| {
+        (0..32usize).any(|dy| {
+            (0..32usize).any(|dx| {
+                let i = (py as usize + dy) * W as usize + px as usize + dx;
+                fb[i] != want[i]
+            })
+        })
+    };
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no dot cursor ({cursor:?}) or no pointer at {px},{py} in the pixels"
+        );
+        if cursor.is_some() && rs.fb.len() == want.len() && near(&rs.fb) {
+            break;
+        }
+        match tokio::time::timeout(Duration::from_millis(300), rs.client.recv_event()).await {
+            Ok(Ok(VncEvent::SetCursor(r, data))) => {
+                let mask: Vec<bool> = data.chunks_exact(4).map(|p| p[3] != 0).collect();
+                let colour: Vec<u32> = data
+                    .chunks_exact(4)
+                    .map(|p| u32::from_le_bytes([p[0], p[1], p[2], 0]))
+                    .collect();
+                cursor = Some((r.x, r.y, r.width, r.height, mask, colour));
+            }
+            Ok(Ok(ev)) => rs.apply(ev),
+            Ok(Err(e)) => panic!("connection ended: {e}"),
+            Err(_) => rs.client.input(X11Event::Refresh).await.unwrap(),
+        }
+    }
+    let (hx, hy, cw, ch, mask, colour) = cursor.unwrap();
+    assert_eq!((hx, hy, cw, ch), (2, 2, 5, 5), "the dot and its hotspot");
+    assert_eq!(mask.iter().filter(|m| **m).count(), 21, "{mask:?}");
+    assert_eq!(colour[12], 0xffffff, "a white centre");
+    assert_eq!(colour[1], 0, "a black outline");
+    // And the pixels are the compositor's: what grim sees, nothing added.
+    let got = rs.wait_same_as_screen(&sway, "wl-cursor").await;
+    assert!(near(&got), "grim shows no pointer at {px},{py}");
+    assert!(server.process.alive(), "{}", server.process.log_text());
+}
+
+/// Not a test: what wayvnc (Debian's 0.5) sends for the cursor, without
+/// and with `--render-cursor`, to the viewer of
+/// `customer_pointer_is_in_the_pixels_and_viewers_get_a_dot`
+/// (docs/wayland.md). Run:
+/// `cargo test --test wayland_sway -- --ignored --nocapture wayvnc_cursor`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn wayvnc_cursor() {
+    require_commands(&["wayvnc"]);
+    let (mut sway, want) = sway_with_picture("wayvnc-cursor");
+    for render in [false, true] {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let mut args = vec!["wayvnc"];
+        if render {
+            args.push("--render-cursor");
+        }
+        let p = port.to_string();
+        args.extend_from_slice(&["127.0.0.1", &p]);
+        let pid = sway.spawn(&format!("wayvnc-{render}"), &args);
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        poll("wayvnc to listen", || {
+            std::net::TcpStream::connect(addr).ok()
+        });
+        let mut rs = RsViewer::connect(addr, &[VncEncoding::Raw, VncEncoding::CursorPseudo])
+            .await
+            .expect("vnc-rs connects");
+        rs.client
+            .input(X11Event::PointerEvent((600, 400, 0).into()))
+            .await
+            .unwrap();
+        let mut cursors = Vec::new();
+        let end = tokio::time::Instant::now() + Duration::from_secs(5);
+        while tokio::time::Instant::now() < end {
+            match tokio::time::timeout(Duration::from_millis(300), rs.client.recv_event()).await {
+                Ok(Ok(VncEvent::SetCursor(r, d))) => {
+                    cursors.push((r, d.chunks_exact(4).filter(|p| p[3] != 0).count()))
+                }
+                Ok(Ok(ev)) => rs.apply(ev),
+                Ok(Err(e)) => panic!("{e}"),
+                Err(_) => rs.client.input(X11Event::Refresh).await.unwrap(),
+            }
+        }
+        let differ = rs.fb.iter().zip(&want).filter(|(a, b)| a != b).count();
+        let grim = tokio::task::block_in_place(|| sway.grim()).unwrap();
+        println!(
+            "wayvnc render-cursor={render}: cursor messages {cursors:?}; pixels differing from \
+             the picture {differ}; same as grim: {}",
+            rs.fb == grim.2
+        );
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
