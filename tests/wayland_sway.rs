@@ -1071,3 +1071,57 @@ async fn wayvnc_cursor() {
         std::thread::sleep(Duration::from_millis(500));
     }
 }
+
+/// TigerVNC draws the cursor locally: over its window the technician's
+/// own pointer is the dot ticketvnc sends (read back with XFixes on the
+/// viewer's display), not an invisible or a second arrow cursor.
+#[test]
+fn tigervnc_shows_a_dot_for_its_own_pointer() {
+    tools();
+    require_commands(&["Xvfb", "vncviewer", "xdotool"]);
+    let sway = Sway::start("cursor-tiger", W, H, None);
+    let server = sway.ticketvnc("cursor-tiger-ticketvnc", &["--source", "wayland"]);
+    let xvfb = XvfbGuard::start(W + 200, H + 200);
+    let vd = xvfb.display_name();
+    let log = std::fs::File::create(common::artefact_dir().join("wl-cursor-tiger-vncviewer.log"))
+        .unwrap();
+    let _viewer = ChildGuard(
+        Command::new("vncviewer")
+            .env("DISPLAY", &vd)
+            .arg(format!("127.0.0.1::{}", server.addr.port()))
+            .args(["-SecurityTypes=None", "-Shared=1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("run vncviewer"),
+    );
+    let win = poll("vncviewer's window", || {
+        let o = x_run(
+            &vd,
+            &["xdotool", "search", "--onlyvisible", "--name", "TigerVNC"],
+        )?;
+        String::from_utf8(o).ok()?.lines().next().map(str::to_owned)
+    });
+    let cursor = poll("TigerVNC's cursor to be the dot", || {
+        // Keep the pointer over the window (it moves the customer's too).
+        x_run(
+            &vd,
+            &["xdotool", "mousemove", "--window", &win, "300", "200"],
+        )?;
+        use x11rb::protocol::xfixes::ConnectionExt as _;
+        let (conn, _) = x11rb::connect(Some(&vd)).ok()?;
+        conn.xfixes_query_version(5, 0).ok()?.reply().ok()?;
+        let c = conn.xfixes_get_cursor_image().ok()?.reply().ok()?;
+        ((c.width, c.height) == (5, 5)).then_some(c)
+    });
+    assert_eq!((cursor.xhot, cursor.yhot), (2, 2));
+    let opaque = cursor
+        .cursor_image
+        .iter()
+        .filter(|p| *p >> 24 == 0xff)
+        .count();
+    assert_eq!(opaque, 21, "{:08x?}", cursor.cursor_image);
+    assert_eq!(cursor.cursor_image[12], 0xffff_ffff, "a white centre");
+    assert!(server.process.alive(), "{}", server.process.log_text());
+}
