@@ -788,8 +788,8 @@ fn clipboard_both_ways_with_tigervnc() {
 /// Classic cut text (vncdotool, Latin-1) both ways, with rights: a
 /// session the customer's consent made view-only neither gets the
 /// customer's clipboard nor sets it, while a full session on the same
-/// server does both; an application's text larger than the limit is not
-/// sent, and the next one is. `wl-paste --watch` records every selection
+/// server does both; an application's text larger than the limit, or a
+/// selection with no text type, is not sent, and the next text is. `wl-paste --watch` records every selection
 /// the session saw.
 #[test]
 fn clipboard_with_vncdotool_and_view_only() {
@@ -895,6 +895,32 @@ fn clipboard_with_vncdotool_and_view_only() {
     assert!(
         full.cuts().iter().all(|c| c.len() < 1_000_000),
         "the large text reached the viewer"
+    );
+    // A selection with no text type (an image) is not sent; the next text is.
+    sway.spawn(
+        "wl-copy-image",
+        &[
+            "wl-copy",
+            "--foreground",
+            "--type",
+            "image/png",
+            "--",
+            "not a picture",
+        ],
+    );
+    poll("the image in the Wayland selection", || {
+        let t = sway.run(&["wl-paste", "--list-types"])?;
+        String::from_utf8_lossy(&t)
+            .contains("image/png")
+            .then_some(())
+    });
+    sway.spawn("wl-copy-3", &["wl-copy", "--foreground", "--", "danach"]);
+    poll("the text after the image", || {
+        full.cuts().contains(&b"danach".to_vec()).then_some(())
+    });
+    assert!(
+        !full.cuts().contains(&b"not a picture".to_vec()),
+        "an image/png selection reached the viewer as text"
     );
     view_only.run(&["refresh"]);
     assert!(view_only.cuts().is_empty(), "{:?}", view_only.cuts());
