@@ -1151,3 +1151,59 @@ fn tigervnc_shows_a_dot_for_its_own_pointer() {
     assert_eq!(cursor.cursor_image[12], 0xffff_ffff, "a white centre");
     assert!(server.process.alive(), "{}", server.process.log_text());
 }
+
+/// An application that asks for the viewer's text and then stops reading
+/// (wl-paste writing into a FIFO nobody reads) stalls nothing: the
+/// customer's next copy still reaches the viewer, the hung transfer is
+/// given up after its deadline (log line), and the viewer's next text is
+/// served to the next application.
+#[test]
+fn a_stalled_paste_blocks_nothing() {
+    tools();
+    require_commands(&["wl-copy", "wl-paste", "mkfifo"]);
+    let mut sway = Sway::start("clip-stall", W, H, None);
+    let server = sway.ticketvnc("clip-stall-ticketvnc", &["--source", "wayland"]);
+    let mut d = Drive::start(server.addr);
+    // 600 kB: more than wl-paste, its stdout pipe and ours take in.
+    let big = "x".repeat(600_000);
+    d.run(&[&format!("paste {big}")]);
+    poll("the viewer's large text in the Wayland selection", || {
+        let t = sway.run(&["wl-paste", "--list-types"])?;
+        String::from_utf8_lossy(&t)
+            .contains("text/plain;charset=utf-8")
+            .then_some(())
+    });
+    let fifo = sway.dir.path().join("stall.fifo");
+    sway.run(&["mkfifo", "-m", "0600", fifo.to_str().unwrap()])
+        .expect("mkfifo");
+    // Our end: opened, never read (dropped at the end: wl-paste then ends).
+    let _reader = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open(&fifo)
+            .expect("open the FIFO")
+    };
+    sway.spawn(
+        "wl-paste-stalled",
+        &["sh", "-c", &format!("exec wl-paste > '{}'", fifo.display())],
+    );
+    // The customer's copy reaches the viewer (the writes do not block).
+    sway.spawn("wl-copy", &["wl-copy", "--foreground", "--", "trotzdem"]);
+    poll("the customer's text during the stalled transfer", || {
+        d.cuts().contains(&b"trotzdem".to_vec()).then_some(())
+    });
+    poll("the stalled transfer to be given up", || {
+        server
+            .process
+            .log_text()
+            .contains("did not take the clipboard text in time")
+            .then_some(())
+    });
+    d.run(&["paste nach dem Stau"]);
+    poll("the viewer's next text in the Wayland selection", || {
+        (wl_paste(&sway, false)? == "nach dem Stau").then_some(())
+    });
+    assert!(server.process.alive(), "{}", server.process.log_text());
+}
