@@ -46,8 +46,8 @@ PACKAGES=(
     swaybg          # a known picture on the sway output
     grim            # the compositor's own screenshot, compared with the viewers'
     foot            # a Wayland terminal that typing and the pointer reach
-    wl-clipboard    # wl-paste: the Wayland clipboard (tests/desktop_security.rs)
     wayvnc          # the Wayland peer, side by side (docs/benchmarks.md)
+    wl-clipboard    # wl-copy / wl-paste: the Wayland clipboard's own clients (wayland_sway and desktop_security clipboard tests)
     passwd          # useradd: the compositors run as the unprivileged user ticketvnc-test
     util-linux      # runuser
     gcc             # builds tests/clients/ard_client.c

@@ -292,7 +292,7 @@ async fn serve(
         }
         SourceKind::Screen => screen_input()?,
         SourceKind::Gnome => gnome_input(gnome_session.take())?,
-        SourceKind::Wayland => wayland_input(wayland.take())?,
+        SourceKind::Wayland => wayland_input(wayland.take(), clip_tx)?,
     };
     let input: Arc<dyn InputSink> = match args.keyboard {
         KeyboardKind::Mac => Arc::new(ticketvnc::input::mac_keys::MacKeyboard::new(input)),
@@ -599,11 +599,20 @@ fn wayland_source(
 #[cfg(target_os = "linux")]
 fn wayland_input(
     shared: Option<Arc<ticketvnc::capture::wayland::WaylandShared>>,
+    clip: std::sync::mpsc::Sender<String>,
 ) -> Result<Arc<dyn InputSink>> {
+    use ticketvnc::input::wayland_clipboard::WaylandClipboard;
     let shared = shared.context("the Wayland input needs the Wayland source")?;
-    Ok(Arc::new(ticketvnc::input::wayland::WaylandInput::start(
-        shared,
-    )?))
+    let input = ticketvnc::input::wayland::WaylandInput::start(shared)?;
+    // No clipboard is no reason to refuse the screen (as a missing
+    // virtual pointer is not).
+    Ok(Arc::new(match WaylandClipboard::start(clip) {
+        Ok(c) => input.with_clipboard(Box::new(c)),
+        Err(e) => {
+            tracing::warn!(error = %e, "no clipboard on this compositor");
+            input
+        }
+    }))
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -615,7 +624,10 @@ fn wayland_source(
 }
 
 #[cfg(not(target_os = "linux"))]
-fn wayland_input(_shared: Option<()>) -> Result<Arc<dyn InputSink>> {
+fn wayland_input(
+    _shared: Option<()>,
+    _clip: std::sync::mpsc::Sender<String>,
+) -> Result<Arc<dyn InputSink>> {
     bail!("--source wayland is available on Linux only")
 }
 

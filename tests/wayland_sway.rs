@@ -9,7 +9,11 @@
 //! - pointer motion, clicks and the wheel reach foot, which reports them
 //!   as xterm SGR mouse sequences into the same `cat`;
 //! - an output mode change reaches the viewer as a new desktop size;
-//! - killing the compositor stops ticketvnc with a clear error.
+//! - killing the compositor stops ticketvnc with a clear error;
+//! - the clipboard both ways (wlr-data-control) with TigerVNC (UTF-8,
+//!   Extended Clipboard) and vncdotool (Latin-1) against wl-copy and
+//!   wl-paste, and not for a view-only session;
+//! - the customer's pointer is in the pixels and viewers get a dot.
 
 mod common;
 
@@ -658,4 +662,548 @@ fn wayvnc_side_by_side() {
     for r in rows {
         println!("{r}");
     }
+}
+
+// ------------------------------------------------------------ clipboard
+
+/// `wl-paste` in the session (the regular selection, or the primary one).
+fn wl_paste(sway: &Sway, primary: bool) -> Option<String> {
+    let mut a = vec!["wl-paste", "--no-newline"];
+    if primary {
+        a.push("--primary");
+    }
+    String::from_utf8(sway.run(&a)?).ok()
+}
+
+/// The Latin-1 bytes classic cut text carries for `s` (all of it Latin-1).
+fn latin1(s: &str) -> Vec<u8> {
+    s.chars().map(|c| u8::try_from(c as u32).unwrap()).collect()
+}
+
+/// `args` on the X display `display`; its stdout on success.
+fn x_run(display: &str, args: &[&str]) -> Option<Vec<u8>> {
+    let o = Command::new(args[0])
+        .args(&args[1..])
+        .env("DISPLAY", display)
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    o.status.success().then_some(o.stdout)
+}
+
+/// `xclip` owning the CLIPBOARD of `display` with `text` until killed.
+fn xclip_own(display: &str, text: &str) -> ChildGuard {
+    let mut child = Command::new("xclip")
+        .args(["-selection", "clipboard", "-quiet", "-i"])
+        .env("DISPLAY", display)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run xclip");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    ChildGuard(child)
+}
+
+/// UTF-8 text beyond Latin-1 (ü € 中 😀) both ways with TigerVNC (the
+/// Extended Clipboard) under its own Xvfb: the technician's X CLIPBOARD
+/// (xclip) reaches the Wayland selection and primary selection (wl-paste,
+/// as the customer's applications see them), and text copied with wl-copy
+/// in the session reaches the technician's X CLIPBOARD.
+#[test]
+fn clipboard_both_ways_with_tigervnc() {
+    tools();
+    require_commands(&[
+        "wl-copy",
+        "wl-paste",
+        "Xvfb",
+        "vncviewer",
+        "xdotool",
+        "xclip",
+    ]);
+    let mut sway = Sway::start("clip-tiger", W, H, None);
+    let server = sway.ticketvnc("clip-tiger-ticketvnc", &["--source", "wayland"]);
+    let xvfb = XvfbGuard::start(800, 600);
+    let vd = xvfb.display_name();
+    let log =
+        std::fs::File::create(common::artefact_dir().join("wl-clip-tiger-vncviewer.log")).unwrap();
+    let _viewer = ChildGuard(
+        Command::new("vncviewer")
+            .env("DISPLAY", &vd)
+            .arg(format!("127.0.0.1::{}", server.addr.port()))
+            .args(["-SecurityTypes=None", "-Shared=1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("run vncviewer"),
+    );
+    let win = poll("vncviewer's window", || {
+        let o = x_run(
+            &vd,
+            &["xdotool", "search", "--onlyvisible", "--name", "TigerVNC"],
+        )?;
+        String::from_utf8(o).ok()?.lines().next().map(str::to_owned)
+    });
+    // TigerVNC takes and offers the clipboard only while its window has
+    // the focus (there is no window manager to give it).
+    x_run(&vd, &["xdotool", "windowfocus", &win]).expect("focus the viewer");
+
+    // Technician to customer.
+    let text = "Grüße ü € 中 😀\nzweite Zeile";
+    let _tech = xclip_own(&vd, text);
+    poll("the technician's text in the Wayland selection", || {
+        (wl_paste(&sway, false)? == text).then_some(())
+    });
+    assert_eq!(
+        wl_paste(&sway, true).as_deref(),
+        Some(text),
+        "the primary selection"
+    );
+
+    // Customer to technician.
+    let back = "Kunde: 5 € — 中文 😀 ü";
+    sway.spawn("wl-copy", &["wl-copy", "--foreground", "--", back]);
+    poll(
+        "the customer's text at the technician's X CLIPBOARD",
+        || {
+            let o = x_run(&vd, &["xclip", "-o", "-selection", "clipboard"])?;
+            (String::from_utf8(o).ok()? == back).then_some(())
+        },
+    );
+    assert!(server.process.alive(), "{}", server.process.log_text());
+    let log = server.process.log_text();
+    assert!(log.contains("Wayland clipboard connected"), "{log}");
+    assert!(
+        !log.contains("Grüße") && !log.contains("Kunde"),
+        "clipboard contents in the log:\n{log}"
+    );
+}
+
+/// Classic cut text (vncdotool, Latin-1) both ways, with rights: a
+/// session the customer's consent made view-only neither gets the
+/// customer's clipboard nor sets it, while a full session on the same
+/// server does both; an application's text larger than the limit, or a
+/// selection with no text type, is not sent, and the next text is. `wl-paste --watch` records every selection
+/// the session saw.
+#[test]
+fn clipboard_with_vncdotool_and_view_only() {
+    tools();
+    require_commands(&["wl-copy", "wl-paste"]);
+    let mut sway = Sway::start("clip-rights", W, H, None);
+    // The consent program makes sessions view-only while a file exists.
+    let flag = sway.dir.path().join("view-only-please");
+    let consent = sway.dir.path().join("consent.sh");
+    std::fs::write(
+        &consent,
+        format!(
+            "#!/bin/sh\nif [ -e '{}' ]; then echo view-only; fi\nexit 0\n",
+            flag.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &consent,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::write(&flag, "").unwrap();
+    let watch = sway.dir.path().join("selections.txt");
+    sway.spawn(
+        "wl-paste-watch",
+        &[
+            "wl-paste",
+            "--watch",
+            "sh",
+            "-c",
+            &format!(
+                "cat >> '{}'; echo '<end>' >> '{}'",
+                watch.display(),
+                watch.display()
+            ),
+        ],
+    );
+    let consent_arg = format!("cmd:{}", consent.display());
+    let server = sway.ticketvnc(
+        "clip-rights-ticketvnc",
+        &["--source", "wayland", "--consent", &consent_arg],
+    );
+    let mut view_only = Drive::start(server.addr);
+    std::fs::remove_file(&flag).unwrap();
+    let mut full = Drive::start(server.addr);
+
+    // Customer to technician: only the full session gets it.
+    sway.spawn(
+        "wl-copy-1",
+        &["wl-copy", "--foreground", "--", "Preis: 5 € für Kaffee"],
+    );
+    let want = latin1("Preis: 5 EUR für Kaffee");
+    poll("the customer's text at the full viewer", || {
+        full.cuts().contains(&want).then_some(())
+    });
+    view_only.run(&["refresh"]);
+    assert!(
+        view_only.cuts().is_empty(),
+        "a view-only session got the customer's clipboard"
+    );
+
+    // Technician to customer: the view-only session's text never becomes
+    // the selection; the full session's does.
+    view_only.run(&["paste view-only must not paste", "refresh"]);
+    full.run(&["paste Grüße aus Köln: ä"]);
+    poll("the full viewer's text in the Wayland selection", || {
+        (wl_paste(&sway, false)? == "Grüße aus Köln: ä").then_some(())
+    });
+    let seen = poll("wl-paste --watch to see the viewer's text", || {
+        let t = std::fs::read_to_string(&watch).ok()?;
+        t.contains("Grüße aus Köln: ä").then_some(t)
+    });
+    assert!(
+        !seen.contains("view-only must not paste"),
+        "a view-only session set the selection: {seen}"
+    );
+
+    // More than the limit (1 MiB) from an application: not sent; the
+    // next copy is.
+    sway.spawn(
+        "wl-copy-big",
+        &[
+            "sh",
+            "-c",
+            "head -c 1100000 /dev/zero | tr '\\0' a | exec wl-copy --foreground",
+        ],
+    );
+    poll("the large text in the Wayland selection", || {
+        (wl_paste(&sway, false)?.len() == 1_100_000).then_some(())
+    });
+    poll("ticketvnc to refuse the large text", || {
+        server
+            .process
+            .log_text()
+            .contains("larger than 1048576 bytes")
+            .then_some(())
+    });
+    sway.spawn("wl-copy-2", &["wl-copy", "--foreground", "--", "klein"]);
+    poll("the small text after the large one", || {
+        full.cuts().contains(&b"klein".to_vec()).then_some(())
+    });
+    assert!(
+        full.cuts().iter().all(|c| c.len() < 1_000_000),
+        "the large text reached the viewer"
+    );
+    // A selection with no text type (an image) is not sent; the next text is.
+    sway.spawn(
+        "wl-copy-image",
+        &[
+            "wl-copy",
+            "--foreground",
+            "--type",
+            "image/png",
+            "--",
+            "not a picture",
+        ],
+    );
+    poll("the image in the Wayland selection", || {
+        let t = sway.run(&["wl-paste", "--list-types"])?;
+        String::from_utf8_lossy(&t)
+            .contains("image/png")
+            .then_some(())
+    });
+    sway.spawn("wl-copy-3", &["wl-copy", "--foreground", "--", "danach"]);
+    poll("the text after the image", || {
+        full.cuts().contains(&b"danach".to_vec()).then_some(())
+    });
+    assert!(
+        !full.cuts().contains(&b"not a picture".to_vec()),
+        "an image/png selection reached the viewer as text"
+    );
+    view_only.run(&["refresh"]);
+    assert!(view_only.cuts().is_empty(), "{:?}", view_only.cuts());
+    view_only.quit();
+    full.quit();
+    assert!(server.process.alive(), "{}", server.process.log_text());
+}
+
+/// Not a test: what wayvnc (Debian's 0.5) does with the clipboard, with
+/// the same clients as `clipboard_with_vncdotool_and_view_only`
+/// (docs/wayland.md). Run:
+/// `cargo test --test wayland_sway -- --ignored --nocapture wayvnc_clipboard`
+#[test]
+#[ignore]
+fn wayvnc_clipboard() {
+    tools();
+    require_commands(&["wayvnc", "wl-copy", "wl-paste"]);
+    let mut sway = Sway::start("wayvnc-clip", W, H, None);
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    sway.spawn("wayvnc", &["wayvnc", "127.0.0.1", &port.to_string()]);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    poll("wayvnc to listen", || {
+        std::net::TcpStream::connect(addr).ok()
+    });
+    let mut d = Drive::start(addr);
+    d.run(&["paste Grüße aus Köln: ä", "refresh"]);
+    let raw = |primary: bool| {
+        let mut a = vec!["wl-paste", "--no-newline"];
+        if primary {
+            a.push("--primary");
+        }
+        sway.run(&a)
+    };
+    let in_wayland = common::poll_until("wl-paste", Duration::from_secs(10), || raw(false));
+    println!("viewer -> Wayland selection (bytes): {in_wayland:x?}");
+    println!("viewer -> primary selection (bytes): {:x?}", raw(true));
+    sway.spawn(
+        "wl-copy",
+        &["wl-copy", "--foreground", "--", "Preis: 5 € für Kaffee"],
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    d.run(&["refresh"]);
+    println!("Wayland selection -> viewer (bytes): {:x?}", d.cuts());
+    sway.spawn(
+        "wl-copy-primary",
+        &["wl-copy", "--primary", "--foreground", "--", "nur primary"],
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    d.run(&["refresh"]);
+    println!("after a primary selection -> viewer: {:?}", d.cuts().len());
+    d.quit();
+}
+
+// --------------------------------------------------------------- cursor
+
+/// The customer's pointer on wlroots: the compositor paints it into the
+/// captured pixels (screencopy's overlay_cursor), and viewers that draw
+/// the cursor themselves get a 5x5 dot (hotspot in the middle) for their
+/// own mouse instead of a second arrow. The viewer moves the pointer over
+/// the picture: its framebuffer then shows the compositor's pointer there,
+/// exactly as grim sees the output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customer_pointer_is_in_the_pixels_and_viewers_get_a_dot() {
+    let (sway, want) = sway_with_picture("cursor");
+    let server = sway.ticketvnc("cursor-ticketvnc", &["--source", "wayland"]);
+    let mut rs = RsViewer::connect(server.addr, &[VncEncoding::Raw, VncEncoding::CursorPseudo])
+        .await
+        .expect("vnc-rs connects");
+    let (px, py) = (600u16, 400u16);
+    rs.client
+        .input(X11Event::PointerEvent((px, py, 0).into()))
+        .await
+        .unwrap();
+    let mut cursor = None;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    // The pointer drawn by the compositor near (px, py), and the dot.
+    let near = |fb: &[u32]| {
+        (0..32usize).any(|dy| {
+            (0..32usize).any(|dx| {
+                let i = (py as usize + dy) * W as usize + px as usize + dx;
+                fb[i] != want[i]
+            })
+        })
+    };
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no dot cursor ({cursor:?}) or no pointer at {px},{py} in the pixels"
+        );
+        if cursor.is_some() && rs.fb.len() == want.len() && near(&rs.fb) {
+            break;
+        }
+        match tokio::time::timeout(Duration::from_millis(300), rs.client.recv_event()).await {
+            Ok(Ok(VncEvent::SetCursor(r, data))) => {
+                let mask: Vec<bool> = data.chunks_exact(4).map(|p| p[3] != 0).collect();
+                let colour: Vec<u32> = data
+                    .chunks_exact(4)
+                    .map(|p| u32::from_le_bytes([p[0], p[1], p[2], 0]))
+                    .collect();
+                cursor = Some((r.x, r.y, r.width, r.height, mask, colour));
+            }
+            Ok(Ok(ev)) => rs.apply(ev),
+            Ok(Err(e)) => panic!("connection ended: {e}"),
+            Err(_) => rs.client.input(X11Event::Refresh).await.unwrap(),
+        }
+    }
+    let (hx, hy, cw, ch, mask, colour) = cursor.unwrap();
+    assert_eq!((hx, hy, cw, ch), (2, 2, 5, 5), "the dot and its hotspot");
+    assert_eq!(mask.iter().filter(|m| **m).count(), 21, "{mask:?}");
+    assert_eq!(colour[12], 0xffffff, "a white centre");
+    assert_eq!(colour[1], 0, "a black outline");
+    // And the pixels are the compositor's: what grim sees, nothing added.
+    let got = rs.wait_same_as_screen(&sway, "wl-cursor").await;
+    assert!(near(&got), "grim shows no pointer at {px},{py}");
+    assert!(server.process.alive(), "{}", server.process.log_text());
+}
+
+/// Not a test: what wayvnc (Debian's 0.5) sends for the cursor, without
+/// and with `--render-cursor`, to the viewer of
+/// `customer_pointer_is_in_the_pixels_and_viewers_get_a_dot`
+/// (docs/wayland.md). Run:
+/// `cargo test --test wayland_sway -- --ignored --nocapture wayvnc_cursor`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn wayvnc_cursor() {
+    require_commands(&["wayvnc"]);
+    let (mut sway, want) = sway_with_picture("wayvnc-cursor");
+    for render in [false, true] {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let mut args = vec!["wayvnc"];
+        if render {
+            args.push("--render-cursor");
+        }
+        let p = port.to_string();
+        args.extend_from_slice(&["127.0.0.1", &p]);
+        let pid = sway.spawn(&format!("wayvnc-{render}"), &args);
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        poll("wayvnc to listen", || {
+            std::net::TcpStream::connect(addr).ok()
+        });
+        let mut rs = RsViewer::connect(addr, &[VncEncoding::Raw, VncEncoding::CursorPseudo])
+            .await
+            .expect("vnc-rs connects");
+        rs.client
+            .input(X11Event::PointerEvent((600, 400, 0).into()))
+            .await
+            .unwrap();
+        let mut cursors = Vec::new();
+        let end = tokio::time::Instant::now() + Duration::from_secs(5);
+        while tokio::time::Instant::now() < end {
+            match tokio::time::timeout(Duration::from_millis(300), rs.client.recv_event()).await {
+                Ok(Ok(VncEvent::SetCursor(r, d))) => {
+                    cursors.push((r, d.chunks_exact(4).filter(|p| p[3] != 0).count()))
+                }
+                Ok(Ok(ev)) => rs.apply(ev),
+                Ok(Err(e)) => panic!("{e}"),
+                Err(_) => rs.client.input(X11Event::Refresh).await.unwrap(),
+            }
+        }
+        let differ = rs.fb.iter().zip(&want).filter(|(a, b)| a != b).count();
+        let grim = tokio::task::block_in_place(|| sway.grim()).unwrap();
+        println!(
+            "wayvnc render-cursor={render}: cursor messages {cursors:?}; pixels differing from \
+             the picture {differ}; same as grim: {}",
+            rs.fb == grim.2
+        );
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// TigerVNC draws the cursor locally: over its window the technician's
+/// own pointer is the dot ticketvnc sends (read back with XFixes on the
+/// viewer's display), not an invisible or a second arrow cursor.
+#[test]
+fn tigervnc_shows_a_dot_for_its_own_pointer() {
+    tools();
+    require_commands(&["Xvfb", "vncviewer", "xdotool"]);
+    let sway = Sway::start("cursor-tiger", W, H, None);
+    let server = sway.ticketvnc("cursor-tiger-ticketvnc", &["--source", "wayland"]);
+    let xvfb = XvfbGuard::start(W + 200, H + 200);
+    let vd = xvfb.display_name();
+    let log = std::fs::File::create(common::artefact_dir().join("wl-cursor-tiger-vncviewer.log"))
+        .unwrap();
+    let _viewer = ChildGuard(
+        Command::new("vncviewer")
+            .env("DISPLAY", &vd)
+            .arg(format!("127.0.0.1::{}", server.addr.port()))
+            .args(["-SecurityTypes=None", "-Shared=1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("run vncviewer"),
+    );
+    let win = poll("vncviewer's window", || {
+        let o = x_run(
+            &vd,
+            &["xdotool", "search", "--onlyvisible", "--name", "TigerVNC"],
+        )?;
+        String::from_utf8(o).ok()?.lines().next().map(str::to_owned)
+    });
+    let cursor = poll("TigerVNC's cursor to be the dot", || {
+        // Keep the pointer over the window (it moves the customer's too).
+        x_run(
+            &vd,
+            &["xdotool", "mousemove", "--window", &win, "300", "200"],
+        )?;
+        use x11rb::protocol::xfixes::ConnectionExt as _;
+        let (conn, _) = x11rb::connect(Some(&vd)).ok()?;
+        conn.xfixes_query_version(5, 0).ok()?.reply().ok()?;
+        let c = conn.xfixes_get_cursor_image().ok()?.reply().ok()?;
+        ((c.width, c.height) == (5, 5)).then_some(c)
+    });
+    assert_eq!((cursor.xhot, cursor.yhot), (2, 2));
+    let opaque = cursor
+        .cursor_image
+        .iter()
+        .filter(|p| *p >> 24 == 0xff)
+        .count();
+    assert_eq!(opaque, 21, "{:08x?}", cursor.cursor_image);
+    assert_eq!(cursor.cursor_image[12], 0xffff_ffff, "a white centre");
+    assert!(server.process.alive(), "{}", server.process.log_text());
+}
+
+/// An application that asks for the viewer's text and then stops reading
+/// (wl-paste writing into a FIFO nobody reads) stalls nothing: the
+/// customer's next copy still reaches the viewer, the hung transfer is
+/// given up after its deadline (log line), and the viewer's next text is
+/// served to the next application.
+#[test]
+fn a_stalled_paste_blocks_nothing() {
+    tools();
+    require_commands(&["wl-copy", "wl-paste", "mkfifo"]);
+    let mut sway = Sway::start("clip-stall", W, H, None);
+    let server = sway.ticketvnc("clip-stall-ticketvnc", &["--source", "wayland"]);
+    let mut d = Drive::start(server.addr);
+    // 600 kB: more than wl-paste, its stdout pipe and ours take in.
+    let big = "x".repeat(600_000);
+    d.run(&[&format!("paste {big}")]);
+    poll("the viewer's large text in the Wayland selection", || {
+        let t = sway.run(&["wl-paste", "--list-types"])?;
+        String::from_utf8_lossy(&t)
+            .contains("text/plain;charset=utf-8")
+            .then_some(())
+    });
+    let fifo = sway.dir.path().join("stall.fifo");
+    sway.run(&["mkfifo", "-m", "0600", fifo.to_str().unwrap()])
+        .expect("mkfifo");
+    // Our end: opened, never read (dropped at the end: wl-paste then ends).
+    let _reader = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open(&fifo)
+            .expect("open the FIFO")
+    };
+    sway.spawn(
+        "wl-paste-stalled",
+        &["sh", "-c", &format!("exec wl-paste > '{}'", fifo.display())],
+    );
+    // The customer's copy reaches the viewer (the writes do not block).
+    sway.spawn("wl-copy", &["wl-copy", "--foreground", "--", "trotzdem"]);
+    poll("the customer's text during the stalled transfer", || {
+        d.cuts().contains(&b"trotzdem".to_vec()).then_some(())
+    });
+    poll("the stalled transfer to be given up", || {
+        server
+            .process
+            .log_text()
+            .contains("did not take the clipboard text in time")
+            .then_some(())
+    });
+    d.run(&["paste nach dem Stau"]);
+    poll("the viewer's next text in the Wayland selection", || {
+        (wl_paste(&sway, false)? == "nach dem Stau").then_some(())
+    });
+    assert!(server.process.alive(), "{}", server.process.log_text());
 }

@@ -38,8 +38,8 @@ const MAX_DAMAGE_RECTS: usize = 4096;
 /// What the source and the input sink of one Wayland session share: the
 /// served output's size (`w << 16 | h`, for absolute pointer motion) and
 /// where the viewers last put the pointer (`x << 16 | y`, `u32::MAX`:
-/// nowhere yet), shown as the pointer position since wlroots does not tell
-/// clients where the pointer is.
+/// nowhere yet; not sent to viewers: the compositor paints the pointer into
+/// the frames, see [`dot_cursor`]).
 #[derive(Debug)]
 pub struct WaylandShared {
     pub output_size: AtomicU32,
@@ -175,7 +175,6 @@ pub struct WaylandSource {
     full: bool,
     failures: u32,
     cursor_sent: bool,
-    last_pointer: u32,
     published: Option<Arc<Frame>>,
 }
 
@@ -222,7 +221,6 @@ impl WaylandSource {
             full: true,
             failures: 0,
             cursor_sent: false,
-            last_pointer: u32::MAX,
             published: None,
         };
         src.choose_output()?;
@@ -303,9 +301,11 @@ impl WaylandSource {
         let Some(m) = &self.state.manager else {
             return;
         };
-        // The pointer is not painted in: viewers draw it from the cursor
-        // pseudo-encoding, as on X11 (and the pixels stay comparable).
-        self.frame = Some(m.capture_output(0, &output, &self.qh, ()));
+        // The customer's pointer is painted in (overlay_cursor = 1): wlroots
+        // tells no client its shape or position, and on an output with a
+        // cursor plane it is in no capture otherwise. Viewers get a small
+        // dot for their own pointer ([`dot_cursor`]), not a second arrow.
+        self.frame = Some(m.capture_output(1, &output, &self.qh, ()));
         self.state.offers.clear();
         self.state.damage.clear();
         self.state.damage_all = false;
@@ -470,13 +470,6 @@ impl WaylandSource {
                 }
                 FrameState::Describing | FrameState::Copying => {}
             }
-            // Only the pointer moved (a viewer moved it).
-            let p = self.shared.pointer.load(Ordering::Relaxed);
-            if self.have_frame && p != self.last_pointer {
-                if let Some(c) = self.publish(Some(Vec::new())) {
-                    return Ok(Some(c));
-                }
-            }
             let now = Instant::now();
             if now >= deadline {
                 return Ok(None);
@@ -488,15 +481,12 @@ impl WaylandSource {
     }
 
     fn publish(&mut self, damage: Option<Vec<Rect>>) -> Option<Capture> {
-        let p = self.shared.pointer.load(Ordering::Relaxed);
-        let moved = p != self.last_pointer;
-        self.last_pointer = p;
         let cursor = (!self.cursor_sent).then(|| {
             self.cursor_sent = true;
-            CursorShape::arrow()
+            dot_cursor()
         });
         let empty = damage.as_ref().is_some_and(|d| d.is_empty());
-        if empty && !moved && cursor.is_none() {
+        if empty && cursor.is_none() {
             return None;
         }
         let frame = match &self.published {
@@ -504,9 +494,10 @@ impl WaylandSource {
             _ => Arc::new(self.current.clone()),
         };
         self.published = Some(frame.clone());
-        let pointer = (p != u32::MAX)
-            .then_some(((p >> 16) as u16, p as u16))
-            .filter(|&(x, y)| x < frame.width && y < frame.height);
+        // The pointer is in the pixels: no position, so nothing draws a
+        // second one into them (the drawn cursor) or moves a viewer's own
+        // pointer to where the compositor's already is.
+        let pointer = None;
         Some(Capture {
             frame,
             damage,
@@ -516,6 +507,31 @@ impl WaylandSource {
             pointer,
             leds: None,
         })
+    }
+}
+
+/// The pointer image viewers get: a 5x5 dot (white, black outline,
+/// hotspot in the middle), as TigerVNC shows when a server has no cursor.
+/// Viewers that draw the cursor locally show it where their own mouse is;
+/// the customer's real pointer is part of the pixels (overlay_cursor).
+pub fn dot_cursor() -> CursorShape {
+    const ROWS: [&[u8; 5]; 5] = [b" XXX ", b"X...X", b"X...X", b"X...X", b" XXX "];
+    let pixels = ROWS
+        .iter()
+        .flat_map(|r| {
+            r.iter().map(|b| match b {
+                b'X' => 0xff00_0000,
+                b'.' => 0xffff_ffff,
+                _ => 0,
+            })
+        })
+        .collect();
+    CursorShape {
+        width: 5,
+        height: 5,
+        hot_x: 2,
+        hot_y: 2,
+        pixels,
     }
 }
 

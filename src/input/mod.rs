@@ -10,6 +10,8 @@ pub mod points;
 pub mod queue;
 #[cfg(target_os = "linux")]
 pub mod wayland;
+#[cfg(target_os = "linux")]
+pub mod wayland_clipboard;
 pub mod wayland_keymap;
 pub mod windows_keys;
 #[cfg(target_os = "linux")]

@@ -6,7 +6,7 @@
 //! input never waits behind a screen copy.
 
 use super::wayland_keymap::Keymap;
-use super::InputSink;
+use super::{ClipboardTarget, InputSink};
 use crate::capture::wayland::{dispatch_for, WaylandShared};
 use crate::capture::CaptureError;
 use std::io::Write;
@@ -59,6 +59,8 @@ struct Inner {
 pub struct WaylandInput {
     inner: Mutex<Inner>,
     shared: Arc<WaylandShared>,
+    /// The selection (wlr-data-control, [`super::wayland_clipboard`]).
+    clipboard: Option<Box<dyn ClipboardTarget>>,
 }
 
 impl WaylandInput {
@@ -117,7 +119,14 @@ impl WaylandInput {
         Ok(WaylandInput {
             inner: Mutex::new(inner),
             shared,
+            clipboard: None,
         })
+    }
+
+    /// Text from viewers goes to `clipboard`.
+    pub fn with_clipboard(mut self, clipboard: Box<dyn ClipboardTarget>) -> WaylandInput {
+        self.clipboard = Some(clipboard);
+        self
     }
 }
 
@@ -249,8 +258,10 @@ impl InputSink for WaylandInput {
         buttons
     }
 
-    fn cut_text(&self, _text: &str) {
-        // wlr-data-control is not done yet (docs/wayland.md).
+    fn cut_text(&self, text: &str) {
+        if let Some(c) = &self.clipboard {
+            c.set_text(text);
+        }
     }
 }
 

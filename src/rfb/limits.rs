@@ -94,3 +94,6 @@ pub const WS_MAX_OUT_FRAME_BYTES: usize = 256 * 1024;
 /// Largest cursor edge sent to viewers or composited (pixels); larger
 /// images are cut to this around the hotspot by the capture.
 pub const MAX_CURSOR_EDGE: u16 = 256;
+/// How long a clipboard transfer with a local application (a Wayland
+/// selection read or served through a pipe) may take before it is given up.
+pub const CLIPBOARD_TRANSFER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
