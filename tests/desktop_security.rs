@@ -225,15 +225,12 @@ fn view_only_viewers_inject_nothing(kind: Desktop) {
         Some("view-only must not paste"),
         "a view-only viewer set the clipboard"
     );
-    // The full viewer's paste does reach the X clipboard, so the check
-    // above could fail. On Wayland text from viewers is dropped so far
-    // (docs/wayland.md, "Clipboard"): there the check is ready for it.
+    // The full viewer's paste does reach the desktop's clipboard (X11
+    // selection or wlr-data-control), so the check above could fail.
     full.run(&["paste the full viewer pastes"]);
-    if kind == Desktop::X11 {
-        common::poll_until("the full viewer's paste", TIMEOUT, || {
-            (d.clipboard()? == "the full viewer pastes").then_some(())
-        });
-    }
+    common::poll_until("the full viewer's paste", TIMEOUT, || {
+        (d.clipboard()? == "the full viewer pastes").then_some(())
+    });
     full.quit();
 
     let rows = wait_rows(&d, "the three sessions, ended", |rows| {
@@ -486,9 +483,8 @@ fn code_sessions_are_journaled_and_hooked(kind: Desktop) {
     assert_eq!(end["data"]["updates_sent"], row["updates_sent"], "{end}");
     assert!(end["journal_head"]["hash"].is_string(), "{end}");
 
-    // The clipboard transfer is journaled by size, never its text. On X11
-    // the text is on the desktop's clipboard; on Wayland text from viewers
-    // is dropped so far (docs/wayland.md), yet journaled the same way.
+    // The clipboard transfer is journaled by size, never its text; the
+    // text itself is on the desktop's clipboard.
     let (_, shown, _) = d.cli(&["ticket", "show", "4711"]);
     assert!(
         shown.lines().any(|l| l.contains(" clipboard ")
@@ -496,9 +492,7 @@ fn code_sessions_are_journaled_and_hooked(kind: Desktop) {
         "{shown}"
     );
     assert!(!shown.contains("clipdata"), "{shown}");
-    if kind == Desktop::X11 {
-        assert_eq!(d.clipboard().as_deref(), Some("clipdata"));
-    }
+    assert_eq!(d.clipboard().as_deref(), Some("clipdata"));
     let (ok, out, err) = d.cli(&["sessions", "verify"]);
     assert!(ok, "the journal's chain does not verify: {out}{err}");
     drop(s);
