@@ -118,7 +118,7 @@ echo "$DBUS_SESSION_BUS_ADDRESS" > bus.tmp && mv bus.tmp bus
 pipewire > pipewire.log 2>&1 &
 sleep 1
 wireplumber > wireplumber.log 2>&1 &
-mutter --headless --virtual-monitor {W}x{H} --wayland --no-x11 --wayland-display={WL_DISPLAY} > mutter.log 2>&1 &
+MUTTER_DEBUG=screen-cast mutter --headless --virtual-monitor {W}x{H} --wayland --no-x11 --wayland-display={WL_DISPLAY} > mutter.log 2>&1 &
 wait
 "#
             ),

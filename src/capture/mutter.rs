@@ -319,6 +319,8 @@ pub struct MutterSource {
     frame: Option<Arc<Frame>>,
     pointer: Option<(u16, u16)>,
     last_check: Instant,
+    /// A pointer image that came before the first picture (sent with it).
+    early_cursor: Option<crate::capture::CursorShape>,
 }
 
 impl MutterSource {
@@ -341,6 +343,7 @@ impl MutterSource {
                 frame: None,
                 pointer: None,
                 last_check: Instant::now(),
+                early_cursor: None,
             },
             session,
         ))
@@ -386,6 +389,21 @@ impl ScreenSource for MutterSource {
         } else {
             max_wait
         };
+        let deadline = Instant::now() + wait;
+        loop {
+            let got = self.next_once(deadline.saturating_duration_since(Instant::now()))?;
+            // Before the first picture, cursor news alone is no answer: a
+            // loaded Mutter sends the pointer's buffer first, and the
+            // server's one wait for a first frame would end on it.
+            if got.is_some() || self.frame.is_some() || Instant::now() >= deadline {
+                return Ok(got);
+            }
+        }
+    }
+}
+
+impl MutterSource {
+    fn next_once(&mut self, wait: Duration) -> Result<Option<Capture>, CaptureError> {
         let d = self.stream.take(wait);
         if let Some(why) = d.ended {
             let cause = self.session.alive().err().unwrap_or(why);
@@ -428,14 +446,19 @@ impl ScreenSource for MutterSource {
             self.pointer = p;
         }
         let Some(frame) = self.frame.clone() else {
-            // Cursor news before the first picture: nothing to show yet.
+            // Cursor news before the first picture: nothing to show yet;
+            // the image goes out with the first picture.
+            if d.cursor.is_some() {
+                self.early_cursor = d.cursor;
+            }
             return Ok(None);
         };
+        let cursor = d.cursor.or_else(|| self.early_cursor.take());
         Ok(Some(Capture {
             frame,
             damage,
             moves: Vec::new(),
-            cursor: d.cursor,
+            cursor,
             screens: None,
             pointer: self.pointer,
             leds: None,
