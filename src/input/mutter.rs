@@ -6,7 +6,7 @@
 //! [`InputQueue`], as on X11.
 
 use super::queue::InputQueue;
-use super::{InputEvent, InputSink};
+use super::{ClipboardTarget, InputEvent, InputSink};
 use crate::capture::mutter::{MutterSession, REMOTE_DESKTOP};
 use std::sync::{mpsc, Arc};
 use tracing::{debug, warn};
@@ -51,6 +51,7 @@ fn button_action(bit: u16) -> Option<ButtonAction> {
 pub struct MutterInput {
     queue: Arc<InputQueue>,
     thread: Option<std::thread::JoinHandle<()>>,
+    clipboard: Option<Box<dyn ClipboardTarget>>,
 }
 
 impl Drop for MutterInput {
@@ -105,10 +106,20 @@ impl MutterInput {
             Ok(Ok(())) => Ok(MutterInput {
                 queue,
                 thread: Some(thread),
+                clipboard: None,
             }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err("the input thread ended".into()),
         }
+    }
+}
+
+impl MutterInput {
+    /// Send viewers' clipboard text to `clipboard` (the session's, see
+    /// [`super::mutter_clipboard`]).
+    pub fn with_clipboard(mut self, clipboard: Box<dyn ClipboardTarget>) -> MutterInput {
+        self.clipboard = Some(clipboard);
+        self
     }
 }
 
@@ -119,9 +130,10 @@ impl InputSink for MutterInput {
     fn pointer(&self, buttons: u16, x: u16, y: u16) -> u16 {
         self.queue.pointer(buttons, x, y)
     }
-    fn cut_text(&self, _text: &str) {
-        // Mutter's RemoteDesktop clipboard (SelectionWrite) is not wired
-        // up yet; see docs/wayland.md (GNOME).
+    fn cut_text(&self, text: &str) {
+        if let Some(c) = &self.clipboard {
+            c.set_text(text);
+        }
     }
 }
 
