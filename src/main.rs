@@ -693,7 +693,7 @@ fn screen_input() -> Result<Arc<dyn InputSink>> {
 
 /// The session `--source gnome` opened, which its input sink shares.
 #[cfg(all(target_os = "linux", feature = "gnome"))]
-type GnomeSession = ticketvnc::capture::mutter::MutterSession;
+type GnomeSession = Arc<ticketvnc::capture::mutter::SessionSlot>;
 #[cfg(not(all(target_os = "linux", feature = "gnome")))]
 type GnomeSession = ();
 
@@ -713,7 +713,7 @@ fn gnome_input(
     let session = session.context("no GNOME session for input")?;
     // Without a clipboard (a Mutter that refuses it) the screen and input
     // are still served.
-    let clipboard = MutterClipboard::start(&session, clip)
+    let clipboard = MutterClipboard::start(session.clone(), clip)
         .inspect_err(|e| tracing::warn!("no clipboard: {e}"))
         .ok();
     let input =

@@ -657,6 +657,75 @@ fn gnome_clipboard_both_ways_with_tigervnc() {
     drop(d);
 }
 
+/// PipeWire killed and started again: Mutter closes the remote-desktop
+/// session (its stream went with the daemon) and stays up; ticketvnc logs
+/// the loss, opens a new session once PipeWire is back, and serves on:
+/// the picture reaches a new viewer and a key reaches the client (input
+/// follows the new session).
+#[test]
+fn gnome_pipewire_restart_opens_a_new_session() {
+    let g = Gnome::start();
+    let (_client, client_log) = start_client(&g);
+    let mut server = start_ticketvnc(&g);
+    let expected = expected_picture();
+    wait_picture(server.addr, "raw", &expected, "gnome-before-restart");
+    let out = Command::new("pgrep")
+        .args([
+            "-g",
+            &g.stack.as_ref().unwrap().id().to_string(),
+            "-x",
+            "pipewire",
+        ])
+        .output()
+        .unwrap();
+    let pid = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(!pid.is_empty(), "pipewire's pid");
+    let _ = Command::new("kill").args(["-KILL", &pid]).status();
+    poll("ticketvnc to notice the lost stream", || {
+        g.log("ticketvnc.log")
+            .contains("GNOME screen-cast stream lost; opening a new session")
+            .then_some(())
+    });
+    let mut again = g.command();
+    again
+        .args(["sh", "-c"])
+        .arg(
+            "cd \"$XDG_RUNTIME_DIR\"; pipewire > pipewire2.log 2>&1 & sleep 1; \
+             wireplumber > wireplumber2.log 2>&1 & wait",
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _pipewire = Group::spawn(again);
+    poll("ticketvnc to open a new session", || {
+        if let Ok(Some(st)) = server.group.child().try_wait() {
+            panic!("ticketvnc exited ({st}):\n{}", g.log("ticketvnc.log"));
+        }
+        g.log("ticketvnc.log")
+            .contains("GNOME screen cast reopened")
+            .then_some(())
+    });
+    wait_picture(server.addr, "raw", &expected, "gnome-after-restart");
+    let mut d = Drive::start(server.addr);
+    d.run(&["move 300 200", "key a"]);
+    let inverted: Vec<u32> = expected.iter().map(|p| p ^ 0xff_ffff).collect();
+    wait_picture(
+        server.addr,
+        "raw",
+        &inverted,
+        "gnome-inverted-after-restart",
+    );
+    assert!(std::fs::read_to_string(&client_log)
+        .unwrap()
+        .lines()
+        .any(|l| l == "key 30 1"));
+    drop(d);
+    assert!(
+        server.group.child().try_wait().unwrap().is_none(),
+        "ticketvnc still serving"
+    );
+}
+
 /// Mutter gone: ticketvnc says so and exits non-zero.
 #[test]
 fn gnome_compositor_gone_ends_ticketvnc() {
@@ -1035,6 +1104,18 @@ mod client {
                 }
                 if c.contains(wl_seat::Capability::Keyboard) && app.keyboard.is_none() {
                     app.keyboard = Some(seat.get_keyboard(qh, ()));
+                }
+                // A device that went (a remote-desktop session ended) is
+                // let go, as toolkits do, so a new one is taken when it comes.
+                if !c.contains(wl_seat::Capability::Pointer) {
+                    if let Some(p) = app.pointer.take() {
+                        p.release();
+                    }
+                }
+                if !c.contains(wl_seat::Capability::Keyboard) {
+                    if let Some(k) = app.keyboard.take() {
+                        k.release();
+                    }
                 }
             }
         }

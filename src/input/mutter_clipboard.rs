@@ -16,10 +16,10 @@
 //! D-Bus calls and pipe reads run on a thread of their own; signals are
 //! received on two more. Clipboard contents are never logged.
 
-use crate::capture::mutter::{MutterSession, REMOTE_DESKTOP};
+use crate::capture::mutter::{MutterSession, SessionSlot, REMOTE_DESKTOP};
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::{mpsc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 use thiserror::Error;
 use tracing::{debug, info, warn};
@@ -33,6 +33,8 @@ pub const MAX_GNOME_CLIPBOARD: usize = crate::rfb::limits::MAX_CUT_TEXT as usize
 /// How long an application may take to hand over (or take) the text
 /// (gnome-remote-desktop allows 4 s).
 const READ_TIME: Duration = Duration::from_secs(4);
+/// How often an idle clipboard looks for a new session.
+const FOLLOW_CHECK: Duration = Duration::from_secs(1);
 
 /// The text types offered for a viewer's text, and the ones read, best
 /// first (UTF-8 ones; `STRING` is Latin-1).
@@ -82,12 +84,9 @@ impl MutterClipboard {
     /// Enable the clipboard on `session`. Text applications copy arrives on
     /// `changes`.
     pub fn start(
-        session: &MutterSession,
+        slot: Arc<SessionSlot>,
         changes: mpsc::Sender<String>,
     ) -> Result<MutterClipboard, MutterClipboardError> {
-        let err = |e: zbus::Error| MutterClipboardError::Bus(e.to_string());
-        let conn = session.conn.clone();
-        let path = session.session.to_string();
         let (tx, rx) = mpsc::channel::<Msg>();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), MutterClipboardError>>();
         let sigs = tx.clone();
@@ -95,45 +94,8 @@ impl MutterClipboard {
         let thread = std::thread::Builder::new()
             .name("gnome-clipboard".into())
             .spawn(move || {
-                let setup = (|| {
-                    let proxy = Proxy::new(&conn, REMOTE_DESKTOP, path.clone(), SESSION_IFACE)
-                        .map_err(err)?;
-                    let owner = proxy.receive_signal("SelectionOwnerChanged").map_err(err)?;
-                    let transfer = proxy.receive_signal("SelectionTransfer").map_err(err)?;
-                    let no_options: HashMap<&str, Value<'_>> = HashMap::new();
-                    proxy
-                        .call::<_, _, ()>("EnableClipboard", &(no_options,))
-                        .map_err(err)?;
-                    let t = sigs.clone();
-                    spawn("gnome-clip-owner", move || {
-                        for m in owner {
-                            match m.body().deserialize::<HashMap<String, OwnedValue>>() {
-                                Ok(o) => {
-                                    if t.send(Msg::Owner(o)).is_err() {
-                                        break;
-                                    }
-                                }
-                                Err(e) => debug!(error = %e, "GNOME clipboard: bad owner signal"),
-                            }
-                        }
-                    })?;
-                    let t = sigs;
-                    spawn("gnome-clip-transfer", move || {
-                        for m in transfer {
-                            match m.body().deserialize::<(String, u32)>() {
-                                Ok((mime, serial)) => {
-                                    if t.send(Msg::Transfer(mime, serial)).is_err() {
-                                        break;
-                                    }
-                                }
-                                Err(e) => {
-                                    debug!(error = %e, "GNOME clipboard: bad transfer signal")
-                                }
-                            }
-                        }
-                    })?;
-                    Ok(proxy)
-                })();
+                let (generation, session) = slot.current();
+                let setup = bind(&session, &sigs);
                 let proxy = match setup {
                     Ok(p) => {
                         let _ = ready_tx.send(Ok(()));
@@ -148,6 +110,9 @@ impl MutterClipboard {
                     proxy,
                     ours: None,
                     changes,
+                    slot,
+                    generation,
+                    sigs,
                 }
                 .run(rx);
             })
@@ -189,6 +154,56 @@ impl super::ClipboardTarget for MutterClipboard {
     }
 }
 
+/// Enable the clipboard on `session`, its signals going to `sigs`.
+fn bind(
+    session: &MutterSession,
+    sigs: &mpsc::Sender<Msg>,
+) -> Result<Proxy<'static>, MutterClipboardError> {
+    let err = |e: zbus::Error| MutterClipboardError::Bus(e.to_string());
+    let proxy = Proxy::new(
+        &session.conn,
+        REMOTE_DESKTOP,
+        session.session.to_string(),
+        SESSION_IFACE,
+    )
+    .map_err(err)?;
+    let owner = proxy.receive_signal("SelectionOwnerChanged").map_err(err)?;
+    let transfer = proxy.receive_signal("SelectionTransfer").map_err(err)?;
+    let no_options: HashMap<&str, Value<'_>> = HashMap::new();
+    proxy
+        .call::<_, _, ()>("EnableClipboard", &(no_options,))
+        .map_err(err)?;
+    // These end with the connection, or at the first signal after the
+    // worker is gone.
+    let t = sigs.clone();
+    spawn("gnome-clip-owner", move || {
+        for m in owner {
+            match m.body().deserialize::<HashMap<String, OwnedValue>>() {
+                Ok(o) => {
+                    if t.send(Msg::Owner(o)).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => debug!(error = %e, "GNOME clipboard: bad owner signal"),
+            }
+        }
+    })?;
+    let t = sigs.clone();
+    spawn("gnome-clip-transfer", move || {
+        for m in transfer {
+            match m.body().deserialize::<(String, u32)>() {
+                Ok((mime, serial)) => {
+                    if t.send(Msg::Transfer(mime, serial)).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => debug!(error = %e, "GNOME clipboard: bad transfer signal"),
+            }
+        }
+    })?;
+    Ok(proxy)
+}
+
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), MutterClipboardError> {
     std::thread::Builder::new()
         .name(name.into())
@@ -197,16 +212,46 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), MutterClip
         .map_err(|e| MutterClipboardError::Bus(e.to_string()))
 }
 
-struct Worker<'a> {
-    proxy: Proxy<'a>,
+struct Worker {
+    proxy: Proxy<'static>,
     /// The viewer's text the session owns the clipboard with.
     ours: Option<String>,
     changes: mpsc::Sender<String>,
+    /// The source reopens a lost stream as a new session: the clipboard
+    /// follows.
+    slot: Arc<SessionSlot>,
+    generation: u64,
+    sigs: mpsc::Sender<Msg>,
 }
 
-impl Worker<'_> {
+impl Worker {
+    fn follow(&mut self) {
+        if self.slot.generation() == self.generation {
+            return;
+        }
+        let (generation, session) = self.slot.current();
+        self.generation = generation;
+        self.ours = None;
+        match bind(&session, &self.sigs) {
+            Ok(p) => {
+                self.proxy = p;
+                info!("GNOME clipboard enabled on the new session");
+            }
+            Err(e) => warn!("GNOME clipboard: not on the new session: {e}"),
+        }
+    }
+
     fn run(mut self, rx: mpsc::Receiver<Msg>) {
-        while let Ok(m) = rx.recv() {
+        loop {
+            let m = match rx.recv_timeout(FOLLOW_CHECK) {
+                Ok(m) => m,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    self.follow();
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            self.follow();
             match m {
                 Msg::Owner(o) => self.owner_changed(&o),
                 Msg::Transfer(mime, serial) => self.transfer(&mime, serial),
