@@ -291,7 +291,7 @@ async fn serve(
             }
         }
         SourceKind::Screen => screen_input()?,
-        SourceKind::Gnome => gnome_input(gnome_session.take())?,
+        SourceKind::Gnome => gnome_input(gnome_session.take(), clip_tx)?,
         SourceKind::Wayland => wayland_input(wayland.take(), clip_tx)?,
     };
     let input: Arc<dyn InputSink> = match args.keyboard {
@@ -705,7 +705,7 @@ fn screen_input() -> Result<Arc<dyn InputSink>> {
 
 /// The session `--source gnome` opened, which its input sink shares.
 #[cfg(all(target_os = "linux", feature = "gnome"))]
-type GnomeSession = ticketvnc::capture::mutter::MutterSession;
+type GnomeSession = Arc<ticketvnc::capture::mutter::SessionSlot>;
 #[cfg(not(all(target_os = "linux", feature = "gnome")))]
 type GnomeSession = ();
 
@@ -717,11 +717,23 @@ fn gnome_source(session: &mut Option<GnomeSession>) -> Result<Box<dyn ScreenSour
 }
 
 #[cfg(all(target_os = "linux", feature = "gnome"))]
-fn gnome_input(session: Option<GnomeSession>) -> Result<Arc<dyn InputSink>> {
+fn gnome_input(
+    session: Option<GnomeSession>,
+    clip: std::sync::mpsc::Sender<String>,
+) -> Result<Arc<dyn InputSink>> {
+    use ticketvnc::input::mutter_clipboard::MutterClipboard;
     let session = session.context("no GNOME session for input")?;
-    Ok(Arc::new(
-        ticketvnc::input::mutter::MutterInput::start(session).map_err(anyhow::Error::msg)?,
-    ))
+    // Without a clipboard (a Mutter that refuses it) the screen and input
+    // are still served.
+    let clipboard = MutterClipboard::start(session.clone(), clip)
+        .inspect_err(|e| tracing::warn!("no clipboard: {e}"))
+        .ok();
+    let input =
+        ticketvnc::input::mutter::MutterInput::start(session).map_err(anyhow::Error::msg)?;
+    Ok(Arc::new(match clipboard {
+        Some(c) => input.with_clipboard(Box::new(c)),
+        None => input,
+    }))
 }
 
 #[cfg(not(all(target_os = "linux", feature = "gnome")))]
@@ -733,7 +745,10 @@ fn gnome_source(_session: &mut Option<GnomeSession>) -> Result<Box<dyn ScreenSou
 }
 
 #[cfg(not(all(target_os = "linux", feature = "gnome")))]
-fn gnome_input(_session: Option<GnomeSession>) -> Result<Arc<dyn InputSink>> {
+fn gnome_input(
+    _session: Option<GnomeSession>,
+    _clip: std::sync::mpsc::Sender<String>,
+) -> Result<Arc<dyn InputSink>> {
     bail!(
         "--source gnome is for GNOME Wayland sessions on Linux, in a build with the `gnome` \
          feature (a default one; this build was made without it)"

@@ -47,6 +47,10 @@ fn cursor_pixel(x: usize, y: usize) -> u32 {
     }
 }
 
+/// Clipboard texts of the clipboard test: outside Latin-1 and the BMP.
+const VIEWER_TEXT: &str = "vom Techniker: ü € 中 😀";
+const CLIENT_TEXT: &str = "from the customer: ü € 中 😀";
+
 fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
@@ -118,7 +122,7 @@ echo "$DBUS_SESSION_BUS_ADDRESS" > bus.tmp && mv bus.tmp bus
 pipewire > pipewire.log 2>&1 &
 sleep 1
 wireplumber > wireplumber.log 2>&1 &
-mutter --headless --virtual-monitor {W}x{H} --wayland --no-x11 --wayland-display={WL_DISPLAY} > mutter.log 2>&1 &
+MUTTER_DEBUG=screen-cast mutter --headless --virtual-monitor {W}x{H} --wayland --no-x11 --wayland-display={WL_DISPLAY} > mutter.log 2>&1 &
 wait
 "#
             ),
@@ -203,6 +207,7 @@ impl Drop for Gnome {
             "client.log",
             "client.err",
             "ticketvnc.log",
+            "vncviewer.log",
             "stack.err",
         ] {
             let _ = std::fs::copy(self.rt.path().join(name), dir.join(format!("gnome-{name}")));
@@ -572,6 +577,155 @@ fn gnome_picture_pointer_and_keys_reach_viewer_and_client() {
     drop(server);
 }
 
+/// The clipboard both ways between a Wayland client inside mutter (the
+/// test client: wl_data_device, with the keyboard focus) and TigerVNC
+/// vncviewer (Extended Clipboard, UTF-8) on an Xvfb of its own, through
+/// Mutter's RemoteDesktop clipboard. Text outside Latin-1 and the BMP.
+#[test]
+fn gnome_clipboard_both_ways_with_tigervnc() {
+    common::require_commands(&["vncviewer", "xclip", "xdotool", "Xvfb"]);
+    let g = Gnome::start();
+    let (_client, client_log) = start_client(&g);
+    let server = start_ticketvnc(&g);
+    let vx = common::XvfbGuard::start(1400, 900);
+    let vd = vx.display_name();
+    let _tiger = common::ChildGuard(
+        Command::new("vncviewer")
+            .env("DISPLAY", &vd)
+            .arg(format!("127.0.0.1::{}", server.addr.port()))
+            .args(["-SecurityTypes=None", "-Shared=1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(g.path().join("vncviewer.log")).unwrap())
+            .spawn()
+            .expect("run vncviewer"),
+    );
+    let x = |args: &[&str]| {
+        Command::new(args[0])
+            .args(&args[1..])
+            .env("DISPLAY", &vd)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let win = poll("vncviewer's window", || {
+        x(&["xdotool", "search", "--onlyvisible", "--name", "TigerVNC"])?
+            .lines()
+            .next()
+            .map(str::to_owned)
+    });
+    // TigerVNC takes and offers the clipboard only while its window has
+    // the focus (there is no window manager to give it).
+    x(&["xdotool", "windowfocus", &win]).expect("focus vncviewer");
+
+    // Technician to customer: xclip owns the viewer display's clipboard,
+    // TigerVNC sends it, the client pastes it.
+    let mut xclip = Command::new("xclip")
+        .args(["-selection", "clipboard", "-quiet", "-i"])
+        .env("DISPLAY", &vd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run xclip");
+    {
+        use std::io::Write;
+        let mut stdin = xclip.stdin.take().unwrap();
+        stdin.write_all(VIEWER_TEXT.as_bytes()).unwrap();
+    }
+    let _xclip = common::ChildGuard(xclip);
+    let want = format!("paste {VIEWER_TEXT}");
+    poll("the viewer's clipboard at the Wayland client", || {
+        let log = std::fs::read_to_string(&client_log).unwrap_or_default();
+        log.lines().any(|l| l == want).then_some(())
+    });
+
+    // Customer to technician: `c` makes the client own the clipboard.
+    let mut d = Drive::start(server.addr);
+    d.run(&["key c"]);
+    poll(
+        "the Wayland client's clipboard at the viewer's display",
+        || (x(&["xclip", "-o", "-selection", "clipboard"])? == CLIENT_TEXT).then_some(()),
+    );
+    let log = g.log("ticketvnc.log");
+    for secret in [VIEWER_TEXT, CLIENT_TEXT, "中"] {
+        assert!(!log.contains(secret), "clipboard text in ticketvnc's log");
+    }
+    drop(d);
+}
+
+/// PipeWire killed and started again: Mutter closes the remote-desktop
+/// session (its stream went with the daemon) and stays up; ticketvnc logs
+/// the loss, opens a new session once PipeWire is back, and serves on:
+/// the picture reaches a new viewer and a key reaches the client (input
+/// follows the new session).
+#[test]
+fn gnome_pipewire_restart_opens_a_new_session() {
+    let g = Gnome::start();
+    let (_client, client_log) = start_client(&g);
+    let mut server = start_ticketvnc(&g);
+    let expected = expected_picture();
+    wait_picture(server.addr, "raw", &expected, "gnome-before-restart");
+    let out = Command::new("pgrep")
+        .args([
+            "-g",
+            &g.stack.as_ref().unwrap().id().to_string(),
+            "-x",
+            "pipewire",
+        ])
+        .output()
+        .unwrap();
+    let pid = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(!pid.is_empty(), "pipewire's pid");
+    let _ = Command::new("kill").args(["-KILL", &pid]).status();
+    poll("ticketvnc to notice the lost stream", || {
+        g.log("ticketvnc.log")
+            .contains("GNOME screen-cast stream lost; opening a new session")
+            .then_some(())
+    });
+    let mut again = g.command();
+    again
+        .args(["sh", "-c"])
+        .arg(
+            "cd \"$XDG_RUNTIME_DIR\"; pipewire > pipewire2.log 2>&1 & sleep 1; \
+             wireplumber > wireplumber2.log 2>&1 & wait",
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _pipewire = Group::spawn(again);
+    poll("ticketvnc to open a new session", || {
+        if let Ok(Some(st)) = server.group.child().try_wait() {
+            panic!("ticketvnc exited ({st}):\n{}", g.log("ticketvnc.log"));
+        }
+        g.log("ticketvnc.log")
+            .contains("GNOME screen cast reopened")
+            .then_some(())
+    });
+    wait_picture(server.addr, "raw", &expected, "gnome-after-restart");
+    let mut d = Drive::start(server.addr);
+    d.run(&["move 300 200", "key a"]);
+    let inverted: Vec<u32> = expected.iter().map(|p| p ^ 0xff_ffff).collect();
+    wait_picture(
+        server.addr,
+        "raw",
+        &inverted,
+        "gnome-inverted-after-restart",
+    );
+    assert!(std::fs::read_to_string(&client_log)
+        .unwrap()
+        .lines()
+        .any(|l| l == "key 30 1"));
+    drop(d);
+    assert!(
+        server.group.child().try_wait().unwrap().is_none(),
+        "ticketvnc still serving"
+    );
+}
+
 /// Mutter gone: ticketvnc says so and exits non-zero.
 #[test]
 fn gnome_compositor_gone_ends_ticketvnc() {
@@ -609,16 +763,19 @@ fn picture_client() {
 }
 
 mod client {
-    use super::{cursor_pixel, pattern, CURSOR};
+    use super::{cursor_pixel, pattern, CLIENT_TEXT, CURSOR};
     use std::fs::File;
-    use std::io::Write;
+    use std::io::{Read, Write};
     use std::os::fd::AsFd;
     use std::path::Path;
     use wayland_client::protocol::{
-        wl_buffer, wl_compositor, wl_keyboard, wl_pointer, wl_registry, wl_seat, wl_shm,
-        wl_shm_pool, wl_surface,
+        wl_buffer, wl_compositor, wl_data_device, wl_data_device_manager, wl_data_offer,
+        wl_data_source, wl_keyboard, wl_pointer, wl_registry, wl_seat, wl_shm, wl_shm_pool,
+        wl_surface,
     };
-    use wayland_client::{delegate_noop, Connection, Dispatch, QueueHandle, WEnum};
+    use wayland_client::{
+        delegate_noop, event_created_child, Connection, Dispatch, Proxy, QueueHandle, WEnum,
+    };
     use wayland_protocols::xdg::shell::client::{xdg_surface, xdg_toplevel, xdg_wm_base};
 
     struct App {
@@ -640,6 +797,13 @@ mod client {
         /// Times fullscreen was asked again: a loaded Mutter sometimes
         /// configures the window as a normal one first and leaves it so.
         fullscreen_asked: u32,
+        seat: Option<wl_seat::WlSeat>,
+        data_manager: Option<wl_data_device_manager::WlDataDeviceManager>,
+        data_device: Option<wl_data_device::WlDataDevice>,
+        /// Offers announced, with their mime types.
+        offers: Vec<(wl_data_offer::WlDataOffer, Vec<String>)>,
+        /// The selection this client owns (`c` typed).
+        source: Option<wl_data_source::WlDataSource>,
     }
 
     impl App {
@@ -718,6 +882,60 @@ mod client {
         }
     }
 
+    impl App {
+        fn data_device_start(&mut self, qh: &QueueHandle<App>) {
+            if let (Some(m), Some(seat), None) = (&self.data_manager, &self.seat, &self.data_device)
+            {
+                self.data_device = Some(m.get_data_device(seat, qh, ()));
+            }
+        }
+
+        fn copy(&mut self, qh: &QueueHandle<App>, serial: u32) {
+            let (Some(m), Some(dev)) = (&self.data_manager, &self.data_device) else {
+                self.say("copy: no data device".into());
+                return;
+            };
+            let source = m.create_data_source(qh, ());
+            for t in ["text/plain;charset=utf-8", "UTF8_STRING", "text/plain"] {
+                source.offer(t.into());
+            }
+            dev.set_selection(Some(&source), serial);
+            if let Some(old) = self.source.replace(source) {
+                old.destroy();
+            }
+            self.say("copied".into());
+        }
+
+        /// The clipboard's text (read on a thread: the owner answers
+        /// through the compositor), logged as `paste TEXT`.
+        fn paste(&mut self, conn: &Connection, offer: &wl_data_offer::WlDataOffer) {
+            let types = self
+                .offers
+                .iter()
+                .find(|(o, _)| o == offer)
+                .map(|(_, t)| t.clone())
+                .unwrap_or_default();
+            self.say(format!("selection offered: {}", types.join(",")));
+            let mime = "text/plain;charset=utf-8";
+            if !types.iter().any(|t| t == mime) {
+                return;
+            }
+            let (r, w) = std::io::pipe().unwrap();
+            offer.receive(mime.into(), w.as_fd());
+            drop(w);
+            let _ = conn.flush();
+            let mut log = self.log.try_clone().unwrap();
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                let mut r = r;
+                if r.read_to_string(&mut text).is_ok() {
+                    let _ = writeln!(log, "paste {text}");
+                    let _ = log.flush();
+                }
+            });
+        }
+    }
+
     pub fn run(log: &Path) {
         let conn = Connection::connect_to_env().expect("connect to the compositor");
         let mut queue = conn.new_event_queue();
@@ -739,6 +957,11 @@ mod client {
             invert: 0,
             top: None,
             fullscreen_asked: 0,
+            seat: None,
+            data_manager: None,
+            data_device: None,
+            offers: Vec::new(),
+            source: None,
         };
         queue.roundtrip(&mut app).unwrap();
         let compositor = app.compositor.clone().expect("wl_compositor");
@@ -779,7 +1002,12 @@ mod client {
                     "wl_shm" => app.shm = Some(registry.bind(name, 1, qh, ())),
                     "xdg_wm_base" => app.wm = Some(registry.bind(name, 1, qh, ())),
                     "wl_seat" => {
-                        registry.bind::<wl_seat::WlSeat, _, _>(name, version.min(7), qh, ());
+                        app.seat = Some(registry.bind(name, version.min(7), qh, ()));
+                        app.data_device_start(qh);
+                    }
+                    "wl_data_device_manager" => {
+                        app.data_manager = Some(registry.bind(name, version.min(3), qh, ()));
+                        app.data_device_start(qh);
                     }
                     _ => {}
                 }
@@ -877,6 +1105,18 @@ mod client {
                 if c.contains(wl_seat::Capability::Keyboard) && app.keyboard.is_none() {
                     app.keyboard = Some(seat.get_keyboard(qh, ()));
                 }
+                // A device that went (a remote-desktop session ended) is
+                // let go, as toolkits do, so a new one is taken when it comes.
+                if !c.contains(wl_seat::Capability::Pointer) {
+                    if let Some(p) = app.pointer.take() {
+                        p.release();
+                    }
+                }
+                if !c.contains(wl_seat::Capability::Keyboard) {
+                    if let Some(k) = app.keyboard.take() {
+                        k.release();
+                    }
+                }
             }
         }
     }
@@ -931,9 +1171,15 @@ mod client {
             qh: &QueueHandle<App>,
         ) {
             match event {
-                wl_keyboard::Event::Key { key, state, .. } => {
+                wl_keyboard::Event::Key {
+                    key, state, serial, ..
+                } => {
                     let down = matches!(state, WEnum::Value(wl_keyboard::KeyState::Pressed));
                     app.say(format!("key {key} {}", u8::from(down)));
+                    if key == 46 && down {
+                        // `c`: own the clipboard with CLIENT_TEXT.
+                        app.copy(qh, serial);
+                    }
                     if key == 30 && down {
                         // `a`: show the inverted picture.
                         app.invert ^= 0xff_ffff;
@@ -949,6 +1195,71 @@ mod client {
         }
     }
 
+    impl Dispatch<wl_data_device::WlDataDevice, ()> for App {
+        fn event(
+            app: &mut App,
+            _: &wl_data_device::WlDataDevice,
+            event: wl_data_device::Event,
+            _: &(),
+            conn: &Connection,
+            _: &QueueHandle<App>,
+        ) {
+            match event {
+                wl_data_device::Event::DataOffer { id } => app.offers.push((id, Vec::new())),
+                wl_data_device::Event::Selection { id: Some(offer) } => app.paste(conn, &offer),
+                _ => {}
+            }
+        }
+
+        event_created_child!(App, wl_data_device::WlDataDevice, [
+            wl_data_device::EVT_DATA_OFFER_OPCODE => (wl_data_offer::WlDataOffer, ()),
+        ]);
+    }
+
+    impl Dispatch<wl_data_offer::WlDataOffer, ()> for App {
+        fn event(
+            app: &mut App,
+            offer: &wl_data_offer::WlDataOffer,
+            event: wl_data_offer::Event,
+            _: &(),
+            _: &Connection,
+            _: &QueueHandle<App>,
+        ) {
+            if let wl_data_offer::Event::Offer { mime_type } = event {
+                if let Some((_, t)) = app.offers.iter_mut().find(|(o, _)| o == offer) {
+                    t.push(mime_type);
+                }
+            }
+        }
+    }
+
+    impl Dispatch<wl_data_source::WlDataSource, ()> for App {
+        fn event(
+            app: &mut App,
+            source: &wl_data_source::WlDataSource,
+            event: wl_data_source::Event,
+            _: &(),
+            _: &Connection,
+            _: &QueueHandle<App>,
+        ) {
+            match event {
+                wl_data_source::Event::Send { mime_type, fd } => {
+                    app.say(format!("clipboard asked for {mime_type}"));
+                    let _ = File::from(fd).write_all(CLIENT_TEXT.as_bytes());
+                }
+                wl_data_source::Event::Cancelled => {
+                    app.say("clipboard lost".into());
+                    if app.source.as_ref().is_some_and(|s| s.id() == source.id()) {
+                        app.source = None;
+                    }
+                    source.destroy();
+                }
+                _ => {}
+            }
+        }
+    }
+
+    delegate_noop!(App: ignore wl_data_device_manager::WlDataDeviceManager);
     delegate_noop!(App: ignore wl_compositor::WlCompositor);
     delegate_noop!(App: ignore wl_shm::WlShm);
     delegate_noop!(App: ignore wl_shm_pool::WlShmPool);

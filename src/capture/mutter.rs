@@ -13,11 +13,11 @@ use super::pipewire::PwStream;
 use super::{Capture, CaptureError, ScreenSource};
 use crate::framebuffer::Frame;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 use thiserror::Error;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use zbus::blocking::{Connection, Proxy};
 use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
 
@@ -32,6 +32,51 @@ const STREAM_WAIT: Duration = Duration::from_secs(10);
 /// How often a quiet stream checks that Mutter is still there (a screen
 /// that does not change sends no frames).
 const ALIVE_CHECK: Duration = Duration::from_secs(2);
+/// A lost stream is reopened as a new session for this long (PipeWire
+/// restarting) before the source gives up...
+const REOPEN_FOR: Duration = Duration::from_secs(30);
+/// ...trying this often.
+const REOPEN_EVERY: Duration = Duration::from_secs(1);
+
+/// The session in use. A lost stream is reopened as a new session, which
+/// the input sink and the clipboard follow (they compare generations).
+pub struct SessionSlot {
+    current: Mutex<MutterSession>,
+    generation: AtomicU64,
+}
+
+impl SessionSlot {
+    fn new(s: MutterSession) -> Arc<SessionSlot> {
+        Arc::new(SessionSlot {
+            current: Mutex::new(s),
+            generation: AtomicU64::new(0),
+        })
+    }
+
+    /// Bumped on every new session.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// The current session and its generation.
+    pub fn current(&self) -> (u64, MutterSession) {
+        let s = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        (self.generation(), s.clone())
+    }
+
+    fn replace(&self, new: MutterSession) {
+        let mut s = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        *s = new;
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A lost stream being replaced.
+struct Lost {
+    cause: String,
+    since: Instant,
+    last_try: Option<Instant>,
+}
 
 #[derive(Debug, Error)]
 pub enum MutterError {
@@ -319,31 +364,108 @@ pub struct MutterSource {
     frame: Option<Arc<Frame>>,
     pointer: Option<(u16, u16)>,
     last_check: Instant,
+    /// A pointer image that came before the first picture (sent with it).
+    early_cursor: Option<crate::capture::CursorShape>,
+    slot: Arc<SessionSlot>,
+    lost: Option<Lost>,
+    /// The next picture is sent whole (a new stream).
+    whole_next: bool,
 }
 
 impl MutterSource {
     /// Open a session and its stream. The session is shared with
     /// [`crate::input::mutter::MutterInput::start`].
-    pub fn start() -> Result<(MutterSource, MutterSession), MutterError> {
-        let session = MutterSession::open()?;
-        let stream = match PwStream::connect(session.node_id) {
-            Ok(s) => s,
-            Err(e) => {
-                let s = session.clone();
-                let _ = off_runtime(move || s.stop());
-                return Err(MutterError::PipeWire(e));
-            }
-        };
+    pub fn start() -> Result<(MutterSource, Arc<SessionSlot>), MutterError> {
+        let (session, stream) = Self::open_stream()?;
+        let slot = SessionSlot::new(session.clone());
         Ok((
             MutterSource {
-                session: session.clone(),
+                session,
                 stream,
                 frame: None,
                 pointer: None,
                 last_check: Instant::now(),
+                early_cursor: None,
+                slot: slot.clone(),
+                lost: None,
+                whole_next: false,
             },
-            session,
+            slot,
         ))
+    }
+
+    fn open_stream() -> Result<(MutterSession, PwStream), MutterError> {
+        let session = MutterSession::open()?;
+        match PwStream::connect(session.node_id) {
+            Ok(stream) => Ok((session, stream)),
+            Err(e) => {
+                let s = session.clone();
+                let _ = off_runtime(move || s.stop());
+                Err(MutterError::PipeWire(e))
+            }
+        }
+    }
+
+    /// The stream or the session is lost (`cause`). Mutter or the bus gone
+    /// ends the source; anything else opens a new session (tried for
+    /// [`REOPEN_FOR`]).
+    fn lose(&mut self, cause: String) -> Result<(), CaptureError> {
+        let fatal = match has_owner(&self.session.conn, REMOTE_DESKTOP) {
+            Ok(true) => None,
+            Ok(false) => Some("Mutter left the session bus (the compositor is gone)".to_owned()),
+            Err(e) => Some(format!("the session bus is gone: {e}")),
+        };
+        if let Some(cause) = fatal {
+            warn!(reason = %cause, "GNOME screen source lost");
+            return Err(CaptureError::Gone(cause));
+        }
+        if self.lost.is_none() {
+            warn!(reason = %cause, "GNOME screen-cast stream lost; opening a new session");
+            let s = self.session.clone();
+            let _ = off_runtime(move || s.stop());
+            self.lost = Some(Lost {
+                cause,
+                since: Instant::now(),
+                last_try: None,
+            });
+        }
+        self.reopen()
+    }
+
+    /// One more try at a new session (at most every [`REOPEN_EVERY`]).
+    fn reopen(&mut self) -> Result<(), CaptureError> {
+        let Some(lost) = &mut self.lost else {
+            return Ok(());
+        };
+        if lost.last_try.is_some_and(|t| t.elapsed() < REOPEN_EVERY) {
+            return Ok(());
+        }
+        lost.last_try = Some(Instant::now());
+        match Self::open_stream() {
+            Ok((session, stream)) => {
+                info!(
+                    node_id = session.node_id,
+                    session = session.session.as_str(),
+                    "GNOME screen cast reopened"
+                );
+                self.session = session.clone();
+                self.stream = stream;
+                self.slot.replace(session);
+                self.lost = None;
+                self.whole_next = true;
+                self.last_check = Instant::now();
+                Ok(())
+            }
+            Err(e) if lost.since.elapsed() >= REOPEN_FOR => {
+                let cause = format!("{}; no new session within {REOPEN_FOR:?}: {e}", lost.cause);
+                warn!(reason = %cause, "GNOME screen source lost");
+                Err(CaptureError::Gone(cause))
+            }
+            Err(e) => {
+                debug!(error = %e, "GNOME screen cast not reopened yet");
+                Ok(())
+            }
+        }
     }
 }
 
@@ -362,6 +484,9 @@ impl ScreenSource for MutterSource {
     /// While no viewer wants a frame: notice a lost stream or session
     /// (frames delivered meanwhile stay for the next capture).
     fn idle(&mut self) -> Result<(), CaptureError> {
+        if self.lost.is_some() {
+            return self.reopen();
+        }
         let cause = match self.stream.ended() {
             Some(why) => Some(self.session.alive().err().unwrap_or(why)),
             None if self.last_check.elapsed() >= ALIVE_CHECK => {
@@ -371,10 +496,7 @@ impl ScreenSource for MutterSource {
             None => None,
         };
         match cause {
-            Some(cause) => {
-                warn!(reason = %cause, "GNOME screen source lost");
-                Err(CaptureError::Gone(cause))
-            }
+            Some(cause) => self.lose(cause),
             None => Ok(()),
         }
     }
@@ -386,18 +508,43 @@ impl ScreenSource for MutterSource {
         } else {
             max_wait
         };
+        let deadline = Instant::now() + wait;
+        if self.lost.is_some() {
+            self.reopen()?;
+            if self.lost.is_some() {
+                std::thread::sleep(wait.min(Duration::from_millis(200)));
+                return Ok(None);
+            }
+        }
+        loop {
+            let got = self.next_once(deadline.saturating_duration_since(Instant::now()))?;
+            // Before the first picture, cursor news alone is no answer: a
+            // loaded Mutter sends the pointer's buffer first, and the
+            // server's one wait for a first frame would end on it.
+            if got.is_some()
+                || self.frame.is_some()
+                || self.lost.is_some()
+                || Instant::now() >= deadline
+            {
+                return Ok(got);
+            }
+        }
+    }
+}
+
+impl MutterSource {
+    fn next_once(&mut self, wait: Duration) -> Result<Option<Capture>, CaptureError> {
         let d = self.stream.take(wait);
         if let Some(why) = d.ended {
             let cause = self.session.alive().err().unwrap_or(why);
-            warn!(reason = %cause, "GNOME screen source lost");
-            return Err(CaptureError::Gone(cause));
+            self.lose(cause)?;
+            return Ok(None);
         }
         if d.frame.is_none() && d.cursor.is_none() && d.pointer.is_none() {
             if self.last_check.elapsed() >= ALIVE_CHECK {
                 self.last_check = Instant::now();
                 if let Err(cause) = self.session.alive() {
-                    warn!(reason = %cause, "GNOME screen source lost");
-                    return Err(CaptureError::Gone(cause));
+                    self.lose(cause)?;
                 }
             }
             return Ok(None);
@@ -415,7 +562,7 @@ impl ScreenSource for MutterSource {
                 height: f.height,
                 pixels: f.pixels,
             }));
-            if resized {
+            if resized || std::mem::take(&mut self.whole_next) {
                 None
             } else {
                 f.damage
@@ -428,14 +575,19 @@ impl ScreenSource for MutterSource {
             self.pointer = p;
         }
         let Some(frame) = self.frame.clone() else {
-            // Cursor news before the first picture: nothing to show yet.
+            // Cursor news before the first picture: nothing to show yet;
+            // the image goes out with the first picture.
+            if d.cursor.is_some() {
+                self.early_cursor = d.cursor;
+            }
             return Ok(None);
         };
+        let cursor = d.cursor.or_else(|| self.early_cursor.take());
         Ok(Some(Capture {
             frame,
             damage,
             moves: Vec::new(),
-            cursor: d.cursor,
+            cursor,
             screens: None,
             pointer: self.pointer,
             leds: None,

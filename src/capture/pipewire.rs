@@ -157,6 +157,8 @@ struct StreamData {
     format: Option<VideoInfoRaw>,
     shared: Arc<Shared>,
     streaming: bool,
+    /// Buffers the stream has (negotiated with the producer).
+    buffers: u32,
 }
 
 fn pod_bytes(obj: Object) -> Result<Vec<u8>, String> {
@@ -325,6 +327,7 @@ fn run(
         format: None,
         shared: shared.clone(),
         streaming: false,
+        buffers: 0,
     };
     let metas = meta_params()?;
     let _listener = stream
@@ -377,11 +380,32 @@ fn run(
                 warn!(error = %e, "PipeWire: cannot ask for cursor and damage metadata");
             }
         })
+        .add_buffer(|_, d, _| {
+            d.buffers += 1;
+            tracing::trace!(buffers = d.buffers, "PipeWire buffer added");
+        })
+        .remove_buffer(|_, d, _| {
+            d.buffers = d.buffers.saturating_sub(1);
+            tracing::trace!(buffers = d.buffers, "PipeWire buffer removed");
+        })
         .process(|stream, d| {
             // Drain to the newest buffer: older ones are only history.
-            while let Some(mut buffer) = stream.dequeue_buffer() {
-                process(&mut buffer, d);
+            // Everything queued, oldest first. Only the newest picture is
+            // converted; older ones give their pointer news and go back to
+            // Mutter at once (gnome-remote-desktop does the same): a buffer
+            // held through a slow conversion is one Mutter cannot fill,
+            // and a frame Mutter finds no free buffer for is dropped.
+            let mut buffers = Vec::new();
+            while let Some(buffer) = stream.dequeue_buffer() {
+                buffers.push(buffer);
             }
+            let newest = buffers.iter_mut().rposition(|b| has_picture(b));
+            let n = buffers.len();
+            for (i, mut buffer) in buffers.into_iter().enumerate() {
+                let picture = Some(i) == newest;
+                process(&mut buffer, d, picture, picture && i > 0);
+            }
+            tracing::trace!(dequeued = n, "PipeWire process");
         })
         .register()
         .map_err(|e| pwe("stream listener", e))?;
@@ -412,7 +436,24 @@ fn rgb_offsets(f: VideoFormat) -> Option<(usize, usize, usize)> {
     })
 }
 
-fn process(buffer: &mut pw::buffer::Buffer<'_>, d: &mut StreamData) {
+/// Whether `buffer` carries a picture (a pointer-only update has an empty
+/// chunk).
+fn has_picture(buffer: &mut pw::buffer::Buffer<'_>) -> bool {
+    buffer.datas_mut().first_mut().is_some_and(|data| {
+        let chunk = data.chunk();
+        chunk.size() > 0 && !chunk.flags().contains(spa::buffer::ChunkFlags::CORRUPTED)
+    })
+}
+
+/// Take `buffer`'s pointer news, and its picture when `picture` (the newest
+/// of a batch; `after_skipped`: older buffers of the batch were passed
+/// over, so their damage is unknown and the frame is compared whole).
+fn process(
+    buffer: &mut pw::buffer::Buffer<'_>,
+    d: &mut StreamData,
+    picture: bool,
+    after_skipped: bool,
+) {
     let Some(info) = d.format else { return };
     let size = info.size();
     let Some((ro, go, bo)) = rgb_offsets(info.format()) else {
@@ -467,9 +508,15 @@ fn process(buffer: &mut pw::buffer::Buffer<'_>, d: &mut StreamData) {
         }
         Some(v)
     });
+    let damage = damage.filter(|_| !after_skipped);
     let (cursor, pointer) = read_cursor(buffer, area);
     let started = Instant::now();
-    let frame = read_frame(buffer, (fw, fh), area, (ro, go, bo)).map(|pixels| PwFrame {
+    let pixels = if picture {
+        read_frame(buffer, (fw, fh), area, (ro, go, bo))
+    } else {
+        None
+    };
+    let frame = pixels.map(|pixels| PwFrame {
         width: area.2 as u16,
         height: area.3 as u16,
         pixels,

@@ -6,6 +6,8 @@ pub mod mac_keys;
 pub mod macos_keys;
 #[cfg(all(target_os = "linux", feature = "gnome"))]
 pub mod mutter;
+#[cfg(all(target_os = "linux", feature = "gnome"))]
+pub mod mutter_clipboard;
 pub mod points;
 pub mod queue;
 #[cfg(target_os = "linux")]

@@ -6,8 +6,8 @@
 //! [`InputQueue`], as on X11.
 
 use super::queue::InputQueue;
-use super::{InputEvent, InputSink};
-use crate::capture::mutter::{MutterSession, REMOTE_DESKTOP};
+use super::{ClipboardTarget, InputEvent, InputSink};
+use crate::capture::mutter::{SessionSlot, REMOTE_DESKTOP};
 use std::sync::{mpsc, Arc};
 use tracing::{debug, warn};
 use zbus::blocking::Proxy;
@@ -51,6 +51,7 @@ fn button_action(bit: u16) -> Option<ButtonAction> {
 pub struct MutterInput {
     queue: Arc<InputQueue>,
     thread: Option<std::thread::JoinHandle<()>>,
+    clipboard: Option<Box<dyn ClipboardTarget>>,
 }
 
 impl Drop for MutterInput {
@@ -64,19 +65,15 @@ impl Drop for MutterInput {
 
 impl MutterInput {
     /// Start the injection thread on `session`.
-    pub fn start(session: MutterSession) -> Result<MutterInput, String> {
+    pub fn start(slot: Arc<SessionSlot>) -> Result<MutterInput, String> {
         let queue = Arc::new(InputQueue::new(QUEUE));
         let rx = queue.clone();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
         let thread = std::thread::Builder::new()
             .name("mutter-input".into())
             .spawn(move || {
-                let proxy = match Proxy::new(
-                    &session.conn,
-                    REMOTE_DESKTOP,
-                    session.session.as_str(),
-                    SESSION_IFACE,
-                ) {
+                let (generation, session) = slot.current();
+                let proxy = match session_proxy(&session) {
                     Ok(p) => {
                         let _ = ready_tx.send(Ok(()));
                         p
@@ -93,6 +90,8 @@ impl MutterInput {
                     pos: None,
                     pressed: Vec::new(),
                     failing: false,
+                    slot,
+                    generation,
                 };
                 inj.warm_up();
                 while let Some(ev) = rx.pop() {
@@ -105,10 +104,20 @@ impl MutterInput {
             Ok(Ok(())) => Ok(MutterInput {
                 queue,
                 thread: Some(thread),
+                clipboard: None,
             }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err("the input thread ended".into()),
         }
+    }
+}
+
+impl MutterInput {
+    /// Send viewers' clipboard text to `clipboard` (the session's, see
+    /// [`super::mutter_clipboard`]).
+    pub fn with_clipboard(mut self, clipboard: Box<dyn ClipboardTarget>) -> MutterInput {
+        self.clipboard = Some(clipboard);
+        self
     }
 }
 
@@ -119,14 +128,24 @@ impl InputSink for MutterInput {
     fn pointer(&self, buttons: u16, x: u16, y: u16) -> u16 {
         self.queue.pointer(buttons, x, y)
     }
-    fn cut_text(&self, _text: &str) {
-        // Mutter's RemoteDesktop clipboard (SelectionWrite) is not wired
-        // up yet; see docs/wayland.md (GNOME).
+    fn cut_text(&self, text: &str) {
+        if let Some(c) = &self.clipboard {
+            c.set_text(text);
+        }
     }
 }
 
-struct Injector<'a> {
-    proxy: Proxy<'a>,
+fn session_proxy(s: &crate::capture::mutter::MutterSession) -> Result<Proxy<'static>, zbus::Error> {
+    Proxy::new(
+        &s.conn,
+        REMOTE_DESKTOP,
+        s.session.to_string(),
+        SESSION_IFACE,
+    )
+}
+
+struct Injector {
+    proxy: Proxy<'static>,
     stream: String,
     buttons: u16,
     pos: Option<(u16, u16)>,
@@ -134,9 +153,34 @@ struct Injector<'a> {
     pressed: Vec<u32>,
     /// A call failed (logged once until one succeeds again).
     failing: bool,
+    /// The source reopens a lost stream as a new session: input follows.
+    slot: Arc<SessionSlot>,
+    generation: u64,
 }
 
-impl Injector<'_> {
+impl Injector {
+    /// Move to the source's new session, if it has one. What was held in
+    /// the old one went with it.
+    fn follow(&mut self) {
+        if self.slot.generation() == self.generation {
+            return;
+        }
+        let (generation, session) = self.slot.current();
+        self.generation = generation;
+        match session_proxy(&session) {
+            Ok(p) => {
+                self.proxy = p;
+                self.stream = session.stream.as_str().to_owned();
+                self.buttons = 0;
+                self.pos = None;
+                self.pressed.clear();
+                debug!("GNOME input: on the new remote-desktop session");
+                self.warm_up();
+            }
+            Err(e) => warn!(error = %e, "GNOME input: cannot reach the new session"),
+        }
+    }
+
     fn call<B>(&mut self, method: &'static str, body: &B)
     where
         B: serde::Serialize + zbus::zvariant::DynamicType,
@@ -153,6 +197,7 @@ impl Injector<'_> {
     }
 
     fn inject(&mut self, ev: InputEvent) {
+        self.follow();
         match ev {
             InputEvent::Key { down, keysym } | InputEvent::ScanKey { down, keysym, .. } => {
                 if keysym & super::QEMU_KEY != 0 {
