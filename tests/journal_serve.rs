@@ -3,6 +3,8 @@
 //! read back with `ticketvnc sessions --json`, and a kill -9 of the server.
 
 mod binary;
+#[allow(dead_code)]
+mod common;
 #[path = "common/testdb.rs"]
 mod testdb;
 
@@ -242,4 +244,37 @@ async fn logs_name_sessions_by_their_journal_id() {
         );
     }
     drop(s);
+}
+
+/// The journal records a clipboard transfer only when the text reached a
+/// clipboard. The test pattern has none (like a desktop whose compositor
+/// refuses the clipboard): a viewer's paste is dropped there, and until
+/// this was fixed the journal still said `clipboard ... from viewer`, a
+/// transfer the customer never got (found running the journal test on
+/// sway before it had a clipboard). The positive case, on X11 and sway,
+/// is in tests/desktop_security.rs.
+#[test]
+fn a_paste_with_nowhere_to_go_is_not_journaled() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = testdb::TestDb::new(dir.path().join("ticketvnc.db"));
+    let s = serve(&db, 0, &[]);
+    let code = open_code(&db, "4810", &[]);
+    let mut d = common::drive::Drive::start_with_password(s.addr, &code);
+    // The full refresh after the paste is answered only once the server
+    // has read the paste before it (one stream, in order).
+    d.run(&["paste dropped text", "refresh"]);
+    d.quit();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(wait_for("the session row to be closed", || {
+        sessions_json(&db, "4810")
+            .iter()
+            .any(|r| !r["end_reason"].is_null())
+    }));
+    let (ok, shown) = cli(&db, &["ticket", "show", "4810"]);
+    assert!(ok, "{shown}");
+    assert!(shown.contains("session"), "no session in: {shown}");
+    assert!(
+        !shown.lines().any(|l| l.contains(" clipboard ")),
+        "a dropped paste was journaled as a transfer: {shown}"
+    );
 }

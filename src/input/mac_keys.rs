@@ -66,7 +66,7 @@ impl InputSink for MacKeyboard {
     fn pointer(&self, buttons: u16, x: u16, y: u16) -> u16 {
         self.inner.pointer(buttons, x, y)
     }
-    fn cut_text(&self, text: &str) {
+    fn cut_text(&self, text: &str) -> bool {
         self.inner.cut_text(text)
     }
 }

@@ -42,7 +42,9 @@ pub trait InputSink: Send + Sync + 'static {
     /// button n, minus presses dropped under load).
     fn pointer(&self, buttons: u16, x: u16, y: u16) -> u16;
     /// Clipboard text from a viewer (already converted from Latin-1).
-    fn cut_text(&self, text: &str);
+    /// Whether it was handed to the desktop's clipboard (`false`: this
+    /// desktop has none, so the journal records no transfer).
+    fn cut_text(&self, text: &str) -> bool;
 }
 
 /// A QEMU key event without a keysym gets this id (`QEMU_KEY | scan
@@ -87,7 +89,7 @@ impl InputSink for OffsetInput {
         self.inner
             .pointer(buttons, x.saturating_add(ox), y.saturating_add(oy))
     }
-    fn cut_text(&self, text: &str) {
+    fn cut_text(&self, text: &str) -> bool {
         self.inner.cut_text(text)
     }
 }
@@ -102,7 +104,9 @@ impl InputSink for NullInput {
     fn pointer(&self, buttons: u16, _x: u16, _y: u16) -> u16 {
         buttons
     }
-    fn cut_text(&self, _text: &str) {}
+    fn cut_text(&self, _text: &str) -> bool {
+        false
+    }
 }
 
 /// One input event, as recorded by [`RecordingInput`].
@@ -165,7 +169,8 @@ impl InputSink for RecordingInput {
         self.push(InputEvent::Pointer { buttons, x, y });
         buttons
     }
-    fn cut_text(&self, text: &str) {
-        self.push(InputEvent::CutText(text.to_owned()))
+    fn cut_text(&self, text: &str) -> bool {
+        self.push(InputEvent::CutText(text.to_owned()));
+        true
     }
 }

@@ -258,10 +258,8 @@ impl InputSink for WaylandInput {
         buttons
     }
 
-    fn cut_text(&self, text: &str) {
-        if let Some(c) = &self.clipboard {
-            c.set_text(text);
-        }
+    fn cut_text(&self, text: &str) -> bool {
+        self.clipboard.as_ref().map(|c| c.set_text(text)).is_some()
     }
 }
 

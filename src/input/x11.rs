@@ -121,10 +121,8 @@ impl InputSink for X11Input {
     fn pointer(&self, buttons: u16, x: u16, y: u16) -> u16 {
         self.queue.pointer(buttons, x, y)
     }
-    fn cut_text(&self, text: &str) {
-        if let Some(c) = &self.clipboard {
-            c.set_text(text);
-        }
+    fn cut_text(&self, text: &str) -> bool {
+        self.clipboard.as_ref().map(|c| c.set_text(text)).is_some()
     }
 }
 

@@ -116,7 +116,7 @@ impl InputSink for ShieldedInput {
         *last
     }
 
-    fn cut_text(&self, text: &str) {
+    fn cut_text(&self, text: &str) -> bool {
         self.inner.cut_text(text)
     }
 }

@@ -1313,7 +1313,12 @@ impl Session {
                 }
             }
             ClientMessage::ClientCutText(t) => {
-                if rights.clipboard {
+                // Latin-1 maps byte-for-byte onto the first 256 code points.
+                if rights.clipboard
+                    && self
+                        .input
+                        .cut_text(&t.iter().map(|&b| b as char).collect::<String>())
+                {
                     self.host.session_event(
                         &self.info,
                         &SessionEvent::Clipboard {
@@ -1321,9 +1326,6 @@ impl Session {
                             bytes: t.len(),
                         },
                     );
-                    // Latin-1 maps byte-for-byte onto the first 256 code points.
-                    let text: String = t.iter().map(|&b| b as char).collect();
-                    self.input.cut_text(&text)
                 }
             }
             ClientMessage::ExtendedClipboard { flags, payload } => {
@@ -1337,7 +1339,8 @@ impl Session {
                     .clipboard
                     .on_message(flags, &payload, desktop, &mut self.outbox)
                 {
-                    Ok(Some(text)) => {
+                    // Journaled only when the desktop has a clipboard to take it.
+                    Ok(Some(text)) if self.input.cut_text(&text) => {
                         self.host.session_event(
                             &self.info,
                             &SessionEvent::Clipboard {
@@ -1345,8 +1348,8 @@ impl Session {
                                 bytes: text.len(),
                             },
                         );
-                        self.input.cut_text(&text)
                     }
+                    Ok(Some(_)) => {}
                     Ok(None) => {}
                     Err(e) => {
                         warn!(session = self.info.session_id(), error = %e, "clipboard text from the viewer ignored")
