@@ -3,8 +3,6 @@
 //! read back with `ticketvnc sessions --json`, and a kill -9 of the server.
 
 mod binary;
-#[allow(dead_code)]
-mod common;
 #[path = "common/testdb.rs"]
 mod testdb;
 
@@ -253,23 +251,39 @@ async fn logs_name_sessions_by_their_journal_id() {
 /// transfer the customer never got (found running the journal test on
 /// sway before it had a clipboard). The positive case, on X11 and sway,
 /// is in tests/desktop_security.rs.
-#[test]
-fn a_paste_with_nowhere_to_go_is_not_journaled() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paste_with_nowhere_to_go_is_not_journaled() {
     let dir = tempfile::tempdir().unwrap();
     let db = testdb::TestDb::new(dir.path().join("ticketvnc.db"));
-    let s = serve(&db, 0, &[]);
+    // A moving test pattern, so the incremental request below is answered.
+    let s = serve(&db, 10, &[]);
     let code = open_code(&db, "4810", &[]);
-    let mut d = common::drive::Drive::start_with_password(s.addr, &code);
-    // The full refresh after the paste is answered only once the server
-    // has read the paste before it (one stream, in order).
-    d.run(&["paste dropped text", "refresh"]);
-    d.quit();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(wait_for("the session row to be closed", || {
+    let v = viewer(s.addr, code, true)
+        .await
+        .expect("viewer")
+        .expect("held");
+    v.input(vnc::X11Event::CopyText("dropped text".into()))
+        .await
+        .unwrap();
+    // The update after the paste is answered only once the server has
+    // read the paste before it (one stream, in order).
+    v.input(vnc::X11Event::Refresh).await.unwrap();
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(30), v.recv_event())
+            .await
+            .expect("no update after the paste")
+            .unwrap();
+        if let vnc::VncEvent::RawImage(..) = ev {
+            break;
+        }
+    }
+    let _ = v.close().await;
+    wait_for("the session row to be closed", || {
         sessions_json(&db, "4810")
             .iter()
             .any(|r| !r["end_reason"].is_null())
-    }));
+    })
+    .await;
     let (ok, shown) = cli(&db, &["ticket", "show", "4810"]);
     assert!(ok, "{shown}");
     assert!(shown.contains("session"), "no session in: {shown}");
