@@ -43,12 +43,13 @@ scripts/install-deps.sh --venv
 scripts/install-deps.sh --node
 
 cargo fmt --check
-cargo clippy --all-targets -- -D warnings
-cargo test --all-targets --no-fail-fast
+# --workspace: the strict test decoder (crates/rfb-decode) is a crate of its own.
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace --all-targets --no-fail-fast
 # The journal test suite once more, on PostgreSQL (issue 15): each case
 # against a private cluster of its own (tests/common/testdb.rs, pg.rs).
 journal_tests=(kb_search kb_recall tickets_journal tickets_cli journal_writer journal_serve
                tickets_hooks hooks_serve tickets_viewer journal_abuse_verify)
 TICKETVNC_TEST_DB=postgres cargo test --no-fail-fast $(printf -- '--test %s ' "${journal_tests[@]}")
 # --all-targets skips doctests; the examples in the docs must compile and run too.
-cargo test --doc
+cargo test --workspace --doc

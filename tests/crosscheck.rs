@@ -21,11 +21,11 @@ mod common;
 
 use common::wire::{client_requests, tight_jpeg_rects, update_bodies, RecordingProxy};
 use common::{compare_images, require_commands, ChildGuard, TestServer, XvfbGuard};
+use rfb_decode::{ClientFramebuffer, Decoder};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use ticketvnc::encoding::decode::{ClientFramebuffer, Decoder};
 use ticketvnc::rfb::PixelFormat;
 
 fn venv_python() -> PathBuf {
@@ -187,7 +187,11 @@ fn screenshot(display: &str) -> Option<Vec<u32>> {
 /// Replay what the server sent with our decoder: the picture a viewer
 /// must have, and how many Tight JPEG rectangles it took.
 fn replay(s2c: &[u8], pf: &PixelFormat) -> (Vec<u32>, usize) {
-    let mut fb = ClientFramebuffer::new(JW, JH, *pf);
+    let mut fb = ClientFramebuffer::new(
+        JW,
+        JH,
+        rfb_decode::PixelFormat::from_wire(&pf.to_bytes()).expect("a valid format"),
+    );
     let mut dec = Decoder::new();
     for (n, body) in update_bodies(s2c, pf).expect("server stream frames") {
         let used = dec
@@ -320,7 +324,7 @@ fn tight_jpeg_quality_levels_through_tigervnc() {
                 *jpeg > 0,
                 "q{quality} frame {frame}: no JPEG rectangle was sent"
             );
-            // Two JPEG decoders (libjpeg-turbo, jpeg-decoder) differ only in
+            // Two JPEG decoders (libjpeg-turbo, zune-jpeg) differ only in
             // rounding and chroma upsampling.
             assert!(
                 *vs_ours >= 40.0,

@@ -1,6 +1,6 @@
 //! Encoder round trip: arbitrary pixels in an arbitrary rectangle, encoded
 //! with every encoding in several client pixel formats, then decoded with the
-//! strict decoder: lossless encodings must give back exactly the source
+//! strict decoder (the rfb-decode crate, written from the RFB specification): lossless encodings must give back exactly the source
 //! pixels in the client's format, and nothing outside the rectangle changes.
 //! Two rectangles go through the same encoder and decoder, so zlib streams
 //! must persist correctly between them.
@@ -8,7 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ticketvnc::encoding::decode::{ClientFramebuffer, Decoder};
+use rfb_decode::{ClientFramebuffer, Decoder};
 use ticketvnc::encoding::{new_encoder, EncodeParams, SUPPORTED};
 use ticketvnc::framebuffer::{Frame, Rect};
 use ticketvnc::rfb::messages::write_update_header;
@@ -56,7 +56,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut enc = new_encoder(encoding);
     let mut dec = Decoder::new();
-    let mut fb = ClientFramebuffer::new(w, h, pf);
+    let client_pf = rfb_decode::PixelFormat::from_wire(&pf.to_bytes()).expect("a valid format");
+    let mut fb = ClientFramebuffer::new(w, h, client_pf);
     // Two rectangles: the left part, then the whole frame.
     let first = Rect::new(0, 0, (w / 2).max(1), h);
     for r in [first, frame.bounds()] {

@@ -10,12 +10,12 @@
 //! up the pull loop.
 
 use anyhow::{bail, ensure, Context, Result};
+use rfb_decode::{ClientFramebuffer, Decoder};
 use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
-use ticketvnc::encoding::decode::{ClientFramebuffer, Decoder};
 use ticketvnc::rfb::messages::enc;
 use ticketvnc::rfb::PixelFormat;
 
@@ -475,7 +475,8 @@ impl DecodeSide {
         let fb = Arc::new(Mutex::new(ClientFramebuffer::new(
             w,
             h,
-            PixelFormat::NATIVE,
+            rfb_decode::PixelFormat::from_wire(&PixelFormat::NATIVE.to_bytes())
+                .expect("the native format is valid"),
         )));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let decoded = Arc::new(AtomicU64::new(0));

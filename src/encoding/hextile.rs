@@ -164,10 +164,10 @@ mod tests {
         }
     }
 
-    use super::super::decode::Decoder;
     use super::super::new_encoder;
     use super::{ANY_SUBRECTS, BACKGROUND_SPECIFIED, FOREGROUND_SPECIFIED, RAW, SUBRECTS_COLOURED};
     use crate::framebuffer::Frame;
+    use rfb_decode::Decoder;
 
     #[test]
     fn tile_kinds_and_state_rules() {

@@ -414,13 +414,13 @@ mod encoder_tests {
     //! decoder (one decoder, its zlib streams kept across updates as a
     //! viewer keeps them), whether a call ran on one thread or several,
     //! and parallel and serial calls can follow each other on a stream.
-    use super::super::decode::Decoder;
     use super::super::{new_encoder, testutil, EncodeParams};
     use super::set_threads;
     use crate::capture::test_pattern::render;
     use crate::framebuffer::{Frame, Rect};
     use crate::rfb::messages::enc;
     use crate::rfb::PixelFormat;
+    use rfb_decode::Decoder;
     use std::sync::Mutex;
 
     /// The thread setting is global: these tests take turns.

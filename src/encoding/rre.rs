@@ -69,9 +69,9 @@ mod tests {
         }
     }
 
-    use super::super::decode::Decoder;
     use super::super::new_encoder;
     use crate::framebuffer::{Frame, Rect};
+    use rfb_decode::Decoder;
 
     #[test]
     fn wire_bytes_and_raw_fallback() {

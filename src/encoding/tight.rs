@@ -396,11 +396,11 @@ mod tests {
         }
     }
 
-    use super::super::decode::Decoder;
     use super::super::{new_encoder, EncodeParams};
     use super::{write_compact_len, MAX_COMPACT_LEN};
     use crate::capture::test_pattern::render;
     use crate::framebuffer::{Frame, Rect};
+    use rfb_decode::Decoder;
 
     #[test]
     fn compact_length_boundaries() {

@@ -282,9 +282,10 @@ mod tests {
         }
     }
 
-    use super::super::decode::{ClientFramebuffer, Decoder};
+    use super::super::testutil::client_pf;
     use super::super::{new_encoder, EncodeParams};
     use crate::framebuffer::Frame;
+    use rfb_decode::{ClientFramebuffer, Decoder};
 
     /// A frame whose 64x64 tiles need each ZRLE subencoding in turn.
     fn tiles_frame() -> Frame {
@@ -355,7 +356,7 @@ mod tests {
         z.decompress_vec(&out[16..], &mut raw, flate2::FlushDecompress::Sync)
             .unwrap();
         assert_eq!(raw, vec![1, 0x12, 0x34, 0x56]);
-        let mut fb = ClientFramebuffer::new(1, 1, pf);
+        let mut fb = ClientFramebuffer::new(1, 1, client_pf(&pf));
         Decoder::new().decode_update(&out, 1, &mut fb).unwrap();
         assert_eq!(fb.pixels[0], 0x1234_5600);
     }

@@ -894,8 +894,9 @@ mod tests {
     #[test]
     fn viewers_at_different_paces_stay_exact_from_one_history() {
         use crate::capture::test_pattern::box_move;
-        use crate::encoding::decode::{ClientFramebuffer, Decoder};
+        use crate::encoding::testutil::client_pf;
         use crate::framebuffer::history::FrameHistory;
+        use rfb_decode::{ClientFramebuffer, Decoder};
         let (w, h) = (200u16, 150u16);
         let halves = [Rect::new(0, 0, 100, h), Rect::new(100, 0, 100, h)];
         let first = Arc::new(render(w, h, 0));
@@ -907,7 +908,7 @@ mod tests {
                     let mut v = ViewerState::new(w, h);
                     v.set_encodings(&[enc::COPY_RECT, enc::ZRLE]);
                     v.request(false, Rect::new(0, 0, w, h));
-                    let fb = ClientFramebuffer::new(w, h, PixelFormat::NATIVE);
+                    let fb = ClientFramebuffer::new(w, h, client_pf(&PixelFormat::NATIVE));
                     (pace, split, v, fb, Decoder::new())
                 })
                 .collect();
@@ -1021,8 +1022,9 @@ mod tests {
 
     #[test]
     fn every_encoding_keeps_a_viewer_exact_over_many_updates() {
-        use crate::encoding::decode::{ClientFramebuffer, Decoder};
+        use crate::encoding::testutil::client_pf;
         use crate::encoding::SUPPORTED;
+        use rfb_decode::{ClientFramebuffer, Decoder};
         let be32 = PixelFormat {
             big_endian: true,
             red_shift: 24,
@@ -1035,7 +1037,7 @@ mod tests {
                 let mut v = ViewerState::new(160, 120);
                 v.set_pixel_format(pf);
                 v.set_encodings(&[e, enc::COMPRESS_LEVEL_0 + 3]);
-                let mut fb = ClientFramebuffer::new(160, 120, pf);
+                let mut fb = ClientFramebuffer::new(160, 120, client_pf(&pf));
                 let mut dec = Decoder::new();
                 for n in 0..5u64 {
                     v.request(n > 0, Rect::new(0, 0, 160, 120));
@@ -1063,7 +1065,8 @@ mod tests {
     /// published frame is never touched.
     #[test]
     fn drawn_cursor_follows_the_pointer_and_is_erased() {
-        use crate::encoding::decode::{ClientFramebuffer, Decoder};
+        use crate::encoding::testutil::client_pf;
+        use rfb_decode::{ClientFramebuffer, Decoder};
         let (w, h) = (160u16, 120u16);
         let frame = Arc::new(render(w, h, 3));
         let clean = frame.pixels.clone();
@@ -1081,7 +1084,7 @@ mod tests {
             ..publish(seq, Frame::new(1, 1))
         };
         let mut v = ViewerState::new(w, h);
-        let mut fb = ClientFramebuffer::new(w, h, PixelFormat::NATIVE);
+        let mut fb = ClientFramebuffer::new(w, h, client_pf(&PixelFormat::NATIVE));
         let mut dec = Decoder::new();
         for (n, p) in [(20u16, 30u16), (100, 70), (155, 115)]
             .into_iter()
@@ -1162,9 +1165,10 @@ mod tests {
     /// after that only what changes.
     #[test]
     fn a_viewer_that_keeps_its_size_sees_the_padding_and_then_rests() {
-        use crate::encoding::decode::{ClientFramebuffer, Decoder};
+        use crate::encoding::testutil::client_pf;
+        use rfb_decode::{ClientFramebuffer, Decoder};
         let mut v = ViewerState::new(100, 80);
-        let mut fb = ClientFramebuffer::new(100, 80, PixelFormat::NATIVE);
+        let mut fb = ClientFramebuffer::new(100, 80, client_pf(&PixelFormat::NATIVE));
         let mut dec = Decoder::new();
         let mut serve = |v: &mut ViewerState, p: &Published| {
             let mut out = Vec::new();

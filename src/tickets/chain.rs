@@ -12,7 +12,7 @@
 //! shorter chain. Keep the head hash that `sessions verify` prints (or that
 //! hooks deliver) somewhere else to detect that.
 
-use super::store::session_snapshot;
+use super::rows::session_snapshot;
 use super::{hex, Result};
 use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
@@ -45,13 +45,13 @@ impl ChainKey {
     /// tightened: a key others could read is not a secret any more.
     pub fn load(path: &std::path::Path) -> Result<ChainKey> {
         use std::io::Read;
-        let f = std::fs::File::open(path).map_err(super::store::io_err(path))?;
+        let f = std::fs::File::open(path).map_err(super::files::io_err(path))?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             let mode = f
                 .metadata()
-                .map_err(super::store::io_err(path))?
+                .map_err(super::files::io_err(path))?
                 .permissions()
                 .mode();
             if mode & 0o077 != 0 {
@@ -64,7 +64,7 @@ impl ChainKey {
         let mut s = String::new();
         f.take(200)
             .read_to_string(&mut s)
-            .map_err(super::store::io_err(path))?;
+            .map_err(super::files::io_err(path))?;
         let bytes = super::unhex(s.lines().next().unwrap_or("").trim())
             .filter(|b| b.len() == 32)
             .ok_or_else(|| super::JournalError::BadKeyFile(path.to_path_buf()))?;
@@ -452,7 +452,7 @@ fn check_technicians(conn: &Connection) -> Result<Option<Broken>> {
     while let Some(r) = rows.next()? {
         let (rowid, name, at, phc): (i64, String, i64, String) =
             (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
-        let expect = super::technicians::added_details(&name, at, &phc);
+        let expect = super::rows::added_details(&name, at, &phc);
         match state.remove(&name) {
             Some((_, Some(v))) if v == expect => {}
             _ => {
@@ -614,7 +614,7 @@ fn check_codes(conn: &Connection) -> Result<Option<Broken>> {
     )?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
-        let row = super::codes::CodeRow {
+        let row = super::rows::CodeRow {
             id: r.get(0)?,
             ticket: r.get(1)?,
             nonce: r.get(2)?,
@@ -781,7 +781,7 @@ mod tests {
                 "SELECT id, ticket, nonce, salt, hash, created_at, expires_at FROM codes WHERE id = ?1",
                 [id],
                 |r| {
-                    Ok(super::super::codes::CodeRow {
+                    Ok(super::super::rows::CodeRow {
                         id: r.get(0)?,
                         ticket: r.get(1)?,
                         nonce: r.get(2)?,

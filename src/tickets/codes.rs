@@ -25,7 +25,8 @@
 //! inside an IMMEDIATE transaction: exactly one of two racing viewers (in
 //! any number of processes) gets `changes() == 1`.
 
-use super::store::{check_ticket_id, create_private_dir, io_err, private_file};
+use super::files::{create_private_dir, io_err, private_file};
+use super::rows::{check_ticket_id, CodeRow};
 use super::{hex, now_ms, unhex, Journal, JournalError, Result};
 use crate::security::{Authenticator, Principal, VncPassword};
 use des::cipher::{Block, BlockCipherEncrypt, KeyInit as DesKeyInit};
@@ -537,36 +538,6 @@ impl Journal {
     #[doc(hidden)]
     pub fn des_operations(&self) -> u64 {
         self.des_ops.load(std::sync::atomic::Ordering::Relaxed)
-    }
-}
-
-/// A `codes` row.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct CodeRow {
-    pub id: i64,
-    pub ticket: String,
-    pub nonce: Vec<u8>,
-    pub salt: Vec<u8>,
-    pub hash: Vec<u8>,
-    pub created_at: i64,
-    pub expires_at: i64,
-}
-
-impl CodeRow {
-    /// SHA-256 over every column fixed at issue time, as recorded in the
-    /// `code_issued` event (schema 3 on).
-    pub(crate) fn digest(&self) -> String {
-        use sha2::Digest;
-        let v = serde_json::json!([
-            self.id,
-            self.ticket,
-            hex(&self.nonce),
-            hex(&self.salt),
-            hex(&self.hash),
-            self.created_at,
-            self.expires_at
-        ]);
-        hex(&sha2::Sha256::digest(v.to_string().as_bytes()))
     }
 }
 

@@ -31,7 +31,7 @@ pub(crate) fn address_of(peer: Option<&str>) -> String {
     match peer {
         Some(p) => match p.parse::<std::net::SocketAddr>() {
             Ok(a) => a.ip().to_string(),
-            Err(_) => super::store::truncate(p, 100),
+            Err(_) => super::truncate(p, 100),
         },
         None => "unknown".into(),
     }
@@ -88,7 +88,7 @@ impl AuthSummary {
         self.span(at, at);
         self.count += 1;
         self.note_address(address);
-        self.note_reason(&super::store::truncate(reason, 200), 1);
+        self.note_reason(&super::truncate(reason, 200), 1);
     }
 
     fn span(&mut self, first: i64, last: i64) {

@@ -53,17 +53,23 @@ pub mod analyzer;
 mod chain;
 mod codes;
 mod copy;
+mod events;
+mod files;
 pub mod flood;
 pub mod hooks;
 mod kb;
 mod kb_pg;
+mod notes;
 mod observer;
 mod pg;
 mod pg_tls;
+mod recovery;
+mod rows;
 mod schema;
 mod store;
 mod target;
 mod technicians;
+mod ticket;
 mod writer;
 
 pub use chain::{Broken, ChainKey, VerifyReport};
@@ -74,10 +80,11 @@ pub use codes::{
 pub use copy::{copy_journal, CopyReport};
 pub use kb::{KbHit, KbQuery, KbSource, EXPANSION_WEIGHT, MAX_QUERY_BYTES, MAX_QUERY_WORDS};
 pub use observer::JournalObserver;
-pub use store::{
-    ClipboardDirection, Consent, Direction, Event, EventRow, Journal, Note, Rights, SessionId,
-    SessionRow, SessionStart, SessionStats, Ticket, TicketStatus,
+pub use rows::{
+    ClipboardDirection, Consent, Direction, Event, EventRow, Note, Rights, SessionId, SessionRow,
+    SessionStart, SessionStats, Ticket, TicketStatus,
 };
+pub use store::Journal;
 pub use target::{redact_url, DbTarget};
 pub use technicians::{
     check_technician_name, Technician, MAX_TECHNICIAN_NAME, MAX_TECHNICIAN_PASSWORD,
@@ -243,6 +250,15 @@ pub fn now_ms() -> i64 {
 pub fn format_time(ms: i64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
     humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// At most `max` bytes of `s`, cut on a character boundary.
+pub(crate) fn truncate(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {

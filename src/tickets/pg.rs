@@ -29,12 +29,11 @@
 //! (chain.rs), so both backends verify identically by construction.
 
 use super::chain::{self, ChainKey};
-use super::codes::CodeRow;
 use super::pg_tls::{Connector, SslMode};
-use super::store::{truncate, SessionRow};
+use super::rows::{CodeRow, SessionRow};
 use super::{
-    now_ms, EventRow, JournalError, Note, Result, Rights, SessionId, SessionStart, SessionStats,
-    Ticket, TicketStatus,
+    now_ms, truncate, EventRow, JournalError, Note, Result, Rights, SessionId, SessionStart,
+    SessionStats, Ticket, TicketStatus,
 };
 use postgres::{Client, Config, Transaction};
 use serde_json::{json, Value};
@@ -1335,7 +1334,7 @@ fn end_in_tx(
 }
 
 /// The JSON a session row must match in its `session_start` and
-/// `session_end` events: the same values as `store::session_snapshot`.
+/// `session_end` events: the same values as `rows::session_snapshot`.
 fn session_snapshot(tx: &mut Transaction<'_>, id: i64) -> Result<(Value, Value)> {
     let r = tx.query_one(
         "SELECT id, ticket, peer, direction, security, credential, technician,

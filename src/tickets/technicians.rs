@@ -11,12 +11,12 @@
 //! name exists: an unknown name is checked against a dummy hash made with
 //! the same parameters.
 
-use super::{hex, now_ms, Journal, JournalError, Result};
+use super::rows::added_details;
+use super::{now_ms, Journal, JournalError, Result};
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::Argon2;
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
-use sha2::Digest;
 use std::sync::OnceLock;
 
 /// Longest technician name, in bytes.
@@ -81,15 +81,6 @@ fn check_hash(phc: &str, password: &[u8]) -> bool {
             false
         }
     }
-}
-
-/// The `technician_added` event's details.
-pub(crate) fn added_details(name: &str, created_at: i64, phc: &str) -> serde_json::Value {
-    serde_json::json!({
-        "name": name,
-        "created_at": created_at,
-        "hash_sha256": hex(&sha2::Sha256::digest(phc.as_bytes())),
-    })
 }
 
 impl Journal {

@@ -18,10 +18,10 @@
 //!   it is free. Hook events that belong to an entry are dispatched after
 //!   it is committed, so their `journal_head` includes it.
 
+use super::events::end_in_tx;
 use super::flood::{AuthSummary, RowBudget, AUTH_WINDOW_MS};
 use super::hooks::{HookDispatcher, HookEvent};
-use super::store::{end_in_tx, truncate};
-use super::{now_ms, ClipboardDirection, Event, Journal, JournalError, Result};
+use super::{now_ms, truncate, ClipboardDirection, Event, Journal, JournalError, Result};
 use super::{SessionId, SessionStats};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use std::collections::{HashMap, VecDeque};
