@@ -460,10 +460,10 @@ const WRITE_QUEUE: usize = 4;
 /// Pieces of an update being sent that may wait for the socket: the next
 /// is encoded only when fewer are queued (back-pressure from the viewer's
 /// link; the update is never held whole).
-const STREAM_AHEAD: u64 = 2;
+const STREAM_AHEAD: u64 = 1;
 /// Emptied output buffers the writer hands back for reuse, and the
 /// largest kept.
-const SPARE_BUFFERS: usize = 3;
+const SPARE_BUFFERS: usize = 2;
 const SPARE_CAPACITY: usize = 1 << 20;
 
 /// Extra time the handshake deadline gets while the local user is asked.
