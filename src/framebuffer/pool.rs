@@ -79,6 +79,11 @@ impl FramePool {
         if self.work.is_none() {
             let frame = self.take_spare().unwrap_or_else(|| {
                 self.allocated += 1;
+                tracing::debug!(
+                    allocated = self.allocated,
+                    spares = self.spares.len(),
+                    "frame pool: no free frame, allocating one"
+                );
                 match &self.newest {
                     Some(n) => (**n).clone(),
                     None => Frame::new(self.size.0, self.size.1),

@@ -1008,8 +1008,14 @@ impl Session {
         conn: ServerConnection,
     ) -> EndReason {
         let (rd, wr) = tokio::io::split(stream);
-        let f = self.frames.borrow().frame.clone();
-        let mut viewer = ViewerState::new(f.width, f.height);
+        // Only the size: a frame held here would be pinned for the whole
+        // session (8 MB at 1080p per viewer, and the capture's frame pool
+        // could never reuse it).
+        let (width, height) = {
+            let latest = self.frames.borrow();
+            (latest.frame.width, latest.frame.height)
+        };
+        let mut viewer = ViewerState::new(width, height);
         viewer.drawn_cursor = self.cfg.drawn_cursor;
         let mut live = Live {
             conn,
@@ -1197,7 +1203,10 @@ impl Session {
         if stream.is_fresh() {
             live.flow.update_begins(live.writes.bytes, &mut out, now);
         }
-        if !live.viewer.continue_update(stream, &mut out) {
+        // Bands still to come are taken from the newest frame (the old one
+        // is not held for a slow viewer; see `continue_update`).
+        let newest = self.frames.borrow().frame.clone();
+        if !live.viewer.continue_update(stream, Some(&newest), &mut out) {
             live.streaming = None;
             let end = live.writes.bytes + out.len() as u64;
             live.flow.update_ends(end, &mut out, now);

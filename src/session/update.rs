@@ -71,17 +71,9 @@ struct Pseudo {
 /// size: the same damage log (rectangles past the size are cut off when
 /// used), the moves that fit, one screen.
 fn fit(latest: &Published, size: (u16, u16)) -> Published {
-    let src = &*latest.frame;
-    let mut f = Frame::new(size.0, size.1);
-    let w = size.0.min(src.width) as usize;
-    for y in 0..size.1.min(src.height) as usize {
-        let from = y * src.width as usize;
-        let to = y * size.0 as usize;
-        f.pixels[to..to + w].copy_from_slice(&src.pixels[from..from + w]);
-    }
     Published {
         seq: latest.seq,
-        frame: Arc::new(f),
+        frame: Arc::new(fit_frame(&latest.frame, size)),
         moves: latest.moves.clone(),
         cursor: latest.cursor.clone(),
         damage: latest.damage.clone(),
@@ -89,6 +81,18 @@ fn fit(latest: &Published, size: (u16, u16)) -> Published {
         pointer: latest.pointer,
         leds: latest.leds,
     }
+}
+
+/// `src` cut or padded (black) to `size`.
+fn fit_frame(src: &Frame, size: (u16, u16)) -> Frame {
+    let mut f = Frame::new(size.0, size.1);
+    let w = size.0.min(src.width) as usize;
+    for y in 0..size.1.min(src.height) as usize {
+        let from = y * src.width as usize;
+        let to = y * size.0 as usize;
+        f.pixels[to..to + w].copy_from_slice(&src.pixels[from..from + w]);
+    }
+    f
 }
 
 /// Write the head of the FramebufferUpdate(s): everything before the
@@ -146,7 +150,10 @@ struct Job {
 /// the pointer image): messages handled meanwhile change the viewer's
 /// state, never this update.
 pub struct UpdateStream {
-    frame: Arc<Frame>,
+    /// The frame bands are encoded from; between pieces of a session's
+    /// update none is held (see [`ViewerState::continue_update`]).
+    frame: Option<Arc<Frame>>,
+    size: (u16, u16),
     params: EncodeParams,
     cursor: Option<(Arc<CursorShape>, pointer::Drawn)>,
     head: Vec<u8>,
@@ -156,6 +163,9 @@ pub struct UpdateStream {
     planned: usize,
     written: usize,
     started: bool,
+    /// Bands may be taken from a newer frame of the same size (not for a
+    /// cut or padded copy of the screen).
+    may_refresh: bool,
 }
 
 impl UpdateStream {
@@ -364,7 +374,7 @@ impl ViewerState {
         let Some(mut s) = self.start_update(latest) else {
             return false;
         };
-        while self.continue_update(&mut s, out) {}
+        while self.continue_update(&mut s, None, out) {}
         true
     }
 
@@ -441,7 +451,8 @@ impl ViewerState {
         self.request = None;
         self.updates_sent += 1;
         Some(UpdateStream {
-            frame: latest.frame.clone(),
+            frame: Some(latest.frame.clone()),
+            size: (latest.frame.width, latest.frame.height),
             params,
             cursor,
             head,
@@ -450,13 +461,43 @@ impl ViewerState {
             planned,
             written: 0,
             started: false,
+            may_refresh: !self.fitting,
         })
     }
 
     /// Encode the next bands of `s` into `out` (appended), until it holds
     /// about [`CHUNK_BYTES`] or the update is complete; returns whether
     /// more is to come.
-    pub fn continue_update(&mut self, s: &mut UpdateStream, out: &mut Vec<u8>) -> bool {
+    ///
+    /// `newest`: the newest published frame. Given, the bands still to
+    /// come are taken from it, and no frame is held between pieces, so a
+    /// viewer on a slow link pins no older frame while the screen changes
+    /// (the frames alive are then the newest one and the one being
+    /// captured, however many viewers there are). That is safe because the
+    /// viewer's damage region was brought up to date from the frame the
+    /// update started with: whatever changed since is sent again by the
+    /// next update, so newer pixels in some bands are at worst sent twice.
+    /// A newest frame of another size (a resize while the update is on its
+    /// way) is cut or padded to the update's size; the next update sends
+    /// the new size and a whole new picture anyway.
+    pub fn continue_update(
+        &mut self,
+        s: &mut UpdateStream,
+        newest: Option<&Arc<Frame>>,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        if let Some(n) = newest.filter(|_| s.may_refresh) {
+            if (n.width, n.height) == s.size {
+                s.frame = Some(n.clone());
+            } else if s.frame.is_none() {
+                s.frame = Some(Arc::new(fit_frame(n, s.size)));
+                s.may_refresh = false;
+            }
+        }
+        let frame = s
+            .frame
+            .get_or_insert_with(|| Arc::new(Frame::new(s.size.0, s.size.1)))
+            .clone();
         if !s.started {
             s.started = true;
             out.append(&mut s.head);
@@ -467,13 +508,16 @@ impl ViewerState {
                 break;
             };
             s.written += if job.pointer {
-                self.encode_pointer_piece(job, s, out)
+                self.encode_pointer_piece(job, s, &frame, out)
             } else {
                 let encoder = self.encoders.get(job.encoding);
-                encoder.encode(&s.frame, job.rect, &s.params, out)
+                encoder.encode(&frame, job.rect, &s.params, out)
             };
         }
         if !s.jobs.is_empty() {
+            if newest.is_some() && s.may_refresh {
+                s.frame = None;
+            }
             return true;
         }
         if s.written != s.planned {
@@ -814,17 +858,23 @@ impl ViewerState {
     /// The pixels under the drawn pointer (`job.rect`), copied, drawn on
     /// and encoded as a rectangle of their own. Returns the rectangles
     /// written.
-    fn encode_pointer_piece(&mut self, job: Job, s: &UpdateStream, out: &mut Vec<u8>) -> usize {
+    fn encode_pointer_piece(
+        &mut self,
+        job: Job,
+        s: &UpdateStream,
+        frame: &Frame,
+        out: &mut Vec<u8>,
+    ) -> usize {
         let Some((shape, d)) = &s.cursor else {
             // Never planned without a pointer: encode the plain pixels.
             return self
                 .encoders
                 .get(job.encoding)
-                .encode(&s.frame, job.rect, &s.params, out);
+                .encode(frame, job.rect, &s.params, out);
         };
         let inner = job.rect;
         let encoder = self.encoders.get(job.encoding);
-        let patch = pointer::draw(shape, d.pos, &s.frame, inner);
+        let patch = pointer::draw(shape, d.pos, frame, inner);
         let mut piece = Vec::new();
         let local = Rect::new(0, 0, inner.w, inner.h);
         let n = encoder.encode(&patch, local, &s.params, &mut piece);
@@ -923,7 +973,7 @@ mod tests {
             let mut pieces = 0;
             loop {
                 let mut piece = Vec::new();
-                let more = v.continue_update(&mut s, &mut piece);
+                let more = v.continue_update(&mut s, None, &mut piece);
                 // A Raw band is 65536 pixels (256 KiB); others compress.
                 assert!(
                     piece.len() <= CHUNK_BYTES + RAW_MAX_PIXELS * 4 + 64,
@@ -942,6 +992,56 @@ mod tests {
             assert_eq!(dec.decode_message(&all, &mut fb), Ok(all.len()), "{e}");
             assert!(fb.pixels == p.frame.pixels, "{e}: picture differs");
         }
+    }
+
+    /// An update that takes its later bands from a newer frame (as a
+    /// session does while the screen changes under a slow viewer) leaves
+    /// the viewer exact after the next update: what changed since the
+    /// frame it started with is sent again.
+    #[test]
+    fn bands_from_a_newer_frame_are_made_good_by_the_next_update() {
+        use crate::encoding::decode::{ClientFramebuffer, Decoder};
+        use crate::framebuffer::history::FrameHistory;
+        let (w, h) = (640u16, 480u16);
+        let f1 = Arc::new(render(w, h, 0));
+        let mut hist = FrameHistory::new(f1.clone());
+        hist.record(1, &f1, None, Vec::new());
+        let p1 = Published {
+            damage: hist.log(),
+            frame: f1.clone(),
+            ..publish(1, Frame::new(1, 1))
+        };
+        let mut v = ViewerState::new(w, h);
+        v.set_encodings(&[enc::RAW]);
+        v.request(false, Rect::new(0, 0, w, h));
+        let mut fb = ClientFramebuffer::new(w, h, PixelFormat::NATIVE);
+        let mut dec = Decoder::new();
+        let mut s = v.start_update(&p1).expect("an update");
+        let mut out = Vec::new();
+        assert!(v.continue_update(&mut s, None, &mut out), "one piece only");
+        // The screen changes while the rest is on its way.
+        let mut f2 = render(w, h, 9);
+        let last = (h as usize - 1) * w as usize;
+        f2.pixels[last..].fill(0x12_3456);
+        let f2 = Arc::new(f2);
+        hist.record(2, &f2, None, Vec::new());
+        let p2 = Published {
+            damage: hist.log(),
+            frame: f2.clone(),
+            ..publish(2, Frame::new(1, 1))
+        };
+        while v.continue_update(&mut s, Some(&f2), &mut out) {}
+        assert_eq!(dec.decode_message(&out, &mut fb), Ok(out.len()));
+        assert!(
+            fb.pixels[last..] == f2.pixels[last..],
+            "no band from frame 2"
+        );
+        assert_ne!(f1.pixels[last..], f2.pixels[last..]);
+        v.request(true, Rect::new(0, 0, w, h));
+        let mut out = Vec::new();
+        assert!(v.build_update(&p2, &mut out));
+        assert_eq!(dec.decode_message(&out, &mut fb), Ok(out.len()));
+        assert!(fb.pixels == f2.pixels, "not exact after the next update");
     }
 
     #[test]
