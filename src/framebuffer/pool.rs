@@ -89,13 +89,15 @@ impl FramePool {
                     None => Frame::new(self.size.0, self.size.1),
                 }
             });
+            // What was marked before it was made (a grab marks first) is
+            // kept: it is what the next publish says was written.
             self.work = Some(frame);
-            self.written.clear();
         }
         self.work.as_mut().expect("work frame")
     }
 
-    /// `r` of the work frame was written.
+    /// `r` of the work frame is (or is about to be) written; may come
+    /// before [`FramePool::work`] makes the work frame.
     pub fn mark(&mut self, r: Rect) {
         if !r.is_empty() {
             self.written.push(r);
@@ -164,14 +166,15 @@ impl FramePool {
 mod tests {
     use super::*;
 
-    /// Write `value` into `r` of the pool's work frame, as a grab would.
+    /// Write `value` into `r` of the pool's work frame, as the X11
+    /// source's grab does (marking first, then writing).
     fn grab(pool: &mut FramePool, r: Rect, value: u32) {
+        pool.mark(r);
         let f = pool.work();
         for y in r.y..r.y + r.h {
             let at = y as usize * f.width as usize + r.x as usize;
             f.pixels[at..at + r.w as usize].fill(value);
         }
-        pool.mark(r);
     }
 
     /// Frames built from reused buffers equal frames built by copying the
