@@ -1203,10 +1203,7 @@ impl Session {
         if stream.is_fresh() {
             live.flow.update_begins(live.writes.bytes, &mut out, now);
         }
-        // Bands still to come are taken from the newest frame (the old one
-        // is not held for a slow viewer; see `continue_update`).
-        let newest = self.frames.borrow().frame.clone();
-        if !live.viewer.continue_update(stream, Some(&newest), &mut out) {
+        if !live.viewer.continue_update(stream, &mut out) {
             live.streaming = None;
             let end = live.writes.bytes + out.len() as u64;
             live.flow.update_ends(end, &mut out, now);

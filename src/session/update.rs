@@ -150,10 +150,8 @@ struct Job {
 /// the pointer image): messages handled meanwhile change the viewer's
 /// state, never this update.
 pub struct UpdateStream {
-    /// The frame bands are encoded from; between pieces of a session's
-    /// update none is held (see [`ViewerState::continue_update`]).
-    frame: Option<Arc<Frame>>,
-    size: (u16, u16),
+    /// The frame every band is encoded from: an update shows one frame.
+    frame: Arc<Frame>,
     params: EncodeParams,
     cursor: Option<(Arc<CursorShape>, pointer::Drawn)>,
     head: Vec<u8>,
@@ -163,9 +161,6 @@ pub struct UpdateStream {
     planned: usize,
     written: usize,
     started: bool,
-    /// Bands may be taken from a newer frame of the same size (not for a
-    /// cut or padded copy of the screen).
-    may_refresh: bool,
 }
 
 impl UpdateStream {
@@ -374,7 +369,7 @@ impl ViewerState {
         let Some(mut s) = self.start_update(latest) else {
             return false;
         };
-        while self.continue_update(&mut s, None, out) {}
+        while self.continue_update(&mut s, out) {}
         true
     }
 
@@ -451,8 +446,7 @@ impl ViewerState {
         self.request = None;
         self.updates_sent += 1;
         Some(UpdateStream {
-            frame: Some(latest.frame.clone()),
-            size: (latest.frame.width, latest.frame.height),
+            frame: latest.frame.clone(),
             params,
             cursor,
             head,
@@ -461,43 +455,15 @@ impl ViewerState {
             planned,
             written: 0,
             started: false,
-            may_refresh: !self.fitting,
         })
     }
 
     /// Encode the next bands of `s` into `out` (appended), until it holds
     /// about [`CHUNK_BYTES`] or the update is complete; returns whether
-    /// more is to come.
-    ///
-    /// `newest`: the newest published frame. Given, the bands still to
-    /// come are taken from it, and no frame is held between pieces, so a
-    /// viewer on a slow link pins no older frame while the screen changes
-    /// (the frames alive are then the newest one and the one being
-    /// captured, however many viewers there are). That is safe because the
-    /// viewer's damage region was brought up to date from the frame the
-    /// update started with: whatever changed since is sent again by the
-    /// next update, so newer pixels in some bands are at worst sent twice.
-    /// A newest frame of another size (a resize while the update is on its
-    /// way) is cut or padded to the update's size; the next update sends
-    /// the new size and a whole new picture anyway.
-    pub fn continue_update(
-        &mut self,
-        s: &mut UpdateStream,
-        newest: Option<&Arc<Frame>>,
-        out: &mut Vec<u8>,
-    ) -> bool {
-        if let Some(n) = newest.filter(|_| s.may_refresh) {
-            if (n.width, n.height) == s.size {
-                s.frame = Some(n.clone());
-            } else if s.frame.is_none() {
-                s.frame = Some(Arc::new(fit_frame(n, s.size)));
-                s.may_refresh = false;
-            }
-        }
-        let frame = s
-            .frame
-            .get_or_insert_with(|| Arc::new(Frame::new(s.size.0, s.size.1)))
-            .clone();
+    /// more is to come. Every band comes from the frame the update started
+    /// with (an update never mixes frames), held until the update is out.
+    pub fn continue_update(&mut self, s: &mut UpdateStream, out: &mut Vec<u8>) -> bool {
+        let frame = s.frame.clone();
         if !s.started {
             s.started = true;
             out.append(&mut s.head);
@@ -515,9 +481,6 @@ impl ViewerState {
             };
         }
         if !s.jobs.is_empty() {
-            if newest.is_some() && s.may_refresh {
-                s.frame = None;
-            }
             return true;
         }
         if s.written != s.planned {
@@ -973,7 +936,7 @@ mod tests {
             let mut pieces = 0;
             loop {
                 let mut piece = Vec::new();
-                let more = v.continue_update(&mut s, None, &mut piece);
+                let more = v.continue_update(&mut s, &mut piece);
                 // A Raw band is 65536 pixels (256 KiB); others compress.
                 assert!(
                     piece.len() <= CHUNK_BYTES + RAW_MAX_PIXELS * 4 + 64,
@@ -992,56 +955,6 @@ mod tests {
             assert_eq!(dec.decode_message(&all, &mut fb), Ok(all.len()), "{e}");
             assert!(fb.pixels == p.frame.pixels, "{e}: picture differs");
         }
-    }
-
-    /// An update that takes its later bands from a newer frame (as a
-    /// session does while the screen changes under a slow viewer) leaves
-    /// the viewer exact after the next update: what changed since the
-    /// frame it started with is sent again.
-    #[test]
-    fn bands_from_a_newer_frame_are_made_good_by_the_next_update() {
-        use crate::encoding::decode::{ClientFramebuffer, Decoder};
-        use crate::framebuffer::history::FrameHistory;
-        let (w, h) = (640u16, 480u16);
-        let f1 = Arc::new(render(w, h, 0));
-        let mut hist = FrameHistory::new(f1.clone());
-        hist.record(1, &f1, None, Vec::new());
-        let p1 = Published {
-            damage: hist.log(),
-            frame: f1.clone(),
-            ..publish(1, Frame::new(1, 1))
-        };
-        let mut v = ViewerState::new(w, h);
-        v.set_encodings(&[enc::RAW]);
-        v.request(false, Rect::new(0, 0, w, h));
-        let mut fb = ClientFramebuffer::new(w, h, PixelFormat::NATIVE);
-        let mut dec = Decoder::new();
-        let mut s = v.start_update(&p1).expect("an update");
-        let mut out = Vec::new();
-        assert!(v.continue_update(&mut s, None, &mut out), "one piece only");
-        // The screen changes while the rest is on its way.
-        let mut f2 = render(w, h, 9);
-        let last = (h as usize - 1) * w as usize;
-        f2.pixels[last..].fill(0x12_3456);
-        let f2 = Arc::new(f2);
-        hist.record(2, &f2, None, Vec::new());
-        let p2 = Published {
-            damage: hist.log(),
-            frame: f2.clone(),
-            ..publish(2, Frame::new(1, 1))
-        };
-        while v.continue_update(&mut s, Some(&f2), &mut out) {}
-        assert_eq!(dec.decode_message(&out, &mut fb), Ok(out.len()));
-        assert!(
-            fb.pixels[last..] == f2.pixels[last..],
-            "no band from frame 2"
-        );
-        assert_ne!(f1.pixels[last..], f2.pixels[last..]);
-        v.request(true, Rect::new(0, 0, w, h));
-        let mut out = Vec::new();
-        assert!(v.build_update(&p2, &mut out));
-        assert_eq!(dec.decode_message(&out, &mut fb), Ok(out.len()));
-        assert!(fb.pixels == f2.pixels, "not exact after the next update");
     }
 
     #[test]
