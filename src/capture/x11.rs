@@ -5,7 +5,8 @@
 
 use super::shm::ShmMapping;
 use super::{Capture, CaptureError, CursorShape, ScreenSource};
-use crate::framebuffer::{Frame, Rect};
+use crate::framebuffer::pool::FramePool;
+use crate::framebuffer::Rect;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -83,10 +84,10 @@ pub struct X11Source {
     damage: Option<damage::Damage>,
     region: Option<xfixes::Region>,
     cursor_events: bool,
-    /// The screen as last captured; updated in place where it changed.
-    current: Frame,
-    /// `current` as last handed out, reused when only the pointer moved.
-    published: Option<Arc<Frame>>,
+    /// The frames handed out and the one being grabbed into: buffers no
+    /// viewer holds any more are reused, brought up to date by copying
+    /// only what changed since (framebuffer/pool.rs).
+    pool: FramePool,
     have_frame: bool,
     /// Damage seen but not yet captured (frame coordinates).
     dirty: Vec<Rect>,
@@ -162,8 +163,7 @@ impl X11Source {
             damage: None,
             region: None,
             cursor_events: false,
-            current: Frame::new(width, height),
-            published: None,
+            pool: FramePool::new(width, height),
             have_frame: false,
             dirty: Vec::new(),
             resized: false,
@@ -194,7 +194,7 @@ impl X11Source {
         src.setup_cursor();
         src.setup_randr();
         src.refresh_layout()?;
-        src.current = Frame::new(src.crop.w, src.crop.h);
+        src.pool.resize(src.crop.w, src.crop.h);
         src.conn.flush().map_err(xerr)?;
         info!(
             display = %src.display,
@@ -348,11 +348,8 @@ impl X11Source {
         }
         let crop = self.crop;
         self.refresh_layout()?;
-        if self.crop != crop
-            || self.current.width != self.crop.w
-            || self.current.height != self.crop.h
-        {
-            self.current = Frame::new(self.crop.w, self.crop.h);
+        if self.crop != crop || self.pool.size() != (self.crop.w, self.crop.h) {
+            self.pool.resize(self.crop.w, self.crop.h);
             self.resized = true;
         }
         if self.resized {
@@ -502,15 +499,22 @@ impl X11Source {
         }
     }
 
-    /// Grab `r` of the root window into `self.current`.
+    /// The served area's bounds in frame coordinates.
+    fn bounds(&self) -> Rect {
+        Rect::new(0, 0, self.crop.w, self.crop.h)
+    }
+
+    /// Grab `r` of the root window into the pool's work frame.
     fn grab(&mut self, r: Rect) -> Result<(), CaptureError> {
         // Never past the frame, whatever damage said.
-        let r = r.intersect(&self.current.bounds());
+        let r = r.intersect(&self.bounds());
         if r.is_empty() {
             return Ok(());
         }
         super::note_grab();
-        let stride = self.current.width as usize;
+        // Marked first: a grab cut short by an error has written some of it.
+        self.pool.mark(r);
+        let stride = self.crop.w as usize;
         let (rx, ry) = ((r.x + self.crop.x) as i16, (r.y + self.crop.y) as i16);
         if let Some(s) = &self.shm {
             let rows = (s.map.bytes().len() / (r.w as usize * 4)).min(r.h as usize) as u16;
@@ -539,7 +543,7 @@ impl X11Source {
                     .map_err(xerr)?;
                 let band = Rect::new(r.x, r.y + y, r.w, h);
                 let bytes = &s.map.bytes()[..band.area() * 4];
-                copy_rows(&mut self.current.pixels, stride, band, bytes);
+                copy_rows(&mut self.pool.work().pixels, stride, band, bytes);
                 y += h;
             }
         } else {
@@ -552,7 +556,7 @@ impl X11Source {
             if img.data.len() < r.area() * 4 {
                 return Err(CaptureError::Failed("short GetImage reply".into()));
             }
-            copy_rows(&mut self.current.pixels, stride, r, &img.data);
+            copy_rows(&mut self.pool.work().pixels, stride, r, &img.data);
         }
         Ok(())
     }
@@ -822,7 +826,7 @@ impl X11Source {
             if full || !self.dirty.is_empty() || cursor_due || pointer_moved {
                 let damage = if full {
                     self.last_poll = Instant::now();
-                    let all = self.current.bounds();
+                    let all = self.bounds();
                     self.grab(all)?;
                     // Everything is fresh: older damage is covered.
                     self.dirty.clear();
@@ -837,7 +841,7 @@ impl X11Source {
                     // drawn after the damage was fetched but before the
                     // grab are in it too, and their own report comes later,
                     // when the frame already has them.
-                    let bb = bb.intersect(&self.current.bounds());
+                    let bb = bb.intersect(&self.bounds());
                     Some(if bb.is_empty() { Vec::new() } else { vec![bb] })
                 };
                 let cursor = if cursor_due { self.take_cursor() } else { None };
@@ -855,11 +859,10 @@ impl X11Source {
                     continue;
                 }
                 // Nothing grabbed (only the pointer moved): the last frame.
-                let frame = match &self.published {
+                let frame = match self.pool.newest() {
                     Some(f) if damage.as_ref().is_some_and(|d| d.is_empty()) => f.clone(),
-                    _ => Arc::new(self.current.clone()),
+                    _ => self.pool.publish(),
                 };
-                self.published = Some(frame.clone());
                 return Ok(Some(Capture {
                     frame,
                     damage,

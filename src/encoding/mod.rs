@@ -44,6 +44,12 @@ pub trait Encoder: Send {
         params: &EncodeParams,
         out: &mut Vec<u8>,
     ) -> usize;
+    /// How many rectangles [`Encoder::encode`] writes for `rect`, known
+    /// before encoding (a FramebufferUpdate header counts them up front
+    /// while its rectangles are sent as they are encoded).
+    fn rect_count(&self, _rect: Rect, _params: &EncodeParams) -> usize {
+        1
+    }
 }
 
 /// Real encodings this server implements, in the server's own order of
@@ -722,6 +728,44 @@ mod tests {
             assert_eq!(new_encoder(x).encoding(), x);
             assert_eq!(ClientEncodings::from_list(&[x]).preferred, x);
         }
+    }
+
+    /// The count a FramebufferUpdate header is written with before its
+    /// rectangles are encoded is the count the encoders then write: Tight
+    /// split by width and area, Zlib in bands by bytes per pixel, all
+    /// others one rectangle.
+    #[test]
+    fn rect_count_is_what_encode_writes() {
+        use crate::capture::test_pattern::render;
+        let frame = render(4200, 140, 3);
+        let rects = [
+            Rect::new(0, 0, 1, 1),
+            Rect::new(3, 5, 64, 64),
+            Rect::new(0, 0, 2048, 32),
+            Rect::new(0, 0, 2048, 33),
+            Rect::new(1, 2, 2049, 3),
+            Rect::new(0, 0, 4200, 140),
+            Rect::new(100, 7, 4100, 129),
+            Rect::new(0, 0, 300, 140),
+        ];
+        let mut checked = 0;
+        for &e in SUPPORTED {
+            for (name, pf) in testutil::formats() {
+                let p = testutil::params(pf);
+                let mut enc = new_encoder(e);
+                for r in rects {
+                    let mut out = Vec::new();
+                    let want = enc.rect_count(r, &p);
+                    assert_eq!(
+                        enc.encode(&frame, r, &p, &mut out),
+                        want,
+                        "{e} {name} {r:?}"
+                    );
+                    checked += usize::from(want > 1);
+                }
+            }
+        }
+        assert!(checked > 0, "no rectangle was split");
     }
 
     #[test]

@@ -367,6 +367,10 @@ impl Encoder for TightEncoder {
         enc::TIGHT
     }
 
+    fn rect_count(&self, rect: Rect, _p: &EncodeParams) -> usize {
+        split(rect).count()
+    }
+
     fn encode(&mut self, frame: &Frame, rect: Rect, p: &EncodeParams, out: &mut Vec<u8>) -> usize {
         let threads = parallel::threads_for_pixels(rect.area());
         if threads <= 1 {

@@ -29,15 +29,24 @@ impl Default for ZlibEncoder {
     }
 }
 
+/// Rows in each band of `rect`.
+fn band_rows(rect: Rect, p: &EncodeParams) -> u16 {
+    let row_bytes = (rect.w as usize * p.pf.bytes_per_pixel()).max(1);
+    (MAX_BAND_BYTES / row_bytes).clamp(1, u16::MAX as usize) as u16
+}
+
 impl Encoder for ZlibEncoder {
     fn encoding(&self) -> i32 {
         enc::ZLIB
     }
 
+    fn rect_count(&self, rect: Rect, p: &EncodeParams) -> usize {
+        (rect.h as usize).div_ceil(band_rows(rect, p) as usize)
+    }
+
     fn encode(&mut self, frame: &Frame, rect: Rect, p: &EncodeParams, out: &mut Vec<u8>) -> usize {
         let level = zlib_level(p, DEFAULT_LEVEL);
-        let row_bytes = rect.w as usize * p.pf.bytes_per_pixel();
-        let band_rows = (MAX_BAND_BYTES / row_bytes).clamp(1, u16::MAX as usize) as u16;
+        let band_rows = band_rows(rect, p);
         let mut n = 0;
         let mut y = rect.y;
         while y < rect.y + rect.h {

@@ -2,6 +2,7 @@
 
 pub mod diff;
 pub mod history;
+pub mod pool;
 pub mod region;
 
 use std::sync::Arc;

@@ -211,18 +211,35 @@ impl Flow {
 
     /// An update (`update`, built with the stream at `pos` bytes) is about
     /// to go out: frame it with pings when the viewer takes fences.
+    #[cfg(test)]
     pub fn wrap_update(&mut self, pos: u64, update: Vec<u8>, now: Instant) -> Vec<u8> {
-        self.injected = false;
-        if !self.fence {
-            return update;
-        }
         let mut out = Vec::with_capacity(update.len() + 20);
-        self.ping(pos, &mut out, now);
+        self.update_begins(pos, &mut out, now);
         out.extend_from_slice(&update);
         let end = pos + out.len() as u64;
-        self.ping(end, &mut out, now);
-        self.congestion.update_position(pos + out.len() as u64, now);
+        self.update_ends(end, &mut out, now);
         out
+    }
+
+    /// An update starts with the stream at `pos` bytes: a ping goes
+    /// before it (into `out`) when the viewer takes fences.
+    pub fn update_begins(&mut self, pos: u64, out: &mut Vec<u8>, now: Instant) {
+        self.injected = false;
+        if self.fence {
+            self.ping(pos, out, now);
+        }
+    }
+
+    /// The update ended with the stream at `end` bytes: a ping after it
+    /// (appended to `out`, which ends there).
+    pub fn update_ends(&mut self, end: u64, out: &mut Vec<u8>, now: Instant) {
+        if !self.fence {
+            return;
+        }
+        let before = out.len();
+        self.ping(end, out, now);
+        self.congestion
+            .update_position(end + (out.len() - before) as u64, now);
     }
 
     fn ping(&mut self, pos: u64, out: &mut Vec<u8>, now: Instant) {

@@ -457,6 +457,14 @@ impl HeldInput {
 
 /// Output buffers allowed in flight to the writer task.
 const WRITE_QUEUE: usize = 4;
+/// Pieces of an update being sent that may wait for the socket: the next
+/// is encoded only when fewer are queued (back-pressure from the viewer's
+/// link; the update is never held whole).
+const STREAM_AHEAD: u64 = 1;
+/// Emptied output buffers the writer hands back for reuse, and the
+/// largest kept.
+const SPARE_BUFFERS: usize = 2;
+const SPARE_CAPACITY: usize = 1 << 20;
 
 /// Extra time the handshake deadline gets while the local user is asked.
 const CONSENT_GRACE: Duration = Duration::from_secs(5);
@@ -1000,8 +1008,14 @@ impl Session {
         conn: ServerConnection,
     ) -> EndReason {
         let (rd, wr) = tokio::io::split(stream);
-        let f = self.frames.borrow().frame.clone();
-        let mut viewer = ViewerState::new(f.width, f.height);
+        // Only the size: a frame held here would be pinned for the whole
+        // session (8 MB at 1080p per viewer, and the capture's frame pool
+        // could never reuse it).
+        let (width, height) = {
+            let latest = self.frames.borrow();
+            (latest.frame.width, latest.frame.height)
+        };
+        let mut viewer = ViewerState::new(width, height);
         viewer.drawn_cursor = self.cfg.drawn_cursor;
         let mut live = Live {
             conn,
@@ -1020,6 +1034,7 @@ impl Session {
             // Messages pipelined behind ClientInit may already be buffered.
             poll_now: true,
             flow: flow::Flow::new(self.info.session_id(), std::time::Instant::now()),
+            streaming: None,
         };
         let stop = loop {
             if let Err(stop) = self.step(&mut live).await {
@@ -1048,35 +1063,35 @@ impl Session {
         if std::mem::take(&mut live.poll_now) {
             self.handle_messages(live).await?;
         }
-        // 1. Everything the protocol core has to say goes out first, then
-        // replies to the messages just handled.
-        if live.conn.has_output() {
-            let out = live.conn.take_output();
-            self.info.bytes_out += out.len() as u64;
-            live.writes.send(out).await?;
-        }
-        if !self.outbox.is_empty() {
-            let out = std::mem::take(&mut self.outbox);
-            self.info.bytes_out += out.len() as u64;
-            live.writes.send(out).await?;
-        }
-        // 2. An update, when one is wanted (asked for, or continuous), the
-        // previous one has left, and the congestion window has room.
-        if live.writes.idle()
-            && (live.viewer.has_request() || live.flow.continuous())
-            && live.frames_dirty
-            && !live.first_frame_due
-            && self.info.rights.view
-            && live
-                .flow
-                .may_send(live.writes.bytes, std::time::Instant::now())
-        {
-            return self.send_update(live).await;
+        if live.streaming.is_some() {
+            // 0. An update is going out: its next piece once the socket
+            // has taken the ones before (nothing else may come between its
+            // rectangles; replies wait until it is complete).
+            if live.writes.in_flight() < STREAM_AHEAD {
+                return self.pump_update(live).await;
+            }
+        } else {
+            // 1. What the core and the handled messages have to say.
+            self.send_pending(live).await?;
+            // 2. An update, when one is wanted (asked for, or continuous),
+            // the previous one has left, and the congestion window has room.
+            if live.writes.idle()
+                && (live.viewer.has_request() || live.flow.continuous())
+                && live.frames_dirty
+                && !live.first_frame_due
+                && self.info.rights.view
+                && live
+                    .flow
+                    .may_send(live.writes.bytes, std::time::Instant::now())
+            {
+                return self.send_update(live).await;
+            }
         }
         // The screen is captured only while some viewer waits for a frame.
         let wants = self.info.rights.view
             && (live.viewer.has_request()
                 || live.flow.continuous()
+                    && live.streaming.is_none()
                     && live.writes.idle()
                     && live
                         .flow
@@ -1096,6 +1111,22 @@ impl Session {
             r = live.writes.done.changed() => r.map_err(|_| Stop::WriterGone),
             c = self.control.recv() => self.on_control(live, c).await,
         }
+    }
+
+    /// Everything the protocol core has to say goes out first, then the
+    /// replies to the messages just handled (never inside an update).
+    async fn send_pending(&mut self, live: &mut Live) -> Result<(), Stop> {
+        if live.conn.has_output() {
+            let out = live.conn.take_output();
+            self.info.bytes_out += out.len() as u64;
+            live.writes.send(out).await?;
+        }
+        if !self.outbox.is_empty() {
+            let out = std::mem::take(&mut self.outbox);
+            self.info.bytes_out += out.len() as u64;
+            live.writes.send(out).await?;
+        }
+        Ok(())
     }
 
     /// Every message the core has decoded.
@@ -1129,7 +1160,7 @@ impl Session {
                 }
                 Ok(None) => return Ok(()),
                 Err(e) => {
-                    if live.conn.has_output() {
+                    if live.conn.has_output() && live.streaming.is_none() {
                         let _ = live.writes.send(live.conn.take_output()).await;
                     }
                     return Err(Stop::End(protocol_end(e)));
@@ -1138,19 +1169,16 @@ impl Session {
         }
     }
 
-    /// Build and queue one update from the newest frame.
+    /// Start one update from the newest frame and queue its first piece.
     async fn send_update(&mut self, live: &mut Live) -> Result<(), Stop> {
         let latest = self.frames.borrow_and_update().clone();
-        let mut out = Vec::new();
         let size_before = live.viewer.viewer_size();
         live.flow.before_update(&mut live.viewer);
-        if !live.viewer.build_update(&latest, &mut out) {
+        let Some(stream) = live.viewer.start_update(&latest) else {
             live.frames_dirty = false;
             return Ok(());
-        }
-        let out = live
-            .flow
-            .wrap_update(live.writes.bytes, out, std::time::Instant::now());
+        };
+        live.streaming = Some(stream);
         let size = live.viewer.viewer_size();
         if size != size_before {
             let ev = SessionEvent::Resize {
@@ -1160,6 +1188,26 @@ impl Session {
             self.host.session_event(&self.info, &ev);
         }
         self.info.updates_sent = live.viewer.updates_sent;
+        self.pump_update(live).await
+    }
+
+    /// Encode the next piece of the update being sent (at most about
+    /// `update::CHUNK_BYTES` plus a band) into a reused buffer and queue it;
+    /// pings frame the update for a viewer that takes fences.
+    async fn pump_update(&mut self, live: &mut Live) -> Result<(), Stop> {
+        let Some(stream) = live.streaming.as_mut() else {
+            return Ok(());
+        };
+        let now = std::time::Instant::now();
+        let mut out = live.writes.buffer();
+        if stream.is_fresh() {
+            live.flow.update_begins(live.writes.bytes, &mut out, now);
+        }
+        if !live.viewer.continue_update(stream, &mut out) {
+            live.streaming = None;
+            let end = live.writes.bytes + out.len() as u64;
+            live.flow.update_ends(end, &mut out, now);
+        }
         self.info.bytes_out += out.len() as u64;
         live.writes.send(out).await
     }
@@ -1197,10 +1245,10 @@ impl Session {
                     bytes: t.len(),
                 };
                 self.host.session_event(&self.info, &ev);
-                let mut out = Vec::new();
-                self.clipboard.announce(&t, &mut out);
+                // After the messages before it and any update going out.
+                self.clipboard.announce(&t, &mut self.outbox);
                 self.desktop_clipboard = Some(t);
-                live.writes.send(out).await
+                Ok(())
             }
             Some(Control::ServerCutText(_)) => Ok(()),
             Some(Control::SetRights { rights, by }) => {
@@ -1403,6 +1451,8 @@ struct Live {
     poll_now: bool,
     /// Fences, continuous updates, congestion control.
     flow: flow::Flow,
+    /// The update being sent, piece by piece.
+    streaming: Option<update::UpdateStream>,
 }
 
 /// Output buffers handed to the writer task, counted: one count per
@@ -1414,19 +1464,37 @@ struct Writes {
     /// Bytes queued in all (the stream position congestion control uses).
     bytes: u64,
     writer: Option<tokio::task::JoinHandle<EndReason>>,
+    /// Buffers the writer has emptied, for the next pieces.
+    spares: Spares,
 }
+
+type Spares = Arc<std::sync::Mutex<Vec<Vec<u8>>>>;
 
 impl Writes {
     fn start(wr: tokio::io::WriteHalf<Box<dyn Transport>>, stall: Duration) -> Writes {
         let (tx, rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
         let (done_tx, done) = watch::channel(0u64);
+        let spares = Spares::default();
+        let writer = writer_task(wr, rx, done_tx, stall, spares.clone());
         Writes {
             tx: Some(tx),
             done,
             queued: 0,
             bytes: 0,
-            writer: Some(tokio::spawn(writer_task(wr, rx, done_tx, stall))),
+            writer: Some(tokio::spawn(writer)),
+            spares,
         }
+    }
+
+    /// An empty buffer, reused when the writer has one to give back.
+    fn buffer(&self) -> Vec<u8> {
+        let mut spares = self.spares.lock().unwrap_or_else(|e| e.into_inner());
+        spares.pop().unwrap_or_default()
+    }
+
+    /// Buffers queued and not yet written.
+    fn in_flight(&self) -> u64 {
+        self.queued - *self.done.borrow()
     }
 
     /// Queue one buffer; `Err` when the writer task has ended.
@@ -1468,13 +1536,21 @@ async fn writer_task<W: AsyncWrite + Unpin>(
     mut rx: mpsc::Receiver<Vec<u8>>,
     done: watch::Sender<u64>,
     stall: Duration,
+    spares: Spares,
 ) -> EndReason {
     let mut n = 0u64;
-    while let Some(buf) = rx.recv().await {
+    while let Some(mut buf) = rx.recv().await {
         match tokio::time::timeout(stall, wr.write_all(&buf)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return EndReason::Io(e.to_string()),
             Err(_) => return EndReason::Stalled,
+        }
+        if buf.capacity() <= SPARE_CAPACITY {
+            buf.clear();
+            let mut s = spares.lock().unwrap_or_else(|e| e.into_inner());
+            if s.len() < SPARE_BUFFERS {
+                s.push(buf);
+            }
         }
         n += 1;
         done.send_replace(n);

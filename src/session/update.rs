@@ -71,17 +71,9 @@ struct Pseudo {
 /// size: the same damage log (rectangles past the size are cut off when
 /// used), the moves that fit, one screen.
 fn fit(latest: &Published, size: (u16, u16)) -> Published {
-    let src = &*latest.frame;
-    let mut f = Frame::new(size.0, size.1);
-    let w = size.0.min(src.width) as usize;
-    for y in 0..size.1.min(src.height) as usize {
-        let from = y * src.width as usize;
-        let to = y * size.0 as usize;
-        f.pixels[to..to + w].copy_from_slice(&src.pixels[from..from + w]);
-    }
     Published {
         seq: latest.seq,
-        frame: Arc::new(f),
+        frame: Arc::new(fit_frame(&latest.frame, size)),
         moves: latest.moves.clone(),
         cursor: latest.cursor.clone(),
         damage: latest.damage.clone(),
@@ -91,12 +83,27 @@ fn fit(latest: &Published, size: (u16, u16)) -> Published {
     }
 }
 
-/// Write the FramebufferUpdate(s). A DesktopSize/ExtendedDesktopSize
-/// rectangle goes last in an update of its own, without framebuffer data
-/// (rfbproto "Server Semantics"; vnc-rs rejects pixels after it, as early
-/// clients did); the pixels follow in a second update, as TigerVNC's
-/// server does.
-fn write_update(mut pseudo: Pseudo, body: Rects, out: &mut Vec<u8>) {
+/// `src` cut or padded (black) to `size`.
+fn fit_frame(src: &Frame, size: (u16, u16)) -> Frame {
+    let mut f = Frame::new(size.0, size.1);
+    let w = size.0.min(src.width) as usize;
+    for y in 0..size.1.min(src.height) as usize {
+        let from = y * src.width as usize;
+        let to = y * size.0 as usize;
+        f.pixels[to..to + w].copy_from_slice(&src.pixels[from..from + w]);
+    }
+    f
+}
+
+/// Write the head of the FramebufferUpdate(s): everything before the
+/// encoded rectangles. A DesktopSize/ExtendedDesktopSize rectangle goes
+/// last in an update of its own, without framebuffer data (rfbproto
+/// "Server Semantics"; vnc-rs rejects pixels after it, as early clients
+/// did); the pixels follow in a second update, as TigerVNC's server does.
+/// `body` holds the CopyRects (written here) and counts the rectangles
+/// still to be encoded after them. Returns whether the update must end
+/// with a LastRect rectangle (its header could not count them).
+fn write_head(mut pseudo: Pseudo, body: Rects, out: &mut Vec<u8>) -> bool {
     let size_sent = !pseudo.size_rect.is_empty();
     if size_sent {
         write_update_header(pseudo.rects.count as u16, out);
@@ -107,16 +114,59 @@ fn write_update(mut pseudo: Pseudo, body: Rects, out: &mut Vec<u8>) {
     let total = body.count + pseudo.rects.count;
     if total == 0 && size_sent {
         // Only the size update was due.
+        false
     } else if total > MAX_COUNTED_RECTS {
-        // Only for viewers that announced LastRect (see `encode`).
+        // Only for viewers that announced LastRect (see `plan`).
         write_update_header(0xFFFF, out);
         out.extend_from_slice(&pseudo.rects.bytes);
         out.extend_from_slice(&body.bytes);
-        write_rect_header(Rect::default(), enc::LAST_RECT, out);
+        true
     } else {
         write_update_header(total as u16, out);
         out.extend_from_slice(&pseudo.rects.bytes);
         out.extend_from_slice(&body.bytes);
+        false
+    }
+}
+
+/// An encoded piece of output is handed on once it holds this many bytes
+/// (small updates stay one write; a big one goes out band by band).
+pub const CHUNK_BYTES: usize = 64 * 1024;
+
+/// One rectangle still to be encoded: a band of a damaged rectangle, or
+/// the part under the drawn pointer (`pointer`), drawn on and encoded apart.
+#[derive(Clone, Copy, Debug)]
+struct Job {
+    encoding: i32,
+    rect: Rect,
+    pointer: bool,
+}
+
+/// A FramebufferUpdate being sent: decided, counted and headed when it
+/// starts ([`ViewerState::start_update`]), then encoded a band at a time
+/// into small buffers ([`ViewerState::continue_update`]) that go out
+/// before the next band is encoded, so no update is ever held whole in
+/// memory. It owns what it needs (the frame, the pixel format and levels,
+/// the pointer image): messages handled meanwhile change the viewer's
+/// state, never this update.
+pub struct UpdateStream {
+    /// The frame every band is encoded from: an update shows one frame.
+    frame: Arc<Frame>,
+    params: EncodeParams,
+    cursor: Option<(Arc<CursorShape>, pointer::Drawn)>,
+    head: Vec<u8>,
+    jobs: std::collections::VecDeque<Job>,
+    last_rect: bool,
+    /// Rectangles the header counted for the encoded part, and written.
+    planned: usize,
+    written: usize,
+    started: bool,
+}
+
+impl UpdateStream {
+    /// No byte of it has been produced yet.
+    pub fn is_fresh(&self) -> bool {
+        !self.started
     }
 }
 
@@ -313,10 +363,23 @@ impl ViewerState {
     /// Build one FramebufferUpdate bringing the viewer to `latest`, if a
     /// request is outstanding and there is something to send. Appends the
     /// message(s) to `out` and returns whether an update was written.
+    /// (The whole update at once; a session streams it instead with
+    /// [`ViewerState::start_update`] and [`ViewerState::continue_update`].)
     pub fn build_update(&mut self, latest: &Published, out: &mut Vec<u8>) -> bool {
-        let Some((req, full)) = self.request else {
+        let Some(mut s) = self.start_update(latest) else {
             return false;
         };
+        while self.continue_update(&mut s, out) {}
+        true
+    }
+
+    /// Start one FramebufferUpdate bringing the viewer to `latest`, if a
+    /// request is outstanding and there is something to send: everything
+    /// is decided and counted now (what is taken off the damage region, the
+    /// pseudo-rectangles, the CopyRects, the bands to encode), the pixels
+    /// are encoded by [`ViewerState::continue_update`].
+    pub fn start_update(&mut self, latest: &Published) -> Option<UpdateStream> {
+        let (req, full) = self.request?;
         let size = (latest.frame.width, latest.frame.height);
         let resized = size != self.viewer_size;
         if size != self.source_size && !self.fitting {
@@ -335,7 +398,7 @@ impl ViewerState {
             // instead of being dropped or sent rectangles outside its
             // framebuffer.
             self.fitting = true;
-            let sent = self.build_update(&fit(latest, self.viewer_size), out);
+            let sent = self.start_update(&fit(latest, self.viewer_size));
             self.fitting = false;
             return sent;
         }
@@ -359,17 +422,81 @@ impl ViewerState {
         let rects = self.damaged_rects(latest, area, full, want, &mut body);
         if rects.is_empty() && body.count == 0 && pseudo.rects.count == 0 && !full {
             // Nothing new for an incremental request: keep it pending.
-            return false;
+            return None;
         }
         let cursor = want.and_then(|d| Some((latest.cursor.as_ref()?.1.clone(), d)));
-        self.encode(frame, rects, area, pseudo.rects.count, cursor, &mut body);
+        let params = EncodeParams {
+            pf: self.pf,
+            compress_level: self.encodings.compress_level,
+            quality_level: self.encodings.quality_level,
+        };
+        let (jobs, planned) = self.plan(
+            &rects,
+            area,
+            pseudo.rects.count,
+            &cursor,
+            &params,
+            &mut body,
+        );
+        let mut head = Vec::new();
         if std::mem::take(&mut self.colour_map_due) {
-            write_colour_map(0, &PixelFormat::fixed_colour_map(), out);
+            write_colour_map(0, &PixelFormat::fixed_colour_map(), &mut head);
         }
-        write_update(pseudo, body, out);
+        let last_rect = write_head(pseudo, body, &mut head);
         self.request = None;
         self.updates_sent += 1;
-        true
+        Some(UpdateStream {
+            frame: latest.frame.clone(),
+            params,
+            cursor,
+            head,
+            jobs,
+            last_rect,
+            planned,
+            written: 0,
+            started: false,
+        })
+    }
+
+    /// Encode the next bands of `s` into `out` (appended), until it holds
+    /// about [`CHUNK_BYTES`] or the update is complete; returns whether
+    /// more is to come. Every band comes from the frame the update started
+    /// with (an update never mixes frames), held until the update is out.
+    pub fn continue_update(&mut self, s: &mut UpdateStream, out: &mut Vec<u8>) -> bool {
+        let frame = s.frame.clone();
+        if !s.started {
+            s.started = true;
+            out.append(&mut s.head);
+        }
+        let start = out.len();
+        while out.len() - start < CHUNK_BYTES {
+            let Some(job) = s.jobs.pop_front() else {
+                break;
+            };
+            s.written += if job.pointer {
+                self.encode_pointer_piece(job, s, &frame, out)
+            } else {
+                let encoder = self.encoders.get(job.encoding);
+                encoder.encode(&frame, job.rect, &s.params, out)
+            };
+        }
+        if !s.jobs.is_empty() {
+            return true;
+        }
+        if s.written != s.planned {
+            // A count that disagrees with what the encoders wrote would
+            // desynchronise a viewer without LastRect: a bug, never input.
+            tracing::error!(
+                planned = s.planned,
+                written = s.written,
+                "rectangle count of an update was wrong"
+            );
+            debug_assert_eq!(s.written, s.planned, "rectangle count");
+        }
+        if std::mem::take(&mut s.last_rect) {
+            write_rect_header(Rect::default(), enc::LAST_RECT, out);
+        }
+        false
     }
 
     /// The pseudo-rectangles due: a size or layout change (in its own
@@ -585,81 +712,64 @@ impl ViewerState {
         moved
     }
 
-    /// Encode `rects` into `body` with the viewer's preferred encoding,
-    /// the pointer drawn in where `cursor` says.
-    fn encode(
+    /// The bands `rects` are encoded in with the viewer's preferred
+    /// encoding (the pointer's part of each apart, where `cursor` says),
+    /// and how many rectangles they make. Too many to count in the header
+    /// for a viewer without LastRect: the whole area as Raw instead, and
+    /// the CopyRects in `body` dropped (the area is sent whole after them
+    /// anyway).
+    fn plan(
         &mut self,
-        frame: &Frame,
-        rects: Vec<Rect>,
+        rects: &[Rect],
         area: Rect,
         npseudo: usize,
-        cursor: Option<(Arc<CursorShape>, pointer::Drawn)>,
+        cursor: &Option<(Arc<CursorShape>, pointer::Drawn)>,
+        params: &EncodeParams,
         body: &mut Rects,
-    ) {
-        let params = EncodeParams {
-            pf: self.pf,
-            compress_level: self.encodings.compress_level,
-            quality_level: self.encodings.quality_level,
-        };
+    ) -> (std::collections::VecDeque<Job>, usize) {
         let preferred = self.encodings.preferred;
-        let cursor = cursor.as_ref().map(|(s, d)| (&**s, *d));
-        for r in &rects {
-            self.encode_rect(preferred, frame, *r, &params, cursor, body);
+        let pointer = cursor.as_ref().map(|(_, d)| d.rect);
+        let mut jobs = std::collections::VecDeque::new();
+        let mut count = 0;
+        for r in rects {
+            count += self.plan_rect(preferred, *r, pointer, params, &mut jobs);
         }
-        if body.count + npseudo > MAX_COUNTED_RECTS && !self.encodings.last_rect {
-            // Too many rectangles to count in the header and the viewer has
-            // no LastRect: send the whole area as Raw instead (CopyRects
-            // included: the area is sent whole after them anyway).
+        if body.count + count + npseudo > MAX_COUNTED_RECTS && !self.encodings.last_rect {
             body.bytes.clear();
             body.count = 0;
-            self.encode_rect(enc::RAW, frame, area, &params, cursor, body);
+            jobs.clear();
+            count = self.plan_rect(enc::RAW, area, pointer, params, &mut jobs);
         }
+        body.count += count;
+        (jobs, count)
     }
 
-    /// One rectangle; where the drawn pointer lies in it, those pixels
-    /// only are copied, drawn on and encoded apart.
-    fn encode_rect(
+    /// One rectangle's jobs; where the drawn pointer lies in it, those
+    /// pixels only are a job of their own. Returns the rectangles counted.
+    fn plan_rect(
         &mut self,
         encoding: i32,
-        frame: &Frame,
         r: Rect,
+        pointer: Option<Rect>,
         params: &EncodeParams,
-        cursor: Option<(&CursorShape, pointer::Drawn)>,
-        body: &mut Rects,
-    ) {
-        let Some((shape, d)) = cursor.filter(|(_, d)| !d.rect.intersect(&r).is_empty()) else {
-            self.encode_plain(encoding, frame, r, params, body);
-            return;
+        jobs: &mut std::collections::VecDeque<Job>,
+    ) -> usize {
+        let Some(inner) = pointer.map(|p| p.intersect(&r)).filter(|i| !i.is_empty()) else {
+            return self.plan_bands(encoding, r, params, jobs);
         };
-        let inner = d.rect.intersect(&r);
         let mut outer = Vec::new();
         region::subtract(r, inner, &mut outer);
+        let mut n = 0;
         for o in outer {
-            self.encode_plain(encoding, frame, o, params, body);
+            n += self.plan_bands(encoding, o, params, jobs);
         }
-        let patch = pointer::draw(shape, d.pos, frame, inner);
-        let mut piece = Rects::default();
-        let local = Rect::new(0, 0, inner.w, inner.h);
-        self.encode_plain(encoding, &patch, local, params, &mut piece);
-        let header_ok = piece.count == 1
-            && piece.bytes.len() >= 12
-            && piece.bytes[4..8] == [inner.w.to_be_bytes(), inner.h.to_be_bytes()].concat()[..];
-        if header_ok {
-            // One rectangle at 0,0 of the patch: move it to where it goes.
-            piece.bytes[0..2].copy_from_slice(&inner.x.to_be_bytes());
-            piece.bytes[2..4].copy_from_slice(&inner.y.to_be_bytes());
-            body.bytes.extend_from_slice(&piece.bytes);
-            body.count += 1;
-        } else {
-            // Never seen (the pointer is at most 256x256): the patch in
-            // place on a frame that is blank elsewhere.
-            let mut sparse = Frame::new(inner.right() as u16, inner.bottom() as u16);
-            for y in 0..inner.h {
-                let at = (inner.y + y) as usize * sparse.width as usize + inner.x as usize;
-                sparse.pixels[at..at + inner.w as usize].copy_from_slice(patch.row(y, 0, inner.w));
-            }
-            self.encode_plain(encoding, &sparse, inner, params, body);
-        }
+        jobs.push_back(Job {
+            encoding,
+            rect: inner,
+            pointer: true,
+        });
+        // At most 256x256 (MAX_CURSOR_EDGE): one band, as the patch is.
+        n + self.encoders.get(encoding).rect_count(inner, params)
     }
 
     /// One rectangle as the encoder makes it, in bands: Raw in pieces of
@@ -668,39 +778,89 @@ impl ViewerState {
     /// Hextile's tiles stay on the same grid). An encoder's scratch buffers
     /// (which live as long as the connection) and each piece of output then
     /// stay small, whatever the screen size: this is what a viewer's memory
-    /// is made of now that it keeps no copy of the screen.
-    fn encode_plain(
+    /// is made of now that it keeps no copy of the screen and sends each
+    /// band before encoding the next.
+    fn plan_bands(
         &mut self,
         encoding: i32,
-        frame: &Frame,
         r: Rect,
         params: &EncodeParams,
-        body: &mut Rects,
-    ) {
+        jobs: &mut std::collections::VecDeque<Job>,
+    ) -> usize {
         let max = if encoding == enc::RAW {
             RAW_MAX_PIXELS
         } else {
             BAND_MAX_PIXELS
         };
         let encoder = self.encoders.get(encoding);
-        if r.area() <= max {
-            body.count += encoder.encode(frame, r, params, &mut body.bytes);
-            return;
-        }
-        let mut rows = max / r.w as usize;
-        if encoding != enc::RAW && rows >= 64 {
+        let mut rows = if r.area() <= max {
+            r.h as usize
+        } else {
+            max / r.w as usize
+        };
+        if r.area() > max && encoding != enc::RAW && rows >= 64 {
             rows -= rows % 64;
         }
         let rows = rows.max(1) as u32;
+        let mut n = 0;
         let mut y = u32::from(r.y);
         while y < r.bottom() {
             let h = rows.min(r.bottom() - y);
             let band = Rect::new(r.x, y as u16, r.w, h as u16);
-            body.count += encoder.encode(frame, band, params, &mut body.bytes);
+            n += encoder.rect_count(band, params);
+            jobs.push_back(Job {
+                encoding,
+                rect: band,
+                pointer: false,
+            });
             y += h;
         }
+        n
     }
 
+    /// The pixels under the drawn pointer (`job.rect`), copied, drawn on
+    /// and encoded as a rectangle of their own. Returns the rectangles
+    /// written.
+    fn encode_pointer_piece(
+        &mut self,
+        job: Job,
+        s: &UpdateStream,
+        frame: &Frame,
+        out: &mut Vec<u8>,
+    ) -> usize {
+        let Some((shape, d)) = &s.cursor else {
+            // Never planned without a pointer: encode the plain pixels.
+            return self
+                .encoders
+                .get(job.encoding)
+                .encode(frame, job.rect, &s.params, out);
+        };
+        let inner = job.rect;
+        let encoder = self.encoders.get(job.encoding);
+        let patch = pointer::draw(shape, d.pos, frame, inner);
+        let mut piece = Vec::new();
+        let local = Rect::new(0, 0, inner.w, inner.h);
+        let n = encoder.encode(&patch, local, &s.params, &mut piece);
+        let header_ok = n == 1
+            && piece.len() >= 12
+            && piece[4..8] == [inner.w.to_be_bytes(), inner.h.to_be_bytes()].concat()[..];
+        if header_ok {
+            // One rectangle at 0,0 of the patch: move it to where it goes.
+            piece[0..2].copy_from_slice(&inner.x.to_be_bytes());
+            piece[2..4].copy_from_slice(&inner.y.to_be_bytes());
+            out.extend_from_slice(&piece);
+            return 1;
+        }
+        // Never seen (the pointer is at most 256x256, one rectangle in
+        // every encoding): the patch in place on a frame that is blank
+        // elsewhere.
+        let mut sparse = Frame::new(inner.right() as u16, inner.bottom() as u16);
+        for y in 0..inner.h {
+            let at = (inner.y + y) as usize * sparse.width as usize + inner.x as usize;
+            sparse.pixels[at..at + inner.w as usize].copy_from_slice(patch.row(y, 0, inner.w));
+        }
+        encoder.encode(&sparse, inner, &s.params, out)
+    }
     fn write_size_rect(
         &self,
         (w, h): (u16, u16),
@@ -753,6 +913,48 @@ mod tests {
             screens: Arc::new(Vec::new()),
             pointer: None,
             leds: None,
+        }
+    }
+
+    /// A full 1080p update goes out in pieces of at most `CHUNK_BYTES`
+    /// plus one band (never whole), decodes exactly when the pieces are
+    /// joined, and is not changed by what the viewer asks meanwhile.
+    #[test]
+    fn big_updates_are_streamed_in_small_pieces() {
+        use crate::encoding::testutil::client_pf;
+        use rfb_decode::{ClientFramebuffer, Decoder};
+        let (w, h) = (1920u16, 1080u16);
+        for e in [enc::RAW, enc::ZRLE, enc::TIGHT, enc::HEXTILE] {
+            let mut v = ViewerState::new(w, h);
+            v.set_encodings(&[e, enc::CURSOR]);
+            v.request(false, Rect::new(0, 0, w, h));
+            let p = publish(1, render(w, h, 5));
+            let mut s = v.start_update(&p).expect("an update");
+            // Asked meanwhile: applies to the next update only.
+            v.set_pixel_format(PixelFormat::RGB565);
+            v.set_encodings(&[enc::RAW]);
+            let mut all = Vec::new();
+            let mut pieces = 0;
+            loop {
+                let mut piece = Vec::new();
+                let more = v.continue_update(&mut s, &mut piece);
+                // A Raw band is 65536 pixels (256 KiB); others compress.
+                assert!(
+                    piece.len() <= CHUNK_BYTES + RAW_MAX_PIXELS * 4 + 64,
+                    "{e}: piece of {} bytes",
+                    piece.len()
+                );
+                all.extend_from_slice(&piece);
+                pieces += 1;
+                if !more {
+                    break;
+                }
+            }
+            assert!(pieces > 1 || e != enc::RAW, "{e}: sent whole");
+            let mut fb = ClientFramebuffer::new(w, h, client_pf(&PixelFormat::NATIVE));
+            let mut dec = Decoder::new();
+            assert_eq!(dec.decode_message(&all, &mut fb), Ok(all.len()), "{e}");
+            assert!(fb.pixels == p.frame.pixels, "{e}: picture differs");
         }
     }
 
