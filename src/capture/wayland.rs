@@ -36,14 +36,12 @@ const MAX_BUFFER_BYTES: usize = 16384 * 16384 * 4;
 const MAX_DAMAGE_RECTS: usize = 4096;
 
 /// What the source and the input sink of one Wayland session share: the
-/// served output's size (`w << 16 | h`, for absolute pointer motion) and
-/// where the viewers last put the pointer (`x << 16 | y`, `u32::MAX`:
-/// nowhere yet; not sent to viewers: the compositor paints the pointer into
-/// the frames, see [`dot_cursor`]).
+/// served output's size (`w << 16 | h`, for absolute pointer motion). The
+/// pointer's position is not shared: the compositor paints the pointer
+/// into the frames (see [`dot_cursor`]).
 #[derive(Debug)]
 pub struct WaylandShared {
     pub output_size: AtomicU32,
-    pub pointer: AtomicU32,
     /// The served output's index among the compositor's outputs.
     pub monitor: Option<usize>,
 }
@@ -52,7 +50,6 @@ impl WaylandShared {
     pub fn new(monitor: Option<usize>) -> Arc<WaylandShared> {
         Arc::new(WaylandShared {
             output_size: AtomicU32::new(0),
-            pointer: AtomicU32::new(u32::MAX),
             monitor,
         })
     }

@@ -221,7 +221,6 @@ impl InputSink for WaylandInput {
         let (w, h) = ((size >> 16).max(1), (size & 0xffff).max(1));
         let (x, y) = (u32::from(x).min(w - 1), u32::from(y).min(h - 1));
         p.motion_absolute(t, x, y, w, h);
-        self.shared.pointer.store(x << 16 | y, Ordering::Relaxed);
         let old = g.buttons;
         for (bit, code) in [
             (0, BTN_LEFT),
