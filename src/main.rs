@@ -10,7 +10,7 @@ use cli::{Cli, Command, ConsentArg, KeyboardKind, ServeArgs, SourceKind};
 use std::sync::Arc;
 use ticketvnc::capture::test_pattern::TestPattern;
 use ticketvnc::capture::ScreenSource;
-use ticketvnc::input::{InputSink, NullInput, OffsetInput};
+use ticketvnc::input::{InputSink, NullInput, OffsetInput, PatternInput};
 use ticketvnc::security::{Authenticator, VncPassword, WithViewOnlyPassword};
 use ticketvnc::server::{self, ServerConfig};
 use ticketvnc::session::consent::{CommandAsker, ConsentPolicy};
@@ -279,7 +279,7 @@ async fn serve(
     let shields = ticketvnc::prompt::Shields::new();
     let input: Arc<dyn InputSink> = match args.source {
         _ if args.view_only => Arc::new(NullInput),
-        SourceKind::TestPattern | SourceKind::Auto => Arc::new(NullInput),
+        SourceKind::TestPattern | SourceKind::Auto => Arc::new(PatternInput::default()),
         SourceKind::X11 => {
             let inner: Arc<dyn InputSink> = Arc::new(ticketvnc::prompt::ShieldedInput::new(
                 x11_input(args.display.clone(), clip_tx)?,
