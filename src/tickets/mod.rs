@@ -63,6 +63,8 @@ mod kb_index;
 mod kb_pg;
 mod kb_pg_index;
 mod live_codes;
+#[cfg(test)]
+mod module_graph;
 mod notes;
 mod observer;
 mod pg;
