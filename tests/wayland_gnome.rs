@@ -669,6 +669,8 @@ fn gnome_pipewire_restart_opens_a_new_session() {
     let mut server = start_ticketvnc(&g);
     let expected = expected_picture();
     wait_picture(server.addr, "raw", &expected, "gnome-before-restart");
+    let clip_threads_before = clipboard_signal_threads(&server);
+    assert!(clip_threads_before > 0, "no clipboard signal thread");
     let out = Command::new("pgrep")
         .args([
             "-g",
@@ -724,6 +726,36 @@ fn gnome_pipewire_restart_opens_a_new_session() {
         server.group.child().try_wait().unwrap().is_none(),
         "ticketvnc still serving"
     );
+    // The clipboard followed the new session, and the old session's signal
+    // threads ended (they used to stay, two more on every reopen).
+    poll("the clipboard to follow the new session", || {
+        g.log("ticketvnc.log")
+            .contains("GNOME clipboard enabled on the new session")
+            .then_some(())
+    });
+    poll("the old session's clipboard threads to end", || {
+        (clipboard_signal_threads(&server) == clip_threads_before).then_some(())
+    });
+    assert!(g
+        .log("ticketvnc.log")
+        .contains("GNOME clipboard watcher ended"));
+}
+
+/// The threads of ticketvnc (under `server`'s process group) that receive
+/// clipboard signals (named `gnome-clip-*`; `comm` is cut at 15 bytes).
+fn clipboard_signal_threads(server: &Server) -> usize {
+    let out = Command::new("pgrep")
+        .args(["-g", &server.group.0.as_ref().unwrap().id().to_string()])
+        .args(["-x", "ticketvnc"])
+        .output()
+        .unwrap();
+    let pid = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(!pid.is_empty(), "ticketvnc's pid");
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|c| c.starts_with("gnome-clip-"))
+        .count()
 }
 
 /// Mutter gone: ticketvnc says so and exits non-zero.
