@@ -270,7 +270,7 @@ async fn serve(
             src
         }
         SourceKind::Screen => screen_source()?,
-        SourceKind::Gnome => gnome_source(&mut gnome_session)?,
+        SourceKind::Gnome => gnome_source(&mut gnome_session, args.monitor)?,
         SourceKind::Wayland => wayland_source(&mut wayland, args.monitor)?,
     };
     let source = panics::inject(source);
@@ -710,8 +710,11 @@ type GnomeSession = Arc<ticketvnc::capture::mutter::SessionSlot>;
 type GnomeSession = ();
 
 #[cfg(all(target_os = "linux", feature = "gnome"))]
-fn gnome_source(session: &mut Option<GnomeSession>) -> Result<Box<dyn ScreenSource>> {
-    let (src, s) = ticketvnc::capture::mutter::MutterSource::start()?;
+fn gnome_source(
+    session: &mut Option<GnomeSession>,
+    monitor: Option<usize>,
+) -> Result<Box<dyn ScreenSource>> {
+    let (src, s) = ticketvnc::capture::mutter::MutterSource::start(monitor)?;
     *session = Some(s);
     Ok(Box::new(src))
 }
@@ -737,7 +740,10 @@ fn gnome_input(
 }
 
 #[cfg(not(all(target_os = "linux", feature = "gnome")))]
-fn gnome_source(_session: &mut Option<GnomeSession>) -> Result<Box<dyn ScreenSource>> {
+fn gnome_source(
+    _session: &mut Option<GnomeSession>,
+    _monitor: Option<usize>,
+) -> Result<Box<dyn ScreenSource>> {
     bail!(
         "--source gnome is for GNOME Wayland sessions on Linux, in a build with the `gnome` \
          feature (a default one; this build was made without it)"
