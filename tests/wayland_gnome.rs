@@ -197,18 +197,19 @@ wait
     }
 
     fn mutter_pid(&self) -> Option<u32> {
-        let out = Command::new("pgrep")
-            .args(["-g", &self.stack.as_ref()?.id().to_string(), "-x", "mutter"])
-            .output()
-            .ok()?;
-        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+        pgrep_in_group(self.stack.as_ref()?.id(), "mutter")
     }
 }
 
 impl Drop for Gnome {
     fn drop(&mut self) {
-        // The logs, for a failed run (target/tmp).
+        // The logs, for a failed run (target/tmp), one set per test (they
+        // run at once).
         let dir = common::artefact_dir();
+        let test = std::thread::current()
+            .name()
+            .unwrap_or("test")
+            .replace("::", "-");
         for name in [
             "mutter.log",
             "pipewire.log",
@@ -219,7 +220,10 @@ impl Drop for Gnome {
             "vncviewer.log",
             "stack.err",
         ] {
-            let _ = std::fs::copy(self.rt.path().join(name), dir.join(format!("gnome-{name}")));
+            let _ = std::fs::copy(
+                self.rt.path().join(name),
+                dir.join(format!("gnome-{test}-{name}")),
+            );
         }
         if let Some(mut c) = self.stack.take() {
             kill_group(c.id());
@@ -273,6 +277,10 @@ impl Group {
     }
     fn child(&mut self) -> &mut Child {
         self.0.as_mut().unwrap()
+    }
+    /// The process group's id (the child's pid).
+    fn id(&self) -> u32 {
+        self.0.as_ref().unwrap().id()
     }
 }
 
@@ -861,6 +869,53 @@ fn start_ticketvnc_refused(g: &Gnome, extra: &[&str]) -> Group {
     Group::spawn(c)
 }
 
+/// Not a check: the CPU ticketvnc and Mutter spend over 20 s on a screen
+/// that does not change, with a viewer connected (docs/wayland.md,
+/// Numbers). Run by hand:
+/// `cargo test --release --test wayland_gnome gnome_idle_cpu -- --ignored --nocapture`
+#[test]
+#[ignore = "a measurement, run by hand"]
+fn gnome_idle_cpu() {
+    let g = Gnome::start();
+    let (_client, _) = start_client(&g);
+    let server = start_ticketvnc(&g);
+    wait_picture(server.addr, "raw", &expected_picture(), "gnome-idle");
+    let tv = pgrep_in_group(server.group.id(), "ticketvnc").expect("ticketvnc's pid");
+    let mutter = g.mutter_pid().expect("mutter's pid");
+    let mut d = Drive::start(server.addr);
+    d.run(&["move 5 5"]);
+    std::thread::sleep(Duration::from_secs(2));
+    let before = (cpu_ticks(tv), cpu_ticks(mutter));
+    let secs = 20;
+    std::thread::sleep(Duration::from_secs(secs));
+    let after = (cpu_ticks(tv), cpu_ticks(mutter));
+    let pct = |a: u64, b: u64| (b - a) as f64 / secs as f64; // ticks of 10 ms -> % of a core
+    eprintln!(
+        "idle {secs} s: ticketvnc {:.2}% of a core, mutter {:.2}%",
+        pct(before.0, after.0),
+        pct(before.1, after.1)
+    );
+}
+
+/// A process of process group `pgid` named `name`.
+fn pgrep_in_group(pgid: u32, name: &str) -> Option<u32> {
+    let out = Command::new("pgrep")
+        .args(["-g", &pgid.to_string(), "-x", name])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+/// User plus system CPU time of `pid` in clock ticks (1/100 s).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name in parentheses; utime and stime are
+    // fields 14 and 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
 /// Mutter gone: ticketvnc says so and exits non-zero.
 #[test]
 fn gnome_compositor_gone_ends_ticketvnc() {
@@ -904,9 +959,9 @@ mod client {
     use std::os::fd::AsFd;
     use std::path::Path;
     use wayland_client::protocol::{
-        wl_buffer, wl_compositor, wl_data_device, wl_data_device_manager, wl_data_offer,
-        wl_data_source, wl_keyboard, wl_output, wl_pointer, wl_registry, wl_seat, wl_shm,
-        wl_shm_pool, wl_surface,
+        wl_buffer, wl_callback, wl_compositor, wl_data_device, wl_data_device_manager,
+        wl_data_offer, wl_data_source, wl_keyboard, wl_output, wl_pointer, wl_registry, wl_seat,
+        wl_shm, wl_shm_pool, wl_surface,
     };
     use wayland_client::{
         delegate_noop, event_created_child, Connection, Dispatch, Proxy, QueueHandle, WEnum,
@@ -984,12 +1039,18 @@ mod client {
             let surface = self.surface.as_ref().unwrap();
             surface.attach(Some(&buffer), 0, 0);
             surface.damage_buffer(0, 0, w, h);
+            // Mutter's frame callback says when it painted the picture.
+            surface.frame(qh, (w, h));
             surface.commit();
             if let Some(old) = self.buffer.replace(buffer) {
                 old.destroy();
             }
             self.shown = (w, h);
             self.say(format!("shown {w} {h}"));
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            self.say(format!("committed at {:.3}", t.as_secs_f64()));
         }
 
         /// Our pointer image, set on every enter (Mutter shows no pointer
@@ -1451,4 +1512,22 @@ mod client {
     delegate_noop!(App: ignore wl_shm_pool::WlShmPool);
     delegate_noop!(App: ignore wl_buffer::WlBuffer);
     delegate_noop!(App: ignore wl_surface::WlSurface);
+
+    impl Dispatch<wl_callback::WlCallback, (i32, i32)> for App {
+        fn event(
+            app: &mut Self,
+            _: &wl_callback::WlCallback,
+            event: wl_callback::Event,
+            &(w, h): &(i32, i32),
+            _: &Connection,
+            _: &QueueHandle<Self>,
+        ) {
+            if let wl_callback::Event::Done { .. } = event {
+                let t = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                app.say(format!("painted {w} {h} at {:.3}", t.as_secs_f64()));
+            }
+        }
+    }
 }
