@@ -15,6 +15,8 @@ use pw::spa;
 use spa::buffer::meta::{MetaCursor, MetaVideoCrop, MetaVideoDamage};
 use spa::param::video::{VideoFormat, VideoInfoRaw};
 use spa::pod::{Object, Pod, Property, Value};
+use std::cell::Cell;
+use std::rc::Rc;
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
@@ -288,6 +290,21 @@ fn meta_params() -> Result<Vec<Vec<u8>>, String> {
     .collect()
 }
 
+/// Our stream drives the graph it shares with Mutter's (a higher
+/// `priority.driver` than Mutter's stream, which has none) and pulls
+/// Mutter's buffers itself. With Mutter 43 as the driver, frames are lost:
+/// its `pw_stream_queue_buffer` (libpipewire 0.3.65) moves a buffer to us
+/// only when the previous one has been taken, so a buffer queued before we
+/// ran stays in Mutter's queue until Mutter queues the next one; the last
+/// picture of a change (often the only one) then never arrives.
+const DRIVER_PRIORITY: &str = "100000";
+/// A pull every `PULL_TICK` while buffers are coming (within `ACTIVE_FOR`
+/// of the last one), every `IDLE_PULL` on a screen at rest: each pull wakes
+/// both processes, and a static screen needs few.
+const PULL_TICK: Duration = Duration::from_millis(5);
+const ACTIVE_FOR: Duration = Duration::from_secs(1);
+const IDLE_PULL: Duration = Duration::from_millis(40);
+
 fn run(
     node_id: u32,
     shared: Arc<Shared>,
@@ -301,10 +318,12 @@ fn run(
     let core = context
         .connect_rc(None)
         .map_err(|e| pwe("cannot connect to the PipeWire daemon", e))?;
-    let ml = mainloop.clone();
-    let _quit = quit.attach(mainloop.loop_(), move |_| ml.quit());
+    // Set to end the loop below (asked to, or the daemon is gone).
+    let done = Rc::new(Cell::new(false));
+    let d2 = done.clone();
+    let _quit = quit.attach(mainloop.loop_(), move |_| d2.set(true));
     let sh = shared.clone();
-    let ml = mainloop.clone();
+    let d2 = done.clone();
     let _core_listener = core
         .add_listener_local()
         .error(move |id, _seq, res, message| {
@@ -312,7 +331,7 @@ fn run(
             if id == 0 {
                 // The core itself: the daemon closed us or went away.
                 sh.update(|d| d.ended = Some(format!("PipeWire: {message}")));
-                ml.quit();
+                d2.set(true);
             }
         })
         .register();
@@ -320,6 +339,7 @@ fn run(
         *pw::keys::MEDIA_TYPE => "Video",
         *pw::keys::MEDIA_CATEGORY => "Capture",
         *pw::keys::MEDIA_ROLE => "Screen",
+        *pw::keys::PRIORITY_DRIVER => DRIVER_PRIORITY,
     };
     let stream =
         pw::stream::StreamBox::new(&core, "ticketvnc", props).map_err(|e| pwe("stream", e))?;
@@ -330,14 +350,20 @@ fn run(
         buffers: 0,
     };
     let metas = meta_params()?;
+    // When the last buffer came (it sets the pace of the pulls).
+    let last_buffer = Rc::new(Cell::new(None::<Instant>));
+    let got_buffer = last_buffer.clone();
     let _listener = stream
         .add_local_listener_with_user_data(data)
-        .state_changed(|_, d, old, new| {
+        .state_changed(|stream, d, old, new| {
             debug!(?old, ?new, "PipeWire stream state");
             match new {
                 pw::stream::StreamState::Streaming => {
                     if !d.streaming {
-                        info!("PipeWire stream is streaming");
+                        info!(
+                            driving = stream.is_driving(),
+                            "PipeWire stream is streaming"
+                        );
                     }
                     d.streaming = true;
                 }
@@ -388,7 +414,7 @@ fn run(
             d.buffers = d.buffers.saturating_sub(1);
             tracing::trace!(buffers = d.buffers, "PipeWire buffer removed");
         })
-        .process(|stream, d| {
+        .process(move |stream, d| {
             // Drain to the newest buffer: older ones are only history.
             // Everything queued, oldest first. Only the newest picture is
             // converted; older ones give their pointer news and go back to
@@ -405,7 +431,10 @@ fn run(
                 let picture = Some(i) == newest;
                 process(&mut buffer, d, picture, picture && i > 0);
             }
-            tracing::trace!(dequeued = n, "PipeWire process");
+            if n > 0 {
+                got_buffer.set(Some(Instant::now()));
+                tracing::trace!(dequeued = n, "PipeWire process");
+            }
         })
         .register()
         .map_err(|e| pwe("stream listener", e))?;
@@ -415,12 +444,40 @@ fn run(
         .connect(
             spa::utils::Direction::Input,
             Some(node_id),
-            pw::stream::StreamFlags::AUTOCONNECT | pw::stream::StreamFlags::MAP_BUFFERS,
+            pw::stream::StreamFlags::AUTOCONNECT
+                | pw::stream::StreamFlags::MAP_BUFFERS
+                | pw::stream::StreamFlags::DRIVER,
             &mut params,
         )
         .map_err(|e| pwe(&format!("cannot connect to node {node_id}"), e))?;
     let _ = ready.send(Ok(()));
-    mainloop.run();
+    // The loop, run here rather than by `MainLoop::run` so that each wait
+    // ends when the next pull is due.
+    let mut last_pull = Instant::now();
+    while !done.get() {
+        let now = Instant::now();
+        let active = last_buffer
+            .get()
+            .is_some_and(|t| now.duration_since(t) < ACTIVE_FOR);
+        let pace = if active { PULL_TICK } else { IDLE_PULL };
+        let due = last_pull + pace;
+        if now >= due {
+            last_pull = now;
+            if stream.is_driving() {
+                if let Err(e) = stream.trigger_process() {
+                    tracing::trace!(error = %e, "PipeWire pull");
+                }
+            }
+            continue;
+        }
+        // Whole milliseconds (the loop's unit), rounded up: a wait rounded
+        // down to 0 would spin until the pull is due.
+        let wait = Duration::from_millis((due - now).as_micros().div_ceil(1000) as u64);
+        let r = mainloop.loop_().iterate(pw::loop_::Timeout::Finite(wait));
+        if r < 0 && r != -rustix::io::Errno::INTR.raw_os_error() {
+            return Err(format!("PipeWire: the loop failed ({r})"));
+        }
+    }
     let _ = stream.disconnect();
     Ok(())
 }
