@@ -10,7 +10,7 @@ use cli::{Cli, Command, ConsentArg, KeyboardKind, ServeArgs, SourceKind};
 use std::sync::Arc;
 use ticketvnc::capture::test_pattern::TestPattern;
 use ticketvnc::capture::ScreenSource;
-use ticketvnc::input::{InputSink, NullInput, OffsetInput};
+use ticketvnc::input::{InputSink, NullInput, OffsetInput, PatternInput};
 use ticketvnc::security::{Authenticator, VncPassword, WithViewOnlyPassword};
 use ticketvnc::server::{self, ServerConfig};
 use ticketvnc::session::consent::{CommandAsker, ConsentPolicy};
@@ -270,7 +270,7 @@ async fn serve(
             src
         }
         SourceKind::Screen => screen_source()?,
-        SourceKind::Gnome => gnome_source(&mut gnome_session)?,
+        SourceKind::Gnome => gnome_source(&mut gnome_session, args.monitor)?,
         SourceKind::Wayland => wayland_source(&mut wayland, args.monitor)?,
     };
     let source = panics::inject(source);
@@ -279,7 +279,7 @@ async fn serve(
     let shields = ticketvnc::prompt::Shields::new();
     let input: Arc<dyn InputSink> = match args.source {
         _ if args.view_only => Arc::new(NullInput),
-        SourceKind::TestPattern | SourceKind::Auto => Arc::new(NullInput),
+        SourceKind::TestPattern | SourceKind::Auto => Arc::new(PatternInput::default()),
         SourceKind::X11 => {
             let inner: Arc<dyn InputSink> = Arc::new(ticketvnc::prompt::ShieldedInput::new(
                 x11_input(args.display.clone(), clip_tx)?,
@@ -710,8 +710,11 @@ type GnomeSession = Arc<ticketvnc::capture::mutter::SessionSlot>;
 type GnomeSession = ();
 
 #[cfg(all(target_os = "linux", feature = "gnome"))]
-fn gnome_source(session: &mut Option<GnomeSession>) -> Result<Box<dyn ScreenSource>> {
-    let (src, s) = ticketvnc::capture::mutter::MutterSource::start()?;
+fn gnome_source(
+    session: &mut Option<GnomeSession>,
+    monitor: Option<usize>,
+) -> Result<Box<dyn ScreenSource>> {
+    let (src, s) = ticketvnc::capture::mutter::MutterSource::start(monitor)?;
     *session = Some(s);
     Ok(Box::new(src))
 }
@@ -737,7 +740,10 @@ fn gnome_input(
 }
 
 #[cfg(not(all(target_os = "linux", feature = "gnome")))]
-fn gnome_source(_session: &mut Option<GnomeSession>) -> Result<Box<dyn ScreenSource>> {
+fn gnome_source(
+    _session: &mut Option<GnomeSession>,
+    _monitor: Option<usize>,
+) -> Result<Box<dyn ScreenSource>> {
     bail!(
         "--source gnome is for GNOME Wayland sessions on Linux, in a build with the `gnome` \
          feature (a default one; this build was made without it)"

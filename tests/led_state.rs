@@ -12,10 +12,9 @@
 mod common;
 
 use common::{require_commands, ChildGuard, XvfbGuard};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// X displays this suite may use (others use lower ranges).
@@ -74,28 +73,7 @@ impl Tvnc {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("run ticketvnc");
-        let addr = Arc::new(Mutex::new(None));
-        let found = addr.clone();
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines() {
-                let Ok(l) = l else { break };
-                if let Some(a) = l.trim().strip_prefix("ticketvnc listening on ") {
-                    *found.lock().unwrap() = a.split_whitespace().next().map(str::to_string);
-                }
-            }
-        });
-        let deadline = Instant::now() + TIMEOUT;
-        let addr = loop {
-            if let Some(a) = addr.lock().unwrap().clone() {
-                break a.parse().expect("listening address");
-            }
-            if let Some(st) = child.try_wait().unwrap() {
-                panic!("ticketvnc exited ({st}) before listening");
-            }
-            assert!(Instant::now() < deadline, "ticketvnc did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let addr = common::listening_addr(&mut child, TIMEOUT);
         Tvnc {
             child,
             addr,

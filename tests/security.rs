@@ -973,3 +973,41 @@ async fn exclusive_access_and_closed_tickets_stay_within_a_ticket() -> Result<()
     ensure!(alive(&mut c).await);
     srv.stop().await
 }
+
+/// The journal records a viewer's paste only when it reached a clipboard.
+/// On a desktop without one (a compositor refusing the clipboard, a
+/// platform without clipboard access) the paste reaches the input sink,
+/// which says it went nowhere, and no transfer is journaled; until this
+/// was fixed the journal claimed a transfer the customer never got (found
+/// running the journal test on sway before it had a clipboard). The same
+/// paste on a desktop with a clipboard is journaled, so the check can fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paste_with_nowhere_to_go_is_not_journaled() -> Result<()> {
+    for no_clipboard in [true, false] {
+        let (srv, rec) = server_with(ServerOpts {
+            no_clipboard,
+            ..ServerOpts::default()
+        })
+        .await?;
+        let mut c = RawClient::connect(srv.addr, &Auth::None).await?;
+        c.set_encodings(&[enc::RAW]).await?;
+        c.send(&ClientMessage::ClientCutText(b"dropped text".to_vec()))
+            .await?;
+        // Answered only after the paste before it was handled (in order).
+        c.request_full(false).await?;
+        c.next_update().await?;
+        ensure!(
+            srv.input.events() == [InputEvent::CutText("dropped text".into())],
+            "{:?}",
+            srv.input.events()
+        );
+        let journaled = rec.lines().iter().any(|l| l.starts_with("Clipboard"));
+        ensure!(
+            journaled != no_clipboard,
+            "no_clipboard={no_clipboard}: journal {:#?}",
+            rec.lines()
+        );
+        srv.stop().await?;
+    }
+    Ok(())
+}

@@ -10,11 +10,13 @@
 //! machine's load (the viewers' pace only decides how much waits, and that
 //! is what is bounded).
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Barrier, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
 
 const W: u16 = 1920;
 const H: u16 = 1080;
@@ -54,28 +56,7 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("run ticketvnc");
-        let addr = Arc::new(Mutex::new(None));
-        let found = addr.clone();
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines() {
-                let Ok(l) = l else { break };
-                if let Some(a) = l.trim().strip_prefix("ticketvnc listening on ") {
-                    *found.lock().unwrap() = a.split_whitespace().next().map(str::to_string);
-                }
-            }
-        });
-        let deadline = Instant::now() + TIMEOUT;
-        let addr = loop {
-            if let Some(a) = addr.lock().unwrap().clone() {
-                break a.parse().expect("listening address");
-            }
-            if let Some(st) = child.try_wait().unwrap() {
-                panic!("ticketvnc exited ({st}) before listening");
-            }
-            assert!(Instant::now() < deadline, "ticketvnc did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let addr = common::listening_addr(&mut child, TIMEOUT);
         Server {
             child,
             addr,

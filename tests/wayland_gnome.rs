@@ -95,6 +95,11 @@ struct Gnome {
 
 impl Gnome {
     fn start() -> Gnome {
+        Gnome::start_with(&[(W, H)])
+    }
+
+    /// A headless mutter with these virtual monitors (in this order).
+    fn start_with(monitors: &[(usize, usize)]) -> Gnome {
         common::require_commands(&[
             "mutter",
             "pipewire",
@@ -112,6 +117,10 @@ impl Gnome {
             let uid = uid_of(USER);
             std::os::unix::fs::chown(rt.path(), Some(uid), Some(uid)).unwrap();
         }
+        let virtual_monitors: String = monitors
+            .iter()
+            .map(|(w, h)| format!("--virtual-monitor {w}x{h} "))
+            .collect();
         let script = rt.path().join("stack.sh");
         std::fs::write(
             &script,
@@ -122,7 +131,7 @@ echo "$DBUS_SESSION_BUS_ADDRESS" > bus.tmp && mv bus.tmp bus
 pipewire > pipewire.log 2>&1 &
 sleep 1
 wireplumber > wireplumber.log 2>&1 &
-MUTTER_DEBUG=screen-cast mutter --headless --virtual-monitor {W}x{H} --wayland --no-x11 --wayland-display={WL_DISPLAY} > mutter.log 2>&1 &
+MUTTER_DEBUG=screen-cast mutter --headless {virtual_monitors}--wayland --no-x11 --wayland-display={WL_DISPLAY} > mutter.log 2>&1 &
 wait
 "#
             ),
@@ -278,10 +287,25 @@ impl Drop for Group {
 
 /// The test client, started as this test binary running `picture_client`.
 fn start_client(g: &Gnome) -> (Group, PathBuf) {
+    start_client_at(g, None)
+}
+
+/// The test client, fullscreen on the monitor of size `on`.
+fn start_client_on(g: &Gnome, on: (usize, usize)) -> (Group, PathBuf) {
+    start_client_at(g, Some(on))
+}
+
+/// The test client, fullscreen where Mutter puts it (`None`) or on the
+/// monitor of size `on`.
+fn start_client_at(g: &Gnome, on: Option<(usize, usize)>) -> (Group, PathBuf) {
+    let (w, h) = on.unwrap_or((W, H));
     let log = g.path().join("client.log");
     let mut c = g.command();
-    c.arg(format!("TICKETVNC_WL_CLIENT_LOG={}", log.display()))
-        .arg(std::env::current_exe().unwrap())
+    c.arg(format!("TICKETVNC_WL_CLIENT_LOG={}", log.display()));
+    if on.is_some() {
+        c.arg(format!("TICKETVNC_WL_CLIENT_OUTPUT={w}x{h}"));
+    }
+    c.arg(std::env::current_exe().unwrap())
         .args(["--exact", "picture_client", "--ignored", "--nocapture"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -292,7 +316,7 @@ fn start_client(g: &Gnome) -> (Group, PathBuf) {
             panic!("the test client exited ({st}): {}", g.log("client.err"));
         }
         g.log("client.log")
-            .contains(&format!("shown {W} {H}"))
+            .contains(&format!("shown {w} {h}"))
             .then_some(())
     });
     (child, log)
@@ -304,6 +328,10 @@ struct Server {
 }
 
 fn start_ticketvnc(g: &Gnome) -> Server {
+    start_ticketvnc_with(g, &[])
+}
+
+fn start_ticketvnc_with(g: &Gnome, extra: &[&str]) -> Server {
     let db = g.path().join("db");
     let mut c = g.command();
     c.arg(env!("CARGO_BIN_EXE_ticketvnc"))
@@ -311,6 +339,7 @@ fn start_ticketvnc(g: &Gnome) -> Server {
         .arg(db.join("journal.db"))
         .args(["serve", "--source", "gnome", "--no-auth"])
         .args(["--listen", "127.0.0.1:0", "--no-drawn-cursor"])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(g.path().join("ticketvnc.log")).unwrap());
@@ -669,6 +698,8 @@ fn gnome_pipewire_restart_opens_a_new_session() {
     let mut server = start_ticketvnc(&g);
     let expected = expected_picture();
     wait_picture(server.addr, "raw", &expected, "gnome-before-restart");
+    let clip_threads_before = clipboard_signal_threads(&server);
+    assert!(clip_threads_before > 0, "no clipboard signal thread");
     let out = Command::new("pgrep")
         .args([
             "-g",
@@ -724,6 +755,110 @@ fn gnome_pipewire_restart_opens_a_new_session() {
         server.group.child().try_wait().unwrap().is_none(),
         "ticketvnc still serving"
     );
+    // The clipboard followed the new session, and the old session's signal
+    // threads ended (they used to stay, two more on every reopen).
+    poll("the clipboard to follow the new session", || {
+        g.log("ticketvnc.log")
+            .contains("GNOME clipboard enabled on the new session")
+            .then_some(())
+    });
+    poll("the old session's clipboard threads to end", || {
+        (clipboard_signal_threads(&server) == clip_threads_before).then_some(())
+    });
+    assert!(g
+        .log("ticketvnc.log")
+        .contains("GNOME clipboard watcher ended"));
+}
+
+/// The threads of ticketvnc (under `server`'s process group) that receive
+/// clipboard signals (named `gnome-clip-*`; `comm` is cut at 15 bytes).
+fn clipboard_signal_threads(server: &Server) -> usize {
+    let out = Command::new("pgrep")
+        .args(["-g", &server.group.0.as_ref().unwrap().id().to_string()])
+        .args(["-x", "ticketvnc"])
+        .output()
+        .unwrap();
+    let pid = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(!pid.is_empty(), "ticketvnc's pid");
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|c| c.starts_with("gnome-clip-"))
+        .count()
+}
+
+/// Two virtual monitors (1280x800, then 800x600) and the test client
+/// fullscreen on the second: `--monitor 1` serves that monitor alone,
+/// pixel-exact, and a click through the viewer lands on the client at the
+/// viewer's coordinates (pointer positions are relative to the recorded
+/// monitor's stream). `--monitor 2` is refused with the monitors listed.
+#[test]
+fn gnome_monitor_serves_the_second_monitor() {
+    let (w2, h2) = (800usize, 600usize);
+    let g = Gnome::start_with(&[(W, H), (w2, h2)]);
+    let (_client, client_log) = start_client_on(&g, (w2, h2));
+    let server = start_ticketvnc_with(&g, &["--monitor", "1"]);
+    let expected: Vec<u32> = (0..w2 * h2).map(|i| pattern(i % w2, i / w2)).collect();
+    let dir = common::artefact_dir();
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let got = vncdotool_capture(server.addr, "raw", &dir);
+        if got == expected {
+            break;
+        }
+        if Instant::now() >= deadline {
+            common::assert_same_image("gnome-monitor-1", w2, h2, &expected, &got);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        g.log("ticketvnc.log").contains("Meta-1"),
+        "{}",
+        g.log("ticketvnc.log")
+    );
+    let mut d = Drive::start(server.addr);
+    d.run(&["move 700 500", "click 1"]);
+    poll("the click at (700, 500) on the second monitor", || {
+        let log = std::fs::read_to_string(&client_log).unwrap_or_default();
+        let at = log
+            .lines()
+            .rfind(|l| l.starts_with("motion ") || l.starts_with("enter "))
+            .map(str::to_owned);
+        (log.lines().any(|l| l == "button 272 1") && at.is_some()).then_some(at)
+    })
+    .filter(|l| l.ends_with(" 700 500"))
+    .unwrap_or_else(|| panic!("pointer not at 700 500:\n{}", g.log("client.log")));
+    drop(d);
+    drop(server.group);
+
+    // A monitor that is not there.
+    let mut bad = start_ticketvnc_refused(&g, &["--monitor", "2"]);
+    let st = poll("ticketvnc to refuse --monitor 2", || {
+        bad.child().try_wait().unwrap()
+    });
+    assert!(!st.success());
+    let log = g.log("ticketvnc.log");
+    assert!(
+        log.contains(
+            r#"--monitor 2: the compositor has 2 output(s): ["Meta-0 1280x800", "Meta-1 800x600"]"#
+        ),
+        "{log}"
+    );
+}
+
+/// ticketvnc started with `extra` arguments, not waited for.
+fn start_ticketvnc_refused(g: &Gnome, extra: &[&str]) -> Group {
+    let mut c = g.command();
+    c.arg(env!("CARGO_BIN_EXE_ticketvnc"))
+        .arg("--db")
+        .arg(g.path().join("db2").join("journal.db"))
+        .args(["serve", "--source", "gnome", "--no-auth"])
+        .args(["--listen", "127.0.0.1:0"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(g.path().join("ticketvnc.log")).unwrap());
+    Group::spawn(c)
 }
 
 /// Mutter gone: ticketvnc says so and exits non-zero.
@@ -770,8 +905,8 @@ mod client {
     use std::path::Path;
     use wayland_client::protocol::{
         wl_buffer, wl_compositor, wl_data_device, wl_data_device_manager, wl_data_offer,
-        wl_data_source, wl_keyboard, wl_pointer, wl_registry, wl_seat, wl_shm, wl_shm_pool,
-        wl_surface,
+        wl_data_source, wl_keyboard, wl_output, wl_pointer, wl_registry, wl_seat, wl_shm,
+        wl_shm_pool, wl_surface,
     };
     use wayland_client::{
         delegate_noop, event_created_child, Connection, Dispatch, Proxy, QueueHandle, WEnum,
@@ -794,6 +929,10 @@ mod client {
         /// XORed into every pixel: the picture changes when `a` is typed.
         invert: u32,
         top: Option<xdg_toplevel::XdgToplevel>,
+        /// The outputs with their current mode's size.
+        outputs: Vec<(wl_output::WlOutput, (i32, i32))>,
+        /// The output to be fullscreen on (`TICKETVNC_WL_CLIENT_OUTPUT=WxH`).
+        on: Option<wl_output::WlOutput>,
         /// Times fullscreen was asked again: a loaded Mutter sometimes
         /// configures the window as a normal one first and leaves it so.
         fullscreen_asked: u32,
@@ -956,6 +1095,8 @@ mod client {
             cursor: None,
             invert: 0,
             top: None,
+            outputs: Vec::new(),
+            on: None,
             fullscreen_asked: 0,
             seat: None,
             data_manager: None,
@@ -964,6 +1105,20 @@ mod client {
             source: None,
         };
         queue.roundtrip(&mut app).unwrap();
+        if let Ok(want) = std::env::var("TICKETVNC_WL_CLIENT_OUTPUT") {
+            // The outputs' modes.
+            queue.roundtrip(&mut app).unwrap();
+            let found = app
+                .outputs
+                .iter()
+                .find(|(_, (w, h))| format!("{w}x{h}") == want);
+            app.on = found.map(|(o, _)| o.clone());
+            let sizes: Vec<_> = app.outputs.iter().map(|o| o.1).collect();
+            app.say(format!(
+                "outputs {sizes:?}, on {want}: {}",
+                app.on.is_some()
+            ));
+        }
         let compositor = app.compositor.clone().expect("wl_compositor");
         let wm = app.wm.clone().expect("xdg_wm_base");
         assert!(app.shm.is_some(), "wl_shm");
@@ -971,7 +1126,7 @@ mod client {
         let xdg = wm.get_xdg_surface(&surface, &qh, ());
         let top = xdg.get_toplevel(&qh, ());
         top.set_title("ticketvnc picture".into());
-        top.set_fullscreen(None);
+        top.set_fullscreen(app.on.as_ref());
         surface.commit();
         app.surface = Some(surface);
         app.top = Some(top);
@@ -1000,6 +1155,12 @@ mod client {
                         app.compositor = Some(registry.bind(name, version.min(4), qh, ()))
                     }
                     "wl_shm" => app.shm = Some(registry.bind(name, 1, qh, ())),
+                    // Only when asked: the one-monitor tests' client stays
+                    // as it was.
+                    "wl_output" if std::env::var_os("TICKETVNC_WL_CLIENT_OUTPUT").is_some() => {
+                        let o = registry.bind(name, version.min(2), qh, ());
+                        app.outputs.push((o, (0, 0)));
+                    }
                     "xdg_wm_base" => app.wm = Some(registry.bind(name, 1, qh, ())),
                     "wl_seat" => {
                         app.seat = Some(registry.bind(name, version.min(7), qh, ()));
@@ -1073,7 +1234,7 @@ mod client {
                         app.fullscreen_asked += 1;
                         app.say(format!("not fullscreen ({width}x{height}): asking again"));
                         if let Some(top) = &app.top {
-                            top.set_fullscreen(None);
+                            top.set_fullscreen(app.on.as_ref());
                         }
                     }
                 }
@@ -1261,6 +1422,31 @@ mod client {
 
     delegate_noop!(App: ignore wl_data_device_manager::WlDataDeviceManager);
     delegate_noop!(App: ignore wl_compositor::WlCompositor);
+
+    impl Dispatch<wl_output::WlOutput, ()> for App {
+        fn event(
+            app: &mut App,
+            output: &wl_output::WlOutput,
+            event: wl_output::Event,
+            _: &(),
+            _: &Connection,
+            _: &QueueHandle<App>,
+        ) {
+            if let wl_output::Event::Mode {
+                flags: WEnum::Value(f),
+                width,
+                height,
+                ..
+            } = event
+            {
+                if f.contains(wl_output::Mode::Current) {
+                    if let Some(o) = app.outputs.iter_mut().find(|o| &o.0 == output) {
+                        o.1 = (width, height);
+                    }
+                }
+            }
+        }
+    }
     delegate_noop!(App: ignore wl_shm::WlShm);
     delegate_noop!(App: ignore wl_shm_pool::WlShmPool);
     delegate_noop!(App: ignore wl_buffer::WlBuffer);

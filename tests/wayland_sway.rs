@@ -680,6 +680,32 @@ fn latin1(s: &str) -> Vec<u8> {
     s.chars().map(|c| u8::try_from(c as u32).unwrap()).collect()
 }
 
+/// TigerVNC vncviewer on X display `vd` connected to `addr` (security None,
+/// shared), and its window once shown; its log is `NAME-vncviewer.log`.
+fn tigervnc_window(vd: &str, addr: SocketAddr, name: &str) -> (ChildGuard, String) {
+    let log = std::fs::File::create(common::artefact_dir().join(format!("{name}-vncviewer.log")))
+        .unwrap();
+    let viewer = ChildGuard(
+        Command::new("vncviewer")
+            .env("DISPLAY", vd)
+            .arg(format!("127.0.0.1::{}", addr.port()))
+            .args(["-SecurityTypes=None", "-Shared=1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("run vncviewer"),
+    );
+    let win = poll("vncviewer's window", || {
+        let o = x_run(
+            vd,
+            &["xdotool", "search", "--onlyvisible", "--name", "TigerVNC"],
+        )?;
+        String::from_utf8(o).ok()?.lines().next().map(str::to_owned)
+    });
+    (viewer, win)
+}
+
 /// `args` on the X display `display`; its stdout on success.
 fn x_run(display: &str, args: &[&str]) -> Option<Vec<u8>> {
     let o = Command::new(args[0])
@@ -730,26 +756,7 @@ fn clipboard_both_ways_with_tigervnc() {
     let server = sway.ticketvnc("clip-tiger-ticketvnc", &["--source", "wayland"]);
     let xvfb = XvfbGuard::start(800, 600);
     let vd = xvfb.display_name();
-    let log =
-        std::fs::File::create(common::artefact_dir().join("wl-clip-tiger-vncviewer.log")).unwrap();
-    let _viewer = ChildGuard(
-        Command::new("vncviewer")
-            .env("DISPLAY", &vd)
-            .arg(format!("127.0.0.1::{}", server.addr.port()))
-            .args(["-SecurityTypes=None", "-Shared=1"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("run vncviewer"),
-    );
-    let win = poll("vncviewer's window", || {
-        let o = x_run(
-            &vd,
-            &["xdotool", "search", "--onlyvisible", "--name", "TigerVNC"],
-        )?;
-        String::from_utf8(o).ok()?.lines().next().map(str::to_owned)
-    });
+    let (_viewer, win) = tigervnc_window(&vd, server.addr, "wl-clip-tiger");
     // TigerVNC takes and offers the clipboard only while its window has
     // the focus (there is no window manager to give it).
     x_run(&vd, &["xdotool", "windowfocus", &win]).expect("focus the viewer");
@@ -1109,26 +1116,7 @@ fn tigervnc_shows_a_dot_for_its_own_pointer() {
     let server = sway.ticketvnc("cursor-tiger-ticketvnc", &["--source", "wayland"]);
     let xvfb = XvfbGuard::start(W + 200, H + 200);
     let vd = xvfb.display_name();
-    let log = std::fs::File::create(common::artefact_dir().join("wl-cursor-tiger-vncviewer.log"))
-        .unwrap();
-    let _viewer = ChildGuard(
-        Command::new("vncviewer")
-            .env("DISPLAY", &vd)
-            .arg(format!("127.0.0.1::{}", server.addr.port()))
-            .args(["-SecurityTypes=None", "-Shared=1"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("run vncviewer"),
-    );
-    let win = poll("vncviewer's window", || {
-        let o = x_run(
-            &vd,
-            &["xdotool", "search", "--onlyvisible", "--name", "TigerVNC"],
-        )?;
-        String::from_utf8(o).ok()?.lines().next().map(str::to_owned)
-    });
+    let (_viewer, win) = tigervnc_window(&vd, server.addr, "wl-cursor-tiger");
     let cursor = poll("TigerVNC's cursor to be the dot", || {
         // Keep the pointer over the window (it moves the customer's too).
         x_run(

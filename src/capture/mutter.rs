@@ -1,8 +1,8 @@
 //! The GNOME (mutter) screen source (issue 16), the path gnome-remote-desktop
 //! takes: over the session bus, a RemoteDesktop session, a ScreenCast
 //! session tied to it (`remote-desktop-session-id`), `RecordMonitor` of
-//! the primary monitor with the cursor as metadata, then the PipeWire
-//! stream it names (`PipeWireStreamAdded`), read by [`super::pipewire`].
+//! the primary monitor (or `--monitor N`) with the cursor as metadata,
+//! then the PipeWire stream it names (`PipeWireStreamAdded`), read by [`super::pipewire`].
 //! Input goes through the same RemoteDesktop session
 //! ([`crate::input::mutter`]).
 //!
@@ -92,6 +92,9 @@ pub enum MutterError {
     PipeWire(String),
     #[error("cannot start a thread: {0}")]
     Thread(String),
+    /// `--monitor N` names no monitor Mutter has.
+    #[error("{0}")]
+    NoMonitor(String),
 }
 
 /// Runs `f` on a thread of its own, away from any tokio runtime.
@@ -172,8 +175,11 @@ type Logical = (
 );
 type CurrentState = (u32, Vec<Monitor>, Vec<Logical>, HashMap<String, OwnedValue>);
 
-/// The connector of the primary monitor (DisplayConfig.GetCurrentState).
-fn primary_connector(conn: &Connection) -> Result<String, MutterError> {
+/// The connector to record (DisplayConfig.GetCurrentState): with
+/// `monitor` N, the Nth active monitor (0-based, in the order Mutter
+/// lists them, as `--monitor` counts outputs on wlroots); without, the
+/// primary one.
+fn choose_connector(conn: &Connection, monitor: Option<usize>) -> Result<String, MutterError> {
     let dc = proxy(
         conn,
         DISPLAY_CONFIG,
@@ -183,31 +189,74 @@ fn primary_connector(conn: &Connection) -> Result<String, MutterError> {
     let (_, monitors, logical, _): CurrentState = dc
         .call("GetCurrentState", &())
         .map_err(|e| MutterError::Call("GetCurrentState", e.to_string()))?;
-    let primary = logical
+    pick_connector(&monitors, &logical, monitor)
+}
+
+/// See [`choose_connector`].
+fn pick_connector(
+    monitors: &[Monitor],
+    logical: &[Logical],
+    monitor: Option<usize>,
+) -> Result<String, MutterError> {
+    let Some(n) = monitor else {
+        let primary = logical
+            .iter()
+            .find(|l| l.4)
+            .or(logical.first())
+            .and_then(|l| l.5.first())
+            .map(|m| m.0.clone());
+        return primary
+            .or_else(|| monitors.first().map(|m| m.0 .0.clone()))
+            .ok_or(MutterError::Call("GetCurrentState", "no monitor".into()));
+    };
+    // Only monitors that show part of the desktop can be recorded.
+    let active: Vec<&Monitor> = monitors
         .iter()
-        .find(|l| l.4)
-        .or(logical.first())
-        .and_then(|l| l.5.first())
-        .map(|m| m.0.clone());
-    primary
-        .or_else(|| monitors.first().map(|m| m.0 .0.clone()))
-        .ok_or(MutterError::Call("GetCurrentState", "no monitor".into()))
+        .filter(|m| logical.iter().any(|l| l.5.iter().any(|s| s.0 == m.0 .0)))
+        .collect();
+    match active.get(n) {
+        Some(m) => Ok(m.0 .0.clone()),
+        None => {
+            let list: Vec<String> = active
+                .iter()
+                .map(|m| {
+                    let size =
+                        m.1.iter()
+                            .find(|mode| {
+                                mode.6
+                                    .get("is-current")
+                                    .and_then(|v| bool::try_from(v).ok())
+                                    .unwrap_or(false)
+                            })
+                            .map(|mode| format!(" {}x{}", mode.1, mode.2))
+                            .unwrap_or_default();
+                    format!("{}{size}", m.0 .0)
+                })
+                .collect();
+            Err(MutterError::NoMonitor(format!(
+                "--monitor {n}: the compositor has {} output(s): {list:?}",
+                active.len()
+            )))
+        }
+    }
 }
 
 impl MutterSession {
-    /// Create the sessions, record the primary monitor, start, and wait
-    /// for the PipeWire node.
-    pub fn open() -> Result<MutterSession, MutterError> {
-        off_runtime(Self::open_blocking)?
+    /// Create the sessions, record monitor `monitor` (see
+    /// [`choose_connector`]), start, and wait for the PipeWire node.
+    pub fn open(monitor: Option<usize>) -> Result<MutterSession, MutterError> {
+        off_runtime(move || Self::open_blocking(monitor))?
     }
 
-    fn open_blocking() -> Result<MutterSession, MutterError> {
+    fn open_blocking(monitor: Option<usize>) -> Result<MutterSession, MutterError> {
         let conn = Connection::session().map_err(|e| MutterError::Bus(e.to_string()))?;
         if !has_owner(&conn, SCREEN_CAST).map_err(|e| MutterError::Bus(e.to_string()))?
             || !has_owner(&conn, REMOTE_DESKTOP).map_err(|e| MutterError::Bus(e.to_string()))?
         {
             return Err(MutterError::NotRunning);
         }
+        // A bad --monitor is refused before any session exists.
+        let connector = choose_connector(&conn, monitor)?;
         let call =
             |what: &'static str| move |e: zbus::Error| MutterError::Call(what, e.to_string());
         let rd = proxy(
@@ -249,7 +298,6 @@ impl MutterSession {
             sc_path.as_str(),
             "org.gnome.Mutter.ScreenCast.Session",
         )?;
-        let connector = primary_connector(&conn)?;
         let mut rec: HashMap<&str, Value<'_>> = HashMap::new();
         rec.insert("cursor-mode", Value::from(CURSOR_METADATA));
         let stream: OwnedObjectPath = sc_session
@@ -357,8 +405,11 @@ impl MutterSession {
     }
 }
 
-/// Frames of the primary monitor of a GNOME Wayland session.
+/// Frames of one monitor (`--monitor`, or the primary one) of a GNOME
+/// Wayland session.
 pub struct MutterSource {
+    /// `--monitor N`, kept for the sessions a lost stream is reopened as.
+    monitor: Option<usize>,
     session: MutterSession,
     stream: PwStream,
     frame: Option<Arc<Frame>>,
@@ -375,11 +426,12 @@ pub struct MutterSource {
 impl MutterSource {
     /// Open a session and its stream. The session is shared with
     /// [`crate::input::mutter::MutterInput::start`].
-    pub fn start() -> Result<(MutterSource, Arc<SessionSlot>), MutterError> {
-        let (session, stream) = Self::open_stream()?;
+    pub fn start(monitor: Option<usize>) -> Result<(MutterSource, Arc<SessionSlot>), MutterError> {
+        let (session, stream) = Self::open_stream(monitor)?;
         let slot = SessionSlot::new(session.clone());
         Ok((
             MutterSource {
+                monitor,
                 session,
                 stream,
                 frame: None,
@@ -394,8 +446,8 @@ impl MutterSource {
         ))
     }
 
-    fn open_stream() -> Result<(MutterSession, PwStream), MutterError> {
-        let session = MutterSession::open()?;
+    fn open_stream(monitor: Option<usize>) -> Result<(MutterSession, PwStream), MutterError> {
+        let session = MutterSession::open(monitor)?;
         match PwStream::connect(session.node_id) {
             Ok(stream) => Ok((session, stream)),
             Err(e) => {
@@ -441,7 +493,7 @@ impl MutterSource {
             return Ok(());
         }
         lost.last_try = Some(Instant::now());
-        match Self::open_stream() {
+        match Self::open_stream(self.monitor) {
             Ok((session, stream)) => {
                 info!(
                     node_id = session.node_id,
@@ -592,5 +644,46 @@ impl MutterSource {
             pointer: self.pointer,
             leds: None,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn monitor(connector: &str, w: i32, h: i32) -> Monitor {
+        let spec = (connector.into(), "MetaVendor".into(), "".into(), "".into());
+        let mut current = HashMap::new();
+        current.insert(
+            "is-current".to_owned(),
+            OwnedValue::try_from(Value::from(true)).unwrap(),
+        );
+        let mode = (format!("{w}x{h}"), w, h, 60.0, 1.0, vec![1.0], current);
+        (spec, vec![mode], HashMap::new())
+    }
+
+    fn logical(x: i32, primary: bool, m: &Monitor) -> Logical {
+        (x, 0, 1.0, 0, primary, vec![m.0.clone()], HashMap::new())
+    }
+
+    #[test]
+    fn monitors_counted_from_zero_in_mutters_order() {
+        let a = monitor("Meta-0", 1280, 800);
+        let b = monitor("Meta-1", 800, 600);
+        let off = monitor("Meta-2", 640, 480);
+        let monitors = vec![a.clone(), b.clone(), off];
+        // The second one is primary; Meta-2 shows nothing.
+        let logical = vec![logical(0, false, &a), logical(1280, true, &b)];
+        let pick = |n| pick_connector(&monitors, &logical, n);
+        assert_eq!(pick(None).unwrap(), "Meta-1");
+        assert_eq!(pick(Some(0)).unwrap(), "Meta-0");
+        assert_eq!(pick(Some(1)).unwrap(), "Meta-1");
+        match pick(Some(2)) {
+            Err(MutterError::NoMonitor(m)) => assert_eq!(
+                m,
+                r#"--monitor 2: the compositor has 2 output(s): ["Meta-0 1280x800", "Meta-1 800x600"]"#
+            ),
+            other => panic!("{:?}", other.map_err(|e| e.to_string())),
+        }
     }
 }

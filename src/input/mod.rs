@@ -109,6 +109,37 @@ impl InputSink for NullInput {
     }
 }
 
+/// The test pattern's desktop: nothing to type into, and a clipboard that
+/// keeps the last text a viewer gave it (so a paste is a transfer there,
+/// journaled as on a real desktop; [`NullInput`] has no clipboard).
+#[derive(Default)]
+pub struct PatternInput {
+    clipboard: Mutex<Option<String>>,
+}
+
+impl PatternInput {
+    /// The text the last paste left on this desktop's clipboard.
+    pub fn clipboard(&self) -> Option<String> {
+        self.clipboard
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl InputSink for PatternInput {
+    fn key(&self, down: bool, keysym: u32) -> bool {
+        NullInput.key(down, keysym)
+    }
+    fn pointer(&self, buttons: u16, x: u16, y: u16) -> u16 {
+        NullInput.pointer(buttons, x, y)
+    }
+    fn cut_text(&self, text: &str) -> bool {
+        *self.clipboard.lock().unwrap_or_else(|e| e.into_inner()) = Some(text.to_owned());
+        true
+    }
+}
+
 /// One input event, as recorded by [`RecordingInput`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum InputEvent {
@@ -136,11 +167,21 @@ pub enum InputEvent {
 #[derive(Default)]
 pub struct RecordingInput {
     events: Mutex<Vec<InputEvent>>,
+    /// A desktop without a clipboard: pastes are recorded, and `cut_text`
+    /// says they went nowhere.
+    no_clipboard: bool,
 }
 
 const MAX_RECORDED: usize = 10_000;
 
 impl RecordingInput {
+    /// Records like the default, on a desktop that has no clipboard.
+    pub fn without_clipboard() -> RecordingInput {
+        RecordingInput {
+            no_clipboard: true,
+            ..RecordingInput::default()
+        }
+    }
     pub fn events(&self) -> Vec<InputEvent> {
         self.events.lock().unwrap().clone()
     }
@@ -171,6 +212,6 @@ impl InputSink for RecordingInput {
     }
     fn cut_text(&self, text: &str) -> bool {
         self.push(InputEvent::CutText(text.to_owned()));
-        true
+        !self.no_clipboard
     }
 }

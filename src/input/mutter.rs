@@ -5,7 +5,7 @@
 //! keymap). Calls are made on a thread of our own, fed by the bounded
 //! [`InputQueue`], as on X11.
 
-use super::queue::InputQueue;
+use super::queue::{InputQueue, Pop};
 use super::{ClipboardTarget, InputEvent, InputSink};
 use crate::capture::mutter::{SessionSlot, REMOTE_DESKTOP};
 use std::sync::{mpsc, Arc};
@@ -13,6 +13,8 @@ use tracing::{debug, warn};
 use zbus::blocking::Proxy;
 
 const QUEUE: usize = 4096;
+/// How soon an idle input thread moves to a reopened session.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 const SESSION_IFACE: &str = "org.gnome.Mutter.RemoteDesktop.Session";
 
 const SHIFT_L: u32 = 0xffe1;
@@ -94,8 +96,17 @@ impl MutterInput {
                     generation,
                 };
                 inj.warm_up();
-                while let Some(ev) = rx.pop() {
-                    inj.inject(ev);
+                // A reopened session is followed within FOLLOW_EVERY, not at
+                // the viewer's next event: its virtual devices are made
+                // then, and a client takes a moment to bind the new
+                // keyboard, so the first key typed after a reopen would be
+                // lost if they were made only for it.
+                loop {
+                    match rx.pop_for(FOLLOW_EVERY) {
+                        Pop::Event(ev) => inj.inject(ev),
+                        Pop::Idle => inj.follow(),
+                        Pop::Closed => break,
+                    }
                 }
                 inj.finish();
             })

@@ -14,7 +14,8 @@
 //!   the pipe `SelectionWrite(serial)` gives and `SelectionWriteDone`.
 //!
 //! D-Bus calls and pipe reads run on a thread of their own; signals are
-//! received on two more. Clipboard contents are never logged.
+//! received on one more per session, ended when the session is replaced.
+//! Clipboard contents are never logged.
 
 use crate::capture::mutter::{MutterSession, SessionSlot, REMOTE_DESKTOP};
 use std::collections::HashMap;
@@ -96,7 +97,7 @@ impl MutterClipboard {
             .spawn(move || {
                 let (generation, session) = slot.current();
                 let setup = bind(&session, &sigs);
-                let proxy = match setup {
+                let (proxy, watcher) = match setup {
                     Ok(p) => {
                         let _ = ready_tx.send(Ok(()));
                         p
@@ -108,6 +109,7 @@ impl MutterClipboard {
                 };
                 Worker {
                     proxy,
+                    watcher: Some(watcher),
                     ours: None,
                     changes,
                     slot,
@@ -154,11 +156,12 @@ impl super::ClipboardTarget for MutterClipboard {
     }
 }
 
-/// Enable the clipboard on `session`, its signals going to `sigs`.
+/// Enable the clipboard on `session`, its signals going to `sigs` (from a
+/// watcher thread that ends when the returned [`Watcher`] is dropped).
 fn bind(
     session: &MutterSession,
     sigs: &mpsc::Sender<Msg>,
-) -> Result<Proxy<'static>, MutterClipboardError> {
+) -> Result<(Proxy<'static>, Watcher), MutterClipboardError> {
     let err = |e: zbus::Error| MutterClipboardError::Bus(e.to_string());
     let proxy = Proxy::new(
         &session.conn,
@@ -167,53 +170,128 @@ fn bind(
         SESSION_IFACE,
     )
     .map_err(err)?;
-    let owner = proxy.receive_signal("SelectionOwnerChanged").map_err(err)?;
-    let transfer = proxy.receive_signal("SelectionTransfer").map_err(err)?;
+    // Subscribed before EnableClipboard, so no signal is missed.
+    let watcher = Watcher::start(&proxy, sigs.clone())?;
     let no_options: HashMap<&str, Value<'_>> = HashMap::new();
     proxy
         .call::<_, _, ()>("EnableClipboard", &(no_options,))
         .map_err(err)?;
-    // These end with the connection, or at the first signal after the
-    // worker is gone.
-    let t = sigs.clone();
-    spawn("gnome-clip-owner", move || {
-        for m in owner {
-            match m.body().deserialize::<HashMap<String, OwnedValue>>() {
-                Ok(o) => {
-                    if t.send(Msg::Owner(o)).is_err() {
-                        break;
-                    }
-                }
-                Err(e) => debug!(error = %e, "GNOME clipboard: bad owner signal"),
-            }
-        }
-    })?;
-    let t = sigs.clone();
-    spawn("gnome-clip-transfer", move || {
-        for m in transfer {
-            match m.body().deserialize::<(String, u32)>() {
-                Ok((mime, serial)) => {
-                    if t.send(Msg::Transfer(mime, serial)).is_err() {
-                        break;
-                    }
-                }
-                Err(e) => debug!(error = %e, "GNOME clipboard: bad transfer signal"),
-            }
-        }
-    })?;
-    Ok(proxy)
+    Ok((proxy, watcher))
 }
 
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), MutterClipboardError> {
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(f)
-        .map(|_| ())
-        .map_err(|e| MutterClipboardError::Bus(e.to_string()))
+/// The thread that forwards one session's clipboard signals to the
+/// worker. A reopened stream is a new session on a new connection; the
+/// old one's signals never come again, so the thread is ended here (its
+/// stop channel dropped) rather than left waiting on them for good.
+struct Watcher {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Watcher {
+    fn start(
+        proxy: &Proxy<'static>,
+        sigs: mpsc::Sender<Msg>,
+    ) -> Result<Watcher, MutterClipboardError> {
+        let p = proxy.inner().clone();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+        let thread = std::thread::Builder::new()
+            .name("gnome-clip-sigs".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                rt.block_on(forward(p, sigs, stop_rx, ready_tx));
+                debug!("GNOME clipboard watcher ended");
+            })
+            .map_err(|e| MutterClipboardError::Bus(e.to_string()))?;
+        let w = Watcher {
+            stop: Some(stop),
+            thread: Some(thread),
+        };
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(w),
+            Ok(Err(e)) => Err(MutterClipboardError::Bus(e)),
+            Err(_) => Err(MutterClipboardError::Bus(
+                "the clipboard watcher ended".into(),
+            )),
+        }
+    }
+}
+
+/// Forward SelectionOwnerChanged and SelectionTransfer until `stop` is
+/// dropped, the worker is gone or the connection ends.
+async fn forward(
+    p: zbus::Proxy<'static>,
+    sigs: mpsc::Sender<Msg>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+    ready: mpsc::Sender<Result<(), String>>,
+) {
+    use futures_util::StreamExt;
+    let subscribed = async {
+        let owner = p.receive_signal("SelectionOwnerChanged").await?;
+        let transfer = p.receive_signal("SelectionTransfer").await?;
+        Ok::<_, zbus::Error>((owner, transfer))
+    }
+    .await;
+    let (mut owner, mut transfer) = match subscribed {
+        Ok(s) => {
+            let _ = ready.send(Ok(()));
+            s
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e.to_string()));
+            return;
+        }
+    };
+    loop {
+        let msg = tokio::select! {
+            _ = &mut stop => break,
+            m = owner.next() => {
+                let Some(m) = m else { break };
+                match m.body().deserialize::<HashMap<String, OwnedValue>>() {
+                    Ok(o) => Msg::Owner(o),
+                    Err(e) => {
+                        debug!(error = %e, "GNOME clipboard: bad owner signal");
+                        continue;
+                    }
+                }
+            }
+            m = transfer.next() => {
+                let Some(m) = m else { break };
+                match m.body().deserialize::<(String, u32)>() {
+                    Ok((mime, serial)) => Msg::Transfer(mime, serial),
+                    Err(e) => {
+                        debug!(error = %e, "GNOME clipboard: bad transfer signal");
+                        continue;
+                    }
+                }
+            }
+        };
+        if sigs.send(msg).is_err() {
+            break;
+        }
+    }
 }
 
 struct Worker {
     proxy: Proxy<'static>,
+    /// Forwards the current session's signals (replaced with it).
+    watcher: Option<Watcher>,
     /// The viewer's text the session owns the clipboard with.
     ours: Option<String>,
     changes: mpsc::Sender<String>,
@@ -232,9 +310,13 @@ impl Worker {
         let (generation, session) = self.slot.current();
         self.generation = generation;
         self.ours = None;
+        // The old session is gone: its watcher ends first, whether or not
+        // the new one can be watched.
+        self.watcher = None;
         match bind(&session, &self.sigs) {
-            Ok(p) => {
+            Ok((p, w)) => {
                 self.proxy = p;
+                self.watcher = Some(w);
                 info!("GNOME clipboard enabled on the new session");
             }
             Err(e) => warn!("GNOME clipboard: not on the new session: {e}"),

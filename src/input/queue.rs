@@ -32,6 +32,16 @@ struct State {
     closed: bool,
 }
 
+/// What [`InputQueue::pop_for`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pop {
+    Event(InputEvent),
+    /// Nothing within the time given.
+    Idle,
+    /// Closed and empty.
+    Closed,
+}
+
 pub struct InputQueue {
     state: Mutex<State>,
     ready: Condvar,
@@ -159,6 +169,30 @@ impl InputQueue {
         }
     }
 
+    /// The next event, waiting at most `max` for one (`Pop::Idle`: none
+    /// came; a sink does its own housekeeping then).
+    pub fn pop_for(&self, max: std::time::Duration) -> Pop {
+        let deadline = std::time::Instant::now() + max;
+        let mut s = self.lock();
+        loop {
+            if let Some(e) = s.events.pop_front() {
+                return Pop::Event(e);
+            }
+            if s.closed {
+                return Pop::Closed;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Pop::Idle;
+            }
+            s = self
+                .ready
+                .wait_timeout(s, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
     /// The next event if there is one.
     pub fn try_pop(&self) -> Option<InputEvent> {
         self.lock().events.pop_front()
@@ -174,6 +208,23 @@ impl InputQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pop_for_says_idle_then_the_event_then_closed() {
+        let q = InputQueue::new(8);
+        let short = std::time::Duration::from_millis(5);
+        assert_eq!(q.pop_for(short), Pop::Idle);
+        assert!(q.key(true, 0x61));
+        assert_eq!(
+            q.pop_for(short),
+            Pop::Event(InputEvent::Key {
+                down: true,
+                keysym: 0x61
+            })
+        );
+        q.close();
+        assert_eq!(q.pop_for(short), Pop::Closed);
+    }
 
     /// What the X server ends up with: keys down, buttons, position.
     #[derive(Default, Debug, PartialEq)]

@@ -26,6 +26,7 @@
 //! any number of processes) gets `changes() == 1`.
 
 use super::files::{create_private_dir, io_err, private_file};
+use super::live_codes::{LiveCode, LiveCodes};
 use super::rows::{check_ticket_id, CodeRow};
 use super::{hex, now_ms, unhex, Journal, JournalError, Result};
 use crate::security::{Authenticator, Principal, VncPassword};
@@ -588,18 +589,6 @@ pub(crate) fn chain_disagrees(
         return Ok(Some("its ticket was closed after it was issued (revoked)"));
     }
     Ok(None)
-}
-
-/// Live codes kept in memory, with their DES key schedules.
-pub(crate) struct LiveCodes {
-    generation: i64,
-    entries: Vec<LiveCode>,
-}
-
-struct LiveCode {
-    row: CodeRow,
-    /// The code as written and in lower case.
-    ciphers: [Des; 2],
 }
 
 /// The DES cipher VNC authentication uses for `password` (8 bytes, each

@@ -2,7 +2,7 @@
 //! events and its end, each appended to the chain in one transaction; and
 //! reading them back.
 
-use super::kb::rebuild_kb;
+use super::kb_index::rebuild_kb;
 use super::rows::{
     check_ticket_id, session_snapshot, Event, EventRow, Rights, SessionId, SessionRow,
     SessionStart, SessionStats,

@@ -53,12 +53,18 @@ pub mod analyzer;
 mod chain;
 mod codes;
 mod copy;
+mod copy_tables;
 mod events;
 mod files;
 pub mod flood;
 pub mod hooks;
 mod kb;
+mod kb_index;
 mod kb_pg;
+mod kb_pg_index;
+mod live_codes;
+#[cfg(test)]
+mod module_graph;
 mod notes;
 mod observer;
 mod pg;
@@ -70,6 +76,7 @@ mod store;
 mod target;
 mod technicians;
 mod ticket;
+mod verify;
 mod writer;
 
 pub use chain::{Broken, ChainKey, VerifyReport};
@@ -78,7 +85,7 @@ pub use codes::{
     MAX_LIVE_CODES, MAX_TTL, MIN_TTL,
 };
 pub use copy::{copy_journal, CopyReport};
-pub use kb::{KbHit, KbQuery, KbSource, EXPANSION_WEIGHT, MAX_QUERY_BYTES, MAX_QUERY_WORDS};
+pub use kb_index::{KbHit, KbQuery, KbSource, EXPANSION_WEIGHT, MAX_QUERY_BYTES, MAX_QUERY_WORDS};
 pub use observer::JournalObserver;
 pub use rows::{
     ClipboardDirection, Consent, Direction, Event, EventRow, Note, Rights, SessionId, SessionRow,
@@ -89,6 +96,7 @@ pub use target::{redact_url, DbTarget};
 pub use technicians::{
     check_technician_name, Technician, MAX_TECHNICIAN_NAME, MAX_TECHNICIAN_PASSWORD,
 };
+pub use verify::verify_target;
 pub use writer::{CLIPBOARD_WINDOW, QUEUE_LEN as WRITER_QUEUE_LEN};
 
 use std::path::PathBuf;
@@ -189,27 +197,6 @@ impl JournalError {
 pub type Result<T, E = JournalError> = std::result::Result<T, E>;
 
 pub use schema::SCHEMA_VERSION;
-
-/// Checks a journal without changing anything (`sessions verify`): an
-/// sqlite file as [`Journal::verify_file`] does, or the team database in
-/// one read-only snapshot (nothing created, migrated or recovered).
-pub fn verify_target(target: &DbTarget, key: Option<&ChainKey>) -> Result<VerifyReport> {
-    match target {
-        DbTarget::Sqlite(path) => Journal::verify_file(path, key),
-        DbTarget::Postgres(url) => {
-            let pg = pg::Pg::new(url)?;
-            match pg.schema_version()? {
-                0 => Err(JournalError::NoJournal(pg.shown().into())),
-                v if v == pg::SCHEMA_VERSION => pg.verify(key),
-                v => Err(JournalError::Invalid(format!(
-                    "{} has schema version {v}; this ticketvnc verifies version {}",
-                    pg.shown(),
-                    pg::SCHEMA_VERSION
-                ))),
-            }
-        }
-    }
-}
 
 /// `$XDG_DATA_HOME/ticketvnc/ticketvnc.db`, else (Windows)
 /// `%LOCALAPPDATA%\ticketvnc\ticketvnc.db`, else

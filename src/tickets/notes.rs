@@ -1,7 +1,7 @@
 //! Notes on a ticket (indexed for the knowledge base).
 
 use super::chain::note_details;
-use super::kb::rebuild_kb;
+use super::kb_index::rebuild_kb;
 use super::rows::check_text;
 use super::store::Journal;
 use super::{now_ms, JournalError, Result};

@@ -183,7 +183,7 @@ const MIGRATIONS: &[&str] = &[
     INSERT INTO counters (name, value) VALUES ('kb_analyzer', 0);
     "#,
     // 5: the knowledge base also in PostgreSQL's own German and English
-    // configurations (kb_pg.rs): the raw title (A), resolution (B) and
+    // configurations (kb_pg_index.rs): the raw title (A), resolution (B) and
     // notes (C) as tsvectors, filled with the analyzer's row (migrate
     // reindexes in the same transaction).
     r#"
@@ -429,7 +429,7 @@ impl Pg {
             if v + 1 == SCHEMA_VERSION {
                 // Fill the knowledge base in the same transaction: nobody
                 // sees a current schema with an empty one.
-                super::kb_pg::reindex_tx(&mut tx)?;
+                super::kb_pg_index::reindex_tx(&mut tx)?;
             }
             tx.execute("UPDATE ticketvnc_schema SET version = $1", &[&(v + 1)])?;
             tx.commit()?;
@@ -773,7 +773,7 @@ impl Pg {
                     false
                 }
             };
-            super::kb_pg::rebuild(tx, id)?;
+            super::kb_pg_index::rebuild(tx, id)?;
             Ok(created)
         })
     }
@@ -811,7 +811,7 @@ impl Pg {
                     "codes_revoked": revoked,
                 }),
             )?;
-            super::kb_pg::rebuild(tx, id)?;
+            super::kb_pg_index::rebuild(tx, id)?;
             Ok(())
         })
     }
@@ -849,7 +849,7 @@ impl Pg {
                 "note_added",
                 &chain::note_details(id, ticket, now, text),
             )?;
-            super::kb_pg::rebuild(tx, ticket)?;
+            super::kb_pg_index::rebuild(tx, ticket)?;
             Ok(id)
         })
     }
@@ -1122,7 +1122,7 @@ impl Pg {
                 .read_only(true)
                 .start()?;
             let to = mem.transaction()?;
-            super::copy::pg_to_sqlite(&mut tx, &to)?;
+            super::copy_tables::pg_to_sqlite(&mut tx, &to)?;
             to.commit()?;
             tx.commit()?;
         }

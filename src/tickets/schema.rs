@@ -144,7 +144,7 @@ const MIGRATIONS: &[&str] = &[
     "#,
     // 5 (issue 15): nothing on sqlite. On PostgreSQL it adds the knowledge
     // base's tsvectors in the server's German and English configurations
-    // (kb_pg.rs); FTS5 has no such dictionaries, and both backends keep
+    // (kb_pg_index.rs); FTS5 has no such dictionaries, and both backends keep
     // one migration numbering.
     "-- nothing on sqlite",
 ];
@@ -203,7 +203,7 @@ fn reindex_if_stale(conn: &mut Connection) -> Result<()> {
 }
 
 fn reindex(tx: &Connection) -> Result<()> {
-    let n = super::kb::reindex_all(tx)?;
+    let n = super::kb_index::reindex_all(tx)?;
     tx.execute(
         "INSERT OR REPLACE INTO counters (name, value) VALUES ('kb_analyzer', ?1)",
         [super::analyzer::ANALYZER_VERSION],

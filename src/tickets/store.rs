@@ -23,7 +23,7 @@ pub struct Journal {
     pub(super) owner: Mutex<Option<OwnerLock>>,
     pub(crate) secret: OnceLock<[u8; 32]>,
     /// The live one-time codes, ready to check (see codes.rs).
-    pub(crate) live_codes: Mutex<Option<super::codes::LiveCodes>>,
+    pub(crate) live_codes: Mutex<Option<super::live_codes::LiveCodes>>,
     /// DES block operations done checking codes (a test hook: the work per
     /// check must not depend on how many codes are live).
     pub(crate) des_ops: std::sync::atomic::AtomicU64,

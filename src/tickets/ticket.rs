@@ -1,7 +1,7 @@
 //! Tickets: status, opening and reopening, closing, reading one with its
 //! notes, and the tickets closed since a cursor.
 
-use super::kb::rebuild_kb;
+use super::kb_index::rebuild_kb;
 use super::rows::{check_text, check_ticket_id, Note, Ticket, TicketStatus};
 use super::store::Journal;
 use super::{hex, now_ms, JournalError, Result};

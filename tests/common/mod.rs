@@ -98,6 +98,35 @@ impl Drop for TestServer {
     }
 }
 
+/// The address a spawned `ticketvnc serve` prints ("ticketvnc listening on
+/// ADDR"), waiting up to `timeout`; its stdout is read (and drained) from
+/// then on by a thread. Panics if the server exits first.
+pub fn listening_addr(child: &mut Child, timeout: Duration) -> SocketAddr {
+    let addr = Arc::new(std::sync::Mutex::new(None));
+    let found = addr.clone();
+    let out = child.stdout.take().expect("the server's stdout piped");
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(out).lines() {
+            let Ok(l) = l else { break };
+            if let Some(a) = l.trim().strip_prefix("ticketvnc listening on ") {
+                *found.lock().unwrap() = a.split_whitespace().next().map(str::to_string);
+            }
+        }
+    });
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(a) = addr.lock().unwrap().clone() {
+            return a.parse().expect("listening address");
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("ticketvnc exited ({st}) before listening");
+        }
+        assert!(Instant::now() < deadline, "ticketvnc did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Poll until `f` returns something, or panic naming `what` after `timeout`.
 pub fn poll_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;

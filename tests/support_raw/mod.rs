@@ -86,6 +86,8 @@ pub struct ServerOpts {
     pub auth_failures_per_minute: u32,
     /// Replaces the password-based authenticator.
     pub authenticator: Option<Arc<dyn Authenticator>>,
+    /// The desktop has no clipboard (pastes go nowhere).
+    pub no_clipboard: bool,
 }
 
 impl Default for ServerOpts {
@@ -110,6 +112,7 @@ impl Default for ServerOpts {
             observer: None,
             auth_failures_per_minute: 0,
             authenticator: None,
+            no_clipboard: false,
         }
     }
 }
@@ -151,7 +154,11 @@ impl TestServer {
         if let Some(m) = opts.max_preauth {
             cfg.max_preauth = m;
         }
-        let input = Arc::new(RecordingInput::default());
+        let input = Arc::new(if opts.no_clipboard {
+            RecordingInput::without_clipboard()
+        } else {
+            RecordingInput::default()
+        });
         let sink: Arc<dyn InputSink> = input.clone();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
