@@ -4,7 +4,7 @@ use crate::capture::{CaptureError, ScreenSource};
 use crate::framebuffer::history::FrameHistory;
 use crate::input::InputSink;
 use crate::rfb::{limits, SecurityType};
-use crate::rfb::{ServerConnection, VeNCryptSubtype};
+use crate::rfb::{Handshake, VeNCryptSubtype};
 use crate::security::preauth::{Admission, PreauthLimits, PreauthTable};
 use crate::security::throttle::{AuthThrottle, GuessBudget};
 use crate::security::Authenticator;
@@ -967,7 +967,7 @@ fn refuse_politely(stream: tokio::net::TcpStream, reason: String, slots: &Arc<Se
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let _permit = permit;
         let mut stream = stream;
-        let mut conn = ServerConnection::refusing(&reason);
+        let mut conn = Handshake::refusing(&reason);
         let deadline = Duration::from_secs(limits::REFUSAL_TIMEOUT_SECS);
         let _ = tokio::time::timeout(deadline, async {
             let mut buf = [0u8; 64];

@@ -1,4 +1,5 @@
-//! A deterministic driver for `ServerConnection`, shared by the handshake
+//! A deterministic driver for the protocol core (a `Handshake`, then the
+//! `Established` connection its `server_init` returns), shared by the handshake
 //! and split-invariance targets: it answers the connection's questions the
 //! way the session does (a real DES check against a fixed password, a fixed
 //! Plain account, a pretend TLS layer, approval or rejection by "the person
@@ -19,8 +20,8 @@
 #![allow(dead_code)]
 
 use ticketvnc::rfb::{
-    limits, Event, PixelFormat, ProtocolError, SecurityType, ServerConnection, VeNCryptSubtype,
-    Version,
+    limits, ClientMessage, Established, Event, Handshake, PixelFormat, ProtocolError,
+    SecurityType, VeNCryptSubtype, Version,
 };
 use ticketvnc::security::{vnc_auth_response, VncPassword};
 
@@ -53,12 +54,12 @@ pub fn right_response() -> [u8; 16] {
 /// The server a mode byte sets up.
 #[derive(Clone, Copy, Debug)]
 pub struct Config {
-    /// Types given to `ServerConnection::new`.
+    /// Types given to `Handshake::new`.
     pub types: &'static [SecurityType],
     /// Subtypes given to `with_vencrypt` (called when `types` has VeNCrypt
     /// or this is not empty).
     pub subtypes: &'static [VeNCryptSubtype],
-    /// `ServerConnection::refusing(REFUSAL)` instead.
+    /// `Handshake::refusing(REFUSAL)` instead.
     pub refusing: bool,
 }
 
@@ -114,11 +115,11 @@ impl Config {
             .collect()
     }
 
-    pub fn connection(&self) -> ServerConnection {
+    pub fn connection(&self) -> Handshake {
         if self.refusing {
-            return ServerConnection::refusing(REFUSAL);
+            return Handshake::refusing(REFUSAL);
         }
-        let mut c = ServerConnection::new(self.types).with_challenge_source(challenge);
+        let mut c = Handshake::new(self.types).with_challenge_source(challenge);
         if self.types.contains(&SecurityType::VeNCrypt) || !self.subtypes.is_empty() {
             c = c.with_vencrypt(self.subtypes);
         }
@@ -126,10 +127,97 @@ impl Config {
     }
 }
 
+/// What came out of the core: a handshake event, or (after ServerInit)
+/// a client message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ev {
+    Handshake(Event),
+    Message(ClientMessage),
+}
+
+/// The connection in whichever phase it is. The core's types make the
+/// phases distinct; the driver keeps one view over both so that its
+/// invariants (nothing authenticated without proof, silence after an
+/// error) are checked the same way before and after ServerInit.
+pub enum Conn {
+    Handshake(Handshake),
+    Established(Established),
+}
+
+impl Conn {
+    pub fn receive(&mut self, data: &[u8]) -> Result<(), ProtocolError> {
+        match self {
+            Conn::Handshake(c) => c.receive(data),
+            Conn::Established(c) => c.receive(data),
+        }
+    }
+    pub fn poll_event(&mut self) -> Result<Option<Ev>, ProtocolError> {
+        match self {
+            Conn::Handshake(c) => c.poll_event().map(|e| e.map(Ev::Handshake)),
+            Conn::Established(c) => c.poll_message().map(|m| m.map(Ev::Message)),
+        }
+    }
+    pub fn take_output(&mut self) -> Vec<u8> {
+        match self {
+            Conn::Handshake(c) => c.take_output(),
+            Conn::Established(c) => c.take_output(),
+        }
+    }
+    pub fn has_output(&self) -> bool {
+        match self {
+            Conn::Handshake(c) => c.has_output(),
+            Conn::Established(c) => c.has_output(),
+        }
+    }
+    pub fn version(&self) -> Option<Version> {
+        match self {
+            Conn::Handshake(c) => c.version(),
+            Conn::Established(c) => Some(c.negotiated().version),
+        }
+    }
+    pub fn security_type(&self) -> Option<SecurityType> {
+        match self {
+            Conn::Handshake(c) => c.security_type(),
+            Conn::Established(c) => Some(c.negotiated().security),
+        }
+    }
+    pub fn vencrypt_subtype(&self) -> Option<VeNCryptSubtype> {
+        match self {
+            Conn::Handshake(c) => c.vencrypt_subtype(),
+            Conn::Established(c) => c.negotiated().vencrypt,
+        }
+    }
+    pub fn is_authenticated(&self) -> bool {
+        match self {
+            Conn::Handshake(c) => c.is_authenticated(),
+            Conn::Established(c) => !c.is_closed(),
+        }
+    }
+    pub fn is_approved(&self) -> bool {
+        match self {
+            Conn::Handshake(c) => c.is_approved(),
+            Conn::Established(c) => !c.is_closed(),
+        }
+    }
+    pub fn is_normal(&self) -> bool {
+        match self {
+            Conn::Handshake(_) => false,
+            Conn::Established(c) => !c.is_closed(),
+        }
+    }
+    /// The handshake; the driver only asks for it on handshake events.
+    pub fn handshake(&mut self) -> &mut Handshake {
+        match self {
+            Conn::Handshake(c) => c,
+            Conn::Established(_) => panic!("a handshake event after ServerInit"),
+        }
+    }
+}
+
 /// Everything observable about one run (compared across chunkings).
 #[derive(Debug, PartialEq, Eq, Default)]
 pub struct Trace {
-    pub events: Vec<Event>,
+    pub events: Vec<Ev>,
     pub error: Option<ProtocolError>,
     pub output: Vec<u8>,
     /// Output length when StartTls came (the plain part of the stream).
@@ -140,7 +228,7 @@ pub struct Trace {
 }
 
 pub struct Driver {
-    pub conn: ServerConnection,
+    pub conn: Conn,
     pub cfg: Config,
     pub offered: Vec<SecurityType>,
     reject: bool,
@@ -173,7 +261,7 @@ impl Driver {
         let output = conn.take_output();
         assert_eq!(output, GREETING);
         Driver {
-            conn,
+            conn: Conn::Handshake(conn),
             offered: cfg.effective(),
             cfg,
             reject: mode & REJECT_BIT != 0,
@@ -251,7 +339,12 @@ impl Driver {
                 }
             };
             self.trace.events.push(ev.clone());
-            self.handle(ev);
+            match ev {
+                Ev::Handshake(ev) => self.handle(ev),
+                Ev::Message(_) => {
+                    assert!(self.client_init_seen && self.conn.is_normal());
+                }
+            }
             self.check();
             if self.closed() {
                 break;
@@ -326,8 +419,9 @@ impl Driver {
                 self.trace.tls_at = Some(self.trace.output.len());
                 // Bytes after the subtype choice belong to TLS; pretend the
                 // handshake happened and they are the decrypted stream.
-                let leftover = self.conn.take_unprocessed();
+                let leftover = self.conn.handshake().take_unprocessed();
                 self.conn
+                    .handshake()
                     .tls_established()
                     .expect("tls_established right after StartTls");
                 self.tls = true;
@@ -402,7 +496,7 @@ impl Driver {
                 let v = self.version.expect("version");
                 let result = v == Version::V3_8 || self.chosen != Some(SecurityType::None);
                 if self.reject {
-                    let e = self.conn.reject(REJECTION);
+                    let e = self.conn.handshake().reject(REJECTION);
                     assert_eq!(e, ProtocolError::Refused(REJECTION.into()));
                     self.rejected = true;
                     let want = if result {
@@ -414,7 +508,10 @@ impl Driver {
                     assert!(!self.conn.is_authenticated() && !self.conn.is_approved());
                     self.trace.error = Some(e);
                 } else {
-                    self.conn.approve().expect("approve after Authenticated");
+                    self.conn
+                        .handshake()
+                        .approve()
+                        .expect("approve after Authenticated");
                     self.approved = true;
                     let want: &[u8] = if result { &[0, 0, 0, 0] } else { &[] };
                     assert_eq!(self.out(), want, "what approve() sends");
@@ -425,13 +522,16 @@ impl Driver {
                 assert!(self.approved && !self.rejected, "ClientInit without approval");
                 assert!(!self.client_init_seen, "a second ClientInit");
                 self.client_init_seen = true;
-                self.conn
+                // server_init consumes the handshake: swap in the result.
+                let placeholder = Conn::Handshake(Handshake::new(&[SecurityType::None]));
+                let Conn::Handshake(h) = std::mem::replace(&mut self.conn, placeholder) else {
+                    panic!("ClientInit after ServerInit");
+                };
+                let est = h
                     .server_init(64, 48, &PixelFormat::NATIVE, "fuzz")
                     .expect("ServerInit after ClientInit");
+                self.conn = Conn::Established(est);
                 assert_eq!(self.out()[..4], [0, 64, 0, 48], "ServerInit");
-            }
-            Event::Message(_) => {
-                assert!(self.client_init_seen && self.conn.is_normal());
             }
         }
     }
@@ -447,7 +547,7 @@ impl Driver {
 
     /// Answer a VNC response or Plain credentials.
     fn verdict(&mut self, ok: bool) {
-        let r = self.conn.auth_verdict(ok);
+        let r = self.conn.handshake().auth_verdict(ok);
         let sent = self.out();
         match r {
             Ok(()) => {

@@ -1,4 +1,5 @@
-//! Drive `ServerConnection` with arbitrary chunks of input through the
+//! Drive the protocol core (a `Handshake`, then the `Established` its
+//! `server_init` returns) with arbitrary chunks of input through the
 //! shared driver (`common.rs`): None, VNC authentication (a real DES check
 //! against a fixed password), VeNCrypt X509None/X509Vnc/X509Plain behind a
 //! pretend TLS layer, a refusing server, approval or rejection after

@@ -1,18 +1,24 @@
-//! The server side of one RFB connection as a sans-IO state machine.
+//! The handshake phase of one RFB connection as a sans-IO state machine.
 //!
-//! Bytes from the network go in with [`ServerConnection::receive`]; typed
-//! events come out of [`ServerConnection::poll_event`]; bytes to send
-//! accumulate and are taken with [`ServerConnection::take_output`]. Decisions
-//! that need the outside world (is this authentication response right? what
+//! Bytes from the network go in with [`Handshake::receive`]; typed events
+//! come out of [`Handshake::poll_event`]; bytes to send accumulate and are
+//! taken with [`Handshake::take_output`]. Decisions that need the outside
+//! world (is this authentication response right? may this viewer in? what
 //! is the framebuffer size?) are events the driver answers with
-//! [`ServerConnection::auth_verdict`] and [`ServerConnection::server_init`].
+//! [`Handshake::auth_verdict`], [`Handshake::approve`] /
+//! [`Handshake::reject`] and [`Handshake::server_init`]. The last consumes
+//! the handshake and returns the [`Established`] connection of the normal
+//! phase (`established.rs`), so nothing of the normal phase can happen
+//! before ServerInit, and no handshake answer after it.
 //! Nothing here touches a socket, so the same code runs under tokio, in
 //! tests and in the fuzzers, and a transport (TCP, TLS, WebSocket) can be
 //! swapped underneath without the core noticing.
 
+use super::buffers::Buffers;
 use super::error::ProtocolError;
+use super::established::{Established, Negotiated};
 use super::limits;
-use super::messages::{self, ClientMessage};
+use super::messages;
 use super::pixel_format::PixelFormat;
 use super::wire::{PutExt, Reader};
 
@@ -132,14 +138,14 @@ pub enum Event {
     SecurityChosen(SecurityType),
     /// The client chose this VeNCrypt subtype.
     VeNCryptChosen(VeNCryptSubtype),
-    /// Start TLS now: send what [`ServerConnection::take_output`] holds,
-    /// take [`ServerConnection::take_unprocessed`] (bytes that came after
+    /// Start TLS now: send what [`Handshake::take_output`] holds,
+    /// take [`Handshake::take_unprocessed`] (bytes that came after
     /// the subtype choice belong to TLS), run the TLS handshake, feed
     /// decrypted bytes from then on and call
-    /// [`ServerConnection::tls_established`].
+    /// [`Handshake::tls_established`].
     StartTls,
     /// A VNC-authentication response arrived. The driver checks it and calls
-    /// [`ServerConnection::auth_verdict`]; nothing else is decoded until then.
+    /// [`Handshake::auth_verdict`]; nothing else is decoded until then.
     VncAuthResponse {
         challenge: [u8; 16],
         response: [u8; 16],
@@ -147,7 +153,7 @@ pub enum Event {
     /// VeNCrypt Plain credentials arrived. `username` is lossily decoded,
     /// stripped of control characters and at most
     /// [`limits::MAX_LOGGED_USERNAME`] characters. The driver checks them and
-    /// calls [`ServerConnection::auth_verdict`].
+    /// calls [`Handshake::auth_verdict`].
     PlainCredentials {
         username: String,
         /// The name on the wire is exactly `username` (valid UTF-8, no
@@ -162,7 +168,7 @@ pub enum Event {
     /// `None` when the block was malformed (a field without its NUL: the
     /// keys did not agree or the client does not follow the protocol),
     /// which can only fail. The driver checks them and calls
-    /// [`ServerConnection::auth_verdict`].
+    /// [`Handshake::auth_verdict`].
     AppleDhCredentials {
         username: String,
         exact: bool,
@@ -170,14 +176,12 @@ pub enum Event {
     },
     /// The client proved who it is (or None needed no proof). The driver
     /// may now ask the local user and then calls
-    /// [`ServerConnection::approve`] or [`ServerConnection::reject`];
+    /// [`Handshake::approve`] or [`Handshake::reject`];
     /// nothing else is decoded until then.
     Authenticated,
     /// Approved and ClientInit arrived. The driver decides about
-    /// sharing and calls [`ServerConnection::server_init`].
+    /// sharing and calls [`Handshake::server_init`].
     ClientInit { shared: bool },
-    /// A normal-phase client message (only after ServerInit was sent).
-    Message(ClientMessage),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -195,11 +199,10 @@ enum State {
     AwaitApproval,
     ClientInit,
     AwaitServerInit,
-    Normal,
     Closed,
 }
 
-pub struct ServerConnection {
+pub struct Handshake {
     state: State,
     version: Option<Version>,
     offered: Vec<SecurityType>,
@@ -208,18 +211,9 @@ pub struct ServerConnection {
     subtype: Option<VeNCryptSubtype>,
     /// Refuse every client once its version is known, with this reason.
     refusal: Option<String>,
-    inbuf: Vec<u8>,
-    /// Bytes of `inbuf` already consumed (dropped once per `receive`).
-    rpos: usize,
-    /// Bytes moved by compacting `inbuf` (the cost the read offset bounds).
-    #[cfg(test)]
-    moved: usize,
-    out: Vec<u8>,
+    io: Buffers,
     pending: std::collections::VecDeque<Event>,
     challenge_source: fn() -> [u8; 16],
-    /// The viewer listed ExtendedMouseButtons: a PointerEvent with bit 7
-    /// set carries one more byte.
-    extended_pointer: bool,
     /// What a viewer that sends "RFB 003.889" (Apple's Screen Sharing) is
     /// offered instead of `offered`; `None`: the same as everyone.
     mac_offer: Option<Vec<SecurityType>>,
@@ -249,17 +243,14 @@ fn os_dh_random() -> [u8; 32] {
 /// server that sends anything else with "RFB 003.003".
 pub const APPLE_VERSION: &[u8; 12] = b"RFB 003.889\n";
 
-/// Largest amount of unparsed input the connection will hold.
-const MAX_INBUF: usize = limits::MAX_MESSAGE_BYTES + 64 * 1024;
-
-impl ServerConnection {
+impl Handshake {
     /// A new connection offering `offered` (in order of preference). The
     /// server's ProtocolVersion is queued for output at once. When
     /// `offered` holds [`SecurityType::VeNCrypt`], give its subtypes with
-    /// [`ServerConnection::with_vencrypt`].
-    pub fn new(offered: &[SecurityType]) -> ServerConnection {
+    /// [`Handshake::with_vencrypt`].
+    pub fn new(offered: &[SecurityType]) -> Handshake {
         assert!(!offered.is_empty(), "at least one security type");
-        ServerConnection {
+        Handshake {
             state: State::Version,
             version: None,
             offered: offered.to_vec(),
@@ -267,14 +258,9 @@ impl ServerConnection {
             chosen: None,
             subtype: None,
             refusal: None,
-            inbuf: Vec::new(),
-            rpos: 0,
-            #[cfg(test)]
-            moved: 0,
-            out: b"RFB 003.008\n".to_vec(),
+            io: Buffers::new(b"RFB 003.008\n".to_vec()),
             pending: Default::default(),
             challenge_source: os_challenge,
-            extended_pointer: false,
             mac_offer: None,
             mac_viewer: false,
             apple_key: None,
@@ -297,8 +283,8 @@ impl ServerConnection {
     /// libvncclient, vncdotool, noVNC) or 3.3 (vnc-rs). Call before
     /// taking any output.
     pub fn with_apple_version(mut self) -> Self {
-        if self.out == b"RFB 003.008\n" {
-            self.out = APPLE_VERSION.to_vec();
+        if self.io.out == b"RFB 003.008\n" {
+            self.io.out = APPLE_VERSION.to_vec();
         }
         self
     }
@@ -332,8 +318,8 @@ impl ServerConnection {
 
     /// A connection that answers the client's version with a refusal and
     /// `reason` (a lockout, an overloaded server), then closes.
-    pub fn refusing(reason: &str) -> ServerConnection {
-        let mut c = ServerConnection::new(&[SecurityType::None]);
+    pub fn refusing(reason: &str) -> Handshake {
+        let mut c = Handshake::new(&[SecurityType::None]);
         c.refusal = Some(reason.to_string());
         c
     }
@@ -357,42 +343,25 @@ impl ServerConnection {
     pub fn is_authenticated(&self) -> bool {
         matches!(
             self.state,
-            State::AwaitApproval | State::ClientInit | State::AwaitServerInit | State::Normal
+            State::AwaitApproval | State::ClientInit | State::AwaitServerInit
         )
     }
     /// True once the local user (or policy) approved: SecurityResult OK went out.
     pub fn is_approved(&self) -> bool {
-        matches!(
-            self.state,
-            State::ClientInit | State::AwaitServerInit | State::Normal
-        )
-    }
-    /// True in the normal phase (ServerInit sent).
-    pub fn is_normal(&self) -> bool {
-        self.state == State::Normal
+        matches!(self.state, State::ClientInit | State::AwaitServerInit)
     }
 
     /// Bytes queued for the peer.
     pub fn take_output(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.out)
+        std::mem::take(&mut self.io.out)
     }
     pub fn has_output(&self) -> bool {
-        !self.out.is_empty()
+        !self.io.out.is_empty()
     }
-    /// Queue raw server-message bytes (framebuffer updates and the like
-    /// serialised by the caller). Only valid in the normal phase.
-    pub fn send(&mut self, bytes: &[u8]) {
-        debug_assert!(self.is_normal());
-        self.out.extend_from_slice(bytes);
-    }
-
     /// Received bytes not parsed yet. After [`Event::StartTls`] these are
     /// the first bytes of the TLS handshake and belong to the TLS layer.
     pub fn take_unprocessed(&mut self) -> Vec<u8> {
-        let rest = self.inbuf.split_off(self.rpos);
-        self.inbuf.clear();
-        self.rpos = 0;
-        rest
+        self.io.take_unprocessed()
     }
 
     /// Feed received bytes.
@@ -400,23 +369,9 @@ impl ServerConnection {
         if self.state == State::Closed {
             return Ok(());
         }
-        // Drop what was consumed once per batch, not once per message.
-        if self.rpos > 0 {
-            #[cfg(test)]
-            {
-                self.moved += self.inbuf.len() - self.rpos;
-            }
-            self.inbuf.drain(..self.rpos);
-            self.rpos = 0;
+        if let Err(e) = self.io.receive(data) {
+            return self.fail(e);
         }
-        if self.inbuf.len() + data.len() > MAX_INBUF {
-            return self.fail(ProtocolError::LimitExceeded {
-                what: "unprocessed input",
-                got: (self.inbuf.len() + data.len()) as u64,
-                limit: MAX_INBUF as u64,
-            });
-        }
-        self.inbuf.extend_from_slice(data);
         Ok(())
     }
 
@@ -429,11 +384,11 @@ impl ServerConnection {
             // A step may make progress without an event (a Plain header
             // read, its body still to come): keep stepping until an event
             // comes out or nothing moves.
-            let before = (self.state, self.rpos);
+            let before = (self.state, self.io.rpos);
             if let Err(e) = self.step() {
                 return self.fail(e);
             }
-            if self.pending.is_empty() && (self.state, self.rpos) == before {
+            if self.pending.is_empty() && (self.state, self.io.rpos) == before {
                 return Ok(None);
             }
         }
@@ -444,17 +399,16 @@ impl ServerConnection {
         // in the step that failed (the driver reads `version()` instead).
         self.pending.clear();
         self.state = State::Closed;
-        self.inbuf.clear();
-        self.rpos = 0;
+        self.io.clear_input();
         Err(e)
     }
 
     fn input(&self) -> &[u8] {
-        &self.inbuf[self.rpos..]
+        self.io.input()
     }
 
     fn consume(&mut self, n: usize) {
-        self.rpos += n;
+        self.io.consume(n);
     }
 
     /// Does the result of the security phase go on the wire? Always at 3.8;
@@ -503,7 +457,7 @@ impl ServerConnection {
                         .find(|t| matches!(t, SecurityType::None | SecurityType::VncAuth))
                     {
                         Some(t) => {
-                            self.out.put_u32(t as u32);
+                            self.io.out.put_u32(t as u32);
                             self.enter_security(t);
                         }
                         None => {
@@ -520,9 +474,9 @@ impl ServerConnection {
                     self.refuse_at_version(reason);
                     return Err(ProtocolError::Refused(reason.into()));
                 } else {
-                    self.out.put_u8(self.offered.len() as u8);
+                    self.io.out.put_u8(self.offered.len() as u8);
                     for t in &self.offered {
-                        self.out.put_u8(*t as u8);
+                        self.io.out.put_u8(*t as u8);
                     }
                     self.state = State::SecurityChoice;
                 }
@@ -548,13 +502,13 @@ impl ServerConnection {
                 };
                 self.consume(2);
                 if (major, minor) != (0, 2) {
-                    self.out.put_u8(0xff);
+                    self.io.out.put_u8(0xff);
                     return Err(ProtocolError::VeNCryptVersion(major, minor));
                 }
-                self.out.put_u8(0);
-                self.out.put_u8(self.vencrypt.len() as u8);
+                self.io.out.put_u8(0);
+                self.io.out.put_u8(self.vencrypt.len() as u8);
                 for s in &self.vencrypt {
-                    self.out.put_u32(*s as u32);
+                    self.io.out.put_u32(*s as u32);
                 }
                 self.state = State::VeNCryptSubtype;
             }
@@ -565,14 +519,14 @@ impl ServerConnection {
                 self.consume(4);
                 match VeNCryptSubtype::from_u32(choice).filter(|s| self.vencrypt.contains(s)) {
                     Some(s) => {
-                        self.out.put_u8(1);
+                        self.io.out.put_u8(1);
                         self.subtype = Some(s);
                         self.state = State::AwaitTls(s);
                         self.pending.push_back(Event::VeNCryptChosen(s));
                         self.pending.push_back(Event::StartTls);
                     }
                     None => {
-                        self.out.put_u8(0);
+                        self.io.out.put_u8(0);
                         return Err(ProtocolError::SubtypeNotOffered(choice));
                     }
                 }
@@ -674,17 +628,6 @@ impl ServerConnection {
                     shared: shared != 0,
                 });
             }
-            State::Normal => {
-                let ext = self.extended_pointer;
-                if let Some((msg, n)) = messages::decode_client_message_ext(self.input(), ext)? {
-                    if let ClientMessage::SetEncodings(list) = &msg {
-                        self.extended_pointer =
-                            list.contains(&messages::enc::EXTENDED_MOUSE_BUTTONS);
-                    }
-                    self.consume(n);
-                    self.pending.push_back(Event::Message(msg));
-                }
-            }
         }
         Ok(())
     }
@@ -696,12 +639,12 @@ impl ServerConnection {
             SecurityType::None => self.authenticated(),
             SecurityType::VncAuth => self.send_challenge(),
             SecurityType::VeNCrypt => {
-                self.out.extend_from_slice(&[0, 2]);
+                self.io.out.extend_from_slice(&[0, 2]);
                 self.state = State::VeNCryptVersion;
             }
             SecurityType::AppleDh => {
                 let key = crate::security::apple_dh::ServerKey::generate((self.apple_dh_source)());
-                key.offer(&mut self.out);
+                key.offer(&mut self.io.out);
                 self.apple_key = Some(key);
                 self.state = State::AppleDhResponse;
             }
@@ -710,7 +653,7 @@ impl ServerConnection {
 
     fn send_challenge(&mut self) {
         let challenge = (self.challenge_source)();
-        self.out.extend_from_slice(&challenge);
+        self.io.out.extend_from_slice(&challenge);
         self.state = State::VncResponse { challenge };
     }
 
@@ -734,22 +677,22 @@ impl ServerConnection {
     }
 
     fn security_result_failed(&mut self, reason: &str) {
-        self.out.put_u32(1);
+        self.io.out.put_u32(1);
         if self.version == Some(Version::V3_8) {
-            self.out.put_u32(reason.len() as u32);
-            self.out.extend_from_slice(reason.as_bytes());
+            self.io.out.put_u32(reason.len() as u32);
+            self.io.out.extend_from_slice(reason.as_bytes());
         }
     }
 
     /// No security types and a reason: the refusal every version understands.
     fn refuse_at_version(&mut self, reason: &str) {
         if self.version == Some(Version::V3_3) {
-            self.out.put_u32(0);
+            self.io.out.put_u32(0);
         } else {
-            self.out.put_u8(0);
+            self.io.out.put_u8(0);
         }
-        self.out.put_u32(reason.len() as u32);
-        self.out.extend_from_slice(reason.as_bytes());
+        self.io.out.put_u32(reason.len() as u32);
+        self.io.out.extend_from_slice(reason.as_bytes());
     }
 
     /// Answer [`Event::VncAuthResponse`] or [`Event::PlainCredentials`]. On
@@ -778,7 +721,7 @@ impl ServerConnection {
             ));
         }
         if self.sends_security_result() {
-            self.out.put_u32(0);
+            self.io.out.put_u32(0);
         }
         self.state = State::ClientInit;
         Ok(())
@@ -802,29 +745,43 @@ impl ServerConnection {
         e
     }
 
-    /// Answer [`Event::ClientInit`]: queue ServerInit and enter the normal phase.
+    /// Answer [`Event::ClientInit`]: queue ServerInit and enter the
+    /// normal phase. The handshake is consumed: what follows is an
+    /// [`Established`] connection, which holds the ServerInit bytes (take
+    /// them with [`Established::take_output`]) and any client messages
+    /// that came pipelined behind ClientInit. Called at any other point
+    /// the connection is closed and the error says why.
     pub fn server_init(
-        &mut self,
+        mut self,
         width: u16,
         height: u16,
         pf: &PixelFormat,
         name: &str,
-    ) -> Result<(), ProtocolError> {
+    ) -> Result<Established, ProtocolError> {
         if self.state != State::AwaitServerInit {
             return self.fail(ProtocolError::UnexpectedMessage(
                 "ServerInit before ClientInit",
             ));
         }
-        messages::write_server_init(width, height, pf, name, &mut self.out);
-        self.state = State::Normal;
-        Ok(())
+        debug_assert!(self.pending.is_empty(), "ClientInit is the last event");
+        messages::write_server_init(width, height, pf, name, &mut self.io.out);
+        let version = self.version.unwrap_or(Version::V3_8);
+        let security = self.chosen.unwrap_or(SecurityType::None);
+        Ok(Established::new(
+            self.io,
+            Negotiated {
+                version,
+                security,
+                vencrypt: self.subtype,
+                mac_viewer: self.mac_viewer,
+            },
+        ))
     }
 
     /// Close from the server side (no more events).
     pub fn close(&mut self) {
         self.state = State::Closed;
-        self.inbuf.clear();
-        self.rpos = 0;
+        self.io.clear_input();
     }
 }
 
@@ -872,15 +829,24 @@ pub fn parse_version(b: &[u8; 12]) -> Result<Version, ProtocolError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rfb::messages::ClientMessage;
 
     fn fixed() -> [u8; 16] {
         [7; 16]
     }
 
-    fn drain(c: &mut ServerConnection) -> Vec<Event> {
+    fn drain(c: &mut Handshake) -> Vec<Event> {
         let mut v = Vec::new();
         while let Some(e) = c.poll_event().unwrap() {
             v.push(e);
+        }
+        v
+    }
+
+    fn drain_messages(c: &mut Established) -> Vec<ClientMessage> {
+        let mut v = Vec::new();
+        while let Some(m) = c.poll_message().unwrap() {
+            v.push(m);
         }
         v
     }
@@ -900,14 +866,14 @@ mod tests {
 
     #[test]
     fn rejects_garbage_early() {
-        let mut c = ServerConnection::new(&[SecurityType::None]);
+        let mut c = Handshake::new(&[SecurityType::None]);
         c.receive(b"GE").unwrap();
         assert_eq!(c.poll_event(), Err(ProtocolError::BadVersion));
     }
 
     #[test]
     fn v38_vnc_auth_flow() {
-        let mut c = ServerConnection::new(&[SecurityType::VncAuth]).with_challenge_source(fixed);
+        let mut c = Handshake::new(&[SecurityType::VncAuth]).with_challenge_source(fixed);
         assert_eq!(c.take_output(), b"RFB 003.008\n");
         c.receive(b"RFB 003.008\n").unwrap();
         assert_eq!(drain(&mut c), vec![Event::VersionAgreed(Version::V3_8)]);
@@ -938,13 +904,19 @@ mod tests {
         c.approve().unwrap();
         assert_eq!(c.take_output(), vec![0, 0, 0, 0]);
         assert_eq!(drain(&mut c), vec![Event::ClientInit { shared: true }]);
-        c.server_init(10, 10, &PixelFormat::NATIVE, "x").unwrap();
-        assert!(c.is_normal());
+        let mut c = c.server_init(10, 10, &PixelFormat::NATIVE, "x").unwrap();
+        assert!(!c.is_closed());
+        assert_eq!(c.negotiated().security, SecurityType::VncAuth);
+        assert_eq!(c.negotiated().version, Version::V3_8);
+        // ServerInit: the size first, the name last.
+        let out = c.take_output();
+        assert_eq!(&out[..4], &[0, 10, 0, 10]);
+        assert!(out.ends_with(b"\x00\x00\x00\x01x"));
     }
 
     #[test]
     fn type_not_offered_is_refused_with_reason() {
-        let mut c = ServerConnection::new(&[SecurityType::VncAuth]);
+        let mut c = Handshake::new(&[SecurityType::VncAuth]);
         c.receive(b"RFB 003.008\n\x01").unwrap();
         drain_until_err(&mut c);
         let out = c.take_output();
@@ -952,7 +924,7 @@ mod tests {
         assert!(!c.is_authenticated());
     }
 
-    fn drain_until_err(c: &mut ServerConnection) -> ProtocolError {
+    fn drain_until_err(c: &mut Handshake) -> ProtocolError {
         loop {
             match c.poll_event() {
                 Ok(Some(_)) => {}
@@ -964,7 +936,7 @@ mod tests {
 
     #[test]
     fn v33_gets_server_choice() {
-        let mut c = ServerConnection::new(&[SecurityType::None]);
+        let mut c = Handshake::new(&[SecurityType::None]);
         c.take_output();
         c.receive(b"RFB 003.003\n\x00").unwrap();
         let ev = drain(&mut c);
@@ -975,17 +947,95 @@ mod tests {
         assert_eq!(c.take_output(), vec![0, 0, 0, 1]);
     }
 
+    /// Messages a viewer pipelines behind ClientInit (TigerVNC sends
+    /// SetPixelFormat and SetEncodings at once) are kept by the handshake
+    /// and come out of the established phase, none lost or doubled; the
+    /// ExtendedMouseButtons rule is the established phase's own state.
+    #[test]
+    fn messages_pipelined_behind_client_init_reach_the_established_phase() {
+        let mut c = Handshake::new(&[SecurityType::None]);
+        c.take_output();
+        let mut input = b"RFB 003.008\n\x01\x01".to_vec();
+        let msgs = [
+            ClientMessage::SetEncodings(vec![messages::enc::EXTENDED_MOUSE_BUTTONS]),
+            // Bit 7 set, one more byte of buttons (7 bytes, not 6).
+            ClientMessage::ExtendedPointerEvent {
+                buttons: 1,
+                x: 3,
+                y: 4,
+            },
+        ];
+        let mut body = Vec::new();
+        for m in &msgs {
+            messages::encode_client_message(m, &mut body);
+        }
+        input.extend_from_slice(&body[..body.len() - 3]);
+        c.receive(&input).unwrap();
+        assert_eq!(
+            drain(&mut c).last(),
+            Some(&Event::Authenticated),
+            "ClientInit waits for approval"
+        );
+        c.approve().unwrap();
+        assert_eq!(drain(&mut c), vec![Event::ClientInit { shared: true }]);
+        // Nothing of the normal phase is decoded before ServerInit.
+        assert_eq!(c.poll_event(), Ok(None));
+        let mut c = c.server_init(8, 6, &PixelFormat::NATIVE, "p").unwrap();
+        assert_eq!(c.poll_message().unwrap().as_ref(), Some(&msgs[0]));
+        assert_eq!(c.poll_message(), Ok(None), "half a PointerEvent");
+        c.receive(&body[body.len() - 3..]).unwrap();
+        assert_eq!(c.poll_message().unwrap().as_ref(), Some(&msgs[1]));
+        assert_eq!(c.poll_message(), Ok(None));
+    }
+
+    /// server_init before ClientInit (the driver's mistake the types
+    /// cannot rule out: it is a point inside the handshake) closes with a
+    /// reason, and sends nothing.
+    #[test]
+    fn server_init_before_client_init_is_an_error() {
+        let mut c = Handshake::new(&[SecurityType::None]);
+        c.take_output();
+        c.receive(b"RFB 003.008\n\x01").unwrap();
+        drain(&mut c);
+        let Err(e) = c.server_init(1, 1, &PixelFormat::NATIVE, "x") else {
+            panic!("ServerInit before approval and ClientInit")
+        };
+        assert_eq!(
+            e,
+            ProtocolError::UnexpectedMessage("ServerInit before ClientInit")
+        );
+    }
+
+    /// A hostile message in the normal phase closes the established
+    /// connection: the error once, then silence.
+    #[test]
+    fn established_closes_on_a_bad_message() {
+        let mut c = Handshake::new(&[SecurityType::None]);
+        c.receive(b"RFB 003.008\n\x01\x00").unwrap();
+        drain(&mut c);
+        c.approve().unwrap();
+        drain(&mut c);
+        let mut c = c.server_init(8, 6, &PixelFormat::NATIVE, "p").unwrap();
+        c.take_output();
+        c.receive(&[0xee, 1, 2, 3]).unwrap();
+        assert_eq!(c.poll_message(), Err(ProtocolError::UnknownMessage(0xee)));
+        assert!(c.is_closed());
+        c.receive(&[5, 0, 0, 1, 0, 1]).unwrap();
+        assert_eq!(c.poll_message(), Ok(None));
+        assert!(!c.has_output());
+    }
+
     /// Regression: the input buffer limit was smaller than the largest
     /// ClientCutText the decoder accepts, so a cut text of up to
     /// MAX_CUT_TEXT bytes closed the connection as "unprocessed input".
     #[test]
     fn cut_text_at_the_limit_fits_the_input_buffer() {
-        let mut c = ServerConnection::new(&[SecurityType::None]);
+        let mut c = Handshake::new(&[SecurityType::None]);
         c.receive(b"RFB 003.008\n\x01\x01").unwrap();
         drain(&mut c);
         c.approve().unwrap();
         drain(&mut c);
-        c.server_init(10, 10, &PixelFormat::NATIVE, "x").unwrap();
+        let mut c = c.server_init(10, 10, &PixelFormat::NATIVE, "x").unwrap();
         let text = vec![b'a'; limits::MAX_CUT_TEXT as usize];
         let mut msg = Vec::new();
         messages::encode_client_message(&ClientMessage::ClientCutText(text.clone()), &mut msg);
@@ -993,12 +1043,9 @@ mod tests {
         let mut events = Vec::new();
         for chunk in msg.chunks(64 * 1024) {
             c.receive(chunk).unwrap();
-            events.extend(drain(&mut c));
+            events.extend(drain_messages(&mut c));
         }
-        assert_eq!(
-            events,
-            vec![Event::Message(ClientMessage::ClientCutText(text))]
-        );
+        assert_eq!(events, vec![ClientMessage::ClientCutText(text)]);
     }
 
     /// Issue 10, fault 4: a 64 KiB read of pointer events costs a copy of
@@ -1008,12 +1055,12 @@ mod tests {
     /// move about 716 MB and this fails; kept as the regression test.
     #[test]
     fn a_64k_read_of_pointer_events_is_compacted_once() {
-        let mut c = ServerConnection::new(&[SecurityType::None]);
+        let mut c = Handshake::new(&[SecurityType::None]);
         c.receive(b"RFB 003.008\n\x01\x01").unwrap();
         drain(&mut c);
         c.approve().unwrap();
         drain(&mut c);
-        c.server_init(10, 10, &PixelFormat::NATIVE, "x").unwrap();
+        let mut c = c.server_init(10, 10, &PixelFormat::NATIVE, "x").unwrap();
         let mut stream = Vec::new();
         for i in 0..2 * 64 * 1024 / 6 + 1 {
             messages::encode_client_message(
@@ -1028,19 +1075,19 @@ mod tests {
         let mut events = 0;
         for read in stream.chunks(64 * 1024) {
             c.receive(read).unwrap();
-            events += drain(&mut c).len();
+            events += drain_messages(&mut c).len();
         }
         assert_eq!(events, stream.len() / 6);
         // Each read leaves at most one partial message (5 bytes) to move.
-        assert!(c.moved <= 3 * 5, "moved {} bytes", c.moved);
+        assert!(c.moved() <= 3 * 5, "moved {} bytes", c.moved());
     }
 
     /// A whole VeNCrypt Plain login in one read: the header is consumed
     /// without an event, and the credentials must still come out.
     #[test]
     fn vencrypt_plain_in_one_chunk() {
-        let mut c = ServerConnection::new(&[SecurityType::VeNCrypt])
-            .with_vencrypt(&[VeNCryptSubtype::X509Plain]);
+        let mut c =
+            Handshake::new(&[SecurityType::VeNCrypt]).with_vencrypt(&[VeNCryptSubtype::X509Plain]);
         c.receive(b"RFB 003.008\n\x13\x00\x02").unwrap();
         let mut sub = 262u32.to_be_bytes().to_vec();
         sub.extend_from_slice(b"early");
@@ -1083,8 +1130,8 @@ mod tests {
 
     #[test]
     fn plain_lengths_are_checked_before_waiting() {
-        let mut c = ServerConnection::new(&[SecurityType::VeNCrypt])
-            .with_vencrypt(&[VeNCryptSubtype::X509Plain]);
+        let mut c =
+            Handshake::new(&[SecurityType::VeNCrypt]).with_vencrypt(&[VeNCryptSubtype::X509Plain]);
         c.receive(b"RFB 003.008\n\x13\x00\x02\x00\x00\x01\x06")
             .unwrap();
         drain(&mut c);
@@ -1102,7 +1149,7 @@ mod tests {
             (&b"RFB 003.003\n"[..], vec![0, 0, 0, 0]),
             (b"RFB 003.008\n", vec![0]),
         ] {
-            let mut c = ServerConnection::refusing("locked out");
+            let mut c = Handshake::refusing("locked out");
             c.take_output();
             c.receive(v).unwrap();
             assert!(matches!(drain_until_err(&mut c), ProtocolError::Refused(_)));
@@ -1115,8 +1162,8 @@ mod tests {
 
     #[test]
     fn v33_never_gets_vencrypt() {
-        let mut c = ServerConnection::new(&[SecurityType::VeNCrypt])
-            .with_vencrypt(&[VeNCryptSubtype::X509Vnc]);
+        let mut c =
+            Handshake::new(&[SecurityType::VeNCrypt]).with_vencrypt(&[VeNCryptSubtype::X509Vnc]);
         c.take_output();
         c.receive(b"RFB 003.003\n").unwrap();
         assert!(matches!(drain_until_err(&mut c), ProtocolError::Refused(_)));
@@ -1127,8 +1174,8 @@ mod tests {
         [5; 32]
     }
 
-    fn mac_connection() -> ServerConnection {
-        ServerConnection::new(&[SecurityType::VeNCrypt, SecurityType::VncAuth])
+    fn mac_connection() -> Handshake {
+        Handshake::new(&[SecurityType::VeNCrypt, SecurityType::VncAuth])
             .with_vencrypt(&[VeNCryptSubtype::X509Vnc])
             .with_mac_offer(&[SecurityType::AppleDh, SecurityType::VncAuth])
             .with_apple_version()
@@ -1192,13 +1239,13 @@ mod tests {
         assert!(!c.is_mac_viewer());
         assert!(c.take_output().starts_with(&[2, 19, 2, 0, 0, 0, 1]));
         // A 3.3 viewer is never put on Apple DH, even if it is first.
-        let mut c = ServerConnection::new(&[SecurityType::AppleDh, SecurityType::VncAuth]);
+        let mut c = Handshake::new(&[SecurityType::AppleDh, SecurityType::VncAuth]);
         c.take_output();
         c.receive(b"RFB 003.003\n").unwrap();
         drain(&mut c);
         assert_eq!(&c.take_output()[..4], &[0, 0, 0, 2]);
         // A Mac viewer with nothing it can use is told why.
-        let mut c = ServerConnection::new(&[SecurityType::None]).with_mac_offer(&[]);
+        let mut c = Handshake::new(&[SecurityType::None]).with_mac_offer(&[]);
         c.take_output();
         c.receive(b"RFB 003.889\n").unwrap();
         assert!(matches!(drain_until_err(&mut c), ProtocolError::Refused(_)));
@@ -1245,7 +1292,7 @@ mod tests {
 
     #[test]
     fn wrong_password_fails_with_result() {
-        let mut c = ServerConnection::new(&[SecurityType::VncAuth]).with_challenge_source(fixed);
+        let mut c = Handshake::new(&[SecurityType::VncAuth]).with_challenge_source(fixed);
         c.receive(b"RFB 003.007\n\x02").unwrap();
         c.receive(&[0; 16]).unwrap();
         drain(&mut c);

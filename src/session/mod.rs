@@ -1,4 +1,4 @@
-//! One tokio task per viewer: drives the sans-IO [`ServerConnection`] over a
+//! One tokio task per viewer: drives the sans-IO [`Handshake`] over a
 //! socket, keeps the viewer's state, paces updates, and never lets a slow
 //! viewer hold up anyone else (its writes go through its own writer task,
 //! and an update is only built when the previous one has left).
@@ -14,7 +14,7 @@ pub mod update;
 
 use crate::input::InputSink;
 use crate::rfb::{
-    limits, ClientMessage, Event, PixelFormat, ProtocolError, SecurityType, ServerConnection,
+    limits, ClientMessage, Established, Event, Handshake, PixelFormat, ProtocolError, SecurityType,
     VeNCryptSubtype,
 };
 use crate::security::throttle::{Attempt, AuthThrottle, GuessBudget, Refusal, Token};
@@ -99,8 +99,8 @@ pub struct SecurityOffer {
 }
 
 impl SecurityOffer {
-    pub fn connection(&self) -> ServerConnection {
-        let mut c = ServerConnection::new(&self.types).with_vencrypt(&self.vencrypt);
+    pub fn connection(&self) -> Handshake {
+        let mut c = Handshake::new(&self.types).with_vencrypt(&self.vencrypt);
         if let Some(mac) = &self.mac {
             c = c.with_mac_offer(mac);
         }
@@ -531,8 +531,8 @@ fn protocol_end(e: ProtocolError) -> EndReason {
 
 impl Session {
     async fn run(&mut self, stream: Box<dyn Transport>) -> EndReason {
-        let mut conn = self.offer.connection();
-        let stream = match self.handshake(stream, &mut conn).await {
+        let conn = self.offer.connection();
+        let (stream, conn) = match self.handshake(stream, conn).await {
             Ok(s) => s,
             Err(reason) => return reason,
         };
@@ -543,13 +543,23 @@ impl Session {
     async fn flush(
         &mut self,
         stream: &mut Box<dyn Transport>,
-        conn: &mut ServerConnection,
+        conn: &mut Handshake,
         deadline: tokio::time::Instant,
     ) -> Result<(), EndReason> {
         if !conn.has_output() {
             return Ok(());
         }
-        let out = conn.take_output();
+        self.write_handshake(stream, conn.take_output(), deadline)
+            .await
+    }
+
+    /// Write handshake bytes within the handshake deadline.
+    async fn write_handshake(
+        &mut self,
+        stream: &mut Box<dyn Transport>,
+        out: Vec<u8>,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), EndReason> {
         self.info.bytes_out += out.len() as u64;
         match tokio::time::timeout_at(deadline, async {
             stream.write_all(&out).await?;
@@ -568,7 +578,7 @@ impl Session {
     async fn refuse(
         &mut self,
         stream: &mut Box<dyn Transport>,
-        conn: &mut ServerConnection,
+        conn: &mut Handshake,
         deadline: tokio::time::Instant,
         reason: &str,
     ) -> EndReason {
@@ -580,12 +590,15 @@ impl Session {
     }
 
     /// The handshake, which owns the transport because VeNCrypt swaps it
-    /// for TLS halfway. Returns once ServerInit is queued.
+    /// for TLS halfway. Returns once ServerInit is sent, with the
+    /// connection of the normal phase.
     async fn handshake(
         &mut self,
         mut stream: Box<dyn Transport>,
-        conn: &mut ServerConnection,
-    ) -> Result<Box<dyn Transport>, EndReason> {
+        mut handshake: Handshake,
+    ) -> Result<(Box<dyn Transport>, Established), EndReason> {
+        // Borrowed until ClientInit, when `server_init` consumes it.
+        let conn = &mut handshake;
         // Through a repeater the viewer may come minutes later: the
         // deadline starts when it first speaks (TCP keepalive watches the
         // line meanwhile).
@@ -837,22 +850,19 @@ impl Session {
                             );
                         }
                         let f = self.frames.borrow().frame.clone();
-                        conn.server_init(
-                            f.width,
-                            f.height,
-                            &PixelFormat::NATIVE,
-                            &self.cfg.desktop_name,
-                        )
-                        .map_err(protocol_end)?;
-                        self.flush(&mut stream, conn, deadline).await?;
+                        let mut conn = handshake
+                            .server_init(
+                                f.width,
+                                f.height,
+                                &PixelFormat::NATIVE,
+                                &self.cfg.desktop_name,
+                            )
+                            .map_err(protocol_end)?;
+                        let out = conn.take_output();
+                        self.write_handshake(&mut stream, out, deadline).await?;
                         // In: this connection no longer counts against the pre-auth limit.
                         self.preauth_permit = None;
-                        return Ok(stream);
-                    }
-                    Event::Message(_) => {
-                        return Err(EndReason::ProtocolError(ProtocolError::UnexpectedMessage(
-                            "message before ServerInit",
-                        )))
+                        return Ok((stream, conn));
                     }
                 }
             }
@@ -917,7 +927,7 @@ impl Session {
     async fn budget_for_check(
         &mut self,
         stream: &mut Box<dyn Transport>,
-        conn: &mut ServerConnection,
+        conn: &mut Handshake,
         deadline: tokio::time::Instant,
     ) -> Result<(Attempt, Token), EndReason> {
         let ip = self
@@ -966,7 +976,7 @@ impl Session {
     async fn verdict(
         &mut self,
         stream: &mut Box<dyn Transport>,
-        conn: &mut ServerConnection,
+        conn: &mut Handshake,
         deadline: tokio::time::Instant,
         principal: Option<Principal>,
         (attempt, token): (Attempt, Token),
@@ -1002,11 +1012,7 @@ impl Session {
     }
 
     /// The normal phase: updates out, messages in, until the end.
-    async fn established(
-        &mut self,
-        stream: Box<dyn Transport>,
-        conn: ServerConnection,
-    ) -> EndReason {
+    async fn established(&mut self, stream: Box<dyn Transport>, conn: Established) -> EndReason {
         let (rd, wr) = tokio::io::split(stream);
         // Only the size: a frame held here would be pinned for the whole
         // session (8 MB at 1080p per viewer, and the capture's frame pool
@@ -1132,8 +1138,8 @@ impl Session {
     /// Every message the core has decoded.
     async fn handle_messages(&mut self, live: &mut Live) -> Result<(), Stop> {
         loop {
-            match live.conn.poll_event() {
-                Ok(Some(Event::Message(m))) => {
+            match live.conn.poll_message() {
+                Ok(Some(m)) => {
                     let now = std::time::Instant::now();
                     let m = match live
                         .flow
@@ -1152,11 +1158,6 @@ impl Session {
                     if live.viewer.has_request() {
                         live.frames_dirty = true;
                     }
-                }
-                Ok(Some(_)) => {
-                    return Err(Stop::End(EndReason::ProtocolError(
-                        ProtocolError::UnexpectedMessage("handshake event after ServerInit"),
-                    )))
                 }
                 Ok(None) => return Ok(()),
                 Err(e) => {
@@ -1437,7 +1438,7 @@ enum Stop {
 
 /// The established phase's state.
 struct Live {
-    conn: ServerConnection,
+    conn: Established,
     viewer: ViewerState,
     writes: Writes,
     rd: tokio::io::ReadHalf<Box<dyn Transport>>,

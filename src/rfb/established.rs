@@ -1,0 +1,174 @@
+//! The normal phase of an RFB connection, after ServerInit.
+//!
+//! An [`Established`] comes only out of [`Handshake::server_init`]
+//! (which consumes the handshake), so client messages are decoded, and
+//! server messages sent, only once ServerInit has gone out; the
+//! handshake's decisions (`auth_verdict`, `approve`, `server_init`) do
+//! not exist here. Still sans-IO: bytes in with [`Established::receive`],
+//! messages out of [`Established::poll_message`], bytes to send taken
+//! with [`Established::take_output`].
+//!
+//! [`Handshake::server_init`]: super::Handshake::server_init
+//!
+//! ```compile_fail,E0599
+//! // ServerInit is sent once, by the handshake: the established phase
+//! // has no server_init.
+//! use ticketvnc::rfb::{Established, PixelFormat};
+//! fn again(mut c: Established) {
+//!     let _ = c.server_init(640, 480, &PixelFormat::NATIVE, "twice");
+//! }
+//! ```
+//!
+//! ```compile_fail,E0599
+//! // No client message is decoded, and no server message sent, before
+//! // ServerInit: the handshake has neither.
+//! use ticketvnc::rfb::{Handshake, SecurityType};
+//! let mut c = Handshake::new(&[SecurityType::None]);
+//! let _ = c.poll_message();
+//! c.send(&[2]);
+//! ```
+//!
+//! ```compile_fail,E0382
+//! // server_init consumes the handshake: it cannot be answered twice.
+//! use ticketvnc::rfb::{Handshake, PixelFormat, SecurityType};
+//! let c = Handshake::new(&[SecurityType::None]);
+//! let first = c.server_init(1, 1, &PixelFormat::NATIVE, "x");
+//! let again = c.server_init(1, 1, &PixelFormat::NATIVE, "x");
+//! ```
+//!
+//! The legal path, for comparison (it compiles and runs):
+//!
+//! ```
+//! use ticketvnc::rfb::{ClientMessage, Event, Handshake, PixelFormat, SecurityType};
+//! let mut c = Handshake::new(&[SecurityType::None]);
+//! assert_eq!(c.take_output(), b"RFB 003.008\n");
+//! // Version, security type None, ClientInit (shared), and a
+//! // PointerEvent pipelined behind it.
+//! c.receive(b"RFB 003.008\n\x01\x01\x05\x00\x00\x01\x00\x02").unwrap();
+//! while let Some(ev) = c.poll_event().unwrap() {
+//!     if ev == Event::Authenticated {
+//!         c.approve().unwrap();
+//!     }
+//! }
+//! let mut c = c.server_init(640, 480, &PixelFormat::NATIVE, "desk").unwrap();
+//! assert!(c.take_output().ends_with(b"desk"));
+//! assert_eq!(
+//!     c.poll_message(),
+//!     Ok(Some(ClientMessage::PointerEvent { buttons: 0, x: 1, y: 2 }))
+//! );
+//! ```
+
+use super::buffers::Buffers;
+use super::connection::{SecurityType, VeNCryptSubtype, Version};
+use super::error::ProtocolError;
+use super::messages::{self, ClientMessage};
+
+/// What the handshake settled, kept for the life of the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Negotiated {
+    pub version: Version,
+    pub security: SecurityType,
+    /// The VeNCrypt subtype, when `security` is VeNCrypt.
+    pub vencrypt: Option<VeNCryptSubtype>,
+    /// The client sent "RFB 003.889" (Apple's Screen Sharing).
+    pub mac_viewer: bool,
+}
+
+/// The server side of one RFB connection after ServerInit.
+pub struct Established {
+    io: Buffers,
+    negotiated: Negotiated,
+    /// The viewer listed ExtendedMouseButtons: a PointerEvent with bit 7
+    /// set carries one more byte.
+    extended_pointer: bool,
+    closed: bool,
+}
+
+impl Established {
+    /// Made by [`super::Handshake::server_init`] only.
+    pub(super) fn new(io: Buffers, negotiated: Negotiated) -> Established {
+        Established {
+            io,
+            negotiated,
+            extended_pointer: false,
+            closed: false,
+        }
+    }
+
+    /// What the handshake settled.
+    pub fn negotiated(&self) -> &Negotiated {
+        &self.negotiated
+    }
+
+    /// Feed received bytes. After an error (or [`Established::close`])
+    /// input is ignored.
+    pub fn receive(&mut self, data: &[u8]) -> Result<(), ProtocolError> {
+        if self.closed {
+            return Ok(());
+        }
+        if let Err(e) = self.io.receive(data) {
+            return self.fail(e);
+        }
+        Ok(())
+    }
+
+    /// The next complete client message, `Ok(None)` when more input is
+    /// needed. A partial message is never consumed; every length is
+    /// checked before its bytes are waited for. An error closes the
+    /// connection.
+    pub fn poll_message(&mut self) -> Result<Option<ClientMessage>, ProtocolError> {
+        if self.closed {
+            return Ok(None);
+        }
+        match messages::decode_client_message_ext(self.io.input(), self.extended_pointer) {
+            Ok(Some((msg, n))) => {
+                if let ClientMessage::SetEncodings(list) = &msg {
+                    self.extended_pointer = list.contains(&messages::enc::EXTENDED_MOUSE_BUTTONS);
+                }
+                self.io.consume(n);
+                Ok(Some(msg))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// Bytes queued for the peer (ServerInit first, then what was sent).
+    pub fn take_output(&mut self) -> Vec<u8> {
+        self.io.take_output()
+    }
+
+    pub fn has_output(&self) -> bool {
+        !self.io.out.is_empty()
+    }
+
+    /// Queue serialised server messages (see the `write_*` functions of
+    /// [`super::messages`]).
+    pub fn send(&mut self, bytes: &[u8]) {
+        if !self.closed {
+            self.io.out.extend_from_slice(bytes);
+        }
+    }
+
+    /// Close from the server side: no more messages.
+    pub fn close(&mut self) {
+        self.closed = true;
+        self.io.clear_input();
+    }
+
+    /// Closed by an error or [`Established::close`].
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    fn fail<T>(&mut self, e: ProtocolError) -> Result<T, ProtocolError> {
+        self.close();
+        Err(e)
+    }
+
+    /// Bytes moved by compacting the input (tests of the read offset).
+    #[cfg(test)]
+    pub(super) fn moved(&self) -> usize {
+        self.io.moved
+    }
+}
