@@ -10,7 +10,7 @@
 //! worker: its `block_on` cannot run inside a runtime).
 
 use super::pipewire::PwStream;
-use super::{Capture, CaptureError, ScreenSource};
+use super::{Capture, CaptureError, CursorShape, ScreenSource};
 use crate::framebuffer::Frame;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -416,7 +416,7 @@ pub struct MutterSource {
     pointer: Option<(u16, u16)>,
     last_check: Instant,
     /// A pointer image that came before the first picture (sent with it).
-    early_cursor: Option<crate::capture::CursorShape>,
+    early_cursor: Option<CursorShape>,
     slot: Arc<SessionSlot>,
     lost: Option<Lost>,
     /// The next picture is sent whole (a new stream).
@@ -634,7 +634,7 @@ impl MutterSource {
             }
             return Ok(None);
         };
-        let cursor = d.cursor.or_else(|| self.early_cursor.take());
+        let cursor = cursor_to_send(d.cursor, &mut self.early_cursor);
         Ok(Some(Capture {
             frame,
             damage,
@@ -647,9 +647,47 @@ impl MutterSource {
     }
 }
 
+/// The pointer image a capture carries: the newest one delivered, else the
+/// one kept from before the first picture. A newer image drops the kept
+/// one (kept, it would go out after the newer one and replace it: seen as
+/// Mutter's empty pre-start image sent to viewers joining later).
+fn cursor_to_send(
+    delivered: Option<CursorShape>,
+    early: &mut Option<CursorShape>,
+) -> Option<CursorShape> {
+    match delivered {
+        Some(c) => {
+            *early = None;
+            Some(c)
+        }
+        None => early.take(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_newer_pointer_image_drops_the_one_kept_from_before_the_first_picture() {
+        let shape = |w: u16| CursorShape {
+            width: w,
+            height: 1,
+            hot_x: 0,
+            hot_y: 0,
+            pixels: vec![0xff00_0000; w as usize],
+        };
+        // Before the first picture: kept.
+        let mut early = Some(shape(1));
+        // The first picture comes with a newer image: that one is sent,
+        // and the kept one is gone for good.
+        assert_eq!(cursor_to_send(Some(shape(16)), &mut early), Some(shape(16)));
+        assert_eq!(cursor_to_send(None, &mut early), None);
+        // No newer image: the kept one goes out once.
+        let mut early = Some(shape(1));
+        assert_eq!(cursor_to_send(None, &mut early), Some(shape(1)));
+        assert_eq!(cursor_to_send(None, &mut early), None);
+    }
 
     fn monitor(connector: &str, w: i32, h: i32) -> Monitor {
         let spec = (connector.into(), "MetaVendor".into(), "".into(), "".into());
