@@ -62,6 +62,7 @@ use super::buffers::Buffers;
 use super::connection::{SecurityType, VeNCryptSubtype, Version};
 use super::error::ProtocolError;
 use super::messages::{self, ClientMessage};
+use super::output::{Listed, Output, OutputState, Refused};
 
 /// What the handshake settled, kept for the life of the connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,6 +82,8 @@ pub struct Established {
     /// The viewer listed ExtendedMouseButtons: a PointerEvent with bit 7
     /// set carries one more byte.
     extended_pointer: bool,
+    /// What the viewer negotiated, what went out, what was refused.
+    output: OutputState,
     closed: bool,
 }
 
@@ -91,6 +94,7 @@ impl Established {
             io,
             negotiated,
             extended_pointer: false,
+            output: OutputState::default(),
             closed: false,
         }
     }
@@ -124,6 +128,12 @@ impl Established {
             Ok(Some((msg, n))) => {
                 if let ClientMessage::SetEncodings(list) = &msg {
                     self.extended_pointer = list.contains(&messages::enc::EXTENDED_MOUSE_BUTTONS);
+                    self.output.listed.add(list);
+                }
+                if let ClientMessage::Fence { flags, .. } = &msg {
+                    if flags & messages::fence::REQUEST != 0 {
+                        self.output.fence_requests += 1;
+                    }
                 }
                 self.io.consume(n);
                 Ok(Some(msg))
@@ -148,6 +158,32 @@ impl Established {
         if !self.closed {
             self.io.out.extend_from_slice(bytes);
         }
+    }
+
+    /// A writer of server messages (other than FramebufferUpdate) into
+    /// `buf`, checked against what the viewer negotiated (see
+    /// [`super::output`]).
+    pub fn output<'a>(&'a mut self, buf: &'a mut Vec<u8>) -> Output<'a> {
+        Output {
+            state: &mut self.output,
+            buf,
+        }
+    }
+
+    /// The extensions the viewer has listed so far.
+    pub fn listed(&self) -> Listed {
+        self.output.listed
+    }
+
+    /// Server messages written through [`Established::output`].
+    pub fn messages_sent(&self) -> u64 {
+        self.output.sent
+    }
+
+    /// The first message [`Established::output`] refused since the last
+    /// call, if any.
+    pub fn take_refused(&mut self) -> Option<Refused> {
+        self.output.refused.take()
     }
 
     /// Close from the server side: no more messages.

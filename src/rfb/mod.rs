@@ -11,6 +11,7 @@ pub mod error;
 pub mod established;
 pub mod limits;
 pub mod messages;
+pub mod output;
 pub mod pixel_format;
 pub mod wire;
 
@@ -18,4 +19,5 @@ pub use connection::{Event, Handshake, Secret, SecurityType, VeNCryptSubtype, Ve
 pub use error::ProtocolError;
 pub use established::{Established, Negotiated};
 pub use messages::ClientMessage;
+pub use output::{Output, Refused, ServerMessages};
 pub use pixel_format::PixelFormat;

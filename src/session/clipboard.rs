@@ -7,7 +7,7 @@
 //! whether it may be called at all.
 
 use crate::rfb::limits;
-use crate::rfb::messages::{write_server_cut_text, write_server_ext_clipboard};
+use crate::rfb::ServerMessages;
 use std::io::Write;
 
 /// Flag bits of an Extended Clipboard message.
@@ -60,7 +60,7 @@ impl ViewerClipboard {
 
     /// The viewer's SetEncodings included the pseudo-encoding: our caps go
     /// out (on every such SetEncodings, as the specification asks).
-    pub fn enable_extended(&mut self, out: &mut Vec<u8>) {
+    pub fn enable_extended(&mut self, out: &mut impl ServerMessages) {
         self.ext.get_or_insert(Caps {
             flags: flags::TEXT | flags::REQUEST | flags::NOTIFY | flags::PROVIDE,
             text_max: DEFAULT_TEXT_MAX,
@@ -72,19 +72,19 @@ impl ViewerClipboard {
             | flags::NOTIFY
             | flags::PROVIDE;
         // Text of up to MAX_CUT_TEXT may come unasked; no other format.
-        write_server_ext_clipboard(ours, &limits::MAX_CUT_TEXT.to_be_bytes(), out);
+        out.send_ext_clipboard(ours, &limits::MAX_CUT_TEXT.to_be_bytes());
     }
 
     /// The desktop's clipboard changed: tell the viewer.
-    pub fn announce(&self, text: &str, out: &mut Vec<u8>) {
+    pub fn announce(&self, text: &str, out: &mut impl ServerMessages) {
         match self.ext {
-            None => write_server_cut_text(&to_latin1(text), out),
+            None => out.send_cut_text(&to_latin1(text)),
             Some(c) => {
                 let size = text.len() as u64 + 1;
                 if c.flags & flags::PROVIDE != 0 && size <= u64::from(c.text_max) {
                     provide(text, out);
                 } else if c.flags & flags::NOTIFY != 0 {
-                    write_server_ext_clipboard(flags::NOTIFY | flags::TEXT, &[], out);
+                    out.send_ext_clipboard(flags::NOTIFY | flags::TEXT, &[]);
                 }
             }
         }
@@ -98,7 +98,7 @@ impl ViewerClipboard {
         f: u32,
         payload: &[u8],
         desktop: Option<&str>,
-        out: &mut Vec<u8>,
+        out: &mut impl ServerMessages,
     ) -> Result<Option<String>, ClipboardError> {
         let Some(caps) = self.ext.as_mut() else {
             // Not negotiated: nothing of ours to answer with.
@@ -129,12 +129,12 @@ impl ViewerClipboard {
         } else if f & flags::PEEK != 0 {
             if caps.flags & flags::NOTIFY != 0 {
                 let have = if desktop.is_some() { flags::TEXT } else { 0 };
-                write_server_ext_clipboard(flags::NOTIFY | have, &[], out);
+                out.send_ext_clipboard(flags::NOTIFY | have, &[]);
             }
         } else if f & flags::NOTIFY != 0 && f & flags::TEXT != 0 && caps.flags & flags::REQUEST != 0
         {
             // The viewer has new text: ask for it.
-            write_server_ext_clipboard(flags::REQUEST | flags::TEXT, &[], out);
+            out.send_ext_clipboard(flags::REQUEST | flags::TEXT, &[]);
         }
         Ok(None)
     }
@@ -142,7 +142,7 @@ impl ViewerClipboard {
 
 /// A provide message with `text` (CRLF line ends, NUL-terminated, in a
 /// zlib stream of its own).
-fn provide(text: &str, out: &mut Vec<u8>) {
+fn provide(text: &str, out: &mut impl ServerMessages) {
     let text = &text[..floor_char_boundary(text, limits::MAX_CUT_TEXT as usize - 1)];
     let crlf = text.replace("\r\n", "\n").replace('\n', "\r\n");
     let mut data = Vec::with_capacity(crlf.len() + 5);
@@ -153,7 +153,7 @@ fn provide(text: &str, out: &mut Vec<u8>) {
     // Writing to a Vec cannot fail.
     let _ = z.write_all(&data);
     let packed = z.finish().unwrap_or_default();
-    write_server_ext_clipboard(flags::PROVIDE | flags::TEXT, &packed, out);
+    out.send_ext_clipboard(flags::PROVIDE | flags::TEXT, &packed);
 }
 
 /// The text of a viewer's provide message (others formats skipped).

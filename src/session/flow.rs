@@ -21,15 +21,15 @@ use super::congestion::Congestion;
 use super::update::ViewerState;
 use crate::framebuffer::Rect;
 use crate::rfb::limits;
-use crate::rfb::messages::{
-    enc, fence, write_end_of_continuous_updates, write_server_fence, ClientMessage,
-};
-use crate::rfb::ProtocolError;
+use crate::rfb::messages::{enc, fence, ClientMessage};
+use crate::rfb::{ProtocolError, ServerMessages};
 use std::time::Instant;
 use tracing::debug;
 
 /// First byte of a ping's payload (TigerVNC uses the same).
 const PING: u8 = 1;
+/// A ping's size on the wire: type, padding, flags, length, payload.
+const PING_FENCE_BYTES: u64 = 1 + 3 + 4 + 1 + 1;
 /// First byte of the fence that announces support.
 const HELLO: u8 = 0;
 
@@ -85,7 +85,7 @@ impl Flow {
         &mut self,
         m: ClientMessage,
         viewer: &mut ViewerState,
-        out: &mut Vec<u8>,
+        out: &mut impl ServerMessages,
         now: Instant,
     ) -> Result<Option<ClientMessage>, ProtocolError> {
         match m {
@@ -112,7 +112,7 @@ impl Flow {
                         viewer.cancel_request();
                     }
                     // Sent even when they were already off (rfbproto).
-                    write_end_of_continuous_updates(out);
+                    out.send_end_of_continuous_updates();
                 }
                 Ok(None)
             }
@@ -130,12 +130,12 @@ impl Flow {
                 if !self.fence && list.contains(&enc::FENCE) {
                     self.fence = true;
                     debug!(session = self.session, "viewer uses fences");
-                    write_server_fence(fence::REQUEST, &[HELLO], out);
+                    out.send_fence(fence::REQUEST, &[HELLO]);
                 }
                 if self.fence && !self.cu_offered && list.contains(&enc::CONTINUOUS_UPDATES) {
                     self.cu_offered = true;
                     debug!(session = self.session, "continuous updates offered");
-                    write_end_of_continuous_updates(out);
+                    out.send_end_of_continuous_updates();
                 }
                 Ok(Some(m))
             }
@@ -145,13 +145,19 @@ impl Flow {
 
     /// The message after a SyncNext fence has taken effect: answer it now,
     /// before anything that message affects is sent.
-    pub fn after_message(&mut self, out: &mut Vec<u8>) {
+    pub fn after_message(&mut self, out: &mut impl ServerMessages) {
         if let Some((flags, payload)) = self.sync_next.take() {
-            write_server_fence(flags, &payload, out);
+            out.send_fence(flags, &payload);
         }
     }
 
-    fn on_fence(&mut self, flags: u32, payload: Vec<u8>, out: &mut Vec<u8>, now: Instant) {
+    fn on_fence(
+        &mut self,
+        flags: u32,
+        payload: Vec<u8>,
+        out: &mut impl ServerMessages,
+        now: Instant,
+    ) {
         if flags & fence::REQUEST != 0 {
             // Unknown bits are cleared in the answer, Request too. Messages
             // are handled one at a time in order, so BlockBefore and
@@ -160,7 +166,7 @@ impl Flow {
             if flags & fence::SYNC_NEXT != 0 {
                 self.sync_next = Some((flags, payload));
             } else {
-                write_server_fence(flags, &payload, out);
+                out.send_fence(flags, &payload);
             }
             return;
         }
@@ -223,7 +229,7 @@ impl Flow {
 
     /// An update starts with the stream at `pos` bytes: a ping goes
     /// before it (into `out`) when the viewer takes fences.
-    pub fn update_begins(&mut self, pos: u64, out: &mut Vec<u8>, now: Instant) {
+    pub fn update_begins(&mut self, pos: u64, out: &mut impl ServerMessages, now: Instant) {
         self.injected = false;
         if self.fence {
             self.ping(pos, out, now);
@@ -232,23 +238,23 @@ impl Flow {
 
     /// The update ended with the stream at `end` bytes: a ping after it
     /// (appended to `out`, which ends there).
-    pub fn update_ends(&mut self, end: u64, out: &mut Vec<u8>, now: Instant) {
+    pub fn update_ends(&mut self, end: u64, out: &mut impl ServerMessages, now: Instant) {
         if !self.fence {
             return;
         }
-        let before = out.len();
-        self.ping(end, out, now);
-        self.congestion
-            .update_position(end + (out.len() - before) as u64, now);
+        let sent = self.ping(end, out, now);
+        self.congestion.update_position(end + sent, now);
     }
 
-    fn ping(&mut self, pos: u64, out: &mut Vec<u8>, now: Instant) {
+    /// A ping, unless enough are outstanding; the bytes it took.
+    fn ping(&mut self, pos: u64, out: &mut impl ServerMessages, now: Instant) -> u64 {
         if self.congestion.outstanding() >= limits::MAX_FENCE_PINGS {
-            return;
+            return 0;
         }
         self.congestion.update_position(pos, now);
-        write_server_fence(fence::REQUEST | fence::BLOCK_BEFORE, &[PING], out);
+        out.send_fence(fence::REQUEST | fence::BLOCK_BEFORE, &[PING]);
         self.congestion.sent_ping(now);
+        PING_FENCE_BYTES
     }
 
     /// The link's estimated bandwidth (bytes/s), base round trip (ms) and

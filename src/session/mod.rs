@@ -1122,6 +1122,11 @@ impl Session {
     /// Everything the protocol core has to say goes out first, then the
     /// replies to the messages just handled (never inside an update).
     async fn send_pending(&mut self, live: &mut Live) -> Result<(), Stop> {
+        if let Some(r) = live.conn.take_refused() {
+            // A bug of the session, not the viewer's doing: logged, and the
+            // message was not sent.
+            warn!(session = self.info.session_id(), error = %r, "server message refused by the protocol core");
+        }
         if live.conn.has_output() {
             let out = live.conn.take_output();
             self.info.bytes_out += out.len() as u64;
@@ -1141,10 +1146,12 @@ impl Session {
             match live.conn.poll_message() {
                 Ok(Some(m)) => {
                     let now = std::time::Instant::now();
-                    let m = match live
-                        .flow
-                        .intercept(m, &mut live.viewer, &mut self.outbox, now)
-                    {
+                    let m = match live.flow.intercept(
+                        m,
+                        &mut live.viewer,
+                        &mut live.conn.output(&mut self.outbox),
+                        now,
+                    ) {
                         Ok(Some(m)) => m,
                         Ok(None) => {
                             // Continuous updates may just have been enabled.
@@ -1153,8 +1160,9 @@ impl Session {
                         }
                         Err(e) => return Err(Stop::End(EndReason::ProtocolError(e))),
                     };
-                    self.handle_message(m, &mut live.viewer);
-                    live.flow.after_message(&mut self.outbox);
+                    self.handle_message(m, &mut live.viewer, &mut live.conn);
+                    live.flow
+                        .after_message(&mut live.conn.output(&mut self.outbox));
                     if live.viewer.has_request() {
                         live.frames_dirty = true;
                     }
@@ -1202,12 +1210,15 @@ impl Session {
         let now = std::time::Instant::now();
         let mut out = live.writes.buffer();
         if stream.is_fresh() {
-            live.flow.update_begins(live.writes.bytes, &mut out, now);
+            let pos = live.writes.bytes;
+            live.flow
+                .update_begins(pos, &mut live.conn.output(&mut out), now);
         }
         if !live.viewer.continue_update(stream, &mut out) {
             live.streaming = None;
             let end = live.writes.bytes + out.len() as u64;
-            live.flow.update_ends(end, &mut out, now);
+            live.flow
+                .update_ends(end, &mut live.conn.output(&mut out), now);
         }
         self.info.bytes_out += out.len() as u64;
         live.writes.send(out).await
@@ -1247,7 +1258,8 @@ impl Session {
                 };
                 self.host.session_event(&self.info, &ev);
                 // After the messages before it and any update going out.
-                self.clipboard.announce(&t, &mut self.outbox);
+                self.clipboard
+                    .announce(&t, &mut live.conn.output(&mut self.outbox));
                 self.desktop_clipboard = Some(t);
                 Ok(())
             }
@@ -1292,14 +1304,15 @@ impl Session {
         tokio::task::spawn_blocking(f).await.ok()
     }
 
-    fn handle_message(&mut self, m: ClientMessage, v: &mut ViewerState) {
+    fn handle_message(&mut self, m: ClientMessage, v: &mut ViewerState, conn: &mut Established) {
         // The rights are read on every event: a change applies at once.
         let rights = self.info.rights;
         match m {
             ClientMessage::SetPixelFormat(pf) => v.set_pixel_format(pf),
             ClientMessage::SetEncodings(list) => {
                 if list.contains(&crate::rfb::messages::enc::EXTENDED_CLIPBOARD) {
-                    self.clipboard.enable_extended(&mut self.outbox);
+                    self.clipboard
+                        .enable_extended(&mut conn.output(&mut self.outbox));
                 }
                 v.set_encodings(&list)
             }
@@ -1384,10 +1397,12 @@ impl Session {
                     return;
                 }
                 let desktop = self.desktop_clipboard.as_deref();
-                match self
-                    .clipboard
-                    .on_message(flags, &payload, desktop, &mut self.outbox)
-                {
+                match self.clipboard.on_message(
+                    flags,
+                    &payload,
+                    desktop,
+                    &mut conn.output(&mut self.outbox),
+                ) {
                     // Journaled only when the desktop has a clipboard to take it.
                     Ok(Some(text)) if self.input.cut_text(&text) => {
                         self.host.session_event(
