@@ -708,18 +708,10 @@ fn gnome_pipewire_restart_opens_a_new_session() {
     wait_picture(server.addr, "raw", &expected, "gnome-before-restart");
     let clip_threads_before = clipboard_signal_threads(&server);
     assert!(clip_threads_before > 0, "no clipboard signal thread");
-    let out = Command::new("pgrep")
-        .args([
-            "-g",
-            &g.stack.as_ref().unwrap().id().to_string(),
-            "-x",
-            "pipewire",
-        ])
-        .output()
-        .unwrap();
-    let pid = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    assert!(!pid.is_empty(), "pipewire's pid");
-    let _ = Command::new("kill").args(["-KILL", &pid]).status();
+    let pid = pgrep_in_group(g.stack.as_ref().unwrap().id(), "pipewire").expect("pipewire's pid");
+    let _ = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
     poll("ticketvnc to notice the lost stream", || {
         g.log("ticketvnc.log")
             .contains("GNOME screen-cast stream lost; opening a new session")
@@ -781,13 +773,7 @@ fn gnome_pipewire_restart_opens_a_new_session() {
 /// The threads of ticketvnc (under `server`'s process group) that receive
 /// clipboard signals (named `gnome-clip-*`; `comm` is cut at 15 bytes).
 fn clipboard_signal_threads(server: &Server) -> usize {
-    let out = Command::new("pgrep")
-        .args(["-g", &server.group.0.as_ref().unwrap().id().to_string()])
-        .args(["-x", "ticketvnc"])
-        .output()
-        .unwrap();
-    let pid = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    assert!(!pid.is_empty(), "ticketvnc's pid");
+    let pid = pgrep_in_group(server.group.id(), "ticketvnc").expect("ticketvnc's pid");
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
         .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
