@@ -206,7 +206,7 @@ fn bench(c: &mut Criterion) {
                         quality_level,
                     };
                     let mut e = new_encoder(encoding);
-                    let mut out = Vec::new();
+                    let mut out = ticketvnc::rfb::UpdateBuf::new();
                     for &r in &rects {
                         e.encode(frame, r, &p, &mut out);
                     }

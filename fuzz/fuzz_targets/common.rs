@@ -20,8 +20,8 @@
 #![allow(dead_code)]
 
 use ticketvnc::rfb::{
-    limits, ClientMessage, Established, Event, Handshake, PixelFormat, ProtocolError,
-    SecurityType, VeNCryptSubtype, Version,
+    limits, ClientMessage, Established, Event, Handshake, PixelFormat, ProtocolError, SecurityType,
+    VeNCryptSubtype, Version,
 };
 use ticketvnc::security::{vnc_auth_response, VncPassword};
 
@@ -399,7 +399,10 @@ impl Driver {
             }
             Event::VeNCryptChosen(s) => {
                 assert_eq!(self.chosen, Some(SecurityType::VeNCrypt));
-                assert!(self.cfg.subtypes.contains(&s), "subtype {s:?} was not offered");
+                assert!(
+                    self.cfg.subtypes.contains(&s),
+                    "subtype {s:?} was not offered"
+                );
                 assert!(self.subtype.is_none(), "a second VeNCryptChosen");
                 assert_eq!(self.conn.vencrypt_subtype(), Some(s));
                 // VeNCrypt 0.2 accepted, the subtype list, then "accepted".
@@ -413,8 +416,14 @@ impl Driver {
                 self.subtype = Some(s);
             }
             Event::StartTls => {
-                assert!(self.subtype.is_some(), "StartTls before a subtype was accepted");
-                assert!(!self.tls && self.trace.tls_at.is_none(), "a second StartTls");
+                assert!(
+                    self.subtype.is_some(),
+                    "StartTls before a subtype was accepted"
+                );
+                assert!(
+                    !self.tls && self.trace.tls_at.is_none(),
+                    "a second StartTls"
+                );
                 assert!(!self.conn.is_authenticated());
                 self.trace.tls_at = Some(self.trace.output.len());
                 // Bytes after the subtype choice belong to TLS; pretend the
@@ -518,8 +527,14 @@ impl Driver {
                 }
             }
             Event::ClientInit { .. } => {
-                assert!(self.may_be_authenticated(), "ClientInit without authentication");
-                assert!(self.approved && !self.rejected, "ClientInit without approval");
+                assert!(
+                    self.may_be_authenticated(),
+                    "ClientInit without authentication"
+                );
+                assert!(
+                    self.approved && !self.rejected,
+                    "ClientInit without approval"
+                );
                 assert!(!self.client_init_seen, "a second ClientInit");
                 self.client_init_seen = true;
                 // server_init consumes the handshake: swap in the result.
@@ -594,9 +609,14 @@ impl Driver {
             ProtocolError::SecurityTypeNotOffered(c) => {
                 assert!(self.chosen.is_none());
                 let t = SecurityType::from_u8(*c);
-                assert!(t.map_or(true, |t| !self.offered.contains(&t)), "{c} was offered");
+                assert!(
+                    t.map_or(true, |t| !self.offered.contains(&t)),
+                    "{c} was offered"
+                );
                 match v {
-                    Some(Version::V3_8) => failure_result(Version::V3_8, "security type not offered"),
+                    Some(Version::V3_8) => {
+                        failure_result(Version::V3_8, "security type not offered")
+                    }
                     _ => Vec::new(),
                 }
             }
@@ -609,7 +629,10 @@ impl Driver {
                 assert_eq!(self.chosen, Some(SecurityType::VeNCrypt));
                 assert!(self.subtype.is_none());
                 let sub = VeNCryptSubtype::from_u32(*s);
-                assert!(sub.map_or(true, |s| !self.cfg.subtypes.contains(&s)), "{s} was offered");
+                assert!(
+                    sub.map_or(true, |s| !self.cfg.subtypes.contains(&s)),
+                    "{s} was offered"
+                );
                 // The subtype list, then "refused". The list comes from a
                 // step without an event, so it may be in this poll's output.
                 let mut all = self.subtype_list();
@@ -626,10 +649,19 @@ impl Driver {
                 assert!(!self.credentials_seen);
                 let (user_len, pass_len) = plain_header(&self.after_tls).expect("header");
                 if user_len > limits::MAX_PLAIN_USERNAME {
-                    assert_eq!((*got, *limit), (user_len as u64, limits::MAX_PLAIN_USERNAME as u64));
+                    assert_eq!(
+                        (*got, *limit),
+                        (user_len as u64, limits::MAX_PLAIN_USERNAME as u64)
+                    );
                 } else {
-                    assert!(pass_len > limits::MAX_PLAIN_PASSWORD, "{e}: lengths {user_len}/{pass_len}");
-                    assert_eq!((*got, *limit), (pass_len as u64, limits::MAX_PLAIN_PASSWORD as u64));
+                    assert!(
+                        pass_len > limits::MAX_PLAIN_PASSWORD,
+                        "{e}: lengths {user_len}/{pass_len}"
+                    );
+                    assert_eq!(
+                        (*got, *limit),
+                        (pass_len as u64, limits::MAX_PLAIN_PASSWORD as u64)
+                    );
                 }
                 Vec::new()
             }
@@ -661,10 +693,7 @@ impl Driver {
                 Ok(None) => break,
                 // (Finding F1, fixed: events queued in the failing step no
                 // longer come out after the error.)
-                other => panic!(
-                    "after {:?}: poll_event gave {other:?}",
-                    self.trace.error
-                ),
+                other => panic!("after {:?}: poll_event gave {other:?}", self.trace.error),
             }
         }
         assert!(!self.conn.has_output(), "output after the error");
@@ -678,7 +707,8 @@ impl Driver {
         if self.tls && self.subtype == Some(VeNCryptSubtype::X509Plain) && !self.credentials_seen {
             if let Some((user_len, pass_len)) = plain_header(&self.after_tls) {
                 assert!(
-                    user_len <= limits::MAX_PLAIN_USERNAME && pass_len <= limits::MAX_PLAIN_PASSWORD,
+                    user_len <= limits::MAX_PLAIN_USERNAME
+                        && pass_len <= limits::MAX_PLAIN_PASSWORD,
                     "Plain lengths {user_len}/{pass_len} over the limits, and the connection waits"
                 );
                 assert!(
@@ -731,7 +761,10 @@ impl Driver {
             );
         }
         if c.is_approved() || c.is_normal() {
-            assert!(self.approved && !self.rejected, "approved without approve()");
+            assert!(
+                self.approved && !self.rejected,
+                "approved without approve()"
+            );
         }
         if self.rejected {
             assert!(!c.is_authenticated() && !c.is_normal() && !self.client_init_seen);

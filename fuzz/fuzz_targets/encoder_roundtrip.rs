@@ -11,8 +11,7 @@ use libfuzzer_sys::fuzz_target;
 use rfb_decode::{ClientFramebuffer, Decoder};
 use ticketvnc::encoding::{new_encoder, EncodeParams, SUPPORTED};
 use ticketvnc::framebuffer::{Frame, Rect};
-use ticketvnc::rfb::messages::write_update_header;
-use ticketvnc::rfb::PixelFormat;
+use ticketvnc::rfb::{PixelFormat, UpdateBuf};
 
 const FORMATS: [PixelFormat; 4] = [
     PixelFormat::NATIVE,
@@ -62,11 +61,11 @@ fuzz_target!(|data: &[u8]| {
     let first = Rect::new(0, 0, (w / 2).max(1), h);
     for r in [first, frame.bounds()] {
         let before = fb.pixels.clone();
-        let mut body = Vec::new();
+        let mut body = UpdateBuf::new();
         let n = enc.encode(&frame, r, &params, &mut body);
-        let mut msg = Vec::new();
-        write_update_header(n as u16, &mut msg);
-        msg.extend_from_slice(&body);
+        let mut msg = UpdateBuf::new();
+        msg.update_header(n as u16);
+        msg.append(&mut body);
         let used = dec
             .decode_message(&msg, &mut fb)
             .unwrap_or_else(|e| panic!("encoding {encoding} {pf:?} {r:?}: decoder said {e:?}"));

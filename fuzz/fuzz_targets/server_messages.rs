@@ -8,8 +8,7 @@
 use libfuzzer_sys::fuzz_target;
 use ticketvnc::rfb::messages::{
     decode_server_message, write_bell, write_colour_map, write_end_of_continuous_updates,
-    write_server_cut_text, write_server_ext_clipboard, write_server_fence, write_update_header,
-    ServerMessage,
+    write_server_cut_text, write_server_ext_clipboard, write_server_fence, ServerMessage,
 };
 
 /// The server's encoding of `m`, when the server can send it (a colour map
@@ -17,7 +16,11 @@ use ticketvnc::rfb::messages::{
 fn encode(m: &ServerMessage) -> Option<Vec<u8>> {
     let mut b = Vec::new();
     match m {
-        ServerMessage::FramebufferUpdate { nrects } => write_update_header(*nrects, &mut b),
+        ServerMessage::FramebufferUpdate { nrects } => {
+            let mut u = ticketvnc::rfb::UpdateBuf::new();
+            u.update_header(*nrects);
+            b.extend_from_slice(u.bytes());
+        }
         ServerMessage::SetColourMapEntries { first, colours } => {
             let mut native = Vec::with_capacity(colours.len());
             for c in colours {

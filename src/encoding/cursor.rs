@@ -6,8 +6,9 @@
 
 use crate::capture::CursorShape;
 use crate::framebuffer::Rect;
-use crate::rfb::messages::{enc, write_rect_header};
+use crate::rfb::messages::enc;
 use crate::rfb::PixelFormat;
+use crate::rfb::UpdateBuf;
 
 /// The shape encodings, in the order a viewer's support is used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,7 +50,7 @@ pub fn write_shape(
     kind: ShapeKind,
     shape: &CursorShape,
     pf: &PixelFormat,
-    out: &mut Vec<u8>,
+    out: &mut UpdateBuf,
 ) -> bool {
     if !shape_ok(shape) {
         return false;
@@ -63,9 +64,9 @@ pub fn write_shape(
 }
 
 /// Append a Cursor pseudo-rectangle for `shape`.
-pub fn write_cursor(shape: &CursorShape, pf: &PixelFormat, out: &mut Vec<u8>) {
+pub fn write_cursor(shape: &CursorShape, pf: &PixelFormat, out: &mut UpdateBuf) {
     let r = Rect::new(shape.hot_x, shape.hot_y, shape.width, shape.height);
-    write_rect_header(r, enc::CURSOR, out);
+    out.rect_header(r, enc::CURSOR);
     for &argb in &shape.pixels {
         pf.write_pixel(pf.from_native(argb & 0x00ff_ffff), out);
     }
@@ -91,9 +92,9 @@ fn mask_bits(shape: &CursorShape, bit: impl Fn(u32) -> bool, out: &mut Vec<u8>) 
 }
 
 /// Append a Cursor With Alpha pseudo-rectangle: Raw RGBA, alpha pre-multiplied.
-pub fn write_cursor_alpha(shape: &CursorShape, out: &mut Vec<u8>) {
+pub fn write_cursor_alpha(shape: &CursorShape, out: &mut UpdateBuf) {
     let r = Rect::new(shape.hot_x, shape.hot_y, shape.width, shape.height);
-    write_rect_header(r, enc::CURSOR_WITH_ALPHA, out);
+    out.rect_header(r, enc::CURSOR_WITH_ALPHA);
     out.extend_from_slice(&enc::RAW.to_be_bytes());
     for &argb in &shape.pixels {
         let a = argb >> 24;
@@ -104,9 +105,9 @@ pub fn write_cursor_alpha(shape: &CursorShape, out: &mut Vec<u8>) {
 
 /// Append an X Cursor pseudo-rectangle: white where the image is light,
 /// black where it is dark (as TigerVNC reduces it), and the mask.
-pub fn write_x_cursor(shape: &CursorShape, out: &mut Vec<u8>) {
+pub fn write_x_cursor(shape: &CursorShape, out: &mut UpdateBuf) {
     let r = Rect::new(shape.hot_x, shape.hot_y, shape.width, shape.height);
-    write_rect_header(r, enc::X_CURSOR, out);
+    out.rect_header(r, enc::X_CURSOR);
     if shape.width == 0 || shape.height == 0 {
         return;
     }
@@ -121,8 +122,8 @@ pub fn write_x_cursor(shape: &CursorShape, out: &mut Vec<u8>) {
 }
 
 /// Append the pointer's position as PointerPos or VMware Cursor Position.
-pub fn write_pointer_pos(encoding: i32, (x, y): (u16, u16), out: &mut Vec<u8>) {
-    write_rect_header(Rect::new(x, y, 0, 0), encoding, out);
+pub fn write_pointer_pos(encoding: i32, (x, y): (u16, u16), out: &mut UpdateBuf) {
+    out.rect_header(Rect::new(x, y, 0, 0), encoding);
 }
 
 #[cfg(test)]
@@ -132,7 +133,7 @@ mod tests {
     #[test]
     fn layout() {
         let shape = CursorShape::arrow();
-        let mut out = Vec::new();
+        let mut out = crate::rfb::UpdateBuf::new();
         write_cursor(&shape, &PixelFormat::RGB565, &mut out);
         let n = shape.width as usize * shape.height as usize;
         let mask = (shape.width as usize).div_ceil(8) * shape.height as usize;
@@ -152,7 +153,7 @@ mod tests {
 
     #[test]
     fn alpha_is_raw_rgba_premultiplied() {
-        let mut out = Vec::new();
+        let mut out = crate::rfb::UpdateBuf::new();
         write_cursor_alpha(&two_by_two(), &mut out);
         assert_eq!(
             &out[..12],
@@ -167,7 +168,7 @@ mod tests {
 
     #[test]
     fn x_cursor_is_white_on_black_with_mask() {
-        let mut out = Vec::new();
+        let mut out = crate::rfb::UpdateBuf::new();
         write_x_cursor(&two_by_two(), &mut out);
         assert_eq!(&out[8..12], &(-240i32).to_be_bytes());
         // Colours, then bitmap rows (light pixels) and mask rows (alpha >= 0x80).
@@ -180,7 +181,7 @@ mod tests {
     #[test]
     fn oversized_or_inconsistent_shapes_are_not_written() {
         let pf = PixelFormat::NATIVE;
-        let mut out = Vec::new();
+        let mut out = crate::rfb::UpdateBuf::new();
         let big = CursorShape {
             width: 257,
             height: 1,

@@ -8,7 +8,8 @@
 
 use super::{find_subrects, most_common, translate_rect, EncodeParams, Encoder, Palette};
 use crate::framebuffer::{Frame, Rect};
-use crate::rfb::messages::{enc, write_rect_header};
+use crate::rfb::messages::enc;
+use crate::rfb::UpdateBuf;
 
 pub const RAW: u8 = 1;
 pub const BACKGROUND_SPECIFIED: u8 = 2;
@@ -29,11 +30,17 @@ impl Encoder for HextileEncoder {
         enc::HEXTILE
     }
 
-    fn encode(&mut self, frame: &Frame, rect: Rect, p: &EncodeParams, out: &mut Vec<u8>) -> usize {
+    fn encode(
+        &mut self,
+        frame: &Frame,
+        rect: Rect,
+        p: &EncodeParams,
+        out: &mut UpdateBuf,
+    ) -> usize {
         let pf = &p.pf;
         let bpp = pf.bytes_per_pixel();
         translate_rect(frame, rect, pf, &mut self.px);
-        write_rect_header(rect, enc::HEXTILE, out);
+        out.rect_header(rect, enc::HEXTILE);
         let (w, h) = (rect.w as usize, rect.h as usize);
         let mut bg: Option<u32> = None;
         let mut fg: Option<u32> = None;
@@ -192,7 +199,7 @@ mod tests {
         let mut e = new_encoder(enc::HEXTILE);
         let mut d = Decoder::new();
         let size = testutil::roundtrip_with(e.as_mut(), &mut d, &f, f.bounds(), &p, 0, "tiles");
-        let mut out = Vec::new();
+        let mut out = crate::rfb::UpdateBuf::new();
         e.encode(&f, f.bounds(), &p, &mut out);
         assert_eq!(out.len(), size);
         // Walk the tiles by hand.
@@ -237,7 +244,7 @@ mod tests {
     fn solid_wire_bytes() {
         let mut f = Frame::new(3, 2);
         f.pixels.fill(0x00ff00);
-        let mut out = Vec::new();
+        let mut out = crate::rfb::UpdateBuf::new();
         new_encoder(enc::HEXTILE).encode(
             &f,
             f.bounds(),
@@ -245,7 +252,7 @@ mod tests {
             &mut out,
         );
         assert_eq!(
-            out,
+            *out,
             vec![
                 0,
                 0,

@@ -16,7 +16,7 @@ pub mod zrle;
 
 use crate::framebuffer::{Frame, Rect};
 use crate::rfb::messages::enc;
-use crate::rfb::PixelFormat;
+use crate::rfb::{PixelFormat, UpdateBuf};
 pub(crate) use parallel::Deflater;
 
 /// Per-update parameters every encoder sees.
@@ -42,7 +42,7 @@ pub trait Encoder: Send {
         frame: &Frame,
         rect: Rect,
         params: &EncodeParams,
-        out: &mut Vec<u8>,
+        out: &mut UpdateBuf,
     ) -> usize;
     /// How many rectangles [`Encoder::encode`] writes for `rect`, known
     /// before encoding (a FramebufferUpdate header counts them up front
@@ -158,8 +158,8 @@ impl ConnectionEncoders {
 }
 
 /// CopyRect (1): the client copies `src` position's pixels to `dst`.
-pub fn write_copy_rect(dst: Rect, src_x: u16, src_y: u16, out: &mut Vec<u8>) {
-    crate::rfb::messages::write_rect_header(dst, enc::COPY_RECT, out);
+pub fn write_copy_rect(dst: Rect, src_x: u16, src_y: u16, out: &mut UpdateBuf) {
+    out.rect_header(dst, enc::COPY_RECT);
     out.extend_from_slice(&src_x.to_be_bytes());
     out.extend_from_slice(&src_y.to_be_bytes());
 }
@@ -541,7 +541,7 @@ pub(crate) mod testutil {
         tolerance: u32,
         what: &str,
     ) -> usize {
-        let mut body = Vec::new();
+        let mut body = crate::rfb::UpdateBuf::new();
         let n = enc.encode(frame, rect, p, &mut body);
         assert!(n >= 1 && n <= u16::MAX as usize, "{what}: {n} rects");
         let mut fb = ClientFramebuffer::new(frame.width, frame.height, client_pf(&p.pf));
@@ -683,7 +683,7 @@ pub(crate) mod testutil {
                 Rect::new(10, 20, 60, 40),
                 Rect::new(100, 90, 99, 59),
             ];
-            let mut body = Vec::new();
+            let mut body = crate::rfb::UpdateBuf::new();
             let mut count = 0;
             for r in rects.iter().take(1 + n as usize % 3) {
                 count += enc.encode(&frame, *r, p, &mut body);
@@ -754,7 +754,7 @@ mod tests {
                 let p = testutil::params(pf);
                 let mut enc = new_encoder(e);
                 for r in rects {
-                    let mut out = Vec::new();
+                    let mut out = crate::rfb::UpdateBuf::new();
                     let want = enc.rect_count(r, &p);
                     assert_eq!(
                         enc.encode(&frame, r, &p, &mut out),

@@ -24,11 +24,11 @@ fn encoded(encoding: i32, pf: PixelFormat) -> (Vec<u8>, u16) {
         },
     };
     let mut e = new_encoder(encoding);
-    let mut body = Vec::new();
+    let mut body = crate::rfb::UpdateBuf::new();
     let mut n = e.encode(&f, f.bounds(), &p, &mut body);
     let pal = testutil::palette_frame(40, 30, 3, &pf);
     n += e.encode(&pal, Rect::new(3, 4, 20, 17), &p, &mut body);
-    (body, n as u16)
+    (body.bytes().to_vec(), n as u16)
 }
 
 const ALL: [i32; 6] = [
@@ -91,7 +91,7 @@ fn corrupted_input_never_panics() {
 fn tight_stream_resets_are_honoured() {
     let pf = PixelFormat::NATIVE;
     let mut fb = ClientFramebuffer::new(20, 10, client_pf(&pf));
-    let mut msg = vec![0, 0, 0, 1];
+    let mut msg = crate::rfb::UpdateBuf::from_vec(vec![0, 0, 0, 1]);
     let f = testutil::palette_frame(20, 10, 2, &pf);
     let mut e = new_encoder(enc::TIGHT);
     let p = testutil::params(pf);
@@ -99,7 +99,7 @@ fn tight_stream_resets_are_honoured() {
     let mut d = Decoder::new();
     assert_eq!(d.decode_message(&msg, &mut fb), Ok(msg.len()));
     // The same bytes again continue stream 1 and fail unless it is reset.
-    let mut again = vec![0, 0, 0, 1];
+    let mut again = crate::rfb::UpdateBuf::from_vec(vec![0, 0, 0, 1]);
     new_encoder(enc::TIGHT).encode(&f, f.bounds(), &p, &mut again);
     assert!(d.decode_message(&again, &mut fb).is_err());
     let mut d = Decoder::new();

@@ -483,7 +483,7 @@ mod encoder_tests {
             for threads in [1, 2, 4] {
                 // Encoders read the setting at each call: encode right after setting it.
                 set_threads(threads);
-                let mut out = Vec::new();
+                let mut out = crate::rfb::UpdateBuf::new();
                 new_encoder(encoding).encode(&f, f.bounds(), &p, &mut out);
                 sizes.push(out.len());
             }

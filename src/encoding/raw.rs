@@ -5,8 +5,9 @@
 
 use super::{EncodeParams, Encoder};
 use crate::framebuffer::{Frame, Rect};
-use crate::rfb::messages::{enc, write_rect_header};
+use crate::rfb::messages::enc;
 use crate::rfb::PixelFormat;
+use crate::rfb::UpdateBuf;
 
 pub struct RawEncoder;
 
@@ -58,8 +59,14 @@ impl Encoder for RawEncoder {
         enc::RAW
     }
 
-    fn encode(&mut self, frame: &Frame, rect: Rect, p: &EncodeParams, out: &mut Vec<u8>) -> usize {
-        write_rect_header(rect, enc::RAW, out);
+    fn encode(
+        &mut self,
+        frame: &Frame,
+        rect: Rect,
+        p: &EncodeParams,
+        out: &mut UpdateBuf,
+    ) -> usize {
+        out.rect_header(rect, enc::RAW);
         let row_bytes = rect.w as usize * p.pf.bytes_per_pixel();
         if row_bytes == 0 {
             return 1;

@@ -8,7 +8,8 @@
 use super::raw::RawEncoder;
 use super::{find_subrects, most_common, translate_rect, EncodeParams, Encoder, Palette};
 use crate::framebuffer::{Frame, Rect};
-use crate::rfb::messages::{enc, write_rect_header};
+use crate::rfb::messages::enc;
+use crate::rfb::UpdateBuf;
 
 #[derive(Default)]
 pub struct RreEncoder {
@@ -22,7 +23,13 @@ impl Encoder for RreEncoder {
         enc::RRE
     }
 
-    fn encode(&mut self, frame: &Frame, rect: Rect, p: &EncodeParams, out: &mut Vec<u8>) -> usize {
+    fn encode(
+        &mut self,
+        frame: &Frame,
+        rect: Rect,
+        p: &EncodeParams,
+        out: &mut UpdateBuf,
+    ) -> usize {
         let pf = &p.pf;
         let bpp = pf.bytes_per_pixel();
         translate_rect(frame, rect, pf, &mut self.px);
@@ -43,7 +50,7 @@ impl Encoder for RreEncoder {
         if !fits {
             return RawEncoder.encode(frame, rect, p, out);
         }
-        write_rect_header(rect, enc::RRE, out);
+        out.rect_header(rect, enc::RRE);
         out.extend_from_slice(&n.to_be_bytes());
         pf.write_pixel(bg, out);
         out.extend_from_slice(&self.subrects);
@@ -79,7 +86,7 @@ mod tests {
         f.pixels.fill(0x0000ff);
         f.pixels[2 * 8 + 1] = 0xff0000;
         f.pixels[2 * 8 + 2] = 0xff0000;
-        let mut out = Vec::new();
+        let mut out = crate::rfb::UpdateBuf::new();
         new_encoder(enc::RRE).encode(
             &f,
             f.bounds(),
@@ -88,7 +95,7 @@ mod tests {
         );
         // bg = blue (0xc0 in BGR233), one red (0x07) subrect at (1,2) 2x1.
         assert_eq!(
-            out,
+            *out,
             vec![
                 0, 0, 0, 0, 0, 8, 0, 4, 0, 0, 0, 2, 0, 0, 0, 1, 0xc0, 0x07, 0, 1, 0, 2, 0, 2, 0, 1
             ]
@@ -102,7 +109,7 @@ mod tests {
             &mut out,
         );
         assert_eq!(
-            out,
+            *out,
             vec![0, 0, 0, 2, 0, 3, 0, 1, 0, 0, 0, 0, 0xc0, 0x07, 0x07]
         );
         // Noise: RRE would be larger than raw, so Raw is sent.

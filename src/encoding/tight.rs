@@ -11,8 +11,9 @@
 use super::jpeg::JpegCompressor;
 use super::{parallel, translate_rect, zlib_level, Deflater, EncodeParams, Encoder, Palette};
 use crate::framebuffer::{Frame, Rect};
-use crate::rfb::messages::{enc, write_rect_header};
+use crate::rfb::messages::enc;
 use crate::rfb::PixelFormat;
+use crate::rfb::UpdateBuf;
 
 pub const MAX_WIDTH: usize = 2048;
 pub const MAX_AREA: usize = 65536;
@@ -166,7 +167,7 @@ fn max_colours(area: usize, p: &EncodeParams, jpeg: bool) -> usize {
 
 impl Worker {
     /// Encode `r` into `piece` (cleared first): a fill or JPEG rectangle
-    /// completely in `head`; otherwise the header, control byte and palette
+    /// completely in `head`; otherwise the control byte and palette
     /// in `head` and the pixel data in `data` for zlib stream `stream`
     /// (data shorter than [`MIN_TO_COMPRESS`] is moved to `head`: it is
     /// sent as is).
@@ -185,7 +186,6 @@ impl Worker {
         let max = max_colours(r.area(), p, jpeg.is_some());
         let fits = self.pal.add_all(&self.px, max);
         let (w, ncol) = (r.w as usize, self.pal.len());
-        write_rect_header(r, enc::TIGHT, head);
         if fits && ncol == 1 {
             head.push(FILL);
             write_tpixel(pf, rgb, self.px[0], head);
@@ -260,7 +260,7 @@ impl TightEncoder {
         frame: &Frame,
         rect: Rect,
         p: &EncodeParams,
-        out: &mut Vec<u8>,
+        out: &mut UpdateBuf,
     ) -> usize {
         let level = zlib_level(p, DEFAULT_LEVEL);
         if self.workers.is_empty() {
@@ -273,6 +273,7 @@ impl TightEncoder {
         let mut n = 0;
         for r in split(rect) {
             w.classify(frame, r, p, piece);
+            out.rect_header(r, enc::TIGHT);
             out.extend_from_slice(&piece.head);
             if let Some(stream) = piece.stream {
                 self.packed.clear();
@@ -294,7 +295,7 @@ impl TightEncoder {
         rects: &[Rect],
         p: &EncodeParams,
         threads: usize,
-        out: &mut Vec<u8>,
+        out: &mut UpdateBuf,
     ) {
         let level = zlib_level(p, DEFAULT_LEVEL);
         while self.workers.len() < threads {
@@ -352,7 +353,8 @@ impl TightEncoder {
                 }
             }
         }
-        for pc in pieces.iter() {
+        for (pc, r) in pieces.iter().zip(rects) {
+            out.rect_header(*r, enc::TIGHT);
             out.extend_from_slice(&pc.head);
             if pc.stream.is_some() {
                 write_compact_len(pc.data.len(), out);
@@ -371,7 +373,13 @@ impl Encoder for TightEncoder {
         split(rect).count()
     }
 
-    fn encode(&mut self, frame: &Frame, rect: Rect, p: &EncodeParams, out: &mut Vec<u8>) -> usize {
+    fn encode(
+        &mut self,
+        frame: &Frame,
+        rect: Rect,
+        p: &EncodeParams,
+        out: &mut UpdateBuf,
+    ) -> usize {
         let threads = parallel::threads_for_pixels(rect.area());
         if threads <= 1 {
             return self.encode_serial(frame, rect, p, out);
@@ -426,7 +434,7 @@ mod tests {
     fn wire_bytes_fill_and_mono() {
         let mut f = Frame::new(4, 1);
         f.pixels.fill(0x123456);
-        let mut out = Vec::new();
+        let mut out = crate::rfb::UpdateBuf::new();
         let be = PixelFormat {
             big_endian: true,
             red_shift: 24,
@@ -437,7 +445,7 @@ mod tests {
         new_encoder(enc::TIGHT).encode(&f, Rect::new(0, 0, 1, 1), &testutil::params(be), &mut out);
         // TPIXEL is R, G, B whatever the byte order and shifts.
         assert_eq!(
-            out,
+            *out,
             vec![0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 7, 0x80, 0x12, 0x34, 0x56]
         );
         f.pixels[2] = 0xffffff;
@@ -450,7 +458,7 @@ mod tests {
         );
         // Mono, stream 1, palette filter, 2 colours (most common first), 1 data byte raw.
         assert_eq!(
-            out,
+            *out,
             vec![
                 0,
                 0,

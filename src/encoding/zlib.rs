@@ -3,7 +3,8 @@
 
 use super::{parallel, translate_rect, write_pixels, zlib_level, Deflater, EncodeParams, Encoder};
 use crate::framebuffer::{Frame, Rect};
-use crate::rfb::messages::{enc, write_rect_header};
+use crate::rfb::messages::enc;
+use crate::rfb::UpdateBuf;
 
 /// Default zlib level when the client sent no compression level (zlib's own default).
 const DEFAULT_LEVEL: u32 = 6;
@@ -44,7 +45,13 @@ impl Encoder for ZlibEncoder {
         (rect.h as usize).div_ceil(band_rows(rect, p) as usize)
     }
 
-    fn encode(&mut self, frame: &Frame, rect: Rect, p: &EncodeParams, out: &mut Vec<u8>) -> usize {
+    fn encode(
+        &mut self,
+        frame: &Frame,
+        rect: Rect,
+        p: &EncodeParams,
+        out: &mut UpdateBuf,
+    ) -> usize {
         let level = zlib_level(p, DEFAULT_LEVEL);
         let band_rows = band_rows(rect, p);
         let mut n = 0;
@@ -58,7 +65,7 @@ impl Encoder for ZlibEncoder {
             self.packed.clear();
             self.z
                 .deflate_sync_par(level, &self.raw, &mut self.packed, parallel::threads());
-            write_rect_header(band, enc::ZLIB, out);
+            out.rect_header(band, enc::ZLIB);
             out.extend_from_slice(&(self.packed.len() as u32).to_be_bytes());
             out.extend_from_slice(&self.packed);
             n += 1;

@@ -4,8 +4,9 @@
 
 use super::{parallel, write_cpixels, zlib_level, Deflater, EncodeParams, Encoder, Palette};
 use crate::framebuffer::{Frame, Rect};
-use crate::rfb::messages::{enc, write_rect_header};
+use crate::rfb::messages::enc;
 use crate::rfb::PixelFormat;
+use crate::rfb::UpdateBuf;
 
 const DEFAULT_LEVEL: u32 = 6;
 const TILE: usize = 64;
@@ -85,7 +86,13 @@ impl Encoder for ZrleEncoder {
         enc::ZRLE
     }
 
-    fn encode(&mut self, frame: &Frame, rect: Rect, p: &EncodeParams, out: &mut Vec<u8>) -> usize {
+    fn encode(
+        &mut self,
+        frame: &Frame,
+        rect: Rect,
+        p: &EncodeParams,
+        out: &mut UpdateBuf,
+    ) -> usize {
         let pf = &p.pf;
         let level = zlib_level(p, DEFAULT_LEVEL);
         let cols = (rect.w as usize).div_ceil(TILE);
@@ -140,7 +147,7 @@ impl Encoder for ZrleEncoder {
                 self.packed.extend_from_slice(o);
             }
         }
-        write_rect_header(rect, enc::ZRLE, out);
+        out.rect_header(rect, enc::ZRLE);
         out.extend_from_slice(&(self.packed.len() as u32).to_be_bytes());
         out.extend_from_slice(&self.packed);
         1
@@ -337,7 +344,7 @@ mod tests {
         };
         let mut f = Frame::new(1, 1);
         f.pixels[0] = 0x123456;
-        let mut out = Vec::new();
+        let mut out = crate::rfb::UpdateBuf::new();
         new_encoder(enc::ZRLE).encode(
             &f,
             f.bounds(),

@@ -775,6 +775,8 @@ impl Handshake {
                 vencrypt: self.subtype,
                 mac_viewer: self.mac_viewer,
             },
+            width,
+            height,
         ))
     }
 

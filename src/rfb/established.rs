@@ -63,6 +63,7 @@ use super::connection::{SecurityType, VeNCryptSubtype, Version};
 use super::error::ProtocolError;
 use super::messages::{self, ClientMessage};
 use super::output::{Listed, Output, OutputState, Refused};
+use super::update::{UpdateBuf, UpdateRefused};
 
 /// What the handshake settled, kept for the life of the connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,13 +89,14 @@ pub struct Established {
 }
 
 impl Established {
-    /// Made by [`super::Handshake::server_init`] only.
-    pub(super) fn new(io: Buffers, negotiated: Negotiated) -> Established {
+    /// Made by [`super::Handshake::server_init`] only, for a framebuffer
+    /// of `width` x `height`.
+    pub(super) fn new(io: Buffers, negotiated: Negotiated, width: u16, height: u16) -> Established {
         Established {
             io,
             negotiated,
             extended_pointer: false,
-            output: OutputState::default(),
+            output: OutputState::new(width, height),
             closed: false,
         }
     }
@@ -129,6 +131,7 @@ impl Established {
                 if let ClientMessage::SetEncodings(list) = &msg {
                     self.extended_pointer = list.contains(&messages::enc::EXTENDED_MOUSE_BUTTONS);
                     self.output.listed.add(list);
+                    self.output.update.add_listed(list);
                 }
                 if let ClientMessage::Fence { flags, .. } = &msg {
                     if flags & messages::fence::REQUEST != 0 {
@@ -152,14 +155,6 @@ impl Established {
         !self.io.out.is_empty()
     }
 
-    /// Queue serialised server messages (see the `write_*` functions of
-    /// [`super::messages`]).
-    pub fn send(&mut self, bytes: &[u8]) {
-        if !self.closed {
-            self.io.out.extend_from_slice(bytes);
-        }
-    }
-
     /// A writer of server messages (other than FramebufferUpdate) into
     /// `buf`, checked against what the viewer negotiated (see
     /// [`super::output`]).
@@ -168,6 +163,22 @@ impl Established {
             state: &mut self.output,
             buf,
         }
+    }
+
+    /// The bytes of `buf` (FramebufferUpdates, and anything written before
+    /// them through [`Established::output`]) to send, once every header in
+    /// it has passed the core's checks (see [`super::update`]). A refused
+    /// buffer must not be sent: the viewer would lose its place in the
+    /// stream. An update goes on from one buffer to the next; while one is
+    /// open, [`Established::output`] refuses every other message.
+    pub fn pass(&mut self, buf: UpdateBuf) -> Result<Vec<u8>, UpdateRefused> {
+        self.output.update.check(&buf)?;
+        Ok(buf.into_bytes())
+    }
+
+    /// Inside a FramebufferUpdate (its last rectangle has not passed).
+    pub fn in_update(&self) -> bool {
+        self.output.update.is_open()
     }
 
     /// The extensions the viewer has listed so far.

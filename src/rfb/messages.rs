@@ -661,8 +661,9 @@ pub mod update_header {
         Ok(Some(ServerMessage::FramebufferUpdate { nrects }))
     }
 
-    /// Header of a FramebufferUpdate with `nrects` rectangles (0xFFFF with LastRect).
-    pub fn encode(nrects: u16, out: &mut Vec<u8>) {
+    /// Header of a FramebufferUpdate with `nrects` rectangles (0xFFFF with
+    /// LastRect); written by [`crate::rfb::UpdateBuf`] only.
+    pub(in crate::rfb) fn encode(nrects: u16, out: &mut Vec<u8>) {
         out.extend_from_slice(&[TYPE, 0]);
         out.put_u16(nrects);
     }
@@ -682,8 +683,9 @@ pub mod rect_header {
         Some((rect, encoding, r.used()))
     }
 
-    /// A rectangle header: position, size, encoding.
-    pub fn encode(r: Rect, encoding: i32, out: &mut Vec<u8>) {
+    /// A rectangle header: position, size, encoding; written by
+    /// [`crate::rfb::UpdateBuf`] only.
+    pub(in crate::rfb) fn encode(r: Rect, encoding: i32, out: &mut Vec<u8>) {
         put_rect(r, out);
         out.put_i32(encoding);
     }
@@ -758,9 +760,7 @@ pub use continuous_updates::encode_end as write_end_of_continuous_updates;
 pub use cut_text::encode_server as write_server_cut_text;
 pub use cut_text::encode_server_extended as write_server_ext_clipboard;
 pub use fence::encode as write_server_fence;
-pub use rect_header::encode as write_rect_header;
 pub use server_init::encode as write_server_init;
-pub use update_header::encode as write_update_header;
 
 pub(crate) fn truncate_utf8(s: &str, max: usize) -> &str {
     if s.len() <= max {
@@ -843,11 +843,11 @@ mod tests {
         };
         vec![
             (
-                one(&|b| write_update_header(3, b)),
+                one(&|b| update_header::encode(3, b)),
                 ServerMessage::FramebufferUpdate { nrects: 3 },
             ),
             (
-                one(&|b| write_update_header(0xFFFF, b)),
+                one(&|b| update_header::encode(0xFFFF, b)),
                 ServerMessage::FramebufferUpdate { nrects: 0xFFFF },
             ),
             (
@@ -937,7 +937,7 @@ mod tests {
             (Rect::default(), enc::LAST_RECT),
         ] {
             let mut b = Vec::new();
-            write_rect_header(r, e, &mut b);
+            rect_header::encode(r, e, &mut b);
             assert_eq!(b.len(), 12);
             assert_eq!(rect_header::decode(&b[..11]), None);
             assert_eq!(rect_header::decode(&b), Some((r, e, 12)));

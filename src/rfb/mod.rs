@@ -13,6 +13,7 @@ pub mod limits;
 pub mod messages;
 pub mod output;
 pub mod pixel_format;
+pub mod update;
 pub mod wire;
 
 pub use connection::{Event, Handshake, Secret, SecurityType, VeNCryptSubtype, Version};
@@ -21,3 +22,4 @@ pub use established::{Established, Negotiated};
 pub use messages::ClientMessage;
 pub use output::{Output, Refused, ServerMessages};
 pub use pixel_format::PixelFormat;
+pub use update::{UpdateBuf, UpdateRefused};

@@ -19,6 +19,7 @@
 //! ```
 
 use super::messages::{self, enc};
+use super::update::UpdateState;
 
 /// What the viewer's SetEncodings have listed so far (kept once listed:
 /// the session keeps an extension on once it started it).
@@ -46,16 +47,32 @@ pub enum Refused {
     Fence,
     #[error("EndOfContinuousUpdates to a viewer that did not list ContinuousUpdates")]
     EndOfContinuousUpdates,
+    #[error("a server message inside a FramebufferUpdate")]
+    InsideUpdate,
 }
 
 /// The core's record of what went out and what it refused.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct OutputState {
     pub(super) listed: Listed,
     /// ClientFence requests not answered yet.
     pub(super) fence_requests: u64,
     pub(super) sent: u64,
     pub(super) refused: Option<Refused>,
+    /// FramebufferUpdates (see [`super::update`]).
+    pub(super) update: UpdateState,
+}
+
+impl OutputState {
+    pub(super) fn new(width: u16, height: u16) -> OutputState {
+        OutputState {
+            listed: Listed::default(),
+            fence_requests: 0,
+            sent: 0,
+            refused: None,
+            update: UpdateState::new(width, height),
+        }
+    }
 }
 
 /// The server messages other than FramebufferUpdate, one typed method
@@ -70,6 +87,8 @@ pub trait ServerMessages {
     /// ServerFence (a payload beyond the limit is cut).
     fn send_fence(&mut self, flags: u32, payload: &[u8]);
     fn send_end_of_continuous_updates(&mut self);
+    /// SetColourMapEntries from index `first`, colours as `0x00RRGGBB`.
+    fn send_colour_map(&mut self, first: u16, colours: &[u32]);
 }
 
 /// A borrowed writer of server messages into the driver's buffer, with the
@@ -81,6 +100,11 @@ pub struct Output<'a> {
 
 impl Output<'_> {
     fn allowed(&mut self, ok: bool, refused: Refused) -> bool {
+        let (ok, refused) = if self.state.update.is_open() {
+            (false, Refused::InsideUpdate)
+        } else {
+            (ok, refused)
+        };
         if ok {
             self.state.sent += 1;
         } else {
@@ -92,13 +116,15 @@ impl Output<'_> {
 
 impl ServerMessages for Output<'_> {
     fn send_bell(&mut self) {
-        self.state.sent += 1;
-        messages::bell::encode(self.buf);
+        if self.allowed(true, Refused::InsideUpdate) {
+            messages::bell::encode(self.buf);
+        }
     }
 
     fn send_cut_text(&mut self, latin1: &[u8]) {
-        self.state.sent += 1;
-        messages::cut_text::encode_server(latin1, self.buf);
+        if self.allowed(true, Refused::InsideUpdate) {
+            messages::cut_text::encode_server(latin1, self.buf);
+        }
     }
 
     fn send_ext_clipboard(&mut self, flags: u32, payload: &[u8]) {
@@ -125,6 +151,12 @@ impl ServerMessages for Output<'_> {
             messages::continuous_updates::encode_end(self.buf);
         }
     }
+
+    fn send_colour_map(&mut self, first: u16, colours: &[u32]) {
+        if self.allowed(true, Refused::InsideUpdate) {
+            messages::colour_map::encode(first, colours, self.buf);
+        }
+    }
 }
 
 /// Plain bytes, unchecked: for unit tests of the modules that write
@@ -145,6 +177,9 @@ impl ServerMessages for Vec<u8> {
     }
     fn send_end_of_continuous_updates(&mut self) {
         messages::continuous_updates::encode_end(self);
+    }
+    fn send_colour_map(&mut self, first: u16, colours: &[u32]) {
+        messages::colour_map::encode(first, colours, self);
     }
 }
 
@@ -249,6 +284,32 @@ mod tests {
             }]
         );
         assert_eq!(c.take_refused(), Some(Refused::Fence));
+    }
+
+    #[test]
+    fn no_message_goes_inside_an_update() {
+        use crate::framebuffer::Rect;
+        use crate::rfb::UpdateBuf;
+        let mut c = established();
+        let mut b = UpdateBuf::new();
+        b.update_header(2);
+        b.rect_header(Rect::new(0, 0, 1, 1), enc::RAW);
+        b.extend_from_slice(&[0; 4]);
+        assert_eq!(c.pass(b).map(|v| v.len()), Ok(4 + 12 + 4));
+        assert!(c.in_update());
+        let mut buf = Vec::new();
+        c.output(&mut buf).send_bell();
+        c.output(&mut buf).send_cut_text(b"x");
+        assert!(buf.is_empty());
+        assert_eq!(c.take_refused(), Some(Refused::InsideUpdate));
+        // The update's last rectangle closes it.
+        let mut b = UpdateBuf::new();
+        b.rect_header(Rect::new(0, 1, 1, 1), enc::RAW);
+        b.extend_from_slice(&[0; 4]);
+        c.pass(b).unwrap();
+        assert!(!c.in_update());
+        c.output(&mut buf).send_bell();
+        assert_eq!(decode_all(&buf), [ServerMessage::Bell]);
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub mod update;
 use crate::input::InputSink;
 use crate::rfb::{
     limits, ClientMessage, Established, Event, Handshake, PixelFormat, ProtocolError, SecurityType,
-    VeNCryptSubtype,
+    ServerMessages, UpdateBuf, VeNCryptSubtype,
 };
 use crate::security::throttle::{Attempt, AuthThrottle, GuessBudget, Refusal, Token};
 use crate::security::{Authenticator, Consent, Principal, Rights};
@@ -50,6 +50,10 @@ pub enum EndReason {
     ProtocolError(ProtocolError),
     SourceGone(String),
     Io(String),
+    /// A FramebufferUpdate the protocol core refused: a bug of the
+    /// server, never the viewer's doing; ending the session keeps the
+    /// viewer from reading a stream that lost its place.
+    UpdateRefused(crate::rfb::UpdateRefused),
 }
 
 impl EndReason {
@@ -67,6 +71,7 @@ impl EndReason {
             EndReason::ProtocolError(_) => "protocol error",
             EndReason::SourceGone(_) => "screen source gone",
             EndReason::Io(_) => "network error",
+            EndReason::UpdateRefused(_) => "server error",
         }
     }
 }
@@ -75,6 +80,14 @@ impl std::fmt::Display for EndReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             EndReason::ProtocolError(e) => write!(f, "{}: {}", self.as_str(), e),
+            EndReason::UpdateRefused(e) => {
+                write!(
+                    f,
+                    "{}: update refused by the protocol core: {}",
+                    self.as_str(),
+                    e
+                )
+            }
             EndReason::SourceGone(s) | EndReason::Io(s) | EndReason::Refused(s) => {
                 write!(f, "{}: {}", self.as_str(), s)
             }
@@ -1213,8 +1226,18 @@ impl Session {
             let pos = live.writes.bytes;
             live.flow
                 .update_begins(pos, &mut live.conn.output(&mut out), now);
+            if let Some(map) = stream.take_colour_map() {
+                live.conn.output(&mut out).send_colour_map(0, &map);
+            }
         }
-        if !live.viewer.continue_update(stream, &mut out) {
+        let mut buf = UpdateBuf::from_vec(out);
+        let more = live.viewer.continue_update(stream, &mut buf);
+        // Every header checked by the core before a byte of it is sent.
+        let mut out = live
+            .conn
+            .pass(buf)
+            .map_err(|e| Stop::End(EndReason::UpdateRefused(e)))?;
+        if !more {
             live.streaming = None;
             let end = live.writes.bytes + out.len() as u64;
             live.flow

@@ -1,6 +1,8 @@
 //! What one viewer has and wants, and how to bring it up to date. No I/O:
-//! given the newest published frame, [`ViewerState::build_update`] returns
-//! the bytes of one FramebufferUpdate (or nothing yet).
+//! given the newest published frame, [`ViewerState::start_update`] decides
+//! one FramebufferUpdate (or nothing yet) and [`ViewerState::continue_update`]
+//! writes it, a piece at a time, into [`UpdateBuf`]s that the protocol
+//! core checks before they are sent (`Established::pass`).
 
 use super::pointer::{self, PointerView};
 use crate::capture::{CursorShape, MoveHint};
@@ -8,8 +10,8 @@ use crate::encoding::cursor::{self, ShapeKind};
 use crate::encoding::{write_copy_rect, ClientEncodings, ConnectionEncoders, EncodeParams};
 use crate::framebuffer::history::{self, DamageEntry};
 use crate::framebuffer::{region, Frame, Rect};
-use crate::rfb::messages::{enc, write_colour_map, write_rect_header, write_update_header};
-use crate::rfb::PixelFormat;
+use crate::rfb::messages::enc;
+use crate::rfb::{PixelFormat, UpdateBuf};
 use std::sync::Arc;
 
 /// A frame as published by the capture loop.
@@ -55,7 +57,7 @@ const MAX_COUNTED_RECTS: usize = u16::MAX as usize - 1;
 /// Encoded rectangles and how many.
 #[derive(Default)]
 struct Rects {
-    bytes: Vec<u8>,
+    bytes: UpdateBuf,
     count: usize,
 }
 
@@ -64,7 +66,7 @@ struct Rects {
 #[derive(Default)]
 struct Pseudo {
     rects: Rects,
-    size_rect: Vec<u8>,
+    size_rect: UpdateBuf,
 }
 
 /// `latest` cut or padded (black) to `size`, for a viewer that keeps its
@@ -103,12 +105,12 @@ fn fit_frame(src: &Frame, size: (u16, u16)) -> Frame {
 /// `body` holds the CopyRects (written here) and counts the rectangles
 /// still to be encoded after them. Returns whether the update must end
 /// with a LastRect rectangle (its header could not count them).
-fn write_head(mut pseudo: Pseudo, body: Rects, out: &mut Vec<u8>) -> bool {
+fn write_head(mut pseudo: Pseudo, mut body: Rects, out: &mut UpdateBuf) -> bool {
     let size_sent = !pseudo.size_rect.is_empty();
     if size_sent {
-        write_update_header(pseudo.rects.count as u16, out);
-        out.extend_from_slice(&pseudo.rects.bytes);
-        out.extend_from_slice(&pseudo.size_rect);
+        out.update_header(pseudo.rects.count as u16);
+        out.append(&mut pseudo.rects.bytes);
+        out.append(&mut pseudo.size_rect);
         pseudo.rects = Rects::default();
     }
     let total = body.count + pseudo.rects.count;
@@ -117,14 +119,14 @@ fn write_head(mut pseudo: Pseudo, body: Rects, out: &mut Vec<u8>) -> bool {
         false
     } else if total > MAX_COUNTED_RECTS {
         // Only for viewers that announced LastRect (see `plan`).
-        write_update_header(0xFFFF, out);
-        out.extend_from_slice(&pseudo.rects.bytes);
-        out.extend_from_slice(&body.bytes);
+        out.update_header(0xFFFF);
+        out.append(&mut pseudo.rects.bytes);
+        out.append(&mut body.bytes);
         true
     } else {
-        write_update_header(total as u16, out);
-        out.extend_from_slice(&pseudo.rects.bytes);
-        out.extend_from_slice(&body.bytes);
+        out.update_header(total as u16);
+        out.append(&mut pseudo.rects.bytes);
+        out.append(&mut body.bytes);
         false
     }
 }
@@ -154,7 +156,10 @@ pub struct UpdateStream {
     frame: Arc<Frame>,
     params: EncodeParams,
     cursor: Option<(Arc<CursorShape>, pointer::Drawn)>,
-    head: Vec<u8>,
+    /// SetColourMapEntries must go before it (the session sends it
+    /// through the core when the update starts).
+    colour_map: bool,
+    head: UpdateBuf,
     jobs: std::collections::VecDeque<Job>,
     last_rect: bool,
     /// Rectangles the header counted for the encoded part, and written.
@@ -167,6 +172,11 @@ impl UpdateStream {
     /// No byte of it has been produced yet.
     pub fn is_fresh(&self) -> bool {
         !self.started
+    }
+
+    /// The colour map the viewer needs before this update, once.
+    pub fn take_colour_map(&mut self) -> Option<Vec<u32>> {
+        std::mem::take(&mut self.colour_map).then(PixelFormat::fixed_colour_map)
     }
 }
 
@@ -362,14 +372,21 @@ impl ViewerState {
 
     /// Build one FramebufferUpdate bringing the viewer to `latest`, if a
     /// request is outstanding and there is something to send. Appends the
-    /// message(s) to `out` and returns whether an update was written.
-    /// (The whole update at once; a session streams it instead with
-    /// [`ViewerState::start_update`] and [`ViewerState::continue_update`].)
+    /// message(s) to `out`, unchecked, and returns whether an update was
+    /// written. (Tests: a session streams it instead with
+    /// [`ViewerState::start_update`] and [`ViewerState::continue_update`]
+    /// through the core.)
+    #[cfg(test)]
     pub fn build_update(&mut self, latest: &Published, out: &mut Vec<u8>) -> bool {
         let Some(mut s) = self.start_update(latest) else {
             return false;
         };
-        while self.continue_update(&mut s, out) {}
+        if let Some(map) = s.take_colour_map() {
+            crate::rfb::messages::write_colour_map(0, &map, out);
+        }
+        let mut buf = UpdateBuf::new();
+        while self.continue_update(&mut s, &mut buf) {}
+        out.extend_from_slice(buf.bytes());
         true
     }
 
@@ -438,10 +455,8 @@ impl ViewerState {
             &params,
             &mut body,
         );
-        let mut head = Vec::new();
-        if std::mem::take(&mut self.colour_map_due) {
-            write_colour_map(0, &PixelFormat::fixed_colour_map(), &mut head);
-        }
+        let mut head = UpdateBuf::new();
+        let colour_map = std::mem::take(&mut self.colour_map_due);
         let last_rect = write_head(pseudo, body, &mut head);
         self.request = None;
         self.updates_sent += 1;
@@ -449,6 +464,7 @@ impl ViewerState {
             frame: latest.frame.clone(),
             params,
             cursor,
+            colour_map,
             head,
             jobs,
             last_rect,
@@ -462,7 +478,7 @@ impl ViewerState {
     /// about [`CHUNK_BYTES`] or the update is complete; returns whether
     /// more is to come. Every band comes from the frame the update started
     /// with (an update never mixes frames), held until the update is out.
-    pub fn continue_update(&mut self, s: &mut UpdateStream, out: &mut Vec<u8>) -> bool {
+    pub fn continue_update(&mut self, s: &mut UpdateStream, out: &mut UpdateBuf) -> bool {
         let frame = s.frame.clone();
         if !s.started {
             s.started = true;
@@ -494,7 +510,7 @@ impl ViewerState {
             debug_assert_eq!(s.written, s.planned, "rectangle count");
         }
         if std::mem::take(&mut s.last_rect) {
-            write_rect_header(Rect::default(), enc::LAST_RECT, out);
+            out.rect_header(Rect::default(), enc::LAST_RECT);
         }
         false
     }
@@ -568,20 +584,16 @@ impl ViewerState {
             }
         }
         if std::mem::take(&mut self.qemu_keys_ack_due) {
-            write_rect_header(
-                Rect::default(),
-                enc::QEMU_EXTENDED_KEY_EVENT,
-                &mut p.rects.bytes,
-            );
+            p.rects
+                .bytes
+                .rect_header(Rect::default(), enc::QEMU_EXTENDED_KEY_EVENT);
             p.rects.count += 1;
             tracing::debug!("QEMU Extended Key Event confirmed to the viewer");
         }
         if std::mem::take(&mut self.ext_buttons_ack_due) {
-            write_rect_header(
-                Rect::default(),
-                enc::EXTENDED_MOUSE_BUTTONS,
-                &mut p.rects.bytes,
-            );
+            p.rects
+                .bytes
+                .rect_header(Rect::default(), enc::EXTENDED_MOUSE_BUTTONS);
             p.rects.count += 1;
             tracing::debug!("ExtendedMouseButtons confirmed to the viewer");
         }
@@ -590,7 +602,7 @@ impl ViewerState {
         if let Some(state) = latest.leds.filter(|s| Some(*s) != self.leds_sent) {
             if let Some(encoding) = self.led_encoding {
                 let b = &mut p.rects.bytes;
-                write_rect_header(Rect::default(), encoding, b);
+                b.rect_header(Rect::default(), encoding);
                 if encoding == enc::LED_STATE {
                     b.push(state);
                 } else {
@@ -604,7 +616,7 @@ impl ViewerState {
         if let Some(name) = self.name_due.take() {
             if self.encodings.desktop_name {
                 let b = &mut p.rects.bytes;
-                write_rect_header(Rect::default(), enc::DESKTOP_NAME, b);
+                b.rect_header(Rect::default(), enc::DESKTOP_NAME);
                 b.extend_from_slice(&(name.len() as u32).to_be_bytes());
                 b.extend_from_slice(name.as_bytes());
                 p.rects.count += 1;
@@ -826,7 +838,7 @@ impl ViewerState {
         job: Job,
         s: &UpdateStream,
         frame: &Frame,
-        out: &mut Vec<u8>,
+        out: &mut UpdateBuf,
     ) -> usize {
         let Some((shape, d)) = &s.cursor else {
             // Never planned without a pointer: encode the plain pixels.
@@ -838,17 +850,18 @@ impl ViewerState {
         let inner = job.rect;
         let encoder = self.encoders.get(job.encoding);
         let patch = pointer::draw(shape, d.pos, frame, inner);
-        let mut piece = Vec::new();
+        let mut piece = UpdateBuf::new();
         let local = Rect::new(0, 0, inner.w, inner.h);
         let n = encoder.encode(&patch, local, &s.params, &mut piece);
         let header_ok = n == 1
+            && piece.rect_headers() == 1
             && piece.len() >= 12
             && piece[4..8] == [inner.w.to_be_bytes(), inner.h.to_be_bytes()].concat()[..];
         if header_ok {
-            // One rectangle at 0,0 of the patch: move it to where it goes.
-            piece[0..2].copy_from_slice(&inner.x.to_be_bytes());
-            piece[2..4].copy_from_slice(&inner.y.to_be_bytes());
-            out.extend_from_slice(&piece);
+            // One rectangle at 0,0 of the patch: the same one where it goes.
+            let encoding = i32::from_be_bytes([piece[8], piece[9], piece[10], piece[11]]);
+            out.rect_header(inner, encoding);
+            out.extend_from_slice(&piece[12..]);
             return 1;
         }
         // Never seen (the pointer is at most 256x256, one rectangle in
@@ -867,16 +880,12 @@ impl ViewerState {
         reason: u16,
         status: u16,
         screens: &[Rect],
-        out: &mut Vec<u8>,
+        out: &mut UpdateBuf,
     ) {
         if self.encodings.extended_desktop_size {
             // x = reason, y = status; then the screens (one covering the
             // framebuffer when the source reports no layout).
-            write_rect_header(
-                Rect::new(reason, status, w, h),
-                enc::EXTENDED_DESKTOP_SIZE,
-                out,
-            );
+            out.rect_header(Rect::new(reason, status, w, h), enc::EXTENDED_DESKTOP_SIZE);
             let whole = [Rect::new(0, 0, w, h)];
             let list = if screens.is_empty() {
                 &whole[..]
@@ -893,7 +902,7 @@ impl ViewerState {
                 out.extend_from_slice(&0u32.to_be_bytes()); // flags
             }
         } else {
-            write_rect_header(Rect::new(0, 0, w, h), enc::DESKTOP_SIZE, out);
+            out.rect_header(Rect::new(0, 0, w, h), enc::DESKTOP_SIZE);
         }
     }
 }
@@ -936,7 +945,7 @@ mod tests {
             let mut all = Vec::new();
             let mut pieces = 0;
             loop {
-                let mut piece = Vec::new();
+                let mut piece = UpdateBuf::new();
                 let more = v.continue_update(&mut s, &mut piece);
                 // A Raw band is 65536 pixels (256 KiB); others compress.
                 assert!(
