@@ -21,7 +21,7 @@
 
 use ticketvnc::rfb::{
     limits, ClientMessage, Established, Event, Handshake, PixelFormat, ProtocolError, SecurityType,
-    VeNCryptSubtype, Version,
+    VeNCryptSubtype, VerdictDue, Version,
 };
 use ticketvnc::security::{vnc_auth_response, VncPassword};
 
@@ -415,7 +415,7 @@ impl Driver {
                 );
                 self.subtype = Some(s);
             }
-            Event::StartTls => {
+            Event::StartTls(due) => {
                 assert!(
                     self.subtype.is_some(),
                     "StartTls before a subtype was accepted"
@@ -431,7 +431,7 @@ impl Driver {
                 let leftover = self.conn.handshake().take_unprocessed();
                 self.conn
                     .handshake()
-                    .tls_established()
+                    .tls_established(due)
                     .expect("tls_established right after StartTls");
                 self.tls = true;
                 let first = self.out();
@@ -448,6 +448,7 @@ impl Driver {
             Event::VncAuthResponse {
                 challenge,
                 response,
+                due,
             } => {
                 assert_eq!(challenge, CHALLENGE);
                 let vnc = self.chosen == Some(SecurityType::VncAuth);
@@ -459,12 +460,13 @@ impl Driver {
                 let ok = self.password.verify(&challenge, &response);
                 assert_eq!(ok, response == right_response());
                 self.right_response_seen |= ok;
-                self.verdict(ok);
+                self.verdict(due, ok);
             }
             Event::PlainCredentials {
                 username,
                 exact,
                 password,
+                due,
             } => {
                 assert!(
                     self.chosen == Some(SecurityType::VeNCrypt)
@@ -491,12 +493,12 @@ impl Driver {
                 assert_eq!(format!("{password:?}"), "Secret(<redacted>)");
                 let ok = exact && username == PLAIN_USER && password.expose() == PLAIN_PASSWORD;
                 self.right_plain_seen |= ok;
-                self.verdict(ok);
+                self.verdict(due, ok);
             }
             Event::AppleDhCredentials { .. } => {
                 panic!("Apple DH credentials but Apple DH was never offered")
             }
-            Event::Authenticated => {
+            Event::Authenticated(due) => {
                 assert!(!self.authenticated_seen, "a second Authenticated");
                 self.authenticated_seen = true;
                 assert!(self.may_be_authenticated(), "Authenticated without proof");
@@ -519,14 +521,14 @@ impl Driver {
                 } else {
                     self.conn
                         .handshake()
-                        .approve()
+                        .approve(due)
                         .expect("approve after Authenticated");
                     self.approved = true;
                     let want: &[u8] = if result { &[0, 0, 0, 0] } else { &[] };
                     assert_eq!(self.out(), want, "what approve() sends");
                 }
             }
-            Event::ClientInit { .. } => {
+            Event::ClientInit { due, .. } => {
                 assert!(
                     self.may_be_authenticated(),
                     "ClientInit without authentication"
@@ -543,7 +545,7 @@ impl Driver {
                     panic!("ClientInit after ServerInit");
                 };
                 let est = h
-                    .server_init(64, 48, &PixelFormat::NATIVE, "fuzz")
+                    .server_init(due, 64, 48, &PixelFormat::NATIVE, "fuzz")
                     .expect("ServerInit after ClientInit");
                 self.conn = Conn::Established(est);
                 assert_eq!(self.out()[..4], [0, 64, 0, 48], "ServerInit");
@@ -561,8 +563,8 @@ impl Driver {
     }
 
     /// Answer a VNC response or Plain credentials.
-    fn verdict(&mut self, ok: bool) {
-        let r = self.conn.handshake().auth_verdict(ok);
+    fn verdict(&mut self, due: VerdictDue, ok: bool) {
+        let r = self.conn.handshake().auth_verdict(due, ok);
         let sent = self.out();
         match r {
             Ok(()) => {

@@ -10,6 +10,32 @@
 //! the handshake and returns the [`Established`] connection of the normal
 //! phase (`established.rs`), so nothing of the normal phase can happen
 //! before ServerInit, and no handshake answer after it.
+//!
+//! Each answer takes the token its event carried ([`VerdictDue`],
+//! [`ApprovalDue`], [`TlsDue`], [`InitDue`]): tokens are made only here,
+//! handed out once with their event and consumed by the answer, so a
+//! verdict without a credential, an approval before authentication, a
+//! second approval with the same token or ServerInit before ClientInit
+//! does not compile. (A token of another connection, or an explicit
+//! clone (events are `Clone` for traces), would; the state is still
+//! checked at run time, and a wrong answer closes the connection.)
+//!
+//! ```compile_fail,E0451
+//! // No approval without the Authenticated event's token.
+//! use ticketvnc::rfb::{ApprovalDue, Handshake, SecurityType};
+//! let mut c = Handshake::new(&[SecurityType::None]);
+//! c.approve(ApprovalDue { _private: () });
+//! ```
+//!
+//! ```compile_fail,E0382
+//! // A token answers once.
+//! use ticketvnc::rfb::{Event, Handshake, SecurityType};
+//! let mut c = Handshake::new(&[SecurityType::None]);
+//! if let Some(Event::Authenticated(due)) = c.poll_event().unwrap() {
+//!     c.approve(due).unwrap();
+//!     c.approve(due).unwrap();
+//! }
+//! ```
 //! Nothing here touches a socket, so the same code runs under tokio, in
 //! tests and in the fuzzers, and a transport (TCP, TLS, WebSocket) can be
 //! swapped underneath without the core noticing.
@@ -129,7 +155,41 @@ impl Drop for Secret {
     }
 }
 
-/// What the connection wants the driver to know or decide.
+/// The right to answer a credential with [`Handshake::auth_verdict`],
+/// handed out once with [`Event::VncAuthResponse`],
+/// [`Event::PlainCredentials`] or [`Event::AppleDhCredentials`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use = "answer the credential with auth_verdict (or reject)"]
+pub struct VerdictDue {
+    _private: (),
+}
+
+/// The right to let an authenticated viewer in with
+/// [`Handshake::approve`], handed out once with [`Event::Authenticated`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use = "approve (or reject) the authenticated viewer"]
+pub struct ApprovalDue {
+    _private: (),
+}
+
+/// The right to say TLS is up with [`Handshake::tls_established`],
+/// handed out once with [`Event::StartTls`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use = "run TLS and answer with tls_established (or reject)"]
+pub struct TlsDue {
+    _private: (),
+}
+
+/// The right to send ServerInit with [`Handshake::server_init`], handed
+/// out once with [`Event::ClientInit`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use = "answer ClientInit with server_init (or reject)"]
+pub struct InitDue {
+    _private: (),
+}
+
+/// What the connection wants the driver to know or decide. The events
+/// that want an answer carry the token the answer takes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// The client sent its version; the rest of the handshake follows it.
@@ -143,12 +203,13 @@ pub enum Event {
     /// the subtype choice belong to TLS), run the TLS handshake, feed
     /// decrypted bytes from then on and call
     /// [`Handshake::tls_established`].
-    StartTls,
+    StartTls(TlsDue),
     /// A VNC-authentication response arrived. The driver checks it and calls
     /// [`Handshake::auth_verdict`]; nothing else is decoded until then.
     VncAuthResponse {
         challenge: [u8; 16],
         response: [u8; 16],
+        due: VerdictDue,
     },
     /// VeNCrypt Plain credentials arrived. `username` is lossily decoded,
     /// stripped of control characters and at most
@@ -161,6 +222,7 @@ pub enum Event {
         /// account names are checked against the cleaned form only for logs.
         exact: bool,
         password: Secret,
+        due: VerdictDue,
     },
     /// Apple DH credentials arrived, decrypted. `username` and `exact` as
     /// for [`Event::PlainCredentials`] (an empty name is allowed: the
@@ -173,15 +235,16 @@ pub enum Event {
         username: String,
         exact: bool,
         password: Option<Secret>,
+        due: VerdictDue,
     },
     /// The client proved who it is (or None needed no proof). The driver
     /// may now ask the local user and then calls
     /// [`Handshake::approve`] or [`Handshake::reject`];
     /// nothing else is decoded until then.
-    Authenticated,
+    Authenticated(ApprovalDue),
     /// Approved and ClientInit arrived. The driver decides about
     /// sharing and calls [`Handshake::server_init`].
-    ClientInit { shared: bool },
+    ClientInit { shared: bool, due: InitDue },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -523,7 +586,8 @@ impl Handshake {
                         self.subtype = Some(s);
                         self.state = State::AwaitTls(s);
                         self.pending.push_back(Event::VeNCryptChosen(s));
-                        self.pending.push_back(Event::StartTls);
+                        self.pending
+                            .push_back(Event::StartTls(TlsDue { _private: () }));
                     }
                     None => {
                         self.io.out.put_u8(0);
@@ -540,6 +604,7 @@ impl Handshake {
                 self.pending.push_back(Event::VncAuthResponse {
                     challenge,
                     response,
+                    due: VerdictDue { _private: () },
                 });
             }
             State::PlainHeader => {
@@ -582,6 +647,7 @@ impl Handshake {
                     username,
                     exact,
                     password,
+                    due: VerdictDue { _private: () },
                 });
             }
             State::AppleDhResponse => {
@@ -611,6 +677,7 @@ impl Handshake {
                     username,
                     exact,
                     password,
+                    due: VerdictDue { _private: () },
                 });
             }
             State::AwaitTls(_)
@@ -626,6 +693,7 @@ impl Handshake {
                 self.state = State::AwaitServerInit;
                 self.pending.push_back(Event::ClientInit {
                     shared: shared != 0,
+                    due: InitDue { _private: () },
                 });
             }
         }
@@ -659,12 +727,13 @@ impl Handshake {
 
     fn authenticated(&mut self) {
         self.state = State::AwaitApproval;
-        self.pending.push_back(Event::Authenticated);
+        self.pending
+            .push_back(Event::Authenticated(ApprovalDue { _private: () }));
     }
 
     /// Answer [`Event::StartTls`] once the TLS handshake is done: the
     /// subtype's own authentication starts inside TLS.
-    pub fn tls_established(&mut self) -> Result<(), ProtocolError> {
+    pub fn tls_established(&mut self, _due: TlsDue) -> Result<(), ProtocolError> {
         let State::AwaitTls(sub) = self.state else {
             return self.fail(ProtocolError::UnexpectedMessage("TLS without StartTls"));
         };
@@ -698,7 +767,7 @@ impl Handshake {
     /// Answer [`Event::VncAuthResponse`] or [`Event::PlainCredentials`]. On
     /// `true` [`Event::Authenticated`] follows; on `false` the failure result
     /// is queued and the connection is closed (the returned error says so).
-    pub fn auth_verdict(&mut self, ok: bool) -> Result<(), ProtocolError> {
+    pub fn auth_verdict(&mut self, _due: VerdictDue, ok: bool) -> Result<(), ProtocolError> {
         if self.state != State::AwaitVerdict {
             return self.fail(ProtocolError::UnexpectedMessage(
                 "auth verdict without a response",
@@ -714,7 +783,7 @@ impl Handshake {
     }
 
     /// Answer [`Event::Authenticated`]: let the viewer in (SecurityResult OK).
-    pub fn approve(&mut self) -> Result<(), ProtocolError> {
+    pub fn approve(&mut self, _due: ApprovalDue) -> Result<(), ProtocolError> {
         if self.state != State::AwaitApproval {
             return self.fail(ProtocolError::UnexpectedMessage(
                 "approval before authentication",
@@ -753,6 +822,7 @@ impl Handshake {
     /// the connection is closed and the error says why.
     pub fn server_init(
         mut self,
+        _due: InitDue,
         width: u16,
         height: u16,
         pf: &PixelFormat,
@@ -845,6 +915,55 @@ mod tests {
         v
     }
 
+    // Tokens to compare events with (all tokens of a kind are equal); the
+    // answers take the ones the events carried.
+    const V: VerdictDue = VerdictDue { _private: () };
+    const A: ApprovalDue = ApprovalDue { _private: () };
+    const T: TlsDue = TlsDue { _private: () };
+    const I: InitDue = InitDue { _private: () };
+
+    fn last(ev: Vec<Event>) -> Event {
+        ev.into_iter().last().expect("an event")
+    }
+
+    fn verdict_due(ev: Vec<Event>) -> VerdictDue {
+        match last(ev) {
+            Event::VncAuthResponse { due, .. }
+            | Event::PlainCredentials { due, .. }
+            | Event::AppleDhCredentials { due, .. } => due,
+            e => panic!("expected a credential, got {e:?}"),
+        }
+    }
+
+    fn approval_due(ev: Vec<Event>) -> ApprovalDue {
+        match last(ev) {
+            Event::Authenticated(due) => due,
+            e => panic!("expected Authenticated, got {e:?}"),
+        }
+    }
+
+    fn tls_due(ev: Vec<Event>) -> TlsDue {
+        match last(ev) {
+            Event::StartTls(due) => due,
+            e => panic!("expected StartTls, got {e:?}"),
+        }
+    }
+
+    fn init_due(ev: Vec<Event>) -> InitDue {
+        match last(ev) {
+            Event::ClientInit { due, .. } => due,
+            e => panic!("expected ClientInit, got {e:?}"),
+        }
+    }
+
+    /// Approve what `c` has authenticated and answer its ClientInit.
+    fn establish(mut c: Handshake, w: u16, h: u16, name: &str) -> Established {
+        let a = approval_due(drain(&mut c));
+        c.approve(a).unwrap();
+        let i = init_due(drain(&mut c));
+        c.server_init(i, w, h, &PixelFormat::NATIVE, name).unwrap()
+    }
+
     fn drain_messages(c: &mut Established) -> Vec<ClientMessage> {
         let mut v = Vec::new();
         while let Some(m) = c.poll_message().unwrap() {
@@ -890,23 +1009,35 @@ mod tests {
         let mut resp = vec![9; 16];
         resp.push(1);
         c.receive(&resp).unwrap();
+        let ev = drain(&mut c);
         assert_eq!(
-            drain(&mut c),
+            ev,
             vec![Event::VncAuthResponse {
                 challenge: [7; 16],
-                response: [9; 16]
+                response: [9; 16],
+                due: V
             }]
         );
         assert!(!c.is_authenticated());
-        c.auth_verdict(true).unwrap();
-        assert_eq!(drain(&mut c), vec![Event::Authenticated]);
+        c.auth_verdict(verdict_due(ev), true).unwrap();
+        let ev = drain(&mut c);
+        assert_eq!(ev, vec![Event::Authenticated(A)]);
         assert!(c.is_authenticated());
         // Nothing goes out until the local user (or policy) approves.
         assert!(!c.has_output());
-        c.approve().unwrap();
+        c.approve(approval_due(ev)).unwrap();
         assert_eq!(c.take_output(), vec![0, 0, 0, 0]);
-        assert_eq!(drain(&mut c), vec![Event::ClientInit { shared: true }]);
-        let mut c = c.server_init(10, 10, &PixelFormat::NATIVE, "x").unwrap();
+        let ev = drain(&mut c);
+        assert_eq!(
+            ev,
+            vec![Event::ClientInit {
+                shared: true,
+                due: I
+            }]
+        );
+        let mut c = c
+            .server_init(init_due(ev), 10, 10, &PixelFormat::NATIVE, "x")
+            .unwrap();
         assert!(!c.is_closed());
         assert_eq!(c.negotiated().security, SecurityType::VncAuth);
         assert_eq!(c.negotiated().version, Version::V3_8);
@@ -942,9 +1073,15 @@ mod tests {
         c.take_output();
         c.receive(b"RFB 003.003\n\x00").unwrap();
         let ev = drain(&mut c);
-        assert_eq!(ev.last(), Some(&Event::Authenticated));
-        c.approve().unwrap();
-        assert_eq!(drain(&mut c), vec![Event::ClientInit { shared: false }]);
+        assert_eq!(ev.last(), Some(&Event::Authenticated(A)));
+        c.approve(approval_due(ev)).unwrap();
+        assert_eq!(
+            drain(&mut c),
+            vec![Event::ClientInit {
+                shared: false,
+                due: I
+            }]
+        );
         // 3.3 with None: the type, and no SecurityResult.
         assert_eq!(c.take_output(), vec![0, 0, 0, 1]);
     }
@@ -973,16 +1110,26 @@ mod tests {
         }
         input.extend_from_slice(&body[..body.len() - 3]);
         c.receive(&input).unwrap();
+        let ev = drain(&mut c);
         assert_eq!(
-            drain(&mut c).last(),
-            Some(&Event::Authenticated),
+            ev.last(),
+            Some(&Event::Authenticated(A)),
             "ClientInit waits for approval"
         );
-        c.approve().unwrap();
-        assert_eq!(drain(&mut c), vec![Event::ClientInit { shared: true }]);
+        c.approve(approval_due(ev)).unwrap();
+        let ev = drain(&mut c);
+        assert_eq!(
+            ev,
+            vec![Event::ClientInit {
+                shared: true,
+                due: I
+            }]
+        );
         // Nothing of the normal phase is decoded before ServerInit.
         assert_eq!(c.poll_event(), Ok(None));
-        let mut c = c.server_init(8, 6, &PixelFormat::NATIVE, "p").unwrap();
+        let mut c = c
+            .server_init(init_due(ev), 8, 6, &PixelFormat::NATIVE, "p")
+            .unwrap();
         assert_eq!(c.poll_message().unwrap().as_ref(), Some(&msgs[0]));
         assert_eq!(c.poll_message(), Ok(None), "half a PointerEvent");
         c.receive(&body[body.len() - 3..]).unwrap();
@@ -990,16 +1137,21 @@ mod tests {
         assert_eq!(c.poll_message(), Ok(None));
     }
 
-    /// server_init before ClientInit (the driver's mistake the types
-    /// cannot rule out: it is a point inside the handshake) closes with a
-    /// reason, and sends nothing.
+    /// server_init before ClientInit does not compile without the
+    /// ClientInit event's token; with another connection's token it does,
+    /// and the run-time check closes with a reason and sends nothing.
     #[test]
     fn server_init_before_client_init_is_an_error() {
+        let mut other = Handshake::new(&[SecurityType::None]);
+        other.receive(b"RFB 003.008\n\x01\x01").unwrap();
+        let a = approval_due(drain(&mut other));
+        other.approve(a).unwrap();
+        let foreign = init_due(drain(&mut other));
         let mut c = Handshake::new(&[SecurityType::None]);
         c.take_output();
         c.receive(b"RFB 003.008\n\x01").unwrap();
         drain(&mut c);
-        let Err(e) = c.server_init(1, 1, &PixelFormat::NATIVE, "x") else {
+        let Err(e) = c.server_init(foreign, 1, 1, &PixelFormat::NATIVE, "x") else {
             panic!("ServerInit before approval and ClientInit")
         };
         assert_eq!(
@@ -1014,10 +1166,7 @@ mod tests {
     fn established_closes_on_a_bad_message() {
         let mut c = Handshake::new(&[SecurityType::None]);
         c.receive(b"RFB 003.008\n\x01\x00").unwrap();
-        drain(&mut c);
-        c.approve().unwrap();
-        drain(&mut c);
-        let mut c = c.server_init(8, 6, &PixelFormat::NATIVE, "p").unwrap();
+        let mut c = establish(c, 8, 6, "p");
         c.take_output();
         c.receive(&[0xee, 1, 2, 3]).unwrap();
         assert_eq!(c.poll_message(), Err(ProtocolError::UnknownMessage(0xee)));
@@ -1034,10 +1183,7 @@ mod tests {
     fn cut_text_at_the_limit_fits_the_input_buffer() {
         let mut c = Handshake::new(&[SecurityType::None]);
         c.receive(b"RFB 003.008\n\x01\x01").unwrap();
-        drain(&mut c);
-        c.approve().unwrap();
-        drain(&mut c);
-        let mut c = c.server_init(10, 10, &PixelFormat::NATIVE, "x").unwrap();
+        let mut c = establish(c, 10, 10, "x");
         let text = vec![b'a'; limits::MAX_CUT_TEXT as usize];
         let mut msg = Vec::new();
         messages::encode_client_message(&ClientMessage::ClientCutText(text.clone()), &mut msg);
@@ -1059,10 +1205,7 @@ mod tests {
     fn a_64k_read_of_pointer_events_is_compacted_once() {
         let mut c = Handshake::new(&[SecurityType::None]);
         c.receive(b"RFB 003.008\n\x01\x01").unwrap();
-        drain(&mut c);
-        c.approve().unwrap();
-        drain(&mut c);
-        let mut c = c.server_init(10, 10, &PixelFormat::NATIVE, "x").unwrap();
+        let mut c = establish(c, 10, 10, "x");
         let mut stream = Vec::new();
         for i in 0..2 * 64 * 1024 / 6 + 1 {
             messages::encode_client_message(
@@ -1094,20 +1237,21 @@ mod tests {
         let mut sub = 262u32.to_be_bytes().to_vec();
         sub.extend_from_slice(b"early");
         c.receive(&sub).unwrap();
+        let ev = drain(&mut c);
         assert_eq!(
-            drain(&mut c),
+            ev,
             vec![
                 Event::VersionAgreed(Version::V3_8),
                 Event::SecurityChosen(SecurityType::VeNCrypt),
                 Event::VeNCryptChosen(VeNCryptSubtype::X509Plain),
-                Event::StartTls
+                Event::StartTls(T)
             ]
         );
         // Bytes after the subtype belong to TLS.
         assert_eq!(c.take_unprocessed(), b"early");
         let out = c.take_output();
         assert_eq!(&out[12..], &[1, 19, 0, 2, 0, 1, 0, 0, 1, 6, 1]);
-        c.tls_established().unwrap();
+        c.tls_established(tls_due(ev)).unwrap();
         let mut creds = Vec::new();
         creds.extend_from_slice(&5u32.to_be_bytes());
         creds.extend_from_slice(&3u32.to_be_bytes());
@@ -1120,13 +1264,15 @@ mod tests {
             vec![Event::PlainCredentials {
                 username: "anna".into(),
                 exact: false,
-                password: Secret::new(b"pw!".to_vec())
+                password: Secret::new(b"pw!".to_vec()),
+                due: V
             }]
         );
         assert!(!format!("{ev:?}").contains("pw!"), "the password in Debug");
-        c.auth_verdict(true).unwrap();
-        assert_eq!(drain(&mut c), vec![Event::Authenticated]);
-        c.approve().unwrap();
+        c.auth_verdict(verdict_due(ev), true).unwrap();
+        let ev = drain(&mut c);
+        assert_eq!(ev, vec![Event::Authenticated(A)]);
+        c.approve(approval_due(ev)).unwrap();
         assert_eq!(c.take_output(), vec![0, 0, 0, 0]);
     }
 
@@ -1136,8 +1282,8 @@ mod tests {
             Handshake::new(&[SecurityType::VeNCrypt]).with_vencrypt(&[VeNCryptSubtype::X509Plain]);
         c.receive(b"RFB 003.008\n\x13\x00\x02\x00\x00\x01\x06")
             .unwrap();
-        drain(&mut c);
-        c.tls_established().unwrap();
+        let t = tls_due(drain(&mut c));
+        c.tls_established(t).unwrap();
         c.receive(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1]).unwrap();
         assert!(matches!(
             c.poll_event(),
@@ -1212,6 +1358,7 @@ mod tests {
                     username: "anna".into(),
                     exact: true,
                     password: Some(Secret::new(b"pw".to_vec())),
+                    due: V,
                 }
             );
             let out = c.take_output();
@@ -1220,10 +1367,17 @@ mod tests {
             assert_eq!(&out[5..7], &[1, 0], "key length 256");
             assert_eq!(&out[7..263], &apple_dh::prime_bytes());
             assert_eq!(&out[263..], &server_public);
-            c.auth_verdict(true).unwrap();
-            assert_eq!(drain(&mut c), vec![Event::Authenticated]);
-            c.approve().unwrap();
-            assert_eq!(drain(&mut c), vec![Event::ClientInit { shared: true }]);
+            c.auth_verdict(verdict_due(events), true).unwrap();
+            let ev = drain(&mut c);
+            assert_eq!(ev, vec![Event::Authenticated(A)]);
+            c.approve(approval_due(ev)).unwrap();
+            assert_eq!(
+                drain(&mut c),
+                vec![Event::ClientInit {
+                    shared: true,
+                    due: I
+                }]
+            );
             assert_eq!(c.take_output(), vec![0, 0, 0, 0]);
         }
     }
@@ -1297,9 +1451,9 @@ mod tests {
         let mut c = Handshake::new(&[SecurityType::VncAuth]).with_challenge_source(fixed);
         c.receive(b"RFB 003.007\n\x02").unwrap();
         c.receive(&[0; 16]).unwrap();
-        drain(&mut c);
+        let v = verdict_due(drain(&mut c));
         c.take_output();
-        assert_eq!(c.auth_verdict(false), Err(ProtocolError::AuthFailed));
+        assert_eq!(c.auth_verdict(v, false), Err(ProtocolError::AuthFailed));
         assert_eq!(c.take_output(), vec![0, 0, 0, 1]);
         assert!(!c.is_authenticated());
         assert_eq!(c.poll_event(), Ok(None));

@@ -30,10 +30,18 @@
 //!
 //! ```compile_fail,E0382
 //! // server_init consumes the handshake: it cannot be answered twice.
+//! use ticketvnc::rfb::{Handshake, InitDue, PixelFormat, SecurityType};
+//! fn twice(c: Handshake, due: InitDue, again: InitDue) {
+//!     let first = c.server_init(due, 1, 1, &PixelFormat::NATIVE, "x");
+//!     let second = c.server_init(again, 1, 1, &PixelFormat::NATIVE, "x");
+//! }
+//! ```
+//!
+//! ```compile_fail,E0061
+//! // No ServerInit without the ClientInit event's token.
 //! use ticketvnc::rfb::{Handshake, PixelFormat, SecurityType};
 //! let c = Handshake::new(&[SecurityType::None]);
-//! let first = c.server_init(1, 1, &PixelFormat::NATIVE, "x");
-//! let again = c.server_init(1, 1, &PixelFormat::NATIVE, "x");
+//! let est = c.server_init(1, 1, &PixelFormat::NATIVE, "x");
 //! ```
 //!
 //! The legal path, for comparison (it compiles and runs):
@@ -45,12 +53,17 @@
 //! // Version, security type None, ClientInit (shared), and a
 //! // PointerEvent pipelined behind it.
 //! c.receive(b"RFB 003.008\n\x01\x01\x05\x00\x00\x01\x00\x02").unwrap();
+//! let mut init = None;
 //! while let Some(ev) = c.poll_event().unwrap() {
-//!     if ev == Event::Authenticated {
-//!         c.approve().unwrap();
+//!     match ev {
+//!         Event::Authenticated(due) => c.approve(due).unwrap(),
+//!         Event::ClientInit { due, .. } => init = Some(due),
+//!         _ => {}
 //!     }
 //! }
-//! let mut c = c.server_init(640, 480, &PixelFormat::NATIVE, "desk").unwrap();
+//! let mut c = c
+//!     .server_init(init.unwrap(), 640, 480, &PixelFormat::NATIVE, "desk")
+//!     .unwrap();
 //! assert!(c.take_output().ends_with(b"desk"));
 //! assert_eq!(
 //!     c.poll_message(),

@@ -16,7 +16,10 @@ pub mod pixel_format;
 pub mod update;
 pub mod wire;
 
-pub use connection::{Event, Handshake, Secret, SecurityType, VeNCryptSubtype, Version};
+pub use connection::{
+    ApprovalDue, Event, Handshake, InitDue, Secret, SecurityType, TlsDue, VeNCryptSubtype,
+    VerdictDue, Version,
+};
 pub use error::ProtocolError;
 pub use established::{Established, Negotiated};
 pub use messages::ClientMessage;

@@ -193,12 +193,18 @@ mod tests {
         let mut c = Handshake::new(&[SecurityType::None]);
         c.take_output();
         c.receive(b"RFB 003.008\n\x01\x01").unwrap();
+        let mut init = None;
         while let Some(ev) = c.poll_event().unwrap() {
-            if ev == Event::Authenticated {
-                c.approve().unwrap();
+            match ev {
+                Event::Authenticated(due) => c.approve(due).unwrap(),
+                Event::ClientInit { due, .. } => init = Some(due),
+                _ => {}
             }
         }
-        let mut c = c.server_init(64, 48, &PixelFormat::NATIVE, "t").unwrap();
+        let init = init.expect("ClientInit");
+        let mut c = c
+            .server_init(init, 64, 48, &PixelFormat::NATIVE, "t")
+            .unwrap();
         c.take_output();
         c
     }

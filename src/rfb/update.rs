@@ -34,12 +34,17 @@
 //! let mut c = Handshake::new(&[SecurityType::None]);
 //! c.take_output();
 //! c.receive(b"RFB 003.008\n\x01\x01").unwrap();
+//! let mut init = None;
 //! while let Some(ev) = c.poll_event().unwrap() {
-//!     if ev == Event::Authenticated {
-//!         c.approve().unwrap();
+//!     match ev {
+//!         Event::Authenticated(due) => c.approve(due).unwrap(),
+//!         Event::ClientInit { due, .. } => init = Some(due),
+//!         _ => {}
 //!     }
 //! }
-//! let mut c = c.server_init(64, 48, &PixelFormat::NATIVE, "desk").unwrap();
+//! let mut c = c
+//!     .server_init(init.unwrap(), 64, 48, &PixelFormat::NATIVE, "desk")
+//!     .unwrap();
 //! let mut b = UpdateBuf::new();
 //! b.update_header(1);
 //! b.rect_header(Rect::new(0, 0, 64, 48), 0); // Raw: every viewer takes it

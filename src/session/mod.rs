@@ -14,8 +14,8 @@ pub mod update;
 
 use crate::input::InputSink;
 use crate::rfb::{
-    limits, ClientMessage, Established, Event, Handshake, PixelFormat, ProtocolError, SecurityType,
-    ServerMessages, UpdateBuf, VeNCryptSubtype,
+    limits, ApprovalDue, ClientMessage, Established, Event, Handshake, PixelFormat, ProtocolError,
+    SecurityType, ServerMessages, UpdateBuf, VeNCryptSubtype, VerdictDue,
 };
 use crate::security::throttle::{Attempt, AuthThrottle, GuessBudget, Refusal, Token};
 use crate::security::{Authenticator, Consent, Principal, Rights};
@@ -624,7 +624,9 @@ impl Session {
             };
         let mut spoke = false;
         let mut buf = vec![0u8; 4096];
-        let mut consent: Option<PendingConsent> = None;
+        // The question to the person at the screen, and the right to let
+        // the viewer in once they accept.
+        let mut consent: Option<(PendingConsent, ApprovalDue)> = None;
         loop {
             loop {
                 let ev = match conn.poll_event() {
@@ -671,7 +673,7 @@ impl Session {
                             conn.offered(),
                         ))
                     }
-                    Event::StartTls => {
+                    Event::StartTls(due) => {
                         self.flush(&mut stream, conn, deadline).await?;
                         let Some(tls) = self.cfg.tls.clone() else {
                             let r = "VeNCrypt offered without a TLS identity";
@@ -690,13 +692,14 @@ impl Session {
                             }
                         }
                         debug!(conn = self.info.id, "TLS established");
-                        if let Err(e) = conn.tls_established() {
+                        if let Err(e) = conn.tls_established(due) {
                             return Err(protocol_end(e));
                         }
                     }
                     Event::VncAuthResponse {
                         challenge,
                         response,
+                        due,
                     } => {
                         let budget = self.budget_for_check(&mut stream, conn, deadline).await?;
                         let checked = match self.cfg.authenticator.clone() {
@@ -716,13 +719,14 @@ impl Session {
                                     .await);
                             }
                         };
-                        self.verdict(&mut stream, conn, deadline, principal, budget)
+                        self.verdict(&mut stream, conn, deadline, principal, budget, due)
                             .await?;
                     }
                     Event::PlainCredentials {
                         username,
                         exact,
                         password,
+                        due,
                     } => {
                         // Name who tried (sanitised by the core), never the password.
                         self.info.principal = Some(Principal {
@@ -741,13 +745,14 @@ impl Session {
                             }
                             _ => None,
                         };
-                        self.verdict(&mut stream, conn, deadline, principal, budget)
+                        self.verdict(&mut stream, conn, deadline, principal, budget, due)
                             .await?;
                     }
                     Event::AppleDhCredentials {
                         username,
                         exact,
                         password,
+                        due,
                     } => {
                         // Name who tried (sanitised by the core), never the password.
                         self.info.principal = Some(Principal {
@@ -774,10 +779,10 @@ impl Session {
                                     .await);
                             }
                         };
-                        self.verdict(&mut stream, conn, deadline, principal, budget)
+                        self.verdict(&mut stream, conn, deadline, principal, budget, due)
                             .await?;
                     }
-                    Event::Authenticated => {
+                    Event::Authenticated(due) => {
                         let principal = self.info.principal.get_or_insert_with(|| Principal {
                             credential: "none".into(),
                             ..Default::default()
@@ -797,7 +802,7 @@ impl Session {
                             ConsentPolicy::Auto => {
                                 debug!(conn = self.info.id, "authenticated; approved by policy");
                                 self.info.consent = Consent::Auto;
-                                if let Err(e) = conn.approve() {
+                                if let Err(e) = conn.approve(due) {
                                     return Err(protocol_end(e));
                                 }
                             }
@@ -817,17 +822,16 @@ impl Session {
                                 };
                                 let q = asker.ask(req);
                                 let t = *timeout;
-                                consent =
-                                    Some(Box::pin(
-                                        async move { tokio::time::timeout(t, q).await.ok() },
-                                    ));
+                                let q: PendingConsent =
+                                    Box::pin(async move { tokio::time::timeout(t, q).await.ok() });
+                                consent = Some((q, due));
                                 deadline =
                                     deadline.max(tokio::time::Instant::now() + t + CONSENT_GRACE);
                                 info!(conn = self.info.id, "asking the person at the screen");
                             }
                         }
                     }
-                    Event::ClientInit { shared } => {
+                    Event::ClientInit { shared, due } => {
                         self.info.shared = shared;
                         if self.cfg.mac_viewer_keyboard && conn.is_mac_viewer() {
                             // Every key of this viewer, releases included,
@@ -865,6 +869,7 @@ impl Session {
                         let f = self.frames.borrow().frame.clone();
                         let mut conn = handshake
                             .server_init(
+                                due,
                                 f.width,
                                 f.height,
                                 &PixelFormat::NATIVE,
@@ -897,14 +902,17 @@ impl Session {
                         return Err(protocol_end(e));
                     }
                 }
-                answer = async { match consent.as_mut() { Some(q) => q.await, None => std::future::pending().await } } => {
-                    consent = None;
+                answer = async { match consent.as_mut() { Some((q, _)) => q.await, None => std::future::pending().await } } => {
+                    let Some((_, due)) = consent.take() else {
+                        // Only a pending question gives an answer.
+                        continue;
+                    };
                     match answer {
                         Some(ConsentAnswer::Accept(rights)) => {
                             self.info.consent = Consent::Accepted;
                             self.info.rights = rights.intersect(self.ceiling);
                             info!(conn = self.info.id, rights = %self.info.rights.summary(), "the person at the screen accepted");
-                            if let Err(e) = conn.approve() {
+                            if let Err(e) = conn.approve(due) {
                                 return Err(protocol_end(e));
                             }
                         }
@@ -993,6 +1001,7 @@ impl Session {
         deadline: tokio::time::Instant,
         principal: Option<Principal>,
         (attempt, token): (Attempt, Token),
+        due: VerdictDue,
     ) -> Result<(), EndReason> {
         let ok = principal.is_some();
         if ok {
@@ -1017,7 +1026,7 @@ impl Session {
             // A fixed pause before every failure result.
             tokio::time::sleep(self.cfg.failure_delay).await;
         }
-        if let Err(e) = conn.auth_verdict(ok) {
+        if let Err(e) = conn.auth_verdict(due, ok) {
             let _ = self.flush(stream, conn, deadline).await;
             return Err(protocol_end(e));
         }
