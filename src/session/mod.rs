@@ -1226,7 +1226,7 @@ impl Session {
     /// `update::CHUNK_BYTES` plus a band) into a reused buffer and queue it;
     /// pings frame the update for a viewer that takes fences.
     async fn pump_update(&mut self, live: &mut Live) -> Result<(), Stop> {
-        let Some(stream) = live.streaming.as_mut() else {
+        let Some(mut stream) = live.streaming.take() else {
             return Ok(());
         };
         let now = std::time::Instant::now();
@@ -1240,14 +1240,34 @@ impl Session {
             }
         }
         let mut buf = UpdateBuf::from_vec(out);
-        let more = live.viewer.continue_update(stream, &mut buf);
+        let more = if stream.is_large() {
+            // A big update is encoded on the blocking pool, off the
+            // runtime's workers (other sessions, the capture's channel and
+            // this session's timers keep running there); the stream owns
+            // all it needs, and comes back with the piece.
+            let (s, b, more) = tokio::task::spawn_blocking(move || {
+                let more = stream.encode_next(&mut buf);
+                (stream, buf, more)
+            })
+            .await
+            // The encoder panicked (the panic hook has already logged it
+            // and ends the server) or the runtime is shutting down.
+            .map_err(|_| Stop::End(EndReason::ServerStopped))?;
+            stream = s;
+            buf = b;
+            more
+        } else {
+            stream.encode_next(&mut buf)
+        };
         // Every header checked by the core before a byte of it is sent.
         let mut out = live
             .conn
             .pass(buf)
             .map_err(|e| Stop::End(EndReason::UpdateRefused(e)))?;
-        if !more {
-            live.streaming = None;
+        if more {
+            live.streaming = Some(stream);
+        } else {
+            live.viewer.finish_update(&mut stream);
             let end = live.writes.bytes + out.len() as u64;
             live.flow
                 .update_ends(end, &mut live.conn.output(&mut out), now);

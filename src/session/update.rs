@@ -135,6 +135,11 @@ fn write_head(mut pseudo: Pseudo, mut body: Rects, out: &mut UpdateBuf) -> bool 
 /// (small updates stay one write; a big one goes out band by band).
 pub const CHUNK_BYTES: usize = 64 * 1024;
 
+/// Updates of at most this many pixels are encoded on the session's own
+/// task (a few hundred microseconds at most); bigger ones on the blocking
+/// pool, off the async runtime's workers.
+const INLINE_PIXELS: usize = RAW_MAX_PIXELS;
+
 /// One rectangle still to be encoded: a band of a damaged rectangle, or
 /// the part under the drawn pointer (`pointer`), drawn on and encoded apart.
 #[derive(Clone, Copy, Debug)]
@@ -162,6 +167,11 @@ pub struct UpdateStream {
     head: UpdateBuf,
     jobs: std::collections::VecDeque<Job>,
     last_rect: bool,
+    /// The viewer's encoders, lent for the update (given back by
+    /// [`ViewerState::finish_update`]).
+    encoders: ConnectionEncoders,
+    /// Pixels the update encodes.
+    pixels: usize,
     /// Rectangles the header counted for the encoded part, and written.
     planned: usize,
     written: usize,
@@ -172,6 +182,95 @@ impl UpdateStream {
     /// No byte of it has been produced yet.
     pub fn is_fresh(&self) -> bool {
         !self.started
+    }
+
+    /// Big enough that its encoding is kept off the async runtime's
+    /// worker threads (more pixels than one Raw band).
+    pub fn is_large(&self) -> bool {
+        self.pixels > INLINE_PIXELS
+    }
+
+    /// Encode the next bands into `out` (appended), until it holds about
+    /// [`CHUNK_BYTES`] or the update is complete; returns whether more is
+    /// to come. Every band comes from the frame the update started with
+    /// (an update never mixes frames), held until the update is out. The
+    /// stream owns all it needs (the viewer's encoders included), so it can
+    /// run on another thread while the session goes on.
+    pub fn encode_next(&mut self, out: &mut UpdateBuf) -> bool {
+        let frame = self.frame.clone();
+        if !self.started {
+            self.started = true;
+            out.append(&mut self.head);
+        }
+        let start = out.len();
+        while out.len() - start < CHUNK_BYTES {
+            let Some(job) = self.jobs.pop_front() else {
+                break;
+            };
+            self.written += if job.pointer {
+                self.encode_pointer_piece(job, &frame, out)
+            } else {
+                let encoder = self.encoders.get(job.encoding);
+                encoder.encode(&frame, job.rect, &self.params, out)
+            };
+        }
+        if !self.jobs.is_empty() {
+            return true;
+        }
+        if self.written != self.planned {
+            // A count that disagrees with what the encoders wrote would
+            // desynchronise a viewer without LastRect: a bug, never input.
+            tracing::error!(
+                planned = self.planned,
+                written = self.written,
+                "rectangle count of an update was wrong"
+            );
+            debug_assert_eq!(self.written, self.planned, "rectangle count");
+        }
+        if std::mem::take(&mut self.last_rect) {
+            out.rect_header(Rect::default(), enc::LAST_RECT);
+        }
+        false
+    }
+
+    /// The pixels under the drawn pointer (`job.rect`), copied, drawn on
+    /// and encoded as a rectangle of their own. Returns the rectangles
+    /// written.
+    fn encode_pointer_piece(&mut self, job: Job, frame: &Frame, out: &mut UpdateBuf) -> usize {
+        let s = self;
+        let Some((shape, d)) = &s.cursor else {
+            // Never planned without a pointer: encode the plain pixels.
+            return s
+                .encoders
+                .get(job.encoding)
+                .encode(frame, job.rect, &s.params, out);
+        };
+        let inner = job.rect;
+        let encoder = s.encoders.get(job.encoding);
+        let patch = pointer::draw(shape, d.pos, frame, inner);
+        let mut piece = UpdateBuf::new();
+        let local = Rect::new(0, 0, inner.w, inner.h);
+        let n = encoder.encode(&patch, local, &s.params, &mut piece);
+        let header_ok = n == 1
+            && piece.rect_headers() == 1
+            && piece.len() >= 12
+            && piece[4..8] == [inner.w.to_be_bytes(), inner.h.to_be_bytes()].concat()[..];
+        if header_ok {
+            // One rectangle at 0,0 of the patch: the same one where it goes.
+            let encoding = i32::from_be_bytes([piece[8], piece[9], piece[10], piece[11]]);
+            out.rect_header(inner, encoding);
+            out.extend_from_slice(&piece[12..]);
+            return 1;
+        }
+        // Never seen (the pointer is at most 256x256, one rectangle in
+        // every encoding): the patch in place on a frame that is blank
+        // elsewhere.
+        let mut sparse = Frame::new(inner.right() as u16, inner.bottom() as u16);
+        for y in 0..inner.h {
+            let at = (inner.y + y) as usize * sparse.width as usize + inner.x as usize;
+            sparse.pixels[at..at + inner.w as usize].copy_from_slice(patch.row(y, 0, inner.w));
+        }
+        encoder.encode(&sparse, inner, &s.params, out)
     }
 
     /// The colour map the viewer needs before this update, once.
@@ -455,6 +554,7 @@ impl ViewerState {
             &params,
             &mut body,
         );
+        let pixels = jobs.iter().map(|j| j.rect.area()).sum();
         let mut head = UpdateBuf::new();
         let colour_map = std::mem::take(&mut self.colour_map_due);
         let last_rect = write_head(pseudo, body, &mut head);
@@ -468,6 +568,8 @@ impl ViewerState {
             head,
             jobs,
             last_rect,
+            encoders: std::mem::take(&mut self.encoders),
+            pixels,
             planned,
             written: 0,
             started: false,
@@ -476,43 +578,20 @@ impl ViewerState {
 
     /// Encode the next bands of `s` into `out` (appended), until it holds
     /// about [`CHUNK_BYTES`] or the update is complete; returns whether
-    /// more is to come. Every band comes from the frame the update started
-    /// with (an update never mixes frames), held until the update is out.
+    /// more is to come (see [`UpdateStream::encode_next`]). When it is
+    /// complete the viewer's encoders come back from the stream.
     pub fn continue_update(&mut self, s: &mut UpdateStream, out: &mut UpdateBuf) -> bool {
-        let frame = s.frame.clone();
-        if !s.started {
-            s.started = true;
-            out.append(&mut s.head);
+        let more = s.encode_next(out);
+        if !more {
+            self.finish_update(s);
         }
-        let start = out.len();
-        while out.len() - start < CHUNK_BYTES {
-            let Some(job) = s.jobs.pop_front() else {
-                break;
-            };
-            s.written += if job.pointer {
-                self.encode_pointer_piece(job, s, &frame, out)
-            } else {
-                let encoder = self.encoders.get(job.encoding);
-                encoder.encode(&frame, job.rect, &s.params, out)
-            };
-        }
-        if !s.jobs.is_empty() {
-            return true;
-        }
-        if s.written != s.planned {
-            // A count that disagrees with what the encoders wrote would
-            // desynchronise a viewer without LastRect: a bug, never input.
-            tracing::error!(
-                planned = s.planned,
-                written = s.written,
-                "rectangle count of an update was wrong"
-            );
-            debug_assert_eq!(s.written, s.planned, "rectangle count");
-        }
-        if std::mem::take(&mut s.last_rect) {
-            out.rect_header(Rect::default(), enc::LAST_RECT);
-        }
-        false
+        more
+    }
+
+    /// The update `s` is complete: its encoders (and their zlib streams,
+    /// which live as long as the connection) come back to the viewer.
+    pub fn finish_update(&mut self, s: &mut UpdateStream) {
+        self.encoders = std::mem::take(&mut s.encoders);
     }
 
     /// The pseudo-rectangles due: a size or layout change (in its own
@@ -830,50 +909,6 @@ impl ViewerState {
         n
     }
 
-    /// The pixels under the drawn pointer (`job.rect`), copied, drawn on
-    /// and encoded as a rectangle of their own. Returns the rectangles
-    /// written.
-    fn encode_pointer_piece(
-        &mut self,
-        job: Job,
-        s: &UpdateStream,
-        frame: &Frame,
-        out: &mut UpdateBuf,
-    ) -> usize {
-        let Some((shape, d)) = &s.cursor else {
-            // Never planned without a pointer: encode the plain pixels.
-            return self
-                .encoders
-                .get(job.encoding)
-                .encode(frame, job.rect, &s.params, out);
-        };
-        let inner = job.rect;
-        let encoder = self.encoders.get(job.encoding);
-        let patch = pointer::draw(shape, d.pos, frame, inner);
-        let mut piece = UpdateBuf::new();
-        let local = Rect::new(0, 0, inner.w, inner.h);
-        let n = encoder.encode(&patch, local, &s.params, &mut piece);
-        let header_ok = n == 1
-            && piece.rect_headers() == 1
-            && piece.len() >= 12
-            && piece[4..8] == [inner.w.to_be_bytes(), inner.h.to_be_bytes()].concat()[..];
-        if header_ok {
-            // One rectangle at 0,0 of the patch: the same one where it goes.
-            let encoding = i32::from_be_bytes([piece[8], piece[9], piece[10], piece[11]]);
-            out.rect_header(inner, encoding);
-            out.extend_from_slice(&piece[12..]);
-            return 1;
-        }
-        // Never seen (the pointer is at most 256x256, one rectangle in
-        // every encoding): the patch in place on a frame that is blank
-        // elsewhere.
-        let mut sparse = Frame::new(inner.right() as u16, inner.bottom() as u16);
-        for y in 0..inner.h {
-            let at = (inner.y + y) as usize * sparse.width as usize + inner.x as usize;
-            sparse.pixels[at..at + inner.w as usize].copy_from_slice(patch.row(y, 0, inner.w));
-        }
-        encoder.encode(&sparse, inner, &s.params, out)
-    }
     fn write_size_rect(
         &self,
         (w, h): (u16, u16),
