@@ -102,9 +102,44 @@ pub(crate) struct Deflater {
     c: Compress,
     level: u32,
     started: bool,
-    /// Fresh raw deflaters for groups 1.. of a parallel call, at `pool_level`.
-    pool: Vec<Compress>,
-    pool_level: u32,
+}
+
+/// Raw deflaters for groups 1.. of parallel calls, shared by every stream
+/// of every connection (each is reset and primed before use, so none
+/// carries anything from one call to the next), with their levels: a
+/// viewer's memory then holds its own stream only, and the pool holds as
+/// many as calls have run at once.
+static POOL: std::sync::Mutex<Vec<(u32, Compress)>> = std::sync::Mutex::new(Vec::new());
+/// At most this many deflaters wait in the pool.
+const POOL_MAX: usize = 2 * MAX_THREADS;
+
+/// `n` raw deflaters at `level`, from the pool where it has them.
+fn take_deflaters(level: u32, n: usize) -> Vec<Compress> {
+    let mut out = Vec::with_capacity(n);
+    {
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        while out.len() < n {
+            let Some(i) = pool.iter().position(|(l, _)| *l == level) else {
+                break;
+            };
+            out.push(pool.swap_remove(i).1);
+        }
+    }
+    while out.len() < n {
+        out.push(raw_deflater(level));
+    }
+    out
+}
+
+/// Give deflaters back to the pool (those beyond its bound are freed).
+fn give_back(level: u32, used: Vec<Compress>) {
+    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    for c in used {
+        if pool.len() >= POOL_MAX {
+            break;
+        }
+        pool.push((level, c));
+    }
 }
 
 /// The zlib header (CMF 0x78: deflate with a 32 KiB window; FLG with the
@@ -169,8 +204,6 @@ impl Deflater {
             c: raw_deflater(level),
             level,
             started: false,
-            pool: Vec::new(),
-            pool_level: level,
         }
     }
 
@@ -258,17 +291,11 @@ impl Deflater {
         }
         bounds.push(pieces.len());
         let groups = bounds.len() - 1;
-        if self.pool_level != level {
-            self.pool.clear();
-            self.pool_level = level;
-        }
-        while self.pool.len() < groups - 1 {
-            self.pool.push(raw_deflater(level));
-        }
+        let mut helpers = take_deflaters(level, groups - 1);
         let main = &mut self.c;
         let (head_outs, mut rest_outs) = outs.split_at_mut(bounds[1]);
         std::thread::scope(|s| {
-            let mut pool = self.pool.iter_mut();
+            let mut pool = helpers.iter_mut();
             for g in 1..groups {
                 let (mine, later) = rest_outs.split_at_mut(bounds[g + 1] - bounds[g]);
                 rest_outs = later;
@@ -290,6 +317,7 @@ impl Deflater {
                 compress_sync(main, p, o);
             }
         });
+        give_back(level, helpers);
         // The viewer's window now ends with the other groups' input.
         let after_first = tail(&pieces[bounds[1]..]);
         if self.c.set_dictionary(&after_first).is_err() {
