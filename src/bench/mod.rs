@@ -240,14 +240,19 @@ pub fn run(args: BenchArgs, command_line: String) -> Result<()> {
                             tmp: &logs,
                             cpus,
                         };
-                        let cell = run_cell(&ctx, server, wl, enc, clients, d, &prepared);
+                        let label = Cell {
+                            server: server.name().into(),
+                            cpus,
+                            ..Cell::default()
+                        }
+                        .label();
                         eprintln!(
-                            "[{n}/{total}] {} {} {} x{clients}\n    {}",
-                            cell.label(),
+                            "[{n}/{total}] {label} {} {} x{clients}",
                             wl.name(),
-                            enc.name(),
-                            report::one_line(&cell)
+                            enc.name()
                         );
+                        let cell = run_cell(&ctx, server, wl, enc, clients, d, &prepared);
+                        eprintln!("    {}", report::one_line(&cell));
                         cells.push(cell);
                     }
                 }
