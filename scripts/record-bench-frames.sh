@@ -18,7 +18,7 @@
 #   photo-960x540.png     a photo-like image: ImageMagick's plasma fractal (seed 13).
 #                         A 1080p photo does not fit in 1 MiB as PNG, so it is stored
 #                         at half size; the benches scale it up 2x (bilinear) and add
-#                         seeded noise of +-4 per channel (camera noise) on load.
+#                         seeded noise of -4..+3 per channel (camera noise) on load.
 # Needs: Xvfb, xterm, xdotool, ImageMagick (import, convert), chromium, fonts-dejavu.
 set -eu
 out=benches/frames

@@ -42,7 +42,7 @@ pub fn load(name: &str) -> Frame {
 }
 
 /// The photo: photo-960x540.png scaled up 2x (bilinear) with seeded noise
-/// of +-4 per channel, the pixel-level grain a camera picture has and a
+/// of -4..+3 per channel, the pixel-level grain a camera picture has and a
 /// scaled-up one lacks. A 1080p photo does not fit in 1 MiB as PNG.
 pub fn photo() -> Frame {
     let small = load("photo-960x540.png");
