@@ -1,6 +1,13 @@
 //! Tile diffing on a 1920x1080 frame: no change (the idle case), one 64x64
 //! change, and the same change with the capture's damage hint. The baseline
 //! for ratios is a plain memcmp of the two frames, measured in the same run.
+//! Then consecutive recorded frames (benches/frames/, an xterm under Xvfb):
+//! a command typed at the prompt (one text line changes) and its output
+//! scrolling the screen up three lines (nearly every row changes), and the
+//! recorded web page against itself.
+
+#[path = "frames/load.rs"]
+mod recorded;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
@@ -34,6 +41,30 @@ fn bench(c: &mut Criterion) {
     g.bench_function("change_64x64_damage_hint", |b| {
         b.iter(|| black_box(changed_rects(&old, black_box(&changed), all, Some(&hint))))
     });
+    g.finish();
+
+    let terminal = recorded::load("terminal.png");
+    let typed = recorded::load("terminal-typed.png");
+    let scrolled = recorded::load("terminal-scrolled.png");
+    let web = recorded::load("web.png");
+    let web_same = web.clone();
+    let mut g = c.benchmark_group("diff_recorded_1920x1080");
+    for (name, old, new) in [
+        ("terminal_typed", &terminal, &typed),
+        ("terminal_scrolled", &typed, &scrolled),
+        ("web_no_change", &web, &web_same),
+    ] {
+        let rects = changed_rects(old, new, old.bounds(), None);
+        let area: usize = rects.iter().map(|r| r.area()).sum();
+        println!(
+            "diff {name}: {} rectangles, {area} pixels ({:.1}% of the frame)",
+            rects.len(),
+            area as f64 * 100.0 / old.bounds().area() as f64
+        );
+        g.bench_function(name, |b| {
+            b.iter(|| black_box(changed_rects(old, black_box(new), old.bounds(), None)))
+        });
+    }
     g.finish();
 }
 

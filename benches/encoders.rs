@@ -1,10 +1,17 @@
 //! Encoder speed on 1920x1080 frames like the ones a helpdesk sees (a
-//! terminal full of text, a web page, a photo), generated deterministically
-//! here, and on a 64x64 change; native pixel format. Each encoder keeps its
+//! terminal full of text, a web page, a photo): recorded real frames
+//! (benches/frames/, `recorded_*` groups: an xterm under Xvfb, a page
+//! rendered by chromium, a photo-like plasma fractal; see
+//! scripts/record-bench-frames.sh) and the same three kinds generated
+//! deterministically here; whole frames, their 64-row bands and a 64x64
+//! change; native pixel format. Each encoder keeps its
 //! state between iterations, as on a real connection. Output sizes are
 //! printed once per case so speed can be read together with compression.
 //! Whole frames run with 1 and with 2 threads per encoder call (`/t1`,
 //! `/t2`), to show how parallel encoding scales.
+
+#[path = "frames/load.rs"]
+mod recorded;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
@@ -171,6 +178,9 @@ fn bench(c: &mut Criterion) {
         ("terminal", terminal()),
         ("web", web_page()),
         ("photo", photo_frame()),
+        ("recorded_terminal", recorded::load("terminal.png")),
+        ("recorded_web", recorded::load("web.png")),
+        ("recorded_photo", recorded::photo()),
     ];
     for (frame_name, frame) in &frames {
         // A full-screen change reaches the encoder as one rectangle per

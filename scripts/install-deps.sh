@@ -49,7 +49,7 @@ PACKAGES=(
     wayvnc          # the Wayland peer, side by side (docs/benchmarks.md)
     wl-clipboard    # wl-copy / wl-paste: the Wayland clipboard's own clients (wayland_sway and desktop_security clipboard tests)
     passwd          # useradd: the compositors run as the unprivileged user ticketvnc-test
-    util-linux      # runuser
+    util-linux      # runuser; taskset (ticketvnc bench --cpus)
     gcc             # builds tests/clients/ard_client.c
     libvncserver-dev # libvncclient: a second Apple DH (type 30) implementation (tests/apple_dh.rs)
     libturbojpeg0-dev # libjpeg-turbo's TurboJPEG API: Tight JPEG links it (the turbojpeg crate)

@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for cmd in Xvfb vncviewer xdotool xdpyinfo xwininfo xev xsetroot xrandr xclip xterm setxkbmap display import sqlite3 python3 kill x11vnc x0vncserver X0tigervnc dbus-daemon node npm chromium wine wineserver x86_64-w64-mingw32-gcc mutter pipewire wireplumber dbus-run-session gdbus pkg-config sway swaybg grim foot wayvnc wl-copy wl-paste useradd runuser mkfifo cc; do
+for cmd in Xvfb vncviewer xdotool xdpyinfo xwininfo xev xsetroot xrandr xclip xterm setxkbmap display import sqlite3 python3 kill x11vnc x0vncserver X0tigervnc dbus-daemon node npm chromium wine wineserver x86_64-w64-mingw32-gcc mutter pipewire wireplumber dbus-run-session gdbus pkg-config sway swaybg grim foot wayvnc wl-copy wl-paste useradd runuser taskset mkfifo cc; do
     command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
 done
 # The build links libpipewire (--source gnome) through bindgen (libclang).

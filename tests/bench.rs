@@ -87,4 +87,22 @@ fn short_bench_measures_every_cell_and_decodes_exactly() {
         }
     }
     assert!(md.contains("| photo | zrle | 2 | x0vncserver |"), "{md}");
+    // ticketvnc against the best peer (here x0vncserver) in every
+    // ticketvnc row, and one chart per workload next to results.md.
+    assert!(md.contains("### ticketvnc against the best peer"), "{md}");
+    assert!(md.contains("peak RSS MiB, 2 viewers"), "{md}");
+    for wl in ["typing", "photo"] {
+        let row = md
+            .lines()
+            .find(|l| l.starts_with(&format!("| {wl} | zrle | ticketvnc |")))
+            .unwrap_or_else(|| panic!("no comparison row for {wl}\n{md}"));
+        assert!(row.contains("x0vncserver)"), "{row}");
+        let svg = std::fs::read_to_string(out.path().join(format!("chart-{wl}.svg")))
+            .unwrap_or_else(|e| panic!("chart-{wl}.svg: {e}"));
+        assert!(
+            svg.starts_with("<svg") && svg.contains("x0vncserver"),
+            "{wl}"
+        );
+        assert!(md.contains(&format!("![{wl}](chart-{wl}.svg)")), "{md}");
+    }
 }

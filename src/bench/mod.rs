@@ -2,6 +2,7 @@
 //! Xvfb, driven by one deterministic workload generator and measured by one
 //! viewer. See docs/benchmarks.md.
 
+mod chart;
 mod client;
 mod report;
 mod servers;
@@ -9,7 +10,7 @@ mod workload;
 
 use anyhow::{bail, Context, Result};
 use client::{DecodeSide, Encoding, Viewer};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use servers::{Server, ServerProcess};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -75,12 +76,20 @@ pub struct BenchArgs {
     /// Screen size of the bench's Xvfb.
     #[arg(long, default_value = "1920x1080")]
     pub size: String,
+    /// Core counts to pin ticketvnc to, one run of its cells per count
+    /// (`taskset -c 0-(N-1)`; e.g. `1,2`). The peers always run unpinned
+    /// (they encode on one thread). Default: ticketvnc unpinned.
+    #[arg(long, value_delimiter = ',', value_name = "N,..")]
+    pub cpus: Vec<usize>,
 }
 
 /// One measured cell: server x workload x encoding x viewers.
-#[derive(Serialize, Default, Clone, Debug)]
+#[derive(Serialize, Deserialize, Default, Clone, Debug)]
+#[serde(default)]
 pub struct Cell {
     pub server: String,
+    /// The server was pinned to this many cores (`--cpus`), else unpinned.
+    pub cpus: Option<usize>,
     pub workload: String,
     pub encoding: String,
     pub clients: usize,
@@ -122,7 +131,19 @@ pub struct Cell {
     pub error: Option<String>,
 }
 
-#[derive(Serialize)]
+impl Cell {
+    /// The server's name in tables and charts, with its core count when
+    /// pinned: "ticketvnc (2 cores)".
+    pub fn label(&self) -> String {
+        match self.cpus {
+            None => self.server.clone(),
+            Some(1) => format!("{} (1 core)", self.server),
+            Some(n) => format!("{} ({n} cores)", self.server),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
 pub struct Run {
     pub date: String,
     pub commit: String,
@@ -172,6 +193,21 @@ pub fn run(args: BenchArgs, command_line: String) -> Result<()> {
     for s in &servers {
         s.check(&exe)?;
     }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if let Some(&n) = args.cpus.iter().find(|&&n| n == 0 || n > cores) {
+        bail!("--cpus {n}: this machine has {cores} cores");
+    }
+    if !args.cpus.is_empty() {
+        servers::check_taskset()?;
+    }
+    // ticketvnc once per core count; the peers once, unpinned.
+    let pinnings = |server: Server| -> Vec<Option<usize>> {
+        if server == Server::Ticketvnc && !args.cpus.is_empty() {
+            args.cpus.iter().map(|&n| Some(n)).collect()
+        } else {
+            vec![None]
+        }
+    };
     std::fs::create_dir_all(&args.out)?;
     let (date, commit, load_start) = (utc_now(), commit(), load());
     let xvfb = VirtualDisplay::start(w, h, None).context("start the bench's Xvfb")?;
@@ -181,34 +217,44 @@ pub fn run(args: BenchArgs, command_line: String) -> Result<()> {
     let logs = args.out.join("logs");
     std::fs::create_dir_all(&logs)?;
     let mut cells = Vec::new();
-    let total = servers.len() * workloads.len() * encodings.len();
+    let total = servers.iter().map(|&s| pinnings(s).len()).sum::<usize>()
+        * workloads.len()
+        * encodings.len();
     let mut n = 0;
     for &wl in &workloads {
         let d = display.as_ref().expect("display");
         let prepared = workload::prepare(d, wl, 6)?;
         for &enc in &encodings {
             for &server in &servers {
-                n += 1;
-                for &clients in &args.clients {
-                    if clients > 1 && !multi.contains(&wl) {
-                        continue;
+                for cpus in pinnings(server) {
+                    n += 1;
+                    for &clients in &args.clients {
+                        if clients > 1 && !multi.contains(&wl) {
+                            continue;
+                        }
+                        let ctx = CellCtx {
+                            args: &args,
+                            exe: &exe,
+                            xvfb: &xvfb,
+                            xvfb_pid,
+                            tmp: &logs,
+                            cpus,
+                        };
+                        let label = Cell {
+                            server: server.name().into(),
+                            cpus,
+                            ..Cell::default()
+                        }
+                        .label();
+                        eprintln!(
+                            "[{n}/{total}] {label} {} {} x{clients}",
+                            wl.name(),
+                            enc.name()
+                        );
+                        let cell = run_cell(&ctx, server, wl, enc, clients, d, &prepared);
+                        eprintln!("    {}", report::one_line(&cell));
+                        cells.push(cell);
                     }
-                    eprintln!(
-                        "[{n}/{total}] {} {} {} x{clients}",
-                        server.name(),
-                        wl.name(),
-                        enc.name()
-                    );
-                    let ctx = CellCtx {
-                        args: &args,
-                        exe: &exe,
-                        xvfb: &xvfb,
-                        xvfb_pid,
-                        tmp: &logs,
-                    };
-                    let cell = run_cell(&ctx, server, wl, enc, clients, d, &prepared);
-                    eprintln!("    {}", report::one_line(&cell));
-                    cells.push(cell);
                 }
             }
         }
@@ -233,7 +279,20 @@ pub fn run(args: BenchArgs, command_line: String) -> Result<()> {
     };
     let json = serde_json::to_string_pretty(&run)?;
     std::fs::write(args.out.join("results.json"), json)?;
-    let md = report::markdown(&run);
+    // One chart per workload next to results.md; a chart that cannot be
+    // drawn is reported and left out, the tables stay.
+    let mut charts = Vec::new();
+    for workload in chart::workloads(&run) {
+        let file = chart::file_name(&workload);
+        match chart::workload_svg(&run, &workload) {
+            Ok(svg) => {
+                std::fs::write(args.out.join(&file), svg)?;
+                charts.push((workload, file));
+            }
+            Err(e) => eprintln!("chart of {workload}: {e}"),
+        }
+    }
+    let md = report::markdown(&run, &charts);
     std::fs::write(args.out.join("results.md"), &md)?;
     println!("{md}");
     let failed: Vec<_> = run.cells.iter().filter(|c| c.error.is_some()).collect();
@@ -249,6 +308,8 @@ struct CellCtx<'a> {
     xvfb: &'a VirtualDisplay,
     xvfb_pid: u32,
     tmp: &'a std::path::Path,
+    /// Pin the server to the first this many cores.
+    cpus: Option<usize>,
 }
 
 fn proc_ticks(pid: u32) -> u64 {
@@ -283,6 +344,7 @@ fn run_cell(
 ) -> Cell {
     let mut cell = Cell {
         server: server.name().into(),
+        cpus: ctx.cpus,
         workload: wl.name().into(),
         encoding: enc.name().into(),
         clients,
@@ -353,7 +415,14 @@ fn measure_with(
         &ctx.xvfb.display,
         ctx.xvfb.xauthority(),
         ctx.tmp,
-        &format!("{}-{}-{}-{clients}", server.name(), wl.name(), enc.name()),
+        &format!(
+            "{}{}-{}-{}-{clients}",
+            server.name(),
+            ctx.cpus.map_or(String::new(), |n| format!("-cpus{n}")),
+            wl.name(),
+            enc.name()
+        ),
+        ctx.cpus,
     )?;
     let (tx, rx) = mpsc::channel();
     let (back_tx, back_rx) = mpsc::channel();

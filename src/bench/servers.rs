@@ -144,6 +144,36 @@ pub struct ServerProcess {
     pub addr: SocketAddr,
 }
 
+/// `taskset` (util-linux) pins a server for `--cpus`.
+pub fn check_taskset() -> Result<()> {
+    let ok = Command::new("taskset")
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        bail!("--cpus needs taskset (Debian package util-linux)");
+    }
+    Ok(())
+}
+
+/// The command that starts `program`: itself, or through
+/// `taskset -c 0-(N-1)`, which sets the affinity and then execs the program
+/// (same PID, so the bench measures the server itself; every thread it
+/// starts inherits the mask, and `available_parallelism` sees N cores).
+fn command(program: std::ffi::OsString, cpus: Option<usize>) -> Command {
+    match cpus {
+        None => Command::new(program),
+        Some(n) => {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(format!("0-{}", n.max(1) - 1)).arg(program);
+            c
+        }
+    }
+}
+
 fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -156,11 +186,12 @@ impl ServerProcess {
         xauthority: &Path,
         dir: &Path,
         tag: &str,
+        cpus: Option<usize>,
     ) -> Result<ServerProcess> {
         let port = free_port()?;
         let log_path = dir.join(format!("{tag}.log"));
         let log = std::fs::File::create(&log_path)?;
-        let child = Command::new(server.program(exe))
+        let child = command(server.program(exe), cpus)
             .args(server.args(display, port, dir))
             .env("DISPLAY", display)
             .env("XAUTHORITY", xauthority)
@@ -209,5 +240,29 @@ impl Drop for ServerProcess {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::command;
+
+    #[test]
+    fn pinned_servers_start_through_taskset_and_run_on_those_cores() {
+        let c = command("sh".into(), Some(2));
+        assert_eq!(c.get_program(), "taskset");
+        assert_eq!(
+            c.get_args().collect::<Vec<_>>(),
+            ["-c", "0-1", "sh"].map(std::ffi::OsStr::new)
+        );
+        assert_eq!(command("sh".into(), None).get_program(), "sh");
+        // The process itself (taskset execs it) runs on core 0 only.
+        let out = command("sh".into(), Some(1))
+            .args(["-c", "grep Cpus_allowed_list /proc/self/status"])
+            .output()
+            .expect("run taskset");
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(text.split_whitespace().nth(1), Some("0"), "{text}");
     }
 }
