@@ -147,8 +147,15 @@ impl Viewer {
     /// other messages are not expected) and return how many pixels it
     /// carried.
     fn read_update(&mut self) -> usize {
+        self.read_update_with(|_| {})
+    }
+
+    /// [`Viewer::read_update`], calling `started` once the update's header
+    /// has arrived (the server is then streaming it).
+    fn read_update_with(&mut self, started: impl FnOnce(&mut TcpStream)) -> usize {
         let mut head = [0u8; 4];
         self.s.read_exact(&mut head).unwrap();
+        started(&mut self.s);
         assert_eq!(head[0], 0, "message type {}", head[0]);
         let count = u16::from_be_bytes([head[2], head[3]]);
         let mut pixels = 0;
@@ -234,5 +241,35 @@ fn further_viewers_cost_little_memory(encoding: i32) {
     assert!(
         per_viewer < 1536,
         "encoding {encoding}: {per_viewer} KiB per further viewer (one: {one} KiB, ten: {ten} KiB)"
+    );
+}
+
+/// A fence request that arrives while a big update is being sent (the
+/// viewer reads slowly, so the server reads its messages between the
+/// update's pieces) is answered right after the update, never inside it and
+/// never dropped. With FramebufferUpdates through the protocol core, the
+/// core at first refused every message while an update was open: the answer
+/// was lost, and this test failed waiting for it (a viewer waiting for its
+/// fence would have stalled).
+#[test]
+fn a_fence_request_during_a_big_update_is_answered_after_it() {
+    let srv = Server::start();
+    let mut v = Viewer::connect(srv.addr, RAW);
+    v.request_full();
+    let pixels = v.read_update_with(|s| {
+        // Fence request (flags: request | block before), one byte of payload.
+        s.write_all(&[248, 0, 0, 0, 0x80, 0, 0, 1, 1, 42]).unwrap();
+    });
+    assert_eq!(pixels, W as usize * H as usize);
+    let mut fence = [0u8; 10];
+    v.s.read_exact(&mut fence).unwrap();
+    assert_eq!(
+        fence[0], 248,
+        "the next message is the fence answer: {fence:?}"
+    );
+    assert_eq!(
+        &fence[4..],
+        &[0, 0, 0, 1, 1, 42],
+        "flags without request, the payload"
     );
 }

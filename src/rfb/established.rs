@@ -175,6 +175,7 @@ impl Established {
         Output {
             state: &mut self.output,
             buf,
+            deferred: &mut self.io.out,
         }
     }
 

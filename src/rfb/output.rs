@@ -47,8 +47,6 @@ pub enum Refused {
     Fence,
     #[error("EndOfContinuousUpdates to a viewer that did not list ContinuousUpdates")]
     EndOfContinuousUpdates,
-    #[error("a server message inside a FramebufferUpdate")]
-    InsideUpdate,
 }
 
 /// The core's record of what went out and what it refused.
@@ -92,19 +90,30 @@ pub trait ServerMessages {
 }
 
 /// A borrowed writer of server messages into the driver's buffer, with the
-/// core's checks.
+/// core's checks. While a FramebufferUpdate is open (its last rectangle has
+/// not passed [`super::Established::pass`]), nothing may go between its
+/// rectangles: a message written then goes to the core's own output
+/// instead, which the driver sends once the update is complete
+/// ([`super::Established::take_output`]).
 pub struct Output<'a> {
     pub(super) state: &'a mut OutputState,
     pub(super) buf: &'a mut Vec<u8>,
+    /// The core's output, for messages written inside an update.
+    pub(super) deferred: &'a mut Vec<u8>,
 }
 
 impl Output<'_> {
-    fn allowed(&mut self, ok: bool, refused: Refused) -> bool {
-        let (ok, refused) = if self.state.update.is_open() {
-            (false, Refused::InsideUpdate)
+    /// Where the next message goes: the driver's buffer, or the core's
+    /// output while an update is open.
+    fn out(&mut self) -> &mut Vec<u8> {
+        if self.state.update.is_open() {
+            self.deferred
         } else {
-            (ok, refused)
-        };
+            self.buf
+        }
+    }
+
+    fn allowed(&mut self, ok: bool, refused: Refused) -> bool {
         if ok {
             self.state.sent += 1;
         } else {
@@ -116,21 +125,19 @@ impl Output<'_> {
 
 impl ServerMessages for Output<'_> {
     fn send_bell(&mut self) {
-        if self.allowed(true, Refused::InsideUpdate) {
-            messages::bell::encode(self.buf);
-        }
+        self.state.sent += 1;
+        messages::bell::encode(self.out());
     }
 
     fn send_cut_text(&mut self, latin1: &[u8]) {
-        if self.allowed(true, Refused::InsideUpdate) {
-            messages::cut_text::encode_server(latin1, self.buf);
-        }
+        self.state.sent += 1;
+        messages::cut_text::encode_server(latin1, self.out());
     }
 
     fn send_ext_clipboard(&mut self, flags: u32, payload: &[u8]) {
         let ok = self.state.listed.ext_clipboard;
         if self.allowed(ok, Refused::ExtendedClipboard) {
-            messages::cut_text::encode_server_extended(flags, payload, self.buf);
+            messages::cut_text::encode_server_extended(flags, payload, self.out());
         }
     }
 
@@ -141,21 +148,20 @@ impl ServerMessages for Output<'_> {
         }
         let ok = self.state.listed.fence || answer;
         if self.allowed(ok, Refused::Fence) {
-            messages::fence::encode(flags, payload, self.buf);
+            messages::fence::encode(flags, payload, self.out());
         }
     }
 
     fn send_end_of_continuous_updates(&mut self) {
         let ok = self.state.listed.continuous_updates;
         if self.allowed(ok, Refused::EndOfContinuousUpdates) {
-            messages::continuous_updates::encode_end(self.buf);
+            messages::continuous_updates::encode_end(self.out());
         }
     }
 
     fn send_colour_map(&mut self, first: u16, colours: &[u32]) {
-        if self.allowed(true, Refused::InsideUpdate) {
-            messages::colour_map::encode(first, colours, self.buf);
-        }
+        self.state.sent += 1;
+        messages::colour_map::encode(first, colours, self.out());
     }
 }
 
@@ -292,6 +298,9 @@ mod tests {
         assert_eq!(c.take_refused(), Some(Refused::Fence));
     }
 
+    /// A message written while an update is open waits in the core's
+    /// output until the update is complete (the driver sends that after
+    /// it), never between its rectangles, and is never dropped.
     #[test]
     fn no_message_goes_inside_an_update() {
         use crate::framebuffer::Rect;
@@ -306,14 +315,21 @@ mod tests {
         let mut buf = Vec::new();
         c.output(&mut buf).send_bell();
         c.output(&mut buf).send_cut_text(b"x");
-        assert!(buf.is_empty());
-        assert_eq!(c.take_refused(), Some(Refused::InsideUpdate));
+        assert!(buf.is_empty(), "nothing between the update's rectangles");
+        assert_eq!(c.take_refused(), None);
         // The update's last rectangle closes it.
         let mut b = UpdateBuf::new();
         b.rect_header(Rect::new(0, 1, 1, 1), enc::RAW);
         b.extend_from_slice(&[0; 4]);
         c.pass(b).unwrap();
         assert!(!c.in_update());
+        assert_eq!(
+            decode_all(&c.take_output()),
+            [
+                ServerMessage::Bell,
+                ServerMessage::ServerCutText(b"x".to_vec())
+            ]
+        );
         c.output(&mut buf).send_bell();
         assert_eq!(decode_all(&buf), [ServerMessage::Bell]);
     }

@@ -20,8 +20,9 @@
 //!   as the viewer knows it: the size of ServerInit, changed only by a
 //!   DesktopSize or ExtendedDesktopSize rectangle, which must be the last
 //!   of its update (rfbproto, "Server Semantics" of both);
-//! - no other server message inside an update ([`super::Output`]
-//!   refuses them while one is open, see [`super::Refused::InsideUpdate`]).
+//! - no other server message inside an update: while one is open,
+//!   [`super::Output`] writes messages to the core's own output, which the
+//!   driver sends once the update is complete.
 //!
 //! An update may span many buffers (it is sent as it is encoded): the
 //! state carries over from one `pass` to the next.
