@@ -653,6 +653,69 @@ fn portal_cancelled_dialog_is_a_clear_error() {
     assert!(!d.token_file().exists());
 }
 
+/// Numbers for docs/wayland.md: how long from start to the first frame,
+/// and ticketvnc's CPU on a still screen with one viewer connected. Run by
+/// hand: `cargo test --release --test wayland_portal portal_idle_cpu --
+/// --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, run by hand"]
+fn portal_idle_cpu() {
+    let d = Desktop::start(true);
+    let server = start_ticketvnc(&d, &["--source", "portal"]);
+    wait_picture(server.addr, "raw", &expected_picture(), "portal-idle");
+    let log = d.log("ticketvnc.log");
+    let at = |needle: &str| -> Option<f64> {
+        let l = log.lines().find(|l| l.contains(needle))?;
+        // 2026-11-30T09:56:26.696732Z: seconds within the hour.
+        let i = l.find('T')?;
+        let m: f64 = l.get(i + 4..i + 6)?.parse().ok()?;
+        let s: f64 = l.get(i + 7..i + 16)?.parse().ok()?;
+        Some(m * 60.0 + s)
+    };
+    if let (Some(a), Some(b), Some(c)) = (
+        at("session journal"),
+        at("portal screen cast started"),
+        at("portal screen size"),
+    ) {
+        eprintln!(
+            "start to portal answer {:.0} ms, answer to first frame {:.0} ms",
+            (b - a) * 1000.0,
+            (c - b) * 1000.0
+        );
+    }
+    let tv =
+        child_named(server.group.0.as_ref().unwrap().id(), "ticketvnc").expect("ticketvnc's pid");
+    let mut drive = Drive::start(server.addr);
+    drive.run(&["move 5 5"]);
+    std::thread::sleep(Duration::from_secs(2));
+    let before = cpu_ticks(tv);
+    let secs = 20;
+    std::thread::sleep(Duration::from_secs(secs));
+    let after = cpu_ticks(tv);
+    eprintln!(
+        "idle {secs} s: ticketvnc {:.2}% of a core",
+        (after - before) as f64 / secs as f64
+    );
+    drive.quit();
+}
+
+/// A process of process group `pgid` named `name`.
+fn child_named(pgid: u32, name: &str) -> Option<u32> {
+    let out = Command::new("pgrep")
+        .args(["-g", &pgid.to_string(), "-x", name])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+/// User plus system CPU time of `pid` in clock ticks (1/100 s).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
 /// The PipeWire video source the tests' backend names (run as this test
 /// binary by [`Desktop::start`]): BGRx, W x H, the known picture in every
 /// buffer; writes its node id to `$TICKETVNC_PORTAL_STREAM`.
@@ -667,6 +730,9 @@ fn portal_test_stream() {
 
 mod stream {
     use super::{pattern, H, W};
+
+    /// Buffers sent after each start of streaming.
+    const FRAMES_PER_START: u32 = 10;
     use pipewire as pw;
     use pw::spa;
     use spa::pod::{Object, Pod, Property, Value};
@@ -711,6 +777,10 @@ mod stream {
         let out = out.to_owned();
         let written = std::cell::Cell::new(false);
         let warned = std::cell::Cell::new(false);
+        // Like a compositor, frames only when there is news: a few after
+        // each consumer starts streaming, then none (a still screen).
+        let sent = std::rc::Rc::new(std::cell::Cell::new(0u32));
+        let sent2 = sent.clone();
         let buffers = pod(Object {
             type_: spa::sys::SPA_TYPE_OBJECT_ParamBuffers,
             id: spa::sys::SPA_PARAM_Buffers,
@@ -735,6 +805,9 @@ mod stream {
             .add_local_listener_with_user_data(())
             .state_changed(move |stream, _, _, new| {
                 eprintln!("state {new:?}");
+                if matches!(new, pw::stream::StreamState::Streaming) {
+                    sent2.set(0);
+                }
                 if !written.get() && stream.node_id() != u32::MAX {
                     written.set(true);
                     let tmp = out.with_extension("tmp");
@@ -750,9 +823,13 @@ mod stream {
                 stream.update_params(&mut pods).unwrap();
             })
             .process(move |stream, _| {
+                if sent.get() >= FRAMES_PER_START {
+                    return;
+                }
                 let Some(mut buffer) = stream.dequeue_buffer() else {
                     return;
                 };
+                sent.set(sent.get() + 1);
                 let data = &mut buffer.datas_mut()[0];
                 let n = if let Some(slice) = data.data() {
                     let n = slice.len().min(picture.len());
