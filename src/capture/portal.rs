@@ -118,7 +118,14 @@ pub fn token_path(journal: &Path) -> Option<PathBuf> {
 
 /// The kept token, if it looks like one (printable ASCII, bounded).
 pub fn read_token(path: &Path) -> Option<String> {
-    let t = std::fs::read_to_string(path).ok()?;
+    use std::io::Read;
+    // Bounded: whatever the file holds, no more than a token is read.
+    let mut t = String::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(MAX_TOKEN as u64 + 2)
+        .read_to_string(&mut t)
+        .ok()?;
     let t = t.trim();
     (!t.is_empty() && t.len() <= MAX_TOKEN && t.bytes().all(|b| b.is_ascii_graphic()))
         .then(|| t.to_owned())
@@ -201,12 +208,21 @@ enum AnySession {
     Cast(Session<Screencast>),
 }
 
+/// How long closing a session may take (a hung portal must not hold up
+/// the server's exit).
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
 impl AnySession {
     async fn close(&self) {
-        let r = match self {
-            AnySession::Remote(_, s) => s.close().await,
-            AnySession::Cast(s) => s.close().await,
+        let close = async {
+            match self {
+                AnySession::Remote(_, s) => s.close().await,
+                AnySession::Cast(s) => s.close().await,
+            }
         };
+        let r = tokio::time::timeout(CLOSE_WAIT, close)
+            .await
+            .unwrap_or(Ok(()));
         if let Err(e) = r {
             debug!(error = %e, "portal: closing the session");
         }
