@@ -445,6 +445,82 @@ fn wait_picture(addr: SocketAddr, enc: &str, expected: &[u32], name: &str) {
     }
 }
 
+/// vnc-rs with `encoding` waits until its framebuffer equals `expected`.
+fn vncrs_wait_picture(addr: SocketAddr, encoding: vnc::VncEncoding, expected: &[u32]) {
+    use ticketvnc::rfb::PixelFormat as TvPixelFormat;
+    use vnc::{VncConnector, VncEvent, X11Event};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let client = VncConnector::<_, std::future::Ready<Result<String, vnc::VncError>>>::new(tcp)
+            .allow_shared(true)
+            .add_encoding(encoding)
+            .build()
+            .unwrap()
+            .try_start()
+            .await
+            .unwrap()
+            .finish()
+            .unwrap();
+        let (mut w, mut fb) = (0usize, Vec::<u32>::new());
+        let mut pf: Option<TvPixelFormat> = None;
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        while fb != expected {
+            if tokio::time::Instant::now() >= deadline {
+                common::assert_same_image(
+                    &format!("portal-vncrs-{encoding:?}"),
+                    W,
+                    H,
+                    expected,
+                    &fb,
+                );
+            }
+            let ev =
+                match tokio::time::timeout(Duration::from_millis(200), client.recv_event()).await {
+                    Ok(ev) => ev.expect("vnc-rs connection"),
+                    Err(_) => {
+                        client.input(X11Event::Refresh).await.unwrap();
+                        continue;
+                    }
+                };
+            match ev {
+                VncEvent::SetResolution(r) => {
+                    w = r.width as usize;
+                    fb = vec![0; w * r.height as usize];
+                }
+                VncEvent::SetPixelFormat(f) => {
+                    pf = Some(TvPixelFormat {
+                        bits_per_pixel: f.bits_per_pixel,
+                        depth: f.depth,
+                        big_endian: f.big_endian_flag != 0,
+                        true_colour: f.true_color_flag != 0,
+                        red_max: f.red_max,
+                        green_max: f.green_max,
+                        blue_max: f.blue_max,
+                        red_shift: f.red_shift,
+                        green_shift: f.green_shift,
+                        blue_shift: f.blue_shift,
+                    })
+                }
+                VncEvent::RawImage(r, data) => {
+                    let pf = pf.as_ref().expect("pixel format before pixels");
+                    let bpp = pf.bytes_per_pixel();
+                    for (i, px) in data.chunks_exact(bpp).enumerate() {
+                        let x = r.x as usize + i % r.width as usize;
+                        let y = r.y as usize + i / r.width as usize;
+                        fb[y * w + x] = pf.to_native(pf.read_pixel(px)) & 0xff_ffff;
+                    }
+                }
+                VncEvent::Error(e) => panic!("vnc-rs: {e}"),
+                _ => {}
+            }
+        }
+    });
+}
+
 fn calls_named<'a>(calls: &'a [serde_json::Value], name: &str) -> Vec<&'a serde_json::Value> {
     calls.iter().filter(|c| c["call"] == name).collect()
 }
@@ -460,6 +536,8 @@ fn portal_remote_desktop_picture_and_input() {
     let expected = expected_picture();
     wait_picture(server.addr, "raw", &expected, "portal-raw");
     wait_picture(server.addr, "zrle", &expected, "portal-zrle");
+    vncrs_wait_picture(server.addr, vnc::VncEncoding::Zrle, &expected);
+    vncrs_wait_picture(server.addr, vnc::VncEncoding::Raw, &expected);
 
     let calls = d.backend_calls();
     let starts = calls_named(&calls, "RemoteDesktop.Start");
