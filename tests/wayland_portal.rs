@@ -556,6 +556,8 @@ fn portal_remote_desktop_picture_and_input() {
     );
     assert!(!d.token_file().exists());
 
+    assert!(calls_named(&calls, "Session.Close").is_empty(), "{calls:?}");
+
     let mut drive = Drive::start(server.addr);
     drive.run(&[
         "move 321 123",
@@ -656,6 +658,9 @@ fn portal_screencast_only_is_asked_once() {
     let log = d.log("ticketvnc.log");
     assert!(log.contains("serving the screen view-only"), "{log}");
     let calls = d.backend_calls();
+    // The session stays open while ticketvnc serves (a desktop stops the
+    // stream of a closed session).
+    assert!(calls_named(&calls, "Session.Close").is_empty(), "{calls:?}");
     assert_eq!(calls_named(&calls, "ScreenCast.Start")[0]["dialog"], true);
     assert_eq!(
         calls_named(&calls, "ScreenCast.SelectSources")[0]["persist_mode"],

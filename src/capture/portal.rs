@@ -337,13 +337,18 @@ async fn portal_thread(
         session.close().await;
         return;
     }
-    // Input calls until we stop or the portal closes the session.
+    // Input calls until we stop (the session is dropped). A sink that is
+    // gone (or none: view-only) does not end the session.
     let mut failing = false;
+    let mut calls_open = true;
     loop {
         tokio::select! {
             _ = &mut stop => break,
-            c = calls.recv() => {
-                let Some(c) = c else { break };
+            c = calls.recv(), if calls_open => {
+                let Some(c) = c else {
+                    calls_open = false;
+                    continue;
+                };
                 if let AnySession::Remote(rd, s) = &session {
                     match notify(rd, s, node_id, c).await {
                         Ok(()) => failing = false,
