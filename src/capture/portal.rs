@@ -172,9 +172,6 @@ pub struct PortalSession {
     /// positions are given in these), when the portal says.
     pub logical_size: Option<(u32, u32)>,
     pub granted: Granted,
-    /// Whether a kept restore token was offered (the portal shows no
-    /// dialog when it takes it).
-    pub token_offered: bool,
     remote: Mutex<Option<OwnedFd>>,
     calls: Option<tokio::sync::mpsc::Sender<PortalCall>>,
     closed: Arc<AtomicBool>,
@@ -199,7 +196,6 @@ struct Opened {
     node_id: u32,
     logical_size: Option<(u32, u32)>,
     granted: Granted,
-    token_offered: bool,
     remote: OwnedFd,
 }
 
@@ -277,7 +273,6 @@ impl PortalSession {
             node_id: opened.node_id,
             logical_size: opened.logical_size,
             granted: opened.granted,
-            token_offered: opened.token_offered,
             remote: Mutex::new(Some(opened.remote)),
             calls: input.then_some(calls_tx),
             closed,
@@ -625,7 +620,6 @@ async fn start(
             node_id: stream.pipe_wire_node_id(),
             logical_size,
             granted,
-            token_offered: token.is_some(),
             remote,
         },
     ))
