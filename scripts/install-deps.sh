@@ -48,6 +48,9 @@ PACKAGES=(
     foot            # a Wayland terminal that typing and the pointer reach
     wayvnc          # the Wayland peer, side by side (docs/benchmarks.md)
     wl-clipboard    # wl-copy / wl-paste: the Wayland clipboard's own clients (wayland_sway and desktop_security clipboard tests)
+    xdg-desktop-portal # the portal frontend --source portal talks to (tests/wayland_portal.rs)
+    python3-dbus    # tests/portal/test_backend.py: the test's portal backend on the session bus
+    python3-gi      # its GLib main loop
     passwd          # useradd: the compositors run as the unprivileged user ticketvnc-test
     util-linux      # runuser; taskset (ticketvnc bench --cpus)
     gcc             # builds tests/clients/ard_client.c

@@ -28,6 +28,14 @@ fi
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     missing+=("postgresql")
 fi
+# The portal frontend and the Python modules of the test's portal backend
+# (tests/wayland_portal.rs).
+if [ ! -x /usr/libexec/xdg-desktop-portal ]; then
+    missing+=("xdg-desktop-portal")
+fi
+if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import dbus, gi' 2>/dev/null; then
+    missing+=("python3-dbus" "python3-gi")
+fi
 # libvncclient's header (tests/apple_dh.rs builds a client on it).
 if [ ! -e /usr/include/rfb/rfbclient.h ]; then
     missing+=("libvncserver-dev")

@@ -169,6 +169,10 @@ pub enum SourceKind {
     /// The Wayland compositor in $WAYLAND_DISPLAY (wlroots: sway,
     /// Hyprland, river, labwc; see docs/wayland.md).
     Wayland,
+    /// The xdg-desktop-portal's ScreenCast (and RemoteDesktop when the
+    /// desktop offers it): KDE and other Wayland desktops. The customer
+    /// answers the desktop's dialog once (docs/wayland.md).
+    Portal,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -261,6 +261,7 @@ async fn serve(
     let mut origin = None;
     let mut gnome_session = None;
     let mut wayland = None;
+    let mut portal = None;
     let source: Box<dyn ScreenSource> = match args.source {
         SourceKind::Auto => unreachable!("resolved above"),
         SourceKind::TestPattern => Box::new(TestPattern::new(args.size.0, args.size.1, args.fps).0),
@@ -272,6 +273,7 @@ async fn serve(
         SourceKind::Screen => screen_source()?,
         SourceKind::Gnome => gnome_source(&mut gnome_session, args.monitor)?,
         SourceKind::Wayland => wayland_source(&mut wayland, args.monitor)?,
+        SourceKind::Portal => portal_source(&mut portal, &args, journal.path())?,
     };
     let source = panics::inject(source);
     let (clip_tx, clip_rx) = std::sync::mpsc::channel::<String>();
@@ -293,6 +295,7 @@ async fn serve(
         SourceKind::Screen => screen_input()?,
         SourceKind::Gnome => gnome_input(gnome_session.take(), clip_tx)?,
         SourceKind::Wayland => wayland_input(wayland.take(), clip_tx)?,
+        SourceKind::Portal => portal_input(portal.take())?,
     };
     let input: Arc<dyn InputSink> = match args.keyboard {
         KeyboardKind::Mac => Arc::new(ticketvnc::input::mac_keys::MacKeyboard::new(input)),
@@ -569,6 +572,11 @@ fn resolve_source(args: &ServeArgs) -> Result<SourceKind> {
         if ticketvnc::capture::mutter::mutter_available() {
             return Ok(SourceKind::Gnome);
         }
+        // Neither Mutter nor wlroots (KDE, others): the desktop's portal.
+        #[cfg(all(target_os = "linux", feature = "portal"))]
+        if !ticketvnc::capture::portal::compositor_has_wlr_screencopy() {
+            return Ok(SourceKind::Portal);
+        }
         return Ok(SourceKind::Wayland);
     }
     if args.display.is_some() || display_env.is_some() {
@@ -701,6 +709,73 @@ fn screen_source() -> Result<Box<dyn ScreenSource>> {
 #[cfg(not(any(target_os = "windows", target_os = "macos")))]
 fn screen_input() -> Result<Arc<dyn InputSink>> {
     bail!("--source screen is for Windows and macOS; on Linux use --source x11")
+}
+
+/// What `--source portal` opened: the session (shared with its input
+/// sink) and the served frame's size.
+#[cfg(all(target_os = "linux", feature = "portal"))]
+type PortalShared = (
+    Arc<ticketvnc::capture::portal::PortalSession>,
+    Arc<std::sync::Mutex<Option<(u16, u16)>>>,
+);
+#[cfg(not(all(target_os = "linux", feature = "portal")))]
+type PortalShared = ();
+
+/// `--source portal`: the xdg-desktop-portal (docs/wayland.md). The
+/// customer answers the desktop's dialog (once: the restore token is kept
+/// beside the journal); a refusal ends the server with an error.
+#[cfg(all(target_os = "linux", feature = "portal"))]
+fn portal_source(
+    shared: &mut Option<PortalShared>,
+    args: &ServeArgs,
+    journal: &std::path::Path,
+) -> Result<Box<dyn ScreenSource>> {
+    use ticketvnc::capture::portal::{token_path, PortalOptions, PortalSession, PortalSource};
+    if args.monitor.is_some() {
+        tracing::warn!("--monitor is not used with the portal: the customer picks the monitor in the desktop's dialog");
+    }
+    let token_file = token_path(journal);
+    let session = PortalSession::open(PortalOptions {
+        token_file,
+        want_input: !args.view_only,
+    })
+    .context("xdg-desktop-portal screen cast")?;
+    let src = PortalSource::start(session.clone()).context("xdg-desktop-portal screen cast")?;
+    *shared = Some((session, src.frame_size()));
+    Ok(Box::new(src))
+}
+
+#[cfg(all(target_os = "linux", feature = "portal"))]
+fn portal_input(shared: Option<PortalShared>) -> Result<Arc<dyn InputSink>> {
+    let (session, size) = shared.context("the portal input needs the portal source")?;
+    if !session.granted.keyboard && !session.granted.pointer {
+        tracing::warn!("no input through the portal (no RemoteDesktop portal, or not granted): viewers see the screen but their keys and pointer are ignored");
+        return Ok(Arc::new(NullInput));
+    }
+    if !session.granted.keyboard || !session.granted.pointer {
+        tracing::warn!(
+            keyboard = session.granted.keyboard,
+            pointer = session.granted.pointer,
+            "the customer granted only part of the input"
+        );
+    }
+    Ok(Arc::new(
+        ticketvnc::input::portal::PortalInput::start(session, size).map_err(anyhow::Error::msg)?,
+    ))
+}
+
+#[cfg(not(all(target_os = "linux", feature = "portal")))]
+fn portal_source(
+    _shared: &mut Option<PortalShared>,
+    _args: &ServeArgs,
+    _journal: &std::path::Path,
+) -> Result<Box<dyn ScreenSource>> {
+    bail!("--source portal is for Wayland desktops on Linux, in a build with the `portal` feature (a default one; this build was made without it)")
+}
+
+#[cfg(not(all(target_os = "linux", feature = "portal")))]
+fn portal_input(_shared: Option<PortalShared>) -> Result<Arc<dyn InputSink>> {
+    bail!("--source portal is for Wayland desktops on Linux, in a build with the `portal` feature (a default one; this build was made without it)")
 }
 
 /// The session `--source gnome` opened, which its input sink shares.

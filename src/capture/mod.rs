@@ -5,6 +5,8 @@
 pub mod mutter;
 #[cfg(all(target_os = "linux", feature = "gnome"))]
 mod pipewire;
+#[cfg(all(target_os = "linux", feature = "portal"))]
+pub mod portal;
 pub mod resize;
 #[cfg(target_os = "linux")]
 mod shm;

@@ -94,6 +94,18 @@ impl PwStream {
     /// Connect to node `node_id` on the user's PipeWire daemon
     /// ($XDG_RUNTIME_DIR/pipewire-0).
     pub fn connect(node_id: u32) -> Result<PwStream, String> {
+        Self::connect_on(None, node_id)
+    }
+
+    /// Connect to node `node_id` through `remote`, a PipeWire connection
+    /// the xdg-desktop-portal opened for us (OpenPipeWireRemote), which
+    /// shows only the nodes the portal granted.
+    #[cfg(feature = "portal")]
+    pub fn connect_fd(remote: std::os::fd::OwnedFd, node_id: u32) -> Result<PwStream, String> {
+        Self::connect_on(Some(remote), node_id)
+    }
+
+    fn connect_on(remote: Option<std::os::fd::OwnedFd>, node_id: u32) -> Result<PwStream, String> {
         let shared = Arc::new(Shared::default());
         let (quit_tx, quit_rx) = pw::channel::channel::<()>();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
@@ -101,7 +113,7 @@ impl PwStream {
         let thread = std::thread::Builder::new()
             .name("pipewire".into())
             .spawn(move || {
-                if let Err(e) = run(node_id, sh.clone(), quit_rx, &ready_tx) {
+                if let Err(e) = run(remote, node_id, sh.clone(), quit_rx, &ready_tx) {
                     let _ = ready_tx.send(Err(e.clone()));
                     sh.update(|d| d.ended = Some(e));
                 }
@@ -306,6 +318,7 @@ const ACTIVE_FOR: Duration = Duration::from_secs(1);
 const IDLE_PULL: Duration = Duration::from_millis(40);
 
 fn run(
+    remote: Option<std::os::fd::OwnedFd>,
     node_id: u32,
     shared: Arc<Shared>,
     quit: pw::channel::Receiver<()>,
@@ -315,9 +328,11 @@ fn run(
     let pwe = |what: &str, e: pw::Error| format!("PipeWire: {what}: {e}");
     let mainloop = pw::main_loop::MainLoopRc::new(None).map_err(|e| pwe("main loop", e))?;
     let context = pw::context::ContextRc::new(&mainloop, None).map_err(|e| pwe("context", e))?;
-    let core = context
-        .connect_rc(None)
-        .map_err(|e| pwe("cannot connect to the PipeWire daemon", e))?;
+    let core = match remote {
+        None => context.connect_rc(None),
+        Some(fd) => context.connect_fd_rc(fd, None),
+    }
+    .map_err(|e| pwe("cannot connect to the PipeWire daemon", e))?;
     // Set to end the loop below (asked to, or the daemon is gone).
     let done = Rc::new(Cell::new(false));
     let d2 = done.clone();

@@ -9,6 +9,8 @@ pub mod mutter;
 #[cfg(all(target_os = "linux", feature = "gnome"))]
 pub mod mutter_clipboard;
 pub mod points;
+#[cfg(all(target_os = "linux", feature = "portal"))]
+pub mod portal;
 pub mod queue;
 #[cfg(target_os = "linux")]
 pub mod wayland;
