@@ -109,7 +109,8 @@ pub struct Ratio {
     pub ours: f64,
     pub peer: String,
     pub best: f64,
-    /// ours / best; None when the best is 0.
+    /// ours / best; None when the best is 0 or below (a per-viewer memory
+    /// growth measured as slightly negative is noise, not a baseline).
     pub ratio: Option<f64>,
     /// ticketvnc is at least as good as the best peer.
     pub better: bool,
@@ -148,13 +149,18 @@ pub fn against_best_peer(
         ours,
         peer: peer.cell.label(),
         best,
-        ratio: (best != 0.0).then(|| ours / best),
+        ratio: ratio_of(ours, best),
         better: if higher_is_better {
             ours >= best
         } else {
             ours <= best
         },
     })
+}
+
+/// ours / best, only against a positive baseline.
+fn ratio_of(ours: f64, best: f64) -> Option<f64> {
+    (best > 0.0).then(|| ours / best)
 }
 
 fn num(v: f64) -> String {
@@ -500,6 +506,15 @@ pub(crate) mod tests {
             "updates/s",
         );
         assert_eq!(r.peer, "x0vncserver");
+    }
+
+    /// The full run of 2026-11-30 printed -382x against x11vnc's -0.00 MiB
+    /// per further viewer: no ratio against a baseline of zero or below.
+    #[test]
+    fn no_ratio_against_a_baseline_of_zero_or_below() {
+        assert_eq!(ratio_of(0.33, -0.001), None);
+        assert_eq!(ratio_of(0.33, 0.0), None);
+        assert_eq!(ratio_of(1.0, 4.0), Some(0.25));
     }
 
     #[test]
