@@ -151,7 +151,8 @@ impl UpdateBuf {
         &self.bytes
     }
 
-    /// Rectangle headers written (tests).
+    /// Rectangle headers written so far (the session checks that a
+    /// pointer patch was encoded as one rectangle).
     pub fn rect_headers(&self) -> usize {
         self.marks
             .iter()
