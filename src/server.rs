@@ -797,6 +797,7 @@ pub async fn start(
         input,
         frames: frame_rx,
         demand,
+        shared: crate::encoding::shared::SharedEncodings::new(),
     };
     let ctx = template.clone();
     let ids = next_id.clone();

@@ -590,19 +590,25 @@ impl RsViewer {
 /// VeNCrypt (X509None here, as these servers run --no-auth), trusting the
 /// certificate the server generated (`ca`).
 fn start_vncviewer(viewer_display: &str, addr: SocketAddr, ca: &Path, name: &str) -> ChildGuard {
+    start_vncviewer_with(viewer_display, addr, ca, name, &["-PreferredEncoding=Raw"])
+}
+
+/// [`start_vncviewer`] with `settings` (the encoding and its levels).
+fn start_vncviewer_with(
+    viewer_display: &str,
+    addr: SocketAddr,
+    ca: &Path,
+    name: &str,
+    settings: &[&str],
+) -> ChildGuard {
     let log =
         std::fs::File::create(common::artefact_dir().join(format!("x11-{name}.log"))).unwrap();
     ChildGuard(
         Command::new("vncviewer")
             .env("DISPLAY", viewer_display)
             .arg(format!("127.0.0.1::{}", addr.port()))
-            .args([
-                "-PreferredEncoding=Raw",
-                "-AutoSelect=0",
-                "-NoJPEG",
-                "-Shared=1",
-                "-FullColor=1",
-            ])
+            .args(settings)
+            .args(["-AutoSelect=0", "-NoJPEG", "-Shared=1", "-FullColor=1"])
             .arg(format!("-X509CA={}", ca.display()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -2330,4 +2336,107 @@ async fn viewers_joining_at_different_times_and_speeds_stay_exact() {
         .await
         .unwrap();
     let _ = rs.client.close().await;
+}
+
+/// Issue 12: encode once for viewers with identical settings. Two TigerVNC
+/// viewers with the same Tight settings (lossless) and two vnc-rs viewers
+/// (ZRLE) watch a screen of noise that changes whole four times.
+/// Each band is encoded for one viewer of a pair and copied to the other
+/// (the log says how many bands each took from the other), and all four
+/// end pixel-exact with an `import` grab after every change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_with_the_same_settings_share_one_encoding_and_stay_exact() {
+    x_tools();
+    let xvfb = XvfbGuard::start_in(X_RANGE, 640, 480);
+    let (vx1, vx2) = (
+        XvfbGuard::start_in(X_RANGE, 800, 600),
+        XvfbGuard::start_in(X_RANGE, 800, 600),
+    );
+    let d = xvfb.display_name();
+    let dir = tempfile::tempdir().unwrap();
+    let noise = |seed: u32, x: usize, y: usize| {
+        let v = (x as u32 * 7919 + y as u32 * 104_729 + seed * 15_485_863)
+            .wrapping_mul(2_654_435_761);
+        (v >> 8) & 0x00ff_ffff
+    };
+    let show = |seed: u32| {
+        let path = dir.path().join(format!("noise{seed}.ppm"));
+        let px: Vec<u32> = (0..480)
+            .flat_map(|y| (0..640).map(move |x| noise(seed, x, y)))
+            .collect();
+        common::write_ppm(&path, 640, 480, &px);
+        // `display -window root` exits 1 after setting the background.
+        let _ = x_run(&d, &["display", "-window", "root", path.to_str().unwrap()]);
+    };
+    show(1);
+    let server = Tvnc::start("same-settings", &["--source", "x11", "--display", &d]);
+    let tight = [
+        "-PreferredEncoding=Tight",
+        "-CustomCompressLevel=1",
+        "-CompressLevel=2",
+    ];
+    let tigers: Vec<(String, ChildGuard)> = [&vx1, &vx2]
+        .iter()
+        .enumerate()
+        .map(|(i, vx)| {
+            let vd = vx.display_name();
+            let name = format!("same-settings-tiger{i}");
+            let g = start_vncviewer_with(&vd, server.addr, &server.ca(), &name, &tight);
+            (vd, g)
+        })
+        .collect();
+    let mut rs = Vec::new();
+    for _ in 0..2 {
+        rs.push(
+            RsViewer::connect(server.addr, &[VncEncoding::Zrle])
+                .await
+                .expect("vnc-rs connects"),
+        );
+    }
+    for seed in 1..=5u32 {
+        if seed > 1 {
+            show(seed);
+        }
+        let ready = move |g: &Grab| {
+            [(0, 0), (639, 479), (320, 240)]
+                .iter()
+                .all(|&(x, y)| g.at(x, y) == noise(seed, x, y))
+        };
+        for (i, v) in rs.iter_mut().enumerate() {
+            v.wait_same_as_screen(&d, &format!("x11-same-settings-rs{i}-{seed}"), ready)
+                .await;
+        }
+        for (i, (vd, _)) in tigers.iter().enumerate() {
+            let (vd, d) = (vd.clone(), d.clone());
+            let name = format!("x11-same-settings-tiger{i}-{seed}");
+            tokio::task::spawn_blocking(move || tiger_same_as_screen(&vd, &d, &name, ready))
+                .await
+                .unwrap();
+        }
+    }
+    for v in rs {
+        let _ = v.client.close().await;
+    }
+    drop(tigers);
+    // Every viewer's "session ended" line says how many bands it took
+    // from another's encoding; each pair shared.
+    let deadline = Instant::now() + TIMEOUT;
+    let reused = loop {
+        let log = server.stderr();
+        let ends: Vec<u64> = log
+            .lines()
+            .filter(|l| l.contains("session ended"))
+            .filter_map(|l| l.split("bands_reused=").nth(1))
+            .filter_map(|v| v.split_whitespace().next()?.parse().ok())
+            .collect();
+        if ends.len() == 4 || Instant::now() >= deadline {
+            break ends;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(reused.len(), 4, "{}", server.stderr());
+    let total: u64 = reused.iter().sum();
+    // Five full pictures of 640x480 in bands of 64 rows for each pair: at
+    // least half of the 8 bands of each picture come from the other viewer.
+    assert!(total >= 2 * 5 * 4, "bands reused per viewer: {reused:?}");
 }

@@ -10,6 +10,7 @@ mod oracle_tests;
 pub mod parallel;
 pub mod raw;
 pub mod rre;
+pub mod shared;
 pub mod tight;
 pub mod zlib;
 pub mod zrle;
@@ -20,7 +21,7 @@ use crate::rfb::{PixelFormat, UpdateBuf};
 pub(crate) use parallel::Deflater;
 
 /// Per-update parameters every encoder sees.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct EncodeParams {
     pub pf: PixelFormat,
     /// Compression level 0..=9 when the client sent one.
@@ -50,6 +51,29 @@ pub trait Encoder: Send {
     fn rect_count(&self, _rect: Rect, _params: &EncodeParams) -> usize {
         1
     }
+    /// [`Encoder::encode`], but bytes that depend on nothing this
+    /// connection sent before (its zlib streams are left as they were), so
+    /// that one encoding can go to every viewer with the same settings
+    /// ([`shared`]). The same rectangles as `encode` writes. Encoders
+    /// without state between rectangles: `encode` itself.
+    fn encode_detached(
+        &mut self,
+        frame: &Frame,
+        rect: Rect,
+        params: &EncodeParams,
+        out: &mut UpdateBuf,
+    ) -> usize {
+        self.encode(frame, rect, params, out)
+    }
+    /// Whether bytes from [`Encoder::encode_detached`] may go out on this
+    /// connection now (ZRLE and Zlib: only once the connection's stream
+    /// has sent its zlib header).
+    fn takes_detached(&self) -> bool {
+        true
+    }
+    /// Bytes from [`Encoder::encode_detached`] went out on this
+    /// connection: the connection's own streams must not refer back past them.
+    fn detached_sent(&mut self) {}
 }
 
 /// Real encodings this server implements, in the server's own order of

@@ -207,6 +207,49 @@ impl Deflater {
         }
     }
 
+    /// A deflater from the shared pool whose output depends on nothing
+    /// sent before (an empty window). With `header`, it starts a new zlib
+    /// stream (Tight's reset streams); without, its bytes continue any
+    /// stream that has started, provided that stream's own deflater then
+    /// forgets its history ([`Self::forget_history`]). Give it back with
+    /// [`Self::recycle`].
+    pub(crate) fn detached(level: u32, header: bool) -> Deflater {
+        let level = level.min(9);
+        let mut c = take_deflaters(level, 1)
+            .pop()
+            .unwrap_or_else(|| raw_deflater(level));
+        c.reset();
+        Deflater {
+            c,
+            level,
+            started: !header,
+        }
+    }
+
+    /// Return a [`Self::detached`] deflater to the shared pool.
+    pub(crate) fn recycle(self) {
+        give_back(self.level, vec![self.c]);
+    }
+
+    /// Whether the stream's zlib header has been sent.
+    pub(crate) fn is_started(&self) -> bool {
+        self.started
+    }
+
+    /// Bytes from another deflater went into the viewer's stream after
+    /// this one's: its window no longer matches the viewer's, so it starts
+    /// over with an empty one (no back-reference past this point).
+    pub(crate) fn forget_history(&mut self) {
+        self.c.reset();
+    }
+
+    /// Start a new zlib stream (header and all) at the next call: the
+    /// viewer was told to reset its inflater (Tight's reset bits).
+    pub(crate) fn restart(&mut self) {
+        self.c.reset();
+        self.started = false;
+    }
+
     fn start(&mut self, level: u32, out: &mut Vec<u8>) {
         let level = level.min(9);
         if !self.started {

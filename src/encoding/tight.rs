@@ -4,9 +4,11 @@
 //! for a quality level, the format is 16/32-bit true colour, the area is at
 //! least [`JPEG_MIN_AREA`] pixels and has too many colours for a palette), or
 //! full colour (lossless). Zlib streams: 0 for full
-//! colour, 1 for bitmaps, 2 for indexed; they persist for the connection and
-//! are never reset after the start. Data shorter than 12 bytes is sent
-//! without compression, as the protocol requires.
+//! colour, 1 for bitmaps, 2 for indexed; they persist for the connection.
+//! A stream is reset (the control byte's reset bit, a new zlib header) only
+//! around an encoding shared with other viewers ([`Encoder::encode_detached`]).
+//! Data shorter than 12 bytes is sent without compression, as the protocol
+//! requires.
 
 use super::jpeg::JpegCompressor;
 use super::{parallel, translate_rect, zlib_level, Deflater, EncodeParams, Encoder, Palette};
@@ -41,6 +43,9 @@ pub const JPEG_MIN_AREA: usize = 1024;
 
 pub struct TightEncoder {
     z: [Deflater; 4],
+    /// The viewer must reset stream k before its next use (the stream's
+    /// deflater starts over, zlib header and all).
+    reset_due: [bool; 4],
     /// Scratch of each encoding thread (the first is the caller's).
     workers: Vec<Worker>,
     /// One per sub-rectangle of the current call.
@@ -54,6 +59,7 @@ impl Default for TightEncoder {
     fn default() -> Self {
         TightEncoder {
             z: std::array::from_fn(|_| Deflater::new(DEFAULT_LEVEL)),
+            reset_due: [false; 4],
             workers: Vec::new(),
             pieces: Vec::new(),
             outs: Vec::new(),
@@ -274,8 +280,12 @@ impl TightEncoder {
         for r in split(rect) {
             w.classify(frame, r, p, piece);
             out.rect_header(r, enc::TIGHT);
+            let control = out.len();
             out.extend_from_slice(&piece.head);
             if let Some(stream) = piece.stream {
+                if std::mem::take(&mut self.reset_due[stream]) {
+                    out[control] |= 1 << stream;
+                }
                 self.packed.clear();
                 self.z[stream].deflate_sync(level, &piece.data, &mut self.packed);
                 write_compact_len(self.packed.len(), out);
@@ -355,8 +365,12 @@ impl TightEncoder {
         }
         for (pc, r) in pieces.iter().zip(rects) {
             out.rect_header(*r, enc::TIGHT);
+            let control = out.len();
             out.extend_from_slice(&pc.head);
-            if pc.stream.is_some() {
+            if let Some(stream) = pc.stream {
+                if std::mem::take(&mut self.reset_due[stream]) {
+                    out[control] |= 1 << stream;
+                }
                 write_compact_len(pc.data.len(), out);
                 out.extend_from_slice(&pc.data);
             }
@@ -371,6 +385,38 @@ impl Encoder for TightEncoder {
 
     fn rect_count(&self, rect: Rect, _p: &EncodeParams) -> usize {
         split(rect).count()
+    }
+
+    fn encode_detached(
+        &mut self,
+        frame: &Frame,
+        rect: Rect,
+        p: &EncodeParams,
+        out: &mut UpdateBuf,
+    ) -> usize {
+        // Every stream used here starts over for the viewer (reset bit,
+        // zlib header, empty window), so the bytes fit any viewer's streams.
+        let level = zlib_level(p, DEFAULT_LEVEL);
+        let own = std::mem::replace(
+            &mut self.z,
+            std::array::from_fn(|_| Deflater::detached(level, true)),
+        );
+        let own_due = std::mem::replace(&mut self.reset_due, [true; 4]);
+        let n = self.encode(frame, rect, p, out);
+        for d in std::mem::replace(&mut self.z, own) {
+            d.recycle();
+        }
+        self.reset_due = own_due;
+        n
+    }
+
+    fn detached_sent(&mut self) {
+        // The viewer's streams may now hold the shared bytes: each of ours
+        // starts over, with the reset bit, at its next use.
+        for z in &mut self.z {
+            z.restart();
+        }
+        self.reset_due = [true; 4];
     }
 
     fn encode(

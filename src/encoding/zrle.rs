@@ -86,6 +86,33 @@ impl Encoder for ZrleEncoder {
         enc::ZRLE
     }
 
+    fn encode_detached(
+        &mut self,
+        frame: &Frame,
+        rect: Rect,
+        p: &EncodeParams,
+        out: &mut UpdateBuf,
+    ) -> usize {
+        // A pooled deflater with an empty window and no zlib header: its
+        // bytes continue any viewer's started stream.
+        let own = std::mem::replace(
+            &mut self.z,
+            Deflater::detached(zlib_level(p, DEFAULT_LEVEL), false),
+        );
+        let n = self.encode(frame, rect, p, out);
+        std::mem::replace(&mut self.z, own).recycle();
+        n
+    }
+
+    fn takes_detached(&self) -> bool {
+        // Detached bytes carry no zlib header: the stream must have sent it.
+        self.z.is_started()
+    }
+
+    fn detached_sent(&mut self) {
+        self.z.forget_history();
+    }
+
     fn encode(
         &mut self,
         frame: &Frame,

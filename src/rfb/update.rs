@@ -134,6 +134,17 @@ impl UpdateBuf {
         self.bytes.append(&mut other.bytes);
     }
 
+    /// Copy everything `other` holds to the end of this buffer (an
+    /// encoding shared by several viewers is sent from one copy).
+    pub fn extend_from(&mut self, other: &UpdateBuf) {
+        let base = self.bytes.len();
+        self.marks.extend(other.marks.iter().map(|m| match *m {
+            Mark::Update(p) => Mark::Update(p + base),
+            Mark::Rect(p) => Mark::Rect(p + base),
+        }));
+        self.bytes.extend_from_slice(&other.bytes);
+    }
+
     /// Cut the buffer to `len` bytes, with the headers from there on.
     pub fn truncate(&mut self, len: usize) {
         self.bytes.truncate(len);

@@ -207,6 +207,9 @@ pub struct SessionInfo {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub updates_sent: u64,
+    /// Bands of updates sent from an encoding another viewer with the same
+    /// settings made (see `encoding::shared`).
+    pub bands_reused: u64,
     /// What the viewer may do right now.
     pub rights: Rights,
     /// The local user's answer, once asked.
@@ -317,6 +320,8 @@ pub struct SessionContext {
     pub frames: watch::Receiver<Arc<Published>>,
     /// Whether any viewer wants a frame (the capture runs only then).
     pub demand: Arc<crate::capture::Demand>,
+    /// Encodings shared by viewers with the same settings.
+    pub shared: Arc<crate::encoding::shared::SharedEncodings>,
 }
 
 /// Something held while a connection is in the handshake (the server's
@@ -352,6 +357,7 @@ where
         host: ctx.host,
         input: ctx.input,
         frames: ctx.frames,
+        shared: ctx.shared,
         demand: ctx.demand.handle(),
         control,
         preauth_permit,
@@ -382,10 +388,12 @@ where
     // there is only the connection number.
     match (s.started, normal, logged) {
         (true, true, _) => {
-            info!(session = s.info.session_id(), conn, ?peer, %reason, "session ended")
+            let (session, shared) = (s.info.session_id(), s.info.bands_reused);
+            info!(session, conn, ?peer, %reason, bands_reused = shared, "session ended")
         }
         (true, false, _) => {
-            warn!(session = s.info.session_id(), conn, ?peer, %reason, "session ended")
+            let (session, shared) = (s.info.session_id(), s.info.bands_reused);
+            warn!(session, conn, ?peer, %reason, bands_reused = shared, "session ended")
         }
         (false, _, true) => debug!(conn, ?peer, %reason, "session ended"),
         (false, true, false) => info!(conn, ?peer, %reason, "session ended"),
@@ -407,6 +415,7 @@ struct Session {
     host: Arc<dyn SessionHost>,
     input: Arc<dyn InputSink>,
     frames: watch::Receiver<Arc<Published>>,
+    shared: Arc<crate::encoding::shared::SharedEncodings>,
     /// This viewer's say in whether the screen is captured.
     demand: crate::capture::DemandHandle,
     control: mpsc::Receiver<Control>,
@@ -1045,6 +1054,7 @@ impl Session {
         };
         let mut viewer = ViewerState::new(width, height);
         viewer.drawn_cursor = self.cfg.drawn_cursor;
+        viewer.share_with(self.shared.clone());
         let mut live = Live {
             conn,
             viewer,
@@ -1268,6 +1278,7 @@ impl Session {
             live.streaming = Some(stream);
         } else {
             live.viewer.finish_update(&mut stream);
+            self.info.bands_reused = live.viewer.bands_reused;
             let end = live.writes.bytes + out.len() as u64;
             live.flow
                 .update_ends(end, &mut live.conn.output(&mut out), now);

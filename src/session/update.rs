@@ -7,6 +7,7 @@
 use super::pointer::{self, PointerView};
 use crate::capture::{CursorShape, MoveHint};
 use crate::encoding::cursor::{self, ShapeKind};
+use crate::encoding::shared::{Membership, ShareKey, SharedEncodings};
 use crate::encoding::{write_copy_rect, ClientEncodings, ConnectionEncoders, EncodeParams};
 use crate::framebuffer::history::{self, DamageEntry};
 use crate::framebuffer::{region, Frame, Rect};
@@ -176,6 +177,11 @@ pub struct UpdateStream {
     planned: usize,
     written: usize,
     started: bool,
+    /// Bands go through the encodings shared with viewers of the same
+    /// settings (frame `seq`).
+    share: Option<(Arc<SharedEncodings>, u64)>,
+    /// Bands sent from another viewer's encoding.
+    reused: u64,
 }
 
 impl UpdateStream {
@@ -210,8 +216,7 @@ impl UpdateStream {
             self.written += if job.pointer {
                 self.encode_pointer_piece(job, &frame, out)
             } else {
-                let encoder = self.encoders.get(job.encoding);
-                encoder.encode(&frame, job.rect, &self.params, out)
+                self.encode_band(job, &frame, out)
             };
         }
         if !self.jobs.is_empty() {
@@ -231,6 +236,37 @@ impl UpdateStream {
             out.rect_header(Rect::default(), enc::LAST_RECT);
         }
         false
+    }
+
+    /// One band of the frame: from the shared encodings when other viewers
+    /// have the same settings (encoded here if this viewer is the first to
+    /// reach it), else encoded for this viewer alone.
+    fn encode_band(&mut self, job: Job, frame: &Frame, out: &mut UpdateBuf) -> usize {
+        let encoder = self.encoders.get(job.encoding);
+        let key = ShareKey {
+            encoding: job.encoding,
+            params: self.params,
+        };
+        let shared = self
+            .share
+            .as_ref()
+            .filter(|_| encoder.takes_detached())
+            .and_then(|(cache, seq)| Some((cache, *seq, cache.slot(*seq, key, job.rect)?)));
+        let Some((cache, seq, slot)) = shared else {
+            return encoder.encode(frame, job.rect, &self.params, out);
+        };
+        let mut produced = false;
+        let encoded = slot.get_or_init(|| {
+            produced = true;
+            let mut buf = UpdateBuf::new();
+            let rects = encoder.encode_detached(frame, job.rect, &self.params, &mut buf);
+            Arc::new(crate::encoding::shared::Encoded { buf, rects })
+        });
+        out.extend_from(&encoded.buf);
+        encoder.detached_sent();
+        cache.taken(seq, key, job.rect, produced);
+        self.reused += u64::from(!produced);
+        encoded.rects
     }
 
     /// The pixels under the drawn pointer (`job.rect`), copied, drawn on
@@ -283,6 +319,9 @@ pub struct ViewerState {
     pub pf: PixelFormat,
     pub encodings: ClientEncodings,
     encoders: ConnectionEncoders,
+    /// This viewer among those whose encodings are shared (`None`: it
+    /// encodes everything alone).
+    sharing: Option<Membership>,
     /// The viewer holds a picture of the current size and pixel format
     /// (false before the first update, after a resize or a new format).
     has_picture: bool,
@@ -309,6 +348,8 @@ pub struct ViewerState {
     /// The desktop name changed and must be sent.
     pub name_due: Option<String>,
     pub updates_sent: u64,
+    /// Bands sent from an encoding another viewer made.
+    pub bands_reused: u64,
     pub resize_reply_due: Option<ResizeReply>,
     /// The size this viewer's SetDesktopSize set (answered once the
     /// capture shows it).
@@ -354,6 +395,7 @@ impl ViewerState {
             pf: PixelFormat::NATIVE,
             encodings: ClientEncodings::default(),
             encoders: ConnectionEncoders::default(),
+            sharing: None,
             has_picture: false,
             seen_seq: 0,
             dirty: Vec::new(),
@@ -365,6 +407,7 @@ impl ViewerState {
             colour_map_due: false,
             name_due: None,
             updates_sent: 0,
+            bands_reused: 0,
             resize_reply_due: None,
             resize_wanted: None,
             cursor_serial: 0,
@@ -379,6 +422,28 @@ impl ViewerState {
             ext_buttons_ack_due: false,
             led_encoding: None,
             leds_sent: None,
+        }
+    }
+
+    /// Share encodings with the other viewers of `cache` that have the
+    /// same settings.
+    pub fn share_with(&mut self, cache: Arc<SharedEncodings>) {
+        self.sharing = Some(Membership::new(cache));
+        self.update_share_key();
+    }
+
+    /// Count the viewer under its current settings.
+    fn update_share_key(&mut self) {
+        let key = ShareKey {
+            encoding: self.encodings.preferred,
+            params: EncodeParams {
+                pf: self.pf,
+                compress_level: self.encodings.compress_level,
+                quality_level: self.encodings.quality_level,
+            },
+        };
+        if let Some(m) = &mut self.sharing {
+            m.set(key);
         }
     }
 
@@ -404,11 +469,13 @@ impl ViewerState {
         // Everything the viewer has is now in the wrong format for it to
         // reuse; send a full picture with the next update.
         self.has_picture = false;
+        self.update_share_key();
     }
 
     pub fn set_encodings(&mut self, list: &[i32]) {
         let old_kind = self.shape_kind();
         let old = std::mem::replace(&mut self.encodings, ClientEncodings::from_list(list));
+        self.update_share_key();
         if self.shape_kind() != old_kind {
             self.cursor_serial = 0;
         }
@@ -554,7 +621,16 @@ impl ViewerState {
             &params,
             &mut body,
         );
-        let pixels = jobs.iter().map(|j| j.rect.area()).sum();
+        let pixels: usize = jobs.iter().map(|j| j.rect.area()).sum();
+        // Only big updates, which are encoded off the async runtime (a
+        // viewer may wait there for another's band), and never a cut or
+        // padded copy of the frame (its content is not frame `seq`'s).
+        let share = match &mut self.sharing {
+            Some(m) if pixels > INLINE_PIXELS && !self.fitting => {
+                m.shared().then(|| (m.cache().clone(), latest.seq))
+            }
+            _ => None,
+        };
         let mut head = UpdateBuf::new();
         let colour_map = std::mem::take(&mut self.colour_map_due);
         let last_rect = write_head(pseudo, body, &mut head);
@@ -573,6 +649,8 @@ impl ViewerState {
             planned,
             written: 0,
             started: false,
+            share,
+            reused: 0,
         })
     }
 
@@ -592,6 +670,7 @@ impl ViewerState {
     /// which live as long as the connection) come back to the viewer.
     pub fn finish_update(&mut self, s: &mut UpdateStream) {
         self.encoders = std::mem::take(&mut s.encoders);
+        self.bands_reused += std::mem::take(&mut s.reused);
     }
 
     /// The pseudo-rectangles due: a size or layout change (in its own
@@ -1303,6 +1382,78 @@ mod tests {
                     "{e}: {used:?}"
                 );
             }
+        }
+    }
+
+    /// Viewers with the same settings get one encoding of each band
+    /// (encoded by whichever is first), mixed with bands each encodes
+    /// alone (small updates, a viewer a frame behind, one that joins
+    /// late), and every one of them stays exact in every encoding.
+    #[test]
+    fn viewers_with_the_same_settings_share_encodings_and_stay_exact() {
+        use crate::encoding::shared::SharedEncodings;
+        use crate::encoding::testutil::client_pf;
+        use rfb_decode::{ClientFramebuffer, Decoder};
+        let (w, h) = (320u16, 240u16);
+        let whole = Rect::new(0, 0, w, h);
+        for list in [
+            &[enc::TIGHT][..],
+            &[enc::TIGHT, enc::QUALITY_LEVEL_0 + 7],
+            &[enc::ZRLE, enc::COMPRESS_LEVEL_0 + 1],
+            &[enc::ZLIB],
+            &[enc::HEXTILE],
+            &[enc::RRE],
+        ] {
+            let lossy = list.len() > 1 && list[0] == enc::TIGHT;
+            let cache = SharedEncodings::new();
+            // (joins at frame, every how many frames, viewer, picture, decoder)
+            let mut viewers: Vec<(u64, u64, ViewerState, ClientFramebuffer, Decoder)> =
+                [(1u64, 1u64), (1, 1), (1, 2), (6, 1)]
+                    .into_iter()
+                    .map(|(join, pace)| {
+                        let mut v = ViewerState::new(w, h);
+                        v.share_with(cache.clone());
+                        v.set_encodings(list);
+                        v.request(false, whole);
+                        let fb = ClientFramebuffer::new(w, h, client_pf(&PixelFormat::NATIVE));
+                        (join, pace, v, fb, Decoder::new())
+                    })
+                    .collect();
+            for n in 1..=12u64 {
+                let latest = publish(n, render(w, h, n * 7));
+                for (join, pace, v, fb, dec) in &mut viewers {
+                    if n < *join || (n - *join) % *pace != 0 {
+                        continue;
+                    }
+                    let asked = v.request.map_or(whole, |r| r.0);
+                    let mut out = Vec::new();
+                    assert!(v.build_update(&latest, &mut out), "{list:?} frame {n}");
+                    assert_eq!(dec.decode_message(&out, fb), Ok(out.len()), "{list:?}");
+                    for y in asked.y..asked.bottom() as u16 {
+                        let at = y as usize * w as usize + asked.x as usize;
+                        let span = at..at + asked.w as usize;
+                        assert!(
+                            lossy || fb.pixels[span.clone()] == latest.frame.pixels[span],
+                            "{list:?}: viewer joining at {join}, every {pace}, frame {n}, row {y}"
+                        );
+                    }
+                    // Every third frame only a small part is asked for (it
+                    // is encoded alone, between shared bands).
+                    let next = if n % 3 == 0 {
+                        Rect::new(10, 10, 100, 60)
+                    } else {
+                        whole
+                    };
+                    v.request(true, next);
+                }
+            }
+            let st = cache.stats();
+            assert!(
+                st.encoded > 0 && st.reused >= st.encoded,
+                "{list:?}: {st:?}"
+            );
+            drop(viewers);
+            assert_eq!(cache.held_bytes(), 0, "{list:?}");
         }
     }
 
