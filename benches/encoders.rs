@@ -17,7 +17,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 use std::time::Duration;
 use ticketvnc::encoding::parallel::{set_threads, PAR_MIN_PIXELS};
-use ticketvnc::encoding::{new_encoder, EncodeParams};
+use ticketvnc::encoding::{new_encoder, DetachedStreams, EncodeParams};
 use ticketvnc::framebuffer::{Frame, Rect};
 use ticketvnc::rfb::messages::enc;
 use ticketvnc::rfb::PixelFormat;
@@ -226,6 +226,22 @@ fn bench(c: &mut Criterion) {
                         out.len(),
                         out.len() as f64 / (area * 4 + 12) as f64
                     );
+                    if rects.len() > 1 {
+                        // The same bands as viewers with the same settings
+                        // share them (src/encoding/shared.rs): one run,
+                        // starting with an empty window.
+                        let mut shared = ticketvnc::rfb::UpdateBuf::new();
+                        let mut e = new_encoder(encoding);
+                        let mut run = DetachedStreams::default();
+                        for &r in &rects {
+                            e.encode_detached(frame, r, &p, &mut run, &mut shared);
+                        }
+                        println!(
+                            "size {group_name}/{id} shared: {} bytes ({:.4}x the connection's own)",
+                            shared.len(),
+                            shared.len() as f64 / out.len() as f64
+                        );
+                    }
                     g.bench_function(&id, |b| {
                         b.iter(|| {
                             out.clear();

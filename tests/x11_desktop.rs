@@ -2355,8 +2355,8 @@ async fn viewers_with_the_same_settings_share_one_encoding_and_stay_exact() {
     let d = xvfb.display_name();
     let dir = tempfile::tempdir().unwrap();
     let noise = |seed: u32, x: usize, y: usize| {
-        let v = (x as u32 * 7919 + y as u32 * 104_729 + seed * 15_485_863)
-            .wrapping_mul(2_654_435_761);
+        let v =
+            (x as u32 * 7919 + y as u32 * 104_729 + seed * 15_485_863).wrapping_mul(2_654_435_761);
         (v >> 8) & 0x00ff_ffff
     };
     let show = |seed: u32| {

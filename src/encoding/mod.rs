@@ -52,15 +52,19 @@ pub trait Encoder: Send {
         1
     }
     /// [`Encoder::encode`], but bytes that depend on nothing this
-    /// connection sent before (its zlib streams are left as they were), so
-    /// that one encoding can go to every viewer with the same settings
-    /// ([`shared`]). The same rectangles as `encode` writes. Encoders
-    /// without state between rectangles: `encode` itself.
+    /// connection sent before (its own zlib streams are left as they
+    /// were), so that one encoding can go to every viewer with the same
+    /// settings ([`shared`]). Zlib-based encoders compress through
+    /// `streams` instead, which carry on from the previous bands of the
+    /// same shared run (so only the run's first band starts with an empty
+    /// window). The same rectangles as `encode` writes. Encoders without
+    /// state between rectangles: `encode` itself.
     fn encode_detached(
         &mut self,
         frame: &Frame,
         rect: Rect,
         params: &EncodeParams,
+        _streams: &mut DetachedStreams,
         out: &mut UpdateBuf,
     ) -> usize {
         self.encode(frame, rect, params, out)
@@ -141,6 +145,42 @@ impl ClientEncodings {
             compress_level: level(enc::COMPRESS_LEVEL_0, enc::COMPRESS_LEVEL_9),
             quality_level: level(enc::QUALITY_LEVEL_0, enc::QUALITY_LEVEL_9),
         }
+    }
+}
+
+/// The zlib streams of a run of bands encoded for several viewers
+/// ([`Encoder::encode_detached`]): created on first use from the shared
+/// pool with an empty window (Tight: each stream starts with a zlib header
+/// and the viewer is told to reset it; ZRLE and Zlib: no header, the bytes
+/// continue a viewer's started stream), handed back to the pool when
+/// dropped or cleared.
+#[derive(Default)]
+pub struct DetachedStreams {
+    pub(crate) z: Vec<Deflater>,
+    /// Tight: stream k's next use must carry its reset bit.
+    pub(crate) reset_due: [bool; 4],
+}
+
+impl DetachedStreams {
+    /// `n` streams at `level`, created if there are none yet.
+    pub(crate) fn ensure(&mut self, n: usize, level: u32, header: bool) {
+        if self.z.is_empty() {
+            self.z = (0..n).map(|_| Deflater::detached(level, header)).collect();
+            self.reset_due = [header; 4];
+        }
+    }
+
+    /// Give the streams back to the pool (the run is over).
+    pub fn clear(&mut self) {
+        for z in self.z.drain(..) {
+            z.recycle();
+        }
+    }
+}
+
+impl Drop for DetachedStreams {
+    fn drop(&mut self) {
+        self.clear();
     }
 }
 

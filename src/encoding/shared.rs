@@ -8,6 +8,15 @@
 //! (bytes that depend on nothing a connection sent before), kept here, and
 //! copied to the others.
 //!
+//! The bands of one update form a *run*, named by a hash of the frame, the
+//! settings and every band of the update: viewers whose updates are the
+//! same take the whole run. The run's zlib streams ([`DetachedStreams`])
+//! carry on from band to band, so only its first band starts with an empty
+//! window (a window emptied at every band costs ZRLE up to a quarter more
+//! bytes on a screen of text). A viewer therefore takes a run's bands in
+//! order, each only after the one before it, and once it misses one it
+//! encodes the rest of its update alone.
+//!
 //! Entries are kept only while they can be used:
 //! - only for settings at least two viewers have ([`Membership`]);
 //! - only for the newest frame and the one before it (a viewer further
@@ -18,7 +27,7 @@
 //! Raw is never shared: it costs a copy to encode, and holding it would
 //! cost a whole frame of memory.
 
-use super::EncodeParams;
+use super::{DetachedStreams, EncodeParams};
 use crate::framebuffer::Rect;
 use crate::rfb::messages::enc;
 use crate::rfb::UpdateBuf;
@@ -53,6 +62,12 @@ pub struct Encoded {
 /// Filled once, by the first viewer to reach it; the others wait for it.
 pub type Slot = Arc<OnceLock<Arc<Encoded>>>;
 
+/// The zlib streams a run's bands are compressed with, in turn.
+pub type RunStreams = Arc<Mutex<DetachedStreams>>;
+
+/// A run: frame, settings, and the hash of the update's bands.
+type RunId = (u64, ShareKey, u64);
+
 struct Entry {
     slot: Slot,
     taken: usize,
@@ -62,7 +77,8 @@ struct Entry {
 struct Inner {
     /// Viewers per settings.
     viewers: HashMap<ShareKey, usize>,
-    entries: HashMap<(u64, ShareKey, Rect), Entry>,
+    runs: HashMap<RunId, RunStreams>,
+    entries: HashMap<(RunId, Rect), Entry>,
     /// The newest frame an entry was asked for.
     newest: u64,
 }
@@ -119,26 +135,35 @@ impl SharedEncodings {
         self.lock().bytes()
     }
 
-    /// The slot for band `rect` of frame `seq` under `key`: filled already,
-    /// being filled, or new (the caller fills it). `None`: encode it alone
-    /// (no other viewer has these settings, the frame is old, Raw, or the
-    /// budget is spent).
-    pub fn slot(&self, seq: u64, key: ShareKey, rect: Rect) -> Option<Slot> {
+    /// The streams of run `run` (frame, settings, bands), shared by every
+    /// viewer whose update it is. `None`: the update is encoded alone (no
+    /// other viewer has these settings, the frame is old, or Raw).
+    pub fn run(&self, seq: u64, key: ShareKey, bands: u64) -> Option<RunStreams> {
         if key.encoding == enc::RAW {
             return None;
         }
         let mut inner = self.lock();
-        if inner.viewers.get(&key).copied().unwrap_or(0) < 2 {
-            return None;
-        }
-        if seq + KEEP_FRAMES < inner.newest {
+        if inner.viewers.get(&key).copied().unwrap_or(0) < 2 || seq + KEEP_FRAMES < inner.newest {
             return None;
         }
         if seq > inner.newest {
             inner.newest = seq;
-            inner.entries.retain(|k, _| k.0 + KEEP_FRAMES >= seq);
+            inner.entries.retain(|k, _| k.0 .0 + KEEP_FRAMES >= seq);
+            inner.runs.retain(|k, _| k.0 + KEEP_FRAMES >= seq);
         }
-        if let Some(e) = inner.entries.get(&(seq, key, rect)) {
+        Some(inner.runs.entry((seq, key, bands)).or_default().clone())
+    }
+
+    /// The slot for band `rect` of a run: filled already, being filled, or
+    /// new (the caller fills it). `None`: encode it alone (the frame is
+    /// old, or the budget is spent).
+    pub fn slot(&self, seq: u64, key: ShareKey, bands: u64, rect: Rect) -> Option<Slot> {
+        let run = (seq, key, bands);
+        let mut inner = self.lock();
+        if !inner.runs.contains_key(&run) {
+            return None;
+        }
+        if let Some(e) = inner.entries.get(&(run, rect)) {
             return Some(e.slot.clone());
         }
         if inner.entries.len() >= MAX_ENTRIES || inner.bytes() >= BUDGET_BYTES {
@@ -146,7 +171,7 @@ impl SharedEncodings {
         }
         let slot = Slot::default();
         inner.entries.insert(
-            (seq, key, rect),
+            (run, rect),
             Entry {
                 slot: slot.clone(),
                 taken: 0,
@@ -155,9 +180,9 @@ impl SharedEncodings {
         Some(slot)
     }
 
-    /// A viewer sent the band of `slot`; `produced` if it encoded it. The
-    /// entry goes once every viewer with these settings has it.
-    pub fn taken(&self, seq: u64, key: ShareKey, rect: Rect, produced: bool) {
+    /// A viewer sent the band `rect` of a run; `produced` if it encoded
+    /// it. The entry goes once every viewer with these settings has it.
+    pub fn taken(&self, seq: u64, key: ShareKey, bands: u64, rect: Rect, produced: bool) {
         let counter = if produced {
             &self.encoded
         } else {
@@ -166,7 +191,7 @@ impl SharedEncodings {
         counter.fetch_add(1, Ordering::Relaxed);
         let mut inner = self.lock();
         let sharers = inner.viewers.get(&key).copied().unwrap_or(0);
-        let k = (seq, key, rect);
+        let k = ((seq, key, bands), rect);
         if let Some(e) = inner.entries.get_mut(&k) {
             e.taken += 1;
             if e.taken >= sharers {
@@ -185,7 +210,8 @@ impl SharedEncodings {
             *n -= 1;
             if *n == 0 {
                 inner.viewers.remove(&key);
-                inner.entries.retain(|k, _| k.1 != key);
+                inner.entries.retain(|k, _| k.0 .1 != key);
+                inner.runs.retain(|k, _| k.1 != key);
             }
         }
     }
@@ -257,26 +283,41 @@ mod tests {
         });
     }
 
+    fn members(c: &Arc<SharedEncodings>, k: ShareKey, n: usize) -> Vec<Membership> {
+        (0..n)
+            .map(|_| {
+                let mut m = Membership::new(c.clone());
+                m.set(k);
+                m
+            })
+            .collect()
+    }
+
+    /// The slot of band `r` of run 7 of frame `seq`.
+    fn slot(c: &SharedEncodings, seq: u64, k: ShareKey, r: Rect) -> Option<Slot> {
+        c.run(seq, k, 7)?;
+        c.slot(seq, k, 7, r)
+    }
+
     #[test]
     fn nothing_is_kept_for_a_viewer_alone_or_for_raw() {
         let c = SharedEncodings::new();
         let mut a = Membership::new(c.clone());
         a.set(key(enc::ZRLE));
         let r = Rect::new(0, 0, 64, 64);
-        assert!(c.slot(1, key(enc::ZRLE), r).is_none());
+        assert!(slot(&c, 1, key(enc::ZRLE), r).is_none());
         let mut b = Membership::new(c.clone());
         b.set(key(enc::ZRLE));
         assert!(a.shared() && b.shared());
-        assert!(c.slot(1, key(enc::ZRLE), r).is_some());
-        let mut ra = Membership::new(c.clone());
-        let mut rb = Membership::new(c.clone());
-        ra.set(key(enc::RAW));
-        rb.set(key(enc::RAW));
-        assert!(c.slot(1, key(enc::RAW), r).is_none());
+        assert!(slot(&c, 1, key(enc::ZRLE), r).is_some());
+        // Only bands of a run somebody started.
+        assert!(c.slot(1, key(enc::ZRLE), 8, r).is_none());
+        let _raw = members(&c, key(enc::RAW), 2);
+        assert!(slot(&c, 1, key(enc::RAW), r).is_none());
         // Settings changed: no longer shared.
         b.set(key(enc::TIGHT));
         assert!(!a.shared());
-        assert!(c.slot(2, key(enc::ZRLE), r).is_none());
+        assert!(slot(&c, 2, key(enc::ZRLE), r).is_none());
         drop(b);
         assert_eq!(c.sharers(&key(enc::TIGHT)), 0);
     }
@@ -285,21 +326,15 @@ mod tests {
     fn an_entry_goes_once_every_sharer_took_it_or_the_frame_is_old() {
         let c = SharedEncodings::new();
         let k = key(enc::ZRLE);
-        let ms: Vec<Membership> = (0..3)
-            .map(|_| {
-                let mut m = Membership::new(c.clone());
-                m.set(k);
-                m
-            })
-            .collect();
+        let ms = members(&c, k, 3);
         let r = Rect::new(0, 0, 64, 64);
-        let s = c.slot(5, k, r).unwrap();
+        let s = slot(&c, 5, k, r).unwrap();
         fill(&s, 100);
-        assert!(Arc::ptr_eq(&s, &c.slot(5, k, r).unwrap()));
-        c.taken(5, k, r, true);
-        c.taken(5, k, r, false);
+        assert!(Arc::ptr_eq(&s, &slot(&c, 5, k, r).unwrap()));
+        c.taken(5, k, 7, r, true);
+        c.taken(5, k, 7, r, false);
         assert_eq!(c.held_bytes(), 100);
-        c.taken(5, k, r, false);
+        c.taken(5, k, 7, r, false);
         assert_eq!(c.held_bytes(), 0);
         assert_eq!(
             c.stats(),
@@ -309,12 +344,12 @@ mod tests {
             }
         );
         // Frames: the newest and the one before are kept.
-        fill(&c.slot(6, k, r).unwrap(), 10);
-        fill(&c.slot(7, k, r).unwrap(), 10);
+        fill(&slot(&c, 6, k, r).unwrap(), 10);
+        fill(&slot(&c, 7, k, r).unwrap(), 10);
         assert_eq!(c.held_bytes(), 20);
-        fill(&c.slot(8, k, r).unwrap(), 10);
+        fill(&slot(&c, 8, k, r).unwrap(), 10);
         assert_eq!(c.held_bytes(), 20);
-        assert!(c.slot(6, k, r).is_none(), "too old to keep");
+        assert!(slot(&c, 6, k, r).is_none(), "too old to keep");
         drop(ms);
         assert_eq!(c.held_bytes(), 0);
     }
@@ -323,15 +358,9 @@ mod tests {
     fn the_budget_bounds_what_is_held() {
         let c = SharedEncodings::new();
         let k = key(enc::TIGHT);
-        let _ms: Vec<Membership> = (0..2)
-            .map(|_| {
-                let mut m = Membership::new(c.clone());
-                m.set(k);
-                m
-            })
-            .collect();
+        let _ms = members(&c, k, 2);
         let mut y = 0;
-        while let Some(s) = c.slot(1, k, Rect::new(0, y, 64, 1)) {
+        while let Some(s) = slot(&c, 1, k, Rect::new(0, y, 64, 1)) {
             fill(&s, 1024 * 1024);
             y += 1;
         }

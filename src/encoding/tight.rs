@@ -11,7 +11,9 @@
 //! requires.
 
 use super::jpeg::JpegCompressor;
-use super::{parallel, translate_rect, zlib_level, Deflater, EncodeParams, Encoder, Palette};
+use super::{
+    parallel, translate_rect, zlib_level, Deflater, DetachedStreams, EncodeParams, Encoder, Palette,
+};
 use crate::framebuffer::{Frame, Rect};
 use crate::rfb::messages::enc;
 use crate::rfb::PixelFormat;
@@ -392,21 +394,22 @@ impl Encoder for TightEncoder {
         frame: &Frame,
         rect: Rect,
         p: &EncodeParams,
+        streams: &mut DetachedStreams,
         out: &mut UpdateBuf,
     ) -> usize {
-        // Every stream used here starts over for the viewer (reset bit,
-        // zlib header, empty window), so the bytes fit any viewer's streams.
-        let level = zlib_level(p, DEFAULT_LEVEL);
-        let own = std::mem::replace(
-            &mut self.z,
-            std::array::from_fn(|_| Deflater::detached(level, true)),
-        );
-        let own_due = std::mem::replace(&mut self.reset_due, [true; 4]);
+        // The run's streams: each starts afresh for the viewer at its first
+        // use in the run (reset bit, zlib header, empty window), so the
+        // bytes fit any viewer's streams.
+        streams.ensure(4, zlib_level(p, DEFAULT_LEVEL), true);
+        let swap = |me: &mut Self, s: &mut DetachedStreams| {
+            for (a, b) in me.z.iter_mut().zip(s.z.iter_mut()) {
+                std::mem::swap(a, b);
+            }
+            std::mem::swap(&mut me.reset_due, &mut s.reset_due);
+        };
+        swap(self, streams);
         let n = self.encode(frame, rect, p, out);
-        for d in std::mem::replace(&mut self.z, own) {
-            d.recycle();
-        }
-        self.reset_due = own_due;
+        swap(self, streams);
         n
     }
 

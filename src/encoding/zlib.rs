@@ -1,7 +1,10 @@
 //! Zlib (6): the raw pixels of each rectangle through one zlib stream that
 //! lives as long as the connection, each rectangle ended by a sync flush.
 
-use super::{parallel, translate_rect, write_pixels, zlib_level, Deflater, EncodeParams, Encoder};
+use super::{
+    parallel, translate_rect, write_pixels, zlib_level, Deflater, DetachedStreams, EncodeParams,
+    Encoder,
+};
 use crate::framebuffer::{Frame, Rect};
 use crate::rfb::messages::enc;
 use crate::rfb::UpdateBuf;
@@ -46,16 +49,15 @@ impl Encoder for ZlibEncoder {
         frame: &Frame,
         rect: Rect,
         p: &EncodeParams,
+        streams: &mut DetachedStreams,
         out: &mut UpdateBuf,
     ) -> usize {
-        // A pooled deflater with an empty window and no zlib header: its
-        // bytes continue any viewer's started stream.
-        let own = std::mem::replace(
-            &mut self.z,
-            Deflater::detached(zlib_level(p, DEFAULT_LEVEL), false),
-        );
+        // The run's deflater (empty window at its start, no zlib header):
+        // its bytes continue any viewer's started stream.
+        streams.ensure(1, zlib_level(p, DEFAULT_LEVEL), false);
+        std::mem::swap(&mut self.z, &mut streams.z[0]);
         let n = self.encode(frame, rect, p, out);
-        std::mem::replace(&mut self.z, own).recycle();
+        std::mem::swap(&mut self.z, &mut streams.z[0]);
         n
     }
 

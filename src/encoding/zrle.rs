@@ -2,7 +2,9 @@
 //! is sent in the smallest of: raw CPIXELs, solid, packed palette (2..16
 //! colours), plain RLE, palette RLE (2..127 colours).
 
-use super::{parallel, write_cpixels, zlib_level, Deflater, EncodeParams, Encoder, Palette};
+use super::{
+    parallel, write_cpixels, zlib_level, Deflater, DetachedStreams, EncodeParams, Encoder, Palette,
+};
 use crate::framebuffer::{Frame, Rect};
 use crate::rfb::messages::enc;
 use crate::rfb::PixelFormat;
@@ -91,16 +93,15 @@ impl Encoder for ZrleEncoder {
         frame: &Frame,
         rect: Rect,
         p: &EncodeParams,
+        streams: &mut DetachedStreams,
         out: &mut UpdateBuf,
     ) -> usize {
-        // A pooled deflater with an empty window and no zlib header: its
-        // bytes continue any viewer's started stream.
-        let own = std::mem::replace(
-            &mut self.z,
-            Deflater::detached(zlib_level(p, DEFAULT_LEVEL), false),
-        );
+        // The run's deflater (empty window at its start, no zlib header):
+        // its bytes continue any viewer's started stream.
+        streams.ensure(1, zlib_level(p, DEFAULT_LEVEL), false);
+        std::mem::swap(&mut self.z, &mut streams.z[0]);
         let n = self.encode(frame, rect, p, out);
-        std::mem::replace(&mut self.z, own).recycle();
+        std::mem::swap(&mut self.z, &mut streams.z[0]);
         n
     }
 

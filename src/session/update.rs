@@ -7,7 +7,7 @@
 use super::pointer::{self, PointerView};
 use crate::capture::{CursorShape, MoveHint};
 use crate::encoding::cursor::{self, ShapeKind};
-use crate::encoding::shared::{Membership, ShareKey, SharedEncodings};
+use crate::encoding::shared::{Membership, RunStreams, ShareKey, SharedEncodings};
 use crate::encoding::{write_copy_rect, ClientEncodings, ConnectionEncoders, EncodeParams};
 use crate::framebuffer::history::{self, DamageEntry};
 use crate::framebuffer::{region, Frame, Rect};
@@ -150,6 +150,18 @@ struct Job {
     pointer: bool,
 }
 
+/// An update's place in the encodings shared with other viewers: the run
+/// of its bands (see [`crate::encoding::shared`]).
+struct Share {
+    cache: Arc<SharedEncodings>,
+    seq: u64,
+    key: ShareKey,
+    /// Hash of every band of the update: viewers with the same bands
+    /// share the run.
+    bands: u64,
+    streams: RunStreams,
+}
+
 /// A FramebufferUpdate being sent: decided, counted and headed when it
 /// starts ([`ViewerState::start_update`]), then encoded a band at a time
 /// into small buffers ([`ViewerState::continue_update`]) that go out
@@ -178,8 +190,8 @@ pub struct UpdateStream {
     written: usize,
     started: bool,
     /// Bands go through the encodings shared with viewers of the same
-    /// settings (frame `seq`).
-    share: Option<(Arc<SharedEncodings>, u64)>,
+    /// settings; `None` once one is missed.
+    share: Option<Share>,
     /// Bands sent from another viewer's encoding.
     reused: u64,
 }
@@ -238,33 +250,36 @@ impl UpdateStream {
         false
     }
 
-    /// One band of the frame: from the shared encodings when other viewers
-    /// have the same settings (encoded here if this viewer is the first to
-    /// reach it), else encoded for this viewer alone.
+    /// One band of the frame: from the run shared with viewers of the
+    /// same settings (encoded here if this viewer is the first to reach
+    /// it), else encoded for this viewer alone. A band of the run missed
+    /// (the budget was spent, the frame got old) ends this update's part
+    /// in it: its later bands refer back to the ones before.
     fn encode_band(&mut self, job: Job, frame: &Frame, out: &mut UpdateBuf) -> usize {
         let encoder = self.encoders.get(job.encoding);
-        let key = ShareKey {
-            encoding: job.encoding,
-            params: self.params,
+        let Some(sh) = &self.share else {
+            return encoder.encode(frame, job.rect, &self.params, out);
         };
-        let shared = self
-            .share
-            .as_ref()
-            .filter(|_| encoder.takes_detached())
-            .and_then(|(cache, seq)| Some((cache, *seq, cache.slot(*seq, key, job.rect)?)));
-        let Some((cache, seq, slot)) = shared else {
+        let Some(slot) = sh.cache.slot(sh.seq, sh.key, sh.bands, job.rect) else {
+            self.share = None;
             return encoder.encode(frame, job.rect, &self.params, out);
         };
         let mut produced = false;
         let encoded = slot.get_or_init(|| {
             produced = true;
             let mut buf = UpdateBuf::new();
-            let rects = encoder.encode_detached(frame, job.rect, &self.params, &mut buf);
+            let mut streams = sh.streams.lock().unwrap_or_else(|e| e.into_inner());
+            let rects =
+                encoder.encode_detached(frame, job.rect, &self.params, &mut streams, &mut buf);
             Arc::new(crate::encoding::shared::Encoded { buf, rects })
         });
         out.extend_from(&encoded.buf);
         encoder.detached_sent();
-        cache.taken(seq, key, job.rect, produced);
+        sh.cache.taken(sh.seq, sh.key, sh.bands, job.rect, produced);
+        if self.jobs.is_empty() {
+            // The run is complete: its streams go back to the pool.
+            sh.streams.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
         self.reused += u64::from(!produced);
         encoded.rects
     }
@@ -622,15 +637,7 @@ impl ViewerState {
             &mut body,
         );
         let pixels: usize = jobs.iter().map(|j| j.rect.area()).sum();
-        // Only big updates, which are encoded off the async runtime (a
-        // viewer may wait there for another's band), and never a cut or
-        // padded copy of the frame (its content is not frame `seq`'s).
-        let share = match &mut self.sharing {
-            Some(m) if pixels > INLINE_PIXELS && !self.fitting => {
-                m.shared().then(|| (m.cache().clone(), latest.seq))
-            }
-            _ => None,
-        };
+        let share = self.share(latest.seq, &params, &jobs, pixels);
         let mut head = UpdateBuf::new();
         let colour_map = std::mem::take(&mut self.colour_map_due);
         let last_rect = write_head(pseudo, body, &mut head);
@@ -651,6 +658,49 @@ impl ViewerState {
             started: false,
             share,
             reused: 0,
+        })
+    }
+
+    /// The run of shared encodings this update's bands take part in, if
+    /// any: only for big updates, which are encoded off the async runtime
+    /// (a viewer may wait there for another's band); never for a cut or
+    /// padded copy of the frame (its content is not frame `seq`'s), nor
+    /// with a drawn pointer (its patch, encoded alone, would come between
+    /// the run's bands in the viewer's zlib stream), nor before the
+    /// viewer's stream can take detached bytes.
+    fn share(
+        &mut self,
+        seq: u64,
+        params: &EncodeParams,
+        jobs: &std::collections::VecDeque<Job>,
+        pixels: usize,
+    ) -> Option<Share> {
+        use std::hash::{Hash, Hasher};
+        let m = self.sharing.as_ref()?;
+        if pixels <= INLINE_PIXELS || self.fitting || jobs.iter().any(|j| j.pointer) {
+            return None;
+        }
+        let encoding = jobs.front()?.encoding;
+        if !m.shared() || !self.encoders.get(encoding).takes_detached() {
+            return None;
+        }
+        let key = ShareKey {
+            encoding,
+            params: *params,
+        };
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for j in jobs {
+            (j.encoding, j.rect).hash(&mut h);
+        }
+        let bands = h.finish();
+        let cache = m.cache().clone();
+        let streams = cache.run(seq, key, bands)?;
+        Some(Share {
+            cache,
+            seq,
+            key,
+            bands,
+            streams,
         })
     }
 
@@ -1394,7 +1444,8 @@ mod tests {
         use crate::encoding::shared::SharedEncodings;
         use crate::encoding::testutil::client_pf;
         use rfb_decode::{ClientFramebuffer, Decoder};
-        let (w, h) = (320u16, 240u16);
+        // Three bands of 256, 256 and 88 rows: one run.
+        let (w, h) = (512u16, 600u16);
         let whole = Rect::new(0, 0, w, h);
         for list in [
             &[enc::TIGHT][..],
@@ -1406,22 +1457,31 @@ mod tests {
         ] {
             let lossy = list.len() > 1 && list[0] == enc::TIGHT;
             let cache = SharedEncodings::new();
-            // (joins at frame, every how many frames, viewer, picture, decoder)
-            let mut viewers: Vec<(u64, u64, ViewerState, ClientFramebuffer, Decoder)> =
-                [(1u64, 1u64), (1, 1), (1, 2), (6, 1)]
-                    .into_iter()
-                    .map(|(join, pace)| {
-                        let mut v = ViewerState::new(w, h);
-                        v.share_with(cache.clone());
-                        v.set_encodings(list);
-                        v.request(false, whole);
-                        let fb = ClientFramebuffer::new(w, h, client_pf(&PixelFormat::NATIVE));
-                        (join, pace, v, fb, Decoder::new())
-                    })
-                    .collect();
+            // (joins at frame, every how many frames, area asked for,
+            // viewer, picture, decoder); the one asking for the top half
+            // has other bands, so a run of its own.
+            let half = Rect::new(0, 0, w, h / 2);
+            type Viewer = (u64, u64, Rect, ViewerState, ClientFramebuffer, Decoder);
+            let mut viewers: Vec<Viewer> = [
+                (1u64, 1u64, whole),
+                (1, 1, whole),
+                (1, 2, whole),
+                (6, 1, whole),
+                (1, 1, half),
+            ]
+            .into_iter()
+            .map(|(join, pace, area)| {
+                let mut v = ViewerState::new(w, h);
+                v.share_with(cache.clone());
+                v.set_encodings(list);
+                v.request(false, whole);
+                let fb = ClientFramebuffer::new(w, h, client_pf(&PixelFormat::NATIVE));
+                (join, pace, area, v, fb, Decoder::new())
+            })
+            .collect();
             for n in 1..=12u64 {
                 let latest = publish(n, render(w, h, n * 7));
-                for (join, pace, v, fb, dec) in &mut viewers {
+                for (join, pace, area, v, fb, dec) in &mut viewers {
                     if n < *join || (n - *join) % *pace != 0 {
                         continue;
                     }
@@ -1442,18 +1502,105 @@ mod tests {
                     let next = if n % 3 == 0 {
                         Rect::new(10, 10, 100, 60)
                     } else {
-                        whole
+                        *area
                     };
                     v.request(true, next);
                 }
             }
+            // The viewers asking for the whole screen share; the one asking
+            // for the top half encodes its own run.
             let st = cache.stats();
             assert!(
-                st.encoded > 0 && st.reused >= st.encoded,
+                st.encoded > 0 && st.reused * 2 >= st.encoded,
                 "{list:?}: {st:?}"
             );
             drop(viewers);
             assert_eq!(cache.held_bytes(), 0, "{list:?}");
+        }
+    }
+
+    /// Two viewers with the same settings whose updates have different
+    /// bands (the whole screen, its top half) are separate runs, even for
+    /// the band they have in common: a run's zlib streams go on from band
+    /// to band, and with the two updates interleaved band by band one run
+    /// would compress a band after bytes the other viewer never got.
+    #[test]
+    fn updates_with_other_bands_are_runs_of_their_own() {
+        use crate::encoding::shared::SharedEncodings;
+        use crate::encoding::testutil::client_pf;
+        use rfb_decode::{ClientFramebuffer, Decoder};
+        let (w, h) = (512u16, 600u16);
+        // Noise (every band is well over one piece of output), except that
+        // the whole screen's second band ends with the rows the top half's
+        // second band starts with, within deflate's 32 KiB window: a
+        // stream that went on from the one band to the other would refer
+        // back to pixels the half's viewer never got (Tight's rows are
+        // compressed in order; this fails when both updates are one run).
+        let mut f = Frame::new(w, h);
+        let mut seed = 0x9E37_79B9_u32;
+        for p in f.pixels.iter_mut() {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            *p = seed >> 8;
+        }
+        let wu = w as usize;
+        f.pixels.copy_within(256 * wu..277 * wu, 491 * wu);
+        let latest = publish(1, f);
+        for e in [enc::ZRLE, enc::TIGHT] {
+            let cache = SharedEncodings::new();
+            let areas = [Rect::new(0, 0, w, h), Rect::new(0, 0, w, 300)];
+            // Both count as sharers before either update starts.
+            let mut states: Vec<ViewerState> = areas
+                .iter()
+                .map(|_| {
+                    let mut v = ViewerState::new(w, h);
+                    v.share_with(cache.clone());
+                    v.set_encodings(&[e]);
+                    v
+                })
+                .collect();
+            let mut viewers: Vec<_> = areas
+                .iter()
+                .zip(states.drain(..))
+                .map(|(&area, mut v)| {
+                    // A started ZRLE stream (a viewer's first band is its own).
+                    v.request(false, Rect::new(0, 0, 8, 8));
+                    let fb = ClientFramebuffer::new(w, h, client_pf(&PixelFormat::NATIVE));
+                    let mut dec = Decoder::new();
+                    let mut out = Vec::new();
+                    assert!(v.build_update(&latest, &mut out));
+                    assert_eq!(dec.decode_message(&out, &mut { fb.clone() }), Ok(out.len()));
+                    v.request(false, area);
+                    let s = v.start_update(&latest).expect("an update");
+                    (v, s, fb, dec, Vec::new(), area)
+                })
+                .collect();
+            // One piece each in turn (a band is more than a piece here).
+            let mut more = [true, true];
+            while more.iter().any(|&m| m) {
+                for (k, (v, s, _, _, out, _)) in viewers.iter_mut().enumerate() {
+                    if more[k] {
+                        let mut buf = UpdateBuf::new();
+                        more[k] = v.continue_update(s, &mut buf);
+                        out.extend_from_slice(buf.bytes());
+                    }
+                }
+            }
+            for (_, _, fb, dec, out, area) in &mut viewers {
+                assert_eq!(dec.decode_message(out, fb), Ok(out.len()), "{e}, {area:?}");
+                for y in 0..area.h as usize {
+                    let row = y * w as usize..(y + 1) * w as usize;
+                    assert!(
+                        fb.pixels[row.clone()] == latest.frame.pixels[row],
+                        "{e}: row {y}"
+                    );
+                }
+            }
+            let st = cache.stats();
+            assert_eq!(
+                (st.encoded, st.reused),
+                (5, 0),
+                "{e}: two runs, 3 and 2 bands"
+            );
         }
     }
 
