@@ -145,6 +145,29 @@ impl UpdateBuf {
         self.bytes.extend_from_slice(&other.bytes);
     }
 
+    /// Copy `other`'s rectangles to the end of this buffer, each moved by
+    /// (`dx`, `dy`): a piece encoded from a small picture (the drawn
+    /// pointer's patch at 0,0) goes where the picture lies in the frame.
+    /// Rectangles that would leave the 16-bit plane are not moved (the
+    /// core refuses them as outside the framebuffer).
+    pub fn extend_moved(&mut self, other: &UpdateBuf, dx: u16, dy: u16) {
+        let base = self.bytes.len();
+        self.extend_from(other);
+        for m in &other.marks {
+            if let Mark::Rect(p) = *m {
+                let at = base + p;
+                for (i, d) in [(at, dx), (at + 2, dy)] {
+                    if let Some(b) = self.bytes.get_mut(i..i + 2) {
+                        let v = u16::from_be_bytes([b[0], b[1]]).checked_add(d);
+                        if let Some(v) = v {
+                            b.copy_from_slice(&v.to_be_bytes());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Cut the buffer to `len` bytes, with the headers from there on.
     pub fn truncate(&mut self, len: usize) {
         self.bytes.truncate(len);

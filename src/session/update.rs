@@ -8,7 +8,9 @@ use super::pointer::{self, PointerView};
 use crate::capture::{CursorShape, MoveHint};
 use crate::encoding::cursor::{self, ShapeKind};
 use crate::encoding::shared::{Membership, RunStreams, ShareKey, SharedEncodings};
-use crate::encoding::{write_copy_rect, ClientEncodings, ConnectionEncoders, EncodeParams};
+use crate::encoding::{
+    write_copy_rect, ClientEncodings, ConnectionEncoders, DetachedStreams, EncodeParams,
+};
 use crate::framebuffer::history::{self, DamageEntry};
 use crate::framebuffer::{region, Frame, Rect};
 use crate::rfb::messages::enc;
@@ -225,11 +227,7 @@ impl UpdateStream {
             let Some(job) = self.jobs.pop_front() else {
                 break;
             };
-            self.written += if job.pointer {
-                self.encode_pointer_piece(job, &frame, out)
-            } else {
-                self.encode_band(job, &frame, out)
-            };
+            self.written += self.encode_job(job, &frame, out);
         }
         if !self.jobs.is_empty() {
             return true;
@@ -250,78 +248,68 @@ impl UpdateStream {
         false
     }
 
-    /// One band of the frame: from the run shared with viewers of the
-    /// same settings (encoded here if this viewer is the first to reach
-    /// it), else encoded for this viewer alone. A band of the run missed
-    /// (the budget was spent, the frame got old) ends this update's part
-    /// in it: its later bands refer back to the ones before.
-    fn encode_band(&mut self, job: Job, frame: &Frame, out: &mut UpdateBuf) -> usize {
-        let encoder = self.encoders.get(job.encoding);
-        let Some(sh) = &self.share else {
-            return encoder.encode(frame, job.rect, &self.params, out);
+    /// One band of the frame, or the pointer's patch: from the run shared
+    /// with viewers of the same settings (encoded here if this viewer is
+    /// the first to reach it), else encoded for this viewer alone. A band
+    /// of the run missed (the budget was spent, the frame got old) ends
+    /// this update's part in it: its later bands refer back to the ones
+    /// before.
+    fn encode_job(&mut self, job: Job, frame: &Frame, out: &mut UpdateBuf) -> usize {
+        let slot = match &self.share {
+            Some(sh) => sh.cache.slot(sh.seq, sh.key, sh.bands, job.rect),
+            None => None,
         };
-        let Some(slot) = sh.cache.slot(sh.seq, sh.key, sh.bands, job.rect) else {
-            self.share = None;
-            return encoder.encode(frame, job.rect, &self.params, out);
+        let (Some(sh), Some(slot)) = (self.share.take(), slot) else {
+            return self.encode_piece(job, frame, None, out);
         };
         let mut produced = false;
         let encoded = slot.get_or_init(|| {
             produced = true;
             let mut buf = UpdateBuf::new();
             let mut streams = sh.streams.lock().unwrap_or_else(|e| e.into_inner());
-            let rects =
-                encoder.encode_detached(frame, job.rect, &self.params, &mut streams, &mut buf);
+            let rects = self.encode_piece(job, frame, Some(&mut streams), &mut buf);
             Arc::new(crate::encoding::shared::Encoded { buf, rects })
         });
         out.extend_from(&encoded.buf);
-        encoder.detached_sent();
+        self.encoders.get(job.encoding).detached_sent();
         sh.cache.taken(sh.seq, sh.key, sh.bands, job.rect, produced);
         if self.jobs.is_empty() {
             // The run is complete: its streams go back to the pool.
             sh.streams.lock().unwrap_or_else(|e| e.into_inner()).clear();
         }
         self.reused += u64::from(!produced);
-        encoded.rects
+        let rects = encoded.rects;
+        self.share = Some(sh);
+        rects
     }
 
-    /// The pixels under the drawn pointer (`job.rect`), copied, drawn on
-    /// and encoded as a rectangle of their own. Returns the rectangles
-    /// written.
-    fn encode_pointer_piece(&mut self, job: Job, frame: &Frame, out: &mut UpdateBuf) -> usize {
-        let s = self;
-        let Some((shape, d)) = &s.cursor else {
-            // Never planned without a pointer: encode the plain pixels.
-            return s
-                .encoders
-                .get(job.encoding)
-                .encode(frame, job.rect, &s.params, out);
+    /// `job` encoded with the viewer's own streams, or with a shared
+    /// run's (`streams`).
+    fn encode_piece(
+        &mut self,
+        job: Job,
+        frame: &Frame,
+        mut streams: Option<&mut DetachedStreams>,
+        out: &mut UpdateBuf,
+    ) -> usize {
+        let params = self.params;
+        let encoder = self.encoders.get(job.encoding);
+        let mut encode = |f: &Frame, r: Rect, out: &mut UpdateBuf| match streams.as_deref_mut() {
+            Some(s) => encoder.encode_detached(f, r, &params, s, out),
+            None => encoder.encode(f, r, &params, out),
         };
+        let Some((shape, d)) = self.cursor.as_ref().filter(|_| job.pointer) else {
+            return encode(frame, job.rect, out);
+        };
+        // The pixels under the drawn pointer, copied, drawn on and encoded
+        // as a rectangle of their own.
         let inner = job.rect;
-        let encoder = s.encoders.get(job.encoding);
         let patch = pointer::draw(shape, d.pos, frame, inner);
         let mut piece = UpdateBuf::new();
-        let local = Rect::new(0, 0, inner.w, inner.h);
-        let n = encoder.encode(&patch, local, &s.params, &mut piece);
-        let header_ok = n == 1
-            && piece.rect_headers() == 1
-            && piece.len() >= 12
-            && piece[4..8] == [inner.w.to_be_bytes(), inner.h.to_be_bytes()].concat()[..];
-        if header_ok {
-            // One rectangle at 0,0 of the patch: the same one where it goes.
-            let encoding = i32::from_be_bytes([piece[8], piece[9], piece[10], piece[11]]);
-            out.rect_header(inner, encoding);
-            out.extend_from_slice(&piece[12..]);
-            return 1;
-        }
-        // Never seen (the pointer is at most 256x256, one rectangle in
-        // every encoding): the patch in place on a frame that is blank
-        // elsewhere.
-        let mut sparse = Frame::new(inner.right() as u16, inner.bottom() as u16);
-        for y in 0..inner.h {
-            let at = (inner.y + y) as usize * sparse.width as usize + inner.x as usize;
-            sparse.pixels[at..at + inner.w as usize].copy_from_slice(patch.row(y, 0, inner.w));
-        }
-        encoder.encode(&sparse, inner, &s.params, out)
+        let n = encode(&patch, Rect::new(0, 0, inner.w, inner.h), &mut piece);
+        // Encoded at 0,0 of the patch: moved to where it goes.
+        out.extend_moved(&piece, inner.x, inner.y);
+        n
     }
 
     /// The colour map the viewer needs before this update, once.
@@ -637,7 +625,8 @@ impl ViewerState {
             &mut body,
         );
         let pixels: usize = jobs.iter().map(|j| j.rect.area()).sum();
-        let share = self.share(latest.seq, &params, &jobs, pixels);
+        let drawn = cursor.as_ref().map(|(_, d)| *d);
+        let share = self.share(latest.seq, &params, &jobs, drawn, pixels);
         let mut head = UpdateBuf::new();
         let colour_map = std::mem::take(&mut self.colour_map_due);
         let last_rect = write_head(pseudo, body, &mut head);
@@ -665,19 +654,20 @@ impl ViewerState {
     /// any: only for big updates, which are encoded off the async runtime
     /// (a viewer may wait there for another's band); never for a cut or
     /// padded copy of the frame (its content is not frame `seq`'s), nor
-    /// with a drawn pointer (its patch, encoded alone, would come between
-    /// the run's bands in the viewer's zlib stream), nor before the
-    /// viewer's stream can take detached bytes.
+    /// before the viewer's stream can take detached bytes. A drawn
+    /// pointer's patch is part of the run (the same for every viewer that
+    /// draws it: frame, shape and place are the frame's).
     fn share(
         &mut self,
         seq: u64,
         params: &EncodeParams,
         jobs: &std::collections::VecDeque<Job>,
+        drawn: Option<pointer::Drawn>,
         pixels: usize,
     ) -> Option<Share> {
         use std::hash::{Hash, Hasher};
         let m = self.sharing.as_ref()?;
-        if pixels <= INLINE_PIXELS || self.fitting || jobs.iter().any(|j| j.pointer) {
+        if pixels <= INLINE_PIXELS || self.fitting {
             return None;
         }
         let encoding = jobs.front()?.encoding;
@@ -690,8 +680,9 @@ impl ViewerState {
         };
         let mut h = std::collections::hash_map::DefaultHasher::new();
         for j in jobs {
-            (j.encoding, j.rect).hash(&mut h);
+            (j.encoding, j.rect, j.pointer).hash(&mut h);
         }
+        drawn.map(|d| (d.rect, d.serial, d.pos)).hash(&mut h);
         let bands = h.finish();
         let cache = m.cache().clone();
         let streams = cache.run(seq, key, bands)?;
@@ -1438,7 +1429,8 @@ mod tests {
     /// Viewers with the same settings get one encoding of each band
     /// (encoded by whichever is first), mixed with bands each encodes
     /// alone (small updates, a viewer a frame behind, one that joins
-    /// late), and every one of them stays exact in every encoding.
+    /// late), and every one of them stays exact in every encoding, the
+    /// pointer drawn into their pictures (its patch shared too) included.
     #[test]
     fn viewers_with_the_same_settings_share_encodings_and_stay_exact() {
         use crate::encoding::shared::SharedEncodings;
@@ -1479,8 +1471,14 @@ mod tests {
                 (join, pace, area, v, fb, Decoder::new())
             })
             .collect();
+            let arrow = Arc::new(CursorShape::arrow());
             for n in 1..=12u64 {
-                let latest = publish(n, render(w, h, n * 7));
+                let latest = Published {
+                    cursor: Some((1, arrow.clone())),
+                    pointer: Some((100 + n as u16 * 13, 50 + n as u16 * 20)),
+                    ..publish(n, render(w, h, n * 7))
+                };
+                let want = pointer::composite(&latest).expect("a pointer").0.frame;
                 for (join, pace, area, v, fb, dec) in &mut viewers {
                     if n < *join || (n - *join) % *pace != 0 {
                         continue;
@@ -1493,7 +1491,7 @@ mod tests {
                         let at = y as usize * w as usize + asked.x as usize;
                         let span = at..at + asked.w as usize;
                         assert!(
-                            lossy || fb.pixels[span.clone()] == latest.frame.pixels[span],
+                            lossy || fb.pixels[span.clone()] == want.pixels[span],
                             "{list:?}: viewer joining at {join}, every {pace}, frame {n}, row {y}"
                         );
                     }
