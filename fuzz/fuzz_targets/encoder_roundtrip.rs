@@ -2,14 +2,16 @@
 //! with every encoding in several client pixel formats, then decoded with the
 //! strict decoder (the rfb-decode crate, written from the RFB specification): lossless encodings must give back exactly the source
 //! pixels in the client's format, and nothing outside the rectangle changes.
-//! Two rectangles go through the same encoder and decoder, so zlib streams
-//! must persist correctly between them.
+//! Three rectangles go through the same encoder and decoder, so zlib streams
+//! must persist correctly between them. Any may be encoded as a band shared
+//! with other viewers (`encode_detached`, one run while they follow each
+//! other), so the connection's own streams must stay right around those too.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use rfb_decode::{ClientFramebuffer, Decoder};
-use ticketvnc::encoding::{new_encoder, EncodeParams, SUPPORTED};
+use ticketvnc::encoding::{new_encoder, DetachedStreams, EncodeParams, SUPPORTED};
 use ticketvnc::framebuffer::{Frame, Rect};
 use ticketvnc::rfb::{PixelFormat, UpdateBuf};
 
@@ -36,6 +38,8 @@ fuzz_target!(|data: &[u8]| {
     let encoding = SUPPORTED[data[2] as usize % SUPPORTED.len()];
     let pf = FORMATS[data[3] as usize % FORMATS.len()];
     let level = data[4] % 10;
+    // Which of the three rectangles are shared bands (bit 0: the first).
+    let shared = data[4] / 10 % 8;
     // A small palette makes the palette and RLE paths likely; 0 means free colours.
     let palette = data[5] as usize % 20;
     let pixels = &data[6..];
@@ -57,12 +61,21 @@ fuzz_target!(|data: &[u8]| {
     let mut dec = Decoder::new();
     let client_pf = rfb_decode::PixelFormat::from_wire(&pf.to_bytes()).expect("a valid format");
     let mut fb = ClientFramebuffer::new(w, h, client_pf);
-    // Two rectangles: the left part, then the whole frame.
+    // Three rectangles: the left part, the whole frame, the left part.
     let first = Rect::new(0, 0, (w / 2).max(1), h);
-    for r in [first, frame.bounds()] {
+    let mut run = DetachedStreams::default();
+    for (k, r) in [first, frame.bounds(), first].into_iter().enumerate() {
         let before = fb.pixels.clone();
         let mut body = UpdateBuf::new();
-        let n = enc.encode(&frame, r, &params, &mut body);
+        let n = if shared >> k & 1 == 1 && enc.takes_detached() {
+            let n = enc.encode_detached(&frame, r, &params, &mut run, &mut body);
+            enc.detached_sent();
+            n
+        } else {
+            // A run goes on only from its own bands.
+            run = DetachedStreams::default();
+            enc.encode(&frame, r, &params, &mut body)
+        };
         let mut msg = UpdateBuf::new();
         msg.update_header(n as u16);
         msg.append(&mut body);
