@@ -13,8 +13,13 @@
 //! same take the whole run. The run's zlib streams ([`DetachedStreams`])
 //! carry on from band to band, so only its first band starts with an empty
 //! window (a window emptied at every band costs ZRLE up to a quarter more
-//! bytes on a screen of text). A viewer therefore takes a run's bands in
-//! order, each only after the one before it, and once it misses one it
+//! bytes on a screen of text). A band's bytes may then refer back to the
+//! run's earlier bands, so each band made with the run's streams carries
+//! its place in the run ([`Encoded::pos`]), and a viewer takes only the
+//! band whose place follows the one it took last. A band made out of that
+//! order (its entry was dropped and made again after the run went on) is
+//! made with streams of its own, fit for any viewer, and ends the taker's
+//! part in the run; so does any band a viewer cannot take. Such a viewer
 //! encodes the rest of its update alone.
 //!
 //! Entries are kept only while they can be used:
@@ -57,13 +62,23 @@ pub struct Encoded {
     pub buf: UpdateBuf,
     /// Rectangles in `buf`.
     pub rects: usize,
+    /// Its place among the bands made with the run's streams (`None`:
+    /// made with streams of its own, so it follows anything).
+    pub pos: Option<u64>,
 }
 
 /// Filled once, by the first viewer to reach it; the others wait for it.
 pub type Slot = Arc<OnceLock<Arc<Encoded>>>;
 
-/// The zlib streams a run's bands are compressed with, in turn.
-pub type RunStreams = Arc<Mutex<DetachedStreams>>;
+/// The zlib streams a run's bands are compressed with, in turn, and how
+/// many bands they made.
+#[derive(Default)]
+pub struct RunState {
+    pub streams: DetachedStreams,
+    pub made: u64,
+}
+
+pub type RunStreams = Arc<Mutex<RunState>>;
 
 /// A run: frame, settings, and the hash of the update's bands.
 type RunId = (u64, ShareKey, u64);
@@ -279,7 +294,11 @@ mod tests {
         slot.get_or_init(|| {
             let mut buf = UpdateBuf::new();
             buf.extend_from_slice(&vec![0; len]);
-            Arc::new(Encoded { buf, rects: 1 })
+            Arc::new(Encoded {
+                buf,
+                rects: 1,
+                pos: None,
+            })
         });
     }
 

@@ -162,6 +162,8 @@ struct Share {
     /// share the run.
     bands: u64,
     streams: RunStreams,
+    /// The place in the run of the next band this viewer may take.
+    next: u64,
 }
 
 /// A FramebufferUpdate being sent: decided, counted and headed when it
@@ -251,36 +253,56 @@ impl UpdateStream {
     /// One band of the frame, or the pointer's patch: from the run shared
     /// with viewers of the same settings (encoded here if this viewer is
     /// the first to reach it), else encoded for this viewer alone. A band
-    /// of the run missed (the budget was spent, the frame got old) ends
-    /// this update's part in it: its later bands refer back to the ones
-    /// before.
+    /// of the run missed (the budget was spent, the frame got old) or out
+    /// of this viewer's order in the run ends its part in it: later bands
+    /// refer back to the ones before.
     fn encode_job(&mut self, job: Job, frame: &Frame, out: &mut UpdateBuf) -> usize {
         let slot = match &self.share {
             Some(sh) => sh.cache.slot(sh.seq, sh.key, sh.bands, job.rect),
             None => None,
         };
-        let (Some(sh), Some(slot)) = (self.share.take(), slot) else {
+        let (Some(mut sh), Some(slot)) = (self.share.take(), slot) else {
             return self.encode_piece(job, frame, None, out);
         };
         let mut produced = false;
         let encoded = slot.get_or_init(|| {
             produced = true;
             let mut buf = UpdateBuf::new();
-            let mut streams = sh.streams.lock().unwrap_or_else(|e| e.into_inner());
-            let rects = self.encode_piece(job, frame, Some(&mut streams), &mut buf);
-            Arc::new(crate::encoding::shared::Encoded { buf, rects })
+            let mut run = sh.streams.lock().unwrap_or_else(|e| e.into_inner());
+            let (rects, pos) = if run.made == sh.next {
+                let n = self.encode_piece(job, frame, Some(&mut run.streams), &mut buf);
+                run.made += 1;
+                (n, Some(sh.next))
+            } else {
+                // The run went on past this band (its entry was dropped
+                // and is made again): streams of its own.
+                let mut alone = DetachedStreams::default();
+                (
+                    self.encode_piece(job, frame, Some(&mut alone), &mut buf),
+                    None,
+                )
+            };
+            Arc::new(crate::encoding::shared::Encoded { buf, rects, pos })
         });
+        if encoded.pos.is_some_and(|p| p != sh.next) {
+            // Made for another place in the run: not for this stream.
+            return self.encode_piece(job, frame, None, out);
+        }
         out.extend_from(&encoded.buf);
         self.encoders.get(job.encoding).detached_sent();
         sh.cache.taken(sh.seq, sh.key, sh.bands, job.rect, produced);
-        if self.jobs.is_empty() {
-            // The run is complete: its streams go back to the pool.
-            sh.streams.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        }
         self.reused += u64::from(!produced);
-        let rects = encoded.rects;
-        self.share = Some(sh);
-        rects
+        if encoded.pos.is_some() {
+            if self.jobs.is_empty() {
+                // The run is complete: its streams go back to the pool.
+                let mut run = sh.streams.lock().unwrap_or_else(|e| e.into_inner());
+                run.streams.clear();
+            } else {
+                sh.next += 1;
+                self.share = Some(sh);
+            }
+        }
+        encoded.rects
     }
 
     /// `job` encoded with the viewer's own streams, or with a shared
@@ -692,6 +714,7 @@ impl ViewerState {
             key,
             bands,
             streams,
+            next: 0,
         })
     }
 
@@ -1599,6 +1622,82 @@ mod tests {
                 (5, 0),
                 "{e}: two runs, 3 and 2 bands"
             );
+        }
+    }
+
+    /// A band whose shared entry went (every sharer but one had taken it)
+    /// and is made again after the run went on is made with streams of
+    /// its own: the run's streams would refer back to bands the viewer
+    /// asking for it never got. Here the second viewer changes its
+    /// settings in the middle of its update (it then counts elsewhere),
+    /// the first runs two bands ahead, and the second still gets an exact
+    /// picture (this fails when the band is made with the run's streams
+    /// and taken out of order).
+    #[test]
+    fn a_band_made_again_out_of_the_runs_order_stands_alone() {
+        use crate::encoding::shared::SharedEncodings;
+        use crate::encoding::testutil::client_pf;
+        use rfb_decode::{ClientFramebuffer, Decoder};
+        // Four bands: rows 0, 256, 512 and 768.
+        let (w, h) = (512u16, 856u16);
+        // Noise, with the third band ending in the rows the second band
+        // starts with (within deflate's window; see above).
+        let mut f = Frame::new(w, h);
+        let mut seed = 0x1234_5678_u32;
+        for p in f.pixels.iter_mut() {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            *p = seed >> 8;
+        }
+        let wu = w as usize;
+        f.pixels.copy_within(256 * wu..277 * wu, 747 * wu);
+        let latest = publish(1, f);
+        for e in [enc::ZRLE, enc::TIGHT] {
+            let cache = SharedEncodings::new();
+            let mut vs: Vec<ViewerState> = (0..2)
+                .map(|_| {
+                    let mut v = ViewerState::new(w, h);
+                    v.share_with(cache.clone());
+                    v.set_encodings(&[e]);
+                    v
+                })
+                .collect();
+            let mut fbs = Vec::new();
+            let mut streams = Vec::new();
+            for v in &mut vs {
+                let mut fb = ClientFramebuffer::new(w, h, client_pf(&PixelFormat::NATIVE));
+                let mut dec = Decoder::new();
+                v.request(false, Rect::new(0, 0, 8, 8));
+                let mut out = Vec::new();
+                assert!(v.build_update(&latest, &mut out));
+                assert_eq!(dec.decode_message(&out, &mut fb), Ok(out.len()));
+                v.request(false, Rect::new(0, 0, w, h));
+                streams.push(v.start_update(&latest).expect("an update"));
+                fbs.push((fb, dec, Vec::new()));
+            }
+            let mut piece = |k: usize, vs: &mut Vec<ViewerState>, streams: &mut Vec<_>| {
+                let mut buf = UpdateBuf::new();
+                let more = vs[k].continue_update(&mut streams[k], &mut buf);
+                fbs[k].2.extend_from_slice(buf.bytes());
+                more
+            };
+            assert!(piece(0, &mut vs, &mut streams));
+            assert!(piece(1, &mut vs, &mut streams));
+            // The second viewer now counts under other settings.
+            vs[1].set_encodings(&[enc::HEXTILE]);
+            // The first takes the second and third bands (their entries
+            // go at once: it is the only sharer left).
+            assert!(piece(0, &mut vs, &mut streams));
+            assert!(piece(0, &mut vs, &mut streams));
+            while piece(1, &mut vs, &mut streams) {}
+            while piece(0, &mut vs, &mut streams) {}
+            for (k, (fb, dec, out)) in fbs.iter_mut().enumerate() {
+                assert_eq!(
+                    dec.decode_message(out, fb),
+                    Ok(out.len()),
+                    "{e}, viewer {k}"
+                );
+                assert!(fb.pixels == latest.frame.pixels, "{e}: viewer {k}");
+            }
         }
     }
 
