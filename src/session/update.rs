@@ -1540,6 +1540,26 @@ mod tests {
         }
     }
 
+    /// A `w`x`h` frame of noise (from `seed`) whose rows `rows` are
+    /// copied again from row `to` on.
+    fn noise_with_rows_copied(
+        w: u16,
+        h: u16,
+        mut seed: u32,
+        rows: std::ops::Range<usize>,
+        to: usize,
+    ) -> Frame {
+        let mut f = Frame::new(w, h);
+        for p in f.pixels.iter_mut() {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            *p = seed >> 8;
+        }
+        let wu = w as usize;
+        f.pixels
+            .copy_within(rows.start * wu..rows.end * wu, to * wu);
+        f
+    }
+
     /// Two viewers with the same settings whose updates have different
     /// bands (the whole screen, its top half) are separate runs, even for
     /// the band they have in common: a run's zlib streams go on from band
@@ -1557,15 +1577,7 @@ mod tests {
         // stream that went on from the one band to the other would refer
         // back to pixels the half's viewer never got (Tight's rows are
         // compressed in order; this fails when both updates are one run).
-        let mut f = Frame::new(w, h);
-        let mut seed = 0x9E37_79B9_u32;
-        for p in f.pixels.iter_mut() {
-            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            *p = seed >> 8;
-        }
-        let wu = w as usize;
-        f.pixels.copy_within(256 * wu..277 * wu, 491 * wu);
-        let latest = publish(1, f);
+        let latest = publish(1, noise_with_rows_copied(w, h, 0x9E37_79B9, 256..277, 491));
         for e in [enc::ZRLE, enc::TIGHT] {
             let cache = SharedEncodings::new();
             let areas = [Rect::new(0, 0, w, h), Rect::new(0, 0, w, 300)];
@@ -1642,15 +1654,7 @@ mod tests {
         let (w, h) = (512u16, 856u16);
         // Noise, with the third band ending in the rows the second band
         // starts with (within deflate's window; see above).
-        let mut f = Frame::new(w, h);
-        let mut seed = 0x1234_5678_u32;
-        for p in f.pixels.iter_mut() {
-            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            *p = seed >> 8;
-        }
-        let wu = w as usize;
-        f.pixels.copy_within(256 * wu..277 * wu, 747 * wu);
-        let latest = publish(1, f);
+        let latest = publish(1, noise_with_rows_copied(w, h, 0x1234_5678, 256..277, 747));
         for e in [enc::ZRLE, enc::TIGHT] {
             let cache = SharedEncodings::new();
             let mut vs: Vec<ViewerState> = (0..2)
