@@ -38,6 +38,7 @@ PACKAGES=(
     mutter          # GNOME's compositor, run headless (tests/wayland_gnome.rs)
     pipewire        # the screen-cast stream Mutter offers (tests/wayland_gnome.rs)
     wireplumber     # PipeWire's session manager
+    gdb             # backtraces of a crashed server from its core in CI (.ci/run)
     libglib2.0-bin  # gdbus: is mutter on its session bus yet? (tests/wayland_gnome.rs)
     libpipewire-0.3-dev # the pipewire crate links libpipewire (--source gnome)
     libclang-dev    # bindgen, for pipewire-sys and libspa-sys

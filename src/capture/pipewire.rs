@@ -720,10 +720,18 @@ fn read_cursor(
     if !c.is_valid() {
         return (None, None);
     }
+    // libspa follows the offsets in the metadata without comparing them
+    // with the metadata's size (which pipewire-rs does not expose): an
+    // offset or stride past the largest metadata we accept is not read.
+    let room = cursor_meta_size(MAX_CURSOR_EDGE, MAX_CURSOR_EDGE);
+    let bitmap_at = c.bitmap_offset() as usize;
+    let bitmap_fits = bitmap_at
+        .checked_add(std::mem::size_of::<spa::sys::spa_meta_bitmap>())
+        .is_some_and(|end| end <= room);
     tracing::trace!(
         id = c.id(),
         bitmap_offset = c.bitmap_offset(),
-        bitmap = ?c.bitmap(),
+        bitmap = ?bitmap_fits.then(|| c.bitmap()).flatten(),
         "PipeWire cursor metadata"
     );
     let p = c.position();
@@ -736,7 +744,7 @@ fn read_cursor(
     } else {
         None
     };
-    let shape = c.bitmap().and_then(|b| {
+    let shape = bitmap_fits.then(|| c.bitmap()).flatten().and_then(|b| {
         let s = b.size();
         if s.width == 0 || s.height == 0 {
             // Mutter's "no pointer image" (a surface that set none): an
@@ -766,6 +774,15 @@ fn read_cursor(
         } else {
             w * 4
         };
+        // `bitmap_data` spans `height * |stride|` bytes from the bitmap's
+        // own offset; all of it must lie in the metadata.
+        let span = (b.stride().unsigned_abs() as usize).checked_mul(h)?;
+        let end = bitmap_at
+            .checked_add(b.offset() as usize)?
+            .checked_add(span)?;
+        if stride > MAX_CURSOR_EDGE as usize * 4 || end > room {
+            return None;
+        }
         let bytes = b.bitmap_data()?;
         if stride < w * 4 || bytes.len() < stride * (h - 1) + w * 4 {
             return None;
