@@ -770,6 +770,62 @@ fn gnome_pipewire_restart_opens_a_new_session() {
         .contains("GNOME clipboard watcher ended"));
 }
 
+/// Issue 16, faults: a stream that stalls without an error. With Mutter
+/// stopped (SIGSTOP) no frame comes, as on a still screen, and our
+/// stream's PipeWire cycles go on; what tells the two apart is Mutter not
+/// answering a ping on the bus. ticketvnc says so within seconds, keeps
+/// serving, says when Mutter answers again, and the picture and the keys
+/// go on through the same session.
+#[test]
+fn gnome_stalled_stream_is_logged_and_survived() {
+    let g = Gnome::start();
+    let (_client, client_log) = start_client(&g);
+    let mut server = start_ticketvnc(&g);
+    let expected = expected_picture();
+    wait_picture(server.addr, "raw", &expected, "gnome-before-stall");
+    let mutter = g.mutter_pid().expect("mutter's pid");
+    let signal = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &mutter.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} mutter");
+    };
+    signal("-STOP");
+    let stopped = Instant::now();
+    poll("ticketvnc to notice the stall", || {
+        g.log("ticketvnc.log")
+            .contains("Mutter does not answer on the session bus")
+            .then_some(())
+    });
+    let noticed = stopped.elapsed();
+    signal("-CONT");
+    assert!(
+        noticed < Duration::from_secs(15),
+        "noticed after {noticed:?}"
+    );
+    poll("ticketvnc to see Mutter answer again", || {
+        g.log("ticketvnc.log")
+            .contains("Mutter answers again")
+            .then_some(())
+    });
+    wait_picture(server.addr, "raw", &expected, "gnome-after-stall");
+    let mut d = Drive::start(server.addr);
+    d.run(&["move 300 200", "key a"]);
+    let inverted: Vec<u32> = expected.iter().map(|p| p ^ 0xff_ffff).collect();
+    wait_picture(server.addr, "raw", &inverted, "gnome-inverted-after-stall");
+    assert!(std::fs::read_to_string(&client_log)
+        .unwrap()
+        .lines()
+        .any(|l| l == "key 30 1"));
+    drop(d);
+    assert!(
+        server.group.child().try_wait().unwrap().is_none(),
+        "ticketvnc still serving"
+    );
+    assert!(!g.log("ticketvnc.log").contains("stream lost"));
+}
+
 /// The threads of ticketvnc (under `server`'s process group) that receive
 /// clipboard signals (named `gnome-clip-*`; `comm` is cut at 15 bytes).
 fn clipboard_signal_threads(server: &Server) -> usize {

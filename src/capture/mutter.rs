@@ -32,6 +32,10 @@ const STREAM_WAIT: Duration = Duration::from_secs(10);
 /// How often a quiet stream checks that Mutter is still there (a screen
 /// that does not change sends no frames).
 const ALIVE_CHECK: Duration = Duration::from_secs(2);
+/// Mutter not answering a ping on the bus for this long hangs: a stalled
+/// stream cannot be told from a still screen on PipeWire's side (our
+/// stream's cycles go on while Mutter is stopped), only by Mutter's silence.
+const ANSWER_WITHIN: Duration = Duration::from_secs(3);
 /// A lost stream is reopened as a new session for this long (PipeWire
 /// restarting) before the source gives up...
 const REOPEN_FOR: Duration = Duration::from_secs(30);
@@ -421,6 +425,66 @@ pub struct MutterSource {
     lost: Option<Lost>,
     /// The next picture is sent whole (a new stream).
     whole_next: bool,
+    /// Whether Mutter still answers on the bus.
+    answers: Answers,
+}
+
+/// Pings Mutter on the bus, one ping at a time, each on a thread of its
+/// own (a hung Mutter holds the call; the capture thread goes on).
+#[derive(Default)]
+struct Answers {
+    /// The ping in flight: when it was sent, and its answer.
+    pending: Option<(Instant, std::sync::mpsc::Receiver<()>)>,
+    /// Since when Mutter has not answered (told once).
+    silent_since: Option<Instant>,
+}
+
+impl Answers {
+    /// Look at the ping in flight and send the next one. The stall is
+    /// logged when Mutter has been silent for [`ANSWER_WITHIN`], and its
+    /// end when Mutter answers again; the stream is kept (its frames come
+    /// again once Mutter runs).
+    fn check(&mut self, conn: &Connection) {
+        if let Some((sent, rx)) = &self.pending {
+            match rx.try_recv() {
+                Err(std::sync::mpsc::TryRecvError::Empty) => {
+                    if sent.elapsed() >= ANSWER_WITHIN && self.silent_since.is_none() {
+                        self.silent_since = Some(*sent);
+                        warn!(
+                            waited = ?sent.elapsed(),
+                            "GNOME screen-cast stream stalled: Mutter does not answer on the \
+                             session bus (the compositor hangs); waiting for it"
+                        );
+                    }
+                    return;
+                }
+                // Answered (or the call failed, which is an answer too).
+                _ => {
+                    if let Some(since) = self.silent_since.take() {
+                        info!(after = ?since.elapsed(), "Mutter answers again");
+                    }
+                    self.pending = None;
+                }
+            }
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let conn = conn.clone();
+        let spawned = std::thread::Builder::new()
+            .name("gnome-ping".into())
+            .spawn(move || {
+                let _ = conn.call_method(
+                    Some(REMOTE_DESKTOP),
+                    "/org/gnome/Mutter/RemoteDesktop",
+                    Some("org.freedesktop.DBus.Peer"),
+                    "Ping",
+                    &(),
+                );
+                let _ = tx.send(());
+            });
+        if spawned.is_ok() {
+            self.pending = Some((Instant::now(), rx));
+        }
+    }
 }
 
 impl MutterSource {
@@ -441,6 +505,7 @@ impl MutterSource {
                 slot: slot.clone(),
                 lost: None,
                 whole_next: false,
+                answers: Answers::default(),
             },
             slot,
         ))
@@ -543,6 +608,7 @@ impl ScreenSource for MutterSource {
             Some(why) => Some(self.session.alive().err().unwrap_or(why)),
             None if self.last_check.elapsed() >= ALIVE_CHECK => {
                 self.last_check = Instant::now();
+                self.answers.check(&self.session.conn);
                 self.session.alive().err()
             }
             None => None,
@@ -595,6 +661,7 @@ impl MutterSource {
         if d.frame.is_none() && d.cursor.is_none() && d.pointer.is_none() {
             if self.last_check.elapsed() >= ALIVE_CHECK {
                 self.last_check = Instant::now();
+                self.answers.check(&self.session.conn);
                 if let Err(cause) = self.session.alive() {
                     self.lose(cause)?;
                 }
