@@ -2440,3 +2440,81 @@ async fn viewers_with_the_same_settings_share_one_encoding_and_stay_exact() {
     // least half of the 8 bands of each picture come from the other viewer.
     assert!(total >= 2 * 5 * 4, "bands reused per viewer: {reused:?}");
 }
+
+/// Issue 12: scrolling found in the frames. An xterm prints a long log and
+/// scrolls; the rows that moved reach a TigerVNC viewer and a vnc-rs
+/// viewer (CopyRect, ZRLE) as CopyRects (each viewer's "session ended"
+/// line counts them), only the new lines are encoded, and both end
+/// pixel-exact with an `import` grab of the screen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scrolling_terminal_reaches_viewers_as_copyrects_and_stays_exact() {
+    x_tools();
+    let xvfb = XvfbGuard::start_in(X_RANGE, 640, 480);
+    let vx = XvfbGuard::start_in(X_RANGE, 800, 600);
+    let d = xvfb.display_name();
+    let dir = tempfile::tempdir().unwrap();
+    let done = dir.path().join("done");
+    let server = Tvnc::start("scrolling", &["--source", "x11", "--display", &d]);
+    let vd = vx.display_name();
+    let tiger = start_vncviewer_with(&vd, server.addr, &server.ca(), "scrolling-tiger", &[]);
+    let mut rs = RsViewer::connect(server.addr, &[VncEncoding::CopyRect, VncEncoding::Zrle])
+        .await
+        .expect("vnc-rs connects");
+    // A log printed line by line: every line differs (its number), so
+    // each scroll step is a move of distinct rows.
+    let script = format!(
+        "i=0; while [ $i -lt 300 ]; do i=$((i+1)); \
+         echo \"$i: the customer's log scrolls past, line $i\"; sleep 0.01; done; \
+         touch {}; exec sleep 600",
+        done.display()
+    );
+    let _xterm = x_spawn(
+        &d,
+        &[
+            "xterm",
+            "-T",
+            "scroller",
+            "-geometry",
+            "80x30+0+0",
+            "-e",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    let ready = |_: &Grab| done.exists();
+    rs.wait_same_as_screen(&d, "x11-scrolling-rs", ready).await;
+    {
+        let (vd, d, done) = (vd.clone(), d.clone(), done.clone());
+        tokio::task::spawn_blocking(move || {
+            tiger_same_as_screen(&vd, &d, "x11-scrolling-tiger", |_: &Grab| done.exists())
+        })
+        .await
+        .unwrap();
+    }
+    let _ = rs.client.close().await;
+    drop(tiger);
+    let deadline = Instant::now() + TIMEOUT;
+    let copies = loop {
+        let log = server.stderr();
+        let ends: Vec<u64> = log
+            .lines()
+            .filter(|l| l.contains("session ended"))
+            .filter_map(|l| l.split("copy_rects=").nth(1))
+            .filter_map(|v| v.split_whitespace().next()?.parse().ok())
+            .collect();
+        if ends.len() == 2 || Instant::now() >= deadline {
+            break ends;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(copies.len(), 2, "{}", server.stderr());
+    eprintln!("CopyRects per viewer (vnc-rs, TigerVNC): {copies:?}");
+    // 300 lines, of which about 270 scroll: far more than this per viewer
+    // unless scrolling went unnoticed.
+    assert!(
+        copies.iter().all(|&c| c >= 10),
+        "CopyRects per viewer: {copies:?}\n{}",
+        server.stderr()
+    );
+}

@@ -56,7 +56,8 @@ impl Encoding {
     pub fn lossless(self) -> bool {
         self != Encoding::TightJpeg
     }
-    /// The SetEncodings list: the one encoding, its levels, and the
+    /// The SetEncodings list: the one encoding, its levels, CopyRect (every
+    /// viewer lists it; a server that finds moves may use it), and the
     /// pseudo-encodings every server supports (the cursor travels apart
     /// from the framebuffer, LastRect lets servers stream Tight).
     fn list(self, compress: u8, quality: u8) -> Vec<i32> {
@@ -70,7 +71,7 @@ impl Encoding {
                 enc::QUALITY_LEVEL_0 + quality as i32,
             ],
         };
-        v.extend([enc::CURSOR, enc::LAST_RECT]);
+        v.extend([enc::COPY_RECT, enc::CURSOR, enc::LAST_RECT]);
         v
     }
 }
@@ -315,6 +316,17 @@ fn read_update(r: &mut impl Read, buf: &mut Vec<u8>, fb_w: u16, fb_h: u16) -> Re
         match e {
             enc::RAW => {
                 take(r, buf, w * hh * bpp)?;
+            }
+            enc::COPY_RECT => {
+                let at = take(r, buf, 4)?;
+                let (sx, sy) = (
+                    u16::from_be_bytes([buf[at], buf[at + 1]]) as usize,
+                    u16::from_be_bytes([buf[at + 2], buf[at + 3]]) as usize,
+                );
+                ensure!(
+                    sx + w <= fb_w as usize && sy + hh <= fb_h as usize,
+                    "CopyRect source outside the framebuffer"
+                );
             }
             enc::ZRLE => {
                 let at = take(r, buf, 4)?;

@@ -4,6 +4,7 @@ pub mod diff;
 pub mod history;
 pub mod pool;
 pub mod region;
+pub mod scroll;
 
 use std::sync::Arc;
 

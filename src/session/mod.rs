@@ -210,6 +210,8 @@ pub struct SessionInfo {
     /// Bands of updates sent from an encoding another viewer with the same
     /// settings made (see `encoding::shared`).
     pub bands_reused: u64,
+    /// CopyRects sent (scrolling found by the capture, move hints).
+    pub copy_rects: u64,
     /// What the viewer may do right now.
     pub rights: Rights,
     /// The local user's answer, once asked.
@@ -388,12 +390,14 @@ where
     // there is only the connection number.
     match (s.started, normal, logged) {
         (true, true, _) => {
-            let (session, shared) = (s.info.session_id(), s.info.bands_reused);
-            info!(session, conn, ?peer, %reason, bands_reused = shared, "session ended")
+            let (session, shared, copies) =
+                (s.info.session_id(), s.info.bands_reused, s.info.copy_rects);
+            info!(session, conn, ?peer, %reason, bands_reused = shared, copy_rects = copies, "session ended")
         }
         (true, false, _) => {
-            let (session, shared) = (s.info.session_id(), s.info.bands_reused);
-            warn!(session, conn, ?peer, %reason, bands_reused = shared, "session ended")
+            let (session, shared, copies) =
+                (s.info.session_id(), s.info.bands_reused, s.info.copy_rects);
+            warn!(session, conn, ?peer, %reason, bands_reused = shared, copy_rects = copies, "session ended")
         }
         (false, _, true) => debug!(conn, ?peer, %reason, "session ended"),
         (false, true, false) => info!(conn, ?peer, %reason, "session ended"),
@@ -1279,6 +1283,7 @@ impl Session {
         } else {
             live.viewer.finish_update(&mut stream);
             self.info.bands_reused = live.viewer.bands_reused;
+            self.info.copy_rects = live.viewer.copy_rects;
             let end = live.writes.bytes + out.len() as u64;
             live.flow
                 .update_ends(end, &mut live.conn.output(&mut out), now);

@@ -100,6 +100,59 @@ fn fit_frame(src: &Frame, size: (u16, u16)) -> Frame {
     f
 }
 
+/// The rows of move `m` (as `(y, h)` runs of its destination) that may be
+/// copied: none whose source row meets a rectangle of `src_blockers`,
+/// whose destination row meets one of `dst_blockers` (within the move's
+/// columns), or that lies outside the rows `rows` (start, end). In the
+/// order a viewer can copy them one after another (moving down: bottom
+/// first).
+fn clean_rows(
+    m: &MoveHint,
+    src_blockers: &[&[Rect]],
+    dst_blockers: &[Rect],
+    rows: (u16, u32),
+) -> Vec<(u16, u16)> {
+    let (x0, x1) = (u32::from(m.dst.x), m.dst.right());
+    let (top, bottom) = (i64::from(m.dst.y), i64::from(m.dst.bottom()));
+    let shift = i64::from(m.dst.y) - i64::from(m.src_y);
+    let meets = |r: &&Rect| u32::from(r.x) < x1 && r.right() > x0;
+    // Blocked destination rows, as half-open intervals.
+    let mut blocked: Vec<(i64, i64)> = vec![(top, i64::from(rows.0)), (i64::from(rows.1), bottom)];
+    for r in src_blockers.iter().flat_map(|b| b.iter()).filter(meets) {
+        blocked.push((i64::from(r.y) + shift, i64::from(r.bottom()) + shift));
+    }
+    for r in dst_blockers.iter().filter(meets) {
+        blocked.push((i64::from(r.y), i64::from(r.bottom())));
+    }
+    blocked.sort_unstable();
+    let mut free = Vec::new();
+    let mut y = top;
+    for (b0, b1) in blocked {
+        if b1 <= y || b0 >= b1 {
+            continue;
+        }
+        if b0 > y {
+            free.push((y, b0.min(bottom)));
+        }
+        y = b1;
+        if y >= bottom {
+            break;
+        }
+    }
+    if y < bottom {
+        free.push((y, bottom));
+    }
+    let mut out: Vec<(u16, u16)> = free
+        .into_iter()
+        .filter(|(a, b)| b > a)
+        .map(|(a, b)| (a as u16, (b - a) as u16))
+        .collect();
+    if shift > 0 {
+        out.reverse();
+    }
+    out
+}
+
 /// Write the head of the FramebufferUpdate(s): everything before the
 /// encoded rectangles. A DesktopSize/ExtendedDesktopSize rectangle goes
 /// last in an update of its own, without framebuffer data (rfbproto
@@ -375,6 +428,8 @@ pub struct ViewerState {
     pub updates_sent: u64,
     /// Bands sent from an encoding another viewer made.
     pub bands_reused: u64,
+    /// CopyRects sent (moves the capture proved: scrolling, move hints).
+    pub copy_rects: u64,
     pub resize_reply_due: Option<ResizeReply>,
     /// The size this viewer's SetDesktopSize set (answered once the
     /// capture shows it).
@@ -433,6 +488,7 @@ impl ViewerState {
             name_due: None,
             updates_sent: 0,
             bands_reused: 0,
+            copy_rects: 0,
             resize_reply_due: None,
             resize_wanted: None,
             cursor_serial: 0,
@@ -865,7 +921,7 @@ impl ViewerState {
             self.has_picture = true;
             self.dirty = vec![bounds];
         } else {
-            let moved = if full || !self.encodings.copy_rect || latest.seq != self.seen_seq + 1 {
+            let moved = if full || !self.encodings.copy_rect {
                 Vec::new()
             } else {
                 self.copy_rects(latest, area, want, body)
@@ -909,12 +965,13 @@ impl ViewerState {
     }
 
     /// The capture's moves (frame `seen_seq` to `latest`, verified on the
-    /// frames) that hold for this viewer: its picture at the source is
+    /// frames; composed from the log when frames were skipped, see
+    /// [`history::moves_since`]) that hold for this viewer: its picture at the source is
     /// clean (not in its damage region, no pointer drawn there, not written
     /// by an earlier move), the destination is requested and has no drawn
     /// pointer. Writes them to `body`; returns their destinations.
     fn copy_rects(
-        &self,
+        &mut self,
         latest: &Published,
         area: Rect,
         want: Option<pointer::Drawn>,
@@ -927,20 +984,39 @@ impl ViewerState {
             .map(|d| d.rect)
             .collect();
         let mut moved: Vec<Rect> = Vec::new();
-        for m in &latest.moves {
+        let composed;
+        let moves = if latest.seq == self.seen_seq + 1 {
+            &latest.moves
+        } else {
+            composed = history::moves_since(&latest.damage, latest.seq, self.seen_seq);
+            &composed
+        };
+        for m in moves {
             let src = Rect::new(m.src_x, m.src_y, m.dst.w, m.dst.h);
-            let ok = !m.dst.is_empty()
-                && bounds.contains(&src)
-                && bounds.contains(&m.dst)
-                && area.contains(&m.dst)
-                && !region::overlaps(&self.dirty, src)
-                && !region::overlaps(&moved, src)
-                && !region::overlaps(&cursors, src)
-                && !region::overlaps(&cursors, m.dst);
-            if ok {
-                write_copy_rect(m.dst, m.src_x, m.src_y, &mut body.bytes);
+            if m.dst.is_empty()
+                || !bounds.contains(&src)
+                || !bounds.contains(&m.dst)
+                || m.dst.x < area.x
+                || m.dst.right() > area.right()
+            {
+                continue;
+            }
+            // Rows whose source is not clean in this viewer's picture, or
+            // that a drawn pointer covers, stay with the encoder; the rest
+            // of the move is copied.
+            let pieces = clean_rows(
+                m,
+                &[&self.dirty, &moved, &cursors],
+                &cursors,
+                (area.y, area.bottom()),
+            );
+            for (y, h) in pieces {
+                let dst = Rect::new(m.dst.x, y, m.dst.w, h);
+                let src_y = (i32::from(y) + i32::from(m.src_y) - i32::from(m.dst.y)) as u16;
+                write_copy_rect(dst, m.src_x, src_y, &mut body.bytes);
                 body.count += 1;
-                moved.push(m.dst);
+                self.copy_rects += 1;
+                moved.push(dst);
             }
         }
         moved
@@ -1090,6 +1166,59 @@ mod tests {
     use super::*;
     use crate::capture::test_pattern::render;
 
+    #[test]
+    fn moves_are_cut_around_what_the_viewer_cannot_copy() {
+        // Up by 16 rows: destination rows 32..1064 from 48..1080.
+        let up = MoveHint {
+            src_x: 0,
+            src_y: 48,
+            dst: Rect::new(0, 32, 1920, 1032),
+        };
+        let all = (0u16, 1080u32);
+        assert_eq!(clean_rows(&up, &[], &[], all), vec![(32, 1032)]);
+        // A drawn pointer at the bottom right: its own row, and the row
+        // whose source it is, are left to the encoder.
+        let pointer = [Rect::new(1919, 1079, 1, 1)];
+        assert_eq!(
+            clean_rows(&up, &[&pointer], &pointer, all),
+            vec![(32, 1031)]
+        );
+        let pointer = [Rect::new(500, 400, 16, 20)];
+        assert_eq!(
+            clean_rows(&up, &[&pointer], &pointer, all),
+            vec![(32, 352), (420, 644)]
+        );
+        // Columns the move does not cover do not block it.
+        let beside = [Rect::new(0, 400, 10, 20)];
+        let narrow = MoveHint {
+            src_x: 100,
+            src_y: 48,
+            dst: Rect::new(100, 32, 200, 100),
+        };
+        assert_eq!(
+            clean_rows(&narrow, &[&beside], &beside, all),
+            vec![(32, 100)]
+        );
+        // Damage the viewer has not had at the source; the request's rows.
+        let dirty = [Rect::new(0, 100, 64, 8)];
+        assert_eq!(
+            clean_rows(&up, &[&dirty], &[], (40, 1000)),
+            vec![(40, 44), (92, 908)]
+        );
+        // Down by 16: the lower piece first, so that the upper one's
+        // source is not yet overwritten when the viewer copies it.
+        let down = MoveHint {
+            src_x: 0,
+            src_y: 32,
+            dst: Rect::new(0, 48, 1920, 1032),
+        };
+        let pointer = [Rect::new(0, 500, 8, 8)];
+        assert_eq!(
+            clean_rows(&down, &[], &pointer, all),
+            vec![(508, 572), (48, 452)]
+        );
+    }
+
     fn publish(seq: u64, f: Frame) -> Published {
         Published {
             seq,
@@ -1222,6 +1351,7 @@ mod tests {
             first: seq,
             last: seq,
             rects,
+            moves: Vec::new(),
         };
         let mut p = publish(2, base.clone());
         p.damage = Arc::new(vec![entry(2, vec![Rect::new(300, 200, 4, 4)])]);
@@ -1261,6 +1391,7 @@ mod tests {
             first: 2,
             last: 2,
             rects: vec![Rect::new(0, 0, 256, 10)],
+            moves: Vec::new(),
         }]);
         let mut out = Vec::new();
         v.request(true, Rect::new(0, 0, 100, 128));
@@ -1724,6 +1855,7 @@ mod tests {
                 first: 1,
                 last: seq,
                 rects: vec![],
+                moves: Vec::new(),
             }]),
             frame: frame.clone(),
             ..publish(seq, Frame::new(1, 1))
@@ -1832,6 +1964,7 @@ mod tests {
             first: 2,
             last: 2,
             rects: vec![Rect::new(0, 0, 60, 50)],
+            moves: Vec::new(),
         }]);
         let (sent, px) = serve(&mut v, &small);
         assert!(sent);
@@ -1843,6 +1976,7 @@ mod tests {
                 first: 3,
                 last: 3,
                 rects: vec![],
+                moves: Vec::new(),
             },
         ]);
         assert!(!serve(&mut v, &same).0, "resent with nothing new");
@@ -1862,6 +1996,7 @@ mod tests {
             first: 2,
             last: 2,
             rects: vec![Rect::new(0, 0, 12, 19), Rect::new(30, 30, 4, 4)],
+            moves: Vec::new(),
         }]);
         let mut out = Vec::new();
         v.request(true, Rect::new(0, 0, 1, 1));
