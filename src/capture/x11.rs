@@ -6,7 +6,7 @@
 use super::shm::ShmMapping;
 use super::{Capture, CaptureError, CursorShape, ScreenSource};
 use crate::framebuffer::pool::FramePool;
-use crate::framebuffer::Rect;
+use crate::framebuffer::{Frame, Rect};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -504,18 +504,26 @@ impl X11Source {
         Rect::new(0, 0, self.crop.w, self.crop.h)
     }
 
-    /// Grab `r` of the root window into the pool's work frame.
-    fn grab(&mut self, r: Rect) -> Result<(), CaptureError> {
+    /// Grab `r` of the root window into the pool's work frame, writing only
+    /// the rows that differ from the newest frame: a redraw of the same
+    /// pixels (damage without change) costs the comparison, no copy and no
+    /// new frame. Returns the bounding box of the rows that changed (empty:
+    /// none did), or `None` when there was no frame to compare with and
+    /// all of `r` was written.
+    fn grab(&mut self, r: Rect) -> Result<Option<Rect>, CaptureError> {
         // Never past the frame, whatever damage said.
         let r = r.intersect(&self.bounds());
         if r.is_empty() {
-            return Ok(());
+            return Ok(Some(Rect::default()));
         }
         super::note_grab();
-        // Marked first: a grab cut short by an error has written some of it.
-        self.pool.mark(r);
-        let stride = self.crop.w as usize;
+        let newest = self
+            .pool
+            .newest()
+            .filter(|n| (n.width, n.height) == (self.crop.w, self.crop.h))
+            .cloned();
         let (rx, ry) = ((r.x + self.crop.x) as i16, (r.y + self.crop.y) as i16);
+        let mut changed = Rect::default();
         if let Some(s) = &self.shm {
             let rows = (s.map.bytes().len() / (r.w as usize * 4)).min(r.h as usize) as u16;
             if rows == 0 {
@@ -543,7 +551,8 @@ impl X11Source {
                     .map_err(xerr)?;
                 let band = Rect::new(r.x, r.y + y, r.w, h);
                 let bytes = &s.map.bytes()[..band.area() * 4];
-                copy_rows(&mut self.pool.work().pixels, stride, band, bytes);
+                let c = take_rows(&mut self.pool, newest.as_deref(), band, bytes);
+                changed = changed.union(&c);
                 y += h;
             }
         } else {
@@ -556,9 +565,9 @@ impl X11Source {
             if img.data.len() < r.area() * 4 {
                 return Err(CaptureError::Failed("short GetImage reply".into()));
             }
-            copy_rows(&mut self.pool.work().pixels, stride, r, &img.data);
+            changed = take_rows(&mut self.pool, newest.as_deref(), r, &img.data);
         }
-        Ok(())
+        Ok(newest.is_some().then_some(changed))
     }
 
     /// The current pointer image; `Ok(None)` when it is unusable (empty, or
@@ -667,6 +676,49 @@ impl X11Source {
 /// Copy a packed 32-bit ZPixmap image of `r` into the frame at `r`.
 /// Rows the shared-memory segment holds (at the root window's width).
 const SHM_ROWS: u16 = 64;
+
+/// Rows of `band` (its pixels `bytes`, 4 bytes each, X's BGRX order) that
+/// differ from `newest` are written into `pool`'s work frame and marked
+/// (all of them when there is no `newest`); returns their bounding box.
+fn take_rows(pool: &mut FramePool, newest: Option<&Frame>, band: Rect, bytes: &[u8]) -> Rect {
+    let w = band.w as usize;
+    let mut rows: Option<(u16, u16)> = None;
+    for (i, src) in bytes.chunks_exact(w * 4).take(band.h as usize).enumerate() {
+        let y = band.y + i as u16;
+        if newest.is_some_and(|n| same_row(src, n.row(y, band.x, band.w))) {
+            continue;
+        }
+        let work = pool.work();
+        let stride = work.width as usize;
+        copy_rows(
+            &mut work.pixels,
+            stride,
+            Rect::new(band.x, y, band.w, 1),
+            src,
+        );
+        rows = Some(rows.map_or((y, y), |(a, _)| (a, y)));
+    }
+    let Some((first, last)) = rows else {
+        return Rect::default();
+    };
+    let changed = Rect::new(band.x, first, band.w, last - first + 1);
+    // The rows between are marked too: what the pool copies into a spare
+    // later is a superset, never less.
+    pool.mark(changed);
+    changed
+}
+
+/// Whether X's BGRX pixels `src` show the row `old` (`0x00RRGGBB`); the
+/// pad byte is ignored. Compared 16 pixels at a time, so the loop
+/// vectorises and a changed row stops early.
+fn same_row(src: &[u8], old: &[u32]) -> bool {
+    src.len() == old.len() * 4
+        && src.chunks(64).zip(old.chunks(16)).all(|(s, o)| {
+            s.chunks_exact(4).zip(o).fold(0, |acc, (p, &q)| {
+                acc | (u32::from_le_bytes([p[0], p[1], p[2], 0]) ^ q)
+            }) == 0
+        })
+}
 
 fn copy_rows(pixels: &mut [u32], stride: usize, r: Rect, bytes: &[u8]) {
     let w = r.w as usize;
@@ -824,25 +876,31 @@ impl X11Source {
             let leds_changed = std::mem::take(&mut self.leds_changed);
             let pointer_moved = std::mem::take(&mut self.pointer_moved) || leds_changed;
             if full || !self.dirty.is_empty() || cursor_due || pointer_moved {
+                // Where the frame differs from the last one: what the grab
+                // found changed, which is all that was grabbed, not only
+                // what was reported (pixels drawn after the damage was
+                // fetched but before the grab are in it too, and their own
+                // report comes later, when the frame already has them).
                 let damage = if full {
                     self.last_poll = Instant::now();
                     let all = self.bounds();
-                    self.grab(all)?;
+                    let changed = self.grab(all)?;
                     // Everything is fresh: older damage is covered.
                     self.dirty.clear();
-                    None
+                    // No frame to compare with: unknown (the whole frame).
+                    changed.map(|c| if c.is_empty() { Vec::new() } else { vec![c] })
                 } else {
                     let rects = std::mem::take(&mut self.dirty);
                     // One grab of the bounding box is cheaper than many small round trips.
                     let bb = rects.iter().fold(Rect::default(), |a, r| a.union(r));
-                    self.grab(bb)?;
-                    // Where the frame may differ from the last one is all
-                    // that was grabbed, not only what was reported: pixels
-                    // drawn after the damage was fetched but before the
-                    // grab are in it too, and their own report comes later,
-                    // when the frame already has them.
-                    let bb = bb.intersect(&self.bounds());
-                    Some(if bb.is_empty() { Vec::new() } else { vec![bb] })
+                    let changed = self
+                        .grab(bb)?
+                        .unwrap_or_else(|| bb.intersect(&self.bounds()));
+                    Some(if changed.is_empty() {
+                        Vec::new()
+                    } else {
+                        vec![changed]
+                    })
                 };
                 let cursor = if cursor_due { self.take_cursor() } else { None };
                 let first = !self.have_frame;
@@ -851,10 +909,13 @@ impl X11Source {
                 self.full_grab = false;
                 let screens =
                     std::mem::take(&mut self.layout_changed).then(|| self.screens.clone());
+                // Damage without change (a redraw of the same pixels):
+                // nothing to publish.
                 if damage.as_ref().is_some_and(|d| d.is_empty())
                     && cursor.is_none()
                     && !pointer_moved
                     && !first
+                    && screens.is_none()
                 {
                     continue;
                 }
@@ -1027,6 +1088,49 @@ mod tests {
     #[test]
     fn stale_geometry_resyncs_without_shm() {
         stale_geometry_resyncs(&["-extension", "MIT-SHM"]);
+    }
+
+    #[test]
+    fn grabbed_rows_equal_to_the_newest_frame_are_not_written() {
+        let bgrx = |px: &[u32], pad: u8| -> Vec<u8> {
+            px.iter()
+                .flat_map(|p| {
+                    let [b, g, r, _] = p.to_le_bytes();
+                    [b, g, r, pad]
+                })
+                .collect()
+        };
+        // Pad bytes do not count; one pixel anywhere does.
+        let row: Vec<u32> = (0..100).map(|i| i * 0x010203).collect();
+        assert!(same_row(&bgrx(&row, 0xff), &row));
+        let mut other = row.clone();
+        other[77] ^= 0x10;
+        assert!(!same_row(&bgrx(&other, 0), &row));
+        assert!(!same_row(&bgrx(&row[..99], 0), &row));
+
+        let mut pool = FramePool::new(8, 6);
+        let mut first = Frame::new(8, 6);
+        for (i, p) in first.pixels.iter_mut().enumerate() {
+            *p = i as u32 * 0x0101;
+        }
+        // No newest frame yet: everything is written.
+        let band = Rect::new(0, 0, 8, 6);
+        assert_eq!(
+            take_rows(&mut pool, None, band, &bgrx(&first.pixels, 0)),
+            band
+        );
+        let newest = pool.publish();
+        assert_eq!(*newest, first);
+        // The same pixels again: nothing written, nothing to publish.
+        let same = bgrx(&first.pixels, 0x55);
+        assert!(take_rows(&mut pool, Some(&newest), band, &same).is_empty());
+        // Rows 2 and 4 change: their bounding box, and the frame has them.
+        let mut next = first.clone();
+        next.pixels[2 * 8 + 1] = 0xabcdef;
+        next.pixels[4 * 8 + 7] = 0x123456;
+        let changed = take_rows(&mut pool, Some(&newest), band, &bgrx(&next.pixels, 0));
+        assert_eq!(changed, Rect::new(0, 2, 8, 3));
+        assert_eq!(*pool.publish(), next);
     }
 
     #[test]

@@ -30,25 +30,67 @@ const MIN_VOTES: u32 = 3;
 /// Moves made per frame at most (the longest runs).
 const MAX_MOVES: usize = 8;
 
-/// The moves that turn `old` into `new` inside the bounding box of
-/// `changed`, each exact (the old frame's rows at the source equal the new
-/// frame's at the destination). Empty when nothing scrolled, the frames
-/// differ in size, or the area is small.
+/// The moves that turn `old` into `new` inside the areas `changed` makes
+/// (rectangles that touch or lie one under the other, in overlapping
+/// columns, are one area: a scrolling window's tile rows; a clock or a
+/// status line elsewhere is an area of its own), each exact (the old
+/// frame's rows at the source equal the new frame's at the destination)
+/// and with its source inside its area. Empty when nothing scrolled, the
+/// frames differ in size, or the areas are small.
 pub fn detect(old: &Frame, new: &Frame, changed: &[Rect]) -> Vec<MoveHint> {
-    if old.width != new.width || old.height != new.height || changed.is_empty() {
+    if old.width != new.width || old.height != new.height {
         return Vec::new();
     }
-    let area = changed
-        .iter()
-        .fold(Rect::default(), |a, r| a.union(r))
-        .intersect(&new.bounds());
-    if area.h < MIN_ROWS || area.w < MIN_COLS {
-        return Vec::new();
+    areas(changed)
+        .into_iter()
+        .map(|a| a.intersect(&new.bounds()))
+        .filter(|a| a.h >= MIN_ROWS && a.w >= MIN_COLS)
+        .flat_map(|area| match shift(old, new, area) {
+            Some(dy) => runs(old, new, area, dy),
+            None => Vec::new(),
+        })
+        .collect()
+}
+
+/// The bounding boxes of the groups of `rects` that touch (or come within
+/// a row of each other) with overlapping columns.
+fn areas(rects: &[Rect]) -> Vec<Rect> {
+    let mut sorted = rects.to_vec();
+    sorted.sort_by_key(|r| (r.y, r.x));
+    let mut out: Vec<Rect> = Vec::new();
+    for r in sorted.into_iter().filter(|r| !r.is_empty()) {
+        let near = |a: &Rect| {
+            u32::from(r.y) <= a.bottom()
+                && u32::from(a.y) <= r.bottom()
+                && u32::from(r.x) < a.right()
+                && u32::from(a.x) < r.right()
+        };
+        match out.iter().position(near) {
+            Some(i) => out[i] = out[i].union(&r),
+            None => out.push(r),
+        }
     }
-    let Some(dy) = shift(old, new, area) else {
-        return Vec::new();
-    };
-    runs(old, new, area, dy)
+    // Grown boxes may now meet each other.
+    let mut merged = true;
+    while merged {
+        merged = false;
+        'outer: for i in 0..out.len() {
+            for j in i + 1..out.len() {
+                let (a, b) = (out[i], out[j]);
+                if u32::from(a.y) <= b.bottom()
+                    && u32::from(b.y) <= a.bottom()
+                    && u32::from(a.x) < b.right()
+                    && u32::from(b.x) < a.right()
+                {
+                    out[i] = a.union(&b);
+                    out.remove(j);
+                    merged = true;
+                    break 'outer;
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The vertical shift most anchor rows agree on (new row `y` was old row
@@ -95,7 +137,7 @@ fn runs(old: &Frame, new: &Frame, area: Rect, dy: i32) -> Vec<MoveHint> {
     for y in area.y..=end {
         let holds = y < end && {
             let from = i32::from(y) - dy;
-            (0..i32::from(new.height)).contains(&from)
+            (i32::from(area.y)..i32::from(end)).contains(&from)
                 && new.row(y, area.x, area.w) == old.row(from as u16, area.x, area.w)
         };
         match (holds, start) {
@@ -282,6 +324,43 @@ mod tests {
         assert!(detect(&p, &q, &[Rect::new(0, 0, 320, 24)]).is_empty());
         // Frames of another size.
         assert!(detect(&p, &Frame::new(10, 10), &[Rect::new(0, 0, 10, 10)]).is_empty());
+    }
+
+    #[test]
+    fn a_scroll_and_a_change_elsewhere_are_areas_of_their_own() {
+        // A scrolling window's tile rows make one area; a status line at
+        // the top (full width, too low to search) and a clock at the right
+        // are their own.
+        let window: Vec<Rect> = (0..8)
+            .map(|i| Rect::new(100, 200 + i * 64, 800, 64))
+            .collect();
+        let mut rects = vec![Rect::new(0, 0, 1920, 16), Rect::new(1800, 1000, 100, 40)];
+        rects.extend(&window);
+        let mut found = areas(&rects);
+        found.sort_by_key(|r| (r.y, r.x));
+        assert_eq!(
+            found,
+            vec![
+                Rect::new(0, 0, 1920, 16),
+                Rect::new(100, 200, 800, 512),
+                Rect::new(1800, 1000, 100, 40),
+            ]
+        );
+        // The window scrolls: found although the status line changed too.
+        let old = page(1920, 1080, 3);
+        let mut new = scrolled(
+            &old,
+            &page(1920, 1080, 50),
+            Rect::new(100, 200, 800, 512),
+            16,
+        );
+        for p in &mut new.pixels[..1920 * 16] {
+            *p ^= 0x80;
+        }
+        let moves = detect(&old, &new, &rects);
+        assert_eq!(moves.len(), 1, "{moves:?}");
+        assert_eq!(moves[0].dst, Rect::new(100, 200, 800, 496));
+        assert_eq!(moves[0].src_y, 216);
     }
 
     #[test]
