@@ -314,6 +314,27 @@ impl Tvnc {
         strip_ansi(&std::fs::read_to_string(&self.log).unwrap_or_default())
     }
 
+    /// The value of `field` in each "session ended" line, once `sessions`
+    /// such lines are logged (they come when the viewers have gone).
+    async fn session_end_counts(&self, field: &str, sessions: usize) -> Vec<u64> {
+        let key = format!("{field}=");
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let ends: Vec<u64> = self
+                .stderr()
+                .lines()
+                .filter(|l| l.contains("session ended"))
+                .filter_map(|l| l.split(key.as_str()).nth(1))
+                .filter_map(|v| v.split_whitespace().next()?.parse().ok())
+                .collect();
+            if ends.len() == sessions {
+                return ends;
+            }
+            assert!(Instant::now() < deadline, "{}", self.stderr());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         let child = self.child.as_mut()?;
@@ -2420,21 +2441,7 @@ async fn viewers_with_the_same_settings_share_one_encoding_and_stay_exact() {
     drop(tigers);
     // Every viewer's "session ended" line says how many bands it took
     // from another's encoding; each pair shared.
-    let deadline = Instant::now() + TIMEOUT;
-    let reused = loop {
-        let log = server.stderr();
-        let ends: Vec<u64> = log
-            .lines()
-            .filter(|l| l.contains("session ended"))
-            .filter_map(|l| l.split("bands_reused=").nth(1))
-            .filter_map(|v| v.split_whitespace().next()?.parse().ok())
-            .collect();
-        if ends.len() == 4 || Instant::now() >= deadline {
-            break ends;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    assert_eq!(reused.len(), 4, "{}", server.stderr());
+    let reused = server.session_end_counts("bands_reused", 4).await;
     let total: u64 = reused.iter().sum();
     // Five full pictures of 640x480 in bands of 64 rows for each pair: at
     // least half of the 8 bands of each picture come from the other viewer.
@@ -2494,21 +2501,7 @@ async fn a_scrolling_terminal_reaches_viewers_as_copyrects_and_stays_exact() {
     }
     let _ = rs.client.close().await;
     drop(tiger);
-    let deadline = Instant::now() + TIMEOUT;
-    let copies = loop {
-        let log = server.stderr();
-        let ends: Vec<u64> = log
-            .lines()
-            .filter(|l| l.contains("session ended"))
-            .filter_map(|l| l.split("copy_rects=").nth(1))
-            .filter_map(|v| v.split_whitespace().next()?.parse().ok())
-            .collect();
-        if ends.len() == 2 || Instant::now() >= deadline {
-            break ends;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    assert_eq!(copies.len(), 2, "{}", server.stderr());
+    let copies = server.session_end_counts("copy_rects", 2).await;
     eprintln!("CopyRects per viewer (vnc-rs, TigerVNC): {copies:?}");
     // 300 lines, of which about 270 scroll: far more than this per viewer
     // unless scrolling went unnoticed.
