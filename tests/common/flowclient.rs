@@ -42,6 +42,12 @@ struct State {
     h: u16,
     fb: Vec<u8>,
     watch: Option<Watch>,
+    /// Per row of the watched rectangle: it shows the colour watched for.
+    /// Rows are looked at again only when a rectangle covers them, so the
+    /// client's cost per update stays at most the watched area (checking
+    /// it whole after every rectangle made this debug-built client the
+    /// bottleneck with servers that send many rectangles).
+    rows_ok: Vec<bool>,
     seen: Option<Instant>,
     stats: Stats,
     error: Option<String>,
@@ -106,6 +112,7 @@ impl FlowClient {
                 h,
                 fb: vec![0; w as usize * h as usize],
                 watch: None,
+                rows_ok: Vec::new(),
                 seen: None,
                 stats: Stats::default(),
                 error: None,
@@ -134,7 +141,9 @@ impl FlowClient {
         let mut s = self.state.0.lock().unwrap();
         s.watch = Some(w);
         s.seen = None;
-        check(&mut s, Instant::now());
+        s.rows_ok = vec![false; w.h as usize];
+        let (y, h) = (w.y, w.h);
+        check(&mut s, y, h, Instant::now());
         s.seen.is_some()
     }
 
@@ -208,18 +217,20 @@ fn request(incremental: bool, w: u16, h: u16) -> Vec<u8> {
     b
 }
 
-fn check(s: &mut State, now: Instant) {
+/// Look again at the watched rows among `y..y + h` (the rows a rectangle
+/// just wrote); `seen` once every watched row shows the colour.
+fn check(s: &mut State, y: u16, h: u16, now: Instant) {
     let Some(w) = s.watch else { return };
     if s.seen.is_some() {
         return;
     }
-    let all = (w.y..w.y + w.h).all(|y| {
-        (w.x..w.x + w.w).all(|x| {
-            let p = s.fb[y as usize * s.w as usize + x as usize];
-            (p == RED) == w.red
-        })
-    });
-    if all {
+    let (from, to) = (y.max(w.y), (y + h).min(w.y + w.h));
+    for row in from..to {
+        let at = row as usize * s.w as usize;
+        let px = &s.fb[at + w.x as usize..at + (w.x + w.w) as usize];
+        s.rows_ok[(row - w.y) as usize] = px.iter().all(|&p| (p == RED) == w.red);
+    }
+    if s.rows_ok.iter().all(|&ok| ok) {
         s.seen = Some(now);
     }
 }
@@ -263,7 +274,7 @@ fn run(
                         s.fb[at..at + w as usize]
                             .copy_from_slice(&px[row * w as usize..(row + 1) * w as usize]);
                     }
-                    check(&mut s, Instant::now());
+                    check(&mut s, y, h, Instant::now());
                     if s.seen.is_some() {
                         cv.notify_all();
                     }
