@@ -372,6 +372,9 @@ impl X11Source {
         info!(error = %why, "X screen changed under the capture; resynchronising");
         self.dirty.clear();
         self.full_grab = true;
+        // A grab cut short may have written rows it never published; the
+        // full grab compares with the newest frame, so they must go.
+        self.pool.discard_work();
         match self.check_size() {
             Ok(()) => Ok(()),
             // Still moving: the next round tries again.

@@ -104,6 +104,15 @@ impl FramePool {
         }
     }
 
+    /// Forget what was written into the work frame since the last publish
+    /// (a grab cut short by an error): the next work frame equals the
+    /// newest frame again, so a source that writes only rows differing
+    /// from the newest frame never keeps a half-written row.
+    pub fn discard_work(&mut self) {
+        self.work = None;
+        self.written.clear();
+    }
+
     /// Hand out the work frame as the newest frame; the one before becomes
     /// a spare. Without a work frame, the newest is handed out again.
     pub fn publish(&mut self) -> Arc<Frame> {
@@ -180,6 +189,20 @@ mod tests {
     /// Frames built from reused buffers equal frames built by copying the
     /// whole screen each time (the model), whatever viewers hold on to;
     /// buffers are only allocated while viewers hold the spares.
+    #[test]
+    fn a_discarded_work_frame_comes_back_equal_to_the_newest() {
+        let mut pool = FramePool::new(16, 8);
+        for value in [1, 2] {
+            grab(&mut pool, Rect::new(0, 0, 16, 8), value);
+            pool.publish();
+        }
+        // Half a grab, then an error.
+        grab(&mut pool, Rect::new(0, 2, 16, 3), 9);
+        pool.discard_work();
+        let newest = pool.newest().unwrap().clone();
+        assert_eq!(*pool.work(), *newest);
+    }
+
     #[test]
     fn reused_frames_equal_fresh_copies() {
         let (w, h) = (96u16, 64u16);
