@@ -144,6 +144,8 @@ struct Desktop {
     stack: Option<Group>,
     stream: Option<Group>,
     backend: Option<Group>,
+    /// A compositor in the session (`WAYLAND_DISPLAY` for ticketvnc).
+    compositor: Option<(Group, String)>,
 }
 
 impl Desktop {
@@ -222,6 +224,7 @@ wait
             stack: Some(stack),
             stream: None,
             backend: None,
+            compositor: None,
         };
         // The test stream, once PipeWire is up; it writes its node id.
         let node_file = d.path().join("node");
@@ -293,6 +296,51 @@ wait
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
     }
 
+    /// A headless sway in the session, as the desktop's compositor (the
+    /// test stream stays the portal's picture).
+    fn start_compositor(&mut self) {
+        common::require_commands(&["sway"]);
+        let conf = self.path().join("sway.conf");
+        std::fs::write(&conf, "output HEADLESS-1 mode 640x400\n").unwrap();
+        if is_root() {
+            std::os::unix::fs::chown(&conf, Some(uid_of(USER)), Some(uid_of(USER))).unwrap();
+        }
+        let mut c = self.command();
+        c.args([
+            "WLR_BACKENDS=headless",
+            "WLR_LIBINPUT_NO_DEVICES=1",
+            "WLR_RENDERER=pixman",
+            "sway",
+            "-c",
+        ])
+        .arg(&conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(self.path().join("sway.log")).unwrap());
+        let mut sway = Group::spawn(c);
+        let name = poll("sway's socket", || {
+            if let Ok(Some(st)) = sway.child().try_wait() {
+                panic!("sway exited ({st}): {}", self.log("sway.log"));
+            }
+            std::fs::read_dir(self.path())
+                .ok()?
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .find(|n| n.starts_with("wayland-") && !n.ends_with(".lock"))
+        });
+        self.compositor = Some((sway, name));
+    }
+
+    /// Stop (`-STOP`) or continue (`-CONT`) the compositor's process group.
+    fn signal_compositor(&mut self, sig: &str) {
+        let (g, _) = self.compositor.as_mut().expect("a compositor");
+        let ok = Command::new("kill")
+            .args([sig, "--", &format!("-{}", g.child().id())])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} the compositor");
+    }
+
     fn token_file(&self) -> PathBuf {
         self.path().join("db").join("portal-restore-token")
     }
@@ -313,11 +361,18 @@ impl Drop for Desktop {
             "backend.log",
             "backend.err",
             "ticketvnc.log",
+            "sway.log",
         ] {
             let _ = std::fs::copy(
                 self.rt.path().join(name),
                 dir.join(format!("portal-{test}-{name}")),
             );
+        }
+        if let Some((g, _)) = self.compositor.take() {
+            let _ = Command::new("kill")
+                .args(["-CONT", "--", &format!("-{}", g.0.as_ref().unwrap().id())])
+                .status();
+            drop(g);
         }
         drop(self.backend.take());
         drop(self.stream.take());
@@ -375,6 +430,9 @@ struct Server {
 fn try_start_ticketvnc(d: &Desktop, args: &[&str]) -> Result<Server, (String, i32)> {
     let db = d.path().join("db");
     let mut c = d.command();
+    if let Some((_, name)) = &d.compositor {
+        c.arg(format!("WAYLAND_DISPLAY={name}"));
+    }
     c.arg(env!("CARGO_BIN_EXE_ticketvnc"))
         .arg("--db")
         .arg(db.join("journal.db"))
@@ -975,4 +1033,44 @@ mod stream {
             .unwrap();
         mainloop.run();
     }
+}
+
+/// Issue 16, faults: behind the portal, a hung compositor leaves the
+/// stream quiet (a still screen) while the portal frontend, another
+/// process, answers on the bus as ever. ticketvnc asks the compositor on
+/// its own socket, says within seconds that it hangs, keeps serving, and
+/// says when it answers again. (The picture comes from the test stream;
+/// sway stands in for the desktop's compositor.)
+#[test]
+fn portal_hung_compositor_is_logged_and_survived() {
+    let mut d = Desktop::start(true);
+    d.start_compositor();
+    let server = start_ticketvnc(&d, &["--source", "portal"]);
+    let expected = expected_picture();
+    wait_picture(server.addr, "raw", &expected, "portal-before-hang");
+    d.signal_compositor("-STOP");
+    let stopped = Instant::now();
+    poll("ticketvnc to notice the hang", || {
+        d.log("ticketvnc.log")
+            .contains("Wayland compositor stalled")
+            .then_some(())
+    });
+    let noticed = stopped.elapsed();
+    d.signal_compositor("-CONT");
+    assert!(
+        noticed < Duration::from_secs(15),
+        "noticed after {noticed:?}"
+    );
+    poll("ticketvnc to see the compositor answer again", || {
+        d.log("ticketvnc.log")
+            .contains("the Wayland compositor answers again")
+            .then_some(())
+    });
+    wait_picture(server.addr, "raw", &expected, "portal-after-hang");
+    let mut server = server;
+    assert!(
+        server.group.child().try_wait().unwrap().is_none(),
+        "ticketvnc still serving: {}",
+        d.log("ticketvnc.log")
+    );
 }

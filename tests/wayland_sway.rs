@@ -527,6 +527,92 @@ async fn compositor_death_stops_ticketvnc() {
     assert!(closed.is_ok(), "the viewer was not disconnected");
 }
 
+/// Issue 16, faults: a compositor that hangs (SIGSTOP) looks like a still
+/// screen (the pending copy is not answered). ticketvnc tells the two
+/// apart by the compositor not answering on its socket, says so within
+/// seconds, keeps serving, and says when it answers again. Input meanwhile
+/// (enough pointer motion to fill the socket) waits for the compositor and
+/// arrives in order; a flood beyond the backlog's bound loses presses, not
+/// releases, so nothing is left stuck; the picture goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_compositor_is_logged_and_survived() {
+    tools();
+    let mut sway = Sway::start("stall", W, H, None);
+    let file = sway.dir.path().join("typed.txt");
+    foot(&mut sway, &format!("cat > {}", file.display()));
+    let server = sway.ticketvnc("stall-ticketvnc", &["--source", "wayland"]);
+    let log = || server.process.log_text();
+    let typed = || std::fs::read_to_string(&file).unwrap_or_default();
+    let mut d = Drive::start(server.addr);
+    d.run(&["type before", "key enter"]);
+    poll("the first line in foot", || {
+        (typed() == "before\n").then_some(())
+    });
+
+    sway.signal("STOP");
+    let stopped = Instant::now();
+    poll("ticketvnc to notice the hang", || {
+        log().contains("Wayland compositor stalled").then_some(())
+    });
+    let noticed = stopped.elapsed();
+    // The technician goes on moving the pointer and typing.
+    let moves: Vec<String> = (0..3000)
+        .map(|i| format!("move {} {}", 10 + i % 600, 10 + (i / 600) * 50))
+        .collect();
+    d.run(&moves.iter().map(String::as_str).collect::<Vec<_>>());
+    d.run(&["type during", "key enter"]);
+    sway.signal("CONT");
+    assert!(
+        noticed < Duration::from_secs(15),
+        "noticed after {noticed:?}"
+    );
+    poll("ticketvnc to see the compositor answer again", || {
+        log()
+            .contains("the Wayland compositor answers again")
+            .then_some(())
+    });
+    poll("the line typed during the hang", || {
+        (typed() == "before\nduring\n").then_some(())
+    });
+
+    // A flood while it hangs: bounded, presses dropped, nothing stuck.
+    sway.signal("STOP");
+    // Shift held around each y: a lost release would shift "after".
+    let flood: Vec<&str> = std::iter::repeat_n(["key x", "key shift-y"], 3000)
+        .flatten()
+        .collect();
+    d.run(&flood);
+    sway.signal("CONT");
+    poll("the backlog to be read", || {
+        log().contains("reads its input again").then_some(())
+    });
+    assert!(log().contains("presses are dropped"), "{}", log());
+    d.run(&["type after", "key enter"]);
+    let got = poll("the line typed after the hangs", || {
+        let t = typed();
+        t.ends_with("after\n").then_some(t)
+    });
+    let flooded = &got["before\nduring\n".len()..got.len() - "after\n".len()];
+    // 6000 keys, 4096 events kept: some presses were dropped.
+    assert!(
+        !flooded.is_empty() && flooded.len() < 6000,
+        "{} flood keys arrived",
+        flooded.len()
+    );
+    eprintln!("{} of 6000 flood keys arrived", flooded.len());
+    assert!(
+        flooded.chars().all(|c| c == 'x' || c == 'y'),
+        "only the flood's keys, nothing shifted or stuck: {flooded:?}"
+    );
+    drop(d);
+    let mut rs = RsViewer::connect(server.addr, &[VncEncoding::Raw])
+        .await
+        .expect("vnc-rs connects");
+    rs.wait_same_as_screen(&sway, "wl-after-stall").await;
+    assert!(server.process.alive(), "ticketvnc exited:\n{}", log());
+    assert!(!log().contains("input is dropped"), "{}", log());
+}
+
 // --------------------------------------------------- wayvnc side by side
 
 /// CPU time (user + system) of a process so far, from /proc.

@@ -16,6 +16,8 @@ pub mod virtual_x;
 #[cfg(target_os = "linux")]
 pub mod wayland;
 #[cfg(target_os = "linux")]
+pub mod wayland_ping;
+#[cfg(target_os = "linux")]
 pub mod x11;
 #[cfg(any(target_os = "windows", target_os = "macos"))]
 pub mod xcap_source;

@@ -24,6 +24,7 @@
 //! input calls ([`PortalCall`]) and notices the portal closing the session.
 
 use super::pipewire::PwStream;
+use super::wayland_ping::MaybePing;
 use super::{Capture, CaptureError, CursorShape, ScreenSource};
 use crate::framebuffer::Frame;
 use ashpd::desktop::remote_desktop::{
@@ -666,6 +667,10 @@ pub struct PortalSource {
     last_check: Instant,
     /// The frame's size, for the input sink (pixels to logical coordinates).
     size: Arc<Mutex<Option<(u16, u16)>>>,
+    /// A quiet stream from a hung compositor looks like a still screen, and
+    /// the portal frontend answers on the bus all the same: the compositor's
+    /// own socket tells (on a Wayland desktop).
+    ping: MaybePing,
 }
 
 impl PortalSource {
@@ -685,6 +690,7 @@ impl PortalSource {
             early_cursor: None,
             last_check: Instant::now(),
             size: Arc::new(Mutex::new(None)),
+            ping: MaybePing::connect(),
         })
     }
 
@@ -713,6 +719,7 @@ impl PortalSource {
     fn next_once(&mut self, wait: Duration) -> Result<Option<Capture>, CaptureError> {
         let d = self.stream.take(wait);
         self.check(d.ended.clone())?;
+        self.ping.check();
         if d.frame.is_none() && d.cursor.is_none() && d.pointer.is_none() {
             return Ok(None);
         }
@@ -773,6 +780,7 @@ impl ScreenSource for PortalSource {
     }
 
     fn idle(&mut self) -> Result<(), CaptureError> {
+        self.ping.check();
         if self.last_check.elapsed() >= ALIVE_CHECK {
             self.last_check = Instant::now();
             let ended = self.stream.ended();

@@ -12,6 +12,7 @@
 //! damage list).
 
 use super::shm::ShmMapping;
+use super::wayland_ping::MaybePing;
 use super::{Capture, CaptureError, CursorShape, ScreenSource};
 use crate::framebuffer::{Frame, Rect};
 use std::os::fd::AsFd;
@@ -69,7 +70,14 @@ pub(crate) fn dispatch_for<S>(
     timeout: Duration,
 ) -> Result<(), CaptureError> {
     queue.dispatch_pending(state).map_err(gone)?;
-    queue.flush().map_err(gone)?;
+    match queue.flush() {
+        Ok(()) => {}
+        // The compositor is not reading (it hangs, or is busy): what is
+        // queued stays queued for the next flush.
+        Err(wayland_client::backend::WaylandError::Io(e))
+            if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        Err(e) => return Err(gone(e)),
+    }
     if let Some(guard) = queue.prepare_read() {
         let fd = guard.connection_fd();
         let mut fds = [rustix::event::PollFd::new(
@@ -173,6 +181,9 @@ pub struct WaylandSource {
     failures: u32,
     cursor_sent: bool,
     published: Option<Arc<Frame>>,
+    /// Tells a hung compositor from a still screen (a pending copy looks
+    /// the same in both).
+    ping: MaybePing,
 }
 
 impl WaylandSource {
@@ -219,6 +230,7 @@ impl WaylandSource {
             failures: 0,
             cursor_sent: false,
             published: None,
+            ping: MaybePing::connect(),
         };
         src.choose_output()?;
         Ok(src)
@@ -438,6 +450,7 @@ impl WaylandSource {
     fn next_until(&mut self, deadline: Instant) -> Result<Option<Capture>, CaptureError> {
         loop {
             self.check_outputs()?;
+            self.ping.check();
             match self.state.frame_state {
                 FrameState::Idle => self.request_frame(),
                 FrameState::ReadyToCopy => self.start_copy()?,
@@ -565,6 +578,7 @@ impl ScreenSource for WaylandSource {
     /// (outputs coming and going) without copying anything, and notice a
     /// compositor that is gone.
     fn idle(&mut self) -> Result<(), CaptureError> {
+        self.ping.check();
         let r = dispatch_for(&mut self.queue, &mut self.state, Duration::ZERO)
             .and_then(|()| self.check_outputs());
         if let Err(CaptureError::Gone(e)) = &r {

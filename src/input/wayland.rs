@@ -34,6 +34,14 @@ const BTN_EXTRA: u32 = 0x114;
 const WHEEL_STEP: f64 = 15.0;
 /// wl_keyboard.keymap_format.xkb_v1
 const KEYMAP_XKB_V1: u32 = 1;
+/// Input events kept for a compositor that does not read its socket (it
+/// hangs): they wait in the connection's buffer (which has no bound of its
+/// own) and arrive in order once it runs again. Past this many, presses are
+/// dropped (as under load; releases of what is down still go), so memory
+/// stays bounded and no key is left stuck.
+const MAX_BACKLOG: u32 = 4096;
+/// How often a backlog is offered to the compositor again.
+const BACKLOG_RETRY: Duration = Duration::from_millis(50);
 
 #[derive(Default)]
 struct Globals {
@@ -54,10 +62,16 @@ struct Inner {
     buttons: u16,
     start: Instant,
     dead: bool,
+    /// The compositor did not take what was sent at the last flush: pointer
+    /// motion alone is not queued behind it (the next motion carries the
+    /// position).
+    backed_up: bool,
+    /// Events sent since the compositor stopped reading.
+    backlog: u32,
 }
 
 pub struct WaylandInput {
-    inner: Mutex<Inner>,
+    inner: Arc<Mutex<Inner>>,
     shared: Arc<WaylandShared>,
     /// The selection (wlr-data-control, [`super::wayland_clipboard`]).
     clipboard: Option<Box<dyn ClipboardTarget>>,
@@ -108,6 +122,8 @@ impl WaylandInput {
             buttons: 0,
             start: Instant::now(),
             dead: false,
+            backed_up: false,
+            backlog: 0,
         };
         inner.send_keymap();
         inner.sync();
@@ -116,8 +132,28 @@ impl WaylandInput {
             keyboard = inner.keyboard.is_some(),
             "Wayland input ready (wlr-virtual-pointer, virtual-keyboard)"
         );
+        let inner = Arc::new(Mutex::new(inner));
+        // What waits for a compositor that stopped reading is sent once it
+        // reads again, without waiting for the next event from a viewer.
+        let weak = Arc::downgrade(&inner);
+        let spawned = std::thread::Builder::new()
+            .name("wl-input-flush".into())
+            .spawn(move || loop {
+                std::thread::sleep(BACKLOG_RETRY);
+                let Some(inner) = weak.upgrade() else { break };
+                let mut g = inner.lock().unwrap_or_else(|e| e.into_inner());
+                if g.dead {
+                    break;
+                }
+                if g.backed_up {
+                    g.flush(false);
+                }
+            });
+        if let Err(e) = spawned {
+            warn!(error = %e, "Wayland input: no thread to retry sending while the compositor hangs");
+        }
         Ok(WaylandInput {
-            inner: Mutex::new(inner),
+            inner,
             shared,
             clipboard: None,
         })
@@ -154,13 +190,44 @@ impl Inner {
     /// Send what is queued and read what came back (the compositor's
     /// answers must not pile up unread); a dead connection is logged once.
     fn sync(&mut self) {
+        self.flush(true);
+    }
+
+    /// [`Self::sync`]; `sent`: an event was queued (counted while the
+    /// compositor does not read).
+    fn flush(&mut self, sent: bool) {
         if self.dead {
             return;
         }
         if let Err(e) = dispatch_for(&mut self.queue, &mut self.globals, Duration::ZERO) {
             warn!(error = %e, "Wayland input: the compositor is gone; input is dropped");
             self.dead = true;
+            return;
         }
+        // dispatch_for keeps what the socket did not take; ask again to know.
+        let backed_up = self.conn.flush().is_err();
+        if backed_up {
+            let before = self.backlog;
+            self.backlog = before.saturating_add(u32::from(sent));
+            if before < MAX_BACKLOG && self.backlog >= MAX_BACKLOG {
+                warn!(
+                    events = MAX_BACKLOG,
+                    "Wayland input: the compositor has not read its input for {MAX_BACKLOG} \
+                     events; presses are dropped until it does"
+                );
+            }
+        } else {
+            if self.backlog >= MAX_BACKLOG {
+                info!("Wayland input: the compositor reads its input again");
+            }
+            self.backlog = 0;
+        }
+        self.backed_up = backed_up;
+    }
+
+    /// The compositor has not read its input for [`MAX_BACKLOG`] events.
+    fn full(&self) -> bool {
+        self.backed_up && self.backlog >= MAX_BACKLOG
     }
 
     fn send_mods(&mut self) {
@@ -178,6 +245,10 @@ impl InputSink for WaylandInput {
     fn key(&self, down: bool, keysym: u32) -> bool {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if g.keyboard.is_none() || g.dead || keysym >= super::QEMU_KEY {
+            return false;
+        }
+        if down && g.full() {
+            g.flush(false);
             return false;
         }
         let code = if down {
@@ -216,6 +287,17 @@ impl InputSink for WaylandInput {
         let Some(p) = g.pointer.clone() else {
             return 0;
         };
+        // Presses are dropped while the backlog is full (releases go).
+        let buttons = if g.full() {
+            buttons & g.buttons
+        } else {
+            buttons
+        };
+        if g.backed_up && buttons == g.buttons {
+            // Motion alone waits for nothing: the compositor is not reading.
+            g.flush(false);
+            return buttons;
+        }
         let t = g.time();
         let size = self.shared.output_size.load(Ordering::Relaxed);
         let (w, h) = ((size >> 16).max(1), (size & 0xffff).max(1));

@@ -343,6 +343,11 @@ impl Sway {
         self.process.alive()
     }
 
+    /// Send `signal` to sway (STOP: the compositor hangs; CONT: it runs).
+    pub fn signal(&self, signal: &str) {
+        self.process.signal(signal);
+    }
+
     /// Stop sway now (the compositor "crashes").
     pub fn kill(&mut self) {
         for p in self.extras.drain(..) {
