@@ -2511,3 +2511,111 @@ async fn a_scrolling_terminal_reaches_viewers_as_copyrects_and_stays_exact() {
         server.stderr()
     );
 }
+
+/// Copies the whole root window onto itself about every 16 ms until
+/// `stop`: an application repainting the same pixels (X reports damage,
+/// nothing changes). Returns how many repaints it made.
+fn repaint_storm(
+    display: &str,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    use x11rb::connection::Connection;
+    use x11rb::protocol::xproto::{ConnectionExt as _, CreateGCAux};
+    let display = display.to_owned();
+    std::thread::spawn(move || {
+        let (conn, screen) = x11rb::connect(Some(&display)).expect("connect to X");
+        let s = &conn.setup().roots[screen];
+        let (root, w, h) = (s.root, s.width_in_pixels, s.height_in_pixels);
+        let gc = conn.generate_id().unwrap();
+        conn.create_gc(gc, root, &CreateGCAux::new().graphics_exposures(0))
+            .unwrap();
+        let mut n = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            conn.copy_area(root, root, gc, 0, 0, 0, 0, w, h).unwrap();
+            conn.get_input_focus().unwrap().reply().unwrap();
+            n += 1;
+            std::thread::sleep(Duration::from_millis(16));
+        }
+        n
+    })
+}
+
+/// Issue 12: an application repainting the same pixels over the whole
+/// screen (damage every frame, no change) is grabbed less often once its
+/// repaints found nothing three times in a row; what does change inside
+/// that area still reaches the viewers exactly: a new line in an xterm
+/// over it, then the root's own background. vnc-rs and TigerVNC end equal
+/// to an `import` grab each time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_inside_a_repainted_area_still_reach_viewers() {
+    x_tools();
+    let xvfb = XvfbGuard::start_in(X_RANGE, 640, 480);
+    let vx = XvfbGuard::start_in(X_RANGE, 800, 600);
+    let d = xvfb.display_name();
+    let dir = tempfile::tempdir().unwrap();
+    let tile = dir.path().join("tile.ppm");
+    write_tile(&tile);
+    let _ = x_run(&d, &["display", "-window", "root", tile.to_str().unwrap()]);
+    let text = dir.path().join("text.txt");
+    std::fs::write(&text, "first line\n").unwrap();
+    let _xterm = x_spawn(
+        &d,
+        &[
+            "xterm",
+            "-T",
+            "shown",
+            "-geometry",
+            "36x6+340+300",
+            "-e",
+            "tail",
+            "-n",
+            "+1",
+            "-f",
+            text.to_str().unwrap(),
+        ],
+    );
+    wait_window(&d, "shown");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let storm = repaint_storm(&d, stop.clone());
+    let server = Tvnc::start("repaints", &["--source", "x11", "--display", &d]);
+    let mut rs = RsViewer::connect(server.addr, &[VncEncoding::Raw])
+        .await
+        .expect("vnc-rs connects");
+    let tiled = |g: &Grab| (0..200).all(|y| (0..320).all(|x| g.at(x, y) == tile_pixel(x, y)));
+    let before = rs
+        .wait_same_as_screen(&d, "x11-repaints-first", tiled)
+        .await;
+    let xterm_area = |g: &Grab| -> Vec<u32> {
+        (305..375)
+            .flat_map(|y| (345..545).map(move |x| (x, y)))
+            .map(|(x, y)| g.at(x, y))
+            .collect()
+    };
+    let xterm_before = xterm_area(&before);
+    // A line in the xterm, inside the repainted area's bounding box.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&text)
+        .unwrap();
+    writeln!(f, "second line").unwrap();
+    let second = move |g: &Grab| tiled(g) && xterm_area(g) != xterm_before;
+    rs.wait_same_as_screen(&d, "x11-repaints-xterm", second)
+        .await;
+    // The repainted pixels themselves change.
+    assert!(x_run(&d, &["xsetroot", "-solid", "#2e8b57"]).is_some());
+    let green = |g: &Grab| g.count(0, 0, 320, 200, 0x2e8b57) == 320 * 200;
+    rs.wait_same_as_screen(&d, "x11-repaints-green", green)
+        .await;
+    let vd = vx.display_name();
+    let _tiger = start_vncviewer(&vd, server.addr, &server.ca(), "repaints-vncviewer");
+    let d2 = d.clone();
+    tokio::task::spawn_blocking(move || {
+        tiger_same_as_screen(&vd, &d2, "x11-repaints-tiger", green)
+    })
+    .await
+    .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let repaints = storm.join().unwrap();
+    let _ = rs.client.close().await;
+    assert!(repaints > 30, "the storm ran: {repaints} repaints");
+}

@@ -44,6 +44,50 @@ const POINTER_STILL: Duration = Duration::from_secs(1);
 /// monitor is defined, moved or deleted (`xrandr --setmonitor`), only for
 /// size changes.
 const LAYOUT_POLL: Duration = Duration::from_secs(1);
+/// Grabs of a damaged area in a row that found nothing changed, after which
+/// it counts as repainted with the same pixels (an application redrawing
+/// unchanged content every frame)...
+const REPAINTS_AFTER: u32 = 3;
+/// ...and damage inside it is grabbed at most this often, until a grab
+/// finds a change. Nothing is lost (the damage waits, it is not dropped);
+/// the first change inside such an area reaches viewers up to this late.
+const REPAINT_GRAB_EVERY: Duration = Duration::from_millis(50);
+
+/// Where an application keeps repainting the same pixels: grabbing that
+/// area at the damage's rate costs the X server's copy and a comparison
+/// per frame for nothing (x11vnc avoids it by not trusting damage at all).
+#[derive(Debug, Default)]
+struct Repaints {
+    /// The area grabbed without change, and how many times in a row.
+    area: Rect,
+    streak: u32,
+    last_grab: Option<Instant>,
+}
+
+impl Repaints {
+    /// How long damage whose bounding box is `bb` may wait before it is
+    /// grabbed (`None`: grab now).
+    fn wait(&self, bb: Rect, now: Instant) -> Option<Duration> {
+        if self.streak < REPAINTS_AFTER || !self.area.contains(&bb) {
+            return None;
+        }
+        let since = now.saturating_duration_since(self.last_grab?);
+        (since < REPAINT_GRAB_EVERY).then(|| REPAINT_GRAB_EVERY - since)
+    }
+
+    /// Damage with bounding box `bb` was grabbed; `changed`: it found a change.
+    fn grabbed(&mut self, bb: Rect, changed: bool, now: Instant) {
+        self.last_grab = Some(now);
+        if changed {
+            self.streak = 0;
+        } else if self.streak > 0 && self.area.contains(&bb) {
+            self.streak += 1;
+        } else {
+            self.area = bb;
+            self.streak = 1;
+        }
+    }
+}
 
 /// Resynchronisations in a row (no successful capture in between) after
 /// which X errors are no longer blamed on a reconfiguration: the capture
@@ -129,6 +173,7 @@ pub struct X11Source {
     /// Read the pointer and the lock keys at the next capture, whatever
     /// the polling interval says (set while idle).
     poll_due: bool,
+    repaints: Repaints,
 }
 
 impl X11Source {
@@ -183,6 +228,7 @@ impl X11Source {
             idle: false,
             damage_unread: false,
             poll_due: false,
+            repaints: Repaints::default(),
             monitor,
             crop: Rect::new(0, 0, width, height),
             screens: Vec::new(),
@@ -878,7 +924,11 @@ impl X11Source {
             // A lock key toggled is published like a pointer move.
             let leds_changed = std::mem::take(&mut self.leds_changed);
             let pointer_moved = std::mem::take(&mut self.pointer_moved) || leds_changed;
-            if full || !self.dirty.is_empty() || cursor_due || pointer_moved {
+            // One grab of the bounding box is cheaper than many small round trips.
+            let bb = self.dirty.iter().fold(Rect::default(), |a, r| a.union(r));
+            let repaint_wait = self.repaints.wait(bb, Instant::now());
+            let grab_dirty = !self.dirty.is_empty() && repaint_wait.is_none();
+            if full || grab_dirty || cursor_due || pointer_moved {
                 // Where the frame differs from the last one: what the grab
                 // found changed, which is all that was grabbed, not only
                 // what was reported (pixels drawn after the damage was
@@ -892,18 +942,21 @@ impl X11Source {
                     self.dirty.clear();
                     // No frame to compare with: unknown (the whole frame).
                     changed.map(|c| if c.is_empty() { Vec::new() } else { vec![c] })
-                } else {
-                    let rects = std::mem::take(&mut self.dirty);
-                    // One grab of the bounding box is cheaper than many small round trips.
-                    let bb = rects.iter().fold(Rect::default(), |a, r| a.union(r));
+                } else if grab_dirty {
+                    self.dirty.clear();
                     let changed = self
                         .grab(bb)?
                         .unwrap_or_else(|| bb.intersect(&self.bounds()));
+                    self.repaints
+                        .grabbed(bb, !changed.is_empty(), Instant::now());
                     Some(if changed.is_empty() {
                         Vec::new()
                     } else {
                         vec![changed]
                     })
+                } else {
+                    // Damage that waits (a repainted area): the last frame.
+                    Some(Vec::new())
                 };
                 let cursor = if cursor_due { self.take_cursor() } else { None };
                 let first = !self.have_frame;
@@ -952,6 +1005,9 @@ impl X11Source {
             );
             if let (true, Some(t)) = (self.cursor_changed, self.cursor_retry_at) {
                 wait = wait.min(t.saturating_duration_since(now));
+            }
+            if let Some(w) = repaint_wait {
+                wait = wait.min(w);
             }
             if self.wait_readable(wait)? {
                 match self.conn.poll_for_event().map_err(lost)? {
@@ -1134,6 +1190,40 @@ mod tests {
         let changed = take_rows(&mut pool, Some(&newest), band, &bgrx(&next.pixels, 0));
         assert_eq!(changed, Rect::new(0, 2, 8, 3));
         assert_eq!(*pool.publish(), next);
+    }
+
+    #[test]
+    fn repainted_areas_are_grabbed_less_often_until_they_change() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let screen = Rect::new(0, 0, 1920, 1080);
+        let mut r = Repaints::default();
+        // Unchanged grabs below the streak: damage is grabbed at once.
+        for i in 0..REPAINTS_AFTER {
+            assert_eq!(r.wait(screen, ms(u64::from(i) * 16)), None);
+            r.grabbed(screen, false, ms(u64::from(i) * 16));
+        }
+        // Now damage inside waits for the rest of REPAINT_GRAB_EVERY...
+        let last = ms(u64::from(REPAINTS_AFTER - 1) * 16);
+        let glyph = Rect::new(100, 100, 8, 16);
+        assert_eq!(
+            r.wait(glyph, last + Duration::from_millis(10)),
+            Some(REPAINT_GRAB_EVERY - Duration::from_millis(10))
+        );
+        assert_eq!(r.wait(screen, last + REPAINT_GRAB_EVERY), None);
+        // ...damage reaching outside the area does not.
+        let beyond = Rect::new(0, 0, 1920, 1081);
+        assert_eq!(r.wait(beyond, last), None);
+        // A grab that finds a change ends it.
+        r.grabbed(screen, true, last + REPAINT_GRAB_EVERY);
+        assert_eq!(r.wait(glyph, last + REPAINT_GRAB_EVERY), None);
+        // An unchanged grab of another area starts a new streak there.
+        let mut r = Repaints::default();
+        for i in 0..REPAINTS_AFTER {
+            r.grabbed(glyph, false, ms(u64::from(i)));
+        }
+        r.grabbed(screen, false, ms(10));
+        assert_eq!(r.wait(glyph, ms(11)), None);
     }
 
     #[test]
