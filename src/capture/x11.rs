@@ -737,14 +737,8 @@ fn take_rows(pool: &mut FramePool, newest: Option<&Frame>, band: Rect, bytes: &[
         if newest.is_some_and(|n| same_row(src, n.row(y, band.x, band.w))) {
             continue;
         }
-        let work = pool.work();
-        let stride = work.width as usize;
-        copy_rows(
-            &mut work.pixels,
-            stride,
-            Rect::new(band.x, y, band.w, 1),
-            src,
-        );
+        let row = pool.work_row(y, band.x, band.w);
+        copy_row(&mut row[band.x as usize..band.x as usize + w], src);
         rows = Some(rows.map_or((y, y), |(a, _)| (a, y)));
     }
     let Some((first, last)) = rows else {
@@ -764,18 +758,17 @@ fn same_row(src: &[u8], old: &[u32]) -> bool {
     src.len() == old.len() * 4
         && src.chunks(64).zip(old.chunks(16)).all(|(s, o)| {
             s.chunks_exact(4).zip(o).fold(0, |acc, (p, &q)| {
-                acc | (u32::from_le_bytes([p[0], p[1], p[2], 0]) ^ q)
-            }) == 0
+                acc | (u32::from_le_bytes([p[0], p[1], p[2], p[3]]) ^ q)
+            }) & 0x00ff_ffff
+                == 0
         })
 }
 
-fn copy_rows(pixels: &mut [u32], stride: usize, r: Rect, bytes: &[u8]) {
-    let w = r.w as usize;
-    for (row, src) in bytes.chunks_exact(w * 4).take(r.h as usize).enumerate() {
-        let start = (r.y as usize + row) * stride + r.x as usize;
-        for (dst, px) in pixels[start..start + w].iter_mut().zip(src.chunks_exact(4)) {
-            *dst = u32::from_le_bytes([px[0], px[1], px[2], 0]);
-        }
+/// X's BGRX pixels `src` into `dst` as `0x00RRGGBB`: a whole little-endian
+/// word, then the pad byte masked (one load and one AND per pixel).
+fn copy_row(dst: &mut [u32], src: &[u8]) {
+    for (d, px) in dst.iter_mut().zip(src.chunks_exact(4)) {
+        *d = u32::from_le_bytes([px[0], px[1], px[2], px[3]]) & 0x00ff_ffff;
     }
 }
 

@@ -7,9 +7,13 @@
 //! once no one else holds a spare (`Arc::get_mut`), it becomes the next work
 //! frame. A spare is brought up to date by copying from the newest frame
 //! only the rectangles published since it was the newest (its *stale*
-//! list), so a capture costs the damaged rows, not the screen. A spare
-//! still held by a viewer is never written: a new buffer is made instead
-//! (a copy of the newest frame), and the pool keeps at most [`MAX_SPARES`].
+//! list), so a capture costs the damaged rows, not the screen. That copy
+//! is made row by row as late as possible: a row the grab writes
+//! ([`FramePool::work_row`]) gets only its stale parts beside the written
+//! span, and the rest when the frame is published, so a row that changes
+//! again (scrolling, video) is written once, not twice. A spare still held
+//! by a viewer is never written: a new buffer is made instead (a copy of
+//! the newest frame), and the pool keeps at most [`MAX_SPARES`].
 
 use super::{Frame, Rect};
 use std::sync::Arc;
@@ -35,6 +39,10 @@ pub struct FramePool {
     /// equalled the newest frame.
     work: Option<Frame>,
     written: Vec<Rect>,
+    /// Where the work frame still differs from the newest frame (its stale
+    /// list, not copied yet), and which of its rows are already up to date.
+    pending: Vec<Rect>,
+    settled: Vec<bool>,
     /// Frames allocated (not reused) so far, for tests and logs.
     allocated: u64,
 }
@@ -76,6 +84,47 @@ impl FramePool {
     /// written since (see [`FramePool::written`]). Callers write into it
     /// and report what they wrote with [`FramePool::mark`].
     pub fn work(&mut self) -> &mut Frame {
+        self.make_work();
+        self.settle_all();
+        self.work.as_mut().expect("work frame")
+    }
+
+    /// Row `y` of the work frame, to be written at `x..x + w` (by the
+    /// caller, right after): the row's other stale parts are brought up to
+    /// date first. Report what was written with [`FramePool::mark`].
+    pub fn work_row(&mut self, y: u16, x: u16, w: u16) -> &mut [u32] {
+        self.make_work();
+        let work = self.work.as_mut().expect("work frame");
+        let width = work.width as usize;
+        let row = &mut work.pixels[y as usize * width..(y as usize + 1) * width];
+        if !self.pending.is_empty() && !self.settled[y as usize] {
+            self.settled[y as usize] = true;
+            let newest = self
+                .newest
+                .as_ref()
+                .expect("pending implies a newest frame");
+            let (x, end) = (u32::from(x), u32::from(x) + u32::from(w));
+            for r in self
+                .pending
+                .iter()
+                .filter(|r| r.y <= y && u32::from(y) < r.bottom())
+            {
+                // The parts of r left and right of the written span.
+                for (a, b) in [
+                    (u32::from(r.x), r.right().min(x)),
+                    (u32::from(r.x).max(end), r.right()),
+                ] {
+                    if a < b {
+                        let (a, b) = (a as usize, b as usize);
+                        row[a..b].copy_from_slice(newest.row(y, a as u16, (b - a) as u16));
+                    }
+                }
+            }
+        }
+        row
+    }
+
+    fn make_work(&mut self) {
         if self.work.is_none() {
             let frame = self.take_spare().unwrap_or_else(|| {
                 self.allocated += 1;
@@ -93,7 +142,24 @@ impl FramePool {
             // kept: it is what the next publish says was written.
             self.work = Some(frame);
         }
-        self.work.as_mut().expect("work frame")
+    }
+
+    /// Bring every row of the work frame not written since it was made up
+    /// to date with the newest frame.
+    fn settle_all(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        if let (Some(work), Some(newest)) = (self.work.as_mut(), self.newest.as_ref()) {
+            let width = work.width as usize;
+            for r in &pending {
+                for y in r.y..r.y + r.h {
+                    if !self.settled[y as usize] {
+                        let at = y as usize * width + r.x as usize;
+                        work.pixels[at..at + r.w as usize].copy_from_slice(newest.row(y, r.x, r.w));
+                    }
+                }
+            }
+        }
+        self.settled.clear();
     }
 
     /// `r` of the work frame is (or is about to be) written; may come
@@ -111,11 +177,14 @@ impl FramePool {
     pub fn discard_work(&mut self) {
         self.work = None;
         self.written.clear();
+        self.pending.clear();
+        self.settled.clear();
     }
 
     /// Hand out the work frame as the newest frame; the one before becomes
     /// a spare. Without a work frame, the newest is handed out again.
     pub fn publish(&mut self) -> Arc<Frame> {
+        self.settle_all();
         let Some(work) = self.work.take() else {
             if let Some(n) = &self.newest {
                 return n.clone();
@@ -147,7 +216,8 @@ impl FramePool {
         frame
     }
 
-    /// A spare nobody else holds, brought up to date with the newest frame.
+    /// A spare nobody else holds; where it differs from the newest frame
+    /// becomes the pending list (copied row by row later).
     fn take_spare(&mut self) -> Option<Frame> {
         let newest = self.newest.as_ref()?;
         let i = self
@@ -155,18 +225,18 @@ impl FramePool {
             .iter_mut()
             .position(|s| Arc::get_mut(&mut s.frame).is_some())?;
         let Spare { frame, stale } = self.spares.remove(i);
-        let mut frame = Arc::try_unwrap(frame).ok()?;
+        let frame = Arc::try_unwrap(frame).ok()?;
         if (frame.width, frame.height) != (newest.width, newest.height) {
             return None;
         }
         let bounds = frame.bounds();
-        for r in stale {
-            let r = r.intersect(&bounds);
-            for y in r.y..r.y + r.h {
-                let at = y as usize * frame.width as usize + r.x as usize;
-                frame.pixels[at..at + r.w as usize].copy_from_slice(newest.row(y, r.x, r.w));
-            }
-        }
+        self.pending = stale
+            .iter()
+            .map(|r| r.intersect(&bounds))
+            .filter(|r| !r.is_empty())
+            .collect();
+        self.settled.clear();
+        self.settled.resize(frame.height as usize, false);
         Some(frame)
     }
 }
@@ -203,8 +273,33 @@ mod tests {
         assert_eq!(*pool.work(), *newest);
     }
 
+    /// The same through [`FramePool::work_row`], as the X11 source writes:
+    /// only some rows of `r` (every `step`-th), the others left as they are.
+    fn grab_rows(pool: &mut FramePool, r: Rect, value: u32, step: u16) {
+        pool.mark(r);
+        for y in (r.y..r.y + r.h).step_by(step as usize) {
+            let row = pool.work_row(y, r.x, r.w);
+            row[r.x as usize..(r.x + r.w) as usize].fill(value);
+        }
+    }
+
     #[test]
     fn reused_frames_equal_fresh_copies() {
+        reused_frames_equal_fresh_copies_with(0);
+    }
+
+    /// Rows written one by one (stale parts copied late) give the same
+    /// frames, whichever rows a grab writes.
+    #[test]
+    fn rows_written_late_equal_fresh_copies() {
+        for step in 1..4 {
+            reused_frames_equal_fresh_copies_with(step);
+        }
+    }
+
+    /// `step` 0: whole rectangles through [`FramePool::work`]; else rows
+    /// through [`FramePool::work_row`], every `step`-th.
+    fn reused_frames_equal_fresh_copies_with(step: u16) {
         let (w, h) = (96u16, 64u16);
         let mut pool = FramePool::new(w, h);
         let mut model = Frame::new(w, h);
@@ -225,8 +320,12 @@ mod tests {
                     1 + rand((w - x) as u32) as u16,
                     1 + rand((h - y) as u32) as u16,
                 );
-                grab(&mut pool, r, n + 1);
-                for yy in r.y..r.y + r.h {
+                if step == 0 {
+                    grab(&mut pool, r, n + 1);
+                } else {
+                    grab_rows(&mut pool, r, n + 1, step);
+                }
+                for yy in (r.y..r.y + r.h).step_by(step.max(1) as usize) {
                     let at = yy as usize * w as usize + r.x as usize;
                     model.pixels[at..at + r.w as usize].fill(n + 1);
                 }

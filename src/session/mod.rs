@@ -1282,6 +1282,10 @@ impl Session {
             live.streaming = Some(stream);
         } else {
             live.viewer.finish_update(&mut stream);
+            // Its frame goes back to the capture's pool now, before the
+            // last piece reaches the viewer (whose next request may start a
+            // grab that wants the buffer).
+            drop(stream);
             self.info.bands_reused = live.viewer.bands_reused;
             self.info.copy_rects = live.viewer.copy_rects;
             let end = live.writes.bytes + out.len() as u64;
