@@ -129,6 +129,7 @@ pub struct FrameHistory {
     prev: Option<Arc<Frame>>,
     log: Vec<DamageEntry>,
     shared: Arc<Vec<DamageEntry>>,
+    scroll: scroll::Searches,
 }
 
 /// What [`FrameHistory::record`] found.
@@ -174,7 +175,7 @@ impl FrameHistory {
                     .collect();
                 // No source tells of scrolling: found here (exact already).
                 let moves = if moves.is_empty() {
-                    scroll::detect(p, frame, &rects)
+                    self.scroll.detect(p, frame, &rects)
                 } else {
                     moves
                 };

@@ -14,6 +14,13 @@
 use super::{Frame, Rect};
 use crate::capture::MoveHint;
 
+/// Searches in a row that found nothing, after which only every
+/// [`SEARCH_EVERY`]th capture with a large changed area is searched (a video
+/// or a photo show changing pixels that never scroll)...
+const MISSES_BEFORE_THINNING: u32 = 3;
+/// ...until a search finds a scroll again.
+const SEARCH_EVERY: u32 = 4;
+
 /// Changed areas smaller than this are not looked at (typing, a clock).
 const MIN_ROWS: u16 = 32;
 const MIN_COLS: u16 = 64;
@@ -50,6 +57,41 @@ pub fn detect(old: &Frame, new: &Frame, changed: &[Rect]) -> Vec<MoveHint> {
             None => Vec::new(),
         })
         .collect()
+}
+
+/// [`detect`] for a stream of captures, searching less where nothing
+/// scrolls: after [`MISSES_BEFORE_THINNING`] searches in a row found
+/// nothing, only every [`SEARCH_EVERY`]th capture with a large changed area
+/// is searched, until one finds a scroll. A scroll that starts then is
+/// found at most three captures late (those are sent as changed pixels).
+#[derive(Debug, Default)]
+pub struct Searches {
+    misses: u32,
+    skipped: u32,
+}
+
+impl Searches {
+    pub fn detect(&mut self, old: &Frame, new: &Frame, changed: &[Rect]) -> Vec<MoveHint> {
+        let large = areas(changed)
+            .iter()
+            .map(|a| a.intersect(&new.bounds()))
+            .any(|a| a.h >= MIN_ROWS && a.w >= MIN_COLS);
+        if !large {
+            return Vec::new();
+        }
+        if self.misses >= MISSES_BEFORE_THINNING && self.skipped + 1 < SEARCH_EVERY {
+            self.skipped += 1;
+            return Vec::new();
+        }
+        self.skipped = 0;
+        let moves = detect(old, new, changed);
+        if moves.is_empty() {
+            self.misses = self.misses.saturating_add(1);
+        } else {
+            self.misses = 0;
+        }
+        moves
+    }
 }
 
 /// The bounding boxes of the groups of `rects` that touch (or come within
@@ -230,6 +272,38 @@ mod tests {
             g.pixels[o..o + r.w as usize].copy_from_slice(&s);
         }
         g
+    }
+
+    /// Where nothing scrolls, fewer captures are searched; the first scroll
+    /// found brings back a search per capture.
+    #[test]
+    fn searches_thin_out_where_nothing_scrolls() {
+        let r = Rect::new(0, 0, 256, 192);
+        let a = page(256, 192, 1);
+        let mut b = Frame::new(256, 192);
+        for (i, p) in b.pixels.iter_mut().enumerate() {
+            *p = (i as u32).wrapping_mul(2_654_435_761) >> 8;
+        }
+        let down = scrolled(&a, &page(256, 192, 1000), r, 16);
+        let mut s = Searches::default();
+        // Three searches that find nothing (noise replaced the page).
+        for _ in 0..MISSES_BEFORE_THINNING {
+            assert!(s.detect(&a, &b, &[r]).is_empty());
+        }
+        // Then a scroll: missed by the captures skipped, found by the next.
+        let found: Vec<bool> = (0..SEARCH_EVERY)
+            .map(|_| !s.detect(&a, &down, &[r]).is_empty())
+            .collect();
+        assert_eq!(found, [false, false, false, true]);
+        // Found: every capture is searched again.
+        assert!(!s.detect(&a, &down, &[r]).is_empty());
+        assert!(!s.detect(&a, &down, &[r]).is_empty());
+        // Small changes neither count nor are searched.
+        let mut s = Searches::default();
+        for _ in 0..10 {
+            assert!(s.detect(&a, &b, &[Rect::new(0, 0, 8, 16)]).is_empty());
+        }
+        assert!(!s.detect(&a, &down, &[r]).is_empty());
     }
 
     /// Applies the moves to `viewer` as a viewer does (each CopyRect reads
