@@ -841,28 +841,7 @@ async fn viewers_show_the_x_screen_pixel_exact() {
     let dir = tempfile::tempdir().unwrap();
 
     // An image tiled over the root window, an xterm showing a file.
-    let tile = dir.path().join("tile.ppm");
-    write_tile(&tile);
-    let _ = x_run(&d, &["display", "-window", "root", tile.to_str().unwrap()]);
-    let text = dir.path().join("text.txt");
-    std::fs::write(&text, "HELLO ticketvnc\n").unwrap();
-    let _xterm = x_spawn(
-        &d,
-        &[
-            "xterm",
-            "-T",
-            "shown",
-            "-geometry",
-            "36x6+340+300",
-            "-e",
-            "tail",
-            "-n",
-            "+1",
-            "-f",
-            text.to_str().unwrap(),
-        ],
-    );
-    wait_window(&d, "shown");
+    let (_xterm, text) = tile_and_xterm(&d, dir.path(), "HELLO ticketvnc");
     // Ready: the tile is where it belongs (top left, away from the xterm)
     // and the xterm shows black text on white.
     let first_ready = |g: &Grab| {
@@ -2512,6 +2491,38 @@ async fn a_scrolling_terminal_reaches_viewers_as_copyrects_and_stays_exact() {
     );
 }
 
+/// The tile (write_tile) over the root window of `display` and, at
+/// 340,300, an xterm titled "shown" following a file in `dir` that starts
+/// with `first_line` (append to it to change the screen).
+fn tile_and_xterm(display: &str, dir: &Path, first_line: &str) -> (ChildGuard, PathBuf) {
+    let tile = dir.join("tile.ppm");
+    write_tile(&tile);
+    let _ = x_run(
+        display,
+        &["display", "-window", "root", tile.to_str().unwrap()],
+    );
+    let text = dir.join("text.txt");
+    std::fs::write(&text, format!("{first_line}\n")).unwrap();
+    let xterm = x_spawn(
+        display,
+        &[
+            "xterm",
+            "-T",
+            "shown",
+            "-geometry",
+            "36x6+340+300",
+            "-e",
+            "tail",
+            "-n",
+            "+1",
+            "-f",
+            text.to_str().unwrap(),
+        ],
+    );
+    wait_window(display, "shown");
+    (xterm, text)
+}
+
 /// Copies the whole root window onto itself about every 16 ms until
 /// `stop`: an application repainting the same pixels (X reports damage,
 /// nothing changes). Returns how many repaints it made.
@@ -2553,28 +2564,7 @@ async fn changes_inside_a_repainted_area_still_reach_viewers() {
     let vx = XvfbGuard::start_in(X_RANGE, 800, 600);
     let d = xvfb.display_name();
     let dir = tempfile::tempdir().unwrap();
-    let tile = dir.path().join("tile.ppm");
-    write_tile(&tile);
-    let _ = x_run(&d, &["display", "-window", "root", tile.to_str().unwrap()]);
-    let text = dir.path().join("text.txt");
-    std::fs::write(&text, "first line\n").unwrap();
-    let _xterm = x_spawn(
-        &d,
-        &[
-            "xterm",
-            "-T",
-            "shown",
-            "-geometry",
-            "36x6+340+300",
-            "-e",
-            "tail",
-            "-n",
-            "+1",
-            "-f",
-            text.to_str().unwrap(),
-        ],
-    );
-    wait_window(&d, "shown");
+    let (_xterm, text) = tile_and_xterm(&d, dir.path(), "first line");
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let storm = repaint_storm(&d, stop.clone());
     let server = Tvnc::start("repaints", &["--source", "x11", "--display", &d]);
