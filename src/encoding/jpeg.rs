@@ -34,6 +34,11 @@ pub fn subsampling(quality_level: u8) -> Subsampling {
 pub struct JpegCompressor {
     #[cfg(all(target_os = "linux", feature = "turbojpeg"))]
     tj: Option<turbojpeg::Compressor>,
+    /// libturbojpeg's output buffer, kept at the largest size asked for
+    /// (its worst case, several times the JPEG): resizing the caller's
+    /// buffer up to that each time zero-filled megabytes per frame.
+    #[cfg(all(target_os = "linux", feature = "turbojpeg"))]
+    scratch: Vec<u8>,
     #[cfg(not(all(target_os = "linux", feature = "turbojpeg")))]
     rgb: Vec<u8>,
 }
@@ -100,10 +105,12 @@ impl JpegCompressor {
         let Ok(cap) = tj.buf_len(r.w as usize, r.h as usize) else {
             return false;
         };
-        out.resize(cap, 0);
-        match tj.compress_to_slice(image, out) {
+        if self.scratch.len() < cap {
+            self.scratch.resize(cap, 0);
+        }
+        match tj.compress_to_slice(image, &mut self.scratch[..cap]) {
             Ok(n) => {
-                out.truncate(n);
+                out.extend_from_slice(&self.scratch[..n]);
                 true
             }
             Err(e) => {

@@ -160,6 +160,19 @@ fn split(rect: Rect) -> impl Iterator<Item = Rect> {
     })
 }
 
+/// Whether translating native pixels into `pf` keeps every colour apart
+/// (8 bits per channel, in separate bytes of a 32-bit pixel).
+fn keeps_every_colour(pf: &PixelFormat) -> bool {
+    let mut shifts = [pf.red_shift, pf.green_shift, pf.blue_shift];
+    shifts.sort_unstable();
+    pf.true_colour
+        && pf.bits_per_pixel == 32
+        && (pf.red_max, pf.green_max, pf.blue_max) == (255, 255, 255)
+        && shifts[2] <= 24
+        && shifts[1] >= shifts[0] + 8
+        && shifts[2] >= shifts[1] + 8
+}
+
 fn max_colours(area: usize, p: &EncodeParams, jpeg: bool) -> usize {
     let mut max = (area / 4).clamp(2, 256);
     if jpeg {
@@ -189,9 +202,26 @@ impl Worker {
         let jpeg = p.quality_level.filter(|_| {
             pf.true_colour && matches!(pf.bits_per_pixel, 16 | 32) && r.area() >= JPEG_MIN_AREA
         });
+        let max = max_colours(r.area(), p, jpeg.is_some());
+        // A JPEG candidate whose own pixels hold more colours than a
+        // palette may (a photo): JPEG straight from the frame, without
+        // translating the rectangle first only to count its colours. Where
+        // the translation keeps every colour apart, the count is the same.
+        if let Some(q) = jpeg.filter(|_| keeps_every_colour(pf)) {
+            self.pal.clear();
+            let fits = (r.y..r.y + r.h).all(|y| self.pal.add_all(frame.row(y, r.x, r.w), max));
+            if !fits
+                && self.jpeg.compress(frame, r, q, &mut self.jpeg_buf)
+                && self.jpeg_buf.len() <= MAX_COMPACT_LEN
+            {
+                head.push(JPEG);
+                write_compact_len(self.jpeg_buf.len(), head);
+                head.extend_from_slice(&self.jpeg_buf);
+                return;
+            }
+        }
         translate_rect(frame, r, pf, &mut self.px);
         self.pal.clear();
-        let max = max_colours(r.area(), p, jpeg.is_some());
         let fits = self.pal.add_all(&self.px, max);
         let (w, ncol) = (r.w as usize, self.pal.len());
         if fits && ncol == 1 {
@@ -442,6 +472,7 @@ impl Encoder for TightEncoder {
 #[cfg(test)]
 mod tests {
     use super::super::testutil;
+    use super::keeps_every_colour;
     use crate::rfb::messages::enc;
     use crate::rfb::PixelFormat;
 
@@ -648,6 +679,36 @@ mod tests {
                     name,
                 );
                 assert!(!d.stats.tight_kinds.contains_key("jpeg"), "{name}");
+            }
+        }
+    }
+
+    /// The shortcut to JPEG counts colours before translating only where
+    /// translating keeps them apart.
+    #[test]
+    fn colours_are_counted_untranslated_only_where_translation_keeps_them() {
+        assert!(keeps_every_colour(&PixelFormat::NATIVE));
+        let bgr = PixelFormat {
+            red_shift: 0,
+            blue_shift: 16,
+            big_endian: true,
+            ..PixelFormat::NATIVE
+        };
+        assert!(keeps_every_colour(&bgr));
+        assert!(!keeps_every_colour(&PixelFormat::RGB565));
+        let overlapping = PixelFormat {
+            green_shift: 4,
+            ..PixelFormat::NATIVE
+        };
+        assert!(!keeps_every_colour(&overlapping));
+        let fewer_bits = PixelFormat {
+            red_max: 127,
+            ..PixelFormat::NATIVE
+        };
+        assert!(!keeps_every_colour(&fewer_bits));
+        for (name, pf) in testutil::formats() {
+            if keeps_every_colour(&pf) {
+                assert_eq!(pf.bits_per_pixel, 32, "{name}");
             }
         }
     }
