@@ -21,9 +21,9 @@ use wayland_client::protocol::wl_callback;
 use wayland_client::{Connection, Dispatch, EventQueue, QueueHandle};
 
 /// How long after an answer the next ping goes out.
-pub const PING_EVERY: Duration = Duration::from_secs(2);
+const PING_EVERY: Duration = Duration::from_secs(2);
 /// A compositor that has not answered a ping for this long hangs.
-pub const ANSWER_WITHIN: Duration = Duration::from_secs(3);
+const ANSWER_WITHIN: Duration = Duration::from_secs(3);
 
 #[derive(Default)]
 struct Pong {

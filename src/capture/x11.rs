@@ -919,7 +919,9 @@ impl X11Source {
             let pointer_moved = std::mem::take(&mut self.pointer_moved) || leds_changed;
             // One grab of the bounding box is cheaper than many small round trips.
             let bb = self.dirty.iter().fold(Rect::default(), |a, r| a.union(r));
-            let repaint_wait = self.repaints.wait(bb, Instant::now());
+            let repaint_wait = (!self.dirty.is_empty())
+                .then(|| self.repaints.wait(bb, Instant::now()))
+                .flatten();
             let grab_dirty = !self.dirty.is_empty() && repaint_wait.is_none();
             if full || grab_dirty || cursor_due || pointer_moved {
                 // Where the frame differs from the last one: what the grab
