@@ -106,3 +106,67 @@ fn short_bench_measures_every_cell_and_decodes_exactly() {
         assert!(md.contains(&format!("![{wl}](chart-{wl}.svg)")), "{md}");
     }
 }
+
+/// `--levels`: every zrle cell once per level, compared at equal output
+/// size, with a bytes-against-CPU chart. The level must reach the server:
+/// ticketvnc's first update at level 9 is smaller than at level 1.
+#[test]
+fn swept_levels_compare_servers_at_equal_output_size() {
+    common::require_commands(&["Xvfb", "X0tigervnc"]);
+    let out = tempfile::tempdir().unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_ticketvnc"))
+        .args([
+            "bench",
+            "--short",
+            "--size",
+            "400x300",
+            "--servers",
+            "ticketvnc,x0vncserver",
+            "--workloads",
+            "photo",
+            "--multi-workloads",
+            "",
+            "--encodings",
+            "zrle",
+            "--levels",
+            "1,9",
+            "--out",
+        ])
+        .arg(out.path())
+        .output()
+        .expect("run ticketvnc bench");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "bench failed: {stderr}");
+    let json: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.path().join("results.json")).expect("results.json"),
+    )
+    .expect("valid JSON");
+    let md = std::fs::read_to_string(out.path().join("results.md")).expect("results.md");
+    let cells = json["cells"].as_array().expect("cells");
+    assert_eq!(cells.len(), 4, "{md}");
+    let first = |server: &str, level: u64| {
+        cells
+            .iter()
+            .find(|c| c["server"] == server && c["compress"].as_u64() == Some(level))
+            .unwrap_or_else(|| panic!("no {server} cell at level {level}\n{md}"))
+            ["first_update_bytes"]
+            .as_u64()
+            .unwrap()
+    };
+    assert!(
+        first("ticketvnc", 9) < first("ticketvnc", 1),
+        "level 9 {} bytes, level 1 {}",
+        first("ticketvnc", 9),
+        first("ticketvnc", 1)
+    );
+    assert!(
+        md.contains("| photo | zrle level 9 | 1 | x0vncserver |"),
+        "{md}"
+    );
+    assert!(md.contains("### At equal output size"), "{md}");
+    assert!(md.contains("| ticketvnc | x0vncserver, 9 |"), "{md}");
+    let svg = std::fs::read_to_string(out.path().join("chart-sizes-photo.svg"))
+        .expect("chart-sizes-photo.svg");
+    assert_eq!(svg.matches("<circle").count(), 4, "{svg}");
+    assert!(md.contains("(chart-sizes-photo.svg)"), "{md}");
+}

@@ -56,8 +56,8 @@ fn axes(rows: &[Row], workload: &str) -> (Vec<String>, Vec<String>) {
         if !servers.contains(&label) {
             servers.push(label);
         }
-        if !encodings.contains(&r.cell.encoding) {
-            encodings.push(r.cell.encoding.clone());
+        if !encodings.contains(&r.cell.setting()) {
+            encodings.push(r.cell.setting());
         }
     }
     (servers, encodings)
@@ -110,8 +110,12 @@ fn draw(
     let (header, body) = root.split_vertically(HEADER_H);
     header.draw(&Text::new(
         format!(
-            "{workload}: {}x{}, compression level {}, JPEG quality {}, 1 viewer (RSS also with the most viewers); {}",
-            run.width, run.height, run.compress, run.quality, run.date
+            "{workload}: {}x{}, {}, JPEG quality {}, 1 viewer (RSS also with the most viewers); {}",
+            run.width,
+            run.height,
+            report::levels(run),
+            run.quality,
+            run.date
         ),
         (10, 8),
         ("sans-serif", 15).into_font().color(&BLACK),
@@ -134,7 +138,7 @@ fn draw(
             rows.iter()
                 .find(|r| {
                     r.cell.workload == workload
-                        && r.cell.encoding == encoding
+                        && r.cell.setting() == encoding
                         && r.cell.label() == server
                 })
                 .and_then(|r| (metric.get)(r))
@@ -191,7 +195,7 @@ fn draw(
                     // A cell that failed says so where its bar would be.
                     let failed = rows.iter().any(|r| {
                         r.cell.workload == workload
-                            && r.cell.encoding == *e
+                            && r.cell.setting() == *e
                             && r.cell.label() == *s
                             && r.cell.error.is_some()
                     });

@@ -6,6 +6,7 @@ mod chart;
 mod client;
 mod report;
 mod servers;
+mod sizes;
 mod workload;
 
 use anyhow::{bail, Context, Result};
@@ -64,6 +65,12 @@ pub struct BenchArgs {
     /// Compression level sent to every server (0-9).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=9))]
     pub compress: u8,
+    /// Compression levels to sweep (e.g. `0,1,2,3,4,5,6,7,8,9`): every
+    /// zrle, tight and tight-jpeg cell runs once per level instead of at
+    /// `--compress`, and the report compares the servers at equal output
+    /// size (bytes against CPU, since servers map levels differently).
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(0..=9))]
+    pub levels: Vec<u8>,
     /// JPEG quality level for tight-jpeg (0-9).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(0..=9))]
     pub quality: u8,
@@ -92,6 +99,9 @@ pub struct Cell {
     pub cpus: Option<usize>,
     pub workload: String,
     pub encoding: String,
+    /// The compression level of this cell when the run swept levels
+    /// (`--levels`); else None (the run's `compress`, or Raw).
+    pub compress: Option<u8>,
     pub clients: usize,
     pub seconds: f64,
     /// Updates per second received by viewer 1.
@@ -141,6 +151,15 @@ impl Cell {
             Some(n) => format!("{} ({n} cores)", self.server),
         }
     }
+
+    /// The encoding with its level when the run swept levels:
+    /// "zrle level 6"; else the encoding's name.
+    pub fn setting(&self) -> String {
+        match self.compress {
+            Some(l) => format!("{} level {l}", self.encoding),
+            None => self.encoding.clone(),
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -153,6 +172,9 @@ pub struct Run {
     pub load_end: String,
     pub command: String,
     pub compress: u8,
+    /// The levels swept (`--levels`); empty when every cell used `compress`.
+    #[serde(default)]
+    pub levels: Vec<u8>,
     pub quality: u8,
     pub width: u16,
     pub height: u16,
@@ -165,7 +187,9 @@ fn ticks_per_s() -> f64 {
 }
 
 fn parse_list<T>(v: &[String], f: fn(&str) -> Option<T>, what: &str) -> Result<Vec<T>> {
+    // An empty list (`--multi-workloads ''`) names nothing.
     v.iter()
+        .filter(|s| !s.trim().is_empty())
         .map(|s| f(s.trim()).with_context(|| format!("unknown {what} {s:?}")))
         .collect()
 }
@@ -217,14 +241,25 @@ pub fn run(args: BenchArgs, command_line: String) -> Result<()> {
     let logs = args.out.join("logs");
     std::fs::create_dir_all(&logs)?;
     let mut cells = Vec::new();
+    // The levels of an encoding's cells: each swept level, or the run's one.
+    let levels_of = |enc: Encoding| -> Vec<Option<u8>> {
+        if args.levels.is_empty() || enc == Encoding::Raw {
+            vec![None]
+        } else {
+            args.levels.iter().map(|&l| Some(l)).collect()
+        }
+    };
     let total = servers.iter().map(|&s| pinnings(s).len()).sum::<usize>()
         * workloads.len()
-        * encodings.len();
+        * encodings.iter().map(|&e| levels_of(e).len()).sum::<usize>();
     let mut n = 0;
     for &wl in &workloads {
         let d = display.as_ref().expect("display");
         let prepared = workload::prepare(d, wl, 6)?;
-        for &enc in &encodings {
+        for (enc, compress) in encodings
+            .iter()
+            .flat_map(|&e| levels_of(e).into_iter().map(move |l| (e, l)))
+        {
             for &server in &servers {
                 for cpus in pinnings(server) {
                     n += 1;
@@ -239,17 +274,20 @@ pub fn run(args: BenchArgs, command_line: String) -> Result<()> {
                             xvfb_pid,
                             tmp: &logs,
                             cpus,
+                            compress,
                         };
-                        let label = Cell {
+                        let named = Cell {
                             server: server.name().into(),
                             cpus,
+                            encoding: enc.name().into(),
+                            compress,
                             ..Cell::default()
-                        }
-                        .label();
+                        };
                         eprintln!(
-                            "[{n}/{total}] {label} {} {} x{clients}",
+                            "[{n}/{total}] {} {} {} x{clients}",
+                            named.label(),
                             wl.name(),
-                            enc.name()
+                            named.setting()
                         );
                         let cell = run_cell(&ctx, server, wl, enc, clients, d, &prepared);
                         eprintln!("    {}", report::one_line(&cell));
@@ -268,6 +306,7 @@ pub fn run(args: BenchArgs, command_line: String) -> Result<()> {
         load_end: load(),
         command: command_line,
         compress: args.compress,
+        levels: args.levels.clone(),
         quality: args.quality,
         width: w,
         height: h,
@@ -292,6 +331,17 @@ pub fn run(args: BenchArgs, command_line: String) -> Result<()> {
             Err(e) => eprintln!("chart of {workload}: {e}"),
         }
     }
+    // Bytes against CPU per level, where levels were swept.
+    for workload in sizes::workloads(&run) {
+        let file = sizes::file_name(&workload);
+        match sizes::workload_svg(&run, &workload) {
+            Ok(svg) => {
+                std::fs::write(args.out.join(&file), svg)?;
+                charts.push((format!("{workload}: bytes against CPU per level"), file));
+            }
+            Err(e) => eprintln!("size chart of {workload}: {e}"),
+        }
+    }
     let md = report::markdown(&run, &charts);
     std::fs::write(args.out.join("results.md"), &md)?;
     println!("{md}");
@@ -310,6 +360,8 @@ struct CellCtx<'a> {
     tmp: &'a std::path::Path,
     /// Pin the server to the first this many cores.
     cpus: Option<usize>,
+    /// The swept compression level of the cell (else `args.compress`).
+    compress: Option<u8>,
 }
 
 fn proc_ticks(pid: u32) -> u64 {
@@ -347,6 +399,7 @@ fn run_cell(
         cpus: ctx.cpus,
         workload: wl.name().into(),
         encoding: enc.name().into(),
+        compress: ctx.compress,
         clients,
         ..Cell::default()
     };
@@ -416,21 +469,23 @@ fn measure_with(
         ctx.xvfb.xauthority(),
         ctx.tmp,
         &format!(
-            "{}{}-{}-{}-{clients}",
+            "{}{}-{}-{}{}-{clients}",
             server.name(),
             ctx.cpus.map_or(String::new(), |n| format!("-cpus{n}")),
             wl.name(),
-            enc.name()
+            enc.name(),
+            ctx.compress.map_or(String::new(), |l| format!("-level{l}"))
         ),
         ctx.cpus,
     )?;
     let (tx, rx) = mpsc::channel();
     let (back_tx, back_rx) = mpsc::channel();
     let mut viewers = Vec::new();
+    let compress = ctx.compress.unwrap_or(args.compress);
     let first = Viewer::connect(
         proc.addr,
         enc,
-        args.compress,
+        compress,
         args.quality,
         Some(tx),
         Some(back_rx),
@@ -441,7 +496,7 @@ fn measure_with(
         viewers.push(Viewer::connect(
             proc.addr,
             enc,
-            args.compress,
+            compress,
             args.quality,
             None,
             None,

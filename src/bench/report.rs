@@ -95,7 +95,7 @@ pub fn rows(run: &Run) -> Vec<Row<'_>> {
                 .filter(|m| {
                     m.clients > base
                         && m.workload == cell.workload
-                        && m.encoding == cell.encoding
+                        && m.setting() == cell.setting()
                         && m.label() == cell.label()
                 })
                 .max_by_key(|m| m.clients),
@@ -130,7 +130,7 @@ pub fn against_best_peer(
         .filter(|p| {
             p.cell.server != OURS
                 && p.cell.workload == row.cell.workload
-                && p.cell.encoding == row.cell.encoding
+                && p.cell.setting() == row.cell.setting()
         })
         .filter_map(|p| Some((p, get(p).filter(|v| v.is_finite())?)))
         .reduce(|a, b| {
@@ -209,7 +209,7 @@ pub fn comparison(run: &Run) -> String {
             s,
             "| {} | {} | {} |",
             r.cell.workload,
-            r.cell.encoding,
+            r.cell.setting(),
             r.cell.label()
         );
         for m in METRICS {
@@ -261,23 +261,23 @@ pub fn scaling(run: &Run) -> String {
         counts[counts.len() - 1],
         counts[0]
     );
-    let mut seen: Vec<(&str, &str)> = Vec::new();
+    let mut seen: Vec<(&str, String)> = Vec::new();
     for r in rows
         .iter()
         .filter(|r| r.cell.server == OURS && r.cell.cpus.is_some())
     {
-        let key = (r.cell.workload.as_str(), r.cell.encoding.as_str());
+        let key = (r.cell.workload.as_str(), r.cell.setting());
         if seen.contains(&key) {
             continue;
         }
-        seen.push(key);
+        seen.push(key.clone());
         let find = |n: usize| {
             rows.iter()
                 .find(|o| {
                     o.cell.server == OURS
                         && o.cell.cpus == Some(n)
                         && o.cell.workload == key.0
-                        && o.cell.encoding == key.1
+                        && o.cell.setting() == key.1
                 })
                 .and_then(|o| ok(o.cell))
         };
@@ -317,6 +317,16 @@ pub fn scaling(run: &Run) -> String {
         }
     }
     s
+}
+
+/// The compression level(s) of the run, for headers.
+pub fn levels(run: &Run) -> String {
+    if run.levels.is_empty() {
+        format!("compression level {}", run.compress)
+    } else {
+        let l: Vec<String> = run.levels.iter().map(u8::to_string).collect();
+        format!("compression levels {}", l.join(","))
+    }
 }
 
 fn opt(v: Option<f64>, digits: usize) -> String {
@@ -368,8 +378,8 @@ pub fn markdown(run: &Run, charts: &[(String, String)]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "Run {} at commit `{}` on {}; load average {} at the start, {} at the end; {}x{}, compression level {}, JPEG quality {}.\n\nCommand: `{}`\n",
-        run.date, run.commit, run.machine, run.load_start, run.load_end, run.width, run.height, run.compress, run.quality, run.command
+        "Run {} at commit `{}` on {}; load average {} at the start, {} at the end; {}x{}, {}, JPEG quality {}.\n\nCommand: `{}`\n",
+        run.date, run.commit, run.machine, run.load_start, run.load_end, run.width, run.height, levels(run), run.quality, run.command
     );
     for (name, v) in &run.server_versions {
         let _ = writeln!(s, "- {name}: {v}");
@@ -388,7 +398,7 @@ pub fn markdown(run: &Run, charts: &[(String, String)]) -> String {
                 s,
                 "| {} | {} | {} | {} | failed: {} ||||||||||||",
                 c.workload,
-                c.encoding,
+                c.setting(),
                 c.clients,
                 c.server,
                 e.replace('|', "/").replace('\n', " ")
@@ -399,7 +409,7 @@ pub fn markdown(run: &Run, charts: &[(String, String)]) -> String {
             s,
             "| {} | {} | {} | {} | {:.1} | {} | {} | {:.0} | {:.2} | {} | {:.1} | {} | {:.1} | {:.1} / {:.1} | {:.1} + {:.1} | {} |",
             c.workload,
-            c.encoding,
+            c.setting(),
             c.clients,
             c.label(),
             c.updates_per_s,
@@ -423,6 +433,10 @@ pub fn markdown(run: &Run, charts: &[(String, String)]) -> String {
         "\n### ticketvnc against the best peer\n\n{}",
         comparison(run)
     );
+    let equal = super::sizes::markdown(run);
+    if !equal.is_empty() {
+        let _ = writeln!(s, "### At equal output size\n\n{equal}");
+    }
     let scale = scaling(run);
     if !scale.is_empty() {
         let _ = writeln!(s, "### Scaling with cores\n\n{scale}");
