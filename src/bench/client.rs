@@ -370,6 +370,12 @@ fn read_update(r: &mut impl Read, buf: &mut Vec<u8>, fb_w: u16, fb_h: u16) -> Re
                             take(r, buf, len)?;
                         }
                     }
+                    // 0xA (with a filter bit, 0xE): TurboVNC's NoZlib,
+                    // raw data; x11vnc sends it at compression level 0.
+                    // Not standard Tight: TigerVNC's viewer rejects it too.
+                    c if c & 0xA == 0xA => {
+                        bail!("Tight compression control {c:#x} (TurboVNC's NoZlib, not standard Tight)")
+                    }
                     c => bail!("bad Tight compression control {c}"),
                 }
             }

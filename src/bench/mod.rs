@@ -509,8 +509,13 @@ fn measure_with(
             .iter()
             .any(|v| v.counters.updates.load(Ordering::SeqCst) == 0)
         {
-            if viewers.iter().any(|v| v.failed()) {
-                bail!("a viewer stopped before its first update");
+            if let Some(i) = viewers.iter().position(|v| v.failed()) {
+                let why = viewers
+                    .swap_remove(i)
+                    .finish()
+                    .err()
+                    .map_or("it ended without an error".into(), |e| format!("{e:#}"));
+                bail!("a viewer stopped before its first update: {why}");
             }
             if Instant::now() > deadline {
                 bail!("no first update within 60 s");

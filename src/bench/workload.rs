@@ -12,7 +12,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use x11rb::connection::Connection;
 use x11rb::protocol::xproto::{
-    ChangeGCAux, ChangeWindowAttributesAux, ConnectionExt as _, CreateGCAux, ImageFormat, Rectangle,
+    ChangeGCAux, ChangeWindowAttributesAux, ConnectionExt as _, CreateGCAux, ImageFormat,
+    Rectangle, GX,
 };
 use x11rb::rust_connection::RustConnection;
 
@@ -215,10 +216,30 @@ fn animation_frame(k: usize) -> Vec<u32> {
     out
 }
 
+/// Tints the photo workload cycles through, one per round of its pictures.
+const PHOTO_TINTS: u64 = 25;
+
+/// The photo workload's frame `seq` out of `pictures` pictures: which one,
+/// and the mask its pixels are XORed with (the low bits of each channel).
+/// Every frame of a cycle of pictures x [`PHOTO_TINTS`] (2.5 s at 60 Hz
+/// with 6 pictures) differs from every other in every pixel, so a server
+/// whose updates come every 6th frame (or any multiple) still sends whole
+/// frames, not just the marker: with the pictures alone, bytes and CPU per
+/// update depended on how a server's pace fell against the cycle.
+pub fn photo_frame(seq: u64, pictures: usize) -> (usize, u32) {
+    let n = pictures.max(1) as u64;
+    let t = (seq / n) % PHOTO_TINTS;
+    // 5 bits: 2 into blue, 2 into green, 1 into red.
+    let mask = (t & 3) as u32 | ((t >> 2 & 3) as u32) << 8 | ((t >> 4 & 1) as u32) << 16;
+    ((seq % n) as usize, mask)
+}
+
 pub struct Display {
     conn: RustConnection,
     root: u32,
     gc: u32,
+    /// Draws with GXxor: the photo workload's tint.
+    xor_gc: u32,
     pub width: u16,
     pub height: u16,
 }
@@ -230,6 +251,12 @@ impl Display {
         let (root, width, height) = (s.root, s.width_in_pixels, s.height_in_pixels);
         let gc = conn.generate_id()?;
         conn.create_gc(gc, root, &CreateGCAux::new().graphics_exposures(0))?;
+        let xor_gc = conn.generate_id()?;
+        conn.create_gc(
+            xor_gc,
+            root,
+            &CreateGCAux::new().graphics_exposures(0).function(GX::XOR),
+        )?;
         // An invisible pointer in the bottom-right corner: servers that draw
         // the cursor into the framebuffer (x0vncserver does, whatever the
         // viewer supports) draw nothing, so every server's picture can be
@@ -254,6 +281,7 @@ impl Display {
             conn,
             root,
             gc,
+            xor_gc,
             width,
             height,
         })
@@ -304,6 +332,33 @@ impl Display {
         let (w, h, m) = (self.width, self.height, MARKER);
         self.copy(src, m as i16, 0, m as i16, 0, w - m, m)?;
         self.copy(src, 0, m as i16, 0, m as i16, w, h - m)
+    }
+
+    /// XORs every pixel but the marker's block with `mask` (the X server
+    /// does it: one request).
+    fn tint_around_marker(&self, mask: u32) -> Result<()> {
+        let (w, h, m) = (self.width, self.height, MARKER);
+        self.conn
+            .change_gc(self.xor_gc, &ChangeGCAux::new().foreground(mask))?;
+        self.conn.poly_fill_rectangle(
+            self.root,
+            self.xor_gc,
+            &[
+                Rectangle {
+                    x: m as i16,
+                    y: 0,
+                    width: w - m,
+                    height: m,
+                },
+                Rectangle {
+                    x: 0,
+                    y: m as i16,
+                    width: w,
+                    height: h - m,
+                },
+            ],
+        )?;
+        Ok(())
     }
 
     fn marker(&self, seq: u64) -> Result<()> {
@@ -514,8 +569,9 @@ fn draw(d: &Display, p: &Prepared, stop: &AtomicBool, events: &Mutex<Events>) ->
                 )?;
             }
             Workload::Photo => {
-                let f = p.frames[(seq as usize) % p.frames.len()];
-                d.copy_around_marker(f)?;
+                let (picture, tint) = photo_frame(seq, p.frames.len());
+                d.copy_around_marker(p.frames[picture])?;
+                d.tint_around_marker(tint)?;
             }
             Workload::Identical => {
                 // The same pixels again: damage without change. The
@@ -534,6 +590,19 @@ fn draw(d: &Display, p: &Prepared, stop: &AtomicBool, events: &Mutex<Events>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn photo_frames_differ_from_every_other_in_a_cycle() {
+        let n = 6;
+        let cycle = n as u64 * PHOTO_TINTS;
+        let frames: Vec<(usize, u32)> = (0..cycle).map(|s| photo_frame(s, n)).collect();
+        for (i, a) in frames.iter().enumerate() {
+            for b in &frames[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert_eq!(photo_frame(cycle + 7, n), photo_frame(7, n));
+    }
 
     #[test]
     fn marker_survives_small_errors() {
