@@ -16,15 +16,22 @@
 //! stay correct and compression hardly changes. Afterwards the connection's
 //! deflater is primed with the last 32 KiB of everything sent, so its next
 //! call refers only to bytes the viewer really holds.
+//!
+//! The other threads of a call are rayon's pool, which lives as long as the
+//! process (`rayon::in_place_scope`: the calling thread does its own share
+//! and waits for the rest). Spawning a thread per call cost the photo
+//! cell's Tight JPEG a quarter of its frame rate on two busy cores: 17
+//! bands a frame, each waiting at the join for a thread the scheduler had
+//! not yet run (docs/benchmarks.md, "Encoder threads that stay").
 
 use flate2::{Compress, Compression, FlushCompress};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Deflate's window: the farthest a back-reference reaches.
 const WINDOW: usize = 32 * 1024;
-/// Inputs smaller than this are compressed on the calling thread: a
-/// thread costs tens of microseconds, compressing 256 KiB about a
-/// millisecond.
+/// Inputs smaller than this are compressed on the calling thread: handing
+/// work to another thread costs microseconds to tens of them, compressing
+/// 256 KiB about a millisecond.
 pub const PAR_MIN_BYTES: usize = 256 * 1024;
 /// Rectangles smaller than this (in pixels) are encoded on the calling
 /// thread. A full-screen change reaches the encoders as one rectangle per
@@ -337,7 +344,7 @@ impl Deflater {
         let mut helpers = take_deflaters(level, groups - 1);
         let main = &mut self.c;
         let (head_outs, mut rest_outs) = outs.split_at_mut(bounds[1]);
-        std::thread::scope(|s| {
+        rayon::in_place_scope(|s| {
             let mut pool = helpers.iter_mut();
             for g in 1..groups {
                 let (mine, later) = rest_outs.split_at_mut(bounds[g + 1] - bounds[g]);
@@ -347,7 +354,7 @@ impl Deflater {
                 };
                 let dict = tail(&pieces[..bounds[g]]);
                 let group = &pieces[bounds[g]..bounds[g + 1]];
-                s.spawn(move || {
+                s.spawn(move |_| {
                     c.reset();
                     // A fresh raw stream accepts a dictionary.
                     let _ = c.set_dictionary(&dict);

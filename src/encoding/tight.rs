@@ -18,6 +18,7 @@ use crate::framebuffer::{Frame, Rect};
 use crate::rfb::messages::enc;
 use crate::rfb::PixelFormat;
 use crate::rfb::UpdateBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub const MAX_WIDTH: usize = 2048;
 pub const MAX_AREA: usize = 65536;
@@ -328,8 +329,8 @@ impl TightEncoder {
         n
     }
 
-    /// Sub-rectangles classified (and JPEG-compressed) on `threads`
-    /// threads, each a contiguous run of them; then each zlib stream's data
+    /// Sub-rectangles classified (and JPEG-compressed) on up to `threads`
+    /// threads, claimed one at a time; then each zlib stream's data
     /// compressed in order, in parallel segments ([`Deflater::deflate_pieces`]).
     fn encode_parallel(
         &mut self,
@@ -347,32 +348,33 @@ impl TightEncoder {
             self.pieces.push(Piece::default());
         }
         let pieces = &mut self.pieces[..rects.len()];
-        std::thread::scope(|s| {
-            let mut rest: &mut [Piece] = pieces;
-            let mut own = None;
-            for (k, (range, w)) in parallel::ranges(rects.len(), threads)
-                .into_iter()
-                .zip(self.workers.iter_mut())
-                .enumerate()
-            {
-                let (mine, later) = rest.split_at_mut(range.len());
-                rest = later;
-                let rs = &rects[range];
-                let job = move || {
-                    for (r, piece) in rs.iter().zip(mine.iter_mut()) {
-                        w.classify(frame, *r, p, piece);
-                    }
-                };
-                if k == 0 {
-                    own = Some(job);
-                } else {
-                    s.spawn(job);
+        // Sub-rectangles are claimed one at a time, by this thread and the
+        // helpers alike: a helper the scheduler starts late (the other core
+        // is busy) finds them done instead of holding this thread at the
+        // join with its share.
+        let threads = threads.min(rects.len()).max(1);
+        let next = AtomicUsize::new(0);
+        let slots: Vec<std::sync::Mutex<&mut Piece>> =
+            pieces.iter_mut().map(std::sync::Mutex::new).collect();
+        let work = |w: &mut Worker| loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let (Some(slot), Some(r)) = (slots.get(i), rects.get(i)) else {
+                break;
+            };
+            let mut piece = slot.lock().unwrap_or_else(|e| e.into_inner());
+            w.classify(frame, *r, p, &mut piece);
+        };
+        if let Some((own, helpers)) = self.workers[..threads].split_first_mut() {
+            rayon::in_place_scope(|s| {
+                for w in helpers {
+                    let work = &work;
+                    s.spawn(move |_| work(w));
                 }
-            }
-            if let Some(mut job) = own {
-                job();
-            }
-        });
+                work(own);
+            });
+        }
+        drop(slots);
+        let pieces = &mut self.pieces[..rects.len()];
         for stream in [STREAM_FULL, STREAM_MONO, STREAM_INDEXED] {
             let data: Vec<&[u8]> = pieces
                 .iter()

@@ -140,7 +140,7 @@ impl Encoder for ZrleEncoder {
         } else {
             // Runs of tiles (in the order they are sent), one per thread,
             // then the stream in parallel segments.
-            std::thread::scope(|s| {
+            rayon::in_place_scope(|s| {
                 let mut own = None;
                 for (k, (tiles, w)) in parallel::ranges(ntiles, threads)
                     .into_iter()
@@ -154,7 +154,7 @@ impl Encoder for ZrleEncoder {
                     if k == 0 {
                         own = Some(job);
                     } else {
-                        s.spawn(job);
+                        s.spawn(move |_| job());
                     }
                 }
                 if let Some(job) = own {
