@@ -9,26 +9,15 @@ mod common;
 
 use std::process::Command;
 
-#[test]
-fn short_bench_measures_every_cell_and_decodes_exactly() {
+/// `ticketvnc bench --short --size 400x300 ARGS --out DIR`, which must
+/// succeed: its results.json, results.md and output directory.
+fn short_bench(args: &[&str]) -> (serde_json::Value, String, tempfile::TempDir) {
     common::require_commands(&["Xvfb", "X0tigervnc"]);
     let out = tempfile::tempdir().unwrap();
     let run = Command::new(env!("CARGO_BIN_EXE_ticketvnc"))
-        .args([
-            "bench",
-            "--short",
-            "--size",
-            "400x300",
-            "--servers",
-            "ticketvnc,x0vncserver",
-            "--workloads",
-            "typing,photo",
-            "--multi-workloads",
-            "photo",
-            "--encodings",
-            "raw,zrle,tight,tight-jpeg",
-            "--out",
-        ])
+        .args(["bench", "--short", "--size", "400x300"])
+        .args(args)
+        .arg("--out")
         .arg(out.path())
         .output()
         .expect("run ticketvnc bench");
@@ -39,6 +28,21 @@ fn short_bench_measures_every_cell_and_decodes_exactly() {
     )
     .expect("valid JSON");
     let md = std::fs::read_to_string(out.path().join("results.md")).expect("results.md");
+    (json, md, out)
+}
+
+#[test]
+fn short_bench_measures_every_cell_and_decodes_exactly() {
+    let (json, md, out) = short_bench(&[
+        "--servers",
+        "ticketvnc,x0vncserver",
+        "--workloads",
+        "typing,photo",
+        "--multi-workloads",
+        "photo",
+        "--encodings",
+        "raw,zrle,tight,tight-jpeg",
+    ]);
     let cells = json["cells"].as_array().expect("cells");
     // 2 workloads x 4 encodings x 2 servers with one viewer, plus the photo
     // cells again with two.
@@ -112,36 +116,18 @@ fn short_bench_measures_every_cell_and_decodes_exactly() {
 /// ticketvnc's first update at level 9 is smaller than at level 1.
 #[test]
 fn swept_levels_compare_servers_at_equal_output_size() {
-    common::require_commands(&["Xvfb", "X0tigervnc"]);
-    let out = tempfile::tempdir().unwrap();
-    let run = Command::new(env!("CARGO_BIN_EXE_ticketvnc"))
-        .args([
-            "bench",
-            "--short",
-            "--size",
-            "400x300",
-            "--servers",
-            "ticketvnc,x0vncserver",
-            "--workloads",
-            "photo",
-            "--multi-workloads",
-            "",
-            "--encodings",
-            "zrle",
-            "--levels",
-            "1,9",
-            "--out",
-        ])
-        .arg(out.path())
-        .output()
-        .expect("run ticketvnc bench");
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success(), "bench failed: {stderr}");
-    let json: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(out.path().join("results.json")).expect("results.json"),
-    )
-    .expect("valid JSON");
-    let md = std::fs::read_to_string(out.path().join("results.md")).expect("results.md");
+    let (json, md, out) = short_bench(&[
+        "--servers",
+        "ticketvnc,x0vncserver",
+        "--workloads",
+        "photo",
+        "--multi-workloads",
+        "",
+        "--encodings",
+        "zrle",
+        "--levels",
+        "1,9",
+    ]);
     let cells = json["cells"].as_array().expect("cells");
     assert_eq!(cells.len(), 4, "{md}");
     let first = |server: &str, level: u64| {

@@ -44,7 +44,7 @@ pub fn colour(servers: &[String], i: usize) -> RGBColor {
 
 const PANEL_W: u32 = 600;
 const PANEL_H: u32 = 330;
-const HEADER_H: u32 = 60;
+pub const HEADER_H: u32 = 60;
 
 /// The series (server labels) and encodings of one workload's 1-viewer rows,
 /// in the order they appear in the run.
@@ -86,17 +86,52 @@ pub fn workload_svg(run: &Run, workload: &str) -> Result<String, String> {
     let cols = 2u32;
     let panel_rows = (METRICS.len() as u32).div_ceil(cols);
     let size = (PANEL_W * cols, HEADER_H + PANEL_H * panel_rows);
+    render(size, |root| {
+        draw(root, run, &rows, workload, &servers, &encodings)
+    })
+}
+
+pub type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+pub type DrawResult = Result<(), DrawingAreaErrorKind<std::io::Error>>;
+
+/// An SVG of `size` drawn by `draw`.
+pub fn render(size: (u32, u32), draw: impl FnOnce(&Area) -> DrawResult) -> Result<String, String> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
-        draw(&root, run, &rows, workload, &servers, &encodings).map_err(|e| e.to_string())?;
+        draw(&root).map_err(|e| e.to_string())?;
         root.present().map_err(|e| e.to_string())?;
     }
     Ok(svg)
 }
 
-type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
-type DrawResult = Result<(), DrawingAreaErrorKind<std::io::Error>>;
+/// White background, a title, and a legend of coloured server names
+/// (text, not rectangles: `mark` is the symbol before each); returns the
+/// area below the header.
+pub fn header<'a>(
+    root: &Area<'a>,
+    title: String,
+    servers: &[String],
+    mark: char,
+) -> Result<Area<'a>, DrawingAreaErrorKind<std::io::Error>> {
+    root.fill(&WHITE)?;
+    let (header, body) = root.split_vertically(HEADER_H);
+    header.draw(&Text::new(
+        title,
+        (10, 8),
+        ("sans-serif", 15).into_font().color(&BLACK),
+    ))?;
+    let mut x = 10;
+    for (i, s) in servers.iter().enumerate() {
+        header.draw(&Text::new(
+            format!("{mark} {s}"),
+            (x, 32),
+            ("sans-serif", 15).into_font().color(&colour(servers, i)),
+        ))?;
+        x += 30 + 8 * s.chars().count() as i32;
+    }
+    Ok(body)
+}
 
 fn draw(
     root: &Area,
@@ -106,9 +141,8 @@ fn draw(
     servers: &[String],
     encodings: &[String],
 ) -> DrawResult {
-    root.fill(&WHITE)?;
-    let (header, body) = root.split_vertically(HEADER_H);
-    header.draw(&Text::new(
+    let body = header(
+        root,
         format!(
             "{workload}: {}x{}, {}, JPEG quality {}, 1 viewer (RSS also with the most viewers); {}",
             run.width,
@@ -117,20 +151,9 @@ fn draw(
             run.quality,
             run.date
         ),
-        (10, 8),
-        ("sans-serif", 15).into_font().color(&BLACK),
-    ))?;
-    // Legend: coloured server names (text, not rectangles).
-    let mut x = 10;
-    for (i, s) in servers.iter().enumerate() {
-        let colour = colour(servers, i);
-        header.draw(&Text::new(
-            format!("■ {s}"),
-            (x, 32),
-            ("sans-serif", 15).into_font().color(&colour),
-        ))?;
-        x += 30 + 8 * s.chars().count() as i32;
-    }
+        servers,
+        '■',
+    )?;
     let cols = 2usize;
     let panels = body.split_evenly((METRICS.len().div_ceil(cols), cols));
     for (metric, area) in METRICS.iter().zip(panels.iter()) {

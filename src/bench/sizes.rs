@@ -9,7 +9,7 @@
 //! that size) and at no more CPU (its smallest output within that CPU). No
 //! interpolation: every number is a measured cell.
 
-use super::chart::colour;
+use super::chart::{colour, header, render, Area, DrawResult, HEADER_H};
 use super::report::{self, OURS};
 use super::Run;
 use plotters::prelude::*;
@@ -276,7 +276,6 @@ pub fn file_name(workload: &str) -> String {
 
 const PANEL_W: u32 = 600;
 const PANEL_H: u32 = 400;
-const HEADER_H: u32 = 60;
 
 /// One panel per encoding: KiB per update (x) against server CPU ms per
 /// update (y), a line per server through its levels, each point labelled
@@ -299,17 +298,10 @@ pub fn workload_svg(run: &Run, workload: &str) -> Result<String, String> {
     let cols = encodings.len().min(2) as u32;
     let rows = (encodings.len() as u32).div_ceil(cols);
     let size = (PANEL_W * cols, HEADER_H + PANEL_H * rows);
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
-        draw(&root, run, workload, &curves, &servers, &encodings).map_err(|e| e.to_string())?;
-        root.present().map_err(|e| e.to_string())?;
-    }
-    Ok(svg)
+    render(size, |root| {
+        draw(root, run, workload, &curves, &servers, &encodings)
+    })
 }
-
-type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
-type DrawResult = Result<(), DrawingAreaErrorKind<std::io::Error>>;
 
 fn draw(
     root: &Area,
@@ -319,25 +311,15 @@ fn draw(
     servers: &[String],
     encodings: &[String],
 ) -> DrawResult {
-    root.fill(&WHITE)?;
-    let (header, body) = root.split_vertically(HEADER_H);
-    header.draw(&Text::new(
+    let body = header(
+        root,
         format!(
             "{workload}: bytes against CPU per update at each level, {}x{}, 1 viewer (lower left is better); {}",
             run.width, run.height, run.date
         ),
-        (10, 8),
-        ("sans-serif", 15).into_font().color(&BLACK),
-    ))?;
-    let mut x = 10;
-    for (i, s) in servers.iter().enumerate() {
-        header.draw(&Text::new(
-            format!("● {s}"),
-            (x, 32),
-            ("sans-serif", 15).into_font().color(&colour(servers, i)),
-        ))?;
-        x += 30 + 8 * s.chars().count() as i32;
-    }
+        servers,
+        '●',
+    )?;
     let cols = encodings.len().min(2);
     let panels = body.split_evenly((encodings.len().div_ceil(cols), cols));
     for (encoding, area) in encodings.iter().zip(panels.iter()) {
