@@ -543,6 +543,26 @@ async fn a_hung_compositor_is_logged_and_survived() {
     let server = sway.ticketvnc("stall-ticketvnc", &["--source", "wayland"]);
     let log = || server.process.log_text();
     let typed = || std::fs::read_to_string(&file).unwrap_or_default();
+    // sway's and foot's own words, for a failure after the flood.
+    let (foot_log, sway_log) = (
+        sway.dir.path().join("foot.log"),
+        sway.dir.path().join("sway.log"),
+    );
+    let clients = |_: &Sway| {
+        let s = std::fs::read_to_string(&sway_log).unwrap_or_default();
+        format!(
+            "sway (last lines):\n{}\nfoot:\n{}",
+            s.lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n"),
+            std::fs::read_to_string(&foot_log).unwrap_or_default()
+        )
+    };
     let mut d = Drive::start(server.addr);
     d.run(&["type before", "key enter"]);
     poll("the first line in foot", || {
@@ -583,11 +603,23 @@ async fn a_hung_compositor_is_logged_and_survived() {
         .collect();
     d.run(&flood);
     sway.signal("CONT");
-    poll("the backlog to be read", || {
-        log().contains("reads its input again").then_some(())
-    });
+    let deadline = Instant::now() + TIMEOUT;
+    while !log().contains("reads its input again") {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for the backlog to be read; {} characters typed\n{}\n{}",
+            typed().len(),
+            log(),
+            clients(&sway)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(log().contains("presses are dropped"), "{}", log());
-    d.run(&["type after", "key enter"]);
+    // The flood ends its own line: a terminal keeps at most 4095
+    // characters of a line (the tty's canonical mode) and drops the rest
+    // but the newline, so "after" typed on the flood's line was lost
+    // whenever more than about 4090 flood keys arrived.
+    d.run(&["key enter", "type after", "key enter"]);
     // foot draws every key of the flood (software rendering): on a loaded
     // machine that takes longer than one poll's timeout, so wait while the
     // text keeps growing and fail only when it stops short of the line.
@@ -604,14 +636,17 @@ async fn a_hung_compositor_is_logged_and_survived() {
             assert!(
                 since.elapsed() < TIMEOUT,
                 "the text stopped growing short of the line typed after the hangs: \
-                 ...{:?}\n{}",
-                &t[t.len().saturating_sub(200)..],
-                log()
+                 ...{:?}\n{}\n{}",
+                t.chars()
+                    .skip(t.chars().count().saturating_sub(200))
+                    .collect::<String>(),
+                log(),
+                clients(&sway)
             );
             std::thread::sleep(Duration::from_millis(100));
         }
     };
-    let flooded = &got["before\nduring\n".len()..got.len() - "after\n".len()];
+    let flooded = &got["before\nduring\n".len()..got.len() - "\nafter\n".len()];
     // 6000 keys, 4096 events kept: some presses were dropped.
     assert!(
         !flooded.is_empty() && flooded.len() < 6000,
