@@ -193,6 +193,20 @@ impl InputQueue {
         }
     }
 
+    /// Where the pointer went next, if the next event is pointer motion
+    /// with `buttons` held (as the one just popped): it is taken, so a
+    /// sink that fell behind sends one motion for a run of them.
+    pub fn take_motion(&self, buttons: u16) -> Option<(u16, u16)> {
+        let mut s = self.lock();
+        match s.events.front() {
+            Some(&InputEvent::Pointer { buttons: b, x, y }) if b == buttons => {
+                s.events.pop_front();
+                Some((x, y))
+            }
+            _ => None,
+        }
+    }
+
     /// The next event if there is one.
     pub fn try_pop(&self) -> Option<InputEvent> {
         self.lock().events.pop_front()
@@ -389,5 +403,37 @@ mod tests {
         assert!(q.key(false, 0x61));
         assert!(q.key(false, 0x62));
         assert_eq!(q.len(), 4);
+    }
+
+    /// A sink behind its queue takes a run of motion at once, and only
+    /// motion with the same buttons: a press or a key stays in order.
+    #[test]
+    fn take_motion_takes_only_the_run_of_motion_that_follows() {
+        let q = InputQueue::new(16);
+        q.pointer(0, 1, 1);
+        q.pointer(0, 2, 2);
+        q.pointer(0, 3, 3);
+        q.pointer(1, 4, 4);
+        q.pointer(1, 5, 5);
+        q.key(true, 0x61);
+        q.pointer(1, 6, 6);
+        assert_eq!(
+            q.try_pop(),
+            Some(InputEvent::Pointer {
+                buttons: 0,
+                x: 1,
+                y: 1
+            })
+        );
+        assert_eq!(q.take_motion(0), Some((2, 2)));
+        assert_eq!(q.take_motion(0), Some((3, 3)));
+        // The press of button 1 is not motion of the buttons held before.
+        assert_eq!(q.take_motion(0), None);
+        assert_eq!(q.len(), 4);
+        q.try_pop();
+        assert_eq!(q.take_motion(1), Some((5, 5)));
+        // A key between two motions keeps them apart.
+        assert_eq!(q.take_motion(1), None);
+        assert_eq!(q.len(), 2);
     }
 }

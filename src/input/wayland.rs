@@ -5,17 +5,18 @@
 //! included, is typed as it is. Its own connection to the compositor, so
 //! input never waits behind a screen copy.
 
+use super::queue::{InputQueue, Pop};
 use super::wayland_keymap::Keymap;
-use super::{ClipboardTarget, InputSink};
+use super::{ClipboardTarget, InputEvent, InputSink};
 use crate::capture::wayland::{dispatch_for, WaylandShared};
 use crate::capture::CaptureError;
 use std::io::Write;
 use std::os::fd::AsFd;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
-use wayland_client::protocol::{wl_output, wl_pointer, wl_registry, wl_seat};
+use wayland_client::protocol::{wl_callback, wl_output, wl_pointer, wl_registry, wl_seat};
 use wayland_client::{Connection, Dispatch, EventQueue, Proxy, QueueHandle};
 use wayland_protocols_misc::zwp_virtual_keyboard_v1::client::{
     zwp_virtual_keyboard_manager_v1 as kbd_manager, zwp_virtual_keyboard_v1 as kbd,
@@ -34,14 +35,25 @@ const BTN_EXTRA: u32 = 0x114;
 const WHEEL_STEP: f64 = 15.0;
 /// wl_keyboard.keymap_format.xkb_v1
 const KEYMAP_XKB_V1: u32 = 1;
-/// Input events kept for a compositor that does not read its socket (it
-/// hangs): they wait in the connection's buffer (which has no bound of its
-/// own) and arrive in order once it runs again. Past this many, presses are
-/// dropped (as under load; releases of what is down still go), so memory
-/// stays bounded and no key is left stuck.
-const MAX_BACKLOG: u32 = 4096;
-/// How often a backlog is offered to the compositor again.
-const BACKLOG_RETRY: Duration = Duration::from_millis(50);
+/// Viewers' events waiting for the compositor ([`InputQueue`]: beyond
+/// this, motion is merged and presses are dropped, releases never).
+const QUEUE: usize = 4096;
+/// Events sent before the compositor must confirm it read them (a
+/// `wl_display.sync` answered): at most this many wait in the socket for a
+/// compositor that hangs, the rest wait in the queue, where they are
+/// bounded and merged.
+const IN_FLIGHT: u32 = 32;
+/// Events sent at once after a pause, then [`RATE`] a second. The
+/// compositor forwards keys to the focused client as fast as they come,
+/// and libwayland-server before 1.23 disconnects a client whose 4 KiB
+/// buffer overflows (about 170 keys it has not read yet): a burst, such
+/// as a backlog released after a hang, closed the customer's terminal.
+const BURST: f64 = 32.0;
+/// Events a second at most (500 typed characters; no hand types that fast).
+const RATE: f64 = 1000.0;
+/// How long the compositor may take to confirm before a full queue is
+/// reported.
+const STALL: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct Globals {
@@ -49,9 +61,12 @@ struct Globals {
     pointer_manager: Option<ptr_manager::ZwlrVirtualPointerManagerV1>,
     keyboard_manager: Option<kbd_manager::ZwpVirtualKeyboardManagerV1>,
     outputs: Vec<wl_output::WlOutput>,
+    /// The last `wl_display.sync` was answered.
+    synced: bool,
 }
 
-struct Inner {
+/// The injection thread's side: the connection and what it sent.
+struct Pump {
     conn: Connection,
     queue: EventQueue<Globals>,
     globals: Globals,
@@ -61,25 +76,30 @@ struct Inner {
     mods: (u32, u32),
     buttons: u16,
     start: Instant,
-    dead: bool,
-    /// The compositor did not take what was sent at the last flush: pointer
-    /// motion alone is not queued behind it (the next motion carries the
-    /// position).
-    backed_up: bool,
-    /// Events sent since the compositor stopped reading.
-    backlog: u32,
+    shared: Arc<WaylandShared>,
+    events: Arc<InputQueue>,
+    dead: Arc<AtomicBool>,
+    /// Events sent since the compositor last confirmed it read.
+    unconfirmed: u32,
+    /// Token bucket of [`BURST`] and [`RATE`].
+    tokens: f64,
+    refilled: Instant,
 }
 
 pub struct WaylandInput {
-    inner: Arc<Mutex<Inner>>,
-    shared: Arc<WaylandShared>,
+    events: Arc<InputQueue>,
+    keyboard: bool,
+    pointer: bool,
+    /// The connection to the compositor is gone.
+    dead: Arc<AtomicBool>,
     /// The selection (wlr-data-control, [`super::wayland_clipboard`]).
     clipboard: Option<Box<dyn ClipboardTarget>>,
 }
 
 impl WaylandInput {
     /// Connect to the compositor in `$WAYLAND_DISPLAY`; pointer motion maps
-    /// onto output `shared.monitor` (the one the source serves).
+    /// onto output `shared.monitor` (the one the source serves). Events
+    /// are sent by a thread of their own, paced (see [`RATE`]).
     pub fn start(shared: Arc<WaylandShared>) -> Result<WaylandInput, CaptureError> {
         let conn = Connection::connect_to_env().map_err(|e| {
             CaptureError::Gone(format!("cannot connect to the Wayland compositor: {e}"))
@@ -111,7 +131,9 @@ impl WaylandInput {
                 None
             }
         };
-        let mut inner = Inner {
+        let events = Arc::new(InputQueue::new(QUEUE));
+        let dead = Arc::new(AtomicBool::new(false));
+        let mut pump = Pump {
             conn,
             queue,
             globals,
@@ -121,42 +143,34 @@ impl WaylandInput {
             mods: (0, 0),
             buttons: 0,
             start: Instant::now(),
-            dead: false,
-            backed_up: false,
-            backlog: 0,
+            shared,
+            events: events.clone(),
+            dead: dead.clone(),
+            unconfirmed: 0,
+            tokens: BURST,
+            refilled: Instant::now(),
         };
-        inner.send_keymap();
-        inner.sync();
+        pump.send_keymap();
+        pump.flush();
         info!(
-            pointer = inner.pointer.is_some(),
-            keyboard = inner.keyboard.is_some(),
+            pointer = pump.pointer.is_some(),
+            keyboard = pump.keyboard.is_some(),
             "Wayland input ready (wlr-virtual-pointer, virtual-keyboard)"
         );
-        let inner = Arc::new(Mutex::new(inner));
-        // What waits for a compositor that stopped reading is sent once it
-        // reads again, without waiting for the next event from a viewer.
-        let weak = Arc::downgrade(&inner);
-        let spawned = std::thread::Builder::new()
-            .name("wl-input-flush".into())
-            .spawn(move || loop {
-                std::thread::sleep(BACKLOG_RETRY);
-                let Some(inner) = weak.upgrade() else { break };
-                let mut g = inner.lock().unwrap_or_else(|e| e.into_inner());
-                if g.dead {
-                    break;
-                }
-                if g.backed_up {
-                    g.flush(false);
-                }
-            });
-        if let Err(e) = spawned {
-            warn!(error = %e, "Wayland input: no thread to retry sending while the compositor hangs");
-        }
-        Ok(WaylandInput {
-            inner,
-            shared,
+        let input = WaylandInput {
+            events,
+            keyboard: pump.keyboard.is_some(),
+            pointer: pump.pointer.is_some(),
+            dead,
             clipboard: None,
-        })
+        };
+        std::thread::Builder::new()
+            .name("wl-input".into())
+            .spawn(move || pump.run())
+            .map_err(|e| {
+                CaptureError::Gone(format!("cannot start the Wayland input thread: {e}"))
+            })?;
+        Ok(input)
     }
 
     /// Text from viewers goes to `clipboard`.
@@ -166,9 +180,110 @@ impl WaylandInput {
     }
 }
 
-impl Inner {
+impl Pump {
+    fn run(mut self) {
+        loop {
+            let ev = match self.events.pop_for(Duration::from_secs(1)) {
+                Pop::Event(ev) => ev,
+                // The compositor's answers must not pile up unread.
+                Pop::Idle => {
+                    self.flush();
+                    continue;
+                }
+                Pop::Closed => break,
+            };
+            if self.dead.load(Ordering::Relaxed) {
+                continue;
+            }
+            self.pace();
+            match ev {
+                InputEvent::Key { down, keysym } | InputEvent::ScanKey { down, keysym, .. } => {
+                    self.key(down, keysym)
+                }
+                InputEvent::Pointer { buttons, x, y } => {
+                    // Motion queued behind it is only where the pointer went.
+                    let (mut x, mut y) = (x, y);
+                    while let Some(to) = self.events.take_motion(buttons) {
+                        (x, y) = to;
+                    }
+                    self.pointer(buttons, x, y)
+                }
+                InputEvent::CutText(_) => {}
+            }
+            self.flush();
+            self.unconfirmed += 1;
+            if self.unconfirmed >= IN_FLIGHT {
+                self.confirm();
+            }
+        }
+        // Closed: nothing stays held on the customer's desktop.
+        let t = self.time();
+        for code in self.keymap.held() {
+            if let Some(k) = &self.keyboard {
+                k.key(t, code, 0);
+            }
+        }
+        let _ = self.conn.flush();
+    }
+
     fn time(&self) -> u32 {
         self.start.elapsed().as_millis() as u32
+    }
+
+    /// Wait for a token of the bucket.
+    fn pace(&mut self) {
+        let now = Instant::now();
+        let gained = now.duration_since(self.refilled).as_secs_f64() * RATE;
+        self.tokens = (self.tokens + gained).min(BURST);
+        self.refilled = now;
+        if self.tokens < 1.0 {
+            std::thread::sleep(Duration::from_secs_f64((1.0 - self.tokens) / RATE));
+            self.tokens = 1.0;
+            self.refilled = Instant::now();
+        }
+        self.tokens -= 1.0;
+    }
+
+    /// Wait until the compositor has read what was sent (it answers a
+    /// `wl_display.sync`). A compositor that hangs is reported once the
+    /// queue behind it is full, and again when it reads.
+    fn confirm(&mut self) {
+        self.unconfirmed = 0;
+        self.globals.synced = false;
+        let qh = self.queue.handle();
+        self.conn.display().sync(&qh, ());
+        let since = Instant::now();
+        let mut reported = false;
+        while !self.globals.synced {
+            if let Err(e) = dispatch_for(
+                &mut self.queue,
+                &mut self.globals,
+                Duration::from_millis(50),
+            ) {
+                self.gone(e);
+                return;
+            }
+            if !reported && since.elapsed() >= STALL && self.events.len() >= QUEUE {
+                reported = true;
+                warn!(
+                    waited_ms = since.elapsed().as_millis() as u64,
+                    events = QUEUE,
+                    "Wayland input: the compositor has not read its input and {QUEUE} events \
+                     wait; presses are dropped until it does (releases are kept)"
+                );
+            }
+        }
+        if reported {
+            info!(
+                waited_ms = since.elapsed().as_millis() as u64,
+                "Wayland input: the compositor reads its input again"
+            );
+        }
+    }
+
+    fn gone(&mut self, e: CaptureError) {
+        warn!(error = %e, "Wayland input: the compositor is gone; input is dropped");
+        self.dead.store(true, Ordering::Relaxed);
     }
 
     fn send_keymap(&mut self) {
@@ -187,47 +302,14 @@ impl Inner {
         }
     }
 
-    /// Send what is queued and read what came back (the compositor's
-    /// answers must not pile up unread); a dead connection is logged once.
-    fn sync(&mut self) {
-        self.flush(true);
-    }
-
-    /// [`Self::sync`]; `sent`: an event was queued (counted while the
-    /// compositor does not read).
-    fn flush(&mut self, sent: bool) {
-        if self.dead {
+    /// Send what was made and read what came back.
+    fn flush(&mut self) {
+        if self.dead.load(Ordering::Relaxed) {
             return;
         }
         if let Err(e) = dispatch_for(&mut self.queue, &mut self.globals, Duration::ZERO) {
-            warn!(error = %e, "Wayland input: the compositor is gone; input is dropped");
-            self.dead = true;
-            return;
+            self.gone(e);
         }
-        // dispatch_for keeps what the socket did not take; ask again to know.
-        let backed_up = self.conn.flush().is_err();
-        if backed_up {
-            let before = self.backlog;
-            self.backlog = before.saturating_add(u32::from(sent));
-            if before < MAX_BACKLOG && self.backlog >= MAX_BACKLOG {
-                warn!(
-                    events = MAX_BACKLOG,
-                    "Wayland input: the compositor has not read its input for {MAX_BACKLOG} \
-                     events; presses are dropped until it does"
-                );
-            }
-        } else {
-            if self.backlog >= MAX_BACKLOG {
-                info!("Wayland input: the compositor reads its input again");
-            }
-            self.backlog = 0;
-        }
-        self.backed_up = backed_up;
-    }
-
-    /// The compositor has not read its input for [`MAX_BACKLOG`] events.
-    fn full(&self) -> bool {
-        self.backed_up && self.backlog >= MAX_BACKLOG
     }
 
     fn send_mods(&mut self) {
@@ -239,71 +321,44 @@ impl Inner {
             }
         }
     }
-}
 
-impl InputSink for WaylandInput {
-    fn key(&self, down: bool, keysym: u32) -> bool {
-        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if g.keyboard.is_none() || g.dead || keysym >= super::QEMU_KEY {
-            return false;
-        }
-        if down && g.full() {
-            g.flush(false);
-            return false;
-        }
+    fn key(&mut self, down: bool, keysym: u32) {
         let code = if down {
-            match g.keymap.code_for(keysym) {
+            match self.keymap.code_for(keysym) {
                 Some((c, changed)) => {
                     if changed {
-                        g.send_keymap();
+                        self.send_keymap();
                     }
                     c
                 }
-                None => return false,
+                None => return,
             }
         } else {
-            match g.keymap.held_code_of(keysym) {
+            match self.keymap.held_code_of(keysym) {
                 Some(c) => c,
-                None => return false,
+                None => return,
             }
         };
-        if !g.keymap.set_held(code, down) {
-            return false;
+        if !self.keymap.set_held(code, down) {
+            return;
         }
-        let t = g.time();
-        if let Some(k) = &g.keyboard {
+        let t = self.time();
+        if let Some(k) = &self.keyboard {
             k.key(t, code, u32::from(down));
         }
-        g.send_mods();
-        g.sync();
-        true
+        self.send_mods();
     }
 
-    fn pointer(&self, buttons: u16, x: u16, y: u16) -> u16 {
-        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if g.dead {
-            return 0;
-        }
-        let Some(p) = g.pointer.clone() else {
-            return 0;
+    fn pointer(&mut self, buttons: u16, x: u16, y: u16) {
+        let Some(p) = self.pointer.clone() else {
+            return;
         };
-        // Presses are dropped while the backlog is full (releases go).
-        let buttons = if g.full() {
-            buttons & g.buttons
-        } else {
-            buttons
-        };
-        if g.backed_up && buttons == g.buttons {
-            // Motion alone waits for nothing: the compositor is not reading.
-            g.flush(false);
-            return buttons;
-        }
-        let t = g.time();
+        let t = self.time();
         let size = self.shared.output_size.load(Ordering::Relaxed);
         let (w, h) = ((size >> 16).max(1), (size & 0xffff).max(1));
         let (x, y) = (u32::from(x).min(w - 1), u32::from(y).min(h - 1));
         p.motion_absolute(t, x, y, w, h);
-        let old = g.buttons;
+        let old = self.buttons;
         for (bit, code) in [
             (0, BTN_LEFT),
             (1, BTN_MIDDLE),
@@ -334,9 +389,23 @@ impl InputSink for WaylandInput {
             }
         }
         p.frame();
-        g.buttons = buttons;
-        g.sync();
-        buttons
+        self.buttons = buttons;
+    }
+}
+
+impl InputSink for WaylandInput {
+    fn key(&self, down: bool, keysym: u32) -> bool {
+        if !self.keyboard || self.dead.load(Ordering::Relaxed) || keysym >= super::QEMU_KEY {
+            return false;
+        }
+        self.events.key(down, keysym)
+    }
+
+    fn pointer(&self, buttons: u16, x: u16, y: u16) -> u16 {
+        if !self.pointer || self.dead.load(Ordering::Relaxed) {
+            return 0;
+        }
+        self.events.pointer(buttons, x, y)
     }
 
     fn cut_text(&self, text: &str) -> bool {
@@ -346,14 +415,23 @@ impl InputSink for WaylandInput {
 
 impl Drop for WaylandInput {
     fn drop(&mut self) {
-        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let t = g.time();
-        for code in g.keymap.held() {
-            if let Some(k) = &g.keyboard {
-                k.key(t, code, 0);
-            }
+        // The thread sends what is queued, releases what is held and ends.
+        self.events.close();
+    }
+}
+
+impl Dispatch<wl_callback::WlCallback, ()> for Globals {
+    fn event(
+        state: &mut Self,
+        _: &wl_callback::WlCallback,
+        event: wl_callback::Event,
+        _: &(),
+        _: &Connection,
+        _: &QueueHandle<Self>,
+    ) {
+        if let wl_callback::Event::Done { .. } = event {
+            state.synced = true;
         }
-        let _ = g.conn.flush();
     }
 }
 
