@@ -18,7 +18,7 @@ pub mod zrle;
 use crate::framebuffer::{Frame, Rect};
 use crate::rfb::messages::enc;
 use crate::rfb::{PixelFormat, UpdateBuf};
-pub(crate) use parallel::Deflater;
+pub(crate) use parallel::{Deflater, ScratchPool};
 
 /// Per-update parameters every encoder sees.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

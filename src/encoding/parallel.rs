@@ -106,7 +106,9 @@ pub(crate) fn ranges(n: usize, parts: usize) -> Vec<std::ops::Range<usize>> {
 /// with a sync flush so the client can decode it without later data.
 pub(crate) struct Deflater {
     /// Raw deflate; the zlib header is written by hand before the first byte.
-    c: Compress,
+    /// Made at first use: a deflater's state is some 380 KB (zlib-rs), and a
+    /// viewer's encoder holds streams it may never use (Tight's four).
+    c: Option<Compress>,
     level: u32,
     started: bool,
 }
@@ -136,6 +138,107 @@ fn take_deflaters(level: u32, n: usize) -> Vec<Compress> {
         out.push(raw_deflater(level));
     }
     out
+}
+
+/// Buffers an encoder call borrows and gives back: they grow to the
+/// largest rectangles seen (a band's worth, hundreds of KiB), so all
+/// viewers' encoders share them instead of each keeping its own. At most
+/// [`scratch_max`] are lent to calls that wait for one ([`Self::take`]
+/// with `wait`: calls on more than [`WAIT_ABOVE_PIXELS`], which run on the
+/// blocking pool, never on the async runtime's workers), so ten viewers' big updates do not
+/// hold ten sets at once (on 2 cores they would not run faster either);
+/// as many wait here between calls, the rest are freed when given back.
+pub(crate) struct ScratchPool<T> {
+    state: std::sync::Mutex<Lent<T>>,
+    given: std::sync::Condvar,
+}
+
+struct Lent<T> {
+    free: Vec<T>,
+    lent: usize,
+}
+
+/// Encoder calls on more pixels than this wait for scratch: the session
+/// encodes updates of at most this many pixels on its own task (an async
+/// runtime worker, which must not wait), bigger ones on the blocking pool.
+pub(crate) const WAIT_ABOVE_PIXELS: usize = 65536;
+
+/// Whether a call on `pixels` pixels may wait for its scratch.
+pub(crate) fn may_wait(pixels: usize) -> bool {
+    pixels > WAIT_ABOVE_PIXELS
+}
+
+/// Scratch sets lent at once to calls that wait: two per encoder thread.
+fn scratch_max() -> usize {
+    2 * threads().max(1)
+}
+
+impl<T: Default> ScratchPool<T> {
+    pub(crate) const fn new() -> ScratchPool<T> {
+        ScratchPool {
+            state: std::sync::Mutex::new(Lent {
+                free: Vec::new(),
+                lent: 0,
+            }),
+            given: std::sync::Condvar::new(),
+        }
+    }
+
+    /// A set of buffers, given back when the lease is dropped (a call that
+    /// panics gives it back too); with `wait`, once fewer than
+    /// [`scratch_max`] are lent (a call holds one only while it runs, so
+    /// the wait is at most one call's time).
+    pub(crate) fn take(&self, wait: bool) -> Lease<'_, T> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if wait {
+            while s.lent >= scratch_max() {
+                s = self.given.wait(s).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+        s.lent += 1;
+        let t = s.free.pop().unwrap_or_default();
+        Lease {
+            pool: self,
+            t: Some(t),
+        }
+    }
+
+    fn give(&self, t: T) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.lent = s.lent.saturating_sub(1);
+        if s.free.len() < scratch_max() {
+            s.free.push(t);
+        }
+        drop(s);
+        self.given.notify_one();
+    }
+}
+
+/// Scratch lent by a [`ScratchPool`].
+pub(crate) struct Lease<'a, T: Default> {
+    pool: &'a ScratchPool<T>,
+    t: Option<T>,
+}
+
+impl<T: Default> std::ops::Deref for Lease<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.t.as_ref().expect("held until dropped")
+    }
+}
+
+impl<T: Default> std::ops::DerefMut for Lease<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.t.as_mut().expect("held until dropped")
+    }
+}
+
+impl<T: Default> Drop for Lease<'_, T> {
+    fn drop(&mut self) {
+        if let Some(t) = self.t.take() {
+            self.pool.give(t);
+        }
+    }
 }
 
 /// Give deflaters back to the pool (those beyond its bound are freed).
@@ -208,10 +311,16 @@ impl Deflater {
     pub(crate) fn new(level: u32) -> Deflater {
         let level = level.min(9);
         Deflater {
-            c: raw_deflater(level),
+            c: None,
             level,
             started: false,
         }
+    }
+
+    /// The raw deflater, made on first use.
+    fn c(&mut self) -> &mut Compress {
+        let level = self.level;
+        self.c.get_or_insert_with(|| raw_deflater(level))
     }
 
     /// A deflater from the shared pool whose output depends on nothing
@@ -227,7 +336,7 @@ impl Deflater {
             .unwrap_or_else(|| raw_deflater(level));
         c.reset();
         Deflater {
-            c,
+            c: Some(c),
             level,
             started: !header,
         }
@@ -235,7 +344,7 @@ impl Deflater {
 
     /// Return a [`Self::detached`] deflater to the shared pool.
     pub(crate) fn recycle(self) {
-        give_back(self.level, vec![self.c]);
+        give_back(self.level, self.c.into_iter().collect());
     }
 
     /// Whether the stream's zlib header has been sent.
@@ -247,13 +356,18 @@ impl Deflater {
     /// this one's: its window no longer matches the viewer's, so it starts
     /// over with an empty one (no back-reference past this point).
     pub(crate) fn forget_history(&mut self) {
-        self.c.reset();
+        // One never made has no history.
+        if let Some(c) = &mut self.c {
+            c.reset();
+        }
     }
 
     /// Start a new zlib stream (header and all) at the next call: the
     /// viewer was told to reset its inflater (Tight's reset bits).
     pub(crate) fn restart(&mut self) {
-        self.c.reset();
+        if let Some(c) = &mut self.c {
+            c.reset();
+        }
         self.started = false;
     }
 
@@ -266,8 +380,16 @@ impl Deflater {
         // The previous chunk ended with a sync flush, so nothing is pending
         // and the level can change; on failure the old level stays (still a
         // valid stream).
-        if level != self.level && self.c.set_level(Compression::new(level)).is_ok() {
-            self.level = level;
+        if level != self.level {
+            match &mut self.c {
+                Some(c) => {
+                    if c.set_level(Compression::new(level)).is_ok() {
+                        self.level = level;
+                    }
+                }
+                // Made at this level when first used.
+                None => self.level = level,
+            }
         }
     }
 
@@ -275,7 +397,7 @@ impl Deflater {
     /// a sync flush to `out`.
     pub(crate) fn deflate_sync(&mut self, level: u32, input: &[u8], out: &mut Vec<u8>) {
         self.start(level, out);
-        compress_sync(&mut self.c, input, out);
+        compress_sync(self.c(), input, out);
     }
 
     /// [`Self::deflate_sync`] on up to `threads` threads (one when `input`
@@ -324,8 +446,9 @@ impl Deflater {
         };
         self.start(level, first_out);
         if groups <= 1 {
+            let c = self.c();
             for (p, o) in pieces.iter().zip(outs.iter_mut()) {
-                compress_sync(&mut self.c, p, o);
+                compress_sync(c, p, o);
             }
             return;
         }
@@ -342,7 +465,7 @@ impl Deflater {
         bounds.push(pieces.len());
         let groups = bounds.len() - 1;
         let mut helpers = take_deflaters(level, groups - 1);
-        let main = &mut self.c;
+        let main = self.c();
         let (head_outs, mut rest_outs) = outs.split_at_mut(bounds[1]);
         rayon::in_place_scope(|s| {
             let mut pool = helpers.iter_mut();
@@ -370,10 +493,11 @@ impl Deflater {
         give_back(level, helpers);
         // The viewer's window now ends with the other groups' input.
         let after_first = tail(&pieces[bounds[1]..]);
-        if self.c.set_dictionary(&after_first).is_err() {
+        let c = self.c();
+        if c.set_dictionary(&after_first).is_err() {
             // Never expected after a sync flush; forget the history rather
             // than refer to bytes the viewer does not have.
-            self.c.reset();
+            c.reset();
         }
     }
 }
@@ -381,6 +505,49 @@ impl Deflater {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Scratch is reused, callers that may wait are held at the bound until
+    /// one gives back, callers that may not wait never are, and a call that
+    /// panics gives its scratch back.
+    #[test]
+    fn scratch_pool_bounds_waiting_calls_and_always_gets_scratch_back() {
+        let pool: &'static ScratchPool<Vec<u8>> = Box::leak(Box::new(ScratchPool::new()));
+        {
+            let mut a = pool.take(true);
+            a.extend_from_slice(&[1, 2, 3]);
+        }
+        assert_eq!(
+            *pool.take(true),
+            vec![1, 2, 3],
+            "the set given back is lent again"
+        );
+        let max = scratch_max();
+        let held: Vec<_> = (0..max).map(|_| pool.take(true)).collect();
+        // Not waiting: lent at once, beyond the bound.
+        drop(pool.take(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let _s = pool.take(true);
+            tx.send(()).unwrap();
+        });
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(200))
+                .is_err(),
+            "a waiting call got scratch beyond the bound"
+        );
+        drop(held);
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the waiting call got scratch once some came back");
+        waiter.join().unwrap();
+        // A panicking holder gives back: the bound is reachable again.
+        let _ = std::thread::spawn(move || {
+            let _s = pool.take(true);
+            panic!("encoder bug");
+        })
+        .join();
+        let again: Vec<_> = (0..max).map(|_| pool.take(true)).collect();
+        assert_eq!(again.len(), max);
+    }
     use flate2::{Decompress, FlushDecompress};
 
     fn inflate_all(d: &mut Decompress, data: &[u8]) -> Vec<u8> {

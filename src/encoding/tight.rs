@@ -12,7 +12,8 @@
 
 use super::jpeg::JpegCompressor;
 use super::{
-    parallel, translate_rect, zlib_level, Deflater, DetachedStreams, EncodeParams, Encoder, Palette,
+    parallel, translate_rect, zlib_level, Deflater, DetachedStreams, EncodeParams, Encoder,
+    Palette, ScratchPool,
 };
 use crate::framebuffer::{Frame, Rect};
 use crate::rfb::messages::enc;
@@ -44,11 +45,30 @@ const DEFAULT_LEVEL: u32 = 2;
 /// bytes) would outweigh what lossy coding saves.
 pub const JPEG_MIN_AREA: usize = 1024;
 
+/// A viewer's Tight state: its zlib streams (each made at first use) and
+/// which must be reset. The buffers a call needs come from [`SCRATCH`], so
+/// a viewer holds none between updates.
 pub struct TightEncoder {
     z: [Deflater; 4],
     /// The viewer must reset stream k before its next use (the stream's
     /// deflater starts over, zlib header and all).
     reset_due: [bool; 4],
+}
+
+impl Default for TightEncoder {
+    fn default() -> Self {
+        TightEncoder {
+            z: std::array::from_fn(|_| Deflater::new(DEFAULT_LEVEL)),
+            reset_due: [false; 4],
+        }
+    }
+}
+
+/// The buffers of one encoder call: they grow to the largest rectangles
+/// seen (a band's sub-rectangles, some 256 KiB each), so they are shared
+/// by all viewers' encoders instead of kept by each.
+#[derive(Default)]
+struct Scratch {
     /// Scratch of each encoding thread (the first is the caller's).
     workers: Vec<Worker>,
     /// One per sub-rectangle of the current call.
@@ -58,18 +78,8 @@ pub struct TightEncoder {
     packed: Vec<u8>,
 }
 
-impl Default for TightEncoder {
-    fn default() -> Self {
-        TightEncoder {
-            z: std::array::from_fn(|_| Deflater::new(DEFAULT_LEVEL)),
-            reset_due: [false; 4],
-            workers: Vec::new(),
-            pieces: Vec::new(),
-            outs: Vec::new(),
-            packed: Vec::new(),
-        }
-    }
-}
+/// Shared by every viewer's Tight encoder.
+static SCRATCH: ScratchPool<Scratch> = ScratchPool::new();
 
 /// What one thread needs to classify and encode sub-rectangles.
 #[derive(Default)]
@@ -304,19 +314,20 @@ impl TightEncoder {
     /// Sub-rectangles one after the other on this thread.
     fn encode_serial(
         &mut self,
+        s: &mut Scratch,
         frame: &Frame,
         rect: Rect,
         p: &EncodeParams,
         out: &mut UpdateBuf,
     ) -> usize {
         let level = zlib_level(p, DEFAULT_LEVEL);
-        if self.workers.is_empty() {
-            self.workers.push(Worker::default());
+        if s.workers.is_empty() {
+            s.workers.push(Worker::default());
         }
-        if self.pieces.is_empty() {
-            self.pieces.push(Piece::default());
+        if s.pieces.is_empty() {
+            s.pieces.push(Piece::default());
         }
-        let (w, piece) = (&mut self.workers[0], &mut self.pieces[0]);
+        let (w, piece) = (&mut s.workers[0], &mut s.pieces[0]);
         let mut n = 0;
         for r in split(rect) {
             w.classify(frame, r, p, piece);
@@ -327,10 +338,10 @@ impl TightEncoder {
                 if std::mem::take(&mut self.reset_due[stream]) {
                     out[control] |= 1 << stream;
                 }
-                self.packed.clear();
-                self.z[stream].deflate_sync(level, &piece.data, &mut self.packed);
-                write_compact_len(self.packed.len(), out);
-                out.extend_from_slice(&self.packed);
+                s.packed.clear();
+                self.z[stream].deflate_sync(level, &piece.data, &mut s.packed);
+                write_compact_len(s.packed.len(), out);
+                out.extend_from_slice(&s.packed);
             }
             n += 1;
         }
@@ -342,6 +353,7 @@ impl TightEncoder {
     /// compressed in order, in parallel segments ([`Deflater::deflate_pieces`]).
     fn encode_parallel(
         &mut self,
+        s: &mut Scratch,
         frame: &Frame,
         rects: &[Rect],
         p: &EncodeParams,
@@ -349,13 +361,13 @@ impl TightEncoder {
         out: &mut UpdateBuf,
     ) {
         let level = zlib_level(p, DEFAULT_LEVEL);
-        while self.workers.len() < threads {
-            self.workers.push(Worker::default());
+        while s.workers.len() < threads {
+            s.workers.push(Worker::default());
         }
-        while self.pieces.len() < rects.len() {
-            self.pieces.push(Piece::default());
+        while s.pieces.len() < rects.len() {
+            s.pieces.push(Piece::default());
         }
-        let pieces = &mut self.pieces[..rects.len()];
+        let pieces = &mut s.pieces[..rects.len()];
         // Sub-rectangles are claimed one at a time, by this thread and the
         // helpers alike: a helper the scheduler starts late (the other core
         // is busy) finds them done instead of holding this thread at the
@@ -372,7 +384,7 @@ impl TightEncoder {
             let mut piece = slot.lock().unwrap_or_else(|e| e.into_inner());
             w.classify(frame, *r, p, &mut piece);
         };
-        if let Some((own, helpers)) = self.workers[..threads].split_first_mut() {
+        if let Some((own, helpers)) = s.workers[..threads].split_first_mut() {
             rayon::in_place_scope(|s| {
                 for w in helpers {
                     let work = &work;
@@ -382,7 +394,7 @@ impl TightEncoder {
             });
         }
         drop(slots);
-        let pieces = &mut self.pieces[..rects.len()];
+        let pieces = &mut s.pieces[..rects.len()];
         for stream in [STREAM_FULL, STREAM_MONO, STREAM_INDEXED] {
             let data: Vec<&[u8]> = pieces
                 .iter()
@@ -392,13 +404,13 @@ impl TightEncoder {
             if data.is_empty() {
                 continue;
             }
-            self.outs.resize_with(data.len(), Vec::new);
-            for o in &mut self.outs {
+            s.outs.resize_with(data.len(), Vec::new);
+            for o in &mut s.outs {
                 o.clear();
             }
-            self.z[stream].deflate_pieces(level, &data, &mut self.outs[..data.len()], threads);
+            self.z[stream].deflate_pieces(level, &data, &mut s.outs[..data.len()], threads);
             // Move the compressed bytes into the pieces' data (no longer needed raw).
-            let mut outs = self.outs.iter_mut();
+            let mut outs = s.outs.iter_mut();
             for pc in pieces.iter_mut().filter(|pc| pc.stream == Some(stream)) {
                 if let Some(o) = outs.next() {
                     std::mem::swap(&mut pc.data, o);
@@ -470,12 +482,15 @@ impl Encoder for TightEncoder {
         out: &mut UpdateBuf,
     ) -> usize {
         let threads = parallel::threads_for_pixels(rect.area());
-        if threads <= 1 {
-            return self.encode_serial(frame, rect, p, out);
-        }
-        let rects: Vec<Rect> = split(rect).collect();
-        self.encode_parallel(frame, &rects, p, threads, out);
-        rects.len()
+        let mut s = SCRATCH.take(parallel::may_wait(rect.area()));
+        let n = if threads <= 1 {
+            self.encode_serial(&mut s, frame, rect, p, out)
+        } else {
+            let rects: Vec<Rect> = split(rect).collect();
+            self.encode_parallel(&mut s, frame, &rects, p, threads, out);
+            rects.len()
+        };
+        n
     }
 }
 

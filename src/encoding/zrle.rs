@@ -4,6 +4,7 @@
 
 use super::{
     parallel, write_cpixels, zlib_level, Deflater, DetachedStreams, EncodeParams, Encoder, Palette,
+    ScratchPool,
 };
 use crate::framebuffer::{Frame, Rect};
 use crate::rfb::messages::enc;
@@ -13,24 +14,32 @@ use crate::rfb::UpdateBuf;
 const DEFAULT_LEVEL: u32 = 6;
 const TILE: usize = 64;
 
+/// A viewer's ZRLE state: its zlib stream (made at first use). The
+/// buffers a call needs come from [`SCRATCH`], so a viewer holds none
+/// between updates.
 pub struct ZrleEncoder {
     z: Deflater,
-    /// Scratch of each encoding thread (the first is the caller's).
-    workers: Vec<Worker>,
-    outs: Vec<Vec<u8>>,
-    packed: Vec<u8>,
 }
 
 impl Default for ZrleEncoder {
     fn default() -> Self {
         ZrleEncoder {
             z: Deflater::new(DEFAULT_LEVEL),
-            workers: Vec::new(),
-            outs: Vec::new(),
-            packed: Vec::new(),
         }
     }
 }
+
+/// The buffers of one encoder call.
+#[derive(Default)]
+struct Scratch {
+    /// Scratch of each encoding thread (the first is the caller's).
+    workers: Vec<Worker>,
+    outs: Vec<Vec<u8>>,
+    packed: Vec<u8>,
+}
+
+/// Shared by every viewer's ZRLE encoder.
+static SCRATCH: ScratchPool<Scratch> = ScratchPool::new();
 
 /// What one thread needs to encode a run of tiles.
 #[derive(Default)]
@@ -121,22 +130,37 @@ impl Encoder for ZrleEncoder {
         p: &EncodeParams,
         out: &mut UpdateBuf,
     ) -> usize {
+        let mut s = SCRATCH.take(parallel::may_wait(rect.area()));
+        self.encode_with(&mut s, frame, rect, p, out);
+        1
+    }
+}
+
+impl ZrleEncoder {
+    fn encode_with(
+        &mut self,
+        sc: &mut Scratch,
+        frame: &Frame,
+        rect: Rect,
+        p: &EncodeParams,
+        out: &mut UpdateBuf,
+    ) {
         let pf = &p.pf;
         let level = zlib_level(p, DEFAULT_LEVEL);
         let cols = (rect.w as usize).div_ceil(TILE);
         let ntiles = cols * (rect.h as usize).div_ceil(TILE);
         let threads = parallel::threads_for_pixels(rect.area()).min(ntiles);
-        while self.workers.len() < threads.max(1) {
-            self.workers.push(Worker::default());
+        while sc.workers.len() < threads.max(1) {
+            sc.workers.push(Worker::default());
         }
-        self.packed.clear();
+        sc.packed.clear();
         if threads <= 1 {
-            let w = &mut self.workers[0];
+            let w = &mut sc.workers[0];
             w.raw.clear();
             w.encode_tiles(frame, rect, cols, 0..ntiles, pf);
             // Still split the compression when there is a lot of it.
             self.z
-                .deflate_sync_par(level, &w.raw, &mut self.packed, parallel::threads());
+                .deflate_sync_par(level, &w.raw, &mut sc.packed, parallel::threads());
         } else {
             // Runs of tiles (in the order they are sent), one per thread,
             // then the stream in parallel segments.
@@ -144,7 +168,7 @@ impl Encoder for ZrleEncoder {
                 let mut own = None;
                 for (k, (tiles, w)) in parallel::ranges(ntiles, threads)
                     .into_iter()
-                    .zip(self.workers.iter_mut())
+                    .zip(sc.workers.iter_mut())
                     .enumerate()
                 {
                     let job = move || {
@@ -161,24 +185,23 @@ impl Encoder for ZrleEncoder {
                     job();
                 }
             });
-            let raws: Vec<&[u8]> = self.workers[..threads]
+            let raws: Vec<&[u8]> = sc.workers[..threads]
                 .iter()
                 .map(|w| w.raw.as_slice())
                 .collect();
-            self.outs.resize_with(threads, Vec::new);
-            for o in &mut self.outs {
+            sc.outs.resize_with(threads, Vec::new);
+            for o in &mut sc.outs {
                 o.clear();
             }
             self.z
-                .deflate_pieces(level, &raws, &mut self.outs[..threads], threads);
-            for o in &self.outs[..threads] {
-                self.packed.extend_from_slice(o);
+                .deflate_pieces(level, &raws, &mut sc.outs[..threads], threads);
+            for o in &sc.outs[..threads] {
+                sc.packed.extend_from_slice(o);
             }
         }
         out.rect_header(rect, enc::ZRLE);
-        out.extend_from_slice(&(self.packed.len() as u32).to_be_bytes());
-        out.extend_from_slice(&self.packed);
-        1
+        out.extend_from_slice(&(sc.packed.len() as u32).to_be_bytes());
+        out.extend_from_slice(&sc.packed);
     }
 }
 

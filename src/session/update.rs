@@ -195,6 +195,8 @@ pub const CHUNK_BYTES: usize = 64 * 1024;
 /// task (a few hundred microseconds at most); bigger ones on the blocking
 /// pool, off the async runtime's workers.
 const INLINE_PIXELS: usize = RAW_MAX_PIXELS;
+// Encoder calls that may wait for shared scratch never run inline.
+const _: () = assert!(INLINE_PIXELS <= crate::encoding::parallel::WAIT_ABOVE_PIXELS);
 
 /// One rectangle still to be encoded: a band of a damaged rectangle, or
 /// the part under the drawn pointer (`pointer`), drawn on and encoded apart.
