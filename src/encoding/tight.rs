@@ -483,14 +483,13 @@ impl Encoder for TightEncoder {
     ) -> usize {
         let threads = parallel::threads_for_pixels(rect.area());
         let mut s = SCRATCH.take(parallel::may_wait(rect.area()));
-        let n = if threads <= 1 {
+        if threads <= 1 {
             self.encode_serial(&mut s, frame, rect, p, out)
         } else {
             let rects: Vec<Rect> = split(rect).collect();
             self.encode_parallel(&mut s, frame, &rects, p, threads, out);
             rects.len()
-        };
-        n
+        }
     }
 }
 
