@@ -179,6 +179,8 @@ impl FrameHistory {
                 } else {
                     moves
                 };
+                let mut rects = rects;
+                diff::trim_columns(p, frame, &mut rects);
                 (rects, moves)
             }
             _ => (vec![frame.bounds()], Vec::new()),
