@@ -40,6 +40,19 @@ fn poll<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
     common::poll_until(what, TIMEOUT, f)
 }
 
+/// Wait until `len` (the text typed into foot so far) has not changed for
+/// a second: input is sent paced, so a flood arrives over seconds.
+fn settle(len: impl Fn() -> usize) {
+    let (mut last, mut since) = (usize::MAX, Instant::now());
+    while since.elapsed() < Duration::from_secs(1) {
+        let n = len();
+        if n != last {
+            (last, since) = (n, Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// sway showing the test picture; waits until grim sees exactly it.
 fn sway_with_picture(name: &str) -> (Sway, Vec<u32>) {
     tools();
@@ -622,14 +635,7 @@ async fn a_hung_compositor_is_logged_and_survived() {
     // The backlog is released paced (about 1000 events a second), and
     // presses are dropped while it fills the queue: the technician waits
     // until the terminal settles, then types on.
-    let (mut last, mut since) = (usize::MAX, Instant::now());
-    while since.elapsed() < Duration::from_secs(1) {
-        let n = typed().len();
-        if n != last {
-            (last, since) = (n, Instant::now());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    settle(|| typed().len());
     // The flood ends its own line: a terminal keeps at most 4095
     // characters of a line (the tty's canonical mode) and drops the rest
     // but the newline, so "after" typed on the flood's line was lost
@@ -711,14 +717,7 @@ fn a_key_flood_does_not_close_the_customers_terminal() {
         .collect();
     d.run(&flood);
     // The technician waits until the terminal settles, then types on.
-    let (mut last, mut since) = (usize::MAX, Instant::now());
-    while since.elapsed() < Duration::from_secs(1) {
-        let n = typed().len();
-        if n != last {
-            (last, since) = (n, Instant::now());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    settle(|| typed().len());
     d.run(&["key enter", "type after", "key enter"]);
     let got = poll("the line typed after the flood", || {
         let t = typed();
