@@ -145,8 +145,8 @@ fn take_deflaters(level: u32, n: usize) -> Vec<Compress> {
 /// viewers' encoders share them instead of each keeping its own. At most
 /// [`scratch_max`] are lent to calls that wait for one ([`Self::take`]
 /// with `wait`: calls on more than [`WAIT_ABOVE_PIXELS`], which run on the
-/// blocking pool, never on the async runtime's workers), so ten viewers' big updates do not
-/// hold ten sets at once (on 2 cores they would not run faster either);
+/// blocking pool, never on the async runtime's workers), so ten viewers'
+/// big updates do not hold ten sets at once (on 2 cores they would not run faster either);
 /// as many wait here between calls, the rest are freed when given back.
 pub(crate) struct ScratchPool<T> {
     state: std::sync::Mutex<Lent<T>>,
@@ -170,7 +170,7 @@ pub(crate) fn may_wait(pixels: usize) -> bool {
 
 /// Scratch sets lent at once to calls that wait: two per encoder thread.
 fn scratch_max() -> usize {
-    2 * threads().max(1)
+    2 * threads()
 }
 
 impl<T: Default> ScratchPool<T> {
@@ -505,6 +505,7 @@ impl Deflater {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use flate2::{Decompress, FlushDecompress};
 
     /// Scratch is reused, callers that may wait are held at the bound until
     /// one gives back, callers that may not wait never are, and a call that
@@ -548,7 +549,6 @@ mod tests {
         let again: Vec<_> = (0..max).map(|_| pool.take(true)).collect();
         assert_eq!(again.len(), max);
     }
-    use flate2::{Decompress, FlushDecompress};
 
     fn inflate_all(d: &mut Decompress, data: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(data.len() * 8 + 1024);

@@ -90,8 +90,8 @@ pub fn trim_columns(old: &Frame, new: &Frame, rects: &mut [Rect]) {
 
 /// A run (columns `x0..x1`, rows `y0..=y1`, its first and last rows
 /// changed) cut to the columns where some row changed. Each row is scanned
-/// only outside the columns already known to change, so a run that changes
-/// at both edges (most of a big change) costs two pixels a row.
+/// only outside the columns already known to change, and the scan stops
+/// once a change at both edges of the run is found (most of a big change).
 fn trimmed(old: &Frame, new: &Frame, (x0, x1, y0, y1): (u32, u32, u16, u16)) -> Rect {
     let w = (x1 - x0) as usize;
     // Leftmost changed column so far, and one past the rightmost.
