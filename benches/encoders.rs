@@ -125,23 +125,23 @@ fn photo(px: &mut [u32], rng: &mut Rng, (x0, y0, w, h): (usize, usize, usize, us
 
 /// A terminal: light grey text on black, a coloured prompt now and then.
 fn terminal() -> Frame {
-    let mut f = Frame::new(W as u16, H as u16);
+    let mut f = vec![0u32; W * H];
     let mut rng = Rng(11);
     text(
-        &mut f.pixels,
+        &mut f,
         &mut rng,
         (0, 0, W, H),
         0x000000,
         &[0xd0d0d0, 0xd0d0d0, 0x4ec94e, 0x5c8cff],
     );
-    f
+    Frame::from_pixels(W as u16, H as u16, f)
 }
 
 /// A web page: a header bar, a sidebar, text columns, two pictures.
 fn web_page() -> Frame {
-    let mut f = Frame::new(W as u16, H as u16);
+    let mut f = vec![0u32; W * H];
     let mut rng = Rng(12);
-    let px = &mut f.pixels;
+    let px = &mut f;
     px.fill(0xf4f4f4);
     for y in 0..72 {
         px[y * W..(y + 1) * W].fill(0x1a73e8);
@@ -164,13 +164,13 @@ fn web_page() -> Frame {
     photo(px, &mut rng, (320, 520, 600, 400));
     text(px, &mut rng, (960, 520, 600, 500), 0xffffff, &[0x202124]);
     photo(px, &mut rng, (1300, 100, 560, 380));
-    f
+    Frame::from_pixels(W as u16, H as u16, f)
 }
 
 fn photo_frame() -> Frame {
-    let mut f = Frame::new(W as u16, H as u16);
-    photo(&mut f.pixels, &mut Rng(13), (0, 0, W, H));
-    f
+    let mut f = vec![0u32; W * H];
+    photo(&mut f, &mut Rng(13), (0, 0, W, H));
+    Frame::from_pixels(W as u16, H as u16, f)
 }
 
 fn bench(c: &mut Criterion) {

@@ -846,7 +846,7 @@ async fn class5_colour_map_at_8_bpp_is_served_with_a_palette() -> Result<()> {
             // Independently of the server's mapping: every index names a
             // palette colour within one quantisation step of the real pixel.
             let frame = ticketvnc::capture::test_pattern::render(c.width, c.height, n);
-            for (i, (&idx, &px)) in c.fb.iter().zip(&frame.pixels).enumerate() {
+            for (i, (&idx, &px)) in c.fb.iter().zip(frame.pixels()).enumerate() {
                 ensure!(idx < 256, "index {idx}");
                 let pal = c.colour_map[idx as usize];
                 let real = [(px >> 16) & 0xff, (px >> 8) & 0xff, px & 0xff];

@@ -305,8 +305,7 @@ async fn x509vnc_over_tls_is_pixel_exact_and_journaled() -> Result<()> {
     let (mut t, w, h) = x509vnc_login(srv.addr, &fp, PASSWORD).await?;
     let px = one_raw_frame(&mut t, w, h).await?;
     let want: Vec<u32> = render(w, h, 0)
-        .pixels
-        .iter()
+        .pixels()
         .map(|&p| PixelFormat::NATIVE.from_native(p))
         .collect();
     ensure!(px == want, "the frame over TLS differs from the pattern");

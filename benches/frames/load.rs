@@ -31,14 +31,14 @@ pub fn load(name: &str) -> Frame {
         other => panic!("{name}: {other:?}, expected RGB or RGBA"),
     };
     let (w, h) = (info.width as usize, info.height as usize);
-    let mut f = Frame::new(w as u16, h as u16);
+    let mut f = vec![0u32; w * h];
     for y in 0..h {
         let row = &buf[y * info.line_size..][..w * channels];
         for (x, px) in row.chunks_exact(channels).enumerate() {
-            f.pixels[y * w + x] = (px[0] as u32) << 16 | (px[1] as u32) << 8 | px[2] as u32;
+            f[y * w + x] = (px[0] as u32) << 16 | (px[1] as u32) << 8 | px[2] as u32;
         }
     }
-    f
+    Frame::from_pixels(w as u16, h as u16, f)
 }
 
 /// The photo: photo-960x540.png scaled up 2x (bilinear) with seeded noise
@@ -48,9 +48,10 @@ pub fn photo() -> Frame {
     let small = load("photo-960x540.png");
     let (sw, sh) = (small.width as usize, small.height as usize);
     let (w, h) = (sw * 2, sh * 2);
-    let mut f = Frame::new(w as u16, h as u16);
+    let mut f = vec![0u32; w * h];
     let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-    let at = |x: usize, y: usize, shift: u32| (small.pixels[y * sw + x] >> shift & 0xff) as i32;
+    let at =
+        |x: usize, y: usize, shift: u32| (small.get(x as u16, y as u16) >> shift & 0xff) as i32;
     for y in 0..h {
         // Source coordinates of the pixel centre, in halves.
         let sy = (y as i32 * 2 - 1).max(0) as usize;
@@ -71,8 +72,8 @@ pub fn photo() -> Frame {
                 let noise = (seed >> (i * 8) & 7) as i32 - 4;
                 p |= ((v + noise).clamp(0, 255) as u32) << shift;
             }
-            f.pixels[y * w + x] = p;
+            f[y * w + x] = p;
         }
     }
-    f
+    Frame::from_pixels(w as u16, h as u16, f)
 }

@@ -44,7 +44,7 @@ fuzz_target!(|data: &[u8]| {
     let palette = data[5] as usize % 20;
     let pixels = &data[6..];
     let mut frame = Frame::new(w, h);
-    for (i, p) in frame.pixels.iter_mut().enumerate() {
+    for (i, p) in frame.pixels_mut().enumerate() {
         let b = pixels.get(i % pixels.len().max(1)).copied().unwrap_or(0) as u32;
         *p = if palette > 0 {
             (b % palette as u32).wrapping_mul(0x0012_3457) & 0x00ff_ffff
@@ -88,7 +88,7 @@ fuzz_target!(|data: &[u8]| {
                 let i = y as usize * w as usize + x as usize;
                 let inside = x >= r.x && x < r.x + r.w && y >= r.y && y < r.y + r.h;
                 let want = if inside {
-                    pf.from_native(frame.pixels[i])
+                    pf.from_native(frame[i])
                 } else {
                     before[i]
                 };

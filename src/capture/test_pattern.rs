@@ -161,15 +161,19 @@ pub fn box_move(w: u16, h: u16, from: u64, to: u64) -> Option<MoveHint> {
 
 /// The pixels of frame `n` at `width`x`height`.
 pub fn render(width: u16, height: u16, n: u64) -> Frame {
-    let mut f = Frame::new(width, height);
     let (w, h) = (width as usize, height as usize);
+    let mut f = Canvas {
+        px: vec![0; w * h],
+        w,
+        h,
+    };
     // Background: a smooth 2D gradient.
     for y in 0..h {
         for x in 0..w {
             let r = (x * 255 / w.max(1)) as u32;
             let g = (y * 255 / h.max(1)) as u32;
             let b = ((x + y) * 255 / (w + h).max(1)) as u32;
-            f.pixels[y * w + x] = (r << 16) | (g << 8) | b;
+            f.px[y * w + x] = (r << 16) | (g << 8) | b;
         }
     }
     // Solid colour blocks along the top: the eight corners of the RGB cube and greys.
@@ -201,7 +205,7 @@ pub fn render(width: u16, height: u16, n: u64) -> Frame {
             } else {
                 c
             };
-            f.pixels[y * w + x] = c;
+            f.px[y * w + x] = c;
         }
     }
     // Text with the frame number.
@@ -237,28 +241,33 @@ pub fn render(width: u16, height: u16, n: u64) -> Frame {
                     } else {
                         0x2040c0
                     };
-                    f.pixels[(band + yy) * w + bx + xx] = c;
+                    f.px[(band + yy) * w + bx + xx] = c;
                 }
             }
             draw_text(&mut f, bx + 4, band + 24, 2, 0xff0000, 0xe0e000, "BOX");
         }
     }
-    f
+    Frame::from_pixels(width, height, f.px)
 }
 
-fn fill(f: &mut Frame, x: usize, y: usize, w: usize, h: usize, c: u32) {
-    let fw = f.width as usize;
-    let fh = f.height as usize;
+/// Pixels being drawn, row-major, `w` x `h`.
+struct Canvas {
+    px: Vec<u32>,
+    w: usize,
+    h: usize,
+}
+
+fn fill(f: &mut Canvas, x: usize, y: usize, w: usize, h: usize, c: u32) {
+    let (fw, fh) = (f.w, f.h);
     for yy in y..(y + h).min(fh) {
         for xx in x..(x + w).min(fw) {
-            f.pixels[yy * fw + xx] = c;
+            f.px[yy * fw + xx] = c;
         }
     }
 }
 
-fn draw_text(f: &mut Frame, x: usize, y: usize, scale: usize, fg: u32, bg: u32, text: &str) {
-    let fw = f.width as usize;
-    let fh = f.height as usize;
+fn draw_text(f: &mut Canvas, x: usize, y: usize, scale: usize, fg: u32, bg: u32, text: &str) {
+    let (fw, fh) = (f.w, f.h);
     for (i, ch) in text.chars().enumerate() {
         let glyph = glyph(ch);
         for gy in 0..8 {
@@ -271,7 +280,7 @@ fn draw_text(f: &mut Frame, x: usize, y: usize, scale: usize, fg: u32, bg: u32, 
                         let px = x + (i * 6 + gx) * scale + sx;
                         let py = y + gy * scale + sy;
                         if px < fw && py < fh {
-                            f.pixels[py * fw + px] = c;
+                            f.px[py * fw + px] = c;
                         }
                     }
                 }
@@ -354,7 +363,7 @@ mod tests {
     fn tiny_sizes_do_not_panic() {
         for (w, h) in [(1, 1), (2, 3), (64, 64), (65, 65), (100, 10)] {
             let f = render(w, h, 3);
-            assert_eq!(f.pixels.len(), w as usize * h as usize);
+            assert_eq!(f.pixels().count(), w as usize * h as usize);
         }
     }
 

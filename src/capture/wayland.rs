@@ -427,7 +427,7 @@ impl WaylandSource {
             for y in r.y..r.y + r.h {
                 let src_y = if invert { h - 1 - y } else { y } as usize;
                 let line = &bytes[src_y * spec.stride as usize..][..w as usize * 4];
-                let dst = &mut self.current.pixels[y as usize * w as usize..][..w as usize];
+                let dst = self.current.row_mut(y);
                 for x in r.x as usize..(r.x + r.w) as usize {
                     let p = &line[x * 4..x * 4 + 4];
                     let v = u32::from_le_bytes([p[0], p[1], p[2], p[3]]);

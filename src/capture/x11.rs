@@ -727,8 +727,8 @@ impl X11Source {
 const SHM_ROWS: u16 = 64;
 
 /// Rows of `band` (its pixels `bytes`, 4 bytes each, X's BGRX order) that
-/// differ from `newest` are written into `pool`'s work frame and marked
-/// (all of them when there is no `newest`); returns their bounding box.
+/// differ from `newest` are written into `pool`'s work frame (all of them
+/// when there is no `newest`); returns their bounding box.
 fn take_rows(pool: &mut FramePool, newest: Option<&Frame>, band: Rect, bytes: &[u8]) -> Rect {
     let w = band.w as usize;
     let mut rows: Option<(u16, u16)> = None;
@@ -744,11 +744,7 @@ fn take_rows(pool: &mut FramePool, newest: Option<&Frame>, band: Rect, bytes: &[
     let Some((first, last)) = rows else {
         return Rect::default();
     };
-    let changed = Rect::new(band.x, first, band.w, last - first + 1);
-    // The rows between are marked too: what the pool copies into a spare
-    // later is a superset, never less.
-    pool.mark(changed);
-    changed
+    Rect::new(band.x, first, band.w, last - first + 1)
 }
 
 /// Whether X's BGRX pixels `src` show the row `old` (`0x00RRGGBB`); the
@@ -1164,25 +1160,25 @@ mod tests {
 
         let mut pool = FramePool::new(8, 6);
         let mut first = Frame::new(8, 6);
-        for (i, p) in first.pixels.iter_mut().enumerate() {
+        for (i, p) in first.pixels_mut().enumerate() {
             *p = i as u32 * 0x0101;
         }
         // No newest frame yet: everything is written.
         let band = Rect::new(0, 0, 8, 6);
         assert_eq!(
-            take_rows(&mut pool, None, band, &bgrx(&first.pixels, 0)),
+            take_rows(&mut pool, None, band, &bgrx(&first.to_pixels(), 0)),
             band
         );
         let newest = pool.publish();
         assert_eq!(*newest, first);
         // The same pixels again: nothing written, nothing to publish.
-        let same = bgrx(&first.pixels, 0x55);
+        let same = bgrx(&first.to_pixels(), 0x55);
         assert!(take_rows(&mut pool, Some(&newest), band, &same).is_empty());
         // Rows 2 and 4 change: their bounding box, and the frame has them.
         let mut next = first.clone();
-        next.pixels[2 * 8 + 1] = 0xabcdef;
-        next.pixels[4 * 8 + 7] = 0x123456;
-        let changed = take_rows(&mut pool, Some(&newest), band, &bgrx(&next.pixels, 0));
+        next[2 * 8 + 1] = 0xabcdef;
+        next[4 * 8 + 7] = 0x123456;
+        let changed = take_rows(&mut pool, Some(&newest), band, &bgrx(&next.to_pixels(), 0));
         assert_eq!(changed, Rect::new(0, 2, 8, 3));
         assert_eq!(*pool.publish(), next);
     }

@@ -58,12 +58,12 @@ impl XcapSource {
             img.width().min(16384) as u16,
             img.height().min(16384) as u16,
         );
-        let mut f = Frame::new(w, h);
-        for (dst, px) in f.pixels.iter_mut().zip(img.pixels()) {
-            let [r, g, b, _] = px.0;
+        let mut px = vec![0u32; w as usize * h as usize];
+        for (dst, p) in px.iter_mut().zip(img.pixels()) {
+            let [r, g, b, _] = p.0;
             *dst = (r as u32) << 16 | (g as u32) << 8 | b as u32;
         }
-        Ok(f)
+        Ok(Frame::from_pixels(w, h, px))
     }
 }
 

@@ -186,7 +186,7 @@ mod tests {
         for y in 0..16usize {
             for x in 0..128usize {
                 let lx = x % 16;
-                f.pixels[y * 128 + x] = match x / 16 {
+                f[y * 128 + x] = match x / 16 {
                     2 => ((x * 31 + y * 17) as u32).wrapping_mul(2654435761) >> 8,
                     4 | 5 | 7 if y == 3 => b,
                     6 if y == 3 => b,
@@ -243,7 +243,7 @@ mod tests {
     #[test]
     fn solid_wire_bytes() {
         let mut f = Frame::new(3, 2);
-        f.pixels.fill(0x00ff00);
+        f.fill(0x00ff00);
         let mut out = crate::rfb::UpdateBuf::new();
         new_encoder(enc::HEXTILE).encode(
             &f,

@@ -1,7 +1,8 @@
 //! JPEG for Tight: libjpeg-turbo (through the `turbojpeg` crate, linked to
 //! the system's libturbojpeg found with pkg-config) reads the frame's
 //! `0x00RRGGBB` pixels in place, as BGRX rows (XRGB on a big-endian host)
-//! with the frame's pitch: no copy and no RGB repack. Windows and macOS
+//! with the frame's pitch: no copy (unless the rows lie in two of the
+//! frame's bands) and no RGB repack. Windows and macOS
 //! builds (cross-compiled here, where no libturbojpeg for the target
 //! exists) keep the pure-Rust `jpeg-encoder` crate on an RGB copy of the
 //! rectangle. Both use TigerVNC's quality table and subsampling.
@@ -39,6 +40,9 @@ pub struct JpegCompressor {
     /// buffer up to that each time zero-filled megabytes per frame.
     #[cfg(all(target_os = "linux", feature = "turbojpeg"))]
     scratch: Vec<u8>,
+    /// A rectangle whose rows lie in two bands of the frame, copied.
+    #[cfg(all(target_os = "linux", feature = "turbojpeg"))]
+    rows: Vec<u32>,
     #[cfg(not(all(target_os = "linux", feature = "turbojpeg")))]
     rgb: Vec<u8>,
 }
@@ -86,10 +90,20 @@ impl JpegCompressor {
             Subsampling::S422 => Subsamp::Sub2x1,
             Subsampling::S444 => Subsamp::None,
         });
-        let stride = frame.width as usize;
-        let start = r.y as usize * stride + r.x as usize;
-        let end = (r.bottom() as usize - 1) * stride + r.right() as usize;
-        let pixels: &[u8] = bytemuck::cast_slice(&frame.pixels[start..end]);
+        // Straight from the frame when one band holds the rows, else
+        // through a copy of the rectangle.
+        let (pixels, stride) = match frame.rows(r.y, r.h) {
+            Some(rows) => {
+                let stride = frame.width as usize;
+                let end = (r.h as usize - 1) * stride + r.right() as usize;
+                (&rows[r.x as usize..end], stride)
+            }
+            None => {
+                frame.copy_rect(r, &mut self.rows);
+                (&self.rows[..], r.w as usize)
+            }
+        };
+        let pixels: &[u8] = bytemuck::cast_slice(pixels);
         let image = Image {
             pixels,
             width: r.w as usize,

@@ -588,7 +588,7 @@ pub(crate) mod testutil {
             } else {
                 ((i / 3) * 7 + (i % 5) * (i / 11)) % n
             };
-            f.pixels[i] = colours[idx];
+            f[i] = colours[idx];
         }
         f
     }

@@ -675,7 +675,7 @@ mod encoder_tests {
     fn mixed(w: u16, h: u16, seed: u64) -> Frame {
         let mut f = render(w, h, seed);
         let mut x = 0x2545_F491u32.wrapping_add(seed as u32);
-        for p in f.pixels[(w as usize * h as usize) / 2..].iter_mut() {
+        for p in f.pixels_mut().skip((w as usize * h as usize) / 2) {
             x ^= x << 13;
             x ^= x >> 17;
             x ^= x << 5;

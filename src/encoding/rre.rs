@@ -83,9 +83,9 @@ mod tests {
     #[test]
     fn wire_bytes_and_raw_fallback() {
         let mut f = Frame::new(8, 4);
-        f.pixels.fill(0x0000ff);
-        f.pixels[2 * 8 + 1] = 0xff0000;
-        f.pixels[2 * 8 + 2] = 0xff0000;
+        f.fill(0x0000ff);
+        f[2 * 8 + 1] = 0xff0000;
+        f[2 * 8 + 2] = 0xff0000;
         let mut out = crate::rfb::UpdateBuf::new();
         new_encoder(enc::RRE).encode(
             &f,

@@ -537,7 +537,7 @@ mod tests {
     #[test]
     fn wire_bytes_fill_and_mono() {
         let mut f = Frame::new(4, 1);
-        f.pixels.fill(0x123456);
+        f.fill(0x123456);
         let mut out = crate::rfb::UpdateBuf::new();
         let be = PixelFormat {
             big_endian: true,
@@ -552,7 +552,7 @@ mod tests {
             *out,
             vec![0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 7, 0x80, 0x12, 0x34, 0x56]
         );
-        f.pixels[2] = 0xffffff;
+        f[2] = 0xffffff;
         out.clear();
         new_encoder(enc::TIGHT).encode(
             &f,

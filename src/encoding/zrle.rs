@@ -353,7 +353,7 @@ mod tests {
                 let (t, lx) = (x / 64, x % 64);
                 let i = y * 64 + lx;
                 let noise = (i as u32).wrapping_mul(2654435761) >> 8;
-                f.pixels[y * 64 * 6 + x] = match t {
+                f[y * 64 * 6 + x] = match t {
                     0 => 0x123456,                                                       // solid
                     1 => [0x000000, 0xffffff][(lx ^ y) & 1], // 2 colours, packed
                     2 => [0x10, 0x2000, 0x300000, 0x404040, 0x555555][(lx / 3 + y) % 5], // packed, 4 bits
@@ -394,7 +394,7 @@ mod tests {
             ..PixelFormat::NATIVE
         };
         let mut f = Frame::new(1, 1);
-        f.pixels[0] = 0x123456;
+        f[0] = 0x123456;
         let mut out = crate::rfb::UpdateBuf::new();
         new_encoder(enc::ZRLE).encode(
             &f,

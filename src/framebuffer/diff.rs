@@ -1,6 +1,6 @@
 //! Tile diffing: which parts of a frame differ from the previous one.
 
-use super::{Frame, Rect};
+use super::{Frame, Rect, BAND_ROWS};
 
 /// Edge of the square tiles frames are compared in (grid anchored at 0,0).
 pub const TILE: u16 = 64;
@@ -26,7 +26,11 @@ pub fn changed_rects(old: &Frame, new: &Frame, area: Rect, hint: Option<&[Rect]>
     let last_row = ((area.bottom() - 1) / TILE as u32) as u16;
     for tr in first_row..=last_row {
         let band = Rect::new(0, tr * TILE, new.width, TILE).intersect(&area);
-        if band.is_empty() {
+        // Rows in memory both frames share are equal: nothing to compare.
+        if band.is_empty()
+            || (band.y / BAND_ROWS..=(band.bottom() - 1) as u16 / BAND_ROWS)
+                .all(|b| old.shares_row(new, b * BAND_ROWS))
+        {
             continue;
         }
         if let Some(h) = hint {
@@ -156,7 +160,7 @@ fn last_diff(a: &[u32], b: &[u32]) -> Option<usize> {
 /// First and last row of `t` that differ, if any.
 #[inline]
 fn changed_rows(old: &Frame, new: &Frame, t: Rect) -> Option<(u16, u16)> {
-    let differs = |y: u16| old.row(y, t.x, t.w) != new.row(y, t.x, t.w);
+    let differs = |y: u16| !old.shares_row(new, y) && old.row(y, t.x, t.w) != new.row(y, t.x, t.w);
     let first = (t.y..t.y + t.h).find(|&y| differs(y))?;
     let last = (first..t.y + t.h)
         .rev()
@@ -169,11 +173,32 @@ fn changed_rows(old: &Frame, new: &Frame, t: Rect) -> Option<(u16, u16)> {
 mod tests {
     use super::*;
 
+    /// Rows in bands both frames share are skipped, and only those: a
+    /// change in the last band an unaligned area touches is found.
+    #[test]
+    fn shared_bands_are_skipped_and_the_others_compared() {
+        let a = Frame::from_pixels(64, 200, (0..64 * 200).collect());
+        let mut b = a.clone();
+        let y = 2 * BAND_ROWS + 5;
+        b.set(7, y, 1);
+        assert!(b.shares_row(&a, 0) && !b.shares_row(&a, y));
+        let area = Rect::new(0, 10, 64, y + 1 - 10);
+        assert_eq!(
+            changed_rects(&a, &b, area, None),
+            vec![Rect::new(0, y, 64, 1)]
+        );
+        // The same pixels in a band of its own are no change either.
+        let mut c = a.clone();
+        c.set(7, y, a.get(7, y));
+        assert!(!c.shares_row(&a, y));
+        assert!(changed_rects(&a, &c, a.bounds(), None).is_empty());
+    }
+
     #[test]
     fn finds_single_pixel_change() {
         let a = Frame::new(200, 100);
         let mut b = a.clone();
-        b.pixels[150 + 99 * 200] = 1;
+        b[150 + 99 * 200] = 1;
         let rects = changed_rects(&a, &b, a.bounds(), None);
         assert_eq!(rects, vec![Rect::new(128, 99, 64, 1)]);
         let mut trimmed = rects.clone();
@@ -186,8 +211,8 @@ mod tests {
     fn hint_limits_the_compare_and_area_clips() {
         let a = Frame::new(300, 200);
         let mut b = a.clone();
-        b.pixels[10 + 10 * 300] = 1; // tile (0,0)
-        b.pixels[250 + 150 * 300] = 1; // tile (3,2)
+        b[10 + 10 * 300] = 1; // tile (0,0)
+        b[250 + 150 * 300] = 1; // tile (3,2)
         let all = changed_rects(&a, &b, a.bounds(), None);
         assert_eq!(all.len(), 2);
         let hinted = changed_rects(&a, &b, a.bounds(), Some(&[Rect::new(240, 140, 5, 5)]));
@@ -200,8 +225,8 @@ mod tests {
     fn adjacent_tiles_merge_with_union_of_rows() {
         let a = Frame::new(256, 64);
         let mut b = a.clone();
-        b.pixels[10 + 5 * 256] = 1;
-        b.pixels[100 + 40 * 256] = 1;
+        b[10 + 5 * 256] = 1;
+        b[100 + 40 * 256] = 1;
         let mut rects = changed_rects(&a, &b, a.bounds(), None);
         assert_eq!(rects, vec![Rect::new(0, 5, 128, 36)]);
         trim_columns(&a, &b, &mut rects);
@@ -231,14 +256,14 @@ mod tests {
                 for yy in y..(y + bh).min(h) {
                     for xx in x..(x + bw).min(w) {
                         if rnd(3) > 0 {
-                            b.pixels[yy * w + xx] = 1 + round as u32;
+                            b[yy * w + xx] = 1 + round as u32;
                         }
                     }
                 }
             }
             let mut rects = changed_rects(&a, &b, a.bounds(), None);
             trim_columns(&a, &b, &mut rects);
-            let differs = |x: usize, y: usize| a.pixels[y * w + x] != b.pixels[y * w + x];
+            let differs = |x: usize, y: usize| a[y * w + x] != b[y * w + x];
             for y in 0..h {
                 for x in 0..w {
                     if differs(x, y) {

@@ -237,7 +237,7 @@ mod tests {
         for seq in 2..200u64 {
             let mut g = (*f).clone();
             let x = (seq as usize * 3) % 640;
-            g.pixels[x + 640 * (seq as usize % 480)] = seq as u32;
+            g[x + 640 * (seq as usize % 480)] = seq as u32;
             let r = h.record(seq, &Arc::new(g), None, Vec::new());
             assert!(r.changed);
         }
@@ -261,7 +261,7 @@ mod tests {
         let mut h = FrameHistory::new(f.clone());
         assert!(!h.record(2, &f, None, Vec::new()).changed);
         let mut g = (*f).clone();
-        g.pixels[0] = 7;
+        g[0] = 7;
         let m = MoveHint {
             src_x: 10,
             src_y: 10,
@@ -280,7 +280,7 @@ mod tests {
             let row = (y as u32 + top).wrapping_mul(0x9e37_79b9);
             for x in 0..w as usize {
                 let v = ((x as u32 / 2) ^ row).wrapping_mul(2_654_435_761);
-                f.pixels[y * w as usize + x] = if v >> 30 == 0 { 0x00ff_ffff } else { 0 };
+                f[y * w as usize + x] = if v >> 30 == 0 { 0x00ff_ffff } else { 0 };
             }
         }
         f
@@ -292,7 +292,7 @@ mod tests {
         // below that scrolls by 16, 16 and 32 rows over three frames.
         let frame = |top: u32| {
             let mut f = log_rows(320, 240, top);
-            for p in &mut f.pixels[..320 * 16] {
+            for p in f.pixels_mut().take(320 * 16) {
                 *p = 0x0000_00ff;
             }
             Arc::new(f)
@@ -317,8 +317,8 @@ mod tests {
                     .map(|y| viewer.row(m.src_y + y, m.src_x, m.dst.w).to_vec())
                     .collect();
                 for (y, r) in rows.iter().enumerate() {
-                    let o = (m.dst.y as usize + y) * 320 + m.dst.x as usize;
-                    viewer.pixels[o..o + r.len()].copy_from_slice(r);
+                    let x = m.dst.x as usize;
+                    viewer.row_mut(m.dst.y + y as u16)[x..x + r.len()].copy_from_slice(r);
                 }
             }
             let mut copied = 0;
@@ -335,11 +335,11 @@ mod tests {
         // A frame whose damage touches the log without a move breaks the
         // chain: nothing is composed across it.
         let mut g = (*frame(80)).clone();
-        g.pixels[100 * 320 + 5] ^= 0xff;
+        g[100 * 320 + 5] ^= 0xff;
         let g = Arc::new(g);
         h.record(5, &g, None, Vec::new());
         let mut g2 = (*g).clone();
-        g2.pixels[100 * 320 + 5] ^= 0xff00;
+        g2[100 * 320 + 5] ^= 0xff00;
         h.record(6, &Arc::new(g2), None, Vec::new());
         let moves = moves_since(&h.log(), 6, 4);
         assert!(

@@ -66,35 +66,188 @@ impl Rect {
     }
 }
 
+/// Rows in each band of a [`Frame`] (the last band may have fewer).
+pub const BAND_ROWS: u16 = 32;
+
 /// One captured screen image. Immutable once published; shared as `Arc<Frame>`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Its pixels lie in bands of [`BAND_ROWS`] rows, each behind its own
+/// reference count: a clone shares every band, and writing into a band
+/// (through [`Frame::row_mut`] and friends) copies that band alone when it
+/// is shared. A frame captured after a small change therefore shares all
+/// but a band or two with the frame before it, so a changing screen costs
+/// about one frame of memory, not two, and rows in a shared band are known
+/// equal without comparing them ([`Frame::shares_row`]).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Frame {
     pub width: u16,
     pub height: u16,
-    /// Row-major, `width * height` pixels, `0x00RRGGBB`.
-    pub pixels: Vec<u32>,
+    /// Row-major `0x00RRGGBB` pixels, [`BAND_ROWS`] rows per band.
+    bands: Vec<Arc<Vec<u32>>>,
+}
+
+impl std::fmt::Debug for Frame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Frame")
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .field("bands", &self.bands.len())
+            .finish()
+    }
 }
 
 impl Frame {
+    /// A black frame.
     pub fn new(width: u16, height: u16) -> Frame {
+        let bands = (0..band_count(height))
+            .map(|b| Arc::new(vec![0; band_len(width, height, b)]))
+            .collect();
         Frame {
             width,
             height,
-            pixels: vec![0; width as usize * height as usize],
+            bands,
         }
     }
+
+    /// A frame of `pixels` (row-major, `width * height` of them).
+    ///
+    /// # Panics
+    /// When `pixels` has another length.
+    pub fn from_pixels(width: u16, height: u16, pixels: Vec<u32>) -> Frame {
+        assert_eq!(
+            pixels.len(),
+            width as usize * height as usize,
+            "pixels for a {width}x{height} frame"
+        );
+        let bands = match band_count(height) {
+            0 => Vec::new(),
+            1 => vec![Arc::new(pixels)],
+            n if width == 0 => (0..n).map(|_| Arc::new(Vec::new())).collect(),
+            _ => pixels
+                .chunks(width as usize * BAND_ROWS as usize)
+                .map(|c| Arc::new(c.to_vec()))
+                .collect(),
+        };
+        Frame {
+            width,
+            height,
+            bands,
+        }
+    }
+
     pub fn bounds(&self) -> Rect {
         Rect::new(0, 0, self.width, self.height)
     }
+
+    /// The band holding row `y`, and where the row starts in it.
+    #[inline]
+    fn locate(&self, y: u16) -> (usize, usize) {
+        let b = (y / BAND_ROWS) as usize;
+        (b, (y % BAND_ROWS) as usize * self.width as usize)
+    }
+
     #[inline]
     pub fn row(&self, y: u16, x: u16, w: u16) -> &[u32] {
-        let start = y as usize * self.width as usize + x as usize;
-        &self.pixels[start..start + w as usize]
+        let (b, start) = self.locate(y);
+        &self.bands[b][start + x as usize..start + x as usize + w as usize]
     }
+
     #[inline]
     pub fn get(&self, x: u16, y: u16) -> u32 {
-        self.pixels[y as usize * self.width as usize + x as usize]
+        self.row(y, x, 1)[0]
     }
+
+    /// Row `y`, whole, to write into (its band is copied first when shared).
+    pub fn row_mut(&mut self, y: u16) -> &mut [u32] {
+        let (b, start) = self.locate(y);
+        let w = self.width as usize;
+        &mut Arc::make_mut(&mut self.bands[b])[start..start + w]
+    }
+
+    /// Set one pixel.
+    pub fn set(&mut self, x: u16, y: u16, v: u32) {
+        self.row_mut(y)[x as usize] = v;
+    }
+
+    /// Every pixel set to `v`.
+    pub fn fill(&mut self, v: u32) {
+        for b in &mut self.bands {
+            Arc::make_mut(b).fill(v);
+        }
+    }
+
+    /// The pixels, row-major.
+    pub fn pixels(&self) -> impl Iterator<Item = &u32> {
+        self.bands.iter().flat_map(|b| b.iter())
+    }
+
+    /// The pixels, row-major, to write into (every band made unshared).
+    pub fn pixels_mut(&mut self) -> impl Iterator<Item = &mut u32> {
+        self.bands
+            .iter_mut()
+            .flat_map(|b| Arc::make_mut(b).iter_mut())
+    }
+
+    /// The pixels, row-major, as one vector (a copy).
+    pub fn to_pixels(&self) -> Vec<u32> {
+        let mut v = Vec::with_capacity(self.width as usize * self.height as usize);
+        for b in &self.bands {
+            v.extend_from_slice(b);
+        }
+        v
+    }
+
+    /// Rows `y..y + h` as one slice (rows `width` apart) when one band
+    /// holds them all.
+    pub fn rows(&self, y: u16, h: u16) -> Option<&[u32]> {
+        if h == 0
+            || (y / BAND_ROWS) != ((u32::from(y) + u32::from(h) - 1) / u32::from(BAND_ROWS)) as u16
+        {
+            return None;
+        }
+        let (b, start) = self.locate(y);
+        self.bands[b].get(start..start + h as usize * self.width as usize)
+    }
+
+    /// Whether row `y` of `self` and of `other` is the same memory (so the
+    /// same pixels): both come from one frame, and neither has written
+    /// into that row's band since.
+    #[inline]
+    pub fn shares_row(&self, other: &Frame, y: u16) -> bool {
+        let b = (y / BAND_ROWS) as usize;
+        self.width == other.width
+            && self.height == other.height
+            && Arc::ptr_eq(&self.bands[b], &other.bands[b])
+    }
+
+    /// Bands, for [`pool::FramePool`].
+    pub(crate) fn band_count(&self) -> usize {
+        self.bands.len()
+    }
+
+    /// Whether band `b` is held by this frame alone.
+    pub(crate) fn band_is_unique(&mut self, b: usize) -> bool {
+        Arc::get_mut(&mut self.bands[b]).is_some()
+    }
+
+    /// Put `pixels` (the band's length) in place of band `b`.
+    pub(crate) fn replace_band(&mut self, b: usize, pixels: Vec<u32>) {
+        debug_assert_eq!(pixels.len(), self.bands[b].len());
+        self.bands[b] = Arc::new(pixels);
+    }
+
+    /// Band `b`'s length in pixels.
+    pub(crate) fn band_len(&self, b: usize) -> usize {
+        self.bands[b].len()
+    }
+
+    /// The bands' buffers that only this frame held.
+    pub(crate) fn into_unique_bands(self) -> impl Iterator<Item = Vec<u32>> {
+        self.bands
+            .into_iter()
+            .filter_map(|b| Arc::try_unwrap(b).ok())
+    }
+
     /// Copy a rectangle's native pixels into `out` (cleared first), row-major.
     pub fn copy_rect(&self, r: Rect, out: &mut Vec<u32>) {
         out.clear();
@@ -102,6 +255,36 @@ impl Frame {
         for y in r.y..r.y + r.h {
             out.extend_from_slice(self.row(y, r.x, r.w));
         }
+    }
+}
+
+/// Bands of a frame `height` rows tall.
+fn band_count(height: u16) -> usize {
+    (height as usize).div_ceil(BAND_ROWS as usize)
+}
+
+/// Pixels in band `b` of a `width` x `height` frame.
+fn band_len(width: u16, height: u16, b: usize) -> usize {
+    let rows = (height as usize - b * BAND_ROWS as usize).min(BAND_ROWS as usize);
+    rows * width as usize
+}
+
+/// Pixel `i` (row-major), for tests and tools that think in flat indices.
+impl std::ops::Index<usize> for Frame {
+    type Output = u32;
+    fn index(&self, i: usize) -> &u32 {
+        let w = self.width as usize;
+        let y = i / w;
+        &self.row(y as u16, 0, self.width)[i % w]
+    }
+}
+
+/// Pixel `i` (row-major) to write (its band is copied first when shared).
+impl std::ops::IndexMut<usize> for Frame {
+    fn index_mut(&mut self, i: usize) -> &mut u32 {
+        let w = self.width as usize;
+        let y = i / w;
+        &mut self.row_mut(y as u16)[i % w]
     }
 }
 

@@ -250,7 +250,7 @@ mod tests {
                 let v =
                     ((x as u32 / 3) ^ (line.wrapping_mul(7919) << 8) ^ (((y % 16) as u32) << 24))
                         .wrapping_mul(2_654_435_761);
-                f.pixels[y * w as usize + x] = if v >> 29 == 0 { 0x00ff_ffff } else { 0 };
+                f[y * w as usize + x] = if v >> 29 == 0 { 0x00ff_ffff } else { 0 };
             }
         }
         f
@@ -260,7 +260,6 @@ mod tests {
     /// from `fresh`.
     fn scrolled(f: &Frame, fresh: &Frame, r: Rect, dy: u16) -> Frame {
         let mut g = f.clone();
-        let w = f.width as usize;
         for y in r.y..r.y + r.h {
             let (src, from) = if y + dy < r.y + r.h {
                 (f, y + dy)
@@ -268,8 +267,7 @@ mod tests {
                 (fresh, y)
             };
             let s = src.row(from, r.x, r.w).to_vec();
-            let o = y as usize * w + r.x as usize;
-            g.pixels[o..o + r.w as usize].copy_from_slice(&s);
+            g.row_mut(y)[r.x as usize..r.right() as usize].copy_from_slice(&s);
         }
         g
     }
@@ -281,7 +279,7 @@ mod tests {
         let r = Rect::new(0, 0, 256, 192);
         let a = page(256, 192, 1);
         let mut b = Frame::new(256, 192);
-        for (i, p) in b.pixels.iter_mut().enumerate() {
+        for (i, p) in b.pixels_mut().enumerate() {
             *p = (i as u32).wrapping_mul(2_654_435_761) >> 8;
         }
         let down = scrolled(&a, &page(256, 192, 1000), r, 16);
@@ -315,8 +313,8 @@ mod tests {
                 rows.push(viewer.row(m.src_y + y, m.src_x, m.dst.w).to_vec());
             }
             for (y, r) in rows.into_iter().enumerate() {
-                let o = (m.dst.y as usize + y) * viewer.width as usize + m.dst.x as usize;
-                viewer.pixels[o..o + r.len()].copy_from_slice(&r);
+                let x = m.dst.x as usize;
+                viewer.row_mut(m.dst.y + y as u16)[x..x + r.len()].copy_from_slice(&r);
             }
         }
     }
@@ -347,16 +345,15 @@ mod tests {
         let mut new = old.clone();
         for y in 48..480u16 {
             let s = old.row(y - 48, 0, 640).to_vec();
-            let o = y as usize * 640;
-            new.pixels[o..o + 640].copy_from_slice(&s);
+            new.row_mut(y).copy_from_slice(&s);
         }
         for y in 0..48u16 {
             let s = fresh.row(y, 0, 640).to_vec();
-            new.pixels[y as usize * 640..y as usize * 640 + 640].copy_from_slice(&s);
+            new.row_mut(y).copy_from_slice(&s);
         }
         // A scroll bar thumb at the right edge, rows 200..240, changes.
         for y in 200..240 {
-            new.pixels[y * 640 + 639] = 0x00ab_cdef;
+            new[y * 640 + 639] = 0x00ab_cdef;
         }
         let moves = detect(&old, &new, &[new.bounds()]);
         assert!(moves.len() >= 2, "{moves:?}");
@@ -379,7 +376,7 @@ mod tests {
         let mut old = Frame::new(320, 240);
         let mut new = Frame::new(320, 240);
         let mut s = 1u32;
-        for (a, b) in old.pixels.iter_mut().zip(new.pixels.iter_mut()) {
+        for (a, b) in old.pixels_mut().zip(new.pixels_mut()) {
             s ^= s << 13;
             s ^= s >> 17;
             s ^= s << 5;
@@ -390,7 +387,7 @@ mod tests {
         // Blank rows are found everywhere and vote for nothing.
         let blank = Frame::new(320, 240);
         let mut one = blank.clone();
-        one.pixels[100 * 320 + 5] = 1;
+        one[100 * 320 + 5] = 1;
         assert!(detect(&blank, &one, &[blank.bounds()]).is_empty());
         // Typing-sized changes are not looked at.
         let p = page(320, 240, 0);
@@ -428,7 +425,7 @@ mod tests {
             Rect::new(100, 200, 800, 512),
             16,
         );
-        for p in &mut new.pixels[..1920 * 16] {
+        for p in new.pixels_mut().take(1920 * 16) {
             *p ^= 0x80;
         }
         let moves = detect(&old, &new, &rects);

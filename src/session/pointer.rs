@@ -119,7 +119,7 @@ pub fn draw(shape: &CursorShape, pos: (u16, u16), frame: &Frame, r: Rect) -> Fra
     for y in 0..r.h {
         let fy = r.y + y;
         let row = frame.row(fy, r.x, r.w);
-        let out = &mut f.pixels[y as usize * r.w as usize..][..r.w as usize];
+        let out = f.row_mut(y);
         for (x, (o, &d)) in out.iter_mut().zip(row).enumerate() {
             let (cx, cy) = (i32::from(r.x) + x as i32 - ox, i32::from(fy) - oy);
             let inside = (0..i32::from(shape.width)).contains(&cx)
@@ -146,8 +146,9 @@ pub fn composite(latest: &Published) -> Option<(Published, Rect)> {
     let mut f: Frame = (*latest.frame).clone();
     let patch = draw(shape, d.pos, &latest.frame, d.rect);
     for y in 0..d.rect.h {
-        let at = (d.rect.y + y) as usize * f.width as usize + d.rect.x as usize;
-        f.pixels[at..at + d.rect.w as usize].copy_from_slice(patch.row(y, 0, d.rect.w));
+        let x = d.rect.x as usize;
+        f.row_mut(d.rect.y + y)[x..x + d.rect.w as usize]
+            .copy_from_slice(patch.row(y, 0, d.rect.w));
     }
     let out = Published {
         seq: latest.seq,

@@ -91,11 +91,9 @@ fn fit(latest: &Published, size: (u16, u16)) -> Published {
 /// `src` cut or padded (black) to `size`.
 fn fit_frame(src: &Frame, size: (u16, u16)) -> Frame {
     let mut f = Frame::new(size.0, size.1);
-    let w = size.0.min(src.width) as usize;
-    for y in 0..size.1.min(src.height) as usize {
-        let from = y * src.width as usize;
-        let to = y * size.0 as usize;
-        f.pixels[to..to + w].copy_from_slice(&src.pixels[from..from + w]);
+    let w = size.0.min(src.width);
+    for y in 0..size.1.min(src.height) {
+        f.row_mut(y)[..w as usize].copy_from_slice(src.row(y, 0, w));
     }
     f
 }
@@ -1272,7 +1270,7 @@ mod tests {
             let mut fb = ClientFramebuffer::new(w, h, client_pf(&PixelFormat::NATIVE));
             let mut dec = Decoder::new();
             assert_eq!(dec.decode_message(&all, &mut fb), Ok(all.len()), "{e}");
-            assert!(fb.pixels == p.frame.pixels, "{e}: picture differs");
+            assert!(fb.pixels == p.frame.to_pixels(), "{e}: picture differs");
         }
     }
 
@@ -1464,7 +1462,7 @@ mod tests {
                     let at = y as usize * w as usize + asked.x as usize;
                     let span = at..at + asked.w as usize;
                     assert!(
-                        fb.pixels[span.clone()] == latest.frame.pixels[span],
+                        fb.pixels[span] == *latest.frame.row(y, asked.x, asked.w),
                         "viewer every {pace} frames (halves: {split}), frame {n}, row {y}"
                     );
                 }
@@ -1567,8 +1565,7 @@ mod tests {
                     let mut out = Vec::new();
                     assert!(v.build_update(&p, &mut out));
                     assert_eq!(dec.decode_message(&out, &mut fb), Ok(out.len()));
-                    let want: Vec<u32> =
-                        p.frame.pixels.iter().map(|&x| pf.from_native(x)).collect();
+                    let want: Vec<u32> = p.frame.pixels().map(|&x| pf.from_native(x)).collect();
                     assert!(fb.pixels == want, "encoding {e}, {pf:?}, update {n}");
                 }
                 // The chosen encoding was used (RRE may send Raw where smaller).
@@ -1647,7 +1644,7 @@ mod tests {
                         let at = y as usize * w as usize + asked.x as usize;
                         let span = at..at + asked.w as usize;
                         assert!(
-                            lossy || fb.pixels[span.clone()] == want.pixels[span],
+                            lossy || fb.pixels[span] == *want.row(y, asked.x, asked.w),
                             "{list:?}: viewer joining at {join}, every {pace}, frame {n}, row {y}"
                         );
                     }
@@ -1682,15 +1679,14 @@ mod tests {
         rows: std::ops::Range<usize>,
         to: usize,
     ) -> Frame {
-        let mut f = Frame::new(w, h);
-        for p in f.pixels.iter_mut() {
+        let mut px = vec![0u32; w as usize * h as usize];
+        for p in &mut px {
             seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
             *p = seed >> 8;
         }
         let wu = w as usize;
-        f.pixels
-            .copy_within(rows.start * wu..rows.end * wu, to * wu);
-        f
+        px.copy_within(rows.start * wu..rows.end * wu, to * wu);
+        Frame::from_pixels(w, h, px)
     }
 
     /// Two viewers with the same settings whose updates have different
@@ -1756,7 +1752,7 @@ mod tests {
                 for y in 0..area.h as usize {
                     let row = y * w as usize..(y + 1) * w as usize;
                     assert!(
-                        fb.pixels[row.clone()] == latest.frame.pixels[row],
+                        fb.pixels[row] == *latest.frame.row(y as u16, 0, w),
                         "{e}: row {y}"
                     );
                 }
@@ -1833,7 +1829,7 @@ mod tests {
                     Ok(out.len()),
                     "{e}, viewer {k}"
                 );
-                assert!(fb.pixels == latest.frame.pixels, "{e}: viewer {k}");
+                assert!(fb.pixels == latest.frame.to_pixels(), "{e}: viewer {k}");
             }
         }
     }
@@ -1847,7 +1843,7 @@ mod tests {
         use rfb_decode::{ClientFramebuffer, Decoder};
         let (w, h) = (160u16, 120u16);
         let frame = Arc::new(render(w, h, 3));
-        let clean = frame.pixels.clone();
+        let clean = frame.to_pixels();
         let arrow = Arc::new(CursorShape::arrow());
         let at = |seq: u64, p: (u16, u16)| Published {
             pointer: Some(p),
@@ -1875,7 +1871,7 @@ mod tests {
             assert!(v.build_update(&latest, &mut out), "update {n}");
             assert_eq!(dec.decode_message(&out, &mut fb), Ok(out.len()));
             let (want, _) = pointer::composite(&latest).unwrap();
-            assert!(fb.pixels == want.frame.pixels, "pointer at {p:?}");
+            assert!(fb.pixels == want.frame.to_pixels(), "pointer at {p:?}");
             if n > 0 {
                 // Only the cursor areas (tile-wide runs) were sent, not
                 // the whole screen.
@@ -1886,7 +1882,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(frame.pixels, clean, "the published frame was drawn on");
+        assert_eq!(frame.to_pixels(), clean, "the published frame was drawn on");
         // The pointer comes under this viewer's own hand: nothing drawn.
         // (A viewer without shapes keeps the drawn cursor: it has no other.)
         v.set_encodings(&[enc::RAW, enc::CURSOR]);
@@ -1970,7 +1966,7 @@ mod tests {
         }]);
         let (sent, px) = serve(&mut v, &small);
         assert!(sent);
-        assert_eq!(px, fit(&small, (100, 80)).frame.pixels);
+        assert_eq!(px, fit(&small, (100, 80)).frame.to_pixels());
         let mut same = publish(3, render(60, 50, 2));
         same.damage = Arc::new(vec![
             small.damage[0].clone(),

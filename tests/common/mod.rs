@@ -141,7 +141,7 @@ pub fn poll_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Optio
 
 /// The pixels (`0x00RRGGBB`) of test-pattern frame `n`.
 pub fn expected(w: u16, h: u16, n: u64) -> Vec<u32> {
-    test_pattern::render(w, h, n).pixels
+    test_pattern::render(w, h, n).to_pixels()
 }
 
 /// Quantise a native pixel to a client format's value (keeps the top bits

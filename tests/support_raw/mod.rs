@@ -633,8 +633,7 @@ pub fn expected_values(w: u16, h: u16, n: u64, pf: &PixelFormat) -> Arc<Vec<u32>
     }
     let v: Arc<Vec<u32>> = Arc::new(
         render(w, h, n)
-            .pixels
-            .iter()
+            .pixels()
             .map(|&p| pf.from_native(p))
             .collect(),
     );
