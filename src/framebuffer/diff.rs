@@ -4,6 +4,7 @@ use super::{Frame, Rect, BAND_ROWS};
 
 /// Edge of the square tiles frames are compared in (grid anchored at 0,0).
 pub const TILE: u16 = 64;
+const _: () = assert!(TILE <= 64, "a tile's rows are bits of a u64");
 
 /// Rectangles (within `area`) where `new` differs from `old`.
 ///
@@ -33,6 +34,12 @@ pub fn changed_rects(old: &Frame, new: &Frame, area: Rect, hint: Option<&[Rect]>
         {
             continue;
         }
+        // Bit i: row band.y + i may differ.
+        let mut maybe: u64 = if band.h >= 64 {
+            u64::MAX
+        } else {
+            (1 << band.h) - 1
+        };
         if let Some(h) = hint {
             row_hints.clear();
             row_hints.extend(
@@ -41,6 +48,21 @@ pub fn changed_rects(old: &Frame, new: &Frame, area: Rect, hint: Option<&[Rect]>
                     .filter(|r| !r.is_empty()),
             );
             if row_hints.is_empty() {
+                continue;
+            }
+        } else {
+            // Without a hint every tile is compared: first each row whole
+            // (one long comparison instead of one per tile), then the
+            // tiles only on rows that differ.
+            for i in 0..band.h {
+                let y = band.y + i;
+                if old.shares_row(new, y)
+                    || old.row(y, band.x, band.w) == new.row(y, band.x, band.w)
+                {
+                    maybe &= !(1 << i);
+                }
+            }
+            if maybe == 0 {
                 continue;
             }
         }
@@ -53,7 +75,7 @@ pub fn changed_rects(old: &Frame, new: &Frame, area: Rect, hint: Option<&[Rect]>
             let touched =
                 hint.is_none() || row_hints.iter().any(|r| !r.intersect(&tile).is_empty());
             let rows = if touched {
-                changed_rows(old, new, tile)
+                changed_rows(old, new, tile, maybe)
             } else {
                 None
             };
@@ -157,10 +179,15 @@ fn last_diff(a: &[u32], b: &[u32]) -> Option<usize> {
     (0..end).rev().find(|&i| a[i] != b[i])
 }
 
-/// First and last row of `t` that differ, if any.
+/// First and last row of `t` that differ, if any; only rows whose bit
+/// in `maybe` is set (bit i: row `t.y + i`) can.
 #[inline]
-fn changed_rows(old: &Frame, new: &Frame, t: Rect) -> Option<(u16, u16)> {
-    let differs = |y: u16| !old.shares_row(new, y) && old.row(y, t.x, t.w) != new.row(y, t.x, t.w);
+fn changed_rows(old: &Frame, new: &Frame, t: Rect, maybe: u64) -> Option<(u16, u16)> {
+    let differs = |y: u16| {
+        maybe >> (y - t.y) & 1 == 1
+            && !old.shares_row(new, y)
+            && old.row(y, t.x, t.w) != new.row(y, t.x, t.w)
+    };
     let first = (t.y..t.y + t.h).find(|&y| differs(y))?;
     let last = (first..t.y + t.h)
         .rev()
@@ -262,6 +289,9 @@ mod tests {
                 }
             }
             let mut rects = changed_rects(&a, &b, a.bounds(), None);
+            // The same frames in memory of their own (no band shared).
+            let separate = Frame::from_pixels(b.width, b.height, b.to_pixels());
+            assert_eq!(rects, changed_rects(&a, &separate, a.bounds(), None));
             trim_columns(&a, &b, &mut rects);
             let differs = |x: usize, y: usize| a[y * w + x] != b[y * w + x];
             for y in 0..h {
