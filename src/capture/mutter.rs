@@ -676,7 +676,7 @@ impl MutterSource {
             if resized {
                 info!(width = f.width, height = f.height, "GNOME screen size");
             }
-            self.frame = Some(Arc::new(Frame::from_pixels(f.width, f.height, f.pixels)));
+            self.frame = Some(Arc::new(f.pixels));
             if resized || std::mem::take(&mut self.whole_next) {
                 None
             } else {

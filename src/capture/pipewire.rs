@@ -8,7 +8,7 @@
 //! thread sees only [`PwStream`], which is.
 
 use crate::capture::CursorShape;
-use crate::framebuffer::Rect;
+use crate::framebuffer::{Frame, Rect};
 use crate::rfb::limits::MAX_FRAMEBUFFER_EDGE;
 use pipewire as pw;
 use pw::spa;
@@ -28,12 +28,11 @@ const MAX_DAMAGE_RECTS: usize = 64;
 /// metadata room for up to 384x384).
 const MAX_CURSOR_EDGE: u32 = 384;
 
-/// One frame from the stream, already in [`crate::framebuffer::Frame`]'s
-/// pixel layout (`0x00RRGGBB`).
+/// One frame from the stream.
 pub struct PwFrame {
     pub width: u16,
     pub height: u16,
-    pub pixels: Vec<u32>,
+    pub pixels: Frame,
     /// Where it changed since the previous delivered frame (`None`:
     /// unknown).
     pub damage: Option<Vec<Rect>>,
@@ -638,7 +637,7 @@ fn read_frame(
     (fw, fh): (u32, u32),
     area: (u32, u32, u32, u32),
     offsets: (usize, usize, usize),
-) -> Option<Vec<u32>> {
+) -> Option<Frame> {
     let datas = buffer.datas_mut();
     let data = datas.first_mut()?;
     let chunk = data.chunk();
@@ -665,7 +664,7 @@ fn convert(
     (fw, fh): (u32, u32),
     area: (u32, u32, u32, u32),
     (ro, go, bo): (usize, usize, usize),
-) -> Option<Vec<u32>> {
+) -> Option<Frame> {
     let (fw, fh) = (fw as usize, fh as usize);
     let (ax, ay, aw, ah) = (
         area.0 as usize,
@@ -697,14 +696,14 @@ fn convert(
         );
         return None;
     }
-    let mut pixels = Vec::with_capacity(aw * ah);
-    for row in ay..ay + ah {
-        let off = start + row * stride + ax * 4;
-        for px in bytes[off..off + aw * 4].chunks_exact(4) {
-            pixels.push(u32::from(px[ro]) << 16 | u32::from(px[go]) << 8 | u32::from(px[bo]));
-        }
-    }
-    Some(pixels)
+    Some(Frame::from_rows(aw as u16, ah as u16, |y, out| {
+        let off = start + (ay + y as usize) * stride + ax * 4;
+        out.extend(
+            bytes[off..off + aw * 4]
+                .chunks_exact(4)
+                .map(|px| u32::from(px[ro]) << 16 | u32::from(px[go]) << 8 | u32::from(px[bo])),
+        );
+    }))
 }
 
 /// The cursor metadata of a buffer: a new image (when the buffer has one)
@@ -853,11 +852,11 @@ mod tests {
         let bgrx = rgb_offsets(VideoFormat::BGRx).unwrap();
         let all = convert(&b, 5, 14, (3, 2), (0, 0, 3, 2), bgrx).unwrap();
         assert_eq!(
-            all,
+            all.to_pixels(),
             [0x800000, 0x800001, 0x800002, 0x800100, 0x800101, 0x800102]
         );
         let crop = convert(&b, 5, 14, (3, 2), (1, 1, 2, 1), bgrx).unwrap();
-        assert_eq!(crop, [0x800101, 0x800102]);
+        assert_eq!(crop.to_pixels(), [0x800101, 0x800102]);
         // The last row needs no padding after it.
         assert!(convert(&b[..b.len() - 2], 5, 14, (3, 2), (0, 0, 3, 2), bgrx).is_some());
     }

@@ -732,7 +732,7 @@ impl PortalSource {
                 info!(width = f.width, height = f.height, "portal screen size");
                 *self.size.lock().unwrap_or_else(|e| e.into_inner()) = Some((f.width, f.height));
             }
-            self.frame = Some(Arc::new(Frame::from_pixels(f.width, f.height, f.pixels)));
+            self.frame = Some(Arc::new(f.pixels));
             if resized {
                 None
             } else {

@@ -135,6 +135,33 @@ impl Frame {
         }
     }
 
+    /// A frame whose row `y` is what `row(y, out)` appends to `out`
+    /// (exactly `width` pixels), written straight into the bands.
+    ///
+    /// # Panics
+    /// When `row` appends another number of pixels.
+    pub fn from_rows(width: u16, height: u16, mut row: impl FnMut(u16, &mut Vec<u32>)) -> Frame {
+        let bands = (0..band_count(height))
+            .map(|b| {
+                let len = band_len(width, height, b);
+                let mut band = Vec::with_capacity(len);
+                let first = b * BAND_ROWS as usize;
+                for y in first..first + len / (width as usize).max(1) {
+                    let before = band.len();
+                    row(y as u16, &mut band);
+                    assert_eq!(band.len() - before, width as usize, "row {y}");
+                }
+                band.resize(len, 0);
+                Arc::new(band)
+            })
+            .collect();
+        Frame {
+            width,
+            height,
+            bands,
+        }
+    }
+
     pub fn bounds(&self) -> Rect {
         Rect::new(0, 0, self.width, self.height)
     }
@@ -293,6 +320,33 @@ pub type SharedFrame = Arc<Frame>;
 #[cfg(test)]
 mod tests {
     use super::*;
+    /// Bands: every constructor gives the same frame, a write copies only
+    /// its band, and `rows` gives a slice only within one band.
+    #[test]
+    fn bands_are_shared_until_written() {
+        let (w, h) = (5u16, 2 * BAND_ROWS + 3);
+        let px: Vec<u32> = (0..w as u32 * h as u32).collect();
+        let a = Frame::from_pixels(w, h, px.clone());
+        let b = Frame::from_rows(w, h, |y, out| {
+            out.extend_from_slice(&px[y as usize * 5..][..5]);
+        });
+        assert_eq!(a, b);
+        assert_eq!(a.to_pixels(), px);
+        assert_eq!(a.get(4, BAND_ROWS + 1), (BAND_ROWS as u32 + 1) * 5 + 4);
+        let mut c = a.clone();
+        c.set(0, BAND_ROWS, 7);
+        for y in 0..h {
+            assert_eq!(c.shares_row(&a, y), y / BAND_ROWS != 1, "row {y}");
+        }
+        assert_eq!(a[BAND_ROWS as usize * 5], BAND_ROWS as u32 * 5);
+        assert_eq!(c[BAND_ROWS as usize * 5], 7);
+        assert_eq!(a.rows(1, BAND_ROWS - 1).map(<[u32]>::len), Some(5 * 31));
+        assert!(a.rows(1, BAND_ROWS).is_none());
+        assert!(a.rows(2 * BAND_ROWS, 3).is_some());
+        assert_eq!(Frame::from_pixels(0, 40, Vec::new()), Frame::new(0, 40));
+        assert_eq!(Frame::from_pixels(9, 0, Vec::new()), Frame::new(9, 0));
+    }
+
     #[test]
     fn union_saturates_instead_of_wrapping() {
         let a = Rect::new(0, 0, 10, 10);
