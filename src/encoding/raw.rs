@@ -72,6 +72,18 @@ impl Encoder for RawEncoder {
             return 1;
         }
         let start = out.len();
+        if cfg!(target_endian = "little")
+            && (p.pf.bits_per_pixel, p.pf.big_endian) == (32, false)
+            && p.pf.is_native_value()
+        {
+            // The frame's own bytes: one copy per row, no zero-fill of the
+            // output first (that memset was 7% of a full-screen Raw update).
+            out.reserve(row_bytes * rect.h as usize);
+            for y in rect.y..rect.y + rect.h {
+                out.extend_from_slice(bytemuck::cast_slice(frame.row(y, rect.x, rect.w)));
+            }
+            return 1;
+        }
         out.resize(start + row_bytes * rect.h as usize, 0);
         for (k, dst) in out[start..].chunks_exact_mut(row_bytes).enumerate() {
             convert_row(&p.pf, frame.row(rect.y + k as u16, rect.x, rect.w), dst);
