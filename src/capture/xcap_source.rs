@@ -58,12 +58,14 @@ impl XcapSource {
             img.width().min(16384) as u16,
             img.height().min(16384) as u16,
         );
-        let mut px = vec![0u32; w as usize * h as usize];
-        for (dst, p) in px.iter_mut().zip(img.pixels()) {
-            let [r, g, b, _] = p.0;
-            *dst = (r as u32) << 16 | (g as u32) << 8 | b as u32;
-        }
-        Ok(Frame::from_pixels(w, h, px))
+        // Converted straight into the frame's bands, row after row.
+        let mut pixels = img.pixels();
+        Ok(Frame::from_rows(w, h, |_, out| {
+            out.extend(pixels.by_ref().take(w as usize).map(|p| {
+                let [r, g, b, _] = p.0;
+                (r as u32) << 16 | (g as u32) << 8 | b as u32
+            }));
+        }))
     }
 }
 
